@@ -1,0 +1,46 @@
+"""The error taxonomy that crosses the engine: spec errors, transient and permanent host failures.
+
+Raised at the edges (spec loading, transport); the engine turns them into per-host outcomes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class SpecIssue:
+    """One problem in the spec directory, located as file:line and field."""
+
+    file: str
+    line: int
+    field: str
+    message: str
+
+    def __str__(self) -> str:
+        field = f" {self.field}:" if self.field else ""
+        return f"{self.file}:{self.line}:{field} {self.message}"
+
+
+class SpecError(Exception):
+    """The spec directory is invalid; carries every issue found, not just the first."""
+
+    def __init__(self, issues: list[SpecIssue]):
+        self.issues = sorted(issues, key=lambda i: (i.file, i.line, i.field, i.message))
+        super().__init__("\n".join(str(i) for i in self.issues))
+
+
+class HostError(Exception):
+    """A host could not be observed or changed."""
+
+    transient = False
+
+
+class TransientHostError(HostError):
+    """Worth retrying later: connection refused or lost, timeouts."""
+
+    transient = True
+
+
+class PermanentHostError(HostError):
+    """Retrying will not help until someone acts: wrong host key, authentication refused."""

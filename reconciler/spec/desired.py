@@ -1,0 +1,84 @@
+"""DesiredState: the spec directory rendered for each host; the input of planning.
+
+Built by `spec.render` from validated documents; read by observe, plan, apply and the engine.
+Plain frozen dataclasses: no YAML, no templates, no I/O.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Target:
+    """How to reach a host over SSH."""
+
+    name: str
+    address: str
+    port: int = 22
+    user: str = "root"
+    identity_file: str | None = None
+    known_hosts: str | None = None
+    unsafe_skip_host_key_verification: bool = False
+
+
+@dataclass(frozen=True)
+class DesiredFile:
+    path: str
+    content: bytes
+    mode: int
+    owner: str
+    group: str
+    sensitive: bool
+    source: str  # "File/etcd-conf" or "Unit/etcd"
+
+
+@dataclass(frozen=True)
+class DesiredUnit:
+    name: str  # systemd unit name, e.g. "etcd.service"
+    spec_name: str  # metadata.name, e.g. "etcd"
+    path: str
+    enabled: bool
+    running: bool
+    restart_on: tuple[str, ...]  # paths of files whose change restarts the unit (its own unit file included)
+    rollout_check: str | None = None  # HealthCheck name gating one-at-a-time restarts
+    rollout_timeout: float = 120.0
+
+
+@dataclass(frozen=True)
+class DesiredCheck:
+    name: str
+    timeout: float
+    url: str | None = None
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+    expect_status: int = 200
+    tcp_host: str | None = None
+    tcp_port: int | None = None
+
+    def describe(self) -> str:
+        return self.url if self.url else f"tcp://{self.tcp_host}:{self.tcp_port}"
+
+
+@dataclass(frozen=True)
+class DesiredHost:
+    target: Target
+    files: dict[str, DesiredFile] = field(default_factory=dict)  # by path; unit files included
+    units: tuple[DesiredUnit, ...] = ()
+    checks: tuple[DesiredCheck, ...] = ()
+
+    @property
+    def name(self) -> str:
+        return self.target.name
+
+    def check(self, name: str) -> DesiredCheck | None:
+        return next((c for c in self.checks if c.name == name), None)
+
+
+@dataclass(frozen=True)
+class DesiredState:
+    hosts: dict[str, DesiredHost]
+
+    def hosts_with_unit(self, unit: str) -> list[DesiredHost]:
+        return [h for _, h in sorted(self.hosts.items()) if any(u.name == unit for u in h.units)]

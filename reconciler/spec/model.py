@@ -1,0 +1,175 @@
+"""The spec documents as operators write them: one pydantic model per `kind`.
+
+Owns the shape and the per-field rules of `Host`, `File`, `Unit` and `HealthCheck` documents.
+`spec.load` validates raw YAML against these models; nothing here knows about files, lines or hosts.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic.alias_generators import to_camel
+
+API_VERSION = "reconciler/v1"
+
+NAME_RE = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
+ENV_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# Path characters we accept on a host: no whitespace, quotes, globs or control characters.
+PATH_RE = re.compile(r"^/[A-Za-z0-9._@+=,:/-]*$")
+
+
+def _normalised_absolute(path: str) -> str:
+    if not path.startswith("/"):
+        raise ValueError(f"path {path!r} must be absolute")
+    if not PATH_RE.match(path):
+        raise ValueError(f"path {path!r} has characters outside [A-Za-z0-9._@+=,:/-]")
+    if path == "/" or posixpath.normpath(path) != path or "/../" in path + "/" or "/./" in path + "/":
+        raise ValueError(f"path {path!r} is not normalised (expected {posixpath.normpath(path)!r})")
+    return path
+
+
+def _octal_mode(mode: str) -> str:
+    if not re.fullmatch(r"0?[0-7]{3,4}", mode):
+        raise ValueError(f"mode {mode!r} must be an octal string such as '0644'")
+    if int(mode, 8) > 0o7777:
+        raise ValueError(f"mode {mode!r} is out of range")
+    return mode
+
+
+AbsPath = Annotated[str, AfterValidator(_normalised_absolute)]
+Mode = Annotated[str, AfterValidator(_octal_mode)]
+Name = Annotated[str, Field(pattern=NAME_RE, max_length=253)]
+Account = Annotated[str, Field(pattern=r"^[a-z_][a-z0-9_.-]*\$?$", max_length=32)]
+
+
+class Strict(BaseModel):
+    """Base: unknown fields are errors, fields are camelCase in YAML."""
+
+    model_config = ConfigDict(extra="forbid", alias_generator=to_camel, populate_by_name=True, frozen=True)
+
+
+class Metadata(Strict):
+    name: Name
+    labels: dict[Annotated[str, Field(pattern=r"^[A-Za-z0-9_./-]+$")], str] = {}
+
+
+class MatchLabels(Strict):
+    match_labels: dict[str, str] = Field(min_length=1)
+
+
+HostSelector = Literal["all"] | MatchLabels
+
+
+class HostSpec(Strict):
+    address: Annotated[str, Field(pattern=r"^[A-Za-z0-9.:-]+$", max_length=253)]
+    port: Annotated[int, Field(ge=1, le=65535)] = 22
+    user: Account = "root"
+    identity_file: str | None = None
+    known_hosts: str | None = None
+    unsafe_skip_host_key_verification: bool = Field(
+        default=False,
+        description="UNSAFE: accept any host key (man-in-the-middle possible). Never use outside a lab.",
+    )
+    vars: dict[str, Any] = {}
+
+
+class FileSpec(Strict):
+    path: AbsPath
+    hosts: HostSelector = "all"
+    content: str | None = None
+    env: dict[str, str | int | float | bool] | None = None
+    mode: Mode = "0644"
+    owner: Account = "root"
+    group: Account = "root"
+    sensitive: bool = False
+
+    @model_validator(mode="after")
+    def _one_source(self) -> FileSpec:
+        if (self.content is None) == (self.env is None):
+            raise ValueError("exactly one of 'content' or 'env' must be given")
+        for key in self.env or {}:
+            if not ENV_KEY_RE.match(key):
+                raise ValueError(f"env key {key!r} is not a valid variable name")
+        return self
+
+
+class Rollout(Strict):
+    strategy: Literal["OneAtATime"] = "OneAtATime"
+    health_check: Name
+    timeout_seconds: Annotated[float, Field(gt=0, le=3600)] = 120.0
+
+
+class UnitSpec(Strict):
+    hosts: HostSelector = "all"
+    path: AbsPath | None = None
+    content: str
+    enabled: bool = True
+    state: Literal["running", "stopped"] = "running"
+    restart_on: list[Name] = []
+    rollout: Rollout | None = None
+
+
+class HttpProbe(Strict):
+    url: Annotated[str, Field(pattern=r"^https?://[^\n]+$")]
+    ca_file: AbsPath | None = None
+    cert_file: AbsPath | None = None
+    key_file: AbsPath | None = None
+    expect_status: Annotated[int, Field(ge=100, le=599)] = 200
+
+    @model_validator(mode="after")
+    def _client_pair(self) -> HttpProbe:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("certFile and keyFile go together")
+        return self
+
+
+class TcpProbe(Strict):
+    host: Annotated[str, Field(min_length=1, max_length=253)]
+    port: Annotated[int, Field(ge=1, le=65535)]
+
+
+class HealthCheckSpec(Strict):
+    hosts: HostSelector = "all"
+    http: HttpProbe | None = None
+    tcp: TcpProbe | None = None
+    timeout_seconds: Annotated[float, Field(gt=0, le=300)] = 5.0
+
+    @model_validator(mode="after")
+    def _one_probe(self) -> HealthCheckSpec:
+        if (self.http is None) == (self.tcp is None):
+            raise ValueError("exactly one of 'http' or 'tcp' must be given")
+        return self
+
+
+SPEC_MODELS: dict[str, type[Strict]] = {
+    "Host": HostSpec,
+    "File": FileSpec,
+    "Unit": UnitSpec,
+    "HealthCheck": HealthCheckSpec,
+}
+
+
+class Document(BaseModel):
+    """One validated document, with where it came from."""
+
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+
+    kind: str
+    metadata: Metadata
+    spec: Any
+    file: str
+    line: int
+    lines: dict[tuple[str | int, ...], int] = {}
+
+    def line_of(self, *loc: str | int) -> int:
+        """Line of the deepest known field on `loc` (falls back to the document start)."""
+        for cut in range(len(loc), 0, -1):
+            if loc[:cut] in self.lines:
+                return self.lines[loc[:cut]]
+        return self.line
+
+    def where(self, *loc: str | int) -> str:
+        return f"{self.file}:{self.line_of(*loc)}"

@@ -1,0 +1,206 @@
+"""Validated documents -> DesiredState: selectors, cross-document checks and per-host templates.
+
+Owns: duplicate names, dangling references, two documents writing one path on a host, and rendering
+of `content`, `env` values and probe addresses with Jinja2 (sandboxed, StrictUndefined: an undefined
+variable is an error naming the host, never an empty string). Called by `spec.load.load_desired`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import jinja2
+from jinja2.sandbox import SandboxedEnvironment
+
+from reconciler.errors import SpecError, SpecIssue
+from reconciler.spec.desired import DesiredCheck, DesiredFile, DesiredHost, DesiredState, DesiredUnit, Target
+from reconciler.spec.model import Document, FileSpec, HealthCheckSpec, HostSelector, HostSpec, UnitSpec
+
+MANAGED_HEADER = "# Managed by reconciler ({source}); local edits are reverted.\n"
+_UNIT_SUFFIXES = (".service", ".socket", ".timer", ".path", ".mount", ".target")
+_BARE_ENV_VALUE = re.compile(r"^[A-Za-z0-9_./:,=+@%-]*$")
+
+
+def unit_name(spec_name: str) -> str:
+    return spec_name if spec_name.endswith(_UNIT_SUFFIXES) else f"{spec_name}.service"
+
+
+def env_line(key: str, value: str) -> str:
+    """KEY=value as systemd's EnvironmentFile and etcd's env parsing both read it."""
+    if _BARE_ENV_VALUE.match(value):
+        return f"{key}={value}"
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"')
+    return f'{key}="{escaped}"'
+
+
+def selects(selector: HostSelector, labels: Mapping[str, str]) -> bool:
+    if selector == "all":
+        return True
+    return all(labels.get(k) == v for k, v in selector.match_labels.items())
+
+
+class _Renderer:
+    def __init__(self, hosts: list[Document]):
+        self.env = SandboxedEnvironment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False)
+        self.hosts = [self._host_context(h) for h in hosts]
+        self._cache: dict[str, jinja2.Template] = {}
+
+    @staticmethod
+    def _host_context(doc: Document) -> dict[str, Any]:
+        spec: HostSpec = doc.spec
+        return {"name": doc.metadata.name, "address": spec.address, "port": spec.port, "user": spec.user,
+                "labels": dict(doc.metadata.labels), "vars": dict(spec.vars)}
+
+    def render(self, text: str, host: Document) -> str:
+        template = self._cache.get(text)
+        if template is None:
+            template = self._cache[text] = self.env.from_string(text)
+        me = next(h for h in self.hosts if h["name"] == host.metadata.name)
+        return template.render(host=me, hosts=self.hosts, vars=me["vars"])
+
+
+def build_desired(docs: list[Document], spec_dir: Path) -> DesiredState:
+    issues: list[SpecIssue] = []
+    by_kind: dict[str, dict[str, Document]] = {k: {} for k in ("Host", "File", "Unit", "HealthCheck")}
+    for doc in docs:
+        seen = by_kind[doc.kind].get(doc.metadata.name)
+        if seen is not None:
+            issues.append(SpecIssue(doc.file, doc.line_of("metadata", "name"), "metadata.name",
+                                    f"duplicate {doc.kind} name {doc.metadata.name!r} (first at {seen.where('metadata', 'name')})"))
+            continue
+        by_kind[doc.kind][doc.metadata.name] = doc
+    hosts = list(by_kind["Host"].values())
+    if not hosts:
+        issues.append(SpecIssue(str(spec_dir), 0, "", "no Host document: nothing to manage"))
+    _check_hosts(hosts, issues)
+    _check_references(by_kind, issues)
+    renderer = _Renderer(hosts)
+    desired = {h.metadata.name: _render_host(h, by_kind, renderer, spec_dir, issues) for h in hosts}
+    if issues:
+        raise SpecError(issues)
+    return DesiredState(hosts=desired)
+
+
+def _check_hosts(hosts: list[Document], issues: list[SpecIssue]) -> None:
+    seen: dict[tuple[str, int], Document] = {}
+    for doc in hosts:
+        key = (doc.spec.address, doc.spec.port)
+        if key in seen:
+            issues.append(SpecIssue(doc.file, doc.line_of("spec", "address"), "spec.address",
+                                    f"{key[0]}:{key[1]} is also host {seen[key].metadata.name!r}"))
+        seen[key] = doc
+
+
+def _check_references(by_kind: dict[str, dict[str, Document]], issues: list[SpecIssue]) -> None:
+    for doc in by_kind["Unit"].values():
+        spec: UnitSpec = doc.spec
+        for i, name in enumerate(spec.restart_on):
+            if name not in by_kind["File"]:
+                issues.append(SpecIssue(doc.file, doc.line_of("spec", "restartOn", i), f"spec.restartOn[{i}]",
+                                        f"no File named {name!r}"))
+        if spec.rollout and spec.rollout.health_check not in by_kind["HealthCheck"]:
+            issues.append(SpecIssue(doc.file, doc.line_of("spec", "rollout", "healthCheck"), "spec.rollout.healthCheck",
+                                    f"no HealthCheck named {spec.rollout.health_check!r}"))
+
+
+def _local_path(value: str | None, doc: Document, spec_dir: Path) -> str | None:
+    if value is None:
+        return None
+    path = Path(os.path.expanduser(value))
+    return str(path if path.is_absolute() else (spec_dir.parent / doc.file).parent / path)
+
+
+def _render_host(host: Document, by_kind: dict[str, dict[str, Document]], renderer: _Renderer,
+                 spec_dir: Path, issues: list[SpecIssue]) -> DesiredHost:
+    hs: HostSpec = host.spec
+    name = host.metadata.name
+    labels = host.metadata.labels
+    target = Target(name=name, address=hs.address, port=hs.port, user=hs.user,
+                    identity_file=_local_path(hs.identity_file, host, spec_dir),
+                    known_hosts=_local_path(hs.known_hosts, host, spec_dir) or os.path.expanduser("~/.ssh/known_hosts"),
+                    unsafe_skip_host_key_verification=hs.unsafe_skip_host_key_verification)
+
+    def render(text: str, doc: Document, *loc: str) -> str:
+        try:
+            return renderer.render(text, host)
+        except jinja2.TemplateSyntaxError as exc:
+            line = doc.line_of(*loc) + (exc.lineno if doc.line_of(*loc) != doc.line else 0)
+            issues.append(SpecIssue(doc.file, line, ".".join(loc), f"template syntax error: {exc.message}"))
+        except (jinja2.UndefinedError, jinja2.TemplateError, TypeError, ValueError) as exc:
+            issues.append(SpecIssue(doc.file, doc.line_of(*loc), ".".join(loc),
+                                    f"rendering for host {name!r}: {exc}"))
+        return ""
+
+    files: dict[str, DesiredFile] = {}
+
+    def add(df: DesiredFile, doc: Document, *loc: str) -> None:
+        other = files.get(df.path)
+        if other is not None:
+            issues.append(SpecIssue(doc.file, doc.line_of(*loc), ".".join(loc),
+                                    f"{df.path} on host {name!r} is also written by {other.source}"))
+            return
+        files[df.path] = df
+
+    file_paths: dict[str, str] = {}
+    for doc in by_kind["File"].values():
+        fs: FileSpec = doc.spec
+        if not selects(fs.hosts, labels):
+            continue
+        source = f"File/{doc.metadata.name}"
+        if fs.env is not None:
+            body = MANAGED_HEADER.format(source=source)
+            for key, value in fs.env.items():
+                rendered = render(_env_text(value), doc, "spec", "env", key)
+                if "\n" in rendered or "\r" in rendered:
+                    issues.append(SpecIssue(doc.file, doc.line_of("spec", "env", key), f"spec.env.{key}",
+                                            "value must be a single line"))
+                body += env_line(key, rendered) + "\n"
+        else:
+            body = render(fs.content or "", doc, "spec", "content")
+        add(DesiredFile(fs.path, body.encode(), int(fs.mode, 8), fs.owner, fs.group, fs.sensitive, source), doc, "spec", "path")
+        file_paths[doc.metadata.name] = fs.path
+
+    checks: list[DesiredCheck] = []
+    for doc in by_kind["HealthCheck"].values():
+        cs: HealthCheckSpec = doc.spec
+        if not selects(cs.hosts, labels):
+            continue
+        if cs.http is not None:
+            url = render(cs.http.url, doc, "spec", "http", "url")
+            if url and not re.fullmatch(r"https?://[^\s'\"]+", url):
+                issues.append(SpecIssue(doc.file, doc.line_of("spec", "http", "url"), "spec.http.url",
+                                        f"rendered for host {name!r} to {url!r}, not an http(s) URL"))
+            checks.append(DesiredCheck(doc.metadata.name, cs.timeout_seconds, url=url,
+                                       ca_file=cs.http.ca_file, cert_file=cs.http.cert_file, key_file=cs.http.key_file,
+                                       expect_status=cs.http.expect_status))
+        elif cs.tcp is not None:
+            checks.append(DesiredCheck(doc.metadata.name, cs.timeout_seconds,
+                                       tcp_host=render(cs.tcp.host, doc, "spec", "tcp", "host"), tcp_port=cs.tcp.port))
+
+    units: list[DesiredUnit] = []
+    for doc in by_kind["Unit"].values():
+        us: UnitSpec = doc.spec
+        if not selects(us.hosts, labels):
+            continue
+        uname = unit_name(doc.metadata.name)
+        path = us.path or f"/etc/systemd/system/{uname}"
+        add(DesiredFile(path, render(us.content, doc, "spec", "content").encode(), 0o644, "root", "root", False,
+                        f"Unit/{doc.metadata.name}"), doc, "spec", "path" if us.path else "metadata")
+        restart_on = (path,) + tuple(file_paths[f] for f in us.restart_on if f in file_paths)
+        check = us.rollout.health_check if us.rollout else None
+        if check and check in by_kind["HealthCheck"] and not any(c.name == check for c in checks):
+            issues.append(SpecIssue(doc.file, doc.line_of("spec", "rollout", "healthCheck"), "spec.rollout.healthCheck",
+                                    f"HealthCheck {check!r} does not select host {name!r}, which runs this unit"))
+        units.append(DesiredUnit(uname, doc.metadata.name, path, us.enabled, us.state == "running", restart_on,
+                                 check, us.rollout.timeout_seconds if us.rollout else 120.0))
+    return DesiredHost(target=target, files=files, units=tuple(units), checks=tuple(checks))
+
+
+def _env_text(value: str | int | float | bool) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
