@@ -1,0 +1,91 @@
+"""Carrying out a plan on one host: the only place that builds commands which change a host.
+
+Owns the atomic write (temp file in the same directory, owner and mode set, fsync, backup of the
+replaced content, rename), and the systemctl verbs. Every value travels as an argv word or on stdin,
+never inside script text. Called by the engine; returns what was done or raises HostError.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import structlog
+
+from reconciler.errors import PermanentHostError
+from reconciler.plan.actions import Action, Kind
+from reconciler.spec.desired import DesiredHost
+from reconciler.transport.base import CommandResult, Connection
+
+log = structlog.get_logger(__name__)
+
+BACKUP_DIR = "/var/backups/reconciler"
+BACKUPS_KEPT = 5
+
+# $1 path, $2 mode, $3 owner, $4 group, $5 backup dir, $6 stamp, $7 backups kept; content on stdin.
+# Backups of /etc/x/y go to <backup dir>/etc/x/y/<stamp>, the newest $7 kept.
+WRITE_SCRIPT = r"""
+set -eu
+path=$1; dir=$(dirname -- "$path"); base=$(basename -- "$path")
+mkdir -p -- "$dir"
+tmp=$(mktemp -- "$dir/.$base.reconciler.XXXXXX")
+trap 'rm -f -- "$tmp"' EXIT
+cat > "$tmp"
+chown -- "$3:$4" "$tmp"
+chmod -- "$2" "$tmp"
+sync -- "$tmp"
+if [ -e "$path" ]; then
+  bdir="$5$path"
+  mkdir -p -m 0700 -- "$5"; mkdir -p -- "$bdir"
+  cp -p -- "$path" "$bdir/$6"
+  ls -1t -- "$bdir" | tail -n +$(($7 + 1)) | while IFS= read -r old; do rm -f -- "$bdir/$old"; done
+fi
+mv -f -- "$tmp" "$path"
+trap - EXIT
+sync -- "$dir"
+"""
+
+
+@dataclass
+class ApplyLog:
+    host: str
+    done: list[Action] = field(default_factory=list)
+
+    def restarted(self) -> list[str]:
+        return [a.target for a in self.done if a.kind is Kind.RESTART]
+
+
+def _check(result: CommandResult, host: str, what: str) -> None:
+    if not result.ok:
+        raise PermanentHostError(f"{host}: {what} failed: {result.describe()}")
+
+
+def action_argv(action: Action, desired: DesiredHost, stamp: str) -> tuple[list[str], bytes | None]:
+    """Pure: the argv (and stdin) that carries out one action."""
+    if action.kind is Kind.WRITE:
+        f = desired.files[action.target]
+        return (["bash", "-c", WRITE_SCRIPT, "reconciler-write", f.path, f"{f.mode:04o}", f.owner, f.group,
+                 BACKUP_DIR, stamp, str(BACKUPS_KEPT)], f.content)
+    if action.kind is Kind.ATTRS:
+        f = desired.files[action.target]
+        return (["sh", "-c", 'chown -- "$1" "$3" && chmod -- "$2" "$3"', "reconciler-attrs",
+                 f"{f.owner}:{f.group}", f"{f.mode:04o}", f.path], None)
+    if action.kind is Kind.DAEMON_RELOAD:
+        return (["systemctl", "daemon-reload"], None)
+    return (["systemctl", action.kind.value, "--", action.target], None)
+
+
+async def run_action(conn: Connection, desired: DesiredHost, action: Action) -> None:
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + f".{time.time_ns() % 1_000_000_000:09d}"
+    argv, stdin = action_argv(action, desired, stamp)
+    timeout = 300.0 if action.kind in (Kind.START, Kind.RESTART, Kind.STOP) else 60.0
+    result = await conn.run(argv, input=stdin, timeout=timeout)
+    _check(result, desired.name, action.headline() if action.kind is not Kind.WRITE else f"write {action.target}")
+    log.info("applied", host=desired.name, action=action.kind.value, target=action.target, reason=action.reason)
+
+
+async def apply_actions(conn: Connection, desired: DesiredHost, actions: tuple[Action, ...], applied: ApplyLog) -> None:
+    """Run actions in order; stop at the first failure (raises), recording what was done."""
+    for action in actions:
+        await run_action(conn, desired, action)
+        applied.done.append(action)

@@ -1,0 +1,127 @@
+"""The `reconciler` command: validate | plan | apply | status.
+
+Owns argument parsing, exit codes and human output; the work is done by spec.load and engine.converge.
+Exit codes: validate 0 valid / 1 invalid; plan 0 no changes / 2 changes pending / 1 error;
+apply and status 0 converged and healthy / 1 a host failed or did not converge.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from pathlib import Path
+
+import structlog
+
+from reconciler.engine.converge import RunResult, converge, observe_status, plan_all
+from reconciler.engine.session import Session, ssh_connector
+from reconciler.errors import SpecError
+from reconciler.observe.snapshot import HostSnapshot
+from reconciler.spec.desired import DesiredState
+from reconciler.spec.load import load_desired
+
+
+def configure_logging(level: str, fmt: str) -> None:
+    renderer = structlog.processors.JSONRenderer() if fmt == "json" else structlog.dev.ConsoleRenderer(colors=False)
+    structlog.configure(
+        processors=[structlog.processors.add_log_level, structlog.processors.TimeStamper(fmt="iso"), renderer],
+        wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level.upper())),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        cache_logger_on_first_use=False,
+    )
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="reconciler", description=__doc__.split("\n")[0])
+    parser.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
+    parser.add_argument("--log-format", default="console", choices=["console", "json"])
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, help_text in (("validate", "check a spec directory; list every error"),
+                            ("plan", "show what apply would change on each host (dry run)"),
+                            ("apply", "converge every host, then verify files, units and health checks"),
+                            ("status", "observe every host: drift, unit states and health checks")):
+        p = sub.add_parser(name, help=help_text)
+        p.add_argument("spec_dir", type=Path, nargs="?", default=Path("specs"))
+        if name != "validate":
+            p.add_argument("--host", action="append", default=[], help="only these hosts (repeatable)")
+            p.add_argument("--connect-attempts", type=int, default=4, help="SSH connection attempts per host (backoff between)")
+        if name == "apply":
+            p.add_argument("--wait", type=float, default=120.0, help="seconds to wait for health checks after applying")
+    return parser
+
+
+def _select(desired: DesiredState, hosts: list[str]) -> DesiredState:
+    unknown = sorted(set(hosts) - set(desired.hosts))
+    if unknown:
+        raise SystemExit(f"unknown host(s): {', '.join(unknown)}")
+    if not hosts:
+        return desired
+    return DesiredState({n: h for n, h in desired.hosts.items() if n in hosts})
+
+
+def health_table(snapshot: HostSnapshot) -> list[str]:
+    lines = []
+    for unit in snapshot.units.values():
+        lines.append(f"    unit  {unit.name:<32} {unit.active_state}/{unit.sub_state}, {unit.unit_file_state or '-'}")
+    for check in snapshot.checks:
+        lines.append(f"    check {check.name:<32} {'Healthy' if check.ok else 'Unhealthy'}  {check.detail}")
+    return lines
+
+
+def _print_result(result: RunResult, command: str) -> None:
+    for outcome in result.outcomes.values():
+        if command == "plan" and outcome.plan is not None:
+            print(outcome.plan.render())
+        elif command == "apply":
+            print(outcome.summary())
+            for action in outcome.applied:
+                print(f"  {action.headline()}")
+        else:
+            print(outcome.summary())
+        if command in ("apply", "status") and outcome.snapshot is not None:
+            print("\n".join(health_table(outcome.snapshot)))
+        if command == "plan" and outcome.status == "failed":
+            print(outcome.summary())
+
+
+async def _run(args: argparse.Namespace, desired: DesiredState) -> int:
+    session = Session(ssh_connector(attempts=args.connect_attempts))
+    try:
+        if args.command == "plan":
+            result = await plan_all(desired, session)
+        elif args.command == "apply":
+            result = await converge(desired, session, wait=args.wait)
+        else:
+            result = await observe_status(desired, session)
+    finally:
+        await session.close()
+    _print_result(result, args.command)
+    failed = [o.host for o in result.outcomes.values() if o.status in ("failed", "unconverged")]
+    if failed:
+        print(f"\n{len(failed)} of {len(result.outcomes)} host(s) failed: {', '.join(failed)}", file=sys.stderr)
+        return 1
+    if args.command == "plan" and result.pending:
+        return 2
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    configure_logging(args.log_level, args.log_format)
+    try:
+        desired = load_desired(args.spec_dir)
+    except SpecError as exc:
+        print(f"{len(exc.issues)} error(s) in {args.spec_dir}:", file=sys.stderr)
+        for issue in exc.issues:
+            print(f"  {issue}", file=sys.stderr)
+        return 1
+    if args.command == "validate":
+        print(f"{args.spec_dir}: valid ({len(desired.hosts)} host(s))")
+        return 0
+    return asyncio.run(_run(args, _select(desired, args.host)))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,70 @@
+"""Health-gated, one-host-at-a-time restarts (etcd members): the quorum guard lives here.
+
+A member restarts only while every other member of the unit is healthy, and the next one waits until
+it is healthy again. Called by `engine.converge` after the parallel phase; never restarts two at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import structlog
+
+from reconciler.apply.executor import run_action
+from reconciler.errors import HostError
+from reconciler.observe.facts import probe
+from reconciler.observe.snapshot import CheckResult
+from reconciler.plan.actions import Action
+from reconciler.spec.desired import DesiredHost, DesiredState, DesiredUnit
+from reconciler.engine.session import Session
+
+log = structlog.get_logger(__name__)
+
+
+class RolloutRefused(HostError):
+    """The guard said no: restarting now could cost quorum."""
+
+
+async def _health(session: Session, host: DesiredHost, check_name: str) -> CheckResult:
+    check = host.check(check_name)
+    if check is None:
+        return CheckResult(check_name, False, "check not defined on this host")
+    try:
+        conn = await session.connection(host.target)
+        return await probe(conn, host.name, check)
+    except HostError as exc:
+        return CheckResult(check_name, False, f"unreachable: {exc}")
+
+
+async def wait_healthy(session: Session, host: DesiredHost, check_name: str, timeout: float, interval: float = 0.5) -> CheckResult:
+    deadline = time.monotonic() + timeout
+    while True:
+        result = await _health(session, host, check_name)
+        if result.ok or time.monotonic() >= deadline:
+            return result
+        await asyncio.sleep(interval)
+
+
+async def guard(session: Session, desired: DesiredState, unit: DesiredUnit, host: str) -> None:
+    """Raise RolloutRefused unless every other host running `unit` passes the unit's health check."""
+    assert unit.rollout_check is not None
+    peers = [h for h in desired.hosts_with_unit(unit.name) if h.name != host]
+    results = await asyncio.gather(*(_health(session, p, unit.rollout_check) for p in peers))
+    bad = [f"{p.name} ({r.detail})" for p, r in zip(peers, results) if not r.ok]
+    if bad:
+        raise RolloutRefused(f"{host}: not restarting {unit.name}: other member(s) unhealthy: {', '.join(bad)}; "
+                             "a restart now could lose quorum")
+
+
+async def restart_one(session: Session, desired: DesiredState, host: DesiredHost, unit: DesiredUnit, action: Action) -> None:
+    """Guarded restart of one member, then wait for it to be healthy; raises HostError on refusal or timeout."""
+    assert unit.rollout_check is not None
+    await guard(session, desired, unit, host.name)
+    conn = await session.connection(host.target)
+    log.info("rollout restart", host=host.name, unit=unit.name, reason=action.reason)
+    await run_action(conn, host, action)
+    result = await wait_healthy(session, host, unit.rollout_check, unit.rollout_timeout)
+    if not result.ok:
+        raise HostError(f"{host.name}: {unit.name} restarted but check {unit.rollout_check!r} still fails after "
+                        f"{unit.rollout_timeout:g}s: {result.detail}; rollout stopped")

@@ -1,0 +1,172 @@
+"""Facts about a host, gathered in one round trip: files, systemd units and health probes.
+
+A fact is a command plus a pure parser (pyinfra's shape): `observe_argv` builds the argv of one
+constant bash script whose inputs are positional arguments (never spliced into the script text),
+`parse_observation` turns its stdout into a `HostSnapshot`. `observe_host` runs both over a Connection.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterable
+from datetime import datetime, timezone
+
+from reconciler.errors import TransientHostError
+from reconciler.observe.snapshot import CheckResult, FileFact, HostSnapshot, UnitFact
+from reconciler.spec.desired import DesiredCheck, DesiredHost
+from reconciler.transport.base import Connection
+
+UNIT_PROPERTIES = ("Id", "LoadState", "ActiveState", "SubState", "UnitFileState", "ActiveEnterTimestamp",
+                   "MainPID", "NeedDaemonReload", "FragmentPath")
+
+# Inputs arrive as "$@" in groups: F <path> | U <unit> | H <name> <timeout> <url> <ca> <cert> <key> | T <name> <timeout> <host> <port>
+OBSERVE_SCRIPT = r"""
+export LC_ALL=C
+units=()
+while [ $# -gt 0 ]; do
+  case "$1" in
+  F)
+    printf '@@F %s\n' "$2"
+    if [ -f "$2" ]; then
+      stat -c '%a %U %G %.9Y' -- "$2" && base64 < "$2" || echo '@@ERR unreadable'
+    else
+      echo '@@MISSING'
+    fi
+    shift 2 ;;
+  U) units+=("$2"); shift 2 ;;
+  H)
+    opts=(-s -o /dev/null -w '%{http_code}' --max-time "$3")
+    [ "$5" != - ] && opts+=(--cacert "$5")
+    [ "$6" != - ] && opts+=(--cert "$6" --key "$7")
+    code=$(curl "${opts[@]}" -- "$4"); rc=$?
+    printf '@@H %s %s %s\n' "$2" "$rc" "$code"
+    shift 7 ;;
+  T)
+    timeout "$3" bash -c 'exec 3<>"/dev/tcp/$1/$2"' _ "$4" "$5" 2>/dev/null; rc=$?
+    printf '@@H %s %s -\n' "$2" "$rc"
+    shift 5 ;;
+  *) echo "@@ERR bad argument $1"; exit 2 ;;
+  esac
+done
+if [ ${#units[@]} -gt 0 ]; then
+  echo '@@U'
+  systemctl show --timestamp=us+utc -p PROPS -- "${units[@]}"
+fi
+echo '@@END'
+""".replace("PROPS", ",".join(UNIT_PROPERTIES))
+
+
+def check_args(check: DesiredCheck) -> list[str]:
+    timeout = f"{check.timeout:g}"
+    if check.url is not None:
+        return ["H", check.name, timeout, check.url, check.ca_file or "-", check.cert_file or "-", check.key_file or "-"]
+    return ["T", check.name, timeout, str(check.tcp_host), str(check.tcp_port)]
+
+
+def observe_argv(paths: Iterable[str], units: Iterable[str], checks: Iterable[DesiredCheck]) -> list[str]:
+    argv = ["bash", "-c", OBSERVE_SCRIPT, "reconciler-observe"]
+    for path in paths:
+        argv += ["F", path]
+    for unit in units:
+        argv += ["U", unit]
+    for check in checks:
+        argv += check_args(check)
+    return argv
+
+
+_CURL_ERRORS = {6: "cannot resolve host", 7: "connection refused", 28: "timed out", 35: "TLS handshake failed",
+                52: "empty reply", 56: "connection reset", 58: "client certificate problem", 60: "certificate not trusted",
+                77: "cannot read CA file"}
+
+
+def _check_result(name: str, rc: int, code: str, checks: dict[str, DesiredCheck]) -> CheckResult:
+    check = checks.get(name)
+    if check is not None and check.url is None:  # TCP
+        return CheckResult(name, rc == 0, "port open" if rc == 0 else ("timed out" if rc == 124 else "connection refused"))
+    if rc != 0:
+        return CheckResult(name, False, _CURL_ERRORS.get(rc, f"curl exit {rc}"))
+    expect = check.expect_status if check else 200
+    return CheckResult(name, code == str(expect), f"HTTP {code}" + ("" if code == str(expect) else f", expected {expect}"))
+
+
+def parse_timestamp(value: str) -> float | None:
+    """systemd's `--timestamp=us+utc` form, e.g. 'Thu 2026-11-26 23:40:01.123456 UTC'; empty when never active."""
+    value = value.strip()
+    if not value or value == "n/a":
+        return None
+    stamp = datetime.strptime(value, "%a %Y-%m-%d %H:%M:%S.%f UTC")
+    return stamp.replace(tzinfo=timezone.utc).timestamp()
+
+
+def parse_units(text: str) -> dict[str, UnitFact]:
+    units: dict[str, UnitFact] = {}
+    for block in text.strip().split("\n\n"):
+        props = dict(line.split("=", 1) for line in block.splitlines() if "=" in line)
+        if "Id" not in props:
+            continue
+        units[props["Id"]] = UnitFact(
+            name=props["Id"], load_state=props.get("LoadState", ""), active_state=props.get("ActiveState", ""),
+            sub_state=props.get("SubState", ""), unit_file_state=props.get("UnitFileState", ""),
+            active_enter=parse_timestamp(props.get("ActiveEnterTimestamp", "")),
+            main_pid=int(props.get("MainPID") or 0), need_daemon_reload=props.get("NeedDaemonReload") == "yes",
+            fragment_path=props.get("FragmentPath", ""))
+    return units
+
+
+def parse_observation(host: str, stdout: str, checks: Iterable[DesiredCheck] = ()) -> HostSnapshot:
+    """Pure: the observe script's output -> HostSnapshot. Raises ValueError on a truncated output."""
+    by_name = {c.name: c for c in checks}
+    files: dict[str, FileFact] = {}
+    results: list[CheckResult] = []
+    units: dict[str, UnitFact] = {}
+    lines = stdout.split("\n")
+    if "@@END" not in lines:
+        raise ValueError("observation output is truncated (no @@END)")
+    i = 0
+    while i < len(lines):
+        line = lines[i]
+        if line.startswith("@@F "):
+            path = line[4:]
+            header = lines[i + 1]
+            i += 2
+            if header == "@@MISSING":
+                files[path] = FileFact(path, exists=False)
+                continue
+            if header.startswith("@@ERR"):
+                raise ValueError(f"cannot read {path}")
+            mode, owner, group, mtime = header.split(" ")
+            chunks: list[str] = []
+            while i < len(lines) and not lines[i].startswith("@@"):
+                chunks.append(lines[i])
+                i += 1
+            files[path] = FileFact(path, True, int(mode, 8), owner, group, float(mtime),
+                                   base64.b64decode("".join(chunks)))
+            continue
+        if line.startswith("@@H "):
+            _, name, rc, code = line.split(" ", 3)
+            results.append(_check_result(name, int(rc), code, by_name))
+        elif line == "@@U":
+            end = lines.index("@@END", i)
+            units = parse_units("\n".join(lines[i + 1:end]))
+            i = end
+            continue
+        i += 1
+    return HostSnapshot(host, files, units, tuple(results))
+
+
+async def observe_host(conn: Connection, desired: DesiredHost, *, with_checks: bool = True) -> HostSnapshot:
+    """One round trip: every managed file, every managed unit and (optionally) every health check."""
+    checks = desired.checks if with_checks else ()
+    argv = observe_argv(sorted(desired.files), [u.name for u in desired.units], checks)
+    result = await conn.run(argv, timeout=60 + sum(c.timeout for c in checks))
+    try:
+        return parse_observation(desired.name, result.stdout.decode("utf-8", errors="replace"), checks)
+    except ValueError as exc:
+        raise TransientHostError(f"{desired.name}: observation failed ({exc}); {result.describe()}") from exc
+
+
+async def probe(conn: Connection, host: str, check: DesiredCheck) -> CheckResult:
+    """Run one health check on a host (used by rollouts to gate restarts)."""
+    snapshot = await conn.run(observe_argv((), (), (check,)), timeout=30 + check.timeout)
+    parsed = parse_observation(host, snapshot.stdout.decode("utf-8", errors="replace"), (check,))
+    return parsed.checks[0] if parsed.checks else CheckResult(check.name, False, "no result")

@@ -1,0 +1,64 @@
+"""The plan's vocabulary: actions on one host, in the order they must run, and how to print them.
+
+Produced by `plan.diff.plan_host`, carried out by `apply.executor`, printed by the CLI.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+
+
+class Kind(str, Enum):
+    WRITE = "write"  # atomic write of content, mode and owner
+    ATTRS = "attrs"  # content right, mode/owner wrong
+    DAEMON_RELOAD = "daemon-reload"
+    ENABLE = "enable"
+    DISABLE = "disable"
+    STOP = "stop"
+    START = "start"
+    RESTART = "restart"
+
+
+SYMBOL = {Kind.WRITE: "~", Kind.ATTRS: "~", Kind.DAEMON_RELOAD: "*", Kind.ENABLE: "+", Kind.DISABLE: "-",
+          Kind.STOP: "-", Kind.START: "+", Kind.RESTART: "*"}
+
+
+@dataclass(frozen=True)
+class Action:
+    kind: Kind
+    target: str  # a path for WRITE/ATTRS, a unit name otherwise, "" for daemon-reload
+    reason: str
+    diff: str = ""  # unified diff (redacted for sensitive files)
+    rollout: bool = False  # a RESTART that must go host by host, health-gated
+
+    def headline(self) -> str:
+        target = f" {self.target}" if self.target else ""
+        return f"{SYMBOL[self.kind]} {self.kind.value}{target}: {self.reason}"
+
+
+@dataclass(frozen=True)
+class Plan:
+    host: str
+    actions: tuple[Action, ...] = field(default_factory=tuple)
+
+    @property
+    def empty(self) -> bool:
+        return not self.actions
+
+    def now(self) -> tuple[Action, ...]:
+        """Actions that run on this host alone, in parallel with other hosts."""
+        return tuple(a for a in self.actions if not a.rollout)
+
+    def rollouts(self) -> tuple[Action, ...]:
+        """Restarts the engine runs one host at a time, behind a health gate."""
+        return tuple(a for a in self.actions if a.rollout)
+
+    def render(self) -> str:
+        if self.empty:
+            return f"{self.host}: no changes"
+        out = [f"{self.host}: {len(self.actions)} change(s)"]
+        for action in self.actions:
+            out.append(f"  {action.headline()}" + (" (one host at a time)" if action.rollout else ""))
+            out.extend(f"      {line}" for line in action.diff.splitlines())
+        return "\n".join(out)

@@ -1,0 +1,86 @@
+"""plan_host: the pure difference between a host's desired state and its snapshot.
+
+Owns the rules of what to touch: write a file only when content differs, fix mode/owner without
+rewriting, one daemon-reload when a unit file changed (or systemd asks for one), enable/start what
+should run, and restart a running unit once when its unit file or one of its files changed since it
+last started (level-based: a crash between write and restart is caught on the next pass).
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+
+from reconciler.observe.snapshot import FileFact, HostSnapshot
+from reconciler.plan.actions import Action, Kind, Plan
+from reconciler.spec.desired import DesiredFile, DesiredHost
+
+
+def redacted(content: bytes) -> str:
+    return f"<sensitive: {len(content)} bytes, sha256 {hashlib.sha256(content).hexdigest()[:12]}>"
+
+
+def file_diff(path: str, old: FileFact | None, new: DesiredFile) -> str:
+    if new.sensitive:
+        before = redacted(old.content) if old and old.exists else "<absent>"
+        return f"--- {path}\n+++ {path}\n(content redacted) {before} -> {redacted(new.content)}"
+    a = old.content.decode(errors="replace").splitlines(keepends=True) if old and old.exists else []
+    b = new.content.decode(errors="replace").splitlines(keepends=True)
+    lines = difflib.unified_diff(a, b, fromfile=path if a else "/dev/null", tofile=path, n=1)
+    return "".join(line if line.endswith("\n") else line + "\n\\ No newline at end of file\n" for line in lines).rstrip("\n")
+
+
+def _file_actions(desired: DesiredHost, observed: HostSnapshot) -> tuple[list[Action], set[str]]:
+    actions: list[Action] = []
+    written: set[str] = set()
+    for path, want in sorted(desired.files.items()):
+        have = observed.files.get(path)
+        if have is None or not have.exists:
+            actions.append(Action(Kind.WRITE, path, f"create ({want.source})", file_diff(path, None, want)))
+            written.add(path)
+        elif have.content != want.content:
+            actions.append(Action(Kind.WRITE, path, f"content differs ({want.source})", file_diff(path, have, want)))
+            written.add(path)
+        elif (have.mode, have.owner, have.group) != (want.mode, want.owner, want.group):
+            actions.append(Action(Kind.ATTRS, path, f"{have.mode:04o} {have.owner}:{have.group} -> "
+                                                    f"{want.mode:04o} {want.owner}:{want.group}"))
+    return actions, written
+
+
+def plan_host(desired: DesiredHost, observed: HostSnapshot) -> Plan:
+    """Pure: what must happen on this host, in order. An empty plan means no drift."""
+    actions, written = _file_actions(desired, observed)
+    unit_paths = {u.path for u in desired.units}
+    reload_reasons = sorted(written & unit_paths)
+    stale = sorted(u.name for u in desired.units if observed.units.get(u.name) and observed.units[u.name].need_daemon_reload)
+    if reload_reasons or stale:
+        why = "unit file changed: " + ", ".join(reload_reasons) if reload_reasons else "systemd reports changed unit files: " + ", ".join(stale)
+        actions.append(Action(Kind.DAEMON_RELOAD, "", why))
+
+    stops: list[Action] = []
+    starts: list[Action] = []
+    restarts: list[Action] = []
+    for unit in desired.units:
+        fact = observed.units.get(unit.name)
+        enabled = fact.enabled if fact else False
+        active = fact.active if fact else False
+        if unit.enabled and not enabled:
+            actions.append(Action(Kind.ENABLE, unit.name, f"is {fact.unit_file_state if fact and fact.unit_file_state else 'not enabled'}"))
+        elif not unit.enabled and fact and fact.unit_file_state == "enabled":
+            actions.append(Action(Kind.DISABLE, unit.name, "is enabled"))
+        if not unit.running:
+            if active:
+                stops.append(Action(Kind.STOP, unit.name, f"is {fact.active_state if fact else '?'}, want stopped"))
+            continue
+        if not active:
+            state = fact.active_state if fact and fact.load_state != "not-found" else "not installed"
+            starts.append(Action(Kind.START, unit.name, f"is {state}"))
+            continue
+        changed = [p for p in unit.restart_on if p in written]
+        if not changed and fact is not None and fact.active_enter is not None:
+            changed = [p for p in unit.restart_on
+                       if p in observed.files and observed.files[p].exists and observed.files[p].mtime > fact.active_enter]
+        if changed:
+            restarts.append(Action(Kind.RESTART, unit.name, "changed since it started: " + ", ".join(changed),
+                                   rollout=unit.rollout_check is not None))
+    return Plan(desired.name, tuple(actions + stops + starts + restarts))

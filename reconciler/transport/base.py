@@ -1,0 +1,43 @@
+"""The transport seam: how the engine runs a command on a host, whatever carries it.
+
+`Connection` is the one protocol observe and apply use; `ssh.SSHConnection` is the real one,
+tests may supply their own. Commands are argv lists; the transport is the only place that quotes them.
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    argv: tuple[str, ...]
+    exit_status: int
+    stdout: bytes
+    stderr: bytes
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_status == 0
+
+    def describe(self) -> str:
+        """A short, log-safe description: the program and its exit status, never stdin or arguments' content."""
+        err = self.stderr.decode(errors="replace").strip().splitlines()
+        tail = f": {err[-1][:300]}" if err else ""
+        return f"{self.argv[0]} exited {self.exit_status}{tail}"
+
+
+class Connection(Protocol):
+    async def run(self, argv: Sequence[str], *, input: bytes | None = None, timeout: float | None = None) -> CommandResult:
+        """Run argv on the host (no shell interprets it unquoted) and return its result; never raises on a non-zero exit."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+def command_line(argv: Sequence[str]) -> str:
+    """The single string an SSH server hands to the user's shell: every word quoted."""
+    return shlex.join(argv)

@@ -1,0 +1,108 @@
+"""SSH transport: one asyncssh connection per host, kept open, with a bounded number of sessions.
+
+Owns connecting (strict known_hosts by default, retry with exponential backoff and jitter on transient
+failures), mapping asyncssh errors to the engine's taxonomy, and running argv commands.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Sequence
+
+import asyncssh
+import structlog
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
+
+from reconciler.errors import HostError, PermanentHostError, TransientHostError
+from reconciler.spec.desired import Target
+from reconciler.transport.base import CommandResult, command_line
+
+log = structlog.get_logger(__name__)
+
+MAX_SESSIONS = 8  # sshd's MaxSessions defaults to 10; keep a margin
+CONNECT_TIMEOUT = 10.0
+
+
+class SSHConnection:
+    def __init__(self, target: Target, conn: asyncssh.SSHClientConnection):
+        self.target = target
+        self._conn = conn
+        self._sessions = asyncio.Semaphore(MAX_SESSIONS)
+
+    @classmethod
+    async def open(cls, target: Target, *, attempts: int = 4, initial_delay: float = 0.5, max_delay: float = 8.0) -> SSHConnection:
+        """Connect, retrying transient failures; raises PermanentHostError or TransientHostError."""
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(attempts),
+            wait=wait_exponential_jitter(initial=initial_delay, max=max_delay),
+            retry=retry_if_exception(lambda e: isinstance(e, TransientHostError)),
+            reraise=True,
+            before_sleep=lambda rs: log.info("ssh connect retry", host=target.name, attempt=rs.attempt_number,
+                                             error=str(rs.outcome.exception()) if rs.outcome else ""),
+        )
+        async for attempt in retrying:
+            with attempt:
+                return cls(target, await _connect(target))
+        raise AssertionError("unreachable")
+
+    async def run(self, argv: Sequence[str], *, input: bytes | None = None, timeout: float | None = 120.0) -> CommandResult:
+        async with self._sessions:
+            try:
+                proc = await self._conn.run(command_line(argv), input=input, encoding=None, check=False, timeout=timeout)
+            except asyncssh.ProcessError as exc:  # timeout or channel error
+                raise TransientHostError(f"{self.target.name}: {argv[0]} failed: {exc.reason}") from exc
+            except (asyncssh.Error, OSError) as exc:
+                raise TransientHostError(f"{self.target.name}: connection lost: {exc}") from exc
+            except asyncio.TimeoutError as exc:
+                raise TransientHostError(f"{self.target.name}: {argv[0]} timed out after {timeout}s") from exc
+        status = proc.exit_status if proc.exit_status is not None else 255
+        return CommandResult(tuple(argv), status, _bytes(proc.stdout), _bytes(proc.stderr))
+
+    async def close(self) -> None:
+        self._conn.close()
+        try:
+            await asyncio.wait_for(self._conn.wait_closed(), 5)
+        except (asyncio.TimeoutError, OSError, asyncssh.Error):
+            pass
+
+
+def _bytes(data: object) -> bytes:
+    if data is None:
+        return b""
+    return data if isinstance(data, bytes) else str(data).encode()
+
+
+async def _connect(target: Target) -> asyncssh.SSHClientConnection:
+    where = f"{target.name} ({target.user}@{target.address}:{target.port})"
+    options: dict[str, object] = {"username": target.user, "port": target.port, "connect_timeout": CONNECT_TIMEOUT,
+                                  "agent_path": None, "config": []}
+    if target.unsafe_skip_host_key_verification:
+        log.warning("host key verification disabled (unsafe)", host=target.name)
+        options["known_hosts"] = None
+    else:
+        if not target.known_hosts or not os.path.exists(target.known_hosts):
+            raise PermanentHostError(f"{where}: known_hosts file {target.known_hosts!r} does not exist; "
+                                     "host keys are verified by default")
+        options["known_hosts"] = target.known_hosts
+    if target.identity_file:
+        if not os.path.exists(target.identity_file):
+            raise PermanentHostError(f"{where}: identity file {target.identity_file!r} does not exist")
+        options["client_keys"] = [target.identity_file]
+    try:
+        return await asyncssh.connect(target.address, **options)  # type: ignore[arg-type]
+    except asyncssh.HostKeyNotVerifiable as exc:
+        raise PermanentHostError(f"{where}: host key verification failed against {target.known_hosts}: "
+                                 f"{exc.reason}; refusing to connect (possible man-in-the-middle, or the host was "
+                                 "rebuilt: check the key and update known_hosts)") from exc
+    except asyncssh.PermissionDenied as exc:
+        raise PermanentHostError(f"{where}: authentication refused: {exc.reason}") from exc
+    except (asyncssh.KeyImportError, ValueError) as exc:
+        raise PermanentHostError(f"{where}: {exc}") from exc
+    except asyncssh.DisconnectError as exc:
+        raise TransientHostError(f"{where}: disconnected: {exc.reason}") from exc
+    except (OSError, asyncio.TimeoutError, asyncssh.Error) as exc:
+        raise TransientHostError(f"{where}: cannot connect: {exc or type(exc).__name__}") from exc
+
+
+__all__ = ["SSHConnection", "HostError"]
