@@ -1,0 +1,59 @@
+"""Observation parsing on recorded output of the observe script."""
+
+from __future__ import annotations
+
+import base64
+
+import pytest
+
+from reconciler.observe.facts import observe_argv, parse_observation, parse_timestamp
+from reconciler.spec.desired import DesiredCheck
+
+RECORDED = "\n".join([
+    "@@F /etc/etcd/etcd.conf",
+    "644 root root 1795718912.791771851",
+    base64.b64encode(b"ETCD_NAME=master-1\n").decode(),
+    "@@F /etc/kubernetes/config",
+    "@@MISSING",
+    "@@H etcd 0 200",
+    "@@H kube-apiserver 7 000",
+    "@@H kube-scheduler 0 500",
+    "@@U",
+    "Id=etcd.service", "LoadState=loaded", "ActiveState=active", "SubState=running", "UnitFileState=enabled",
+    "ActiveEnterTimestamp=Thu 2026-11-26 23:40:01.123456 UTC", "MainPID=42", "NeedDaemonReload=no",
+    "FragmentPath=/etc/systemd/system/etcd.service",
+    "",
+    "Id=kube-scheduler.service", "LoadState=not-found", "ActiveState=inactive", "SubState=dead", "UnitFileState=",
+    "ActiveEnterTimestamp=", "MainPID=0", "NeedDaemonReload=no", "FragmentPath=",
+    "@@END", ""])
+
+CHECKS = [DesiredCheck("etcd", 3, url="https://x:2379/health"), DesiredCheck("kube-apiserver", 3, url="http://x:8080/healthz"),
+          DesiredCheck("kube-scheduler", 3, url="http://127.0.0.1:10251/healthz")]
+
+
+def test_parse_recorded_observation() -> None:
+    snap = parse_observation("master-1", RECORDED, CHECKS)
+    conf = snap.files["/etc/etcd/etcd.conf"]
+    assert conf.exists and conf.mode == 0o644 and conf.content == b"ETCD_NAME=master-1\n"
+    assert conf.mtime == pytest.approx(1795718912.791771851)
+    assert not snap.files["/etc/kubernetes/config"].exists
+    etcd = snap.units["etcd.service"]
+    assert etcd.active and etcd.enabled and etcd.main_pid == 42
+    assert etcd.active_enter == pytest.approx(parse_timestamp("Thu 2026-11-26 23:40:01.123456 UTC"))
+    sched = snap.units["kube-scheduler.service"]
+    assert not sched.active and not sched.enabled and sched.active_enter is None
+    assert [(c.name, c.ok, c.detail) for c in snap.checks] == [
+        ("etcd", True, "HTTP 200"), ("kube-apiserver", False, "connection refused"),
+        ("kube-scheduler", False, "HTTP 500, expected 200")]
+
+
+def test_truncated_output_is_an_error() -> None:
+    with pytest.raises(ValueError, match="truncated"):
+        parse_observation("m", RECORDED.replace("@@END", ""), CHECKS)
+
+
+def test_values_travel_as_arguments_not_script_text() -> None:
+    hostile = "/etc/a';rm -rf /;'"
+    argv = observe_argv([hostile], ["x.service"], [DesiredCheck("c", 1, url="http://$(reboot)/")])
+    assert hostile not in argv[2] and "$(reboot)" not in argv[2]
+    assert argv[argv.index("F") + 1] == hostile

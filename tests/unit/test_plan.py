@@ -1,0 +1,117 @@
+"""plan_host: writes only what differs, one daemon-reload, restarts exactly the units whose inputs changed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from reconciler.observe.snapshot import FileFact, HostSnapshot, UnitFact
+from reconciler.plan.actions import Kind
+from reconciler.plan.diff import plan_host
+from reconciler.spec.desired import DesiredHost
+from reconciler.spec.load import load_desired
+
+SPECS = Path(__file__).resolve().parents[2] / "specs"
+STARTED = 1_000.0
+
+
+def desired() -> DesiredHost:
+    return load_desired(SPECS).hosts["master-1"]
+
+
+def converged(host: DesiredHost) -> HostSnapshot:
+    files = {p: FileFact(p, True, f.mode, f.owner, f.group, STARTED - 10, f.content) for p, f in host.files.items()}
+    units = {u.name: UnitFact(u.name, "loaded", "active", "running", "enabled", STARTED) for u in host.units}
+    return HostSnapshot(host.name, files, units)
+
+
+def edit(snapshot: HostSnapshot, path: str, content: bytes, mtime: float = STARTED + 5) -> HostSnapshot:
+    files = dict(snapshot.files)
+    files[path] = FileFact(path, True, files[path].mode, "root", "root", mtime, content)
+    return HostSnapshot(snapshot.host, files, snapshot.units)
+
+
+def test_no_drift_is_an_empty_plan() -> None:
+    host = desired()
+    assert plan_host(host, converged(host)).empty
+
+
+def test_bare_host_gets_every_file_one_reload_enable_and_start() -> None:
+    host = desired()
+    bare = HostSnapshot(host.name, {p: FileFact(p, False) for p in host.files},
+                        {u.name: UnitFact(u.name, "not-found", "inactive", "dead", "", None) for u in host.units})
+    kinds = [a.kind for a in plan_host(host, bare).actions]
+    assert kinds.count(Kind.WRITE) == len(host.files)
+    assert kinds.count(Kind.DAEMON_RELOAD) == 1
+    assert kinds.count(Kind.ENABLE) == kinds.count(Kind.START) == 4
+    assert Kind.RESTART not in kinds
+    assert kinds.index(Kind.DAEMON_RELOAD) > max(i for i, k in enumerate(kinds) if k is Kind.WRITE)
+    assert kinds.index(Kind.DAEMON_RELOAD) < kinds.index(Kind.START)
+
+
+def test_env_file_edit_restarts_only_its_reader() -> None:
+    host = desired()
+    snap = edit(converged(host), "/etc/kubernetes/scheduler", b"KUBE_SCHEDULER_ARGS=--v=9\n")
+    plan = plan_host(host, snap)
+    assert [(a.kind, a.target) for a in plan.actions] == [
+        (Kind.WRITE, "/etc/kubernetes/scheduler"), (Kind.RESTART, "kube-scheduler.service")]
+    diff = plan.actions[0].diff
+    assert "-KUBE_SCHEDULER_ARGS=--v=9" in diff and '+KUBE_SCHEDULER_ARGS="--leader-elect=true --address=127.0.0.1"' in diff
+
+
+def test_shared_config_restarts_all_its_readers_once() -> None:
+    host = desired()
+    plan = plan_host(host, edit(converged(host), "/etc/kubernetes/config", b""))
+    restarts = [a.target for a in plan.actions if a.kind is Kind.RESTART]
+    assert restarts == ["kube-apiserver.service", "kube-controller-manager.service", "kube-scheduler.service"]
+
+
+def test_unit_file_change_brings_one_daemon_reload_and_its_restart() -> None:
+    host = desired()
+    plan = plan_host(host, edit(converged(host), "/etc/systemd/system/kube-apiserver.service", b"[Service]\n"))
+    assert [(a.kind, a.target) for a in plan.actions] == [
+        (Kind.WRITE, "/etc/systemd/system/kube-apiserver.service"), (Kind.DAEMON_RELOAD, ""),
+        (Kind.RESTART, "kube-apiserver.service")]
+
+
+def test_etcd_restart_is_a_rollout() -> None:
+    host = desired()
+    plan = plan_host(host, edit(converged(host), "/etc/etcd/etcd.conf", b"ETCD_NAME=x\n"))
+    [restart] = plan.rollouts()
+    assert restart.target == "etcd.service" and plan.now()[0].kind is Kind.WRITE
+
+
+def test_file_changed_after_unit_started_is_restarted_even_if_content_now_matches() -> None:
+    """Level-based: a pass that wrote but died before restarting is finished by the next one."""
+    host = desired()
+    path = "/etc/kubernetes/controller-manager"
+    snap = edit(converged(host), path, host.files[path].content, mtime=STARTED + 1)
+    assert [(a.kind, a.target) for a in plan_host(host, snap).actions] == [(Kind.RESTART, "kube-controller-manager.service")]
+
+
+def test_sensitive_file_diff_is_redacted() -> None:
+    host = desired()
+    path = "/etc/kubernetes/token.csv"
+    plan = plan_host(host, edit(converged(host), path, b"oldsecret,kubelet-bootstrap\n"))
+    diff = plan.actions[0].diff
+    assert "oldsecret" not in diff and "kubelet-bootstrap" not in diff and "redacted" in diff
+    assert "redacted" in plan.render() and "0b3c2a7e" not in plan.render()
+
+
+def test_mode_drift_fixes_attributes_without_restart() -> None:
+    host = desired()
+    snap = converged(host)
+    files = dict(snap.files)
+    f = files["/etc/kubernetes/token.csv"]
+    files[f.path] = FileFact(f.path, True, 0o644, "root", "root", f.mtime, f.content)
+    plan = plan_host(host, HostSnapshot(host.name, files, snap.units))
+    assert [(a.kind, a.target) for a in plan.actions] == [(Kind.ATTRS, "/etc/kubernetes/token.csv")]
+
+
+def test_stopped_unit_is_started_not_restarted() -> None:
+    host = desired()
+    snap = converged(host)
+    units = dict(snap.units)
+    units["kube-scheduler.service"] = UnitFact("kube-scheduler.service", "loaded", "failed", "failed", "enabled", None)
+    plan = plan_host(host, edit(HostSnapshot(host.name, snap.files, units), "/etc/kubernetes/scheduler", b""))
+    assert [(a.kind, a.target) for a in plan.actions] == [
+        (Kind.WRITE, "/etc/kubernetes/scheduler"), (Kind.START, "kube-scheduler.service")]
