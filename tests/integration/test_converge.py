@@ -1,0 +1,209 @@
+"""End to end on 3 real systemd hosts: converge from bare, idempotence, drift repair, reloads, failures.
+
+The tests share one testbed and run in file order; each leaves the hosts converged on the bundled specs.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from reconciler.spec.load import load_desired
+from testbed import Testbed, TestHost
+
+from .conftest import SPECS, reconciler
+
+pytestmark = pytest.mark.testbed
+
+UNITS = ["etcd.service", "kube-apiserver.service", "kube-controller-manager.service", "kube-scheduler.service"]
+SSL = "--cacert /etc/kubernetes/ssl/ca.pem --cert /etc/kubernetes/ssl/kubernetes.pem --key /etc/kubernetes/ssl/kubernetes-key.pem"
+
+
+def unit_starts(host: TestHost) -> dict[str, str]:
+    out = host.ssh("systemctl show --timestamp=us+utc -p Id,ActiveEnterTimestamp " + " ".join(UNITS)).stdout
+    starts = {}
+    for block in out.strip().split("\n\n"):
+        props = dict(line.split("=", 1) for line in block.splitlines())
+        starts[props["Id"]] = props["ActiveEnterTimestamp"]
+    return starts
+
+
+def all_starts(bed: Testbed) -> dict[tuple[str, str], str]:
+    return {(h.name, u): t for h in bed.hosts for u, t in unit_starts(h).items()}
+
+
+def journal_cursor(host: TestHost) -> str:
+    out = host.ssh("journalctl -q -n 0 --show-cursor").stdout
+    return out.strip().removeprefix("-- cursor: ")
+
+
+def daemon_reloads_since(host: TestHost, cursor: str) -> int:
+    out = host.ssh(f"journalctl -q -o cat _PID=1 --after-cursor='{cursor}'", check=False).stdout
+    return len(re.findall(r"^Reloading", out, re.M))
+
+
+def assert_files_match_specs(bed: Testbed, spec_dir: Path = SPECS) -> None:
+    desired = load_desired(spec_dir)
+    for host in bed.hosts:
+        for path, want in desired.hosts[host.name].files.items():
+            have = (host.root / path.lstrip("/")).read_bytes()
+            assert have == want.content, f"{host.name}:{path} differs from the rendered spec"
+
+
+def test_converge_from_bare_hosts(testbed: Testbed) -> None:
+    plan = reconciler("plan", str(SPECS))
+    assert plan.code == 2, plan.out + plan.err
+    assert "+ start etcd.service" in plan.out and "<sensitive:" in plan.out
+    assert "0b3c2a7e5f1d4c6b9a8e7d6c5b4a3f2e" not in plan.out  # the token never shows
+
+    result = reconciler("apply", str(SPECS))
+    assert result.code == 0, result.out + result.err
+    for host in testbed.hosts:
+        assert f"{host.name}: converged" in result.out
+        active = host.ssh("systemctl is-active " + " ".join(UNITS)).stdout.split()
+        assert active == ["active"] * 4, (host.name, active)
+        enabled = host.ssh("systemctl is-enabled " + " ".join(UNITS)).stdout.split()
+        assert enabled == ["enabled"] * 4, (host.name, enabled)
+        for port in ("10251", "10252"):
+            assert host.ssh(f"curl -sf http://127.0.0.1:{port}/healthz").stdout == "ok"
+        assert host.ssh(f"curl -sf http://{host.address}:8080/healthz").stdout == "ok"
+        assert '"health":"true"' in host.ssh(f"curl -sf {SSL} https://{host.address}:2379/health").stdout
+    endpoints = ",".join(f"https://{h.address}:2379" for h in testbed.hosts)
+    members = testbed.hosts[0].ssh(f"ETCDCTL_API=3 etcdctl --endpoints={endpoints} {SSL} member list").stdout
+    assert len(members.strip().splitlines()) == 3, members
+    assert "Healthy" in result.out and "Unhealthy" not in result.out
+    assert_files_match_specs(testbed)
+
+
+def test_second_apply_changes_nothing(converged: Testbed) -> None:
+    before = all_starts(converged)
+    cursors = {h.name: journal_cursor(h) for h in converged.hosts}
+    result = reconciler("apply", str(SPECS))
+    assert result.code == 0, result.out + result.err
+    assert result.out.count("converged (0 change(s) applied)") == 3, result.out
+    assert all_starts(converged) == before
+    assert all(daemon_reloads_since(h, cursors[h.name]) == 0 for h in converged.hosts)
+    assert reconciler("plan", str(SPECS)).code == 0
+
+
+def test_hand_edit_is_shown_as_that_diff_and_restored(converged: Testbed) -> None:
+    m2 = converged.hosts[1]
+    m2.ssh("sed -i 's/--leader-elect=true --address=127.0.0.1/--leader-elect=false --address=127.0.0.1/' /etc/kubernetes/scheduler")
+    before = all_starts(converged)
+
+    plan = reconciler("plan", str(SPECS))
+    assert plan.code == 2, plan.out + plan.err
+    assert "master-1: no changes" in plan.out and "master-3: no changes" in plan.out
+    section = plan.out.split("master-2:", 1)[1].split("master-3:", 1)[0]
+    assert "2 change(s)" in section
+    assert "~ write /etc/kubernetes/scheduler" in section
+    assert '-KUBE_SCHEDULER_ARGS="--leader-elect=false --address=127.0.0.1"' in section
+    assert '+KUBE_SCHEDULER_ARGS="--leader-elect=true --address=127.0.0.1"' in section
+    assert "* restart kube-scheduler.service" in section
+
+    result = reconciler("apply", str(SPECS))
+    assert result.code == 0, result.out + result.err
+    after = all_starts(converged)
+    changed = {key for key in before if before[key] != after[key]}
+    assert changed == {("master-2", "kube-scheduler.service")}
+    assert_files_match_specs(converged)
+    backups = m2.ssh("cat /var/backups/reconciler/etc/kubernetes/scheduler/*").stdout
+    assert "--leader-elect=false" in backups
+
+
+def test_unit_file_changes_bring_exactly_one_daemon_reload(converged: Testbed, spec_copy: Path) -> None:
+    k8s = spec_copy / "kubernetes.yaml"
+    text = k8s.read_text()
+    for name in ("Kubernetes Controller Manager", "Kubernetes Scheduler Plugin"):
+        text = text.replace(f"Description={name}\n", f"Description={name}\n    Environment=RECONCILER_TEST=1\n")
+    k8s.write_text(text)
+    before = all_starts(converged)
+    cursors = {h.name: journal_cursor(h) for h in converged.hosts}
+
+    result = reconciler("apply", str(spec_copy))
+    assert result.code == 0, result.out + result.err
+    after = all_starts(converged)
+    for host in converged.hosts:
+        assert daemon_reloads_since(host, cursors[host.name]) == 1, host.name
+        assert before[(host.name, "etcd.service")] == after[(host.name, "etcd.service")]
+        assert before[(host.name, "kube-apiserver.service")] == after[(host.name, "kube-apiserver.service")]
+        for unit in ("kube-controller-manager.service", "kube-scheduler.service"):
+            assert before[(host.name, unit)] != after[(host.name, unit)]
+    assert_files_match_specs(converged, spec_copy)
+
+    restored = reconciler("apply", str(SPECS))
+    assert restored.code == 0, restored.out + restored.err
+    assert_files_match_specs(converged)
+
+
+def test_etcd_restarts_one_member_at_a_time(converged: Testbed, spec_copy: Path) -> None:
+    etcd = spec_copy / "etcd.yaml"
+    etcd.write_text(etcd.read_text().replace("ETCD_ELECTION_TIMEOUT: 1000", "ETCD_ELECTION_TIMEOUT: 1500"))
+    before = all_starts(converged)
+    result = reconciler("apply", str(spec_copy))
+    assert result.code == 0, result.out + result.err
+    after = all_starts(converged)
+    restarts = [after[(h.name, "etcd.service")] for h in converged.hosts]
+    assert all(after[(h.name, "etcd.service")] != before[(h.name, "etcd.service")] for h in converged.hosts)
+    assert sorted(restarts) == restarts and len(set(restarts)) == 3  # host by host, never together
+    for host in converged.hosts:
+        assert "ETCD_ELECTION_TIMEOUT=1500" in host.ssh("cat /etc/etcd/etcd.conf").stdout
+        assert '"health":"true"' in host.ssh(f"curl -sf {SSL} https://{host.address}:2379/health").stdout
+    assert reconciler("apply", str(SPECS)).code == 0
+
+
+def test_quorum_guard_refuses_while_another_member_is_unhealthy(converged: Testbed, spec_copy: Path) -> None:
+    m3 = converged.hosts[2]
+    etcd = spec_copy / "etcd.yaml"
+    etcd.write_text(etcd.read_text().replace("ETCD_ELECTION_TIMEOUT: 1000", "ETCD_ELECTION_TIMEOUT: 1200"))
+    before = all_starts(converged)
+    pid = m3.ssh("systemctl show -p MainPID --value etcd").stdout.strip()
+    m3.ssh(f"kill -STOP {pid}")  # master-3's etcd stops answering: its health check fails
+    try:
+        result = reconciler("apply", "--wait", "5", str(spec_copy))
+    finally:
+        m3.ssh(f"kill -CONT {pid}", check=False)
+    assert result.code == 1
+    assert "master-1: FAILED: master-1: not restarting etcd.service: other member(s) unhealthy: master-3" in result.out
+    after = all_starts(converged)
+    for name in ("master-1", "master-2"):
+        assert after[(name, "etcd.service")] == before[(name, "etcd.service")], name
+    # Once master-3 answers again, the same apply finishes the rollout.
+    assert reconciler("apply", str(spec_copy)).code == 0
+    assert reconciler("apply", str(SPECS)).code == 0
+
+
+def test_wrong_host_key_is_refused(converged: Testbed, spec_copy: Path) -> None:
+    real = converged.known_hosts_path.read_text().splitlines()
+    m1_key = next(line for line in real if line.startswith("198.18.0.11 ")).split(" ", 1)[1]
+    m2_key = next(line for line in real if line.startswith("198.18.0.12 ")).split(" ", 1)[1]
+    forged = spec_copy.parent / "known_hosts"
+    forged.write_text("\n".join(line.replace(m1_key, m2_key) for line in real) + "\n")
+    inventory = spec_copy / "inventory.yaml"
+    inventory.write_text(inventory.read_text().replace(str(converged.known_hosts_path), str(forged)))
+
+    result = reconciler("plan", str(spec_copy))
+    assert result.code == 1
+    assert "master-1: FAILED" in result.out and "host key verification failed" in result.out
+    assert "master-2: no changes" in result.out and "master-3: no changes" in result.out
+    assert "master-1" in result.err
+
+
+def test_stopped_host_fails_while_the_others_converge(converged: Testbed) -> None:
+    m1, m3 = converged.hosts[0], converged.hosts[2]
+    m1.ssh("echo '# drift' >> /etc/kubernetes/controller-manager")
+    m3.stop()
+    try:
+        result = reconciler("apply", "--connect-attempts", "2", str(SPECS))
+        assert result.code == 1
+        assert "master-3: FAILED" in result.out
+        assert "master-1: converged (2 change(s) applied)" in result.out
+        assert "master-2: converged (0 change(s) applied)" in result.out
+        assert "1 of 3 host(s) failed: master-3" in result.err
+    finally:
+        m3.start()
+    result = reconciler("apply", str(SPECS))
+    assert result.code == 0, result.out + result.err
+    assert_files_match_specs(converged)
