@@ -114,6 +114,7 @@ async def _verify(session: Session, host: DesiredHost, outcome: HostOutcome, wai
         try:
             snapshot = await observe_host(await session.connection(host.target), host)
         except HostError as exc:
+            session.forget(host.name)
             outcome.status, outcome.error = "failed", str(exc)
             return
         outcome.snapshot = snapshot
