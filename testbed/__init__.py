@@ -1,0 +1,11 @@
+"""Testbed: real systemd master hosts booted with systemd-nspawn over an overlay of `/`.
+
+Public API: Testbed, TestHost (hosts.py), the network constants (layout.py), the PKI (pki.py).
+See DESIGN.md section 4. Importing has no side effects; booting needs root.
+"""
+
+from testbed.hosts import SSHCommandError, TestHost, Testbed
+from testbed.layout import BRIDGE, DEFAULT_STATE_DIR, GATEWAY, host_address, host_name
+
+__all__ = ["BRIDGE", "DEFAULT_STATE_DIR", "GATEWAY", "SSHCommandError", "TestHost", "Testbed",
+           "host_address", "host_name"]

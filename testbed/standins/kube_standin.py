@@ -1,0 +1,210 @@
+#!/usr/bin/python3
+"""Stand-in for kube-apiserver, kube-controller-manager and kube-scheduler (testbed only).
+
+One stdlib-only script installed under the three names; it picks its role from basename(argv[0])
+(or from its first argument when run under another name). It accepts every flag of the seed's units
+(unknown flags are ignored), serves /healthz, /livez and /readyz over HTTP, sends sd_notify READY=1 once
+its sockets are bound, and exits 0 on SIGTERM.
+
+- kube-apiserver: HTTP on --insecure-bind-address (127.0.0.1) : --insecure-port (8080), plus HTTPS on
+  --bind-address (0.0.0.0) : --secure-port (6443) when --tls-cert-file/--tls-private-key-file are given.
+  Healthy (200 "ok") while at least one of --etcd-servers answers GET /health with 200 (TLS with
+  --etcd-cafile / --etcd-certfile / --etcd-keyfile, 2 s timeout); 500 with the reason otherwise.
+- kube-controller-manager: HTTP on --address (0.0.0.0) : --port (10252); always healthy.
+- kube-scheduler: HTTP on --address (0.0.0.0) : --port (10251); always healthy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.server
+import os
+import signal
+import socket
+import ssl
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from typing import Callable
+
+DEFAULT_PORTS = {"kube-controller-manager": 10252, "kube-scheduler": 10251}
+COMPONENTS = ("kube-apiserver", *DEFAULT_PORTS)
+HEALTH_PATHS = ("/healthz", "/livez", "/readyz")
+ETCD_TIMEOUT = 2.0
+
+
+def log(component: str, message: str) -> None:
+    print(f"{component}: {message}", file=sys.stderr, flush=True)
+
+
+def sd_notify(message: str) -> None:
+    """Send `message` to $NOTIFY_SOCKET (path or abstract '@name'); silently skip when unset."""
+    address = os.environ.get("NOTIFY_SOCKET")
+    if not address:
+        return
+    if address.startswith("@"):
+        address = "\0" + address[1:]
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+        sock.connect(address)
+        sock.sendall(message.encode())
+
+
+def build_parser(component: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=component, add_help=False, allow_abbrev=False)
+    if component == "kube-apiserver":
+        parser.add_argument("--insecure-bind-address", "--address", dest="insecure_bind_address",
+                            default="127.0.0.1")
+        parser.add_argument("--insecure-port", "--port", dest="insecure_port", type=int, default=8080)
+        parser.add_argument("--bind-address", default="0.0.0.0")
+        parser.add_argument("--secure-port", type=int, default=6443)
+        parser.add_argument("--tls-cert-file")
+        parser.add_argument("--tls-private-key-file")
+        parser.add_argument("--etcd-servers", default="")
+        parser.add_argument("--etcd-cafile")
+        parser.add_argument("--etcd-certfile")
+        parser.add_argument("--etcd-keyfile")
+    else:
+        parser.add_argument("--address", default="0.0.0.0")
+        parser.add_argument("--port", type=int, default=DEFAULT_PORTS[component])
+    return parser
+
+
+class EtcdProbe:
+    """Asks every --etcd-servers member for /health in parallel; healthy when any answers 200."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.servers = [s.strip().rstrip("/") for s in args.etcd_servers.split(",") if s.strip()]
+        self.cafile, self.certfile, self.keyfile = args.etcd_cafile, args.etcd_certfile, args.etcd_keyfile
+
+    def _opener(self) -> urllib.request.OpenerDirector:
+        context = ssl.create_default_context(cafile=self.cafile)
+        if self.certfile:
+            context.load_cert_chain(self.certfile, self.keyfile)
+        return urllib.request.build_opener(urllib.request.ProxyHandler({}),
+                                           urllib.request.HTTPSHandler(context=context))
+
+    def _ask(self, opener: urllib.request.OpenerDirector, server: str) -> tuple[bool, str]:
+        try:
+            with opener.open(f"{server}/health", timeout=ETCD_TIMEOUT) as response:
+                return response.status == 200, f"{server}: HTTP {response.status}"
+        except urllib.error.HTTPError as exc:
+            return False, f"{server}: HTTP {exc.code}"
+        except (OSError, ValueError) as exc:
+            return False, f"{server}: {getattr(exc, 'reason', exc)}"
+
+    def __call__(self) -> tuple[bool, str]:
+        if not self.servers:
+            return False, "no --etcd-servers configured"
+        try:
+            opener = self._opener()
+        except (OSError, ssl.SSLError) as exc:
+            return False, f"etcd client TLS setup failed: {exc}"
+        pool = ThreadPoolExecutor(max_workers=len(self.servers))
+        reasons: list[str] = []
+        try:
+            for future in as_completed([pool.submit(self._ask, opener, s) for s in self.servers]):
+                healthy, reason = future.result()
+                if healthy:
+                    return True, "ok"
+                reasons.append(reason)
+        finally:
+            pool.shutdown(wait=False, cancel_futures=True)
+        return False, "etcd unreachable: " + "; ".join(sorted(reasons))
+
+
+class HealthServer(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, address: tuple[str, int], check: Callable[[], tuple[bool, str]]) -> None:
+        super().__init__(address, HealthHandler)
+        self.check = check
+
+
+class HealthHandler(http.server.BaseHTTPRequestHandler):
+    server: HealthServer
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server naming)
+        path = self.path.split("?", 1)[0]
+        if path in HEALTH_PATHS:
+            healthy, reason = self.server.check()
+            status, body = (200, "ok") if healthy else (500, f"[-]{path.strip('/')} failed: {reason}\n")
+        else:
+            status, body = 404, "404 page not found\n"
+        data = body.encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "text/plain; charset=utf-8")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, format: str, *args: object) -> None:  # quiet: keep the journal readable
+        pass
+
+
+def always_healthy() -> tuple[bool, str]:
+    return True, "ok"
+
+
+def make_servers(component: str, args: argparse.Namespace) -> list[HealthServer]:
+    if component != "kube-apiserver":
+        return [HealthServer((args.address, args.port), always_healthy)]
+    probe = EtcdProbe(args)
+    servers = []
+    if args.insecure_port:
+        servers.append(HealthServer((args.insecure_bind_address, args.insecure_port), probe))
+    if args.tls_cert_file and args.tls_private_key_file and args.secure_port:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(args.tls_cert_file, args.tls_private_key_file)
+        secure = HealthServer((args.bind_address, args.secure_port), probe)
+        secure.socket = context.wrap_socket(secure.socket, server_side=True, do_handshake_on_connect=False)
+        servers.append(secure)
+    return servers
+
+
+def component_and_args(argv: list[str]) -> tuple[str, list[str]]:
+    name = os.path.basename(argv[0]).removesuffix(".py")
+    if name in COMPONENTS:
+        return name, argv[1:]
+    if len(argv) > 1 and argv[1] in COMPONENTS:
+        return argv[1], argv[2:]
+    raise SystemExit(f"usage: run as one of {', '.join(COMPONENTS)} (or pass the name as first argument)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv if argv is None else argv)
+    component, flags = component_and_args(argv)
+    log(component, f"testbed stand-in starting, argv={argv!r}")
+    args, _ignored = build_parser(component).parse_known_args(flags)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        servers = make_servers(component, args)
+    except (OSError, ssl.SSLError) as exc:
+        log(component, f"cannot serve: {exc}")
+        return 1
+    for server in servers:
+        threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2}, daemon=True).start()
+    listening = ", ".join(f"{s.server_address[0]}:{s.server_address[1]}" for s in servers)
+    log(component, f"serving /healthz on {listening or 'nothing'}")
+    sd_notify(f"READY=1\nSTATUS=serving on {listening}")
+    watchdog_period = int(os.environ.get("WATCHDOG_USEC", "0") or 0) / 2e6
+    last_ping = time.monotonic()
+    while not stop.wait(min(0.5, watchdog_period or 0.5)):
+        if watchdog_period and time.monotonic() - last_ping >= watchdog_period:
+            sd_notify("WATCHDOG=1")
+            last_ping = time.monotonic()
+    sd_notify("STOPPING=1")
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+    log(component, "stopped on signal")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,108 @@
+"""The testbed itself: hosts boot, answer ssh with strict host keys, carry the PKI and stand-ins,
+power-cycle, and leave nothing behind (mounts, processes, bridge) after stop()."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from testbed import BRIDGE, DEFAULT_STATE_DIR, Testbed
+
+pytestmark = pytest.mark.testbed
+
+
+@pytest.fixture(scope="module")
+def testbed() -> Iterator[Testbed]:
+    bed = Testbed(2, DEFAULT_STATE_DIR)
+    bed.start()
+    try:
+        yield bed
+    finally:
+        bed.stop()
+
+
+def test_hosts_answer_ssh_with_strict_host_key_checking(testbed: Testbed) -> None:
+    known = testbed.known_hosts_path.read_text().splitlines()
+    assert [line.split()[:2] for line in known] == [[h.address, "ssh-ed25519"] for h in testbed.hosts]
+    for host in testbed.hosts:
+        args = host.ssh_args()
+        assert "StrictHostKeyChecking=yes" in args and f"UserKnownHostsFile={testbed.known_hosts_path}" in args
+        assert host.ssh("hostname").stdout.strip() == host.name
+        assert host.ssh("systemctl is-system-running", check=False).stdout.strip() in ("running", "degraded")
+
+
+def test_wrong_host_key_is_refused(testbed: Testbed, tmp_path: Path) -> None:
+    first, second = testbed.hosts
+    swapped = tmp_path / "known_hosts"
+    key_of_second = testbed.known_hosts_path.read_text().splitlines()[1].split(None, 1)[1]
+    swapped.write_text(f"{first.address} {key_of_second}\n")
+    args = [a if not a.startswith("UserKnownHostsFile=") else f"UserKnownHostsFile={swapped}"
+            for a in first.ssh_args()]
+    proc = subprocess.run([*args, "true"], capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 255
+
+
+def test_pki_installed_and_verifies(testbed: Testbed) -> None:
+    for host in testbed.hosts:
+        out = host.ssh("cd /etc/kubernetes/ssl && openssl verify -CAfile ca.pem kubernetes.pem").stdout
+        assert "kubernetes.pem: OK" in out
+        modes = host.ssh("stat -c '%n %a' /etc/kubernetes/ssl /etc/kubernetes/ssl/*.pem").stdout.split("\n")
+        assert sorted(filter(None, modes)) == sorted([
+            "/etc/kubernetes/ssl 755", "/etc/kubernetes/ssl/ca-key.pem 600", "/etc/kubernetes/ssl/ca.pem 644",
+            "/etc/kubernetes/ssl/kubernetes-key.pem 600", "/etc/kubernetes/ssl/kubernetes.pem 644"])
+        sans = host.ssh("openssl x509 -in /etc/kubernetes/ssl/kubernetes.pem -noout -ext subjectAltName").stdout
+        assert f"IP Address:{host.address}" in sans and f"DNS:{host.name}" in sans
+    assert (testbed.pki_dir / "ca.pem").exists()
+
+
+def test_standin_runs_under_systemd(testbed: Testbed) -> None:
+    host = testbed.hosts[0]
+    host.ssh("systemd-run --unit=t-sched -p Type=notify /usr/local/bin/kube-scheduler --logtostderr=true "
+             "--v=0 --master=http://127.0.0.1:8080 --leader-elect=true --address=127.0.0.1")
+    try:
+        assert host.ssh("curl -sf http://127.0.0.1:10251/healthz").stdout == "ok"
+        assert host.ssh("systemctl is-active t-sched").stdout.strip() == "active"
+    finally:
+        host.ssh("systemctl stop t-sched")
+    assert host.ssh("systemctl is-active t-sched", check=False).stdout.strip() in ("inactive", "unknown")
+
+
+def test_apiserver_standin_unhealthy_without_etcd(testbed: Testbed) -> None:
+    host = testbed.hosts[1]
+    ssl = "/etc/kubernetes/ssl"
+    host.ssh(f"systemd-run --unit=t-api -p Type=notify /usr/local/bin/kube-apiserver --logtostderr=true "
+             f"--etcd-servers=https://{host.address}:2379 --insecure-bind-address={host.address} "
+             f"--experimental-bootstrap-token-auth --etcd-cafile={ssl}/ca.pem "
+             f"--etcd-certfile={ssl}/kubernetes.pem --etcd-keyfile={ssl}/kubernetes-key.pem")
+    try:
+        out = host.ssh(f"curl -s -o /dev/null -w '%{{http_code}}' http://{host.address}:8080/healthz").stdout
+        assert out == "500"
+    finally:
+        host.ssh("systemctl stop t-api")
+
+
+def test_host_stop_and_start(testbed: Testbed) -> None:
+    host, other = testbed.hosts
+    host.ssh("echo persisted > /root/marker")
+    host.stop()
+    assert not host.is_running
+    assert other.ssh("hostname").stdout.strip() == other.name
+    host.start()
+    assert host.is_running
+    assert host.ssh("cat /root/marker").stdout.strip() == "persisted"
+    assert other.ssh("systemctl is-system-running", check=False).stdout.strip() in ("running", "degraded")
+
+
+def test_stop_leaves_nothing_behind(testbed: Testbed) -> None:
+    """Runs last: stops the module's testbed (the fixture's own stop() then has nothing left to do)."""
+    testbed.stop()
+    mounts = Path("/proc/self/mounts").read_text()
+    assert str(testbed.state_dir) not in mounts
+    assert not any(line.split()[2] == "overlay" and "lowerdir=/," in line for line in mounts.splitlines())
+    assert subprocess.run(["pgrep", "-x", "systemd-nspawn"], capture_output=True).returncode == 1
+    assert not Path("/sys/class/net", BRIDGE).exists()
+    assert not any(h.is_running for h in testbed.hosts)
+    testbed.stop()  # idempotent
