@@ -9,7 +9,6 @@ last started (level-based: a crash between write and restart is caught on the ne
 from __future__ import annotations
 
 import difflib
-import hashlib
 
 from reconciler.observe.snapshot import FileFact, HostSnapshot
 from reconciler.plan.actions import Action, Kind, Plan
@@ -17,7 +16,7 @@ from reconciler.spec.desired import DesiredFile, DesiredHost
 
 
 def redacted(content: bytes) -> str:
-    return f"<sensitive: {len(content)} bytes, sha256 {hashlib.sha256(content).hexdigest()[:12]}>"
+    return f"<sensitive: {len(content)} bytes>"
 
 
 def file_diff(path: str, old: FileFact | None, new: DesiredFile) -> str:
