@@ -1,27 +1,19 @@
 """The testbed itself: hosts boot, answer ssh with strict host keys, carry the PKI and stand-ins,
-power-cycle, and leave nothing behind (mounts, processes, bridge) after stop()."""
+power-cycle, and leave nothing behind (mounts, processes, bridge) after stop().
+
+Uses the session's testbed (conftest.py); runs after test_converge.py, and its last test stops the
+testbed, checks that nothing is left, and boots it again for whatever runs next."""
 
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from testbed import BRIDGE, DEFAULT_STATE_DIR, Testbed
+from testbed import BRIDGE, Testbed
 
 pytestmark = pytest.mark.testbed
-
-
-@pytest.fixture(scope="module")
-def testbed() -> Iterator[Testbed]:
-    bed = Testbed(2, DEFAULT_STATE_DIR)
-    bed.start()
-    try:
-        yield bed
-    finally:
-        bed.stop()
 
 
 def test_hosts_answer_ssh_with_strict_host_key_checking(testbed: Testbed) -> None:
@@ -35,7 +27,7 @@ def test_hosts_answer_ssh_with_strict_host_key_checking(testbed: Testbed) -> Non
 
 
 def test_wrong_host_key_is_refused(testbed: Testbed, tmp_path: Path) -> None:
-    first, second = testbed.hosts
+    first, second = testbed.hosts[:2]
     swapped = tmp_path / "known_hosts"
     key_of_second = testbed.known_hosts_path.read_text().splitlines()[1].split(None, 1)[1]
     swapped.write_text(f"{first.address} {key_of_second}\n")
@@ -61,9 +53,9 @@ def test_pki_installed_and_verifies(testbed: Testbed) -> None:
 def test_standin_runs_under_systemd(testbed: Testbed) -> None:
     host = testbed.hosts[0]
     host.ssh("systemd-run --unit=t-sched -p Type=notify /usr/local/bin/kube-scheduler --logtostderr=true "
-             "--v=0 --master=http://127.0.0.1:8080 --leader-elect=true --address=127.0.0.1")
+             "--v=0 --master=http://127.0.0.1:8080 --leader-elect=true --address=127.0.0.1 --port=20251")
     try:
-        assert host.ssh("curl -sf http://127.0.0.1:10251/healthz").stdout == "ok"
+        assert host.ssh("curl -sf http://127.0.0.1:20251/healthz").stdout == "ok"
         assert host.ssh("systemctl is-active t-sched").stdout.strip() == "active"
     finally:
         host.ssh("systemctl stop t-sched")
@@ -74,18 +66,18 @@ def test_apiserver_standin_unhealthy_without_etcd(testbed: Testbed) -> None:
     host = testbed.hosts[1]
     ssl = "/etc/kubernetes/ssl"
     host.ssh(f"systemd-run --unit=t-api -p Type=notify /usr/local/bin/kube-apiserver --logtostderr=true "
-             f"--etcd-servers=https://{host.address}:2379 --insecure-bind-address={host.address} "
+             f"--etcd-servers=https://127.0.0.1:1 --insecure-bind-address={host.address} --insecure-port=28080 "
              f"--experimental-bootstrap-token-auth --etcd-cafile={ssl}/ca.pem "
              f"--etcd-certfile={ssl}/kubernetes.pem --etcd-keyfile={ssl}/kubernetes-key.pem")
     try:
-        out = host.ssh(f"curl -s -o /dev/null -w '%{{http_code}}' http://{host.address}:8080/healthz").stdout
+        out = host.ssh(f"curl -s -o /dev/null -w '%{{http_code}}' http://{host.address}:28080/healthz").stdout
         assert out == "500"
     finally:
         host.ssh("systemctl stop t-api")
 
 
 def test_host_stop_and_start(testbed: Testbed) -> None:
-    host, other = testbed.hosts
+    host, other = testbed.hosts[:2]
     host.ssh("echo persisted > /root/marker")
     host.stop()
     assert not host.is_running
@@ -97,7 +89,7 @@ def test_host_stop_and_start(testbed: Testbed) -> None:
 
 
 def test_stop_leaves_nothing_behind(testbed: Testbed) -> None:
-    """Runs last: stops the module's testbed (the fixture's own stop() then has nothing left to do)."""
+    """Runs last: stops the session's testbed, checks, and boots it again."""
     testbed.stop()
     mounts = Path("/proc/self/mounts").read_text()
     assert str(testbed.state_dir) not in mounts
@@ -106,3 +98,5 @@ def test_stop_leaves_nothing_behind(testbed: Testbed) -> None:
     assert not Path("/sys/class/net", BRIDGE).exists()
     assert not any(h.is_running for h in testbed.hosts)
     testbed.stop()  # idempotent
+    testbed.start()
+    assert all(h.is_running for h in testbed.hosts)
