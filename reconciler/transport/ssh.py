@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import asyncssh
 import structlog
-from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential, wait_random
 
 from reconciler.errors import HostError, PermanentHostError, TransientHostError
 from reconciler.spec.desired import Target
@@ -35,10 +35,10 @@ class SSHConnection:
         """Connect, retrying transient failures; raises PermanentHostError or TransientHostError."""
         retrying = AsyncRetrying(
             stop=stop_after_attempt(attempts),
-            wait=wait_exponential_jitter(initial=initial_delay, max=max_delay),
+            wait=wait_exponential(multiplier=initial_delay, max=max_delay) + wait_random(0, initial_delay),  # backoff + jitter
             retry=retry_if_exception(lambda e: isinstance(e, TransientHostError)),
             reraise=True,
-            before_sleep=lambda rs: log.info("ssh connect retry", host=target.name, attempt=rs.attempt_number,
+            before_sleep=lambda rs: log.warning("ssh connect retry", host=target.name, attempt=rs.attempt_number,
                                              error=str(rs.outcome.exception()) if rs.outcome else ""),
         )
         async for attempt in retrying:

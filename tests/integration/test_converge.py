@@ -6,6 +6,8 @@ The tests share one testbed and run in file order; each leaves the hosts converg
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,7 +15,7 @@ import pytest
 from reconciler.spec.load import load_desired
 from testbed import Testbed, TestHost
 
-from .conftest import SPECS, reconciler
+from .conftest import REPO, SPECS, reconciler
 
 pytestmark = pytest.mark.testbed
 
@@ -207,3 +209,43 @@ def test_stopped_host_fails_while_the_others_converge(converged: Testbed) -> Non
     result = reconciler("apply", str(SPECS))
     assert result.code == 0, result.out + result.err
     assert_files_match_specs(converged)
+
+
+def test_hostile_values_reach_hosts_as_data_not_commands(converged: Testbed, spec_copy: Path) -> None:
+    (spec_copy / "hostile.yaml").write_text(
+        "apiVersion: reconciler/v1\nkind: File\nmetadata: {name: hostile}\nspec:\n"
+        "  path: /etc/kubernetes/hostile.env\n"
+        "  env:\n"
+        "    A: \"$(touch /tmp/pwned-a) `touch /tmp/pwned-b` 'q' \\\\ ; touch /tmp/pwned-c\"\n"
+        "---\napiVersion: reconciler/v1\nkind: File\nmetadata: {name: hostile-content}\nspec:\n"
+        "  path: /etc/kubernetes/hostile.txt\n"
+        "  content: \"'; touch /tmp/pwned-d; echo '\\n$(touch /tmp/pwned-e)\\n\"\n")
+    result = reconciler("apply", str(spec_copy))
+    assert result.code == 0, result.out + result.err
+    assert_files_match_specs(converged, spec_copy)
+    env = (converged.hosts[0].root / "etc/kubernetes/hostile.env").read_text()
+    assert 'A="$(touch /tmp/pwned-a) `touch /tmp/pwned-b` \'q\' \\\\ ; touch /tmp/pwned-c"' in env
+    for host in converged.hosts:
+        assert host.ssh("ls /tmp/pwned-* 2>/dev/null", check=False).stdout == "", host.name
+        host.ssh("rm -f /etc/kubernetes/hostile.env /etc/kubernetes/hostile.txt")
+
+
+def test_host_that_comes_back_during_backoff_converges(converged: Testbed) -> None:
+    m3 = converged.hosts[2]
+    m3.ssh("echo '# drift' >> /etc/kubernetes/scheduler")
+    m3.stop()
+    proc = subprocess.Popen([sys.executable, "-m", "reconciler.cli", "apply", "--connect-attempts", "8", str(SPECS)],
+                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stderr is not None
+        for line in proc.stderr:  # wait for the first failed attempt on master-3, then power it on
+            if "ssh connect retry" in line and "master-3" in line:
+                break
+        else:
+            raise AssertionError("no retry was logged for master-3")
+        m3.start()
+        out, err = proc.communicate(timeout=300)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, out + err
+    assert "master-3: converged (2 change(s) applied)" in out
