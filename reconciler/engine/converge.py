@@ -1,8 +1,8 @@
 """One reconcile pass over every host: observe -> plan -> apply -> observe again.
 
 Hosts run in parallel; a host that fails is reported and never stops the others. Restarts of units
-with a rollout policy are held back and run one host at a time (engine.rollout). The CLI calls
-`plan_all` and `converge`; the daemon will call them per pass.
+with a rollout policy wait for that unit's lock, so they run one host at a time (engine.rollout).
+The CLI calls `plan_all`, `converge` and `observe_status`; the daemon calls `reconcile_host` per host.
 """
 
 from __future__ import annotations
@@ -91,20 +91,32 @@ async def _apply_now(session: Session, host: DesiredHost, outcome: HostOutcome) 
         outcome.applied.extend(applied.done)
 
 
-async def _rollouts(session: Session, desired: DesiredState, outcomes: dict[str, HostOutcome]) -> None:
-    """Held-back restarts, unit by unit, host by host, each behind the quorum guard."""
-    pending = [(name, a) for name, o in sorted(outcomes.items()) if o.status != "failed" and o.plan
-               for a in o.plan.rollouts()]
-    for unit_name in dict.fromkeys(a.target for _, a in pending):
-        for host_name, action in [(h, a) for h, a in pending if a.target == unit_name]:
-            host = desired.hosts[host_name]
-            unit = next(u for u in host.units if u.name == unit_name)
+class Rollouts:
+    """One lock per rollout unit, shared by every host of a run (or of the daemon): one restart at a time."""
+
+    def __init__(self) -> None:
+        self._locks: dict[str, asyncio.Lock] = {}
+        self.stopping = asyncio.Event()  # set on shutdown: no new rollout restart begins
+
+    def lock(self, unit: str) -> asyncio.Lock:
+        return self._locks.setdefault(unit, asyncio.Lock())
+
+
+async def _rollout(session: Session, desired: DesiredState, host: DesiredHost, outcome: HostOutcome, rollouts: Rollouts) -> None:
+    """This host's held-back restarts, each taken in turn with the other hosts, behind the quorum guard."""
+    for action in outcome.plan.rollouts() if outcome.plan else ():
+        unit = next(u for u in host.units if u.name == action.target)
+        async with rollouts.lock(unit.name):
+            if rollouts.stopping.is_set():
+                outcome.status, outcome.error = "failed", f"{host.name}: shutting down before restarting {unit.name}"
+                return
             try:
                 await restart_one(session, desired, host, unit, action)
-                outcomes[host_name].applied.append(action)
             except HostError as exc:
-                outcomes[host_name].status, outcomes[host_name].error = "failed", str(exc)
-                log.warning("rollout stopped", host=host_name, unit=unit_name, error=str(exc))
+                outcome.status, outcome.error = "failed", str(exc)
+                log.warning("rollout stopped", host=host.name, unit=unit.name, error=str(exc))
+                return
+        outcome.applied.append(action)
 
 
 async def _verify(session: Session, host: DesiredHost, outcome: HostOutcome, wait: float, interval: float) -> None:
@@ -137,15 +149,25 @@ async def observe_status(desired: DesiredState, session: Session) -> RunResult:
     return RunResult(outcomes)
 
 
+async def reconcile_host(desired: DesiredState, name: str, session: Session, rollouts: Rollouts, *,
+                         wait: float = 120.0, interval: float = 1.0) -> HostOutcome:
+    """One host, start to finish: observe, plan, apply, rollout restarts (serialised across hosts), verify."""
+    host = desired.hosts[name]
+    outcome = await _observe_and_plan(session, host)
+    if outcome.status == "failed":
+        return outcome
+    await _apply_now(session, host, outcome)
+    if outcome.status != "failed":
+        await _rollout(session, desired, host, outcome, rollouts)
+    if outcome.status != "failed":
+        await _verify(session, host, outcome, wait, interval)
+    log.info("host result", host=name, status=outcome.status, applied=len(outcome.applied), error=outcome.error or None)
+    return outcome
+
+
 async def converge(desired: DesiredState, session: Session, *, wait: float = 120.0, interval: float = 1.0) -> RunResult:
-    """Bring every host to its desired state; returns per-host outcomes (never raises for a host's failure)."""
-    result = await plan_all(desired, session)
-    outcomes = result.outcomes
-    live = [desired.hosts[n] for n, o in sorted(outcomes.items()) if o.status != "failed"]
-    await asyncio.gather(*(_apply_now(session, h, outcomes[h.name]) for h in live))
-    await _rollouts(session, desired, outcomes)
-    live = [h for h in live if outcomes[h.name].status != "failed"]
-    await asyncio.gather(*(_verify(session, h, outcomes[h.name], wait, interval) for h in live))
-    for outcome in outcomes.values():
-        log.info("host result", host=outcome.host, status=outcome.status, applied=len(outcome.applied), error=outcome.error or None)
-    return result
+    """Bring every host to its desired state, in parallel; returns per-host outcomes (a host's failure never raises)."""
+    rollouts = Rollouts()
+    outcomes = await asyncio.gather(*(reconcile_host(desired, n, session, rollouts, wait=wait, interval=interval)
+                                      for n in sorted(desired.hosts)))
+    return RunResult({o.host: o for o in outcomes})
