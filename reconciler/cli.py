@@ -1,4 +1,4 @@
-"""The `reconciler` command: validate | plan | apply | status.
+"""The `reconciler` command: validate | plan | apply | status | run (the daemon).
 
 Owns argument parsing, exit codes and human output; the work is done by spec.load and engine.converge.
 Exit codes: validate 0 valid / 1 invalid; plan 0 no changes / 2 changes pending / 1 error;
@@ -9,34 +9,28 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import sys
 from pathlib import Path
 
-import structlog
+from pydantic import ValidationError
 
+from reconciler.engine.daemon import Daemon
 from reconciler.engine.converge import RunResult, converge, observe_status, plan_all
 from reconciler.engine.session import Session, ssh_connector
 from reconciler.errors import SpecError
 from reconciler.observe.snapshot import HostSnapshot
+from reconciler.settings import DaemonSettings
 from reconciler.spec.desired import DesiredState
 from reconciler.spec.load import load_desired
-
-
-def configure_logging(level: str, fmt: str) -> None:
-    renderer = structlog.processors.JSONRenderer() if fmt == "json" else structlog.dev.ConsoleRenderer(colors=False)
-    structlog.configure(
-        processors=[structlog.processors.add_log_level, structlog.processors.TimeStamper(fmt="iso"), renderer],
-        wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level.upper())),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
-        cache_logger_on_first_use=False,
-    )
+from reconciler.status.logs import configure_logging
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="reconciler", description=__doc__.split("\n")[0])
-    parser.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
-    parser.add_argument("--log-format", default="console", choices=["console", "json"])
+    parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"],
+                        help="default: info for run, warning otherwise")
+    parser.add_argument("--log-format", default="auto", choices=["auto", "console", "json"],
+                        help="auto: JSON unless stderr is a terminal")
     sub = parser.add_subparsers(dest="command", required=True)
     for name, help_text in (("validate", "check a spec directory; list every error"),
                             ("plan", "show what apply would change on each host (dry run)"),
@@ -49,7 +43,34 @@ def _parser() -> argparse.ArgumentParser:
             p.add_argument("--connect-attempts", type=int, default=4, help="SSH connection attempts per host (backoff between)")
         if name == "apply":
             p.add_argument("--wait", type=float, default=120.0, help="seconds to wait for health checks after applying")
+    _run_parser(sub)
     return parser
+
+
+def _run_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    d = DaemonSettings()
+    p = sub.add_parser("run", help="the daemon: watch specs, resync, converge continuously, serve /metrics and /status")
+    p.add_argument("--specs", type=Path, default=d.spec_dir, help="spec directory (watched)")
+    p.add_argument("--listen", default=f"{d.listen_host}:{d.listen_port}", help="HOST:PORT of the HTTP endpoint")
+    p.add_argument("--resync", type=float, default=d.resync_interval, help="seconds between full passes")
+    p.add_argument("--resync-jitter", type=float, default=d.resync_jitter, help="fraction of --resync, random +/-")
+    p.add_argument("--workers", type=int, default=d.workers, help="hosts reconciled in parallel")
+    p.add_argument("--backoff-base", type=float, default=d.backoff_base, help="first retry delay after a failure")
+    p.add_argument("--backoff-cap", type=float, default=d.backoff_cap, help="longest retry delay")
+    p.add_argument("--debounce-ms", type=int, default=d.debounce_ms, help="spec edits closer than this are one")
+    p.add_argument("--verify-wait", type=float, default=d.verify_wait, help="seconds to wait for health after applying")
+    p.add_argument("--shutdown-timeout", type=float, default=d.shutdown_timeout,
+                   help="seconds SIGTERM waits for passes in flight")
+    p.add_argument("--connect-attempts", type=int, default=d.connect_attempts, help="SSH attempts within one pass")
+
+
+def _daemon_settings(args: argparse.Namespace) -> DaemonSettings:
+    host, _, port = args.listen.rpartition(":")
+    return DaemonSettings(spec_dir=args.specs, listen_host=host.strip("[]") or "127.0.0.1", listen_port=int(port),
+                          resync_interval=args.resync, resync_jitter=args.resync_jitter, workers=args.workers,
+                          backoff_base=args.backoff_base, backoff_cap=args.backoff_cap, debounce_ms=args.debounce_ms,
+                          verify_wait=args.verify_wait, shutdown_timeout=args.shutdown_timeout,
+                          connect_attempts=args.connect_attempts)
 
 
 def _select(desired: DesiredState, hosts: list[str]) -> DesiredState:
@@ -109,7 +130,15 @@ async def _run(args: argparse.Namespace, desired: DesiredState) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    configure_logging(args.log_level, args.log_format)
+    if args.command == "run":
+        configure_logging(args.log_level or "info", args.log_format)
+        try:
+            settings = _daemon_settings(args)
+        except (ValueError, ValidationError) as exc:
+            print(f"invalid settings: {exc}", file=sys.stderr)
+            return 1
+        return asyncio.run(Daemon(settings).run())
+    configure_logging(args.log_level or "warning", args.log_format)
     try:
         desired = load_desired(args.spec_dir)
     except SpecError as exc:

@@ -31,9 +31,13 @@ class SpecError(Exception):
 
 
 class HostError(Exception):
-    """A host could not be observed or changed."""
+    """A host could not be observed or changed. `ssh` marks failures of the connection itself."""
 
     transient = False
+
+    def __init__(self, message: str, *, ssh: bool = False):
+        super().__init__(message)
+        self.ssh = ssh
 
 
 class TransientHostError(HostError):

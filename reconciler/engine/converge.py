@@ -38,6 +38,7 @@ class HostOutcome:
     snapshot: HostSnapshot | None = None  # the last observation
     remaining: Plan | None = None  # what still differs after applying
     error: str = ""
+    ssh_error: bool = False  # the failure was the SSH connection itself
 
     def summary(self) -> str:
         if self.status == "failed":
@@ -68,7 +69,7 @@ async def _observe_and_plan(session: Session, host: DesiredHost) -> HostOutcome:
         snapshot = await observe_host(conn, host, with_checks=False)
     except HostError as exc:
         session.forget(host.name)
-        return HostOutcome(host.name, "failed", error=str(exc))
+        return HostOutcome(host.name, "failed", error=str(exc), ssh_error=exc.ssh)
     plan = plan_host(host, snapshot)
     return HostOutcome(host.name, "converged" if plan.empty else "pending", plan=plan, snapshot=snapshot)
 
@@ -86,7 +87,7 @@ async def _apply_now(session: Session, host: DesiredHost, outcome: HostOutcome) 
     try:
         await apply_actions(await session.connection(host.target), host, outcome.plan.now(), applied)
     except HostError as exc:
-        outcome.status, outcome.error = "failed", str(exc)
+        outcome.status, outcome.error, outcome.ssh_error = "failed", str(exc), exc.ssh
     finally:
         outcome.applied.extend(applied.done)
 
@@ -127,7 +128,7 @@ async def _verify(session: Session, host: DesiredHost, outcome: HostOutcome, wai
             snapshot = await observe_host(await session.connection(host.target), host)
         except HostError as exc:
             session.forget(host.name)
-            outcome.status, outcome.error = "failed", str(exc)
+            outcome.status, outcome.error, outcome.ssh_error = "failed", str(exc), exc.ssh
             return
         outcome.snapshot = snapshot
         outcome.remaining = plan_host(host, snapshot)

@@ -51,11 +51,11 @@ class SSHConnection:
             try:
                 proc = await self._conn.run(command_line(argv), input=input, encoding=None, check=False, timeout=timeout)
             except asyncssh.ProcessError as exc:  # timeout or channel error
-                raise TransientHostError(f"{self.target.name}: {argv[0]} failed: {exc.reason}") from exc
+                raise TransientHostError(f"{self.target.name}: {argv[0]} failed: {exc.reason}", ssh=True) from exc
             except (asyncssh.Error, OSError) as exc:
-                raise TransientHostError(f"{self.target.name}: connection lost: {exc}") from exc
+                raise TransientHostError(f"{self.target.name}: connection lost: {exc}", ssh=True) from exc
             except asyncio.TimeoutError as exc:
-                raise TransientHostError(f"{self.target.name}: {argv[0]} timed out after {timeout}s") from exc
+                raise TransientHostError(f"{self.target.name}: {argv[0]} timed out after {timeout}s", ssh=True) from exc
         status = proc.exit_status if proc.exit_status is not None else 255
         return CommandResult(tuple(argv), status, _bytes(proc.stdout), _bytes(proc.stderr))
 
@@ -83,26 +83,26 @@ async def _connect(target: Target) -> asyncssh.SSHClientConnection:
     else:
         if not target.known_hosts or not os.path.exists(target.known_hosts):
             raise PermanentHostError(f"{where}: known_hosts file {target.known_hosts!r} does not exist; "
-                                     "host keys are verified by default")
+                                     "host keys are verified by default", ssh=True)
         options["known_hosts"] = target.known_hosts
     if target.identity_file:
         if not os.path.exists(target.identity_file):
-            raise PermanentHostError(f"{where}: identity file {target.identity_file!r} does not exist")
+            raise PermanentHostError(f"{where}: identity file {target.identity_file!r} does not exist", ssh=True)
         options["client_keys"] = [target.identity_file]
     try:
         return await asyncssh.connect(target.address, **options)  # type: ignore[arg-type]
     except asyncssh.HostKeyNotVerifiable as exc:
         raise PermanentHostError(f"{where}: host key verification failed against {target.known_hosts}: "
                                  f"{exc.reason}; refusing to connect (possible man-in-the-middle, or the host was "
-                                 "rebuilt: check the key and update known_hosts)") from exc
+                                 "rebuilt: check the key and update known_hosts)", ssh=True) from exc
     except asyncssh.PermissionDenied as exc:
-        raise PermanentHostError(f"{where}: authentication refused: {exc.reason}") from exc
+        raise PermanentHostError(f"{where}: authentication refused: {exc.reason}", ssh=True) from exc
     except (asyncssh.KeyImportError, ValueError) as exc:
-        raise PermanentHostError(f"{where}: {exc}") from exc
+        raise PermanentHostError(f"{where}: {exc}", ssh=True) from exc
     except asyncssh.DisconnectError as exc:
-        raise TransientHostError(f"{where}: disconnected: {exc.reason}") from exc
+        raise TransientHostError(f"{where}: disconnected: {exc.reason}", ssh=True) from exc
     except (OSError, asyncio.TimeoutError, asyncssh.Error) as exc:
-        raise TransientHostError(f"{where}: cannot connect: {exc or type(exc).__name__}") from exc
+        raise TransientHostError(f"{where}: cannot connect: {exc or type(exc).__name__}", ssh=True) from exc
 
 
 __all__ = ["SSHConnection", "HostError"]

@@ -1,0 +1,229 @@
+"""The long-running daemon: spec watcher, periodic resync, per-host workers, HTTP endpoint, systemd.
+
+Owns the desired state in force (the last good specs), the work queue and backoff, and the per-host
+records behind /status and /metrics. Work is a host name in the queue; each pass is
+`engine.converge.reconcile_host`. Started by `reconciler run`; stops cleanly on SIGTERM/SIGINT,
+reloads on SIGHUP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import signal
+import time
+import uuid
+from typing import Any
+
+import structlog
+
+from reconciler.engine.converge import Rollouts, reconcile_host
+from reconciler.engine.queue import Backoff, WorkQueue
+from reconciler.engine.session import Connector, Session, ssh_connector
+from reconciler.errors import SpecError
+from reconciler.settings import DaemonSettings
+from reconciler.spec.desired import DesiredState
+from reconciler.spec.load import load_desired
+from reconciler.spec.watch import watch_specs
+from reconciler.status.http import HTTPServer, Response
+from reconciler.status.metrics import Metrics
+from reconciler.status.report import HostRecord, status_document
+from reconciler.status.sdnotify import Notifier
+
+log = structlog.get_logger(__name__)
+
+
+class Daemon:
+    def __init__(self, settings: DaemonSettings, connector: Connector | None = None):
+        self.settings = settings
+        self.metrics = Metrics()
+        self.queue = WorkQueue()
+        self.backoff = Backoff(settings.backoff_base, settings.backoff_cap)
+        self.session = Session(connector or ssh_connector(attempts=settings.connect_attempts))
+        self.rollouts = Rollouts()
+        self.notifier = Notifier()
+        self.desired: DesiredState | None = None
+        self.records: dict[str, HostRecord] = {}
+        self.spec: dict[str, Any] = {"dir": str(settings.spec_dir), "valid": False, "errors": [], "loaded_at": None,
+                                     "generation": 0, "last_attempt_at": None}
+        self.stopping = asyncio.Event()
+        self._first_pass: set[str] = set()
+        self._beat = time.monotonic()
+        self.http = HTTPServer({"/metrics": self._metrics, "/healthz": self._healthz, "/readyz": self._readyz,
+                                "/status": self._status}, settings.listen_host, settings.listen_port)
+
+    # -- specs ---------------------------------------------------------------------------------
+    def load_specs(self, reason: str) -> bool:
+        """Load the spec directory; on success queue the hosts whose desired state changed."""
+        self.spec["last_attempt_at"] = time.time()
+        try:
+            desired = load_desired(self.settings.spec_dir)
+        except SpecError as exc:
+            self.spec.update(valid=False, errors=[str(i) for i in exc.issues])
+            self.metrics.spec_reloads.labels("error").inc()
+            self.metrics.spec_valid.set(0)
+            log.error("spec invalid; keeping the last good specs", reason=reason, errors=self.spec["errors"],
+                      generation=self.spec["generation"])
+            return False
+        old = self.desired.hosts if self.desired else {}
+        changed = [n for n, h in desired.hosts.items() if old.get(n) != h]
+        for name in sorted(set(old) - set(desired.hosts)):
+            self.queue.discard(name)
+            record = self.records.pop(name, None)
+            self.metrics.forget_host(name, list(record.components) if record else [])
+            self.session.forget(name)
+        for name in changed:
+            if name in old and old[name].target != desired.hosts[name].target:
+                self.session.forget(name)
+            self.records.setdefault(name, HostRecord())
+        if self.desired is None:  # the first good specs: ready once every host had a pass
+            self._first_pass = set(desired.hosts)
+        self.desired = desired
+        self.spec.update(valid=True, errors=[], loaded_at=time.time(), generation=self.spec["generation"] + 1)
+        self.metrics.spec_reloads.labels("success").inc()
+        self.metrics.spec_valid.set(1)
+        for name in changed:
+            self.queue.add(name)
+        log.info("specs loaded", reason=reason, generation=self.spec["generation"], hosts=len(desired.hosts),
+                 changed=changed)
+        return True
+
+    async def _on_spec_change(self, paths: list[str]) -> None:
+        self.load_specs("watch")
+
+    # -- work ----------------------------------------------------------------------------------
+    async def _worker(self) -> None:
+        while (host := await self.queue.get()) is not None:
+            try:
+                await self._reconcile(host)
+            except Exception:  # a bug in one pass must not kill the worker
+                log.exception("reconcile crashed", host=host)
+                self._retry(host)
+            finally:
+                self.queue.done(host)
+                self.metrics.queue_depth.set(self.queue.depth())
+
+    async def _reconcile(self, host: str) -> None:
+        desired = self.desired
+        if desired is None or host not in desired.hosts:
+            return
+        reconcile_id = uuid.uuid4().hex[:12]
+        with structlog.contextvars.bound_contextvars(host=host, reconcile_id=reconcile_id):
+            began = time.monotonic()
+            outcome = await reconcile_host(desired, host, self.session, self.rollouts, wait=self.settings.verify_wait)
+            seconds = time.monotonic() - began
+            record = self.records.setdefault(host, HostRecord())
+            record.update(outcome, finished=time.time(), seconds=seconds, reconcile_id=reconcile_id)
+            self.metrics.record_pass(outcome, seconds, outcome.ssh_error)
+            self.metrics.record_components(host, {n: bool(c["healthy"]) for n, c in record.components.items()})
+            if outcome.status == "converged":
+                self.backoff.succeeded(host)
+                record.failures, record.retry_in_seconds = 0, None
+                self.metrics.backoff.labels(host).set(0)
+            elif not self.stopping.is_set():
+                self._retry(host)
+            self._first_pass.discard(host)
+            log.info("reconciled", status=outcome.status, seconds=round(seconds, 3), applied=len(outcome.applied),
+                     drift=record.drift, error=outcome.error or None)
+
+    def _retry(self, host: str) -> None:
+        delay = self.backoff.failed(host)
+        self.queue.add(host, delay)
+        self.metrics.retries.labels(host).inc()
+        self.metrics.backoff.labels(host).set(delay)
+        record = self.records.setdefault(host, HostRecord())
+        record.failures, record.retry_in_seconds = self.backoff.failures.get(host, 0), round(delay, 3)
+        log.warning("backing off", host=host, failures=record.failures, retry_in=round(delay, 3))
+
+    async def _resync(self) -> None:
+        interval, jitter = self.settings.resync_interval, self.settings.resync_jitter
+        while not self.stopping.is_set():
+            try:
+                await asyncio.wait_for(self.stopping.wait(), interval * (1 + random.uniform(-jitter, jitter)))
+            except asyncio.TimeoutError:
+                pass
+            if self.desired is None or self.stopping.is_set():
+                continue
+            for host in self.desired.hosts:
+                if host not in self.backoff.failures:  # hosts backing off keep their own schedule
+                    self.queue.add(host)
+            self.metrics.queue_depth.set(self.queue.depth())
+
+    async def _heartbeat(self) -> None:
+        period = min(self.notifier.watchdog_interval or 5.0, 5.0)
+        while not self.stopping.is_set():
+            self._beat = time.monotonic()
+            hosts = self.records
+            converged = sum(1 for r in hosts.values() if r.status == "converged")
+            spec = "" if self.spec["valid"] else ", spec INVALID (running on last good)"
+            self.notifier.notify("WATCHDOG=1", f"STATUS={converged}/{len(hosts)} hosts converged, "
+                                               f"{self.queue.depth()} queued{spec}")
+            try:
+                await asyncio.wait_for(self.stopping.wait(), period)
+            except asyncio.TimeoutError:
+                pass
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    def stop(self) -> None:
+        if not self.stopping.is_set():
+            log.info("stopping: finishing passes in flight", in_flight=sorted(self.queue.in_flight))
+            self.stopping.set()
+            self.rollouts.stopping.set()
+            self.queue.close()
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        self.load_specs("start")
+        await self.http.start()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stop)
+        loop.add_signal_handler(signal.SIGHUP, lambda: self.load_specs("sighup"))
+        workers = [asyncio.create_task(self._worker(), name=f"worker-{i}") for i in range(self.settings.workers)]
+        background = [asyncio.create_task(self._resync(), name="resync"),
+                      asyncio.create_task(self._heartbeat(), name="heartbeat"),
+                      asyncio.create_task(watch_specs(self.settings.spec_dir, self._on_spec_change, self.stopping,
+                                                      self.settings.debounce_ms), name="watch")]
+        self.notifier.notify("READY=1", "STATUS=started")
+        log.info("daemon started", specs=str(self.settings.spec_dir), listen=f"{self.http.host}:{self.http.port}")
+        await self.stopping.wait()
+        self.notifier.notify("STOPPING=1")
+        _, late = await asyncio.wait(workers, timeout=self.settings.shutdown_timeout)
+        if late:
+            log.error("shutdown timeout: abandoning passes in flight", in_flight=sorted(self.queue.in_flight))
+        for task in [*late, *background]:
+            task.cancel()
+        await asyncio.gather(*late, *background, return_exceptions=True)
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            loop.remove_signal_handler(sig)
+        await self.http.stop()
+        await self.session.close()
+        log.info("daemon stopped")
+        return 0
+
+    # -- HTTP ----------------------------------------------------------------------------------
+    @property
+    def ready(self) -> bool:
+        return self.desired is not None and not self._first_pass
+
+    def _metrics(self) -> Response:
+        self.metrics.queue_depth.set(self.queue.depth())
+        return Response(200, self.metrics.exposition(), "text/plain; version=0.0.4; charset=utf-8")
+
+    def _healthz(self) -> Response:
+        stale = time.monotonic() - self._beat > 30
+        return Response(503, b"event loop stalled\n") if stale else Response(200, b"ok\n")
+
+    def _readyz(self) -> Response:
+        if self.ready:
+            return Response(200, b"ready\n")
+        why = "no valid spec yet" if self.desired is None else f"first pass pending on {len(self._first_pass)} host(s)"
+        return Response(503, f"not ready: {why}\n".encode())
+
+    def _status(self) -> Response:
+        for host, record in self.records.items():
+            due = self.queue.due_in(host)
+            record.retry_in_seconds = round(due, 3) if due is not None and host in self.backoff.failures else None
+        doc = status_document(ready=self.ready, spec=self.spec, hosts=self.records, queue_depth=self.queue.depth(),
+                              in_flight=list(self.queue.in_flight))
+        return Response(200, json.dumps(doc, indent=2).encode() + b"\n", "application/json")

@@ -1,0 +1,27 @@
+"""Daemon settings: where the specs are, how often to resync, how hard to back off, where to listen.
+
+Plain pydantic, built by the CLI from flags; the defaults are the documented ones.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class DaemonSettings(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    spec_dir: Path = Path("specs")
+    resync_interval: float = Field(30.0, gt=0, description="seconds between passes over every host")
+    resync_jitter: float = Field(0.1, ge=0, lt=1, description="fraction of the interval added or removed at random")
+    workers: int = Field(16, ge=1, description="hosts reconciled at the same time")
+    backoff_base: float = Field(1.0, gt=0, description="first retry delay after a failed pass, seconds")
+    backoff_cap: float = Field(300.0, gt=0, description="longest retry delay, seconds")
+    debounce_ms: int = Field(300, ge=0, description="spec edits closer than this are one change")
+    listen_host: str = "127.0.0.1"
+    listen_port: int = Field(9479, ge=0, le=65535)
+    verify_wait: float = Field(60.0, ge=0, description="seconds a pass waits for health checks after applying")
+    shutdown_timeout: float = Field(120.0, gt=0, description="seconds SIGTERM waits for applies in flight")
+    connect_attempts: int = Field(2, ge=1, description="SSH connection attempts within one pass")

@@ -1,0 +1,76 @@
+"""Every Prometheus metric the daemon exports, in one place, on a registry of its own (no globals).
+
+The daemon records a finished pass with `record_pass`; the HTTP endpoint renders `exposition()`.
+Names follow Prometheus conventions (base units, `_total` counters, `_seconds`, `_timestamp_seconds`).
+"""
+
+from __future__ import annotations
+
+import time
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from reconciler.engine.converge import HostOutcome
+
+DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry(auto_describe=True)
+        self.reconciles = Counter("reconciler_reconciles", "Reconcile passes by host and result "
+                                  "(converged, unconverged, failed).", ["host", "result"], registry=r)
+        self.duration = Histogram("reconciler_reconcile_duration_seconds", "Duration of one host's reconcile pass.",
+                                  ["host"], buckets=DURATION_BUCKETS, registry=r)
+        self.actions = Counter("reconciler_actions_applied", "Actions applied, by host and kind (write, attrs, "
+                               "daemon-reload, enable, disable, start, stop, restart).", ["host", "kind"], registry=r)
+        self.drift = Gauge("reconciler_drift_resources", "Actions the last pass found necessary on the host "
+                           "(0 = no drift).", ["host"], registry=r)
+        self.converged = Gauge("reconciler_host_converged", "1 when the host's last pass ended with no drift and "
+                               "every health check passing.", ["host"], registry=r)
+        self.last_success = Gauge("reconciler_last_success_timestamp_seconds", "Unix time of the host's last "
+                                  "converged pass.", ["host"], registry=r)
+        self.queue_depth = Gauge("reconciler_queue_depth", "Hosts waiting in the work queue.", registry=r)
+        self.retries = Counter("reconciler_retries", "Passes re-queued with backoff after a failure.", ["host"], registry=r)
+        self.backoff = Gauge("reconciler_host_backoff_seconds", "Delay before the host's next retry (0 when not "
+                             "backing off).", ["host"], registry=r)
+        self.ssh_errors = Counter("reconciler_ssh_errors", "SSH connection or command failures.", ["host"], registry=r)
+        self.spec_reloads = Counter("reconciler_spec_reloads", "Spec directory reloads by result (success, error).",
+                                    ["result"], registry=r)
+        self.spec_valid = Gauge("reconciler_spec_valid", "1 when the last spec load succeeded; 0 while the daemon "
+                                "runs on the last good specs.", registry=r)
+        self.component_healthy = Gauge("reconciler_component_healthy", "Health check result by host and component "
+                                       "(HealthCheck name).", ["host", "component"], registry=r)
+
+    def record_pass(self, outcome: HostOutcome, seconds: float, ssh_error: bool) -> None:
+        host = outcome.host
+        self.reconciles.labels(host, outcome.status).inc()
+        self.duration.labels(host).observe(seconds)
+        for action in outcome.applied:
+            self.actions.labels(host, action.kind.value).inc()
+        if outcome.plan is not None:
+            self.drift.labels(host).set(len(outcome.plan.actions))
+        self.converged.labels(host).set(1 if outcome.status == "converged" else 0)
+        if outcome.status == "converged":
+            self.last_success.labels(host).set(time.time())
+        if ssh_error:
+            self.ssh_errors.labels(host).inc()
+
+    def record_components(self, host: str, components: dict[str, bool]) -> None:
+        for name, healthy in components.items():
+            self.component_healthy.labels(host, name).set(1 if healthy else 0)
+
+    def forget_host(self, host: str, components: list[str]) -> None:
+        for metric in (self.drift, self.converged, self.last_success, self.backoff):
+            try:
+                metric.remove(host)
+            except KeyError:
+                pass
+        for name in components:
+            try:
+                self.component_healthy.remove(host, name)
+            except KeyError:
+                pass
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)

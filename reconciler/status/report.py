@@ -1,0 +1,54 @@
+"""What /status shows: each host's last pass, in a JSON-ready shape with no secret content.
+
+`HostRecord.from_outcome` keeps the summary of a finished pass (headlines of actions, never file
+contents or diffs); `status_document` assembles the whole report. Written by the daemon, read by HTTP.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from reconciler.engine.converge import HostOutcome
+
+
+@dataclass
+class HostRecord:
+    status: str = "pending"  # pending (no pass yet) | converged | unconverged | failed
+    last_run: float | None = None
+    last_success: float | None = None
+    duration_seconds: float | None = None
+    error: str = ""
+    drift: int = 0  # actions the pass found necessary
+    applied: list[str] = field(default_factory=list)
+    pending_actions: list[str] = field(default_factory=list)
+    components: dict[str, dict[str, Any]] = field(default_factory=dict)
+    units: dict[str, str] = field(default_factory=dict)
+    failures: int = 0
+    retry_in_seconds: float | None = None
+    reconcile_id: str = ""
+
+    def update(self, outcome: HostOutcome, *, finished: float, seconds: float, reconcile_id: str) -> None:
+        self.status, self.error, self.reconcile_id = outcome.status, outcome.error, reconcile_id
+        self.last_run, self.duration_seconds = finished, round(seconds, 3)
+        if outcome.status == "converged":
+            self.last_success = finished
+        self.drift = len(outcome.plan.actions) if outcome.plan else 0
+        self.applied = [a.headline() for a in outcome.applied]
+        left = outcome.remaining if outcome.remaining is not None else outcome.plan
+        done = set(outcome.applied)
+        self.pending_actions = [a.headline() for a in (left.actions if left else ()) if a not in done]
+        if outcome.status == "failed":  # nothing was verified: do not keep claiming health
+            self.components = {name: {"healthy": False, "detail": "unknown: the last pass failed"}
+                               for name in self.components}
+        elif outcome.snapshot is not None:
+            self.units = {u.name: f"{u.active_state}/{u.sub_state}" for u in outcome.snapshot.units.values()}
+            self.components = {c.name: {"healthy": c.ok, "detail": c.detail} for c in outcome.snapshot.checks}
+
+
+def status_document(*, ready: bool, spec: dict[str, Any], hosts: dict[str, HostRecord], queue_depth: int,
+                    in_flight: list[str]) -> dict[str, Any]:
+    converged = sum(1 for r in hosts.values() if r.status == "converged")
+    return {"ready": ready, "spec": spec, "summary": {"hosts": len(hosts), "converged": converged,
+                                                       "queue_depth": queue_depth, "in_flight": sorted(in_flight)},
+            "hosts": {name: asdict(record) for name, record in sorted(hosts.items())}}
