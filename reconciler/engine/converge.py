@@ -105,19 +105,21 @@ class Rollouts:
 
 async def _rollout(session: Session, desired: DesiredState, host: DesiredHost, outcome: HostOutcome, rollouts: Rollouts) -> None:
     """This host's held-back restarts, each taken in turn with the other hosts, behind the quorum guard."""
-    for action in outcome.plan.rollouts() if outcome.plan else ():
-        unit = next(u for u in host.units if u.name == action.target)
+    for group in outcome.plan.rollouts() if outcome.plan else ():
+        unit = next(u for u in host.units if u.name == group[-1].target)
         async with rollouts.lock(unit.name):
-            if rollouts.stopping.is_set():
+            if rollouts.stopping.is_set():  # staged writes wait too: the host stays consistent
                 outcome.status, outcome.error = "failed", f"{host.name}: shutting down before restarting {unit.name}"
                 return
+            applied = ApplyLog(host.name)
             try:
-                await restart_one(session, desired, host, unit, action)
+                await restart_one(session, desired, host, unit, group, applied)
             except HostError as exc:
                 outcome.status, outcome.error = "failed", str(exc)
                 log.warning("rollout stopped", host=host.name, unit=unit.name, error=str(exc))
                 return
-        outcome.applied.append(action)
+            finally:
+                outcome.applied.extend(applied.done)
 
 
 async def _verify(session: Session, host: DesiredHost, outcome: HostOutcome, wait: float, interval: float) -> None:

@@ -1,7 +1,7 @@
 """Health-gated, one-host-at-a-time restarts (etcd members): the quorum guard lives here.
 
-A member restarts only while every other member of the unit is healthy, and the next one waits until
-it is healthy again. Called by `engine.converge` after the parallel phase; never restarts two at once.
+A member's turn (its staged config writes and its restart) begins only while every other member of
+the unit is healthy, and the next one waits until it is healthy again. Called by `engine.converge` after the parallel phase; never restarts two at once.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import time
 
 import structlog
 
-from reconciler.apply.executor import run_action
+from reconciler.apply.executor import ApplyLog, apply_actions
 from reconciler.errors import HostError
 from reconciler.observe.facts import probe
 from reconciler.observe.snapshot import CheckResult
@@ -57,13 +57,18 @@ async def guard(session: Session, desired: DesiredState, unit: DesiredUnit, host
                              "a restart now could lose quorum")
 
 
-async def restart_one(session: Session, desired: DesiredState, host: DesiredHost, unit: DesiredUnit, action: Action) -> None:
-    """Guarded restart of one member, then wait for it to be healthy; raises HostError on refusal or timeout."""
+async def restart_one(session: Session, desired: DesiredState, host: DesiredHost, unit: DesiredUnit,
+                      group: tuple[Action, ...], applied: ApplyLog) -> None:
+    """Guarded turn of one member: its staged writes, then its restart, then wait until it is healthy.
+
+    Raises HostError on refusal (nothing was touched) or when the member does not come back healthy.
+    """
     assert unit.rollout_check is not None
     await guard(session, desired, unit, host.name)
     conn = await session.connection(host.target)
-    log.info("rollout restart", host=host.name, unit=unit.name, reason=action.reason)
-    await run_action(conn, host, action)
+    log.info("rollout restart", host=host.name, unit=unit.name, reason=group[-1].reason,
+             staged=[a.target for a in group[:-1] if a.target])
+    await apply_actions(conn, host, group, applied)
     result = await wait_healthy(session, host, unit.rollout_check, unit.rollout_timeout)
     if not result.ok:
         raise HostError(f"{host.name}: {unit.name} restarted but check {unit.rollout_check!r} still fails after "

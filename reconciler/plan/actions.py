@@ -50,9 +50,16 @@ class Plan:
         """Actions that run on this host alone, in parallel with other hosts."""
         return tuple(a for a in self.actions if not a.rollout)
 
-    def rollouts(self) -> tuple[Action, ...]:
-        """Restarts the engine runs one host at a time, behind a health gate."""
-        return tuple(a for a in self.actions if a.rollout)
+    def rollouts(self) -> tuple[tuple[Action, ...], ...]:
+        """Groups the engine runs one host at a time, behind a health gate: staged writes, then a restart."""
+        groups: list[tuple[Action, ...]] = []
+        group: list[Action] = []
+        for action in (a for a in self.actions if a.rollout):
+            group.append(action)
+            if action.kind is Kind.RESTART:
+                groups.append(tuple(group))
+                group = []
+        return tuple(groups)
 
     def render(self) -> str:
         if self.empty:

@@ -9,10 +9,11 @@ last started (level-based: a crash between write and restart is caught on the ne
 from __future__ import annotations
 
 import difflib
+from dataclasses import replace
 
 from reconciler.observe.snapshot import FileFact, HostSnapshot
 from reconciler.plan.actions import Action, Kind, Plan
-from reconciler.spec.desired import DesiredFile, DesiredHost
+from reconciler.spec.desired import DesiredFile, DesiredHost, DesiredUnit
 
 
 def redacted(content: bytes) -> str:
@@ -46,11 +47,37 @@ def _file_actions(desired: DesiredHost, observed: HostSnapshot) -> tuple[list[Ac
     return actions, written
 
 
+def _staged(desired: DesiredHost, observed: HostSnapshot, written: set[str]) -> dict[str, list[str]]:
+    """Rollout unit -> the written files that wait for its turn (written just before its guarded restart).
+
+    A file waits only when every unit that reads it is a running rollout unit, so a member's config on
+    disk keeps matching the process until that member's turn; shared files are written at once.
+    """
+    readers: dict[str, list[DesiredUnit]] = {}
+    for unit in desired.units:
+        for path in unit.restart_on:
+            readers.setdefault(path, []).append(unit)
+    staged: dict[str, list[str]] = {}
+    for path in sorted(written):
+        units = readers.get(path, [])
+        if units and all(u.rollout_check is not None and u.running and observed.units.get(u.name) is not None
+                         and observed.units[u.name].active for u in units):
+            staged.setdefault(units[0].name, []).append(path)
+    return staged
+
+
 def plan_host(desired: DesiredHost, observed: HostSnapshot) -> Plan:
-    """Pure: what must happen on this host, in order. An empty plan means no drift."""
-    actions, written = _file_actions(desired, observed)
+    """Pure: what must happen on this host, in order. An empty plan means no drift.
+
+    Restarts of rollout units (etcd) come last, each as a group marked `rollout`: its staged writes,
+    a daemon-reload if its unit file is among them, then the restart.
+    """
+    file_actions, written = _file_actions(desired, observed)
+    staged = _staged(desired, observed, written)
+    staged_paths = {p for paths in staged.values() for p in paths}
+    actions = [a for a in file_actions if a.target not in staged_paths]
     unit_paths = {u.path for u in desired.units}
-    reload_reasons = sorted(written & unit_paths)
+    reload_reasons = sorted((written - staged_paths) & unit_paths)
     stale = sorted(u.name for u in desired.units if observed.units.get(u.name) and observed.units[u.name].need_daemon_reload)
     if reload_reasons or stale:
         why = "unit file changed: " + ", ".join(reload_reasons) if reload_reasons else "systemd reports changed unit files: " + ", ".join(stale)
@@ -59,6 +86,7 @@ def plan_host(desired: DesiredHost, observed: HostSnapshot) -> Plan:
     stops: list[Action] = []
     starts: list[Action] = []
     restarts: list[Action] = []
+    rollouts: list[Action] = []
     for unit in desired.units:
         fact = observed.units.get(unit.name)
         enabled = fact.enabled if fact else False
@@ -79,7 +107,16 @@ def plan_host(desired: DesiredHost, observed: HostSnapshot) -> Plan:
         if not changed and fact is not None and fact.active_enter is not None:
             changed = [p for p in unit.restart_on
                        if p in observed.files and observed.files[p].exists and observed.files[p].mtime > fact.active_enter]
-        if changed:
-            restarts.append(Action(Kind.RESTART, unit.name, "changed since it started: " + ", ".join(changed),
-                                   rollout=unit.rollout_check is not None))
-    return Plan(desired.name, tuple(actions + stops + starts + restarts))
+        if not changed:
+            continue
+        restart = Action(Kind.RESTART, unit.name, "changed since it started: " + ", ".join(changed),
+                         rollout=unit.rollout_check is not None)
+        if not restart.rollout:
+            restarts.append(restart)
+            continue
+        mine = staged.get(unit.name, [])
+        group = [replace(a, rollout=True) for a in file_actions if a.target in mine]
+        if unit.path in mine:
+            group.append(Action(Kind.DAEMON_RELOAD, "", f"unit file changed: {unit.path}", rollout=True))
+        rollouts.extend([*group, restart])
+    return Plan(desired.name, tuple(actions + stops + starts + restarts + rollouts))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from reconciler.observe.snapshot import FileFact, HostSnapshot, UnitFact
@@ -73,11 +74,41 @@ def test_unit_file_change_brings_one_daemon_reload_and_its_restart() -> None:
         (Kind.RESTART, "kube-apiserver.service")]
 
 
-def test_etcd_restart_is_a_rollout() -> None:
+def test_etcd_config_waits_for_its_members_turn() -> None:
+    """etcd.conf is written in the member's guarded turn, just before its restart, never earlier."""
     host = desired()
     plan = plan_host(host, edit(converged(host), "/etc/etcd/etcd.conf", b"ETCD_NAME=x\n"))
-    [restart] = plan.rollouts()
-    assert restart.target == "etcd.service" and plan.now()[0].kind is Kind.WRITE
+    assert plan.now() == ()
+    [group] = plan.rollouts()
+    assert [(a.kind, a.target) for a in group] == [(Kind.WRITE, "/etc/etcd/etcd.conf"), (Kind.RESTART, "etcd.service")]
+
+
+def test_etcd_unit_file_change_reloads_inside_the_turn() -> None:
+    host = desired()
+    plan = plan_host(host, edit(converged(host), "/etc/systemd/system/etcd.service", b"[Service]\n"))
+    assert plan.now() == ()
+    [group] = plan.rollouts()
+    assert [a.kind for a in group] == [Kind.WRITE, Kind.DAEMON_RELOAD, Kind.RESTART]
+
+
+def test_file_shared_with_a_plain_unit_is_written_at_once() -> None:
+    host = desired()
+    shared = "/etc/kubernetes/config"
+    units = tuple(replace(u, restart_on=(*u.restart_on, shared)) if u.name == "etcd.service" else u for u in host.units)
+    plan = plan_host(replace(host, units=units), edit(converged(host), shared, b""))
+    assert plan.now()[0] == plan.actions[0] and plan.now()[0].target == shared
+    [group] = plan.rollouts()
+    assert [a.kind for a in group] == [Kind.RESTART]
+
+
+def test_a_stopped_etcd_gets_its_config_and_a_start_without_waiting() -> None:
+    host = desired()
+    snap = edit(converged(host), "/etc/etcd/etcd.conf", b"ETCD_NAME=x\n")
+    units = dict(snap.units)
+    units["etcd.service"] = UnitFact("etcd.service", "loaded", "inactive", "dead", "enabled", None)
+    plan = plan_host(host, HostSnapshot(snap.host, snap.files, units))
+    assert [(a.kind, a.target) for a in plan.actions] == [(Kind.WRITE, "/etc/etcd/etcd.conf"), (Kind.START, "etcd.service")]
+    assert plan.rollouts() == ()
 
 
 def test_file_changed_after_unit_started_is_restarted_even_if_content_now_matches() -> None:

@@ -1,0 +1,287 @@
+"""`reconciler run` on 3 real systemd hosts: spec edits, resync repairs, bad specs, backoff, SIGTERM, /metrics.
+
+Each test starts the daemon as a separate process on a copy of the specs, with short intervals, and waits
+on conditions it reads from /status, /metrics and the hosts (polling, no fixed sleeps). Each test leaves
+the hosts converged on the bundled specs.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from testbed import Testbed, TestHost
+
+from .conftest import REPO, SPECS, reconciler
+from .test_converge import SSL, assert_files_match_specs, journal_cursor, restart_window, unit_starts
+
+pytestmark = pytest.mark.testbed
+
+T = TypeVar("T")
+
+
+class RunningDaemon:
+    def __init__(self, spec_dir: Path, log_path: Path, *args: str):
+        self.log_path = log_path
+        self._log = log_path.open("w")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "reconciler.cli", "--log-format", "json", "run", "--specs", str(spec_dir),
+             "--listen", "127.0.0.1:0", *args], cwd=REPO, stdout=self._log, stderr=subprocess.STDOUT, text=True)
+        started = wait_for("the daemon to listen", lambda: self.event("daemon started"), timeout=30, daemon=self)
+        self.base = f"http://{started['listen']}"
+
+    def events(self) -> list[dict[str, Any]]:
+        out = []
+        for line in self.log_path.read_text().splitlines():
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                out.append({"event": "<not json>", "line": line})
+        return out
+
+    def event(self, name: str) -> dict[str, Any] | None:
+        return next((e for e in self.events() if e.get("event") == name), None)
+
+    def get(self, path: str) -> tuple[int, str]:
+        try:
+            with urllib.request.urlopen(self.base + path, timeout=10) as resp:
+                return resp.status, resp.read().decode()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read().decode()
+
+    def status(self) -> dict[str, Any]:
+        return json.loads(self.get("/status")[1])
+
+    def metrics(self) -> dict[str, Any]:
+        return {f.name: f for f in text_string_to_metric_families(self.get("/metrics")[1])}
+
+    def sample(self, family: str, suffix: str = "", **labels: str) -> float:
+        """Sum of the samples of one family matching the labels (0 when none)."""
+        fam = self.metrics().get(family)
+        return sum(s.value for s in fam.samples if s.name == family + suffix
+                   and all(s.labels.get(k) == v for k, v in labels.items())) if fam else 0.0
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=180)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+        return self.proc.returncode
+
+
+def wait_for(what: str, condition: Callable[[], T], timeout: float = 120, daemon: RunningDaemon | None = None) -> T:
+    """Poll `condition` until it returns something truthy; fail with the daemon's last words if it never does."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if daemon is not None and daemon.proc.poll() is not None:
+            raise AssertionError(f"daemon exited ({daemon.proc.returncode}) while waiting for {what}:\n"
+                                 + daemon.log_path.read_text()[-4000:])
+        if time.monotonic() > deadline:
+            tail = daemon.log_path.read_text()[-4000:] if daemon else ""
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}\n{tail}")
+        time.sleep(0.1)
+
+
+def all_converged(daemon: RunningDaemon, after: float = 0.0) -> dict[str, Any] | None:
+    """/status when every host's last pass converged (and ran after `after`), else None."""
+    status = daemon.status()
+    hosts = status["hosts"]
+    ok = status["ready"] and len(hosts) == 3 and all(
+        h["status"] == "converged" and (h["last_run"] or 0) > after for h in hosts.values())
+    return status if ok else None
+
+
+@pytest.fixture
+def run_daemon(tmp_path: Path) -> Iterator[Callable[..., RunningDaemon]]:
+    started: list[RunningDaemon] = []
+
+    def start(spec_dir: Path, *args: str) -> RunningDaemon:
+        daemon = RunningDaemon(spec_dir, tmp_path / f"daemon-{len(started)}.log", *args)
+        started.append(daemon)
+        return daemon
+
+    yield start
+    for daemon in started:
+        daemon.stop()
+
+
+def file_has(host: TestHost, path: str, text: str) -> bool:
+    return text in (host.root / path.lstrip("/")).read_text()
+
+
+def test_spec_edit_reaches_every_host_and_restarts_only_its_reader(converged: Testbed, spec_copy: Path,
+                                                                   run_daemon: Callable[..., RunningDaemon]) -> None:
+    daemon = run_daemon(spec_copy, "--resync", "600")
+    wait_for("the first pass to converge every host", lambda: all_converged(daemon), daemon=daemon)
+    assert daemon.get("/readyz")[0] == 200 and daemon.get("/healthz")[0] == 200
+    before = {h.name: unit_starts(h) for h in converged.hosts}
+
+    edited = time.time()
+    kube = spec_copy / "kubernetes.yaml"
+    kube.write_text(kube.read_text().replace('--leader-elect=true --address=127.0.0.1"', '--leader-elect=true --address=127.0.0.1 --v=2"'))
+    status = wait_for("the edit to converge every host", lambda: all_converged(daemon, after=edited), daemon=daemon)
+
+    assert_files_match_specs(converged, spec_copy)
+    assert status["spec"]["generation"] == 2 and status["spec"]["valid"]
+    for host in converged.hosts:
+        record = status["hosts"][host.name]
+        assert any("restart kube-scheduler.service" in a for a in record["applied"]), record
+        assert record["pending_actions"] == [] and record["failures"] == 0
+        assert all(c["healthy"] for c in record["components"].values()), record["components"]
+        after = unit_starts(host)
+        assert after["kube-scheduler.service"] != before[host.name]["kube-scheduler.service"]
+        for unit in ("etcd.service", "kube-apiserver.service", "kube-controller-manager.service"):
+            assert after[unit] == before[host.name][unit], (host.name, unit)  # only the edited file's reader
+    reverted = time.time()
+    kube.write_text((SPECS / "kubernetes.yaml").read_text())
+    wait_for("the revert to converge", lambda: all_converged(daemon, after=reverted), daemon=daemon)
+    assert_files_match_specs(converged)
+
+
+def test_hand_edit_is_repaired_by_the_next_resync(converged: Testbed, spec_copy: Path,
+                                                  run_daemon: Callable[..., RunningDaemon]) -> None:
+    daemon = run_daemon(spec_copy, "--resync", "2")
+    wait_for("convergence", lambda: all_converged(daemon), daemon=daemon)
+    m2 = converged.hosts[1]
+    passes_before = daemon.sample("reconciler_reconciles", "_total", host="master-2")
+    m2.ssh("echo 'KUBE_CONTROLLER_MANAGER_ARGS=--hand-edit' >> /etc/kubernetes/controller-manager")
+
+    wait_for("the hand edit to be repaired", lambda: not file_has(m2, "/etc/kubernetes/controller-manager", "--hand-edit"),
+             daemon=daemon)
+    record = wait_for("the repairing pass to be reported",
+                      lambda: (r := daemon.status()["hosts"]["master-2"])["applied"] and r, daemon=daemon)
+    assert any("write /etc/kubernetes/controller-manager" in a for a in record["applied"]), record
+    assert any("restart kube-controller-manager.service" in a for a in record["applied"]), record
+    # The first pass that started after the edit repaired it (one more may have been running at the edit).
+    assert daemon.sample("reconciler_reconciles", "_total", host="master-2") - passes_before <= 2
+    assert daemon.sample("reconciler_actions_applied", "_total", host="master-2", kind="write") >= 1
+    assert_files_match_specs(converged, spec_copy)
+
+
+def test_broken_spec_keeps_the_daemon_on_the_last_good_one_until_fixed(converged: Testbed, spec_copy: Path,
+                                                                     run_daemon: Callable[..., RunningDaemon]) -> None:
+    daemon = run_daemon(spec_copy, "--resync", "2")
+    wait_for("convergence", lambda: all_converged(daemon), daemon=daemon)
+    etcd = spec_copy / "etcd.yaml"
+    good = etcd.read_text()
+    line = next(i for i, text in enumerate(good.splitlines(), 1) if "timeoutSeconds: 120" in text)
+    etcd.write_text(good.replace("timeoutSeconds: 120", "timeoutSeconds: soon"))
+
+    status = wait_for("the error to show in /status", lambda: (s := daemon.status())["spec"]["valid"] is False and s,
+                      daemon=daemon)
+    [error] = status["spec"]["errors"]
+    assert f"etcd.yaml:{line}: spec.rollout.timeoutSeconds" in error, error
+    assert daemon.sample("reconciler_spec_valid") == 0
+    assert daemon.sample("reconciler_spec_reloads", "_total", result="error") >= 1
+    assert any(e.get("event", "").startswith("spec invalid") for e in daemon.events())
+    # Still alive, still reconciling every host on the last good specs.
+    broken_at = time.time()
+    wait_for("passes on the last good specs", lambda: all_converged(daemon, after=broken_at), daemon=daemon)
+    assert daemon.get("/healthz")[0] == 200
+
+    etcd.write_text(good)
+    status = wait_for("recovery", lambda: (s := daemon.status())["spec"]["valid"] and s, daemon=daemon)
+    assert status["spec"]["errors"] == [] and status["spec"]["generation"] == 2
+    assert daemon.sample("reconciler_spec_valid") == 1
+    assert daemon.sample("reconciler_spec_reloads", "_total", result="success") == 2
+
+
+def test_stopped_host_backs_off_while_the_others_converge(converged: Testbed, spec_copy: Path,
+                                                         run_daemon: Callable[..., RunningDaemon]) -> None:
+    daemon = run_daemon(spec_copy, "--resync", "1", "--backoff-base", "0.5", "--backoff-cap", "4",
+                        "--connect-attempts", "1")
+    wait_for("convergence", lambda: all_converged(daemon), daemon=daemon)
+    m3 = converged.hosts[2]
+    m3.stop()
+    try:
+        stopped = time.time()
+        failures_seen: list[int] = []
+
+        def backing_off() -> bool:
+            record = daemon.status()["hosts"]["master-3"]
+            if record["failures"] and record["failures"] not in failures_seen:
+                failures_seen.append(record["failures"])
+            return record["failures"] >= 4
+
+        wait_for("master-3 to fail 4 passes in a row", backing_off, daemon=daemon)
+        assert failures_seen == sorted(failures_seen)  # consecutive failures only grow while it is down
+        assert daemon.sample("reconciler_retries", "_total", host="master-3") >= 4
+        assert daemon.sample("reconciler_ssh_errors", "_total", host="master-3") >= 4
+        assert daemon.sample("reconciler_host_converged", host="master-3") == 0
+        # The longest backoff waited so far grew towards the cap (delays are jittered to [d/2, d]).
+        assert 1.0 <= daemon.sample("reconciler_host_backoff_seconds", host="master-3") <= 4.0
+        status = daemon.status()
+        assert status["hosts"]["master-3"]["status"] == "failed" and status["hosts"]["master-3"]["retry_in_seconds"]
+        for name in ("master-1", "master-2"):  # resync kept reconciling the others meanwhile
+            record = status["hosts"][name]
+            assert record["status"] == "converged" and record["last_run"] > stopped, record
+    finally:
+        m3.start()
+    wait_for("master-3 to converge once it is back",
+             lambda: (r := daemon.status()["hosts"]["master-3"])["status"] == "converged" and r["failures"] == 0,
+             daemon=daemon)
+    assert daemon.sample("reconciler_host_backoff_seconds", host="master-3") == 0
+    assert daemon.sample("reconciler_host_converged", host="master-3") == 1
+
+
+def test_sigterm_in_the_middle_of_a_rollout_exits_cleanly(converged: Testbed, spec_copy: Path,
+                                                         run_daemon: Callable[..., RunningDaemon]) -> None:
+    daemon = run_daemon(spec_copy, "--resync", "600")
+    wait_for("convergence", lambda: all_converged(daemon), daemon=daemon)
+    cursors = {h.name: journal_cursor(h) for h in converged.hosts}
+    etcd = spec_copy / "etcd.yaml"
+    etcd.write_text(etcd.read_text().replace("ETCD_ELECTION_TIMEOUT: 1000", "ETCD_ELECTION_TIMEOUT: 1300"))
+
+    wait_for("the first member's turn", lambda: any(file_has(h, "/etc/etcd/etcd.conf", "=1300") for h in converged.hosts),
+             daemon=daemon)
+    daemon.proc.send_signal(signal.SIGTERM)
+    assert daemon.proc.wait(timeout=180) == 0
+    assert any(e.get("event", "").startswith("stopping") for e in daemon.events())
+
+    new = [h for h in converged.hosts if file_has(h, "/etc/etcd/etcd.conf", "ETCD_ELECTION_TIMEOUT=1300")]
+    old = [h for h in converged.hosts if file_has(h, "/etc/etcd/etcd.conf", "ETCD_ELECTION_TIMEOUT=1000")]
+    assert len(new) + len(old) == 3 and new and old, "SIGTERM did not land in the middle of the rollout"
+    for host in new:  # a member whose turn began finished it: config written and etcd restarted on it
+        restart_window(host, cursors[host.name])
+    for host in converged.hosts:  # no member left stopped, every one healthy
+        assert host.ssh("systemctl is-active etcd").stdout.strip() == "active", host.name
+        assert '"health":"true"' in host.ssh(f"curl -sf {SSL} https://{host.address}:2379/health").stdout
+    for host in old:  # untouched: its config still matches the running process
+        assert "etcd.service" not in reconciler("plan", "--host", host.name, str(SPECS)).out
+    assert reconciler("apply", str(SPECS)).code == 0
+
+
+def test_metrics_parse_and_carry_every_documented_family(converged: Testbed, spec_copy: Path,
+                                                        run_daemon: Callable[..., RunningDaemon]) -> None:
+    daemon = run_daemon(spec_copy)
+    wait_for("convergence", lambda: all_converged(daemon), daemon=daemon)
+    families = {name for name in daemon.metrics() if name.startswith("reconciler_")}
+    readme = (REPO / "README.md").read_text()
+    documented = {re.sub(r"_total$", "", m) for m in re.findall(r"^\| `(reconciler_[a-z_]+)`", readme, re.M)}
+    assert documented and families == documented
+    for host in converged.hosts:
+        assert daemon.sample("reconciler_host_converged", host=host.name) == 1
+        assert daemon.sample("reconciler_reconciles", "_total", host=host.name, result="converged") >= 1
+        assert daemon.sample("reconciler_reconcile_duration_seconds", "_count", host=host.name) >= 1
+        assert daemon.sample("reconciler_last_success_timestamp_seconds", host=host.name) > time.time() - 600
+        assert daemon.sample("reconciler_component_healthy", host=host.name, component="etcd") == 1
+        assert daemon.sample("reconciler_drift_resources", host=host.name) == 0
+    assert daemon.sample("reconciler_spec_valid") == 1
