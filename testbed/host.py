@@ -7,8 +7,10 @@ finished booting) and the ssh command line. Testbed (hosts.py) creates the hosts
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -19,6 +21,16 @@ from testbed.system import is_alive, process_start_time
 
 BOOT_TIMEOUT = 90.0
 POLL_INTERVAL = 0.25
+
+
+def _outside_root_fs() -> list[str]:
+    """This checkout and its Python, when they are not on the root filesystem the overlay shows.
+
+    Hosts see them at the same paths, so a test can run the reconciler itself as a unit on a host.
+    """
+    repo = Path(__file__).resolve().parents[1]
+    root_dev = os.stat("/").st_dev
+    return [str(p) for p in (repo, Path(sys.base_prefix).resolve()) if os.stat(p).st_dev != root_dev]
 
 
 class SSHCommandError(subprocess.CalledProcessError):
@@ -85,7 +97,7 @@ class TestHost:
         args = [*cgroups.spawn_prefix(self.name),
                 "systemd-nspawn", "-D", str(self.root), f"--machine={self.name}", "-b",
                 f"--network-bridge={BRIDGE}", "--register=no", "--keep-unit", "--link-journal=no",
-                "--console=passive"]
+                "--console=passive", *(f"--bind-ro={p}" for p in _outside_root_fs())]
         with open(log_path, "ab") as log:
             log.write(f"--- boot {time.strftime('%H:%M:%S')}\n".encode())
             log.flush()

@@ -1,0 +1,103 @@
+"""deploy/systemd/reconciler.service under a real systemd: Type=notify, STATUS=, watchdog, reload, clean stop.
+
+The daemon runs as that unit on master-1 (a real systemd host of the testbed) and reconciles all three
+hosts from there. The drop-in only changes what differs on a test host: the interpreter (this checkout's
+virtualenv instead of /opt/reconciler), User=root (the test's key is root's) and, when the interpreter
+lives under /root, ProtectHome=read-only; the hardening otherwise stays as shipped.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from testbed import Testbed, TestHost
+
+from .conftest import REPO, SPECS
+
+pytestmark = pytest.mark.testbed
+
+UNIT = "reconciler.service"
+
+
+def show(host: TestHost, *props: str) -> dict[str, str]:
+    out = host.ssh(f"systemctl show {UNIT} " + " ".join(f"-p {p}" for p in props)).stdout
+    return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+
+
+def wait_until(what: str, condition: Callable[[], bool], host: TestHost, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            journal = host.ssh(f"journalctl -u {UNIT} -n 40 --no-pager", check=False).stdout
+            raise AssertionError(f"timed out waiting for {what}\n{journal}")
+        time.sleep(0.2)
+
+
+@pytest.fixture
+def installed(converged: Testbed) -> Iterator[TestHost]:
+    host = converged.hosts[0]
+    etc = host.root / "etc/reconciler"
+    shutil.rmtree(etc, ignore_errors=True)
+    shutil.copytree(SPECS, etc / "specs")
+    (etc / "ssh").mkdir(mode=0o700)
+    shutil.copy(converged.key_path, etc / "ssh/id_ed25519")
+    shutil.copy(converged.known_hosts_path, etc / "ssh/known_hosts")
+    inventory = etc / "specs/inventory.yaml"
+    inventory.write_text(inventory.read_text().replace(str(converged.key_path), "/etc/reconciler/ssh/id_ed25519")
+                         .replace(str(converged.known_hosts_path), "/etc/reconciler/ssh/known_hosts"))
+    unit_dir = host.root / "etc/systemd/system"
+    shutil.copy(REPO / "deploy/systemd" / UNIT, unit_dir / UNIT)
+    (unit_dir / f"{UNIT}.d").mkdir(exist_ok=True)
+    under_root = Path(sys.base_prefix).resolve().is_relative_to("/root") or REPO.is_relative_to("/root")
+    (unit_dir / f"{UNIT}.d/test.conf").write_text(
+        "[Service]\nExecStart=\n"
+        f"ExecStart={sys.executable} -m reconciler.cli --log-format json run --specs /etc/reconciler/specs "
+        "--listen 127.0.0.1:9479 --resync 5\n"
+        f"WorkingDirectory={REPO}\nUser=root\nGroup=root\nWatchdogSec=4s\nRestartSec=1s\n"
+        + ("ProtectHome=read-only\n" if under_root else ""))
+    host.ssh("systemctl daemon-reload")
+    try:
+        yield host
+    finally:
+        host.ssh(f"systemctl stop {UNIT}; rm -rf /etc/systemd/system/{UNIT} /etc/systemd/system/{UNIT}.d "
+                 "/etc/reconciler; systemctl daemon-reload; systemctl reset-failed", check=False)
+
+
+def test_runs_as_a_notify_service_with_watchdog_reload_and_clean_stop(installed: TestHost) -> None:
+    host = installed
+    host.ssh(f"systemctl start {UNIT}")  # Type=notify: returns once the daemon sent READY=1
+    assert show(host, "ActiveState")["ActiveState"] == "active"
+    assert host.ssh("curl -s -o /dev/null -w '%{http_code}' 127.0.0.1:9479/healthz").stdout == "200"
+
+    wait_until("STATUS= to report every host converged",
+               lambda: show(host, "StatusText")["StatusText"].startswith("3/3 hosts converged"), host)
+    # WatchdogSec=4s: it has stayed up across several watchdog periods only because WATCHDOG=1 keeps coming.
+    started = show(host, "ExecMainStartTimestampMonotonic")["ExecMainStartTimestampMonotonic"]
+    uptime_before = time.monotonic()
+    wait_until("10 s of uptime", lambda: time.monotonic() - uptime_before > 10, host)
+    props = show(host, "ActiveState", "NRestarts", "ExecMainStartTimestampMonotonic", "WatchdogUSec")
+    assert props["ActiveState"] == "active" and props["NRestarts"] == "0", props
+    assert props["ExecMainStartTimestampMonotonic"] == started and props["WatchdogUSec"] == "4s"
+
+    cursor = host.ssh("journalctl -q -n 0 --show-cursor").stdout.strip().removeprefix("-- cursor: ")
+    host.ssh(f"systemctl reload {UNIT}")  # ExecReload: SIGHUP reloads the specs
+    wait_until("the SIGHUP reload in the journal", lambda: '"reason": "sighup"' in host.ssh(
+        f"journalctl -q -o cat -u {UNIT} --after-cursor='{cursor}'").stdout, host)
+
+    # A hung event loop stops the heartbeat: systemd's watchdog kills it and Restart=on-failure brings it back.
+    pid = show(host, "MainPID")["MainPID"]
+    host.ssh(f"kill -STOP {pid}")
+    wait_until("the watchdog to restart the daemon", lambda: show(host, "NRestarts")["NRestarts"] == "1", host, timeout=60)
+    wait_until("the restarted daemon to be active", lambda: show(host, "ActiveState")["ActiveState"] == "active", host)
+    assert show(host, "MainPID")["MainPID"] != pid
+
+    host.ssh(f"systemctl stop {UNIT}")
+    props = show(host, "ActiveState", "Result", "ExecMainStatus")
+    assert props == {"ActiveState": "inactive", "Result": "success", "ExecMainStatus": "0"}, props
+    assert '"event": "stopping: finishing passes in flight"' in host.ssh(f"journalctl -q -o cat -u {UNIT}").stdout
