@@ -1,4 +1,4 @@
-"""The `reconciler` command: validate | plan | apply | status | run (the daemon).
+"""The `reconciler` command: validate | plan | apply | status | run (the daemon) | tuning (show/clear overlay).
 
 Owns argument parsing, exit codes and human output; the work is done by spec.load and engine.converge.
 Exit codes: validate 0 valid / 1 invalid; plan 0 no changes / 2 changes pending / 1 error;
@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import sys
+import time
+from dataclasses import asdict
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -19,10 +22,11 @@ from reconciler.engine.converge import RunResult, converge, observe_status, plan
 from reconciler.engine.session import Session, ssh_connector
 from reconciler.errors import SpecError
 from reconciler.observe.snapshot import HostSnapshot
-from reconciler.settings import DaemonSettings
+from reconciler.settings import DaemonSettings, default_state_dir
 from reconciler.spec.desired import DesiredState
 from reconciler.spec.load import load_desired
 from reconciler.status.logs import configure_logging
+from reconciler.tuning import overlay as overlay_store
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -41,9 +45,15 @@ def _parser() -> argparse.ArgumentParser:
         if name != "validate":
             p.add_argument("--host", action="append", default=[], help="only these hosts (repeatable)")
             p.add_argument("--connect-attempts", type=int, default=4, help="SSH connection attempts per host (backoff between)")
+            p.add_argument("--state-dir", type=Path, default=None,
+                           help="the daemon's state directory, for its etcd tuning overlay (default: $RECONCILER_STATE_DIR "
+                                "or /var/lib/reconciler)")
         if name == "apply":
             p.add_argument("--wait", type=float, default=120.0, help="seconds to wait for health checks after applying")
     _run_parser(sub)
+    t = sub.add_parser("tuning", help="show or clear the etcd tuning overlay the daemon keeps")
+    t.add_argument("action", choices=["show", "clear"])
+    t.add_argument("--state-dir", type=Path, default=None, help="default: $RECONCILER_STATE_DIR or /var/lib/reconciler")
     return parser
 
 
@@ -62,6 +72,7 @@ def _run_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     p.add_argument("--shutdown-timeout", type=float, default=d.shutdown_timeout,
                    help="seconds SIGTERM waits for passes in flight")
     p.add_argument("--connect-attempts", type=int, default=d.connect_attempts, help="SSH attempts within one pass")
+    p.add_argument("--state-dir", type=Path, default=d.state_dir, help="where the etcd tuning overlay is kept")
 
 
 def _daemon_settings(args: argparse.Namespace) -> DaemonSettings:
@@ -70,16 +81,47 @@ def _daemon_settings(args: argparse.Namespace) -> DaemonSettings:
                           resync_interval=args.resync, resync_jitter=args.resync_jitter, workers=args.workers,
                           backoff_base=args.backoff_base, backoff_cap=args.backoff_cap, debounce_ms=args.debounce_ms,
                           verify_wait=args.verify_wait, shutdown_timeout=args.shutdown_timeout,
-                          connect_attempts=args.connect_attempts)
+                          connect_attempts=args.connect_attempts, state_dir=args.state_dir)
 
 
-def _select(desired: DesiredState, hosts: list[str]) -> DesiredState:
+def _check_hosts(desired: DesiredState, hosts: list[str]) -> None:
     unknown = sorted(set(hosts) - set(desired.hosts))
     if unknown:
         raise SystemExit(f"unknown host(s): {', '.join(unknown)}")
-    if not hosts:
-        return desired
-    return DesiredState({n: h for n, h in desired.hosts.items() if n in hosts})
+
+
+def _tuning_command(args: argparse.Namespace) -> int:
+    state_dir = args.state_dir or default_state_dir()
+    if args.action == "clear":
+        removed = overlay_store.clear(state_dir)
+        print(f"{overlay_store.path_in(state_dir)}: {'removed' if removed else 'no overlay'}; the spec values apply "
+              "again (a running daemon rolls them out one member at a time)")
+        return 0
+    try:
+        overlay = overlay_store.load(state_dir)
+    except ValueError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    if overlay is None:
+        print(f"no etcd tuning overlay in {state_dir}: the spec values apply")
+        return 0
+    print(json.dumps(asdict(overlay), indent=2))
+    return 0
+
+
+def _load(spec_dir: Path, state_dir: Path | None) -> tuple[DesiredState, str]:
+    """Specs plus the daemon's overlay (if any), and a line describing the overlay for humans."""
+    try:
+        overlay = overlay_store.load(state_dir or default_state_dir())
+    except ValueError as exc:
+        print(f"warning: {exc}; ignoring it", file=sys.stderr)
+        overlay = None
+    desired = load_desired(spec_dir, overlay=overlay.as_env() if overlay else None)
+    if overlay is None or desired.tuning is None:
+        return desired, ""
+    return desired, (f"etcd tuning overlay in force ({desired.tuning.source}): heartbeat {overlay.heartbeat_ms} ms, "
+                     f"election {overlay.election_ms} ms, decided {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(overlay.decided_at))}"
+                     f"{f' ({overlay.cause})' if overlay.cause else ''}; effective {desired.tuning.effective}")
 
 
 def health_table(snapshot: HostSnapshot) -> list[str]:
@@ -111,11 +153,11 @@ async def _run(args: argparse.Namespace, desired: DesiredState) -> int:
     session = Session(ssh_connector(attempts=args.connect_attempts))
     try:
         if args.command == "plan":
-            result = await plan_all(desired, session)
+            result = await plan_all(desired, session, args.host)
         elif args.command == "apply":
-            result = await converge(desired, session, wait=args.wait)
+            result = await converge(desired, session, wait=args.wait, only=args.host)
         else:
-            result = await observe_status(desired, session)
+            result = await observe_status(desired, session, args.host)
     finally:
         await session.close()
     _print_result(result, args.command)
@@ -139,8 +181,14 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         return asyncio.run(Daemon(settings).run())
     configure_logging(args.log_level or "warning", args.log_format)
+    if args.command == "tuning":
+        return _tuning_command(args)
+    overlay_line = ""
     try:
-        desired = load_desired(args.spec_dir)
+        if args.command == "validate":
+            desired = load_desired(args.spec_dir)
+        else:
+            desired, overlay_line = _load(args.spec_dir, args.state_dir)
     except SpecError as exc:
         print(f"{len(exc.issues)} error(s) in {args.spec_dir}:", file=sys.stderr)
         for issue in exc.issues:
@@ -149,7 +197,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "validate":
         print(f"{args.spec_dir}: valid ({len(desired.hosts)} host(s))")
         return 0
-    return asyncio.run(_run(args, _select(desired, args.host)))
+    _check_hosts(desired, args.host)
+    if overlay_line:
+        print(overlay_line)
+    return asyncio.run(_run(args, desired))
 
 
 if __name__ == "__main__":

@@ -5,9 +5,15 @@ Plain pydantic, built by the CLI from flags; the defaults are the documented one
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
+
+
+def default_state_dir() -> Path:
+    """$RECONCILER_STATE_DIR, else /var/lib/reconciler (systemd's StateDirectory for the service)."""
+    return Path(os.environ.get("RECONCILER_STATE_DIR") or os.environ.get("STATE_DIRECTORY") or "/var/lib/reconciler")
 
 
 class DaemonSettings(BaseModel):
@@ -24,4 +30,6 @@ class DaemonSettings(BaseModel):
     listen_port: int = Field(9479, ge=0, le=65535)
     verify_wait: float = Field(60.0, ge=0, description="seconds a pass waits for health checks after applying")
     shutdown_timeout: float = Field(120.0, gt=0, description="seconds SIGTERM waits for applies in flight")
+    state_dir: Path = Field(default_factory=lambda: default_state_dir(),
+                            description="where the etcd tuning overlay is kept")
     connect_attempts: int = Field(2, ge=1, description="SSH connection attempts within one pass")

@@ -74,9 +74,13 @@ async def _observe_and_plan(session: Session, host: DesiredHost) -> HostOutcome:
     return HostOutcome(host.name, "converged" if plan.empty else "pending", plan=plan, snapshot=snapshot)
 
 
-async def plan_all(desired: DesiredState, session: Session) -> RunResult:
-    """Observe and plan every host in parallel (dry run)."""
-    outcomes = await asyncio.gather(*(_observe_and_plan(session, h) for _, h in sorted(desired.hosts.items())))
+def _chosen(desired: DesiredState, only: list[str] | None) -> list[str]:
+    return sorted(n for n in desired.hosts if not only or n in only)
+
+
+async def plan_all(desired: DesiredState, session: Session, only: list[str] | None = None) -> RunResult:
+    """Observe and plan every host (or those in `only`) in parallel (dry run)."""
+    outcomes = await asyncio.gather(*(_observe_and_plan(session, desired.hosts[n]) for n in _chosen(desired, only)))
     return RunResult({o.host: o for o in outcomes})
 
 
@@ -145,9 +149,9 @@ async def _verify(session: Session, host: DesiredHost, outcome: HostOutcome, wai
         await asyncio.sleep(interval)
 
 
-async def observe_status(desired: DesiredState, session: Session) -> RunResult:
+async def observe_status(desired: DesiredState, session: Session, only: list[str] | None = None) -> RunResult:
     """Observe every host with its checks, change nothing: converged means no drift and all checks pass."""
-    outcomes = {n: HostOutcome(n, "pending") for n in sorted(desired.hosts)}
+    outcomes = {n: HostOutcome(n, "pending") for n in _chosen(desired, only)}
     await asyncio.gather(*(_verify(session, desired.hosts[n], o, 0.0, 0.0) for n, o in outcomes.items()))
     return RunResult(outcomes)
 
@@ -168,9 +172,13 @@ async def reconcile_host(desired: DesiredState, name: str, session: Session, rol
     return outcome
 
 
-async def converge(desired: DesiredState, session: Session, *, wait: float = 120.0, interval: float = 1.0) -> RunResult:
-    """Bring every host to its desired state, in parallel; returns per-host outcomes (a host's failure never raises)."""
+async def converge(desired: DesiredState, session: Session, *, wait: float = 120.0, interval: float = 1.0,
+                   only: list[str] | None = None) -> RunResult:
+    """Bring every host (or those in `only`) to its desired state, in parallel; a host's failure never raises.
+
+    Hosts left out are still peers: the quorum guard checks them before any rollout restart.
+    """
     rollouts = Rollouts()
     outcomes = await asyncio.gather(*(reconcile_host(desired, n, session, rollouts, wait=wait, interval=interval)
-                                      for n in sorted(desired.hosts)))
+                                      for n in _chosen(desired, only)))
     return RunResult({o.host: o for o in outcomes})

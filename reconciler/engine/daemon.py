@@ -18,7 +18,7 @@ from typing import Any
 
 import structlog
 
-from reconciler.engine.converge import Rollouts, reconcile_host
+from reconciler.engine.converge import HostOutcome, Rollouts, reconcile_host
 from reconciler.engine.queue import Backoff, WorkQueue
 from reconciler.engine.session import Connector, Session, ssh_connector
 from reconciler.errors import SpecError
@@ -30,6 +30,8 @@ from reconciler.status.http import HTTPServer, Response
 from reconciler.status.metrics import Metrics
 from reconciler.status.report import HostRecord, status_document
 from reconciler.status.sdnotify import Notifier
+from reconciler.tuning.overlay import ELECTION_KEY, HEARTBEAT_KEY, parse_env
+from reconciler.tuning.tuner import Tuner
 
 log = structlog.get_logger(__name__)
 
@@ -50,6 +52,8 @@ class Daemon:
         self.stopping = asyncio.Event()
         self._first_pass: set[str] = set()
         self._beat = time.monotonic()
+        self.tuner = Tuner(settings.state_dir, self.metrics, ssh_connector(attempts=1),
+                           on_overlay=lambda: self.load_specs("tuning"))
         self.http = HTTPServer({"/metrics": self._metrics, "/healthz": self._healthz, "/readyz": self._readyz,
                                 "/status": self._status}, settings.listen_host, settings.listen_port)
 
@@ -58,7 +62,7 @@ class Daemon:
         """Load the spec directory; on success queue the hosts whose desired state changed."""
         self.spec["last_attempt_at"] = time.time()
         try:
-            desired = load_desired(self.settings.spec_dir)
+            desired = load_desired(self.settings.spec_dir, overlay=self.tuner.overlay_env())
         except SpecError as exc:
             self.spec.update(valid=False, errors=[str(i) for i in exc.issues])
             self.metrics.spec_reloads.labels("error").inc()
@@ -83,6 +87,7 @@ class Daemon:
         self.spec.update(valid=True, errors=[], loaded_at=time.time(), generation=self.spec["generation"] + 1)
         self.metrics.spec_reloads.labels("success").inc()
         self.metrics.spec_valid.set(1)
+        self.tuner.sync(desired)
         for name in changed:
             self.queue.add(name)
         log.info("specs loaded", reason=reason, generation=self.spec["generation"], hosts=len(desired.hosts),
@@ -117,6 +122,7 @@ class Daemon:
             record.update(outcome, finished=time.time(), seconds=seconds, reconcile_id=reconcile_id)
             self.metrics.record_pass(outcome, seconds, outcome.ssh_error)
             self.metrics.record_components(host, {n: bool(c["healthy"]) for n, c in record.components.items()})
+            self._record_etcd_values(desired, outcome)
             if outcome.status == "converged":
                 self.backoff.succeeded(host)
                 record.failures, record.retry_in_seconds = 0, None
@@ -126,6 +132,14 @@ class Daemon:
             self._first_pass.discard(host)
             log.info("reconciled", status=outcome.status, seconds=round(seconds, 3), applied=len(outcome.applied),
                      drift=record.drift, error=outcome.error or None)
+
+    def _record_etcd_values(self, desired: DesiredState, outcome: HostOutcome) -> None:
+        tuning, snapshot = desired.tuning, outcome.snapshot
+        fact = snapshot.files.get(tuning.path) if tuning and snapshot else None
+        if fact is None or not fact.exists:
+            return
+        env = parse_env(fact.content)
+        self.metrics.record_etcd_values(outcome.host, env.get(HEARTBEAT_KEY), env.get(ELECTION_KEY))
 
     def _retry(self, host: str) -> None:
         delay = self.backoff.failed(host)
@@ -182,6 +196,7 @@ class Daemon:
         workers = [asyncio.create_task(self._worker(), name=f"worker-{i}") for i in range(self.settings.workers)]
         background = [asyncio.create_task(self._resync(), name="resync"),
                       asyncio.create_task(self._heartbeat(), name="heartbeat"),
+                      asyncio.create_task(self.tuner.run(self.stopping), name="tuner"),
                       asyncio.create_task(watch_specs(self.settings.spec_dir, self._on_spec_change, self.stopping,
                                                       self.settings.debounce_ms), name="watch")]
         self.notifier.notify("READY=1", "STATUS=started")
@@ -226,4 +241,5 @@ class Daemon:
             record.retry_in_seconds = round(due, 3) if due is not None and host in self.backoff.failures else None
         doc = status_document(ready=self.ready, spec=self.spec, hosts=self.records, queue_depth=self.queue.depth(),
                               in_flight=list(self.queue.in_flight))
+        doc["tuning"] = self.tuner.status(self.records)
         return Response(200, json.dumps(doc, indent=2).encode() + b"\n", "application/json")

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from reconciler.tuning.policy import TuningPolicy
+
 
 @dataclass(frozen=True)
 class Target:
@@ -77,8 +79,23 @@ class DesiredHost:
 
 
 @dataclass(frozen=True)
+class DesiredTuning:
+    """The EtcdTuning document, resolved: which unit and file, the policy, and the spec's own values."""
+
+    unit: str  # systemd unit name, e.g. "etcd.service"
+    file: str  # the File document's name, e.g. "etcd-conf"
+    path: str  # the env file, e.g. /etc/etcd/etcd.conf
+    policy: TuningPolicy
+    spec_values: dict[str, int]  # ETCD_HEARTBEAT_INTERVAL / ETCD_ELECTION_TIMEOUT as the specs give them
+    overlay: dict[str, int] = field(default_factory=dict)  # what the tuner's overlay asked for
+    effective: dict[str, int] = field(default_factory=dict)  # what the hosts are given (the higher of the two)
+    source: str = ""
+
+
+@dataclass(frozen=True)
 class DesiredState:
     hosts: dict[str, DesiredHost]
+    tuning: DesiredTuning | None = None
 
     def hosts_with_unit(self, unit: str) -> list[DesiredHost]:
         return [h for _, h in sorted(self.hosts.items()) if any(u.name == unit for u in h.units)]

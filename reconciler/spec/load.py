@@ -7,6 +7,7 @@ Called by `load_desired` (below), which adds the cross-document checks of `spec.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -155,8 +156,8 @@ def load_documents(directory: Path) -> list[Document]:
     return docs
 
 
-def load_desired(directory: Path) -> DesiredState:
-    """Spec directory -> DesiredState for every host, or SpecError with every issue."""
+def load_desired(directory: Path, overlay: Mapping[str, int] | None = None) -> DesiredState:
+    """Spec directory (plus the etcd tuner's overlay, if any) -> DesiredState for every host, or SpecError."""
     from reconciler.spec.render import build_desired
 
-    return build_desired(load_documents(directory), spec_dir=directory)
+    return build_desired(load_documents(directory), spec_dir=directory, overlay=overlay)

@@ -144,11 +144,29 @@ class HealthCheckSpec(Strict):
         return self
 
 
+class EtcdTuningSpec(Strict):
+    """Automatic raise of etcd's heartbeat/election timeouts on overload (one such document at most)."""
+
+    unit: Name = "etcd"  # the Unit whose hosts are the members (its rollout policy restarts them)
+    file: Name = "etcd-conf"  # the env File holding ETCD_HEARTBEAT_INTERVAL / ETCD_ELECTION_TIMEOUT
+    enabled: bool = True
+    warnings: Annotated[int, Field(ge=1, le=1000)] = 3
+    window_seconds: Annotated[float, Field(gt=0, le=86400)] = 60.0
+    margin: Annotated[float, Field(ge=1.0, le=10.0)] = 1.5
+    round_to_ms: Annotated[int, Field(ge=1, le=1000)] = 50
+    election_multiplier: Annotated[float, Field(ge=5, le=50)] = 10.0
+    max_heartbeat_ms: Annotated[int, Field(ge=10, le=10000)] = 1000
+    max_election_ms: Annotated[int, Field(ge=50, le=50000)] = 50000
+    cooldown_seconds: Annotated[float, Field(ge=0, le=604800)] = 600.0
+    restart_grace_seconds: Annotated[float, Field(ge=0, le=3600)] = 30.0
+
+
 SPEC_MODELS: dict[str, type[Strict]] = {
     "Host": HostSpec,
     "File": FileSpec,
     "Unit": UnitSpec,
     "HealthCheck": HealthCheckSpec,
+    "EtcdTuning": EtcdTuningSpec,
 }
 
 

@@ -17,8 +17,11 @@ import jinja2
 from jinja2.sandbox import SandboxedEnvironment
 
 from reconciler.errors import SpecError, SpecIssue
-from reconciler.spec.desired import DesiredCheck, DesiredFile, DesiredHost, DesiredState, DesiredUnit, Target
-from reconciler.spec.model import Document, FileSpec, HealthCheckSpec, HostSelector, HostSpec, UnitSpec
+from reconciler.spec.desired import (DesiredCheck, DesiredFile, DesiredHost, DesiredState, DesiredTuning, DesiredUnit,
+                                     Target)
+from reconciler.spec.model import Document, EtcdTuningSpec, FileSpec, HealthCheckSpec, HostSelector, HostSpec, UnitSpec
+from reconciler.tuning.overlay import ELECTION_KEY, HEARTBEAT_KEY
+from reconciler.tuning.policy import TuningPolicy
 
 MANAGED_HEADER = "# Managed by reconciler ({source}); local edits are reverted.\n"
 _UNIT_SUFFIXES = (".service", ".socket", ".timer", ".path", ".mount", ".target")
@@ -63,9 +66,10 @@ class _Renderer:
         return template.render(host=me, hosts=self.hosts, vars=me["vars"])
 
 
-def build_desired(docs: list[Document], spec_dir: Path) -> DesiredState:
+def build_desired(docs: list[Document], spec_dir: Path, overlay: Mapping[str, int] | None = None) -> DesiredState:
+    """Render every host; `overlay` (the etcd tuner's values) raises the EtcdTuning file's env values."""
     issues: list[SpecIssue] = []
-    by_kind: dict[str, dict[str, Document]] = {k: {} for k in ("Host", "File", "Unit", "HealthCheck")}
+    by_kind: dict[str, dict[str, Document]] = {k: {} for k in ("Host", "File", "Unit", "HealthCheck", "EtcdTuning")}
     for doc in docs:
         seen = by_kind[doc.kind].get(doc.metadata.name)
         if seen is not None:
@@ -78,11 +82,51 @@ def build_desired(docs: list[Document], spec_dir: Path) -> DesiredState:
         issues.append(SpecIssue(str(spec_dir), 0, "", "no Host document: nothing to manage"))
     _check_hosts(hosts, issues)
     _check_references(by_kind, issues)
+    tuning = _tuning(by_kind, overlay or {}, issues)
     renderer = _Renderer(hosts)
-    desired = {h.metadata.name: _render_host(h, by_kind, renderer, spec_dir, issues) for h in hosts}
+    desired = {h.metadata.name: _render_host(h, by_kind, renderer, spec_dir, issues, tuning) for h in hosts}
     if issues:
         raise SpecError(issues)
-    return DesiredState(hosts=desired)
+    return DesiredState(hosts=desired, tuning=tuning)
+
+
+def _tuning(by_kind: dict[str, dict[str, Document]], overlay: Mapping[str, int],
+            issues: list[SpecIssue]) -> DesiredTuning | None:
+    docs = list(by_kind["EtcdTuning"].values())
+    for extra in docs[1:]:
+        issues.append(SpecIssue(extra.file, extra.line, "kind", f"only one EtcdTuning document is allowed "
+                                                                f"(first at {docs[0].where()})"))
+    if not docs or not docs[0].spec.enabled:
+        return None
+    doc = docs[0]
+    ts: EtcdTuningSpec = doc.spec
+    unit, file = by_kind["Unit"].get(ts.unit), by_kind["File"].get(ts.file)
+    if unit is None or unit.spec.rollout is None:
+        issues.append(SpecIssue(doc.file, doc.line_of("spec", "unit"), "spec.unit",
+                                f"no Unit named {ts.unit!r} with a rollout (members restart one at a time)"))
+    if file is None or file.spec.env is None:
+        issues.append(SpecIssue(doc.file, doc.line_of("spec", "file"), "spec.file", f"no env File named {ts.file!r}"))
+        return None
+    spec_values: dict[str, int] = {}
+    for key in (HEARTBEAT_KEY, ELECTION_KEY):
+        value = file.spec.env.get(key)
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            issues.append(SpecIssue(file.file, file.line_of("spec", "env", key), f"spec.env.{key}",
+                                    f"EtcdTuning {doc.metadata.name!r} needs {key} here as a plain number of ms"))
+        else:
+            spec_values[key] = value
+    if len(spec_values) < 2 or unit is None:
+        return None
+    if spec_values[ELECTION_KEY] < 5 * spec_values[HEARTBEAT_KEY]:
+        issues.append(SpecIssue(file.file, file.line_of("spec", "env", ELECTION_KEY), f"spec.env.{ELECTION_KEY}",
+                                "etcd refuses an election timeout below 5 x the heartbeat interval"))
+    effective = {k: max(v, int(overlay.get(k, 0))) for k, v in spec_values.items()}
+    policy = TuningPolicy(warnings=ts.warnings, window_seconds=ts.window_seconds, margin=ts.margin,
+                          round_to_ms=ts.round_to_ms, election_multiplier=ts.election_multiplier,
+                          max_heartbeat_ms=ts.max_heartbeat_ms, max_election_ms=ts.max_election_ms,
+                          cooldown_seconds=ts.cooldown_seconds, restart_grace_seconds=ts.restart_grace_seconds)
+    return DesiredTuning(unit_name(ts.unit), ts.file, file.spec.path, policy, spec_values, dict(overlay), effective,
+                         f"EtcdTuning/{doc.metadata.name}")
 
 
 def _check_hosts(hosts: list[Document], issues: list[SpecIssue]) -> None:
@@ -115,7 +159,7 @@ def _local_path(value: str | None, doc: Document, spec_dir: Path) -> str | None:
 
 
 def _render_host(host: Document, by_kind: dict[str, dict[str, Document]], renderer: _Renderer,
-                 spec_dir: Path, issues: list[SpecIssue]) -> DesiredHost:
+                 spec_dir: Path, issues: list[SpecIssue], tuning: DesiredTuning | None = None) -> DesiredHost:
     hs: HostSpec = host.spec
     name = host.metadata.name
     labels = host.metadata.labels
@@ -153,8 +197,9 @@ def _render_host(host: Document, by_kind: dict[str, dict[str, Document]], render
         source = f"File/{doc.metadata.name}"
         if fs.env is not None:
             body = MANAGED_HEADER.format(source=source)
+            tuned = tuning.effective if tuning and doc.metadata.name == tuning.file else {}
             for key, value in fs.env.items():
-                rendered = render(_env_text(value), doc, "spec", "env", key)
+                rendered = render(_env_text(tuned.get(key, value)), doc, "spec", "env", key)
                 if "\n" in rendered or "\r" in rendered:
                     issues.append(SpecIssue(doc.file, doc.line_of("spec", "env", key), f"spec.env.{key}",
                                             "value must be a single line"))

@@ -45,6 +45,31 @@ class Metrics:
         self.component_healthy = Gauge("reconciler_component_healthy", "Health check result by host and component "
                                        "(HealthCheck name).", ["host", "component"], registry=r)
 
+        self.etcd_warnings = Counter("reconciler_etcd_heartbeat_warnings", "etcd 'failed to send out heartbeat on "
+                                     "time' warnings read from each member's journal; counted=false near restarts.",
+                                     ["host", "counted"], registry=r)
+        self.etcd_heartbeat = Gauge("reconciler_etcd_heartbeat_interval_seconds", "ETCD_HEARTBEAT_INTERVAL in the "
+                                    "member's etcd.conf as last observed.", ["host"], registry=r)
+        self.etcd_election = Gauge("reconciler_etcd_election_timeout_seconds", "ETCD_ELECTION_TIMEOUT in the member's "
+                                   "etcd.conf as last observed.", ["host"], registry=r)
+        self.tuning_decisions = Counter("reconciler_etcd_tuning_decisions", "Tuning decisions by outcome (raised, "
+                                        "covered, cooldown, ceiling).", ["outcome"], registry=r)
+        self.tuning_cause = Gauge("reconciler_etcd_tuning_suspected_cause", "1 for the suspected cause of the last "
+                                  "raise (slow-disk, cpu-or-network).", ["cause"], registry=r)
+        self.etcd_fsync_p99 = Gauge("reconciler_etcd_wal_fsync_p99_seconds", "WAL fsync p99 from the member's own "
+                                    "/metrics (since it started), when reachable.", ["host"], registry=r)
+
+    def set_cause(self, cause: str) -> None:
+        key = "slow-disk" if cause.startswith("slow disk") else "cpu-or-network"
+        for name in ("slow-disk", "cpu-or-network"):
+            self.tuning_cause.labels(name).set(1 if name == key else 0)
+
+    def record_etcd_values(self, host: str, heartbeat_ms: int | None, election_ms: int | None) -> None:
+        if heartbeat_ms is not None:
+            self.etcd_heartbeat.labels(host).set(heartbeat_ms / 1000)
+        if election_ms is not None:
+            self.etcd_election.labels(host).set(election_ms / 1000)
+
     def record_pass(self, outcome: HostOutcome, seconds: float, ssh_error: bool) -> None:
         host = outcome.host
         self.reconciles.labels(host, outcome.status).inc()

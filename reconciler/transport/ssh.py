@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 
 import asyncssh
 import structlog
@@ -58,6 +58,21 @@ class SSHConnection:
                 raise TransientHostError(f"{self.target.name}: {argv[0]} timed out after {timeout}s", ssh=True) from exc
         status = proc.exit_status if proc.exit_status is not None else 255
         return CommandResult(tuple(argv), status, _bytes(proc.stdout), _bytes(proc.stderr))
+
+    async def lines(self, argv: Sequence[str]) -> AsyncIterator[bytes]:
+        """Run a long-lived command (e.g. `journalctl -f`) and yield its stdout line by line."""
+        try:
+            proc = await self._conn.create_process(command_line(argv), encoding=None)
+        except (asyncssh.Error, OSError) as exc:
+            raise TransientHostError(f"{self.target.name}: {argv[0]} could not start: {exc}", ssh=True) from exc
+        try:
+            while line := await proc.stdout.readline():
+                yield line if isinstance(line, bytes) else str(line).encode()
+        except (asyncssh.Error, OSError) as exc:
+            raise TransientHostError(f"{self.target.name}: {argv[0]} stream lost: {exc}", ssh=True) from exc
+        finally:
+            proc.close()
+        raise TransientHostError(f"{self.target.name}: {argv[0]} ended (exit {proc.exit_status})", ssh=True)
 
     async def close(self) -> None:
         self._conn.close()

@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,9 @@ from testbed import Testbed
 
 REPO = Path(__file__).resolve().parents[2]
 SPECS = REPO / "specs"
+# The CLI and daemons started by tests keep their etcd tuning overlay here, never in /var/lib/reconciler;
+# tests that tune pass a --state-dir of their own.
+os.environ["RECONCILER_STATE_DIR"] = tempfile.mkdtemp(prefix="reconciler-state-")
 
 
 @dataclass
