@@ -1,0 +1,191 @@
+"""etcd tuning end to end on the testbed's real 3-member etcd: overload pulses on the leader -> raised timeouts.
+
+Overload is induced as DESIGN.md describes: SIGSTOP/SIGCONT pulses on the leader's etcd, which then logs
+the seed's "failed to send out heartbeat on time" lines. A client writes through all endpoints meanwhile.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from testbed import Testbed, TestHost
+
+from .conftest import SPECS, reconciler
+from .test_converge import journal_cursor, restart_window
+from .test_daemon import RunningDaemon, all_converged, run_daemon, wait_for  # noqa: F401 (fixture)
+
+pytestmark = pytest.mark.testbed
+
+GRACE = 10
+
+
+def tuning_specs(spec_copy: Path) -> Path:
+    etcd = spec_copy / "etcd.yaml"
+    etcd.write_text(etcd.read_text().replace("cooldownSeconds: 600", "cooldownSeconds: 0")  # only the rules stop round 2
+                    .replace("restartGraceSeconds: 30", f"restartGraceSeconds: {GRACE}"))
+    return spec_copy
+
+
+def etcdctl(bed: Testbed, *args: str, endpoints: list[TestHost] | None = None, timeout: float = 10) -> subprocess.CompletedProcess[str]:
+    pki = bed.pki_dir
+    eps = ",".join(f"https://{h.address}:2379" for h in (endpoints or bed.hosts))
+    return subprocess.run(["etcdctl", f"--endpoints={eps}", f"--cacert={pki}/ca.pem", f"--cert={pki}/kubernetes.pem",
+                           f"--key={pki}/kubernetes-key.pem", "--command-timeout=5s", *args],
+                          capture_output=True, text=True, timeout=timeout, env={"ETCDCTL_API": "3", "PATH": "/usr/bin:/bin"})
+
+
+def leader(bed: Testbed, among: list[TestHost]) -> TestHost:
+    out = etcdctl(bed, "endpoint", "status", "-w", "json", endpoints=among).stdout
+    for status, host in zip(json.loads(out), among):
+        if status["Status"]["leader"] == status["Status"]["header"]["member_id"]:
+            return host
+    raise AssertionError(f"no leader among {among}: {out}")
+
+
+def pulse(host: TestHost, times: int = 3) -> None:
+    """Stall etcd's process 400 ms at a time: heartbeats go out late, etcd logs the warning."""
+    host.ssh("pid=$(systemctl show -p MainPID --value etcd); "
+             f"for i in $(seq {times}); do kill -STOP $pid; sleep 0.4; kill -CONT $pid; sleep 0.3; done")
+
+
+def running_values(host: TestHost) -> dict[str, str]:
+    env = host.ssh("tr '\\0' '\\n' < /proc/$(systemctl show -p MainPID --value etcd)/environ").stdout
+    return dict(line.split("=", 1) for line in env.splitlines() if line.startswith(("ETCD_HEARTBEAT", "ETCD_ELECTION")))
+
+
+def conf_values(host: TestHost) -> dict[str, str]:
+    conf = (host.root / "etc/etcd/etcd.conf").read_text()
+    return dict(line.split("=", 1) for line in conf.splitlines() if line.startswith(("ETCD_HEARTBEAT", "ETCD_ELECTION")))
+
+
+def wait_past_recent_restarts(bed: Testbed) -> None:
+    """Warnings within GRACE s of a restart do not count: let earlier tests' restarts age out first."""
+    starts = []
+    for host in bed.hosts:
+        usec = host.ssh("systemctl show -p ActiveEnterTimestampMonotonic --value etcd").stdout.strip()
+        now = host.ssh("cat /proc/uptime").stdout.split()[0]
+        starts.append(time.time() - (float(now) - int(usec) / 1e6))
+    wait_for("earlier etcd restarts to age past the grace window", lambda: time.time() > max(starts) + GRACE + 1)
+
+
+class Writer(threading.Thread):
+    """A client putting keys through all endpoints; remembers every acknowledged write."""
+
+    def __init__(self, bed: Testbed):
+        super().__init__(daemon=True)
+        self.bed, self.acked, self.failed = bed, [], 0
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        i = 0
+        while not self.done.is_set():
+            key = f"/tuning-test/{i:06d}"
+            if etcdctl(self.bed, "put", key, str(i)).returncode == 0:
+                self.acked.append(key)
+            else:
+                self.failed += 1
+            i += 1
+
+    def stop(self) -> None:
+        self.done.set()
+        self.join(30)
+
+
+def test_overload_raises_timeouts_on_every_member_one_at_a_time(converged: Testbed, spec_copy: Path, tmp_path: Path,
+                                                                run_daemon: Callable[..., RunningDaemon]) -> None:
+    specs, state = tuning_specs(spec_copy), tmp_path / "state"
+    daemon = run_daemon(specs, "--resync", "600", "--state-dir", str(state))
+    wait_for("convergence and journals followed", lambda: all_converged(daemon) and all(
+        m["journal"]["following"] for m in daemon.status()["tuning"]["members"].values()), daemon=daemon)
+    wait_past_recent_restarts(converged)
+    cursors = {h.name: journal_cursor(h) for h in converged.hosts}
+    writer = Writer(converged)
+    writer.start()
+    try:
+        pulse(leader(converged, converged.hosts))
+        overlay = wait_for("a raise", lambda: daemon.status()["tuning"]["overlay"], daemon=daemon, timeout=60)
+        want = {"ETCD_HEARTBEAT_INTERVAL": str(overlay["heartbeat_ms"]), "ETCD_ELECTION_TIMEOUT": str(overlay["election_ms"])}
+        assert overlay["heartbeat_ms"] > 100 and overlay["election_ms"] >= 10 * overlay["heartbeat_ms"]
+        raised_at = time.time()
+        wait_for("every member to run the raised values", lambda: all_converged(daemon, after=raised_at) and all(
+            conf_values(h) == want and running_values(h) == want for h in converged.hosts), daemon=daemon, timeout=240)
+    finally:
+        writer.stop()
+    # Exactly one restart per member, never two at once.
+    windows = sorted(restart_window(h, cursors[h.name]) for h in converged.hosts)
+    for (_, previous_started), (next_stopping, _) in zip(windows, windows[1:]):
+        assert next_stopping > previous_started, windows
+    # No acknowledged write lost.
+    stored = set(etcdctl(converged, "get", "--prefix", "--keys-only", "/tuning-test/").stdout.split())
+    assert len(writer.acked) > 20 and set(writer.acked) <= stored, (len(writer.acked), writer.failed)
+    # The restarts' own warnings (if any) did not start a second round, cooldown 0 notwithstanding.
+    last_start = windows[-1][1]
+    wait_for("the tuner to evaluate past the restarts' grace window",
+             lambda: (daemon.status()["tuning"]["evaluated_at"] or 0) > last_start + GRACE + 2, daemon=daemon)
+    status = daemon.status()["tuning"]
+    assert status["overlay"]["history"] == [] and status["overlay"]["heartbeat_ms"] == overlay["heartbeat_ms"]
+    assert daemon.sample("reconciler_etcd_tuning_decisions", "_total", outcome="raised") == 1
+    assert daemon.sample("reconciler_etcd_heartbeat_warnings", "_total", counted="true") >= 3
+    assert "CPU starvation or network" in status["overlay"]["cause"]  # the testbed's WAL fsync is fast
+    for host in converged.hosts:
+        assert daemon.sample("reconciler_etcd_heartbeat_interval_seconds", host=host.name) == overlay["heartbeat_ms"] / 1000
+
+    # A daemon restart keeps the overlay: nothing to change, nothing restarted.
+    assert daemon.stop() == 0
+    before = {h.name: h.ssh("systemctl show -p ActiveEnterTimestamp --value etcd").stdout for h in converged.hosts}
+    again = run_daemon(specs, "--resync", "600", "--state-dir", str(state))
+    wait_for("the restarted daemon to converge", lambda: all_converged(again), daemon=again)
+    assert again.status()["tuning"]["overlay"]["heartbeat_ms"] == overlay["heartbeat_ms"]
+    assert all(r["applied"] == [] for r in again.status()["hosts"].values())
+    assert before == {h.name: h.ssh("systemctl show -p ActiveEnterTimestamp --value etcd").stdout for h in converged.hosts}
+    plan = reconciler("plan", "--state-dir", str(state), str(specs))
+    assert plan.code == 0 and f"heartbeat {overlay['heartbeat_ms']} ms" in plan.out, plan.out + plan.err
+    again.stop()
+
+    # Cleared from the CLI, the spec values come back (one member at a time).
+    assert reconciler("tuning", "clear", "--state-dir", str(state)).code == 0
+    assert "no etcd tuning overlay" in reconciler("tuning", "show", "--state-dir", str(state)).out
+    assert reconciler("apply", str(SPECS)).code == 0
+    assert all(conf_values(h)["ETCD_HEARTBEAT_INTERVAL"] == "100" for h in converged.hosts)
+
+
+def test_with_a_member_down_nothing_restarts_and_status_says_why(converged: Testbed, spec_copy: Path, tmp_path: Path,
+                                                                run_daemon: Callable[..., RunningDaemon]) -> None:
+    specs, state = tuning_specs(spec_copy), tmp_path / "state"
+    m1, m2, m3 = converged.hosts
+    daemon = run_daemon(specs, "--resync", "2", "--backoff-cap", "2", "--connect-attempts", "1", "--state-dir", str(state))
+    wait_for("convergence", lambda: all_converged(daemon), daemon=daemon)
+    wait_past_recent_restarts(converged)
+    m3.stop()
+    try:
+        before = {h.name: h.ssh("systemctl show -p ActiveEnterTimestamp --value etcd").stdout for h in (m1, m2)}
+        pulse(leader(converged, [m1, m2]))
+        wait_for("a raise", lambda: daemon.status()["tuning"]["overlay"], daemon=daemon, timeout=60)
+        decided = time.time()
+
+        def blocked() -> bool:
+            status = daemon.status()
+            members = status["tuning"]["members"]
+            return all("other member(s) unhealthy: master-3" in members[n]["rollout"] and
+                       (status["hosts"][n]["last_run"] or 0) > decided for n in ("master-1", "master-2"))
+
+        wait_for("/status to say why the rollout waits", blocked, daemon=daemon)
+        for host in (m1, m2):
+            assert host.ssh("systemctl show -p ActiveEnterTimestamp --value etcd").stdout == before[host.name]
+            assert conf_values(host)["ETCD_HEARTBEAT_INTERVAL"] == "100", host.name  # untouched until its turn
+    finally:
+        m3.start()
+    overlay = daemon.status()["tuning"]["overlay"]
+    want = str(overlay["heartbeat_ms"])
+    wait_for("the rollout to finish once master-3 is back", lambda: all_converged(daemon) and all(
+        running_values(h)["ETCD_HEARTBEAT_INTERVAL"] == want for h in converged.hosts), daemon=daemon, timeout=240)
+    daemon.stop()
+    assert reconciler("tuning", "clear", "--state-dir", str(state)).code == 0
+    assert reconciler("apply", str(SPECS)).code == 0
