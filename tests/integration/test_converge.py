@@ -175,7 +175,8 @@ def test_quorum_guard_refuses_while_another_member_is_unhealthy(converged: Testb
     m3 = converged.hosts[2]
     etcd = spec_copy / "etcd.yaml"  # a change for master-1 and -2; master-3 (the unhealthy one) has none
     etcd.write_text(etcd.read_text().replace(
-        "ETCD_ELECTION_TIMEOUT: 1000", "ETCD_ELECTION_TIMEOUT: \"{{ 1000 if host.name == 'master-3' else 1200 }}\""))
+        "ETCD_ELECTION_TIMEOUT: 1000", "ETCD_ELECTION_TIMEOUT: \"{{ 1000 if host.name == 'master-3' else 1200 }}\"")
+        .replace("  file: etcd-conf\n", "  file: etcd-conf\n  enabled: false\n"))  # tuning wants plain numbers
     before = all_starts(converged)
     pid = m3.ssh("systemctl show -p MainPID --value etcd").stdout.strip()
     m3.ssh(f"kill -STOP {pid}")  # master-3's etcd stops answering: its health check fails

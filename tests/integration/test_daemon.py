@@ -275,7 +275,7 @@ def test_metrics_parse_and_carry_every_documented_family(converged: Testbed, spe
     wait_for("convergence", lambda: all_converged(daemon), daemon=daemon)
     families = {name for name in daemon.metrics() if name.startswith("reconciler_")}
     readme = (REPO / "README.md").read_text()
-    documented = {re.sub(r"_total$", "", m) for m in re.findall(r"^\| `(reconciler_[a-z_]+)`", readme, re.M)}
+    documented = {re.sub(r"_total$", "", m) for m in re.findall(r"^\| `(reconciler_[a-z0-9_]+)`", readme, re.M)}
     assert documented and families == documented
     for host in converged.hosts:
         assert daemon.sample("reconciler_host_converged", host=host.name) == 1
