@@ -1,8 +1,9 @@
-"""The `reconciler` command: validate | plan | apply | status | run (the daemon) | tuning (show/clear overlay).
+"""The `reconciler` command: validate | plan | apply | check | run (the daemon) | status (of the daemon) | tuning.
 
 Owns argument parsing, exit codes and human output; the work is done by spec.load and engine.converge.
 Exit codes: validate 0 valid / 1 invalid; plan 0 no changes / 2 changes pending / 1 error;
-apply and status 0 converged and healthy / 1 a host failed or did not converge.
+apply and check 0 converged and healthy / 1 a host failed or did not converge; status 0 all converged /
+1 not / 3 daemon unreachable.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import asyncio
 import json
 import sys
 import time
+import urllib.request
 from dataclasses import asdict
 from pathlib import Path
 
@@ -22,6 +24,7 @@ from reconciler.engine.converge import RunResult, converge, observe_status, plan
 from reconciler.engine.session import Session, ssh_connector
 from reconciler.errors import SpecError
 from reconciler.observe.snapshot import HostSnapshot
+from reconciler.output import Style, colour_plan, render_status, status_exit_code, wants_colour
 from reconciler.settings import DaemonSettings, default_state_dir
 from reconciler.spec.desired import DesiredState
 from reconciler.spec.load import load_desired
@@ -39,7 +42,7 @@ def _parser() -> argparse.ArgumentParser:
     for name, help_text in (("validate", "check a spec directory; list every error"),
                             ("plan", "show what apply would change on each host (dry run)"),
                             ("apply", "converge every host, then verify files, units and health checks"),
-                            ("status", "observe every host: drift, unit states and health checks")):
+                            ("check", "observe every host directly: drift, unit states and health checks")):
         p = sub.add_parser(name, help=help_text)
         p.add_argument("spec_dir", type=Path, nargs="?", default=Path("specs"))
         if name != "validate":
@@ -51,6 +54,10 @@ def _parser() -> argparse.ArgumentParser:
         if name == "apply":
             p.add_argument("--wait", type=float, default=120.0, help="seconds to wait for health checks after applying")
     _run_parser(sub)
+    st = sub.add_parser("status", help="the running daemon's view: every host's last pass, health, backoff, tuning")
+    st.add_argument("--url", default=f"http://127.0.0.1:{DaemonSettings().listen_port}",
+                    help="the daemon's HTTP endpoint (its --listen)")
+    st.add_argument("--json", action="store_true", help="print /status as JSON instead of a table")
     t = sub.add_parser("tuning", help="show or clear the etcd tuning overlay the daemon keeps")
     t.add_argument("action", choices=["show", "clear"])
     t.add_argument("--state-dir", type=Path, default=None, help="default: $RECONCILER_STATE_DIR or /var/lib/reconciler")
@@ -88,6 +95,23 @@ def _check_hosts(desired: DesiredState, hosts: list[str]) -> None:
     unknown = sorted(set(hosts) - set(desired.hosts))
     if unknown:
         raise SystemExit(f"unknown host(s): {', '.join(unknown)}")
+
+
+def _status_command(args: argparse.Namespace) -> int:
+    url = args.url.rstrip("/") + "/status"
+    try:
+        with urllib.request.urlopen(url, timeout=10) as resp:
+            body = resp.read()
+        doc = json.loads(body)
+    except (OSError, ValueError) as exc:
+        print(f"cannot read the daemon's status at {url}: {exc}\n(is `reconciler run` running there? "
+              "`reconciler check DIR` observes the hosts without a daemon)", file=sys.stderr)
+        return 3
+    if args.json:
+        print(json.dumps(doc, indent=2))
+    else:
+        print(render_status(doc, args.url, Style(wants_colour())))
+    return status_exit_code(doc)
 
 
 def _tuning_command(args: argparse.Namespace) -> int:
@@ -136,14 +160,14 @@ def health_table(snapshot: HostSnapshot) -> list[str]:
 def _print_result(result: RunResult, command: str) -> None:
     for outcome in result.outcomes.values():
         if command == "plan" and outcome.plan is not None:
-            print(outcome.plan.render())
+            print(colour_plan(outcome.plan.render(), Style(wants_colour())))
         elif command == "apply":
             print(outcome.summary())
             for action in outcome.applied:
                 print(f"  {action.headline()}")
         else:
             print(outcome.summary())
-        if command in ("apply", "status") and outcome.snapshot is not None:
+        if command in ("apply", "check") and outcome.snapshot is not None:
             print("\n".join(health_table(outcome.snapshot)))
         if command == "plan" and outcome.status == "failed":
             print(outcome.summary())
@@ -183,6 +207,8 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(args.log_level or "warning", args.log_format)
     if args.command == "tuning":
         return _tuning_command(args)
+    if args.command == "status":
+        return _status_command(args)
     overlay_line = ""
     try:
         if args.command == "validate":

@@ -285,3 +285,20 @@ def test_metrics_parse_and_carry_every_documented_family(converged: Testbed, spe
         assert daemon.sample("reconciler_component_healthy", host=host.name, component="etcd") == 1
         assert daemon.sample("reconciler_drift_resources", host=host.name) == 0
     assert daemon.sample("reconciler_spec_valid") == 1
+
+
+def test_status_command_renders_the_daemons_view(converged: Testbed, spec_copy: Path,
+                                                 run_daemon: Callable[..., RunningDaemon]) -> None:
+    daemon = run_daemon(spec_copy)
+    wait_for("convergence", lambda: all_converged(daemon), daemon=daemon)
+    table = reconciler("status", "--url", daemon.base)
+    assert table.code == 0, table.out + table.err
+    assert "3/3 hosts converged" in table.out.splitlines()[0] and "\x1b[" not in table.out  # piped: plain
+    for host in converged.hosts:
+        row = next(line for line in table.out.splitlines() if line.startswith(host.name))
+        assert row.split()[1] == "converged" and "4/4 healthy" in row
+    as_json = reconciler("status", "--url", daemon.base, "--json")
+    assert as_json.code == 0 and json.loads(as_json.out)["summary"]["converged"] == 3
+    daemon.stop()
+    gone = reconciler("status", "--url", daemon.base)
+    assert gone.code == 3 and "reconciler check DIR" in gone.err
