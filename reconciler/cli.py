@@ -154,6 +154,12 @@ def health_table(snapshot: HostSnapshot) -> list[str]:
         lines.append(f"    unit  {unit.name:<32} {unit.active_state}/{unit.sub_state}, {unit.unit_file_state or '-'}")
     for check in snapshot.checks:
         lines.append(f"    check {check.name:<32} {'Healthy' if check.ok else 'Unhealthy'}  {check.detail}")
+    now = time.time()
+    for cert in snapshot.certificates.values():
+        days = cert.days_left(now)
+        state = "missing" if not cert.exists else (cert.error or ("expired" if days is not None and days <= 0 else
+                                                                  f"{days:.0f} days left"))
+        lines.append(f"    cert  {cert.path:<32} {state}{f'  ({cert.subject})' if cert.subject else ''}")
     return lines
 
 

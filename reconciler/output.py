@@ -95,15 +95,20 @@ def render_status(doc: dict[str, Any], source: str, style: Style, now: float | N
     converged = style(converged, "green" if summary["converged"] == summary["hosts"] else "yellow")
     out = [f"reconciler at {source}: {ready}, {spec_text}, {converged}, {summary['queue_depth']} queued"
            + (f", in flight: {', '.join(summary['in_flight'])}" if summary["in_flight"] else "")]
-    rows: list[list[str]] = [["HOST", "STATUS", "LAST RUN", "LAST SUCCESS", "DRIFT", "FAILURES", "RETRY IN", "COMPONENTS"]]
+    rows: list[list[str]] = [["HOST", "STATUS", "LAST RUN", "LAST SUCCESS", "DRIFT", "FAILURES", "RETRY IN", "COMPONENTS",
+                              "CERTIFICATES"]]
     colours: list[str | None] = [None]
     for name, h in hosts.items():
         comps = h["components"]
         bad = sorted(c for c, v in comps.items() if not v["healthy"])
         comp_text = f"{len(comps) - len(bad)}/{len(comps)} healthy" + (f" ({', '.join(bad)} failing)" if bad else "")
         retry = f"{h['retry_in_seconds']:.1f}s" if h.get("retry_in_seconds") is not None else "-"
+        states: dict[str, int] = {}
+        for cert in h.get("certificates", {}).values():
+            states[cert["state"]] = states.get(cert["state"], 0) + 1
+        cert_text = ", ".join(f"{n} {s}" for s, n in sorted(states.items())) or "-"
         rows.append([name, h["status"], ago(h["last_run"], now), ago(h["last_success"], now), str(h["drift"]),
-                     str(h["failures"]), retry, comp_text])
+                     str(h["failures"]), retry, comp_text, cert_text])
         colours.append(STATUS_COLOUR.get(h["status"]))
     out += [""] + _table(rows, style, colours)
     problems = [f"  {style(name, 'bold')}: {h['error']}" for name, h in hosts.items() if h["error"]]
@@ -114,6 +119,15 @@ def render_status(doc: dict[str, Any], source: str, style: Style, now: float | N
         out += ["", style("errors:", "red")] + problems
     if pending:
         out += ["", "pending actions:"] + pending
+    certs = [(name, path, c) for name, h in hosts.items() for path, c in h.get("certificates", {}).items()
+             if c["state"] != "ok"]
+    if certs:
+        out += ["", "certificates needing attention:"]
+        for name, path, c in certs:
+            colour = {"ok": "green", "expiring": "yellow"}.get(c["state"], "red")
+            left = f", {c['days_left']:.0f} days left" if c.get("days_left") is not None else ""
+            detail = f" ({c['error']})" if c.get("error") else ""
+            out.append(f"  {name}  {path}  {style(c['state'], colour)}{left}{detail}")
     tuning = doc.get("tuning") or {}
     if tuning.get("enabled"):
         eff = tuning["effective"]

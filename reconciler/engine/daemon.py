@@ -28,7 +28,7 @@ from reconciler.spec.load import load_desired
 from reconciler.spec.watch import watch_specs
 from reconciler.status.http import HTTPServer, Response
 from reconciler.status.metrics import Metrics
-from reconciler.status.report import HostRecord, status_document
+from reconciler.status.report import HostRecord, certificate_report, status_document
 from reconciler.status.sdnotify import Notifier
 from reconciler.tuning.overlay import ELECTION_KEY, HEARTBEAT_KEY, parse_env
 from reconciler.tuning.tuner import Tuner
@@ -122,6 +122,9 @@ class Daemon:
             record.update(outcome, finished=time.time(), seconds=seconds, reconcile_id=reconcile_id)
             self.metrics.record_pass(outcome, seconds, outcome.ssh_error)
             self.metrics.record_components(host, {n: bool(c["healthy"]) for n, c in record.components.items()})
+            if outcome.snapshot is not None and outcome.snapshot.certificates:
+                record.certificates = certificate_report(desired.hosts[host], outcome.snapshot, time.time())
+                self.metrics.record_certificates(host, outcome.snapshot.certificates)
             self._record_etcd_values(desired, outcome)
             if outcome.status == "converged":
                 self.backoff.succeeded(host)

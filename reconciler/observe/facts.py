@@ -1,4 +1,4 @@
-"""Facts about a host, gathered in one round trip: files, systemd units and health probes.
+"""Facts about a host, gathered in one round trip: files, systemd units, health probes, certificates.
 
 A fact is a command plus a pure parser (pyinfra's shape): `observe_argv` builds the argv of one
 constant bash script whose inputs are positional arguments (never spliced into the script text),
@@ -12,14 +12,15 @@ from collections.abc import Iterable
 from datetime import datetime, timezone
 
 from reconciler.errors import TransientHostError
-from reconciler.observe.snapshot import CheckResult, FileFact, HostSnapshot, UnitFact
+from reconciler.observe.snapshot import CertFact, CheckResult, FileFact, HostSnapshot, UnitFact
 from reconciler.spec.desired import DesiredCheck, DesiredHost
 from reconciler.transport.base import Connection
 
 UNIT_PROPERTIES = ("Id", "LoadState", "ActiveState", "SubState", "UnitFileState", "ActiveEnterTimestamp",
                    "MainPID", "NeedDaemonReload", "FragmentPath")
 
-# Inputs arrive as "$@" in groups: F <path> | U <unit> | H <name> <timeout> <url> <ca> <cert> <key> | T <name> <timeout> <host> <port>
+# Inputs arrive as "$@" in groups: F <path> | U <unit> | H <name> <timeout> <url> <ca> <cert> <key> |
+# T <name> <timeout> <host> <port> | C <path> (a certificate: its end date and subject)
 OBSERVE_SCRIPT = r"""
 export LC_ALL=C
 units=()
@@ -34,6 +35,13 @@ while [ $# -gt 0 ]; do
     fi
     shift 2 ;;
   U) units+=("$2"); shift 2 ;;
+  C)
+    printf '@@C %s\n' "$2"
+    if [ ! -e "$2" ]; then echo 'missing'
+    elif ! command -v openssl >/dev/null; then echo 'error no openssl on the host'
+    else openssl x509 -noout -enddate -subject -in "$2" 2>/dev/null || echo 'error not a readable PEM certificate'
+    fi
+    shift 2 ;;
   H)
     opts=(-s -o /dev/null -w '%{http_code}' --max-time "$3")
     [ "$5" != - ] && opts+=(--cacert "$5")
@@ -63,8 +71,11 @@ def check_args(check: DesiredCheck) -> list[str]:
     return ["T", check.name, timeout, str(check.tcp_host), str(check.tcp_port)]
 
 
-def observe_argv(paths: Iterable[str], units: Iterable[str], checks: Iterable[DesiredCheck]) -> list[str]:
+def observe_argv(paths: Iterable[str], units: Iterable[str], checks: Iterable[DesiredCheck],
+                 certificates: Iterable[str] = ()) -> list[str]:
     argv = ["bash", "-c", OBSERVE_SCRIPT, "reconciler-observe"]
+    for path in certificates:
+        argv += ["C", path]
     for path in paths:
         argv += ["F", path]
     for unit in units:
@@ -113,12 +124,27 @@ def parse_units(text: str) -> dict[str, UnitFact]:
     return units
 
 
+def parse_cert(path: str, lines: list[str]) -> CertFact:
+    """`openssl x509 -noout -enddate -subject` output (or the script's missing/error line) -> CertFact."""
+    if lines[:1] == ["missing"]:
+        return CertFact(path, exists=False)
+    if lines and lines[0].startswith("error "):
+        return CertFact(path, True, error=lines[0][6:])
+    props = dict(line.split("=", 1) for line in lines if "=" in line)
+    try:
+        end = datetime.strptime(" ".join(props.get("notAfter", "").split()), "%b %d %H:%M:%S %Y GMT")
+    except ValueError:
+        return CertFact(path, True, error="cannot read its end date")
+    return CertFact(path, True, end.replace(tzinfo=timezone.utc).timestamp(), props.get("subject", "").strip())
+
+
 def parse_observation(host: str, stdout: str, checks: Iterable[DesiredCheck] = ()) -> HostSnapshot:
     """Pure: the observe script's output -> HostSnapshot. Raises ValueError on a truncated output."""
     by_name = {c.name: c for c in checks}
     files: dict[str, FileFact] = {}
     results: list[CheckResult] = []
     units: dict[str, UnitFact] = {}
+    certs: dict[str, CertFact] = {}
     lines = stdout.split("\n")
     if "@@END" not in lines:
         raise ValueError("observation output is truncated (no @@END)")
@@ -142,6 +168,14 @@ def parse_observation(host: str, stdout: str, checks: Iterable[DesiredCheck] = (
             files[path] = FileFact(path, True, int(mode, 8), owner, group, float(mtime),
                                    base64.b64decode("".join(chunks)))
             continue
+        if line.startswith("@@C "):
+            path, body = line[4:], []
+            i += 1
+            while i < len(lines) and not lines[i].startswith("@@"):
+                body.append(lines[i])
+                i += 1
+            certs[path] = parse_cert(path, body)
+            continue
         if line.startswith("@@H "):
             _, name, rc, code = line.split(" ", 3)
             results.append(_check_result(name, int(rc), code, by_name))
@@ -151,13 +185,14 @@ def parse_observation(host: str, stdout: str, checks: Iterable[DesiredCheck] = (
             i = end
             continue
         i += 1
-    return HostSnapshot(host, files, units, tuple(results))
+    return HostSnapshot(host, files, units, tuple(results), certs)
 
 
 async def observe_host(conn: Connection, desired: DesiredHost, *, with_checks: bool = True) -> HostSnapshot:
     """One round trip: every managed file, every managed unit and (optionally) every health check."""
     checks = desired.checks if with_checks else ()
-    argv = observe_argv(sorted(desired.files), [u.name for u in desired.units], checks)
+    certs = [c.path for c in desired.certificates] if with_checks else []
+    argv = observe_argv(sorted(desired.files), [u.name for u in desired.units], checks, certs)
     result = await conn.run(argv, timeout=60 + sum(c.timeout for c in checks))
     try:
         return parse_observation(desired.name, result.stdout.decode("utf-8", errors="replace"), checks)

@@ -48,11 +48,32 @@ class CheckResult:
 
 
 @dataclass(frozen=True)
+class CertFact:
+    path: str
+    exists: bool
+    not_after: float | None = None  # unix time the certificate expires
+    subject: str = ""
+    error: str = ""  # unreadable, not a certificate, no openssl on the host
+
+    def days_left(self, now: float) -> float | None:
+        return None if self.not_after is None else (self.not_after - now) / 86400
+
+    def state(self, now: float, warn_days: float) -> str:
+        if not self.exists:
+            return "missing"
+        left = self.days_left(now)
+        if left is None:
+            return "unreadable"
+        return "expired" if left <= 0 else ("expiring" if left < warn_days else "ok")
+
+
+@dataclass(frozen=True)
 class HostSnapshot:
     host: str
     files: dict[str, FileFact] = field(default_factory=dict)
     units: dict[str, UnitFact] = field(default_factory=dict)
     checks: tuple[CheckResult, ...] = ()
+    certificates: dict[str, CertFact] = field(default_factory=dict)
 
     @property
     def healthy(self) -> bool:

@@ -64,11 +64,19 @@ class DesiredCheck:
 
 
 @dataclass(frozen=True)
+class DesiredCert:
+    path: str
+    warn_days: float
+    source: str  # "Certificate/kubernetes-ssl"
+
+
+@dataclass(frozen=True)
 class DesiredHost:
     target: Target
     files: dict[str, DesiredFile] = field(default_factory=dict)  # by path; unit files included
     units: tuple[DesiredUnit, ...] = ()
     checks: tuple[DesiredCheck, ...] = ()
+    certificates: tuple[DesiredCert, ...] = ()  # reported (presence, days to expiry), never written
 
     @property
     def name(self) -> str:

@@ -144,6 +144,14 @@ class HealthCheckSpec(Strict):
         return self
 
 
+class CertificateSpec(Strict):
+    """Certificates a host must have: reported (missing, days to expiry), never written."""
+
+    hosts: HostSelector = "all"
+    paths: list[AbsPath] = Field(min_length=1)
+    warn_days: Annotated[float, Field(gt=0, le=3650)] = 30.0
+
+
 class EtcdTuningSpec(Strict):
     """Automatic raise of etcd's heartbeat/election timeouts on overload (one such document at most)."""
 
@@ -167,6 +175,7 @@ SPEC_MODELS: dict[str, type[Strict]] = {
     "Unit": UnitSpec,
     "HealthCheck": HealthCheckSpec,
     "EtcdTuning": EtcdTuningSpec,
+    "Certificate": CertificateSpec,
 }
 
 

@@ -17,9 +17,9 @@ import jinja2
 from jinja2.sandbox import SandboxedEnvironment
 
 from reconciler.errors import SpecError, SpecIssue
-from reconciler.spec.desired import (DesiredCheck, DesiredFile, DesiredHost, DesiredState, DesiredTuning, DesiredUnit,
+from reconciler.spec.desired import (DesiredCert, DesiredCheck, DesiredFile, DesiredHost, DesiredState, DesiredTuning, DesiredUnit,
                                      Target)
-from reconciler.spec.model import Document, EtcdTuningSpec, FileSpec, HealthCheckSpec, HostSelector, HostSpec, UnitSpec
+from reconciler.spec.model import CertificateSpec, Document, EtcdTuningSpec, FileSpec, HealthCheckSpec, HostSelector, HostSpec, UnitSpec
 from reconciler.tuning.overlay import ELECTION_KEY, HEARTBEAT_KEY
 from reconciler.tuning.policy import TuningPolicy
 
@@ -69,7 +69,8 @@ class _Renderer:
 def build_desired(docs: list[Document], spec_dir: Path, overlay: Mapping[str, int] | None = None) -> DesiredState:
     """Render every host; `overlay` (the etcd tuner's values) raises the EtcdTuning file's env values."""
     issues: list[SpecIssue] = []
-    by_kind: dict[str, dict[str, Document]] = {k: {} for k in ("Host", "File", "Unit", "HealthCheck", "EtcdTuning")}
+    by_kind: dict[str, dict[str, Document]] = {k: {} for k in ("Host", "File", "Unit", "HealthCheck", "EtcdTuning",
+                                                              "Certificate")}
     for doc in docs:
         seen = by_kind[doc.kind].get(doc.metadata.name)
         if seen is not None:
@@ -242,7 +243,14 @@ def _render_host(host: Document, by_kind: dict[str, dict[str, Document]], render
                                     f"HealthCheck {check!r} does not select host {name!r}, which runs this unit"))
         units.append(DesiredUnit(uname, doc.metadata.name, path, us.enabled, us.state == "running", restart_on,
                                  check, us.rollout.timeout_seconds if us.rollout else 120.0))
-    return DesiredHost(target=target, files=files, units=tuple(units), checks=tuple(checks))
+    certificates: dict[str, DesiredCert] = {}
+    for doc in by_kind["Certificate"].values():
+        cert: CertificateSpec = doc.spec
+        if selects(cert.hosts, labels):
+            for path in cert.paths:
+                certificates.setdefault(path, DesiredCert(path, cert.warn_days, f"Certificate/{doc.metadata.name}"))
+    return DesiredHost(target=target, files=files, units=tuple(units), checks=tuple(checks),
+                       certificates=tuple(certificates.values()))
 
 
 def _env_text(value: str | int | float | bool) -> str:

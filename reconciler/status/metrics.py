@@ -7,10 +7,12 @@ Names follow Prometheus conventions (base units, `_total` counters, `_seconds`, 
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics, generate_latest
 
 from reconciler.engine.converge import HostOutcome
+from reconciler.observe.snapshot import CertFact
 
 # `_created` series would double the families in the text format and carry nothing an operator reads.
 disable_created_metrics()
@@ -58,6 +60,22 @@ class Metrics:
                                   "raise (slow-disk, cpu-or-network).", ["cause"], registry=r)
         self.etcd_fsync_p99 = Gauge("reconciler_etcd_wal_fsync_p99_seconds", "WAL fsync p99 from the member's own "
                                     "/metrics (since it started), when reachable.", ["host"], registry=r)
+
+        self.cert_present = Gauge("reconciler_certificate_present", "1 when a declared certificate exists on the host "
+                                  "(kind: Certificate), 0 when it is missing.", ["host", "path"], registry=r)
+        self.cert_expiry = Gauge("reconciler_certificate_expiry_timestamp_seconds", "Unix time a declared certificate "
+                                 "expires (notAfter); days left = (this - time()) / 86400.", ["host", "path"], registry=r)
+
+    def record_certificates(self, host: str, certs: Mapping[str, CertFact]) -> None:
+        for path, fact in certs.items():
+            self.cert_present.labels(host, path).set(1 if fact.exists else 0)
+            if fact.not_after is not None:
+                self.cert_expiry.labels(host, path).set(fact.not_after)
+            else:
+                try:
+                    self.cert_expiry.remove(host, path)
+                except KeyError:
+                    pass
 
     def set_cause(self, cause: str) -> None:
         key = "slow-disk" if cause.startswith("slow disk") else "cpu-or-network"

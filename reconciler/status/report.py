@@ -10,6 +10,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from reconciler.engine.converge import HostOutcome
+from reconciler.observe.snapshot import HostSnapshot
+from reconciler.spec.desired import DesiredHost
 
 
 @dataclass
@@ -24,6 +26,7 @@ class HostRecord:
     pending_actions: list[str] = field(default_factory=list)
     components: dict[str, dict[str, Any]] = field(default_factory=dict)
     units: dict[str, str] = field(default_factory=dict)
+    certificates: dict[str, dict[str, Any]] = field(default_factory=dict)  # path -> state, days_left, ...
     failures: int = 0
     retry_in_seconds: float | None = None
     reconcile_id: str = ""
@@ -44,6 +47,22 @@ class HostRecord:
         elif outcome.snapshot is not None:
             self.units = {u.name: f"{u.active_state}/{u.sub_state}" for u in outcome.snapshot.units.values()}
             self.components = {c.name: {"healthy": c.ok, "detail": c.detail} for c in outcome.snapshot.checks}
+
+
+def certificate_report(host: DesiredHost, snapshot: HostSnapshot | None, now: float) -> dict[str, dict[str, Any]]:
+    """Per declared certificate: state (ok, expiring, expired, missing, unreadable), days left, end date, subject."""
+    if snapshot is None or not snapshot.certificates:
+        return {}
+    report: dict[str, dict[str, Any]] = {}
+    for cert in host.certificates:
+        fact = snapshot.certificates.get(cert.path)
+        if fact is None:
+            continue
+        days = fact.days_left(now)
+        report[cert.path] = {"state": fact.state(now, cert.warn_days), "days_left": None if days is None else round(days, 1),
+                             "not_after": fact.not_after, "subject": fact.subject, "error": fact.error,
+                             "warn_days": cert.warn_days, "source": cert.source}
+    return report
 
 
 def status_document(*, ready: bool, spec: dict[str, Any], hosts: dict[str, HostRecord], queue_depth: int,

@@ -302,3 +302,29 @@ def test_status_command_renders_the_daemons_view(converged: Testbed, spec_copy: 
     daemon.stop()
     gone = reconciler("status", "--url", daemon.base)
     assert gone.code == 3 and "reconciler check DIR" in gone.err
+
+
+def test_certificates_are_reported_with_days_to_expiry(converged: Testbed, spec_copy: Path,
+                                                       run_daemon: Callable[..., RunningDaemon]) -> None:
+    certs = spec_copy / "certificates.yaml"
+    certs.write_text(certs.read_text().replace("    - /etc/kubernetes/ssl/kubernetes.pem\n",
+                                               "    - /etc/kubernetes/ssl/kubernetes.pem\n    - /etc/kubernetes/ssl/admin.pem\n"))
+    enddate = subprocess.run(["openssl", "x509", "-noout", "-enddate", "-in", str(converged.pki_dir / "ca.pem")],
+                             capture_output=True, text=True, check=True).stdout.strip().split("=", 1)[1]
+    expires = time.mktime(time.strptime(" ".join(enddate.split()), "%b %d %H:%M:%S %Y GMT")) - time.timezone
+    daemon = run_daemon(spec_copy)
+    status = wait_for("convergence", lambda: all_converged(daemon), daemon=daemon)
+    for host in converged.hosts:
+        report = status["hosts"][host.name]["certificates"]
+        assert report["/etc/kubernetes/ssl/admin.pem"]["state"] == "missing"
+        ca = report["/etc/kubernetes/ssl/ca.pem"]
+        assert ca["state"] == "ok" and ca["not_after"] == expires
+        assert abs(ca["days_left"] - (expires - time.time()) / 86400) < 0.1
+        assert daemon.sample("reconciler_certificate_present", host=host.name, path="/etc/kubernetes/ssl/admin.pem") == 0
+        assert daemon.sample("reconciler_certificate_expiry_timestamp_seconds", host=host.name,
+                             path="/etc/kubernetes/ssl/ca.pem") == expires
+    table = reconciler("status", "--url", daemon.base).out
+    assert "1 missing, 2 ok" in table and "/etc/kubernetes/ssl/admin.pem  missing" in table
+    check = reconciler("check", "--host", "master-1", str(spec_copy))
+    assert "cert  /etc/kubernetes/ssl/admin.pem" in check.out and "missing" in check.out
+    assert re.search(r"cert  /etc/kubernetes/ssl/ca.pem\s+\d+ days left", check.out), check.out

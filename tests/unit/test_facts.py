@@ -57,3 +57,28 @@ def test_values_travel_as_arguments_not_script_text() -> None:
     argv = observe_argv([hostile], ["x.service"], [DesiredCheck("c", 1, url="http://$(reboot)/")])
     assert hostile not in argv[2] and "$(reboot)" not in argv[2]
     assert argv[argv.index("F") + 1] == hostile
+
+
+def test_certificates_are_parsed_from_openssl_output_missing_and_errors() -> None:
+    from reconciler.observe.facts import parse_cert
+
+    ok = parse_cert("/c.pem", ["notAfter=Nov  6 12:00:00 2036 GMT", "subject=CN = kubernetes"])
+    assert ok.exists and ok.subject == "CN = kubernetes" and ok.not_after == 2109585600.0
+    assert ok.state(2109585600.0 - 40 * 86400, 30) == "ok" and ok.state(2109585600.0 - 5 * 86400, 30) == "expiring"
+    assert ok.state(2109585600.0 + 1, 30) == "expired" and ok.days_left(2109585600.0 - 86400) == 1.0
+    assert parse_cert("/m.pem", ["missing"]).state(0, 30) == "missing"
+    bad = parse_cert("/b.pem", ["error not a readable PEM certificate"])
+    assert bad.exists and bad.error == "not a readable PEM certificate" and bad.state(0, 30) == "unreadable"
+    assert parse_cert("/g.pem", ["notAfter=garbage"]).error == "cannot read its end date"
+
+
+def test_certificate_section_of_the_observation() -> None:
+    from reconciler.observe.facts import observe_argv, parse_observation
+
+    argv = observe_argv([], [], [], ["/etc/kubernetes/ssl/ca.pem", "/etc/kubernetes/ssl/admin.pem"])
+    assert argv[-4:] == ["C", "/etc/kubernetes/ssl/ca.pem", "C", "/etc/kubernetes/ssl/admin.pem"]
+    out = ("@@C /etc/kubernetes/ssl/ca.pem\nnotAfter=Nov 24 02:46:57 2036 GMT\nsubject=CN = test-ca\n"
+           "@@C /etc/kubernetes/ssl/admin.pem\nmissing\n@@END\n")
+    snap = parse_observation("m1", out)
+    assert snap.certificates["/etc/kubernetes/ssl/ca.pem"].subject == "CN = test-ca"
+    assert not snap.certificates["/etc/kubernetes/ssl/admin.pem"].exists
