@@ -204,6 +204,9 @@ def _render_host(host: Document, by_kind: dict[str, dict[str, Document]], render
                 if "\n" in rendered or "\r" in rendered:
                     issues.append(SpecIssue(doc.file, doc.line_of("spec", "env", key), f"spec.env.{key}",
                                             "value must be a single line"))
+                if "\x00" in rendered:
+                    issues.append(SpecIssue(doc.file, doc.line_of("spec", "env", key), f"spec.env.{key}",
+                                            "value must not contain a NUL byte (an environment cannot carry it)"))
                 body += env_line(key, rendered) + "\n"
         else:
             body = render(fs.content or "", doc, "spec", "content")

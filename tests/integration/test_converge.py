@@ -230,23 +230,50 @@ def test_stopped_host_fails_while_the_others_converge(converged: Testbed) -> Non
     assert_files_match_specs(converged)
 
 
+HOSTILE_ENV = {
+    "SUBST": "$(touch /tmp/pwned-a) `touch /tmp/pwned-b` 'q' \\ ; touch /tmp/pwned-c",
+    "DOLLAR": "$HOME ${PATH} \\$x",
+    "QUOTES": "\"double\" 'single' \\\" mixed",
+    "SPACES": "  leading and trailing  ",
+    "TAB": "a\tb",
+    "UNICODE": "é∂ƒ漢字 \u202e rtl",
+    "EQUALS": "a=b=c",
+    "HASH": "#not a comment ; nor this",
+    "EMPTY": "",
+    "BACKSLASH_END": "ends with a backslash\\",
+    "SEMI": "; reboot",
+}
+
+
 def test_hostile_values_reach_hosts_as_data_not_commands(converged: Testbed, spec_copy: Path) -> None:
-    (spec_copy / "hostile.yaml").write_text(
-        "apiVersion: reconciler/v1\nkind: File\nmetadata: {name: hostile}\nspec:\n"
-        "  path: /etc/kubernetes/hostile.env\n"
-        "  env:\n"
-        "    A: \"$(touch /tmp/pwned-a) `touch /tmp/pwned-b` 'q' \\\\ ; touch /tmp/pwned-c\"\n"
-        "---\napiVersion: reconciler/v1\nkind: File\nmetadata: {name: hostile-content}\nspec:\n"
-        "  path: /etc/kubernetes/hostile.txt\n"
-        "  content: \"'; touch /tmp/pwned-d; echo '\\n$(touch /tmp/pwned-e)\\n\"\n")
+    import yaml
+
+    docs = [{"apiVersion": "reconciler/v1", "kind": "File", "metadata": {"name": "hostile"},
+             "spec": {"path": "/etc/kubernetes/hostile.env", "env": HOSTILE_ENV}},
+            {"apiVersion": "reconciler/v1", "kind": "File", "metadata": {"name": "hostile-content"},
+             "spec": {"path": "/etc/kubernetes/hostile.txt", "content": "'; touch /tmp/pwned-d; echo '\n$(touch /tmp/pwned-e)\n"}}]
+    (spec_copy / "hostile.yaml").write_text(yaml.safe_dump_all(docs, allow_unicode=True))
     result = reconciler("apply", str(spec_copy))
     assert result.code == 0, result.out + result.err
     assert_files_match_specs(converged, spec_copy)
-    env = (converged.hosts[0].root / "etc/kubernetes/hostile.env").read_text()
-    assert 'A="$(touch /tmp/pwned-a) `touch /tmp/pwned-b` \'q\' \\\\ ; touch /tmp/pwned-c"' in env
     for host in converged.hosts:
         assert host.ssh("ls /tmp/pwned-* 2>/dev/null", check=False).stdout == "", host.name
+    # systemd reads back exactly the intended values (what every unit with this EnvironmentFile gets).
+    out = subprocess.run([*converged.hosts[0].ssh_args(), "systemd-run --pipe --wait --quiet "
+                          "-p EnvironmentFile=/etc/kubernetes/hostile.env /usr/bin/env -0"],
+                         capture_output=True, check=True, timeout=60).stdout.decode()
+    seen = dict(item.split("=", 1) for item in out.split("\0") if "=" in item)
+    for key, value in HOSTILE_ENV.items():
+        assert seen.get(key) == value, (key, seen.get(key), value)
+    for host in converged.hosts:
         host.ssh("rm -f /etc/kubernetes/hostile.env /etc/kubernetes/hostile.txt")
+
+
+def test_env_value_with_a_nul_byte_is_refused(spec_copy: Path) -> None:
+    (spec_copy / "nul.yaml").write_text('apiVersion: reconciler/v1\nkind: File\nmetadata: {name: nul}\nspec:\n'
+                                        '  path: /etc/kubernetes/nul.env\n  env:\n    A: "x\\0y"\n')
+    result = reconciler("validate", str(spec_copy))
+    assert result.code == 1 and "nul.yaml:7: spec.env.A: value must not contain a NUL byte" in result.err, result.err
 
 
 def test_host_that_comes_back_during_backoff_converges(converged: Testbed) -> None:
