@@ -81,13 +81,19 @@ class FileSpec(Strict):
     hosts: HostSelector = "all"
     content: str | None = None
     env: dict[str, str | int | float | bool] | None = None
-    mode: Mode = "0644"
+    mode: Mode | None = None  # default 0644, 0600 when sensitive
     owner: Account = "root"
     group: Account = "root"
     sensitive: bool = False
 
+    @property
+    def effective_mode(self) -> str:
+        return self.mode or ("0600" if self.sensitive else "0644")
+
     @model_validator(mode="after")
     def _one_source(self) -> FileSpec:
+        if self.sensitive and int(self.effective_mode, 8) & 0o077:
+            raise ValueError(f"a sensitive file must be readable by its owner only (mode 0600 or 0400), not {self.mode}")
         if (self.content is None) == (self.env is None):
             raise ValueError("exactly one of 'content' or 'env' must be given")
         for key in self.env or {}:

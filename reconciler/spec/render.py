@@ -210,7 +210,7 @@ def _render_host(host: Document, by_kind: dict[str, dict[str, Document]], render
                 body += env_line(key, rendered) + "\n"
         else:
             body = render(fs.content or "", doc, "spec", "content")
-        add(DesiredFile(fs.path, body.encode(), int(fs.mode, 8), fs.owner, fs.group, fs.sensitive, source), doc, "spec", "path")
+        add(DesiredFile(fs.path, body.encode(), int(fs.effective_mode, 8), fs.owner, fs.group, fs.sensitive, source), doc, "spec", "path")
         file_paths[doc.metadata.name] = fs.path
 
     checks: list[DesiredCheck] = []

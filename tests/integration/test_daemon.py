@@ -36,7 +36,7 @@ class RunningDaemon:
         self.log_path = log_path
         self._log = log_path.open("w")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "reconciler.cli", "--log-format", "json", "run", "--specs", str(spec_dir),
+            [sys.executable, "-m", "reconciler.cli", "--log-format", "json", "--log-level", "debug", "run", "--specs", str(spec_dir),
              "--listen", "127.0.0.1:0", *args], cwd=REPO, stdout=self._log, stderr=subprocess.STDOUT, text=True)
         started = wait_for("the daemon to listen", lambda: self.event("daemon started"), timeout=30, daemon=self)
         self.base = f"http://{started['listen']}"
@@ -328,3 +328,24 @@ def test_certificates_are_reported_with_days_to_expiry(converged: Testbed, spec_
     check = reconciler("check", "--host", "master-1", str(spec_copy))
     assert "cert  /etc/kubernetes/ssl/admin.pem" in check.out and "missing" in check.out
     assert re.search(r"cert  /etc/kubernetes/ssl/ca.pem\s+\d+ days left", check.out), check.out
+
+
+def test_secrets_never_reach_plan_logs_status_or_metrics(converged: Testbed, spec_copy: Path,
+                                                         run_daemon: Callable[..., RunningDaemon]) -> None:
+    canary = "c4n4ry5ecret0b3c2a7e5f1d4c6b9a8e"
+    inventory = spec_copy / "inventory.yaml"
+    inventory.write_text(inventory.read_text().replace("  vars:\n", f"  vars:\n    bootstrap_token: {canary}\n"))
+    plan = reconciler("--log-level", "debug", "plan", str(spec_copy))
+    assert plan.code == 2 and "/etc/kubernetes/token.csv" in plan.out and "<sensitive:" in plan.out
+    assert canary not in plan.out + plan.err
+    daemon = run_daemon(spec_copy)  # logs at debug level (RunningDaemon)
+    status = wait_for("convergence", lambda: all_converged(daemon), daemon=daemon)
+    m1 = converged.hosts[0]
+    assert canary in (m1.root / "etc/kubernetes/token.csv").read_text()  # it did reach the host ...
+    assert m1.ssh("stat -c %a /etc/kubernetes/token.csv").stdout.strip() == "600"
+    assert any("token.csv" in a for a in status["hosts"]["master-1"]["applied"])
+    for text in (json.dumps(status), daemon.get("/metrics")[1], daemon.log_path.read_text()):
+        assert canary not in text  # ... and nowhere else
+    daemon.stop()
+    assert canary not in daemon.log_path.read_text()
+    assert reconciler("apply", str(SPECS)).code == 0

@@ -8,6 +8,7 @@ lives under /root, ProtectHome=read-only; the hardening otherwise stays as shipp
 
 from __future__ import annotations
 
+import re
 import shutil
 import sys
 import time
@@ -101,3 +102,19 @@ def test_runs_as_a_notify_service_with_watchdog_reload_and_clean_stop(installed:
     props = show(host, "ActiveState", "Result", "ExecMainStatus")
     assert props == {"ActiveState": "inactive", "Result": "success", "ExecMainStatus": "0"}, props
     assert '"event": "stopping: finishing passes in flight"' in host.ssh(f"journalctl -q -o cat -u {UNIT}").stdout
+
+
+def test_shipped_unit_hardening_score(converged: Testbed) -> None:
+    """`systemd-analyze security` on the unit exactly as shipped (RELIABILITY.md records the number)."""
+    host = converged.hosts[0]
+    name = "reconciler-analyze.service"
+    shutil.copy(REPO / "deploy/systemd" / UNIT, host.root / "etc/systemd/system" / name)
+    try:
+        host.ssh("systemctl daemon-reload")
+        out = host.ssh(f"systemd-analyze security {name} --no-pager").stdout
+    finally:
+        host.ssh(f"rm -f /etc/systemd/system/{name}; systemctl daemon-reload", check=False)
+    match = re.search(r"Overall exposure level for \S+: ([0-9.]+) (\w+)", out)
+    assert match, out
+    print(f"systemd-analyze security: {match[1]} {match[2]}")
+    assert float(match[1]) <= 1.5 and match[2] == "OK", out

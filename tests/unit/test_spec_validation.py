@@ -183,3 +183,20 @@ def test_validate_command_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert main(["validate", str(d)]) == 1
     err = capsys.readouterr().err
     assert "specs/a.yaml:2: kind: unknown kind 'Nope'" in err
+
+
+def test_sensitive_files_default_to_0600_and_refuse_wider_modes(tmp_path: Path) -> None:
+    import shutil
+
+    from reconciler.errors import SpecError
+    from reconciler.spec.load import load_desired
+
+    spec_dir = tmp_path / "specs"
+    shutil.copytree(Path(__file__).resolve().parents[2] / "specs", spec_dir)
+    kube = spec_dir / "kubernetes.yaml"
+    kube.write_text(kube.read_text().replace('  mode: "0600"\n  sensitive: true', "  sensitive: true"))
+    assert load_desired(spec_dir).hosts["master-1"].files["/etc/kubernetes/token.csv"].mode == 0o600
+    kube.write_text(kube.read_text().replace("  sensitive: true", '  sensitive: true\n  mode: "0640"'))
+    with pytest.raises(SpecError) as err:
+        load_desired(spec_dir)
+    assert any("kubernetes.yaml:" in str(i) and "readable by its owner only" in str(i) for i in err.value.issues)
