@@ -94,6 +94,9 @@ class TestHost:
             raise RuntimeError(f"{self.name} is already running")
         log_path = self.layout.log_file(self.name)
         log_path.parent.mkdir(parents=True, exist_ok=True)
+        veth = f"vb-{self.name}"
+        if Path("/sys/class/net", veth).exists():  # an earlier container's link the kernel has not removed yet
+            subprocess.run(["ip", "link", "delete", veth], capture_output=True, check=False)
         args = [*cgroups.spawn_prefix(self.name),
                 "systemd-nspawn", "-D", str(self.root), f"--machine={self.name}", "-b",
                 f"--network-bridge={BRIDGE}", "--register=no", "--keep-unit", "--link-journal=no",

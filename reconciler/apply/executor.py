@@ -7,6 +7,7 @@ never inside script text. Called by the engine; returns what was done or raises 
 
 from __future__ import annotations
 
+import hashlib
 import time
 from dataclasses import dataclass, field
 
@@ -22,7 +23,8 @@ log = structlog.get_logger(__name__)
 BACKUP_DIR = "/var/backups/reconciler"
 BACKUPS_KEPT = 5
 
-# $1 path, $2 mode, $3 owner, $4 group, $5 backup dir, $6 stamp, $7 backups kept; content on stdin.
+# $1 path, $2 mode, $3 owner, $4 group, $5 backup dir, $6 stamp, $7 backups kept, $8 sha256 of the content;
+# content on stdin. A cut connection ends stdin early: the checksum catches it and nothing is installed.
 # Backups of /etc/x/y go to <backup dir>/etc/x/y/<stamp>, the newest $7 kept.
 WRITE_SCRIPT = r"""
 set -eu
@@ -31,6 +33,8 @@ mkdir -p -- "$dir"
 tmp=$(mktemp -- "$dir/.$base.reconciler.XXXXXX")
 trap 'rm -f -- "$tmp"' EXIT
 cat > "$tmp"
+sum=$(sha256sum -- "$tmp"); sum=${sum%% *}
+if [ "$sum" != "$8" ]; then echo "content arrived incomplete (sha256 $sum, expected $8); nothing installed" >&2; exit 3; fi
 chown -- "$3:$4" "$tmp"
 chmod -- "$2" "$tmp"
 sync -- "$tmp"
@@ -65,7 +69,7 @@ def action_argv(action: Action, desired: DesiredHost, stamp: str) -> tuple[list[
     if action.kind is Kind.WRITE:
         f = desired.files[action.target]
         return (["bash", "-c", WRITE_SCRIPT, "reconciler-write", f.path, f"{f.mode:04o}", f.owner, f.group,
-                 BACKUP_DIR, stamp, str(BACKUPS_KEPT)], f.content)
+                 BACKUP_DIR, stamp, str(BACKUPS_KEPT), hashlib.sha256(f.content).hexdigest()], f.content)
     if action.kind is Kind.ATTRS:
         f = desired.files[action.target]
         return (["sh", "-c", 'chown -- "$1" "$3" && chmod -- "$2" "$3"', "reconciler-attrs",

@@ -59,6 +59,8 @@ class _Renderer:
                 "labels": dict(doc.metadata.labels), "vars": dict(spec.vars)}
 
     def render(self, text: str, host: Document) -> str:
+        if "{" not in text:  # no Jinja syntax possible ({{ }}, {% %}, {# #}): the text is its own rendering
+            return text
         template = self._cache.get(text)
         if template is None:
             template = self._cache[text] = self.env.from_string(text)

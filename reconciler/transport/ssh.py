@@ -22,6 +22,8 @@ log = structlog.get_logger(__name__)
 
 MAX_SESSIONS = 8  # sshd's MaxSessions defaults to 10; keep a margin
 CONNECT_TIMEOUT = 10.0
+KEEPALIVE_INTERVAL = 10.0
+KEEPALIVE_COUNT = 3
 
 
 class SSHConnection:
@@ -49,7 +51,9 @@ class SSHConnection:
     async def run(self, argv: Sequence[str], *, input: bytes | None = None, timeout: float | None = 120.0) -> CommandResult:
         async with self._sessions:
             try:
-                proc = await self._conn.run(command_line(argv), input=input, encoding=None, check=False, timeout=timeout)
+                # The outer wait_for also bounds opening the channel, which hangs on a silent network.
+                proc = await asyncio.wait_for(self._conn.run(command_line(argv), input=input, encoding=None, check=False,
+                                                             timeout=timeout), None if timeout is None else timeout + 5)
             except asyncssh.ProcessError as exc:  # timeout or channel error
                 raise TransientHostError(f"{self.target.name}: {argv[0]} failed: {exc.reason}", ssh=True) from exc
             except (asyncssh.Error, OSError) as exc:
@@ -91,6 +95,8 @@ def _bytes(data: object) -> bytes:
 async def _connect(target: Target) -> asyncssh.SSHClientConnection:
     where = f"{target.name} ({target.user}@{target.address}:{target.port})"
     options: dict[str, object] = {"username": target.user, "port": target.port, "connect_timeout": CONNECT_TIMEOUT,
+                                  # a host cut off the network is noticed within ~30 s even on an idle connection
+                                  "keepalive_interval": KEEPALIVE_INTERVAL, "keepalive_count_max": KEEPALIVE_COUNT,
                                   "agent_path": None, "config": []}
     if target.unsafe_skip_host_key_verification:
         log.warning("host key verification disabled (unsafe)", host=target.name)

@@ -1,0 +1,158 @@
+"""Faults on the testbed: a connection cut mid-write, a full disk, the daemon SIGKILLed mid-rollout,
+a host cut off the network. Each ends with nothing lost: files are old or new, never partial, and the
+next pass completes the work. RELIABILITY.md tabulates these.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import yaml
+
+from testbed import Testbed
+
+from .conftest import REPO, SPECS, reconciler
+from .test_converge import assert_files_match_specs, journal_cursor, restart_window
+from .test_daemon import RunningDaemon, all_converged, run_daemon, wait_for  # noqa: F401 (fixture)
+from .test_tuning import conf_values, running_values
+
+pytestmark = pytest.mark.testbed
+
+
+def cmdline(pid: int) -> list[str]:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
+    except OSError:
+        return []
+
+
+def ppid(pid: int) -> int:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
+def find_writer_cat(path: str) -> tuple[int, int] | None:
+    """(pid of `cat` receiving the content for `path`, pid of the sshd session above it), if running now."""
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        pid = int(entry.name)
+        if cmdline(pid)[:1] != ["cat"]:
+            continue
+        parent = ppid(pid)
+        args = cmdline(parent)
+        if "reconciler-write" in args and path in args:
+            return pid, ppid(parent)
+    return None
+
+
+def test_connection_cut_in_the_middle_of_a_write_installs_nothing(converged: Testbed, spec_copy: Path) -> None:
+    m1 = converged.hosts[0]
+    path = "/etc/kubernetes/big.txt"
+    (m1.root / path.lstrip("/")).write_text("old content\n")
+    content = ("0123456789abcdef" * 4 + "\n") * (8 * 1024 * 1024 // 65)
+    (spec_copy / "big.yaml").write_text(yaml.safe_dump({"apiVersion": "reconciler/v1", "kind": "File",
+                                                        "metadata": {"name": "big"},
+                                                        "spec": {"path": path, "content": content}}, width=1000))
+    proc = subprocess.Popen([sys.executable, "-m", "reconciler.cli", "apply", "--host", "master-1", "--connect-attempts",
+                             "1", str(spec_copy)], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        found = wait_for("the write to start streaming", lambda: find_writer_cat(path) or proc.poll() is not None,
+                         timeout=120)
+        assert found is not True and proc.poll() is None, "the write finished before it could be cut"
+        cat, session = found  # type: ignore[misc]
+        os.kill(cat, signal.SIGSTOP)  # hold the transfer mid-way ...
+        os.kill(session, signal.SIGKILL)  # ... cut the SSH session carrying it ...
+        os.kill(cat, signal.SIGCONT)  # ... and let the script see its stdin end early
+        out, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 1 and "master-1: FAILED" in out, out + err
+    assert (m1.root / path.lstrip("/")).read_text() == "old content\n"  # the old content, not a partial new one
+    assert not list((m1.root / "etc/kubernetes").glob(".big.txt.reconciler.*"))  # no temp file left behind
+    result = reconciler("apply", "--host", "master-1", str(spec_copy))  # the next pass completes it
+    assert result.code == 0, result.out + result.err
+    assert (m1.root / path.lstrip("/")).read_text() == content
+    m1.ssh(f"rm -f {path}")
+
+
+def test_full_disk_fails_the_write_cleanly_and_keeps_the_old_file(converged: Testbed, spec_copy: Path) -> None:
+    m2 = converged.hosts[1]
+    m2.ssh("cp -a /etc/kubernetes /root/k8s-saved && mount -t tmpfs -o size=512k tmpfs /etc/kubernetes && "
+           "cp -a /root/k8s-saved/. /etc/kubernetes/ && (dd if=/dev/zero of=/etc/kubernetes/filler bs=4k 2>/dev/null; true)")
+    try:
+        before = (m2.root / "etc/kubernetes/apiserver").read_bytes()
+        kube = spec_copy / "kubernetes.yaml"
+        kube.write_text(kube.read_text().replace('--event-ttl=1h"', '--event-ttl=1h"\n    # ' + "x" * 600_000, 1))
+        result = reconciler("apply", "--connect-attempts", "1", str(spec_copy))
+        assert result.code == 1
+        assert "master-2: FAILED: master-2: write /etc/kubernetes/apiserver failed" in result.out, result.out
+        assert "No space left on device" in result.out, result.out
+        assert "master-1: converged" in result.out and "master-3: converged" in result.out
+        assert (m2.root / "etc/kubernetes/apiserver").read_bytes() == before  # the old file, intact
+        assert not list((m2.root / "etc/kubernetes").glob(".*.reconciler.*"))
+        m2.ssh("rm -f /etc/kubernetes/filler")
+        kube.write_text((SPECS / "kubernetes.yaml").read_text())
+    finally:
+        m2.ssh("umount /etc/kubernetes; rm -rf /root/k8s-saved", check=False)
+    assert reconciler("apply", str(SPECS)).code == 0
+    assert_files_match_specs(converged)
+
+
+def test_daemon_sigkilled_mid_etcd_rollout_resumes_without_leaving_a_member_down(
+        converged: Testbed, spec_copy: Path, run_daemon: Callable[..., RunningDaemon]) -> None:
+    daemon = run_daemon(spec_copy, "--resync", "600")
+    wait_for("convergence", lambda: all_converged(daemon), daemon=daemon)
+    cursors = {h.name: journal_cursor(h) for h in converged.hosts}
+    etcd = spec_copy / "etcd.yaml"
+    etcd.write_text(etcd.read_text().replace("ETCD_ELECTION_TIMEOUT: 1000", "ETCD_ELECTION_TIMEOUT: 1400"))
+    wait_for("the first member's turn", lambda: any(conf_values(h)["ETCD_ELECTION_TIMEOUT"] == "1400"
+                                                    for h in converged.hosts), daemon=daemon)
+    daemon.proc.kill()  # SIGKILL: no chance to finish anything
+    daemon.proc.wait(30)
+    # Whatever the kill interrupted, systemd on the host finishes a restart it was asked for: no member stays down.
+    wait_for("every member active and healthy", lambda: all(
+        h.ssh("systemctl is-active etcd", check=False).stdout.strip() == "active" for h in converged.hosts), timeout=60)
+    again = run_daemon(spec_copy, "--resync", "600")
+    wait_for("the rollout to resume and finish", lambda: all_converged(again) and all(
+        running_values(h)["ETCD_ELECTION_TIMEOUT"] == "1400" for h in converged.hosts), daemon=again, timeout=240)
+    windows = sorted(restart_window(h, cursors[h.name]) for h in converged.hosts)  # once each ...
+    for (_, previous_started), (next_stopping, _) in zip(windows, windows[1:]):
+        assert next_stopping > previous_started, windows  # ... and never two at once, across both daemons
+    again.stop()
+    assert reconciler("apply", str(SPECS)).code == 0
+
+
+def test_host_cut_off_the_network_converges_after_it_returns(converged: Testbed, spec_copy: Path,
+                                                             run_daemon: Callable[..., RunningDaemon]) -> None:
+    m3 = converged.hosts[2]
+    link = f"vb-{m3.name}"
+    daemon = run_daemon(spec_copy, "--resync", "1", "--backoff-base", "0.5", "--backoff-cap", "2",
+                        "--connect-attempts", "1")
+    wait_for("convergence", lambda: all_converged(daemon), daemon=daemon)
+    subprocess.run(["ip", "link", "set", link, "down"], check=True)
+    try:
+        edited = time.time()
+        kube = spec_copy / "kubernetes.yaml"
+        kube.write_text(kube.read_text().replace('--address=127.0.0.1"', '--address=127.0.0.1 --v=3"'))
+        status = wait_for("master-1 and -2 to converge while master-3 is unreachable", lambda: (s := daemon.status())
+                          and all(s["hosts"][n]["status"] == "converged" and s["hosts"][n]["last_run"] > edited
+                                  for n in ("master-1", "master-2"))
+                          and s["hosts"]["master-3"]["failures"] >= 1 and s, daemon=daemon)
+        assert status["hosts"]["master-3"]["status"] == "failed"
+    finally:
+        subprocess.run(["ip", "link", "set", link, "up"], check=True)
+    wait_for("master-3 to converge once it is back", lambda: all_converged(daemon, after=edited), daemon=daemon,
+             timeout=180)
+    assert_files_match_specs(converged, spec_copy)
+    daemon.stop()
+    assert reconciler("apply", str(SPECS)).code == 0

@@ -1,0 +1,43 @@
+"""The atomic write script itself, run with bash on this machine: all or nothing, whatever goes wrong."""
+
+from __future__ import annotations
+
+import grp
+import hashlib
+import os
+import pwd
+import subprocess
+from pathlib import Path
+
+from reconciler.apply.executor import WRITE_SCRIPT
+
+USER = pwd.getpwuid(os.getuid()).pw_name
+GROUP = grp.getgrgid(os.getgid()).gr_name
+
+
+def write(path: Path, content: bytes, sent: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
+    digest = hashlib.sha256(content).hexdigest()
+    return subprocess.run(["bash", "-c", WRITE_SCRIPT, "w", str(path), "0640", USER, GROUP, str(path.parent / "bak"),
+                           "20261127T000000.1", "5", digest], input=content if sent is None else sent,
+                          capture_output=True, timeout=30)
+
+
+def test_complete_content_is_installed_with_mode_and_a_backup(tmp_path: Path) -> None:
+    target = tmp_path / "etc/app.conf"
+    target.parent.mkdir()
+    target.write_bytes(b"old\n")
+    result = write(target, b"new\n")
+    assert result.returncode == 0, result.stderr
+    assert target.read_bytes() == b"new\n" and oct(target.stat().st_mode & 0o777) == "0o640"
+    assert (tmp_path / "etc/bak" / str(target).lstrip("/") / "20261127T000000.1").read_bytes() == b"old\n"
+
+
+def test_content_cut_short_is_never_installed(tmp_path: Path) -> None:
+    """What a connection dropped mid-transfer looks like to the script: stdin ends early."""
+    target = tmp_path / "app.conf"
+    target.write_bytes(b"old\n")
+    content = os.urandom(256 * 1024)
+    result = write(target, content, sent=content[: len(content) // 2])
+    assert result.returncode == 3 and b"arrived incomplete" in result.stderr
+    assert target.read_bytes() == b"old\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["app.conf"]  # no temp file left behind
