@@ -22,9 +22,40 @@ def _is_spec(change: watchfiles.Change, path: str) -> bool:
 
 async def watch_specs(spec_dir: Path, on_change: Callable[[list[str]], Awaitable[None]], stop: asyncio.Event,
                       debounce_ms: int = 300) -> None:
-    """Call `on_change(paths)` after every debounced batch of spec edits, until `stop` is set."""
-    async for changes in watchfiles.awatch(spec_dir, watch_filter=_is_spec, debounce=debounce_ms, step=50,
-                                           stop_event=stop, recursive=True):
-        paths = sorted({p for _, p in changes})
-        log.info("spec change", paths=paths)
-        await on_change(paths)
+    """Call `on_change(paths)` once the directory has been quiet for `debounce_ms` after edits, until `stop`.
+
+    A burst of edits (a script, a checkout, an editor saving often) is one call; under edits that never
+    pause, one call every 10 x `debounce_ms` at most, so the daemon still follows along.
+    """
+    batches: asyncio.Queue[set[str]] = asyncio.Queue()
+
+    async def watch() -> None:
+        async for changes in watchfiles.awatch(spec_dir, watch_filter=_is_spec, debounce=debounce_ms, step=50,
+                                               stop_event=stop, recursive=True):
+            batches.put_nowait({p for _, p in changes})
+
+    watcher = asyncio.create_task(watch(), name="watchfiles")
+    quiet, longest = debounce_ms / 1000, 10 * debounce_ms / 1000
+    try:
+        while not stop.is_set():
+            getter = asyncio.ensure_future(batches.get())
+            stopper = asyncio.ensure_future(stop.wait())
+            await asyncio.wait({getter, stopper, watcher}, return_when=asyncio.FIRST_COMPLETED)
+            stopper.cancel()
+            if not getter.done():
+                getter.cancel()
+                if watcher.done():
+                    watcher.result()  # surface a watcher failure
+                continue
+            paths = set(getter.result())
+            deadline = asyncio.get_running_loop().time() + longest
+            while (left := deadline - asyncio.get_running_loop().time()) > 0:
+                try:
+                    paths |= await asyncio.wait_for(batches.get(), min(quiet, left))
+                except asyncio.TimeoutError:
+                    break
+            log.info("spec change", paths=sorted(paths))
+            await on_change(sorted(paths))
+    finally:
+        watcher.cancel()
+        await asyncio.gather(watcher, return_exceptions=True)

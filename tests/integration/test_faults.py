@@ -156,3 +156,32 @@ def test_host_cut_off_the_network_converges_after_it_returns(converged: Testbed,
     assert_files_match_specs(converged, spec_copy)
     daemon.stop()
     assert reconciler("apply", str(SPECS)).code == 0
+
+
+def test_hundreds_of_spec_edits_are_coalesced_into_a_few_passes(converged: Testbed, spec_copy: Path,
+                                                                run_daemon: Callable[..., RunningDaemon]) -> None:
+    daemon = run_daemon(spec_copy, "--resync", "600")
+    wait_for("convergence", lambda: all_converged(daemon), daemon=daemon)
+    passes_before = daemon.sample("reconciler_reconciles", "_total")
+    reloads_before = daemon.sample("reconciler_spec_reloads", "_total")
+    kube = spec_copy / "kubernetes.yaml"
+    original = kube.read_text()
+    started = time.time()
+    for i in range(300):  # a script hammering the directory for ~3 s (paced load, not a wait)
+        kube.write_text(original.replace('--address=127.0.0.1"', f'--address=127.0.0.1 --v={i % 7}"'))
+        time.sleep(0.01)
+    kube.write_text(original.replace('--address=127.0.0.1"', '--address=127.0.0.1 --v=9"'))
+    wrote = time.time() - started
+    wait_for("the last edit to converge", lambda: all_converged(daemon, after=started) and all(
+        "--v=9" in (h.root / "etc/kubernetes/scheduler").read_text() for h in converged.hosts), daemon=daemon)
+    wait_for("the queue to drain", lambda: daemon.status()["summary"]["queue_depth"] == 0 and
+             not daemon.status()["summary"]["in_flight"], daemon=daemon)
+    reloads = daemon.sample("reconciler_spec_reloads", "_total") - reloads_before
+    passes = daemon.sample("reconciler_reconciles", "_total") - passes_before
+    print(f"301 edits in {wrote:.2f}s -> {reloads:.0f} spec reloads, {passes:.0f} passes over 3 hosts")
+    # A reload once the directory is quiet (or every 10 x --debounce-ms under non-stop edits), and a queue
+    # that holds each host once: a handful of reloads and passes, not hundreds.
+    assert 1 <= reloads <= wrote / 3.0 + 2 and passes <= 3 * (reloads + 1), (reloads, passes)
+    kube.write_text(original)
+    daemon.stop()
+    assert reconciler("apply", str(SPECS)).code == 0
