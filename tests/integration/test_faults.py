@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from testbed import Testbed
+from testbed import Testbed, TestHost
 
 from .conftest import REPO, SPECS, reconciler
 from .test_converge import assert_files_match_specs, journal_cursor, restart_window
@@ -183,5 +183,55 @@ def test_hundreds_of_spec_edits_are_coalesced_into_a_few_passes(converged: Testb
     # that holds each host once: a handful of reloads and passes, not hundreds.
     assert 1 <= reloads <= wrote / 3.0 + 2 and passes <= 3 * (reloads + 1), (reloads, passes)
     kube.write_text(original)
+    daemon.stop()
+    assert reconciler("apply", str(SPECS)).code == 0
+
+
+def etcd_healthy(host: TestHost) -> bool:
+    from .test_converge import SSL
+    return '"health":"true"' in host.ssh(f"curl -s --max-time 2 {SSL} https://{host.address}:2379/health",
+                                         check=False, timeout=15).stdout
+
+
+def turns_started(host: TestHost, cursor: str) -> list[float]:
+    """When our rollout began restarting etcd on this host (systemd's "Stopping" / etcd's SIGTERM line)."""
+    out = host.ssh(f"journalctl -q -o short-unix -u etcd.service --after-cursor='{cursor}'").stdout
+    return [float(line.split()[0]) for line in out.splitlines()
+            if "Stopping etcd.service" in line or "received terminated signal" in line]
+
+
+def test_member_down_mid_rollout_pauses_it_until_quorum_is_safe(converged: Testbed, spec_copy: Path,
+                                                                run_daemon: Callable[..., RunningDaemon]) -> None:
+    """Two faults in one rollout: a member host rebooted, then another member's etcd crashing (SIGKILL)."""
+    daemon = run_daemon(spec_copy, "--resync", "2", "--backoff-cap", "2", "--connect-attempts", "1")
+    wait_for("convergence", lambda: all_converged(daemon), daemon=daemon)
+    cursors = {h.name: journal_cursor(h) for h in converged.hosts}
+    etcd = spec_copy / "etcd.yaml"
+    etcd.write_text(etcd.read_text().replace("ETCD_ELECTION_TIMEOUT: 1000", "ETCD_ELECTION_TIMEOUT: 1600"))
+    first = wait_for("the first member's turn", lambda: next(
+        (h for h in converged.hosts if conf_values(h)["ETCD_ELECTION_TIMEOUT"] == "1600"), None), daemon=daemon)
+    rebooted, crashed = [h for h in converged.hosts if h is not first]
+    down: list[tuple[str, float, float]] = []
+
+    began = time.time()  # reboot: power off, power on, wait until its etcd is healthy again
+    rebooted.stop()
+    rebooted.start()
+    wait_for(f"{rebooted.name}'s etcd back", lambda: etcd_healthy(rebooted), timeout=120)
+    down.append((rebooted.name, began, time.time()))
+
+    if conf_values(crashed)["ETCD_ELECTION_TIMEOUT"] != "1600":  # still waiting for its turn: crash its etcd
+        began = time.time()
+        crashed.ssh("systemctl kill -s SIGKILL etcd")
+        wait_for(f"{crashed.name}'s etcd back (Restart=on-failure)", lambda: etcd_healthy(crashed), timeout=120)
+        down.append((crashed.name, began, time.time()))
+
+    wait_for("the rollout to finish", lambda: all_converged(daemon) and all(
+        running_values(h)["ETCD_ELECTION_TIMEOUT"] == "1600" for h in converged.hosts), daemon=daemon, timeout=240)
+    for name, start, end in down:  # while a member was down, no other member's turn began
+        for host in converged.hosts:
+            if host.name != name and host.name != rebooted.name:
+                inside = [t for t in turns_started(host, cursors[host.name]) if start < t < end]
+                assert not inside, (host.name, "restarted while", name, "was down", inside, start, end)
+    assert all(etcd_healthy(h) for h in converged.hosts)
     daemon.stop()
     assert reconciler("apply", str(SPECS)).code == 0
