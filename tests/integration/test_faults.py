@@ -235,3 +235,34 @@ def test_member_down_mid_rollout_pauses_it_until_quorum_is_safe(converged: Testb
     assert all(etcd_healthy(h) for h in converged.hosts)
     daemon.stop()
     assert reconciler("apply", str(SPECS)).code == 0
+
+
+def test_etcd_member_crashing_during_tuning_pauses_the_rollout(converged: Testbed, spec_copy: Path, tmp_path: Path,
+                                                                run_daemon: Callable[..., RunningDaemon]) -> None:
+    from .test_tuning import leader, pulse, tuning_specs, wait_past_recent_restarts
+
+    specs = tuning_specs(spec_copy)
+    daemon = run_daemon(specs, "--resync", "2", "--backoff-cap", "2", "--state-dir", str(tmp_path / "state"))
+    wait_for("convergence and journals followed", lambda: all_converged(daemon) and all(
+        m["journal"]["following"] for m in daemon.status()["tuning"]["members"].values()), daemon=daemon)
+    wait_past_recent_restarts(converged)
+    cursors = {h.name: journal_cursor(h) for h in converged.hosts}
+    pulse(leader(converged, converged.hosts))
+    overlay = wait_for("a raise", lambda: daemon.status()["tuning"]["overlay"], daemon=daemon, timeout=60)
+    want = str(overlay["heartbeat_ms"])
+    waiting = [h for h in converged.hosts if conf_values(h)["ETCD_HEARTBEAT_INTERVAL"] != want]
+    assert waiting, "the rollout finished before a member could crash"
+    victim = waiting[-1]
+    began = time.time()
+    victim.ssh("systemctl kill -s SIGKILL etcd")  # crashes; Restart=on-failure brings it back after RestartSec
+    wait_for(f"{victim.name}'s etcd back", lambda: etcd_healthy(victim), timeout=120)
+    ended = time.time()
+    wait_for("the tuning rollout to finish", lambda: all_converged(daemon) and all(
+        running_values(h)["ETCD_HEARTBEAT_INTERVAL"] == want for h in converged.hosts), daemon=daemon, timeout=240)
+    for host in converged.hosts:
+        if host is not victim:
+            inside = [t for t in turns_started(host, cursors[host.name]) if began < t < ended]
+            assert not inside, (host.name, "restarted while", victim.name, "was down", inside)
+    daemon.stop()
+    assert reconciler("tuning", "clear", "--state-dir", str(tmp_path / "state")).code == 0
+    assert reconciler("apply", str(SPECS)).code == 0

@@ -116,3 +116,13 @@ def test_plan_colours_only_when_asked() -> None:
     assert colour_plan(plan, Style(False)) == plan
     coloured = colour_plan(plan, Style(True)).splitlines()
     assert coloured[5].startswith("\x1b[31m") and coloured[6].startswith("\x1b[32m") and coloured[4].startswith("\x1b[36m")
+
+
+def test_http_endpoint_binds_loopback_unless_told_otherwise() -> None:
+    from reconciler.cli import _daemon_settings, _parser
+
+    args = _parser().parse_args(["run"])
+    assert args.listen == "127.0.0.1:9479"
+    settings = _daemon_settings(args)
+    assert settings.listen_host == "127.0.0.1" and DaemonSettings().listen_host == "127.0.0.1"
+    assert _daemon_settings(_parser().parse_args(["run", "--listen", "0.0.0.0:9100"])).listen_host == "0.0.0.0"

@@ -1,0 +1,108 @@
+"""Soak: the daemon against the testbed at a short resync for a long time; RSS and open fds must stay flat.
+
+    .venv/bin/python bench/soak.py --minutes 10        # boots the testbed, prints a table and a verdict
+
+Every `--sample` seconds it records the daemon's RSS (VmRSS) and open file descriptors; every 30 s it
+edits a spec (a restart of kube-scheduler on every host) and hand-edits a file on one host, so the
+daemon does real work, not just no-op passes. Reported: first/median/last/max of both, and the growth
+between the median of the first and the last fifth of the run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from testbed import Testbed  # noqa: E402
+
+
+def proc_stats(pid: int) -> tuple[float, int]:
+    rss_kb = next(int(line.split()[1]) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+                  if line.startswith("VmRSS:"))
+    return rss_kb / 1024, len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--minutes", type=float, default=10)
+    parser.add_argument("--resync", type=float, default=1)
+    parser.add_argument("--sample", type=float, default=10)
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="reconciler-soak-"))
+    specs = work / "specs"
+    shutil.copytree(REPO / "specs", specs)
+    port = 19479
+    with Testbed(n=3) as bed:
+        subprocess.run([sys.executable, "-m", "reconciler.cli", "apply", str(specs)], cwd=REPO, check=True,
+                       capture_output=True, env={**os.environ, "RECONCILER_STATE_DIR": str(work / "state")})
+        log = (work / "daemon.log").open("w")
+        daemon = subprocess.Popen([sys.executable, "-m", "reconciler.cli", "--log-format", "json", "run", "--specs",
+                                   str(specs), "--listen", f"127.0.0.1:{port}", "--resync", str(args.resync),
+                                   "--state-dir", str(work / "state")], cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+        samples: list[tuple[float, float, int, float]] = []
+        deadline = time.time() + 60
+        while True:  # wait until it serves
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5).close()
+                break
+            except OSError:
+                if time.time() > deadline or daemon.poll() is not None:
+                    raise SystemExit("the daemon did not become ready")
+                time.sleep(0.2)
+        start = time.time()
+        next_edit = start + 30
+        edit = 0
+        try:
+            while (now := time.time()) - start < args.minutes * 60:
+                if now >= next_edit:
+                    edit += 1
+                    kube = specs / "kubernetes.yaml"
+                    text = (REPO / "specs/kubernetes.yaml").read_text()
+                    kube.write_text(text.replace('--address=127.0.0.1"', f'--address=127.0.0.1 --v={edit % 5}"'))
+                    bed.hosts[edit % 3].ssh("echo '# hand edit' >> /etc/kubernetes/controller-manager")
+                    next_edit += 30
+                rss, fds = proc_stats(daemon.pid)
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
+                    passes = sum(float(line.split()[-1]) for line in resp.read().decode().splitlines()
+                                 if line.startswith("reconciler_reconciles_total{"))
+                samples.append((now - start, rss, fds, passes))
+                time.sleep(args.sample)
+        finally:
+            daemon.send_signal(signal.SIGTERM)
+            code = daemon.wait(180)
+            log.close()
+    fifth = max(1, len(samples) // 5)
+    rss = [s[1] for s in samples]
+    fds = [s[2] for s in samples]
+    early_rss, late_rss = statistics.median(rss[:fifth]), statistics.median(rss[-fifth:])
+    early_fds, late_fds = statistics.median(fds[:fifth]), statistics.median(fds[-fifth:])
+    result = {"minutes": args.minutes, "resync_s": args.resync, "samples": len(samples), "edits": edit,
+              "passes": samples[-1][3] if samples else 0, "exit_code": code,
+              "rss_mb": {"first": rss[0], "median": statistics.median(rss), "last": rss[-1], "max": max(rss),
+                         "early_median": early_rss, "late_median": late_rss},
+              "fds": {"first": fds[0], "median": statistics.median(fds), "last": fds[-1], "max": max(fds),
+                      "early_median": early_fds, "late_median": late_fds},
+              "series": [{"t": round(t, 1), "rss_mb": round(r, 2), "fds": f, "passes": p} for t, r, f, p in samples]}
+    (REPO / "bench/soak-last.json").write_text(json.dumps(result, indent=1) + "\n")
+    result.pop("series")
+    print(json.dumps(result, indent=2))
+    flat = late_rss <= early_rss * 1.10 + 2 and late_fds <= early_fds + 2
+    print("verdict:", "FLAT" if flat else "GROWING")
+    return 0 if flat and code == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
