@@ -193,11 +193,17 @@ def etcd_healthy(host: TestHost) -> bool:
                                          check=False, timeout=15).stdout
 
 
-def turns_started(host: TestHost, cursor: str) -> list[float]:
-    """When our rollout began restarting etcd on this host (systemd's "Stopping" / etcd's SIGTERM line)."""
-    out = host.ssh(f"journalctl -q -o short-unix -u etcd.service --after-cursor='{cursor}'").stdout
-    return [float(line.split()[0]) for line in out.splitlines()
-            if "Stopping etcd.service" in line or "received terminated signal" in line]
+def etcd_started_at(host: TestHost, after: float) -> float:
+    """When systemd first reported etcd started (Type=notify: serving) after `after`, from the host's journal."""
+    out = host.ssh("journalctl -q -o short-unix -u etcd.service -g 'Started etcd.service'").stdout
+    return min(t for t in (float(line.split()[0]) for line in out.splitlines()) if t > after)
+
+
+def turns_begun(daemon: RunningDaemon, host: str) -> list[float]:
+    """When the quorum guard let this host's turn begin (the daemon logs "rollout restart" right after it)."""
+    from datetime import datetime
+    return [datetime.fromisoformat(e["timestamp"].replace("Z", "+00:00")).timestamp() for e in daemon.events()
+            if e.get("event") == "rollout restart" and e.get("host") == host]
 
 
 def test_member_down_mid_rollout_pauses_it_until_quorum_is_safe(converged: Testbed, spec_copy: Path,
@@ -205,7 +211,6 @@ def test_member_down_mid_rollout_pauses_it_until_quorum_is_safe(converged: Testb
     """Two faults in one rollout: a member host rebooted, then another member's etcd crashing (SIGKILL)."""
     daemon = run_daemon(spec_copy, "--resync", "2", "--backoff-cap", "2", "--connect-attempts", "1")
     wait_for("convergence", lambda: all_converged(daemon), daemon=daemon)
-    cursors = {h.name: journal_cursor(h) for h in converged.hosts}
     etcd = spec_copy / "etcd.yaml"
     etcd.write_text(etcd.read_text().replace("ETCD_ELECTION_TIMEOUT: 1000", "ETCD_ELECTION_TIMEOUT: 1600"))
     first = wait_for("the first member's turn", lambda: next(
@@ -217,21 +222,21 @@ def test_member_down_mid_rollout_pauses_it_until_quorum_is_safe(converged: Testb
     rebooted.stop()
     rebooted.start()
     wait_for(f"{rebooted.name}'s etcd back", lambda: etcd_healthy(rebooted), timeout=120)
-    down.append((rebooted.name, began, time.time()))
+    down.append((rebooted.name, began, etcd_started_at(rebooted, began)))  # the host's own clock of its return
 
     if conf_values(crashed)["ETCD_ELECTION_TIMEOUT"] != "1600":  # still waiting for its turn: crash its etcd
         began = time.time()
         crashed.ssh("systemctl kill -s SIGKILL etcd")
         wait_for(f"{crashed.name}'s etcd back (Restart=on-failure)", lambda: etcd_healthy(crashed), timeout=120)
-        down.append((crashed.name, began, time.time()))
+        down.append((crashed.name, began, etcd_started_at(crashed, began)))
 
     wait_for("the rollout to finish", lambda: all_converged(daemon) and all(
         running_values(h)["ETCD_ELECTION_TIMEOUT"] == "1600" for h in converged.hosts), daemon=daemon, timeout=240)
-    for name, start, end in down:  # while a member was down, no other member's turn began
+    for name, start, end in down:  # while a member was down, the guard let no other member's turn begin
         for host in converged.hosts:
-            if host.name != name and host.name != rebooted.name:
-                inside = [t for t in turns_started(host, cursors[host.name]) if start < t < end]
-                assert not inside, (host.name, "restarted while", name, "was down", inside, start, end)
+            if host.name != name:
+                inside = [t for t in turns_begun(daemon, host.name) if start < t < end]
+                assert not inside, (host.name, "turn began while", name, "was down", inside, start, end)
     assert all(etcd_healthy(h) for h in converged.hosts)
     daemon.stop()
     assert reconciler("apply", str(SPECS)).code == 0
@@ -246,7 +251,6 @@ def test_etcd_member_crashing_during_tuning_pauses_the_rollout(converged: Testbe
     wait_for("convergence and journals followed", lambda: all_converged(daemon) and all(
         m["journal"]["following"] for m in daemon.status()["tuning"]["members"].values()), daemon=daemon)
     wait_past_recent_restarts(converged)
-    cursors = {h.name: journal_cursor(h) for h in converged.hosts}
     pulse(leader(converged, converged.hosts))
     overlay = wait_for("a raise", lambda: daemon.status()["tuning"]["overlay"], daemon=daemon, timeout=60)
     want = str(overlay["heartbeat_ms"])
@@ -256,13 +260,13 @@ def test_etcd_member_crashing_during_tuning_pauses_the_rollout(converged: Testbe
     began = time.time()
     victim.ssh("systemctl kill -s SIGKILL etcd")  # crashes; Restart=on-failure brings it back after RestartSec
     wait_for(f"{victim.name}'s etcd back", lambda: etcd_healthy(victim), timeout=120)
-    ended = time.time()
+    ended = etcd_started_at(victim, began)
     wait_for("the tuning rollout to finish", lambda: all_converged(daemon) and all(
         running_values(h)["ETCD_HEARTBEAT_INTERVAL"] == want for h in converged.hosts), daemon=daemon, timeout=240)
-    for host in converged.hosts:
+    for host in converged.hosts:  # a turn already past the guard finishes; no new one begins meanwhile
         if host is not victim:
-            inside = [t for t in turns_started(host, cursors[host.name]) if began < t < ended]
-            assert not inside, (host.name, "restarted while", victim.name, "was down", inside)
+            inside = [t for t in turns_begun(daemon, host.name) if began < t < ended]
+            assert not inside, (host.name, "turn began while", victim.name, "was down", inside)
     daemon.stop()
     assert reconciler("tuning", "clear", "--state-dir", str(tmp_path / "state")).code == 0
     assert reconciler("apply", str(SPECS)).code == 0
