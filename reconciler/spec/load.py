@@ -32,7 +32,7 @@ def _to_python(node: yaml.Node, loc: Loc, lines: dict[Loc, int], issues: list[Sp
     if isinstance(node, yaml.MappingNode):
         out: dict[Any, Any] = {}
         for key_node, value_node in node.value:
-            key = yaml.SafeLoader.construct_object(_CONSTRUCTOR, key_node, deep=True)
+            key = _scalar(key_node)
             if not isinstance(key, (str, int, float, bool)):
                 issues.append(SpecIssue(file, key_node.start_mark.line + 1, _dotted(loc), "mapping keys must be scalars"))
                 continue
@@ -45,10 +45,16 @@ def _to_python(node: yaml.Node, loc: Loc, lines: dict[Loc, int], issues: list[Sp
         return out
     if isinstance(node, yaml.SequenceNode):
         return [_to_python(item, loc + (i,), lines, issues, file) for i, item in enumerate(node.value)]
-    return yaml.SafeLoader.construct_object(_CONSTRUCTOR, node, deep=True)
+    return _scalar(node)
 
 
-_CONSTRUCTOR = yaml.SafeLoader("")
+def _scalar(node: yaml.Node) -> Any:
+    """A scalar node's value by YAML's safe rules; a fresh constructor each time, so nothing is cached.
+
+    (A shared SafeLoader keeps every node it ever constructed in `constructed_objects`, with the whole
+    file text behind them: the daemon reloading specs leaked ~300 KB per edit that way.)
+    """
+    return yaml.SafeLoader("").construct_object(node, deep=True)
 
 
 def _dotted(loc: Loc) -> str:
