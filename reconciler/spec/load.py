@@ -81,7 +81,12 @@ def parse_documents(path: Path, display: str) -> tuple[list[Document], list[Spec
         if node is None:
             continue
         lines: dict[Loc, int] = {}
-        raw = _to_python(node, (), lines, issues, display)
+        try:
+            raw = _to_python(node, (), lines, issues, display)
+        except yaml.YAMLError as exc:  # e.g. a bare "=" resolves to a tag the safe loader cannot build
+            mark = getattr(exc, "problem_mark", None) or node.start_mark
+            issues.append(SpecIssue(display, mark.line + 1, "", f"YAML value not allowed: {getattr(exc, 'problem', exc)}"))
+            continue
         doc = _document(raw, lines, display, node.start_mark.line + 1, issues)
         if doc is not None:
             docs.append(doc)

@@ -199,6 +199,12 @@ def etcd_started_at(host: TestHost, after: float) -> float:
     return min(t for t in (float(line.split()[0]) for line in out.splitlines()) if t > after)
 
 
+def etcd_killed_at(host: TestHost, after: float) -> float:
+    """When etcd's main process died of SIGKILL after `after`, by the host's journal (the real start of the outage)."""
+    out = host.ssh("journalctl -q -o short-unix -u etcd.service -g 'Main process exited, code=killed'").stdout
+    return min(t for t in (float(line.split()[0]) for line in out.splitlines()) if t > after)
+
+
 def turns_begun(daemon: RunningDaemon, host: str) -> list[float]:
     """When the quorum guard let this host's turn begin (the daemon logs "rollout restart" right after it)."""
     from datetime import datetime
@@ -218,8 +224,8 @@ def test_member_down_mid_rollout_pauses_it_until_quorum_is_safe(converged: Testb
     rebooted, crashed = [h for h in converged.hosts if h is not first]
     down: list[tuple[str, float, float]] = []
 
-    began = time.time()  # reboot: power off, power on, wait until its etcd is healthy again
-    rebooted.stop()
+    rebooted.stop()  # reboot: power off (down for sure once this returns), power on, wait until etcd serves
+    began = time.time()
     rebooted.start()
     wait_for(f"{rebooted.name}'s etcd back", lambda: etcd_healthy(rebooted), timeout=120)
     down.append((rebooted.name, began, etcd_started_at(rebooted, began)))  # the host's own clock of its return
@@ -228,7 +234,8 @@ def test_member_down_mid_rollout_pauses_it_until_quorum_is_safe(converged: Testb
         began = time.time()
         crashed.ssh("systemctl kill -s SIGKILL etcd")
         wait_for(f"{crashed.name}'s etcd back (Restart=on-failure)", lambda: etcd_healthy(crashed), timeout=120)
-        down.append((crashed.name, began, etcd_started_at(crashed, began)))
+        killed = etcd_killed_at(crashed, began - 1)
+        down.append((crashed.name, killed, etcd_started_at(crashed, killed)))
 
     wait_for("the rollout to finish", lambda: all_converged(daemon) and all(
         running_values(h)["ETCD_ELECTION_TIMEOUT"] == "1600" for h in converged.hosts), daemon=daemon, timeout=240)
@@ -257,10 +264,11 @@ def test_etcd_member_crashing_during_tuning_pauses_the_rollout(converged: Testbe
     waiting = [h for h in converged.hosts if conf_values(h)["ETCD_HEARTBEAT_INTERVAL"] != want]
     assert waiting, "the rollout finished before a member could crash"
     victim = waiting[-1]
-    began = time.time()
+    asked = time.time()
     victim.ssh("systemctl kill -s SIGKILL etcd")  # crashes; Restart=on-failure brings it back after RestartSec
     wait_for(f"{victim.name}'s etcd back", lambda: etcd_healthy(victim), timeout=120)
-    ended = etcd_started_at(victim, began)
+    began = etcd_killed_at(victim, asked - 1)  # the outage by the host's own journal: from the kill ...
+    ended = etcd_started_at(victim, began)  # ... until systemd says etcd serves again
     wait_for("the tuning rollout to finish", lambda: all_converged(daemon) and all(
         running_values(h)["ETCD_HEARTBEAT_INTERVAL"] == want for h in converged.hosts), daemon=daemon, timeout=240)
     for host in converged.hosts:  # a turn already past the guard finishes; no new one begins meanwhile

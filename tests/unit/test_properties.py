@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from reconciler.errors import SpecError
@@ -89,6 +89,7 @@ def test_random_yaml_documents_never_escape_as_tracebacks(value: Any) -> None:
 
 
 @settings(max_examples=200, deadline=None)
+@example(b"=")  # found by hypothesis: a bare "=" resolves to a tag the safe loader cannot build
 @given(st.binary(max_size=300) | st.text(max_size=300).map(lambda t: t.encode("utf-8", errors="surrogatepass")))
 def test_random_bytes_as_a_spec_file(data: bytes) -> None:
     load_text(data)
