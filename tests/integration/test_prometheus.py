@@ -54,9 +54,22 @@ class Prometheus:
             with urllib.request.urlopen(url, timeout=10) as resp:
                 return json.loads(resp.read())
         except urllib.error.HTTPError as exc:
-            return json.loads(exc.read())
+            body = exc.read()
+            # 503 "Service Unavailable" (plain text) while the TSDB is still starting; errors from a ready
+            # server (e.g. a bad query) are JSON and are returned for the caller to inspect.
+            return json.loads(body) if body.startswith(b"{") else None
         except (urllib.error.URLError, ConnectionError):
             return None
+
+    def ready(self) -> bool:
+        """Prometheus answers /-/ready with 200 once its TSDB is open; until then the API returns 503."""
+        if self.proc.poll() is not None:
+            pytest.fail(f"prometheus exited with {self.proc.returncode}; see {self.log.name}")
+        try:
+            with urllib.request.urlopen(f"{self.base}/-/ready", timeout=10) as resp:
+                return resp.status == 200
+        except (urllib.error.URLError, ConnectionError):
+            return False
 
     def query(self, expr: str) -> list[dict[str, Any]] | None:
         answer = self.api("query", query=expr)
@@ -90,6 +103,7 @@ def test_prometheus_scrapes_the_daemon_and_sees_every_host_converged(
     daemon = run_daemon(spec_copy)
     wait_for("convergence", lambda: all_converged(daemon), daemon=daemon)
     prom = prometheus_for(daemon.base.removeprefix("http://"))
+    wait_for("prometheus to be ready", prom.ready, timeout=60)
 
     up = wait_for("the target to be up", lambda: prom.query('up{job="reconciler"} == 1'), timeout=60)
     assert len(up) == 1
