@@ -27,12 +27,13 @@ def spec_files(directory: Path) -> list[Path]:
     return sorted(p for p in directory.rglob("*") if p.suffix in (".yaml", ".yml") and p.is_file())
 
 
-def _to_python(node: yaml.Node, loc: Loc, lines: dict[Loc, int], issues: list[SpecIssue], file: str) -> Any:
+def _to_python(node: yaml.Node, loc: Loc, lines: dict[Loc, int], issues: list[SpecIssue], file: str,
+               loader: yaml.SafeLoader) -> Any:
     lines.setdefault(loc, node.start_mark.line + 1)
     if isinstance(node, yaml.MappingNode):
         out: dict[Any, Any] = {}
         for key_node, value_node in node.value:
-            key = _scalar(key_node)
+            key = loader.construct_object(key_node, deep=True)
             if not isinstance(key, (str, int, float, bool)):
                 issues.append(SpecIssue(file, key_node.start_mark.line + 1, _dotted(loc), "mapping keys must be scalars"))
                 continue
@@ -41,20 +42,11 @@ def _to_python(node: yaml.Node, loc: Loc, lines: dict[Loc, int], issues: list[Sp
                 issues.append(SpecIssue(file, key_node.start_mark.line + 1, _dotted(loc + (key,)), "duplicate key"))
                 continue
             lines[loc + (key,)] = key_node.start_mark.line + 1
-            out[key] = _to_python(value_node, loc + (key,), lines, issues, file)
+            out[key] = _to_python(value_node, loc + (key,), lines, issues, file, loader)
         return out
     if isinstance(node, yaml.SequenceNode):
-        return [_to_python(item, loc + (i,), lines, issues, file) for i, item in enumerate(node.value)]
-    return _scalar(node)
-
-
-def _scalar(node: yaml.Node) -> Any:
-    """A scalar node's value by YAML's safe rules; a fresh constructor each time, so nothing is cached.
-
-    (A shared SafeLoader keeps every node it ever constructed in `constructed_objects`, with the whole
-    file text behind them: the daemon reloading specs leaked ~300 KB per edit that way.)
-    """
-    return yaml.SafeLoader("").construct_object(node, deep=True)
+        return [_to_python(item, loc + (i,), lines, issues, file, loader) for i, item in enumerate(node.value)]
+    return loader.construct_object(node, deep=True)
 
 
 def _dotted(loc: Loc) -> str:
@@ -81,8 +73,12 @@ def parse_documents(path: Path, display: str) -> tuple[list[Document], list[Spec
         if node is None:
             continue
         lines: dict[Loc, int] = {}
+        # Scalars are built by YAML's safe rules with a constructor that lives for this document only: a
+        # shared SafeLoader keeps every node it ever built in `constructed_objects`, with the file text
+        # behind them (the daemon reloading specs leaked ~300 KB per edit that way).
+        loader = yaml.SafeLoader("")
         try:
-            raw = _to_python(node, (), lines, issues, display)
+            raw = _to_python(node, (), lines, issues, display, loader)
         except yaml.YAMLError as exc:  # e.g. a bare "=" resolves to a tag the safe loader cannot build
             mark = getattr(exc, "problem_mark", None) or node.start_mark
             issues.append(SpecIssue(display, mark.line + 1, "", f"YAML value not allowed: {getattr(exc, 'problem', exc)}"))
