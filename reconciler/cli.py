@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import resource
 import sys
 import time
 import urllib.request
@@ -200,10 +201,20 @@ async def _run(args: argparse.Namespace, desired: DesiredState) -> int:
     return 0
 
 
+def _raise_open_files_limit() -> None:
+    """The daemon keeps one SSH connection per host: raise the soft limit of open files (often 1024) to the
+    hard one, as systemd advises services to do themselves, so a fleet of a thousand hosts fits."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = 1 << 20 if hard == resource.RLIM_INFINITY else hard
+    if soft != resource.RLIM_INFINITY and soft < want:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "run":
         configure_logging(args.log_level or "info", args.log_format)
+        _raise_open_files_limit()
         try:
             settings = _daemon_settings(args)
         except (ValueError, ValidationError) as exc:

@@ -50,10 +50,18 @@ sync -- "$dir"
 """
 
 
+RESTARTS = (Kind.START, Kind.RESTART, Kind.STOP)
+
+
 @dataclass
 class ApplyLog:
     host: str
     done: list[Action] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=dict)  # "apply" (writes, enable, reload) and "restart"
+
+    def timed(self, action: Action, seconds: float) -> None:
+        phase = "restart" if action.kind in RESTARTS else "apply"
+        self.seconds[phase] = self.seconds.get(phase, 0.0) + seconds
 
     def restarted(self) -> list[str]:
         return [a.target for a in self.done if a.kind is Kind.RESTART]
@@ -82,7 +90,7 @@ def action_argv(action: Action, desired: DesiredHost, stamp: str) -> tuple[list[
 async def run_action(conn: Connection, desired: DesiredHost, action: Action) -> None:
     stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + f".{time.time_ns() % 1_000_000_000:09d}"
     argv, stdin = action_argv(action, desired, stamp)
-    timeout = 300.0 if action.kind in (Kind.START, Kind.RESTART, Kind.STOP) else 60.0
+    timeout = 300.0 if action.kind in RESTARTS else 60.0
     result = await conn.run(argv, input=stdin, timeout=timeout)
     _check(result, desired.name, action.headline() if action.kind is not Kind.WRITE else f"write {action.target}")
     log.info("applied", host=desired.name, action=action.kind.value, target=action.target, reason=action.reason)
@@ -91,5 +99,7 @@ async def run_action(conn: Connection, desired: DesiredHost, action: Action) -> 
 async def apply_actions(conn: Connection, desired: DesiredHost, actions: tuple[Action, ...], applied: ApplyLog) -> None:
     """Run actions in order; stop at the first failure (raises), recording what was done."""
     for action in actions:
+        began = time.monotonic()
         await run_action(conn, desired, action)
+        applied.timed(action, time.monotonic() - began)
         applied.done.append(action)

@@ -39,6 +39,16 @@ class HostOutcome:
     remaining: Plan | None = None  # what still differs after applying
     error: str = ""
     ssh_error: bool = False  # the failure was the SSH connection itself
+    seconds: dict[str, float] = field(default_factory=dict)  # phase -> time: observe, apply, restart, verify
+
+    def timed(self, phase: str, seconds: float) -> None:
+        self.seconds[phase] = self.seconds.get(phase, 0.0) + seconds
+
+    def took(self, applied: ApplyLog) -> None:
+        """Take over what an apply did and how long each phase of it took."""
+        self.applied.extend(applied.done)
+        for phase, seconds in applied.seconds.items():
+            self.timed(phase, seconds)
 
     def summary(self) -> str:
         if self.status == "failed":
@@ -63,15 +73,18 @@ class RunResult:
         return any(o.status == "pending" for o in self.outcomes.values())
 
 
-async def _observe_and_plan(session: Session, host: DesiredHost) -> HostOutcome:
+async def _observe_and_plan(session: Session, host: DesiredHost, *, with_checks: bool = False) -> HostOutcome:
+    began = time.monotonic()
     try:
         conn = await session.connection(host.target)
-        snapshot = await observe_host(conn, host, with_checks=False)
+        snapshot = await observe_host(conn, host, with_checks=with_checks)
     except HostError as exc:
         session.forget(host.name)
         return HostOutcome(host.name, "failed", error=str(exc), ssh_error=exc.ssh)
     plan = plan_host(host, snapshot)
-    return HostOutcome(host.name, "converged" if plan.empty else "pending", plan=plan, snapshot=snapshot)
+    outcome = HostOutcome(host.name, "converged" if plan.empty else "pending", plan=plan, snapshot=snapshot)
+    outcome.timed("observe", time.monotonic() - began)
+    return outcome
 
 
 def _chosen(desired: DesiredState, only: list[str] | None) -> list[str]:
@@ -93,7 +106,7 @@ async def _apply_now(session: Session, host: DesiredHost, outcome: HostOutcome) 
     except HostError as exc:
         outcome.status, outcome.error, outcome.ssh_error = "failed", str(exc), exc.ssh
     finally:
-        outcome.applied.extend(applied.done)
+        outcome.took(applied)
 
 
 class Rollouts:
@@ -116,6 +129,7 @@ async def _rollout(session: Session, desired: DesiredState, host: DesiredHost, o
                 outcome.status, outcome.error = "failed", f"{host.name}: shutting down before restarting {unit.name}"
                 return
             applied = ApplyLog(host.name)
+            began = time.monotonic()
             try:
                 await restart_one(session, desired, host, unit, group, applied)
             except HostError as exc:
@@ -123,15 +137,19 @@ async def _rollout(session: Session, desired: DesiredState, host: DesiredHost, o
                 log.warning("rollout stopped", host=host.name, unit=unit.name, error=str(exc))
                 return
             finally:
-                outcome.applied.extend(applied.done)
+                # the whole guarded turn (guard, staged writes, restart, wait healthy) counts as restart
+                applied.seconds = {"restart": time.monotonic() - began}
+                outcome.took(applied)
 
 
 async def _verify(session: Session, host: DesiredHost, outcome: HostOutcome, wait: float, interval: float) -> None:
     """Observe again (checks included) until the plan is empty and every check passes, or `wait` runs out."""
-    deadline = time.monotonic() + wait
+    began = time.monotonic()
+    deadline = began + wait
     while True:
         try:
             snapshot = await observe_host(await session.connection(host.target), host)
+            outcome.seconds["verify"] = time.monotonic() - began
         except HostError as exc:
             session.forget(host.name)
             outcome.status, outcome.error, outcome.ssh_error = "failed", str(exc), exc.ssh
@@ -158,16 +176,24 @@ async def observe_status(desired: DesiredState, session: Session, only: list[str
 
 async def reconcile_host(desired: DesiredState, name: str, session: Session, rollouts: Rollouts, *,
                          wait: float = 120.0, interval: float = 1.0) -> HostOutcome:
-    """One host, start to finish: observe, plan, apply, rollout restarts (serialised across hosts), verify."""
+    """One host, start to finish: observe, plan, apply, rollout restarts (serialised across hosts), verify.
+
+    The first observation includes the health checks, so a host with nothing to do and every check
+    passing is done in one round trip (the daemon's resync of a converged fleet); otherwise the
+    observation after applying decides.
+    """
     host = desired.hosts[name]
-    outcome = await _observe_and_plan(session, host)
+    outcome = await _observe_and_plan(session, host, with_checks=True)
     if outcome.status == "failed":
         return outcome
-    await _apply_now(session, host, outcome)
-    if outcome.status != "failed":
-        await _rollout(session, desired, host, outcome, rollouts)
-    if outcome.status != "failed":
-        await _verify(session, host, outcome, wait, interval)
+    if outcome.status == "converged" and outcome.snapshot is not None and outcome.snapshot.healthy:
+        outcome.remaining = outcome.plan  # nothing to do, every check passes: no second look needed
+    else:
+        await _apply_now(session, host, outcome)
+        if outcome.status != "failed":
+            await _rollout(session, desired, host, outcome, rollouts)
+        if outcome.status != "failed":
+            await _verify(session, host, outcome, wait, interval)
     log.info("host result", host=name, status=outcome.status, applied=len(outcome.applied), error=outcome.error or None)
     return outcome
 

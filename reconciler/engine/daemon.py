@@ -25,6 +25,7 @@ from reconciler.errors import SpecError
 from reconciler.settings import DaemonSettings
 from reconciler.spec.desired import DesiredState
 from reconciler.spec.load import load_desired
+from reconciler.spec.cache import SpecCache
 from reconciler.spec.watch import watch_specs
 from reconciler.status.http import HTTPServer, Response
 from reconciler.status.metrics import Metrics
@@ -46,6 +47,7 @@ class Daemon:
         self.rollouts = Rollouts()
         self.notifier = Notifier()
         self.desired: DesiredState | None = None
+        self.spec_cache = SpecCache()
         self.records: dict[str, HostRecord] = {}
         self.spec: dict[str, Any] = {"dir": str(settings.spec_dir), "valid": False, "errors": [], "loaded_at": None,
                                      "generation": 0, "last_attempt_at": None}
@@ -62,7 +64,7 @@ class Daemon:
         """Load the spec directory; on success queue the hosts whose desired state changed."""
         self.spec["last_attempt_at"] = time.time()
         try:
-            desired = load_desired(self.settings.spec_dir, overlay=self.tuner.overlay_env())
+            desired = load_desired(self.settings.spec_dir, overlay=self.tuner.overlay_env(), cache=self.spec_cache)
         except SpecError as exc:
             self.spec.update(valid=False, errors=[str(i) for i in exc.issues])
             self.metrics.spec_reloads.labels("error").inc()
@@ -110,7 +112,7 @@ class Daemon:
                 self.metrics.queue_depth.set(self.queue.depth())
 
     async def _reconcile(self, host: str) -> None:
-        desired = self.desired
+        desired, generation = self.desired, self.spec["generation"]
         if desired is None or host not in desired.hosts:
             return
         reconcile_id = uuid.uuid4().hex[:12]
@@ -119,7 +121,8 @@ class Daemon:
             outcome = await reconcile_host(desired, host, self.session, self.rollouts, wait=self.settings.verify_wait)
             seconds = time.monotonic() - began
             record = self.records.setdefault(host, HostRecord())
-            record.update(outcome, finished=time.time(), seconds=seconds, reconcile_id=reconcile_id)
+            record.update(outcome, finished=time.time(), seconds=seconds, reconcile_id=reconcile_id,
+                          generation=generation)
             self.metrics.record_pass(outcome, seconds, outcome.ssh_error)
             self.metrics.record_components(host, {n: bool(c["healthy"]) for n, c in record.components.items()})
             if outcome.snapshot is not None and outcome.snapshot.certificates:
@@ -134,7 +137,8 @@ class Daemon:
                 self._retry(host)
             self._first_pass.discard(host)
             log.info("reconciled", status=outcome.status, seconds=round(seconds, 3), applied=len(outcome.applied),
-                     drift=record.drift, error=outcome.error or None)
+                     drift=record.drift, phases=record.phase_seconds, generation=generation,
+                     error=outcome.error or None)
 
     def _record_etcd_values(self, desired: DesiredState, outcome: HostOutcome) -> None:
         tuning, snapshot = desired.tuning, outcome.snapshot
@@ -160,12 +164,20 @@ class Daemon:
                 await asyncio.wait_for(self.stopping.wait(), interval * (1 + random.uniform(-jitter, jitter)))
             except asyncio.TimeoutError:
                 pass
-            if self.desired is None or self.stopping.is_set():
-                continue
-            for host in self.desired.hosts:
-                if host not in self.backoff.failures:  # hosts backing off keep their own schedule
-                    self.queue.add(host)
-            self.metrics.queue_depth.set(self.queue.depth())
+            if not self.stopping.is_set():
+                self._queue_all()
+
+    def _queue_all(self) -> None:
+        """A pass over every host that is not backing off (hosts backing off keep their own schedule)."""
+        for host in self.desired.hosts if self.desired else ():
+            if host not in self.backoff.failures:
+                self.queue.add(host)
+        self.metrics.queue_depth.set(self.queue.depth())
+
+    def reload(self) -> None:
+        """SIGHUP (`systemctl reload`): re-read the specs, then check every host now, as a resync would."""
+        self.load_specs("sighup")
+        self._queue_all()
 
     async def _heartbeat(self) -> None:
         period = min(self.notifier.watchdog_interval or 5.0, 5.0)
@@ -195,7 +207,7 @@ class Daemon:
         await self.http.start()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stop)
-        loop.add_signal_handler(signal.SIGHUP, lambda: self.load_specs("sighup"))
+        loop.add_signal_handler(signal.SIGHUP, self.reload)
         workers = [asyncio.create_task(self._worker(), name=f"worker-{i}") for i in range(self.settings.workers)]
         background = [asyncio.create_task(self._resync(), name="resync"),
                       asyncio.create_task(self._heartbeat(), name="heartbeat"),

@@ -8,6 +8,7 @@ per-host exponential delay with jitter that failures earn and success resets.
 from __future__ import annotations
 
 import asyncio
+import heapq
 import math
 import random
 import time
@@ -16,6 +17,7 @@ import time
 class WorkQueue:
     def __init__(self) -> None:
         self._due: dict[str, float] = {}  # waiting keys -> monotonic time they become due
+        self._heap: list[tuple[float, str]] = []  # (due, key), with stale entries skipped: O(log n) a get
         self._again: dict[str, float] = {}  # keys added while in flight
         self._in_flight: set[str] = set()
         self._changed = asyncio.Event()
@@ -23,9 +25,16 @@ class WorkQueue:
 
     def add(self, key: str, delay: float = 0.0) -> None:
         due = time.monotonic() + delay
-        pending = self._again if key in self._in_flight else self._due
-        pending[key] = min(pending.get(key, math.inf), due)
+        if key in self._in_flight:
+            self._again[key] = min(self._again.get(key, math.inf), due)
+        else:
+            self._wait(key, due)
         self._changed.set()
+
+    def _wait(self, key: str, due: float) -> None:
+        if due < self._due.get(key, math.inf):
+            self._due[key] = due
+            heapq.heappush(self._heap, (due, key))
 
     def discard(self, key: str) -> None:
         self._due.pop(key, None)
@@ -34,15 +43,16 @@ class WorkQueue:
     async def get(self) -> str | None:
         """The next due key (marked in flight), or None once the queue is closed."""
         while not self.closed:
+            while self._heap and self._due.get(self._heap[0][1]) != self._heap[0][0]:
+                heapq.heappop(self._heap)  # discarded, or brought forward by a later add
             now = time.monotonic()
-            ready = [(due, key) for key, due in self._due.items() if due <= now]
-            if ready:
-                _, key = min(ready)
+            if self._heap and self._heap[0][0] <= now:
+                _, key = heapq.heappop(self._heap)
                 del self._due[key]
                 self._in_flight.add(key)
                 return key
             self._changed.clear()
-            timeout = min(self._due.values()) - now if self._due else None
+            timeout = self._heap[0][0] - now if self._heap else None
             try:
                 await asyncio.wait_for(self._changed.wait(), timeout)
             except asyncio.TimeoutError:
@@ -52,7 +62,7 @@ class WorkQueue:
     def done(self, key: str) -> None:
         self._in_flight.discard(key)
         if key in self._again:
-            self._due[key] = self._again.pop(key)
+            self._wait(key, self._again.pop(key))
             self._changed.set()
 
     def close(self) -> None:

@@ -15,8 +15,13 @@ import yaml
 from pydantic import ValidationError
 
 from reconciler.errors import SpecError, SpecIssue
+from reconciler.spec.cache import SpecCache
 from reconciler.spec.desired import DesiredState
 from reconciler.spec.model import API_VERSION, SPEC_MODELS, Document, Metadata
+
+# libyaml's parser when PyYAML was built with it (the wheels are): ~4x faster than the pure-Python one,
+# same nodes and marks (lines) for error messages.
+_COMPOSER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 Loc = tuple[str | int, ...]
 
@@ -56,18 +61,17 @@ def _dotted(loc: Loc) -> str:
     return out
 
 
-def parse_documents(path: Path, display: str) -> tuple[list[Document], list[SpecIssue]]:
-    """Parse one YAML file into documents (envelope and spec validated)."""
+def parse_documents(text: str, display: str) -> tuple[list[Document], list[SpecIssue]]:
+    """Parse one YAML file's text into documents (envelope and spec validated)."""
     issues: list[SpecIssue] = []
     docs: list[Document] = []
     try:
-        text = path.read_text(encoding="utf-8")
-        nodes = list(yaml.compose_all(text, Loader=yaml.SafeLoader))
+        nodes = list(yaml.compose_all(text, Loader=_COMPOSER))
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else 0
         return [], [SpecIssue(display, line, "", f"YAML syntax error: {exc.problem or exc}")]
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+    except yaml.YAMLError as exc:
         return [], [SpecIssue(display, 0, "", f"cannot read: {exc}")]
     for node in nodes:
         if node is None:
@@ -146,16 +150,29 @@ def _is_union_tag(part: str | int) -> bool:
     return isinstance(part, str) and (part in _UNION_TAGS or part.startswith(("literal[", "function-")))
 
 
-def load_documents(directory: Path) -> list[Document]:
-    """All documents in the directory; raises SpecError listing every problem."""
+def load_documents(directory: Path, cache: SpecCache | None = None) -> list[Document]:
+    """All documents in the directory; raises SpecError listing every problem.
+
+    With a cache, a file whose text is unchanged since the last load is not parsed again.
+    """
     issues: list[SpecIssue] = []
     docs: list[Document] = []
     base = directory.parent
+    parsed: dict[str, tuple[str, Any]] = {}
     for path in spec_files(directory):
         display = str(path.relative_to(base)) if path.is_relative_to(base) else str(path)
-        found, problems = parse_documents(path, display)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            issues.append(SpecIssue(display, 0, "", f"cannot read: {exc}"))
+            continue
+        known = cache.parsed.get(display) if cache else None
+        found, problems = known[1] if known and known[0] == text else parse_documents(text, display)
+        parsed[display] = (text, (found, problems))
         docs.extend(found)
         issues.extend(problems)
+    if cache is not None:
+        cache.parsed = parsed
     if issues:
         raise SpecError(issues)
     if not docs:
@@ -163,8 +180,12 @@ def load_documents(directory: Path) -> list[Document]:
     return docs
 
 
-def load_desired(directory: Path, overlay: Mapping[str, int] | None = None) -> DesiredState:
-    """Spec directory (plus the etcd tuner's overlay, if any) -> DesiredState for every host, or SpecError."""
+def load_desired(directory: Path, overlay: Mapping[str, int] | None = None,
+                 cache: SpecCache | None = None) -> DesiredState:
+    """Spec directory (plus the etcd tuner's overlay, if any) -> DesiredState for every host, or SpecError.
+
+    The daemon passes the same `cache` to every load, so a reload renders only what changed.
+    """
     from reconciler.spec.render import build_desired
 
-    return build_desired(load_documents(directory), spec_dir=directory, overlay=overlay)
+    return build_desired(load_documents(directory, cache), spec_dir=directory, overlay=overlay, cache=cache)

@@ -17,6 +17,7 @@ import jinja2
 from jinja2.sandbox import SandboxedEnvironment
 
 from reconciler.errors import SpecError, SpecIssue
+from reconciler.spec.cache import SpecCache
 from reconciler.spec.desired import (DesiredCert, DesiredCheck, DesiredFile, DesiredHost, DesiredState, DesiredTuning, DesiredUnit,
                                      Target)
 from reconciler.spec.model import CertificateSpec, Document, EtcdTuningSpec, FileSpec, HealthCheckSpec, HostSelector, HostSpec, UnitSpec
@@ -47,10 +48,13 @@ def selects(selector: HostSelector, labels: Mapping[str, str]) -> bool:
 
 
 class _Renderer:
-    def __init__(self, hosts: list[Document]):
+    def __init__(self, hosts: list[Document], cache: SpecCache | None = None):
         self.env = SandboxedEnvironment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False)
         self.hosts = [self._host_context(h) for h in hosts]
-        self._cache: dict[str, jinja2.Template] = {}
+        self.by_name = {h["name"]: h for h in self.hosts}
+        self._templates: dict[str, jinja2.Template] = {}
+        self.cache = cache or SpecCache()
+        self.cache.begin_render(repr(self.hosts))
 
     @staticmethod
     def _host_context(doc: Document) -> dict[str, Any]:
@@ -61,14 +65,20 @@ class _Renderer:
     def render(self, text: str, host: Document) -> str:
         if "{" not in text:  # no Jinja syntax possible ({{ }}, {% %}, {# #}): the text is its own rendering
             return text
-        template = self._cache.get(text)
-        if template is None:
-            template = self._cache[text] = self.env.from_string(text)
-        me = next(h for h in self.hosts if h["name"] == host.metadata.name)
-        return template.render(host=me, hosts=self.hosts, vars=me["vars"])
+        key = (text, host.metadata.name)
+        rendered = self.cache.rendering(key)
+        if rendered is None:
+            template = self._templates.get(text)
+            if template is None:
+                template = self._templates[text] = self.env.from_string(text)
+            me = self.by_name[host.metadata.name]
+            rendered = template.render(host=me, hosts=self.hosts, vars=me["vars"])
+        self.cache.keep(key, rendered)
+        return rendered
 
 
-def build_desired(docs: list[Document], spec_dir: Path, overlay: Mapping[str, int] | None = None) -> DesiredState:
+def build_desired(docs: list[Document], spec_dir: Path, overlay: Mapping[str, int] | None = None,
+                  cache: SpecCache | None = None) -> DesiredState:
     """Render every host; `overlay` (the etcd tuner's values) raises the EtcdTuning file's env values."""
     issues: list[SpecIssue] = []
     by_kind: dict[str, dict[str, Document]] = {k: {} for k in ("Host", "File", "Unit", "HealthCheck", "EtcdTuning",
@@ -86,8 +96,9 @@ def build_desired(docs: list[Document], spec_dir: Path, overlay: Mapping[str, in
     _check_hosts(hosts, issues)
     _check_references(by_kind, issues)
     tuning = _tuning(by_kind, overlay or {}, issues)
-    renderer = _Renderer(hosts)
+    renderer = _Renderer(hosts, cache)
     desired = {h.metadata.name: _render_host(h, by_kind, renderer, spec_dir, issues, tuning) for h in hosts}
+    renderer.cache.end_render()
     if issues:
         raise SpecError(issues)
     return DesiredState(hosts=desired, tuning=tuning)

@@ -20,6 +20,8 @@ class HostRecord:
     last_run: float | None = None
     last_success: float | None = None
     duration_seconds: float | None = None
+    phase_seconds: dict[str, float] = field(default_factory=dict)  # observe, apply, restart, verify
+    spec_generation: int = 0  # the specs the last pass worked from (/status "spec.generation")
     error: str = ""
     drift: int = 0  # actions the pass found necessary
     applied: list[str] = field(default_factory=list)
@@ -31,9 +33,12 @@ class HostRecord:
     retry_in_seconds: float | None = None
     reconcile_id: str = ""
 
-    def update(self, outcome: HostOutcome, *, finished: float, seconds: float, reconcile_id: str) -> None:
+    def update(self, outcome: HostOutcome, *, finished: float, seconds: float, reconcile_id: str,
+               generation: int) -> None:
         self.status, self.error, self.reconcile_id = outcome.status, outcome.error, reconcile_id
         self.last_run, self.duration_seconds = finished, round(seconds, 3)
+        self.phase_seconds = {phase: round(s, 4) for phase, s in outcome.seconds.items()}
+        self.spec_generation = generation
         if outcome.status == "converged":
             self.last_success = finished
         self.drift = len(outcome.plan.actions) if outcome.plan else 0

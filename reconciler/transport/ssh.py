@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import TypeVar, cast
 
 import asyncssh
 import structlog
@@ -19,6 +20,7 @@ from reconciler.spec.desired import Target
 from reconciler.transport.base import CommandResult, command_line
 
 log = structlog.get_logger(__name__)
+T = TypeVar("T")
 
 MAX_SESSIONS = 8  # sshd's MaxSessions defaults to 10; keep a margin
 CONNECT_TIMEOUT = 10.0
@@ -86,6 +88,22 @@ class SSHConnection:
             pass
 
 
+_files: dict[tuple[str, str], tuple[tuple[int, int], object]] = {}
+
+
+def _cached(kind: str, path: str, read: Callable[[str], T]) -> T:
+    """A known_hosts or key file, parsed once and again only when it changes on disk. asyncssh parses the
+    file on every connect otherwise: with one known_hosts line per host, O(hosts^2) for a fleet's connects."""
+    st = os.stat(path)
+    stamp = (st.st_mtime_ns, st.st_size)
+    hit = _files.get((kind, path))
+    if hit is not None and hit[0] == stamp:
+        return cast(T, hit[1])
+    value = read(path)
+    _files[(kind, path)] = (stamp, value)
+    return value
+
+
 def _bytes(data: object) -> bytes:
     if data is None:
         return b""
@@ -101,15 +119,18 @@ async def _connect(target: Target) -> asyncssh.SSHClientConnection:
     if target.unsafe_skip_host_key_verification:
         log.warning("host key verification disabled (unsafe)", host=target.name)
         options["known_hosts"] = None
-    else:
-        if not target.known_hosts or not os.path.exists(target.known_hosts):
-            raise PermanentHostError(f"{where}: known_hosts file {target.known_hosts!r} does not exist; "
-                                     "host keys are verified by default", ssh=True)
-        options["known_hosts"] = target.known_hosts
-    if target.identity_file:
-        if not os.path.exists(target.identity_file):
-            raise PermanentHostError(f"{where}: identity file {target.identity_file!r} does not exist", ssh=True)
-        options["client_keys"] = [target.identity_file]
+    elif not target.known_hosts or not os.path.exists(target.known_hosts):
+        raise PermanentHostError(f"{where}: known_hosts file {target.known_hosts!r} does not exist; "
+                                 "host keys are verified by default", ssh=True)
+    if target.identity_file and not os.path.exists(target.identity_file):
+        raise PermanentHostError(f"{where}: identity file {target.identity_file!r} does not exist", ssh=True)
+    try:
+        if target.known_hosts and not target.unsafe_skip_host_key_verification:
+            options["known_hosts"] = _cached("known_hosts", target.known_hosts, asyncssh.read_known_hosts)
+        if target.identity_file:
+            options["client_keys"] = [_cached("key", target.identity_file, asyncssh.read_private_key)]
+    except (asyncssh.KeyImportError, ValueError, OSError) as exc:
+        raise PermanentHostError(f"{where}: {exc}", ssh=True) from exc
     try:
         return await asyncssh.connect(target.address, **options)  # type: ignore[arg-type]
     except asyncssh.HostKeyNotVerifiable as exc:

@@ -176,6 +176,28 @@ def test_hand_edit_is_repaired_by_the_next_resync(converged: Testbed, spec_copy:
     assert_files_match_specs(converged, spec_copy)
 
 
+def test_sighup_repairs_a_hand_edit_now_and_reports_phase_times(converged: Testbed, spec_copy: Path,
+                                                                run_daemon: Callable[..., RunningDaemon]) -> None:
+    daemon = run_daemon(spec_copy, "--resync", "600")  # no resync during the test: only SIGHUP can repair
+    wait_for("convergence", lambda: all_converged(daemon), daemon=daemon)
+    generation = daemon.status()["spec"]["generation"]
+    noop = daemon.status()["hosts"]["master-1"]
+    assert noop["spec_generation"] == generation
+    assert set(noop["phase_seconds"]) == {"observe"}, noop  # a converged host: one observation, nothing else
+    m3 = converged.hosts[2]
+    m3.ssh("echo 'KUBE_SCHEDULER_ARGS=--hand-edit' >> /etc/kubernetes/scheduler")
+
+    daemon.proc.send_signal(signal.SIGHUP)
+    wait_for("the hand edit to be repaired", lambda: not file_has(m3, "/etc/kubernetes/scheduler", "--hand-edit"),
+             daemon=daemon)
+    record = wait_for("the repairing pass to be reported",
+                      lambda: (r := daemon.status()["hosts"]["master-3"])["applied"] and r, daemon=daemon)
+    assert "restart kube-scheduler.service" in " ".join(record["applied"]), record
+    assert {"observe", "apply", "restart", "verify"} <= set(record["phase_seconds"]), record
+    assert daemon.status()["spec"]["generation"] == generation + 1  # SIGHUP re-read the specs too
+    assert_files_match_specs(converged, spec_copy)
+
+
 def test_broken_spec_keeps_the_daemon_on_the_last_good_one_until_fixed(converged: Testbed, spec_copy: Path,
                                                                      run_daemon: Callable[..., RunningDaemon]) -> None:
     daemon = run_daemon(spec_copy, "--resync", "2")

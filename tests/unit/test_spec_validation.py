@@ -200,3 +200,43 @@ def test_sensitive_files_default_to_0600_and_refuse_wider_modes(tmp_path: Path) 
     with pytest.raises(SpecError) as err:
         load_desired(spec_dir)
     assert any("kubernetes.yaml:" in str(i) and "readable by its owner only" in str(i) for i in err.value.issues)
+
+
+def test_spec_cache_gives_the_same_state_and_follows_every_input(tmp_path: Path) -> None:
+    from reconciler.spec.cache import SpecCache
+
+    peers = """\
+        apiVersion: reconciler/v1
+        kind: File
+        metadata: {name: peers}
+        spec:
+          path: /etc/peers
+          content: "{{ host.name }}:{% for h in hosts %} {{ h.address }}{% endfor %}\\n"
+        ---
+        apiVersion: reconciler/v1
+        kind: File
+        metadata: {name: var}
+        spec: {path: /etc/var, content: "{{ vars.x }}\\n"}
+        """
+    d = write(tmp_path, hosts=HOST, files=peers)
+    cache = SpecCache()
+    first = load_desired(d, cache=cache)
+    assert first == load_desired(d)
+    assert first.hosts["m1"].files["/etc/peers"].content == b"m1: 198.18.0.11 198.18.0.12\n"
+    assert len(cache.rendered) == 4  # two templates x two hosts
+    hosts_parsed = cache.parsed["specs/hosts.yaml"][1]
+
+    # another template's text changes: only its renderings are new, the other one still comes from the cache
+    write(tmp_path, files=peers.replace("{{ vars.x }}", "x={{ vars.x }}"))
+    cache.rendered[("{{ host.name }}:{% for h in hosts %} {{ h.address }}{% endfor %}\n", "m1")] = "from the cache\n"
+    second = load_desired(d, cache=cache)
+    assert second.hosts["m1"].files["/etc/var"].content == b"x=one\n"
+    assert second.hosts["m1"].files["/etc/peers"].content == b"from the cache\n"
+    assert cache.parsed["specs/hosts.yaml"][1][0] is hosts_parsed[0]  # the unchanged file was not parsed again
+
+    # any host's context changes (m2's address): every rendering is redone, `hosts` loops included
+    write(tmp_path, hosts=HOST.replace("198.18.0.12", "198.18.0.22"))
+    third = load_desired(d, cache=cache)
+    assert third == load_desired(d)
+    assert third.hosts["m1"].files["/etc/peers"].content == b"m1: 198.18.0.11 198.18.0.22\n"
+    assert len(cache.rendered) == 4  # entries of the old texts and contexts are gone

@@ -1,0 +1,191 @@
+"""Scale: the daemon against a simulated fleet of N masters (bench.fleetsim) on loopback.
+
+    .venv/bin/python -m bench.fleet --hosts 10 100 1000      # prints JSON; bench/run.py puts it in RESULTS.md
+
+For each N: the specs are the bundled kubernetes.yaml and certificates.yaml over N generated Host
+documents; the daemon (`reconciler run`, default settings but a resync long enough not to interfere)
+starts against bare hosts, and is measured through its own JSON log and /proc:
+- start: from launch to /readyz (SSH connects, converge from bare of every host);
+- no-op pass: SIGHUP (reload + a pass over every host), to the last host's "reconciled" event, 3 times;
+- change pass: a spec edit changing kube-scheduler's env file on every host (write + restart each), from
+  the file's save to the last host's "reconciled" event (the spec reload included);
+- daemon CPU seconds (utime + stime) for each, peak RSS (VmHWM), and the simulator's CPU for reference.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+SCHEDULER_ENV = 'KUBE_SCHEDULER_ARGS="--leader-elect=true --address=127.0.0.1"'
+
+
+def inventory(n: int, base_port: int, keys: Path) -> str:
+    return "".join(f"""---
+apiVersion: reconciler/v1
+kind: Host
+metadata:
+  name: sim-{i:04d}
+  labels: {{role: master}}
+spec:
+  address: 127.0.0.1
+  port: {base_port + i}
+  identityFile: {keys / 'id_ed25519'}
+  knownHosts: {keys / 'known_hosts'}
+""" for i in range(n))
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+class LogTail:
+    """The daemon's JSON log, read incrementally."""
+
+    def __init__(self, path: Path):
+        self.path, self.offset, self.events = path, 0, []  # type: list[dict[str, Any]]
+
+    def poll(self) -> list[dict[str, Any]]:
+        with self.path.open() as f:
+            f.seek(self.offset)
+            chunk = f.read()
+        complete = chunk[:chunk.rfind("\n") + 1]
+        self.offset += len(complete.encode())
+        for line in complete.splitlines():
+            if line.startswith("{"):
+                self.events.append(json.loads(line))
+        return self.events
+
+    def wait(self, what: str, count: int, since: int, timeout: float, proc: subprocess.Popen[bytes]) -> list[dict[str, Any]]:
+        deadline = time.monotonic() + timeout
+        while True:
+            found = [e for e in self.poll()[since:] if e.get("event") == what]
+            if len(found) >= count:
+                return found
+            if proc.poll() is not None:
+                raise RuntimeError(f"the daemon exited ({proc.returncode}); see {self.path}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{len(found)}/{count} {what!r} events after {timeout}s; see {self.path}")
+            time.sleep(0.05)
+
+
+def stamp(event: dict[str, Any]) -> float:
+    return datetime.fromisoformat(event["timestamp"].replace("Z", "+00:00")).timestamp()
+
+
+def run_fleet(n: int, work: Path, base_port: int = 23000, noop_passes: int = 3) -> dict[str, Any]:
+    keys, specs = work / "keys", work / "specs"
+    specs.mkdir(parents=True)
+    sim = subprocess.Popen([sys.executable, "-m", "bench.fleetsim", "--hosts", str(n), "--base-port", str(base_port),
+                            "--dir", str(keys)], cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert sim.stdout is not None and sim.stdin is not None
+        if sim.stdout.readline().strip() != "ready":
+            raise RuntimeError("the fleet simulator did not start")
+        (specs / "inventory.yaml").write_text(inventory(n, base_port, keys))
+        kubernetes = (REPO / "specs/kubernetes.yaml").read_text()
+        (specs / "kubernetes.yaml").write_text(kubernetes)
+        (specs / "certificates.yaml").write_text((REPO / "specs/certificates.yaml").read_text())
+        result: dict[str, Any] = {"hosts": n}
+        began = time.perf_counter()
+        load = subprocess.run([sys.executable, "-m", "reconciler.cli", "validate", str(specs)], cwd=REPO,
+                              capture_output=True, text=True, check=True)
+        result["validate_seconds"] = round(time.perf_counter() - began, 3)
+        assert f"valid ({n} host(s))" in load.stdout, load.stdout
+        log_path = work / "daemon.log"
+        port = base_port - 1
+        with log_path.open("w") as log:
+            began = time.perf_counter()
+            daemon = subprocess.Popen([sys.executable, "-m", "reconciler.cli", "--log-format", "json", "run",
+                                       "--specs", str(specs), "--listen", f"127.0.0.1:{port}", "--resync", "3600",
+                                       "--state-dir", str(work / "state")],
+                                      cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+        tail = LogTail(log_path)
+        try:
+            tail.wait("reconciled", n, 0, 600, daemon)
+            while urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=30).status != 200:
+                time.sleep(0.1)
+            result["start_seconds"] = round(time.perf_counter() - began, 3)
+            result["start_cpu_seconds"] = round(cpu_seconds(daemon.pid), 3)
+            bad = [e for e in tail.events if e.get("event") == "reconciled" and e["status"] != "converged"]
+            if bad:
+                raise RuntimeError(f"{len(bad)} host(s) did not converge from bare: {bad[0]}")
+
+            noop: list[float] = []
+            noop_cpu: list[float] = []
+            profiler = (subprocess.Popen(["py-spy", "record", "--nonblocking", "-r", "200", "--format", "raw", "-o",
+                                          os.environ["FLEET_PROFILE"], "--pid", str(daemon.pid)],
+                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                        if os.environ.get("FLEET_PROFILE") else None)
+            for _ in range(noop_passes):
+                since, cpu0, t0 = len(tail.poll()), cpu_seconds(daemon.pid), time.time()
+                daemon.send_signal(signal.SIGHUP)
+                done = tail.wait("reconciled", n, since, 600, daemon)
+                noop.append(max(stamp(e) for e in done) - t0)
+                noop_cpu.append(cpu_seconds(daemon.pid) - cpu0)
+                if any(e["applied"] for e in done):
+                    raise RuntimeError("a no-op pass applied something")
+            if profiler is not None:
+                profiler.send_signal(signal.SIGINT)
+                profiler.wait()
+            result["noop_seconds"] = round(statistics.median(noop), 3)
+            result["noop_cpu_seconds"] = round(statistics.median(noop_cpu), 3)
+
+            since, cpu0, t0 = len(tail.poll()), cpu_seconds(daemon.pid), time.time()
+            (specs / "kubernetes.yaml").write_text(kubernetes.replace(SCHEDULER_ENV, SCHEDULER_ENV[:-1] + ' --v=2"'))
+            done = tail.wait("reconciled", n, since, 600, daemon)
+            if not all(e["applied"] == 2 and e["status"] == "converged" for e in done):  # the write and the restart
+                raise RuntimeError(f"the change pass did not write and restart once per host: {done[0]}")
+            result["change_seconds"] = round(max(stamp(e) for e in done) - t0, 3)
+            result["change_cpu_seconds"] = round(cpu_seconds(daemon.pid) - cpu0, 3)
+            loaded = [e for e in tail.events[since:] if e.get("event") == "specs loaded"]
+            result["change_detect_and_load_seconds"] = round(stamp(loaded[0]) - t0, 3) if loaded else None
+            result["peak_rss_mb"] = round(peak_rss_mb(daemon.pid), 1)
+        finally:
+            daemon.send_signal(signal.SIGTERM)
+            daemon.wait(120)
+        sim.stdin.write('{"cmd": "stats"}\n')
+        sim.stdin.flush()
+        stats = json.loads(sim.stdout.readline())
+        result["sim_cpu_seconds"] = round(stats["cpu_seconds"], 3)
+        result["sim_commands"] = sum(stats["commands"].values())
+        return result
+    finally:
+        sim.kill()
+        sim.wait()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--hosts", type=int, nargs="+", default=[10, 100, 1000])
+    args = parser.parse_args()
+    results = []
+    for n in args.hosts:
+        with tempfile.TemporaryDirectory(prefix=f"reconciler-fleet-{n}-") as tmp:
+            results.append(run_fleet(n, Path(tmp)))
+            print(json.dumps(results[-1]), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,176 @@
+"""An emulated master host for the fleet benchmark: files, systemd units and health answers, in memory.
+
+It answers the commands reconciler sends, by what they mean rather than by running them: the observe
+script (files, units, checks, certificates), the atomic write script (sha256 verified as on a real host),
+chown/chmod, and `systemctl daemon-reload|enable|disable|start|stop|restart`. A unit's health check
+(a check named like the unit) passes while the unit is active. Anything else exits 127, so a command
+the emulator does not know fails loudly instead of being silently "emulated".
+
+Pure: `SimHost.execute(argv, stdin)` -> (exit status, stdout, stderr); the SSH server is `bench.fleetsim`.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import time
+from dataclasses import dataclass, field
+
+UNIT_DIR = "/etc/systemd/system"
+
+
+@dataclass
+class SimFile:
+    content: bytes
+    mode: int = 0o644
+    owner: str = "root"
+    group: str = "root"
+    mtime: float = field(default_factory=time.time)
+
+
+@dataclass
+class SimUnit:
+    active: bool = False
+    enabled: bool = False
+    active_enter: float | None = None
+    loaded_mtime: float | None = None  # mtime of the unit file at the last daemon-reload
+    pid: int = 0
+
+
+def _stamp(t: float | None) -> str:
+    if t is None:
+        return ""
+    return time.strftime("%a %Y-%m-%d %H:%M:%S", time.gmtime(t)) + f".{int(t * 1e6) % 1_000_000:06d} UTC"
+
+
+def _b64(content: bytes) -> str:
+    """GNU base64's layout: lines of 76 characters."""
+    text = base64.b64encode(content).decode()
+    return "\n".join(text[i:i + 76] for i in range(0, len(text), 76))
+
+
+class SimHost:
+    def __init__(self, name: str):
+        self.name = name
+        self.files: dict[str, SimFile] = {}
+        self.units: dict[str, SimUnit] = {}
+        self.commands = 0  # commands answered (one per SSH exec session)
+        self._pids = 1000
+
+    # -- commands -------------------------------------------------------------------------
+    def execute(self, argv: list[str], stdin: bytes = b"") -> tuple[int, bytes, bytes]:
+        self.commands += 1
+        if argv[:2] == ["bash", "-c"] and len(argv) >= 4 and argv[3] == "reconciler-observe":
+            return 0, self._observe(argv[4:]).encode(), b""
+        if argv[:2] == ["bash", "-c"] and len(argv) >= 12 and argv[3] == "reconciler-write":
+            return self._write(argv[4:12], stdin)
+        if argv[:2] == ["sh", "-c"] and len(argv) == 7 and argv[3] == "reconciler-attrs":
+            return self._attrs(argv[4], argv[5], argv[6])
+        if argv[:1] == ["systemctl"]:
+            return self._systemctl(argv[1:])
+        return 127, b"", f"simhost: not emulated: {argv[:1]}\n".encode()
+
+    def _observe(self, args: list[str]) -> str:
+        out: list[str] = []
+        units: list[str] = []
+        i = 0
+        while i < len(args):
+            tag = args[i]
+            if tag == "F":
+                path = args[i + 1]
+                out.append(f"@@F {path}")
+                f = self.files.get(path)
+                if f is None:
+                    out.append("@@MISSING")
+                else:
+                    out.append(f"{f.mode:o} {f.owner} {f.group} {f.mtime:.9f}")
+                    if f.content:
+                        out.append(_b64(f.content))
+                i += 2
+            elif tag == "U":
+                units.append(args[i + 1])
+                i += 2
+            elif tag == "C":
+                out.append(f"@@C {args[i + 1]}")
+                out += ["notAfter=Nov 20 00:00:00 2036 GMT", f"subject=CN = {self.name}"]
+                i += 2
+            elif tag == "H":
+                ok = self._healthy(args[i + 1])
+                out.append(f"@@H {args[i + 1]} {0 if ok else 7} {200 if ok else '000'}")
+                i += 7
+            elif tag == "T":
+                out.append(f"@@H {args[i + 1]} {0 if self._healthy(args[i + 1]) else 1} -")
+                i += 5
+            else:
+                out.append(f"@@ERR bad argument {tag}")
+                return "\n".join(out) + "\n"
+        if units:
+            out.append("@@U")
+            out.append("\n\n".join(self._show(u) for u in units))
+        out.append("@@END")
+        return "\n".join(out) + "\n"
+
+    def _healthy(self, check: str) -> bool:
+        unit = self.units.get(f"{check}.service")
+        return unit is None or unit.active  # checks not named after a unit always pass
+
+    def _show(self, name: str) -> str:
+        path = f"{UNIT_DIR}/{name}"
+        unit = self.units.get(name, SimUnit())
+        fragment = self.files.get(path)
+        loaded = fragment is not None and unit.loaded_mtime is not None
+        stale = fragment is not None and unit.loaded_mtime is not None and fragment.mtime != unit.loaded_mtime
+        return "\n".join([
+            f"Id={name}", f"LoadState={'loaded' if loaded else 'not-found'}",
+            f"ActiveState={'active' if unit.active else 'inactive'}", f"SubState={'running' if unit.active else 'dead'}",
+            f"UnitFileState={('enabled' if unit.enabled else 'disabled') if loaded else ''}",
+            f"ActiveEnterTimestamp={_stamp(unit.active_enter)}", f"MainPID={unit.pid if unit.active else 0}",
+            f"NeedDaemonReload={'yes' if stale else 'no'}", f"FragmentPath={path if loaded else ''}"])
+
+    def _write(self, args: list[str], stdin: bytes) -> tuple[int, bytes, bytes]:
+        path, mode, owner, group, _backups, _stamp_, _kept, sha = args
+        if hashlib.sha256(stdin).hexdigest() != sha:
+            return 3, b"", b"content arrived incomplete; nothing installed\n"
+        self.files[path] = SimFile(stdin, int(mode, 8), owner, group, time.time())
+        return 0, b"", b""
+
+    def _attrs(self, owner_group: str, mode: str, path: str) -> tuple[int, bytes, bytes]:
+        f = self.files.get(path)
+        if f is None:
+            return 1, b"", f"chown: cannot access '{path}': No such file or directory\n".encode()
+        f.owner, f.group = owner_group.split(":", 1)
+        f.mode = int(mode, 8)
+        return 0, b"", b""
+
+    def _systemctl(self, args: list[str]) -> tuple[int, bytes, bytes]:
+        if args == ["daemon-reload"]:
+            for name, fragment in ((n, self.files.get(f"{UNIT_DIR}/{n}")) for n in set(self.units) | self._unit_files()):
+                if fragment is not None:
+                    self.units.setdefault(name, SimUnit()).loaded_mtime = fragment.mtime
+            return 0, b"", b""
+        if len(args) == 3 and args[1] == "--":
+            verb, name = args[0], args[2]
+            unit = self.units.get(name)
+            if unit is None or unit.loaded_mtime is None:
+                return 5, b"", f"Failed to {verb} {name}: Unit {name} not found.\n".encode()
+            if verb in ("enable", "disable"):
+                unit.enabled = verb == "enable"
+            elif verb in ("start", "restart") and (verb == "restart" or not unit.active):
+                self._pids += 1
+                unit.active, unit.active_enter, unit.pid = True, time.time(), self._pids
+            elif verb == "stop":
+                unit.active = False
+            elif verb != "start":
+                return 1, b"", f"simhost: systemctl {verb} not emulated\n".encode()
+            return 0, b"", b""
+        return 1, b"", f"simhost: systemctl {args[:1]} not emulated\n".encode()
+
+    def _unit_files(self) -> set[str]:
+        prefix = UNIT_DIR + "/"
+        return {p[len(prefix):] for p in self.files if p.startswith(prefix) and "/" not in p[len(prefix):]}
+
+    # -- drift, as an operator's hand edit would make it -------------------------------------
+    def hand_edit(self, path: str, content: bytes) -> None:
+        old = self.files.get(path)
+        self.files[path] = SimFile(content, old.mode if old else 0o644, old.owner if old else "root",
+                                   old.group if old else "root", time.time())
