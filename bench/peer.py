@@ -1,0 +1,371 @@
+"""Peer comparison on the 3 testbed hosts: ansible-playbook (bench/ansible) against reconciler, plus the floor,
+the daemon's no-op pass and the spec-edit latency.
+
+    .venv/bin/python -m bench.peer --rounds 5            # prints JSON; bench/run.py puts it in RESULTS.md
+
+Scenarios, the tools alternating within each round (A, R, A, R, ...):
+- bare: every managed file, unit and etcd's data removed, then a full converge (3 rounds at most: slow);
+- noop: a pass over converged hosts;
+- repair: /etc/kubernetes/scheduler hand-edited on master-2, then a pass (it is rewritten, kube-scheduler
+  restarted on master-2 only);
+- check: the same hand edit, then `ansible-playbook --check --diff` against `reconciler plan` (both must
+  report the change; the edit is undone afterwards by an apply that is not timed).
+Each run: wall time, CPU seconds of the tool (its process tree, and ansible's ssh ControlPersist masters),
+SSH connections and session channels the hosts' sshd accepted (from sshd's own DEBUG1 log).
+Equivalence is checked both ways: after ansible's converge from bare, `reconciler plan` finds nothing to
+do, and after reconciler's, ansible reports changed=0 on its next pass.
+
+The floor: one batched observation command per host (reconciler's own observe script, files, units, checks
+and certificates) over a kept asyncssh connection, the 3 hosts in parallel. The daemon's no-op pass is
+measured from its log (first pass start to last host's end, after SIGHUP) and reported against it.
+Latency: spec file saved -> /status shows every host converged on the new generation, over --edits edits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import resource
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from bench.fleet import LogTail, stamp  # noqa: E402
+from testbed import Testbed, TestHost  # noqa: E402
+
+ANSIBLE_DIR = REPO / "bench/ansible"
+ANSIBLE_VENV = REPO / "bench/.venv-ansible"
+ANSIBLE_PLAYBOOK = ANSIBLE_VENV / "bin/ansible-playbook"
+CONTROL_DIR = Path("/tmp/reconciler-bench-ansible-cp")
+UNITS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler")
+MANAGED = ("/etc/systemd/system/etcd.service", "/etc/systemd/system/kube-apiserver.service",
+           "/etc/systemd/system/kube-controller-manager.service", "/etc/systemd/system/kube-scheduler.service",
+           "/etc/etcd/etcd.conf", "/etc/kubernetes/config", "/etc/kubernetes/apiserver", "/etc/kubernetes/token.csv",
+           "/etc/kubernetes/controller-manager", "/etc/kubernetes/scheduler")
+HAND_EDIT = "echo 'KUBE_SCHEDULER_ARGS=--hand-edit' >> /etc/kubernetes/scheduler"
+
+
+def install_ansible() -> str:
+    """ansible-core from PyPI into its own venv (bench/.venv-ansible), once."""
+    if not ANSIBLE_PLAYBOOK.exists():
+        subprocess.run([sys.executable, "-m", "venv", str(ANSIBLE_VENV)], check=True)
+        subprocess.run([str(ANSIBLE_VENV / "bin/pip"), "install", "-q", "ansible-core"], check=True)
+    out = subprocess.run([str(ANSIBLE_PLAYBOOK), "--version"], capture_output=True, text=True, check=True).stdout
+    return out.splitlines()[0].strip()
+
+
+def on_all(bed: Testbed, cmd: str) -> list[str]:
+    with ThreadPoolExecutor(len(bed.hosts)) as pool:
+        return [p.stdout for p in pool.map(lambda h: h.ssh(cmd, timeout=180), bed.hosts)]
+
+
+def make_bare(bed: Testbed) -> None:
+    units = " ".join(UNITS)
+    on_all(bed, f"systemctl disable --now {units} 2>/dev/null; rm -f {' '.join(MANAGED)}; rm -rf /var/lib/etcd; "
+                "rm -rf /var/backups/reconciler; systemctl daemon-reload; systemctl reset-failed")
+
+
+class SSHD:
+    """Connections and session channels each host's sshd accepted, from its DEBUG1 log in the journal."""
+
+    def __init__(self, bed: Testbed):
+        self.bed = bed
+        on_all(bed, "printf 'LogLevel DEBUG1\\n' > /etc/ssh/sshd_config.d/zz-bench.conf && systemctl reload ssh")
+        self.cursors: list[str] = []
+        self.overhead = (0, 0)
+        self.mark()
+        self.overhead = self.count()  # what mark() + count() themselves cost: subtracted from every reading
+
+    def mark(self) -> None:
+        self.cursors = [line.strip() for line in on_all(self.bed, "journalctl -t sshd -n 0 --show-cursor -q | "
+                                                                   "sed -n 's/^-- cursor: //p'")]
+
+    def count(self) -> tuple[int, int]:
+        def read(host_cursor: tuple[TestHost, str]) -> tuple[int, int]:
+            host, cursor = host_cursor
+            text = host.ssh(f"journalctl -t sshd -o cat --after-cursor '{cursor}'", timeout=60).stdout
+            return (len(re.findall(r"Accepted publickey for root", text)),
+                    len(re.findall(r"server_input_channel_open: ctype session", text)))
+        with ThreadPoolExecutor(len(self.bed.hosts)) as pool:
+            counts = list(pool.map(read, zip(self.bed.hosts, self.cursors)))
+        return (sum(c for c, _ in counts) - self.overhead[0], sum(s for _, s in counts) - self.overhead[1])
+
+    def restore(self) -> None:
+        on_all(self.bed, "rm -f /etc/ssh/sshd_config.d/zz-bench.conf && systemctl reload ssh")
+
+
+def _mux_cpu() -> dict[int, float]:
+    """CPU seconds of ansible's ssh ControlPersist masters (daemonised, so not in the children's rusage)."""
+    found: dict[int, float] = {}
+    tick = os.sysconf("SC_CLK_TCK")
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            if cmdline.startswith(b"ssh: ") and str(CONTROL_DIR).encode() in cmdline:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                found[int(pid)] = (int(fields[11]) + int(fields[12])) / tick
+        except OSError:
+            continue
+    return found
+
+
+def timed(argv: list[str], sshd: SSHD, *, cwd: Path = REPO, env: dict[str, str] | None = None,
+          ok: Callable[[subprocess.CompletedProcess[str]], bool] = lambda p: p.returncode == 0) -> dict[str, Any]:
+    sshd.mark()
+    mux_before = _mux_cpu()
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    began = time.perf_counter()
+    proc = subprocess.run(argv, cwd=cwd, env={**os.environ, **(env or {})}, capture_output=True, text=True, timeout=900)
+    wall = time.perf_counter() - began
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    mux = sum(cpu - mux_before.get(pid, 0.0) for pid, cpu in _mux_cpu().items())
+    if not ok(proc):
+        raise RuntimeError(f"{' '.join(argv[:3])}... exited {proc.returncode}:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    connections, sessions = sshd.count()
+    return {"wall": wall, "cpu": after.ru_utime - usage.ru_utime + after.ru_stime - usage.ru_stime + mux,
+            "connections": connections, "sessions": sessions, "stdout": proc.stdout, "exit": proc.returncode}
+
+
+class Tools:
+    def __init__(self, specs: Path, state: Path, sshd: SSHD):
+        self.specs, self.state, self.sshd = specs, state, sshd
+        self.ansible_env = {"ANSIBLE_CONFIG": str(ANSIBLE_DIR / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1"}
+
+    def ansible(self, *extra: str) -> dict[str, Any]:
+        run = timed([str(ANSIBLE_PLAYBOOK), "site.yml", *extra], self.sshd, cwd=ANSIBLE_DIR, env=self.ansible_env)
+        recap = re.findall(r"changed=(\d+)", run["stdout"])
+        run["changed"] = sum(int(c) for c in recap)
+        return run
+
+    def reconciler(self, command: str) -> dict[str, Any]:
+        argv = [sys.executable, "-m", "reconciler.cli", command, str(self.specs), "--state-dir", str(self.state)]
+        run = timed(argv, self.sshd, ok=lambda p: p.returncode in ((0, 2) if command == "plan" else (0,)))
+        run["changed"] = (run["exit"] == 2 if command == "plan"
+                          else sum(int(n) for n in re.findall(r"converged \((\d+) change", run["stdout"])))
+        return run
+
+
+def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"runs": len(runs), "wall_median": round(statistics.median(r["wall"] for r in runs), 3),
+            "wall_min": round(min(r["wall"] for r in runs), 3), "wall_max": round(max(r["wall"] for r in runs), 3),
+            "cpu_median": round(statistics.median(r["cpu"] for r in runs), 3),
+            "connections_median": statistics.median(r["connections"] for r in runs),
+            "sessions_median": statistics.median(r["sessions"] for r in runs)}
+
+
+def compare(bed: Testbed, tools: Tools, rounds: int, bare_rounds: int) -> dict[str, Any]:
+    results: dict[str, dict[str, list[dict[str, Any]]]] = {s: {"ansible": [], "reconciler": []}
+                                                           for s in ("bare", "noop", "repair", "check")}
+    m2 = bed.hosts[1]
+    for i in range(bare_rounds):
+        for tool in (("ansible", "reconciler") if i % 2 == 0 else ("reconciler", "ansible")):
+            make_bare(bed)
+            run = tools.ansible() if tool == "ansible" else tools.reconciler("apply")
+            results["bare"][tool].append(run)
+            # the other tool must find nothing to do: both do the same job
+            if tool == "ansible":
+                plan = tools.reconciler("plan")
+                if plan["changed"]:
+                    raise RuntimeError(f"reconciler finds work after ansible's converge:\n{plan['stdout']}")
+            else:
+                check = tools.ansible("--check")
+                if check["changed"]:
+                    raise RuntimeError(f"ansible finds work after reconciler's converge:\n{check['stdout'][-3000:]}")
+    for i in range(rounds):
+        order = ("ansible", "reconciler") if i % 2 == 0 else ("reconciler", "ansible")
+        for tool in order:
+            run = tools.ansible() if tool == "ansible" else tools.reconciler("apply")
+            if run["changed"]:
+                raise RuntimeError(f"{tool}'s no-op pass changed something:\n{run['stdout'][-3000:]}")
+            results["noop"][tool].append(run)
+        for tool in order:
+            m2.ssh(HAND_EDIT)
+            run = tools.ansible() if tool == "ansible" else tools.reconciler("apply")
+            if "--hand-edit" in m2.ssh("cat /etc/kubernetes/scheduler").stdout:
+                raise RuntimeError(f"{tool} did not repair the hand edit")
+            results["repair"][tool].append(run)
+        for tool in order:
+            m2.ssh(HAND_EDIT)
+            run = tools.ansible("--check", "--diff") if tool == "ansible" else tools.reconciler("plan")
+            if "--hand-edit" not in run["stdout"]:
+                raise RuntimeError(f"{tool}'s check mode did not show the hand edit:\n{run['stdout'][-3000:]}")
+            results["check"][tool].append(run)
+            tools.reconciler("apply")  # undo the edit, untimed
+    out: dict[str, Any] = {}
+    for scenario, by_tool in results.items():
+        if not by_tool["ansible"]:
+            continue
+        a, r = summarize(by_tool["ansible"]), summarize(by_tool["reconciler"])
+        out[scenario] = {"ansible": a, "reconciler": r, "speedup": round(a["wall_median"] / r["wall_median"], 1)}
+    return out
+
+
+async def floor(bed_specs: Path, repeats: int) -> dict[str, Any]:
+    """One observe command per host over kept connections, 3 hosts in parallel; median of `repeats`."""
+    from reconciler.engine.session import Session
+    from reconciler.observe.facts import observe_host
+    from reconciler.spec.load import load_desired
+
+    desired = load_desired(bed_specs)
+    session = Session()
+    hosts = list(desired.hosts.values())
+    conns = [await session.connection(h.target) for h in hosts]
+    times: list[float] = []
+    try:
+        for _ in range(repeats + 2):
+            began = time.perf_counter()
+            snapshots = await asyncio.gather(*(observe_host(c, h) for c, h in zip(conns, hosts)))
+            times.append(time.perf_counter() - began)
+            assert all(s.healthy for s in snapshots)
+    finally:
+        await session.close()
+    times = times[2:]  # the first ones warm up
+    return {"repeats": repeats, "median": round(statistics.median(times), 4), "min": round(min(times), 4)}
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+class Daemon:
+    def __init__(self, specs: Path, work: Path):
+        self.port = 19480
+        self.log = work / "daemon.log"
+        with self.log.open("w") as log:
+            self.proc = subprocess.Popen([sys.executable, "-m", "reconciler.cli", "--log-format", "json", "run",
+                                          "--specs", str(specs), "--listen", f"127.0.0.1:{self.port}", "--resync", "3600",
+                                          "--state-dir", str(work / "state")], cwd=REPO, stdout=log,
+                                         stderr=subprocess.STDOUT)
+        self.tail = LogTail(self.log)
+
+    def status(self) -> dict[str, Any]:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/status", timeout=10) as resp:
+            return json.loads(resp.read())
+
+    def wait_ready(self) -> None:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                if urllib.request.urlopen(f"http://127.0.0.1:{self.port}/readyz", timeout=5).status == 200:
+                    return
+            except OSError:
+                pass
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"daemon exited; see {self.log}")
+            time.sleep(0.05)
+        raise TimeoutError("daemon not ready")
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(150)
+
+
+def daemon_noop(daemon: Daemon, hosts: int, passes: int) -> dict[str, Any]:
+    """SIGHUP -> a pass over every host; the pass is first start to last end, from the hosts' log events."""
+    walls: list[float] = []
+    per_host: list[float] = []
+    for _ in range(passes):
+        since = len(daemon.tail.poll())
+        daemon.proc.send_signal(signal.SIGHUP)
+        done = daemon.tail.wait("reconciled", hosts, since, 120, daemon.proc)
+        if any(e["applied"] or e["status"] != "converged" for e in done):
+            raise RuntimeError(f"the daemon's no-op pass was not a no-op: {done}")
+        walls.append(max(stamp(e) for e in done) - min(stamp(e) - e["seconds"] for e in done))
+        per_host += [e["seconds"] for e in done]
+    return {"passes": passes, "median": round(statistics.median(walls), 4), "min": round(min(walls), 4),
+            "host_median": round(statistics.median(per_host), 4)}
+
+
+def latency(daemon: Daemon, specs: Path, edits: int) -> dict[str, Any]:
+    """Spec saved -> every host converged on the new generation in /status; split by phase (slowest host)."""
+    path = specs / "kubernetes.yaml"
+    original = path.read_text()
+    line = 'KUBE_SCHEDULER_ARGS="--leader-elect=true --address=127.0.0.1"'
+    rows: list[dict[str, float]] = []
+    for i in range(edits):
+        generation = daemon.status()["spec"]["generation"]
+        since = len(daemon.tail.poll())
+        text = original.replace(line, line[:-1] + f' --v={i % 2 + 1}"')
+        t0 = time.time()
+        path.write_text(text)
+        while True:
+            status = daemon.status()
+            hosts = status["hosts"].values()
+            if all(h["spec_generation"] > generation and h["status"] == "converged" for h in hosts):
+                t1 = time.time()
+                break
+            if time.time() - t0 > 120:
+                raise TimeoutError(f"edit {i} did not converge: {status}")
+            time.sleep(0.01)
+        loaded = next(e for e in daemon.tail.poll()[since:] if e.get("event") == "specs loaded")
+        done = [e for e in daemon.tail.events[since:] if e.get("event") == "reconciled"]
+        last = max(done, key=stamp)
+        phases = last["phases"]
+        rows.append({"total": t1 - t0, "detect": stamp(loaded) - t0,
+                     "queue": stamp(last) - last["seconds"] - stamp(loaded),
+                     "observe": phases.get("observe", 0.0), "apply": phases.get("apply", 0.0),
+                     "restart": phases.get("restart", 0.0), "verify": phases.get("verify", 0.0)})
+    path.write_text(original)
+    out: dict[str, Any] = {"edits": edits}
+    for key in rows[0]:
+        values = [r[key] for r in rows]
+        out[key] = {"p50": round(_percentile(values, 0.5), 3), "p95": round(_percentile(values, 0.95), 3)}
+    return out
+
+
+def run(rounds: int = 5, bare_rounds: int = 2, edits: int = 20, floor_repeats: int = 30) -> dict[str, Any]:
+    versions = {"ansible": install_ansible()}
+    work = Path(tempfile.mkdtemp(prefix="reconciler-peer-"))
+    specs = work / "specs"
+    shutil.copytree(REPO / "specs", specs)
+    shutil.rmtree(CONTROL_DIR, ignore_errors=True)
+    result: dict[str, Any] = {"versions": versions}
+    with Testbed(n=3) as bed:
+        sshd = SSHD(bed)
+        tools = Tools(specs, work / "state", sshd)
+        tools.reconciler("apply")
+        result["compare"] = compare(bed, tools, rounds, bare_rounds)
+        sshd.restore()
+        subprocess.run(["pkill", "-f", f"ssh: {CONTROL_DIR}"], check=False)
+        result["floor"] = asyncio.run(floor(specs, floor_repeats))
+        daemon = Daemon(specs, work)
+        try:
+            daemon.wait_ready()
+            result["daemon_noop"] = daemon_noop(daemon, len(bed.hosts), floor_repeats)
+            result["daemon_noop"]["ratio_to_floor"] = round(result["daemon_noop"]["median"] / result["floor"]["median"], 2)
+            result["latency"] = latency(daemon, specs, edits)
+        finally:
+            daemon.stop()
+    shutil.rmtree(work, ignore_errors=True)
+    return result
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--bare-rounds", type=int, default=2)
+    parser.add_argument("--edits", type=int, default=20)
+    parser.add_argument("--floor-repeats", type=int, default=30)
+    args = parser.parse_args()
+    print(json.dumps(run(args.rounds, args.bare_rounds, args.edits, args.floor_repeats), indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

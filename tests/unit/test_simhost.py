@@ -1,0 +1,65 @@
+"""The fleet benchmark's emulated master (bench.simhost) speaks what the engine sends: a converge from bare
+reaches converged, the next pass finds nothing to do, and a hand edit is repaired with one restart."""
+
+from __future__ import annotations
+
+import asyncio
+import shlex
+from collections.abc import Sequence
+from pathlib import Path
+
+from bench.fleet import inventory
+from bench.simhost import SimHost
+from reconciler.engine.converge import converge
+from reconciler.engine.session import Session
+from reconciler.spec.desired import Target
+from reconciler.spec.load import load_desired
+from reconciler.transport.base import CommandResult
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+class SimConnection:
+    def __init__(self, host: SimHost):
+        self.host = host
+
+    async def run(self, argv: Sequence[str], *, input: bytes | None = None, timeout: float | None = None) -> CommandResult:
+        # what the SSH server hands the emulator: the one quoted command line, split again
+        status, out, err = self.host.execute(shlex.split(shlex.join(argv)), input or b"")
+        return CommandResult(tuple(argv), status, out, err)
+
+    async def close(self) -> None:
+        pass
+
+
+def test_simulated_hosts_converge_stay_converged_and_are_repaired(tmp_path: Path) -> None:
+    specs = tmp_path / "specs"
+    specs.mkdir()
+    (specs / "inventory.yaml").write_text(inventory(3, 23000, tmp_path))
+    for name in ("kubernetes.yaml", "certificates.yaml"):
+        (specs / name).write_text((REPO / "specs" / name).read_text())
+    desired = load_desired(specs)
+    hosts = {name: SimHost(name) for name in desired.hosts}
+
+    async def connect(target: Target) -> SimConnection:
+        return SimConnection(hosts[target.name])
+
+    async def one_pass() -> dict[str, tuple[str, int]]:
+        result = await converge(desired, Session(connect), wait=1.0, interval=0.01)
+        return {n: (o.status, len(o.applied)) for n, o in result.outcomes.items()}
+
+    first = asyncio.run(one_pass())
+    assert all(status == "converged" and applied >= 13 for status, applied in first.values()), first
+    assert all(u.active and u.enabled for h in hosts.values() for u in h.units.values())
+    commands = {n: h.commands for n, h in hosts.items()}
+    assert asyncio.run(one_pass()) == {n: ("converged", 0) for n in hosts}
+    assert all(h.commands - commands[n] == 1 for n, h in hosts.items())  # one observation, nothing else
+
+    sim = hosts["sim-0001"]
+    started = sim.units["kube-scheduler.service"].active_enter
+    sim.hand_edit("/etc/kubernetes/scheduler", b"KUBE_SCHEDULER_ARGS=--hand-edit\n")
+    after = asyncio.run(one_pass())
+    assert after["sim-0001"] == ("converged", 2), after  # the write and the restart
+    assert b"--hand-edit" not in sim.files["/etc/kubernetes/scheduler"].content
+    assert sim.units["kube-scheduler.service"].active_enter != started
+    assert sim.execute(["uname"])[0] == 127  # anything else fails loudly
