@@ -42,7 +42,7 @@ def env_line(key: str, value: str) -> str:
 
 
 def selects(selector: HostSelector, labels: Mapping[str, str]) -> bool:
-    if selector == "all":
+    if isinstance(selector, str):  # "all" (comparing a pydantic model to a string costs its __eq__)
         return True
     return all(labels.get(k) == v for k, v in selector.match_labels.items())
 
