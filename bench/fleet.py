@@ -64,7 +64,8 @@ class LogTail:
     """The daemon's JSON log, read incrementally."""
 
     def __init__(self, path: Path):
-        self.path, self.offset, self.events = path, 0, []  # type: list[dict[str, Any]]
+        self.path, self.offset = path, 0
+        self.events: list[dict[str, Any]] = []
 
     def poll(self) -> list[dict[str, Any]]:
         with self.path.open() as f:

@@ -164,11 +164,11 @@ def main() -> int:
     parser.add_argument("--only", choices=("peer", "fleet"), help="run one part, keep the other from bench/results.json")
     args = parser.parse_args()
     if args.render:
-        results = json.loads((REPO / "bench/results.json").read_text())
+        saved = json.loads((REPO / "bench/results.json").read_text())
         notes = REPO / "bench/NOTES.md"
-        results["notes"] = notes.read_text() if notes.exists() else ""
-        (REPO / "bench/RESULTS.md").write_text(render(results))
-        return 0 if all(ok for _, _, ok in targets(results)) else 1
+        saved["notes"] = notes.read_text() if notes.exists() else ""
+        (REPO / "bench/RESULTS.md").write_text(render(saved))
+        return 0 if all(ok for _, _, ok in targets(saved)) else 1
     began = time.time()
     kept = json.loads((REPO / "bench/results.json").read_text()) if args.only else {}
     results: dict[str, Any] = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": machine()}

@@ -85,15 +85,15 @@ def main() -> int:
             code = daemon.wait(180)
             log.close()
     fifth = max(1, len(samples) // 5)
-    rss = [s[1] for s in samples]
-    fds = [s[2] for s in samples]
-    early_rss, late_rss = statistics.median(rss[:fifth]), statistics.median(rss[-fifth:])
-    early_fds, late_fds = statistics.median(fds[:fifth]), statistics.median(fds[-fifth:])
+    rss_series = [s[1] for s in samples]
+    fds_series = [s[2] for s in samples]
+    early_rss, late_rss = statistics.median(rss_series[:fifth]), statistics.median(rss_series[-fifth:])
+    early_fds, late_fds = statistics.median(fds_series[:fifth]), statistics.median(fds_series[-fifth:])
     result = {"minutes": args.minutes, "resync_s": args.resync, "samples": len(samples), "edits": edit,
               "passes": samples[-1][3] if samples else 0, "exit_code": code,
-              "rss_mb": {"first": rss[0], "median": statistics.median(rss), "last": rss[-1], "max": max(rss),
+              "rss_mb": {"first": rss_series[0], "median": statistics.median(rss_series), "last": rss_series[-1], "max": max(rss_series),
                          "early_median": early_rss, "late_median": late_rss},
-              "fds": {"first": fds[0], "median": statistics.median(fds), "last": fds[-1], "max": max(fds),
+              "fds": {"first": fds_series[0], "median": statistics.median(fds_series), "last": fds_series[-1], "max": max(fds_series),
                       "early_median": early_fds, "late_median": late_fds},
               "series": [{"t": round(t, 1), "rss_mb": round(r, 2), "fds": f, "passes": p} for t, r, f, p in samples]}
     (REPO / "bench/soak-last.json").write_text(json.dumps(result, indent=1) + "\n")

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from reconciler.tuning.etcdlog import HeartbeatWarning
 
@@ -92,7 +92,7 @@ def decide(policy: TuningPolicy, now: float, warnings: Mapping[str, Sequence[Hea
     step = max(1, policy.round_to_ms)
     wanted = math.ceil(worst.gap_ms * policy.margin / 2 / step) * step  # 2 x heartbeat is etcd's warning threshold
     cause = suspected_cause(fsync_p99_ms or {})
-    base = dict(counted=counts, ignored=ignored, cause=cause)
+    base: dict[str, Any] = dict(counted=counts, ignored=ignored, cause=cause)
     if wanted <= heartbeat:
         return Decision("covered", f"worst gap {worst.gap_ms:.0f} ms is covered by heartbeat {heartbeat} ms", **base)
     if last_change is not None and now - last_change < policy.cooldown_seconds:

@@ -34,7 +34,7 @@ SCRAPE_EVERY = 10.0
 
 
 class Tuner:
-    def __init__(self, state_dir: Path, metrics: Metrics, connect: StreamConnector, on_overlay: Callable[[], None]):
+    def __init__(self, state_dir: Path, metrics: Metrics, connect: StreamConnector, on_overlay: Callable[[], object]):
         self.state_dir, self.metrics = state_dir, metrics
         self._connect, self._on_overlay = connect, on_overlay
         self.overlay: Overlay | None = None
