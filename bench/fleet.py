@@ -135,10 +135,6 @@ def run_fleet(n: int, work: Path, base_port: int = 23000, noop_passes: int = 5) 
 
             noop: list[float] = []
             noop_cpu: list[float] = []
-            profiler = (subprocess.Popen(["py-spy", "record", "--nonblocking", "-r", "200", "--format", "raw", "-o",
-                                          os.environ["FLEET_PROFILE"], "--pid", str(daemon.pid)],
-                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-                        if os.environ.get("FLEET_PROFILE") else None)
             for _ in range(noop_passes):
                 since, cpu0, t0 = len(tail.poll()), cpu_seconds(daemon.pid), time.time()
                 daemon.send_signal(signal.SIGHUP)
@@ -147,9 +143,6 @@ def run_fleet(n: int, work: Path, base_port: int = 23000, noop_passes: int = 5) 
                 noop_cpu.append(cpu_seconds(daemon.pid) - cpu0)
                 if any(e["applied"] for e in done):
                     raise RuntimeError("a no-op pass applied something")
-            if profiler is not None:
-                profiler.send_signal(signal.SIGINT)
-                profiler.wait()
             result["noop_seconds"] = round(statistics.median(noop), 3)
             # the mean over the passes: /proc counts CPU in 10 ms ticks, too coarse for one pass of 10 hosts
             result["noop_cpu_seconds"] = round(statistics.fmean(noop_cpu), 3)
