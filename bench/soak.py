@@ -36,6 +36,28 @@ def proc_stats(pid: int) -> tuple[float, int]:
     return rss_kb / 1024, len(os.listdir(f"/proc/{pid}/fd"))
 
 
+def smaps(pid: int) -> dict[str, tuple[int, int]]:
+    """Each mapping of the process by address range -> (size kB, RSS kB), with its name when it has one."""
+    maps: dict[str, tuple[int, int]] = {}
+    key, size = "", 0
+    for line in Path(f"/proc/{pid}/smaps").read_text().splitlines():
+        head = line.split()
+        if "-" in head[0] and not head[0].endswith(":"):
+            key = head[0] + (" " + head[5] if len(head) > 5 else "")
+        elif head[0] == "Size:":
+            size = int(head[1])
+        elif head[0] == "Rss:":
+            maps[key] = (size, int(head[1]))
+    return maps
+
+
+def grown(before: dict[str, tuple[int, int]], after: dict[str, tuple[int, int]]) -> list[dict[str, object]]:
+    """The 15 mappings whose RSS changed most between two smaps readings (new and gone ones included)."""
+    changes = [(after.get(k, (0, 0))[1] - before.get(k, (0, 0))[1], k) for k in set(before) | set(after)]
+    return [{"mapping": k, "size_kb": after.get(k, before.get(k, (0, 0)))[0], "rss_kb_before": before.get(k, (0, 0))[1],
+             "rss_kb_after": after.get(k, (0, 0))[1]} for delta, k in sorted(changes, key=lambda c: -abs(c[0]))[:15] if delta]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--minutes", type=float, default=10)
@@ -50,7 +72,9 @@ def main() -> int:
         subprocess.run([sys.executable, "-m", "reconciler.cli", "apply", str(specs)], cwd=REPO, check=True,
                        capture_output=True, env={**os.environ, "RECONCILER_STATE_DIR": str(work / "state")})
         log = (work / "daemon.log").open("w")
-        daemon = subprocess.Popen([sys.executable, "-m", "reconciler.cli", "--log-format", "json", "run", "--specs",
+        probe = work / "memprobe.jsonl"
+        daemon = subprocess.Popen([sys.executable, "-m", "bench.memprobe", str(probe), "--",
+                                   "--log-format", "json", "run", "--specs",
                                    str(specs), "--listen", f"127.0.0.1:{port}", "--resync", str(args.resync),
                                    "--state-dir", str(work / "state")], cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
                                   env={**os.environ, "MALLOC_ARENA_MAX": os.environ.get("MALLOC_ARENA_MAX", "2")})
@@ -67,6 +91,7 @@ def main() -> int:
         start = time.time()
         next_edit = start + 30
         edit = 0
+        early_maps: dict[str, tuple[int, int]] = {}
         try:
             while (now := time.time()) - start < args.minutes * 60:
                 if now >= next_edit:
@@ -81,7 +106,10 @@ def main() -> int:
                     passes = sum(float(line.split()[-1]) for line in resp.read().decode().splitlines()
                                  if line.startswith("reconciler_reconciles_total{"))
                 samples.append((now - start, rss, fds, passes))
+                if not early_maps and now - start >= args.minutes * 60 / 5:
+                    early_maps = smaps(daemon.pid)
                 time.sleep(args.sample)
+            late_maps = smaps(daemon.pid)
         finally:
             daemon.send_signal(signal.SIGTERM)
             code = daemon.wait(180)
@@ -97,9 +125,14 @@ def main() -> int:
                          "early_median": early_rss, "late_median": late_rss},
               "fds": {"first": fds_series[0], "median": statistics.median(fds_series), "last": fds_series[-1], "max": max(fds_series),
                       "early_median": early_fds, "late_median": late_fds},
+              "smaps_grown": grown(early_maps, late_maps),
+              "memprobe": [json.loads(line) for line in probe.read_text().splitlines()],
               "series": [{"t": round(t, 1), "rss_mb": round(r, 2), "fds": f, "passes": p} for t, r, f, p in samples]}
     (REPO / "bench/soak-last.json").write_text(json.dumps(result, indent=1) + "\n")
     result.pop("series")
+    result.pop("memprobe")
+    probed = [json.loads(line) for line in probe.read_text().splitlines()]
+    result["memprobe_early_late"] = [probed[len(probed) // 5], probed[-1]] if probed else []
     print(json.dumps(result, indent=2))
     flat = late_rss <= early_rss * 1.10 + 2 and late_fds <= early_fds + 2
     print("verdict:", "FLAT" if flat else "GROWING")
