@@ -19,6 +19,7 @@ from typing import Any
 import structlog
 
 from reconciler.engine.converge import HostOutcome, Rollouts, reconcile_host
+from reconciler.engine.memory import TRIM_PERIOD_S, release_free_memory
 from reconciler.engine.queue import Backoff, WorkQueue
 from reconciler.engine.session import Connector, Session, ssh_connector
 from reconciler.errors import SpecError
@@ -181,8 +182,12 @@ class Daemon:
 
     async def _heartbeat(self) -> None:
         period = min(self.notifier.watchdog_interval or 5.0, 5.0)
+        trimmed = time.monotonic()
         while not self.stopping.is_set():
             self._beat = time.monotonic()
+            if self._beat - trimmed >= TRIM_PERIOD_S:
+                trimmed = self._beat
+                release_free_memory()
             hosts = self.records
             converged = sum(1 for r in hosts.values() if r.status == "converged")
             spec = "" if self.spec["valid"] else ", spec INVALID (running on last good)"
