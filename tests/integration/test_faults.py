@@ -55,27 +55,49 @@ def find_writer_cat(path: str) -> tuple[int, int] | None:
     return None
 
 
-def test_connection_cut_in_the_middle_of_a_write_installs_nothing(converged: Testbed, spec_copy: Path) -> None:
-    m1 = converged.hosts[0]
-    path = "/etc/kubernetes/big.txt"
-    (m1.root / path.lstrip("/")).write_text("old content\n")
-    content = ("0123456789abcdef" * 4 + "\n") * (8 * 1024 * 1024 // 65)
-    (spec_copy / "big.yaml").write_text(yaml.safe_dump({"apiVersion": "reconciler/v1", "kind": "File",
-                                                        "metadata": {"name": "big"},
-                                                        "spec": {"path": path, "content": content}}, width=1000))
+IN_FLIGHT = 4 * 1024 * 1024  # more than the host's pipe (64 KiB) and sshd's channel window (2 MiB) can hold
+
+
+def cut_mid_write(spec_dir: Path, path: str, size: int) -> tuple[subprocess.Popen[str], str, str] | None:
+    """Start `apply`, stop its `cat` and kill the SSH session carrying it while more than IN_FLIGHT bytes of
+    the content have not reached the host; None (after letting that apply finish) when the transfer was
+    already too far along for the cut to lose data."""
     proc = subprocess.Popen([sys.executable, "-m", "reconciler.cli", "apply", "--host", "master-1", "--connect-attempts",
-                             "1", str(spec_copy)], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                             "1", str(spec_dir)], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         found = wait_for("the write to start streaming", lambda: find_writer_cat(path) or proc.poll() is not None,
                          timeout=120)
-        assert found is not True and proc.poll() is None, "the write finished before it could be cut"
+        if found is True:
+            proc.communicate(timeout=120)
+            return None
         cat, session = found  # type: ignore[misc]
-        os.kill(cat, signal.SIGSTOP)  # hold the transfer mid-way ...
+        os.kill(cat, signal.SIGSTOP)  # hold the transfer ...
+        if os.stat(f"/proc/{cat}/fd/1").st_size > size - IN_FLIGHT:  # ... too late to lose anything: next try
+            os.kill(cat, signal.SIGCONT)
+            proc.communicate(timeout=120)
+            return None
         os.kill(session, signal.SIGKILL)  # ... cut the SSH session carrying it ...
         os.kill(cat, signal.SIGCONT)  # ... and let the script see its stdin end early
         out, err = proc.communicate(timeout=120)
+        return proc, out, err
     finally:
         proc.kill()
+
+
+def test_connection_cut_in_the_middle_of_a_write_installs_nothing(converged: Testbed, spec_copy: Path) -> None:
+    m1 = converged.hosts[0]
+    path = "/etc/kubernetes/big.txt"
+    content = ("0123456789abcdef" * 4 + "\n") * (16 * 1024 * 1024 // 65)
+    (spec_copy / "big.yaml").write_text(yaml.safe_dump({"apiVersion": "reconciler/v1", "kind": "File",
+                                                        "metadata": {"name": "big"},
+                                                        "spec": {"path": path, "content": content}}, width=1000))
+    for _ in range(5):
+        (m1.root / path.lstrip("/")).write_text("old content\n")
+        cut = cut_mid_write(spec_copy, path, len(content))
+        if cut:
+            break
+    assert cut, "in 5 tries the transfer never was cut with more than IN_FLIGHT bytes still to come"
+    proc, out, err = cut
     assert proc.returncode == 1 and "master-1: FAILED" in out, out + err
     assert (m1.root / path.lstrip("/")).read_text() == "old content\n"  # the old content, not a partial new one
     assert not list((m1.root / "etc/kubernetes").glob(".big.txt.reconciler.*"))  # no temp file left behind
