@@ -52,9 +52,9 @@ def _sampler(out: Path, period: float) -> None:
 
 
 def main() -> int:
-    out, separator, *argv = sys.argv[1:]
-    if separator != "--":
+    if len(sys.argv) < 3 or sys.argv[2] != "--":
         raise SystemExit(__doc__)
+    out, _, *argv = sys.argv[1:]
     period = float(os.environ.get("MEMPROBE_PERIOD", "10"))
     threading.Thread(target=_sampler, args=(Path(out), period), name="memprobe", daemon=True).start()
     from reconciler.cli import main as reconciler

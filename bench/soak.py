@@ -116,6 +116,7 @@ def main() -> int:
                     early_maps = smaps(daemon.pid)
                 time.sleep(args.sample)
             late_maps = smaps(daemon.pid)
+            early_maps = early_maps or late_maps  # a run too short to reach the first fifth's end
         finally:
             daemon.send_signal(signal.SIGTERM)
             code = daemon.wait(180)
@@ -126,6 +127,8 @@ def main() -> int:
     early_rss, late_rss = statistics.median(rss_series[:fifth]), statistics.median(rss_series[-fifth:])
     early_fds, late_fds = statistics.median(fds_series[:fifth]), statistics.median(fds_series[-fifth:])
     settled = samples[fifth:] if len(samples) > 2 * fifth else samples
+    if len(settled) < 2:
+        raise SystemExit(f"only {len(samples)} sample(s): run longer or sample more often for a slope")
     slope = statistics.linear_regression([t / 3600 for t, *_ in settled], [r for _, r, *_ in settled]).slope
     result = {"minutes": args.minutes, "resync_s": args.resync, "samples": len(samples), "edits": edit,
               "passes": samples[-1][3] if samples else 0, "exit_code": code,

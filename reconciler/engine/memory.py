@@ -9,9 +9,8 @@ RSS crept up ~0.04 MB a minute. malloc_trim(0) also releases whole free pages in
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 from functools import cache
-from typing import Callable
+from typing import Callable, cast
 
 TRIM_PERIOD_S = 60.0
 
@@ -20,11 +19,12 @@ TRIM_PERIOD_S = 60.0
 def _malloc_trim() -> Callable[[int], int] | None:
     """glibc's malloc_trim, or None on a libc without it (musl, macOS)."""
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c"))
-        trim: Callable[[int], int] = libc.malloc_trim
-    except (OSError, AttributeError):
+        trim = ctypes.CDLL(None).malloc_trim  # the libc already loaded into this process
+    except AttributeError:
         return None
-    return trim
+    trim.argtypes = [ctypes.c_size_t]
+    trim.restype = ctypes.c_int
+    return cast(Callable[[int], int], trim)
 
 
 def release_free_memory() -> bool:

@@ -5,6 +5,7 @@ next pass completes the work. RELIABILITY.md tabulates these.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -71,9 +72,14 @@ def cut_mid_write(spec_dir: Path, path: str, size: int) -> tuple[subprocess.Pope
             proc.communicate(timeout=120)
             return None
         cat, session = found  # type: ignore[misc]
-        os.kill(cat, signal.SIGSTOP)  # hold the transfer ...
-        if os.stat(f"/proc/{cat}/fd/1").st_size > size - IN_FLIGHT:  # ... too late to lose anything: next try
-            os.kill(cat, signal.SIGCONT)
+        try:
+            os.kill(cat, signal.SIGSTOP)  # hold the transfer ...
+            late = os.stat(f"/proc/{cat}/fd/1").st_size > size - IN_FLIGHT
+        except (ProcessLookupError, FileNotFoundError):  # cat already had it all and exited
+            late = True
+        if late:  # ... too late for the cut to lose anything: let it finish, next try
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(cat, signal.SIGCONT)
             proc.communicate(timeout=120)
             return None
         os.kill(session, signal.SIGKILL)  # ... cut the SSH session carrying it ...
