@@ -19,7 +19,7 @@ from typing import Any
 import structlog
 
 from reconciler.engine.converge import HostOutcome, Rollouts, reconcile_host
-from reconciler.engine.memory import TRIM_PERIOD_S, release_free_memory
+from reconciler.engine.memory import TRIM_PERIOD_S, pin_mmap_threshold, release_free_memory
 from reconciler.engine.queue import Backoff, WorkQueue
 from reconciler.engine.session import Connector, Session, ssh_connector
 from reconciler.errors import SpecError
@@ -208,6 +208,7 @@ class Daemon:
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
+        pin_mmap_threshold()
         self.load_specs("start")
         await self.http.start()
         for sig in (signal.SIGTERM, signal.SIGINT):
