@@ -19,7 +19,7 @@ from typing import Any
 import structlog
 
 from reconciler.engine.converge import HostOutcome, Rollouts, reconcile_host
-from reconciler.engine.memory import TRIM_PERIOD_S, pin_mmap_threshold, release_free_memory
+from reconciler.engine.memory import TRIM_PERIOD_S, pin_malloc_thresholds, release_free_memory
 from reconciler.engine.queue import Backoff, WorkQueue
 from reconciler.engine.session import Connector, Session, ssh_connector
 from reconciler.errors import SpecError
@@ -208,7 +208,7 @@ class Daemon:
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
-        pin_mmap_threshold()
+        pinned = pin_malloc_thresholds()
         self.load_specs("start")
         await self.http.start()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -221,7 +221,8 @@ class Daemon:
                       asyncio.create_task(watch_specs(self.settings.spec_dir, self._on_spec_change, self.stopping,
                                                       self.settings.debounce_ms), name="watch")]
         self.notifier.notify("READY=1", "STATUS=started")
-        log.info("daemon started", specs=str(self.settings.spec_dir), listen=f"{self.http.host}:{self.http.port}")
+        log.info("daemon started", specs=str(self.settings.spec_dir), listen=f"{self.http.host}:{self.http.port}",
+                 malloc_thresholds_pinned=pinned)
         await self.stopping.wait()
         self.notifier.notify("STOPPING=1")
         _, late = await asyncio.wait(workers, timeout=self.settings.shutdown_timeout)

@@ -40,7 +40,7 @@ def test_release_free_memory_returns_the_heaps_free_pages() -> None:
 
 PIN_PROBE = """
 import ctypes, sys
-from reconciler.engine.memory import pin_mmap_threshold
+from reconciler.engine.memory import pin_malloc_thresholds
 
 class Mallinfo2(ctypes.Structure):
     _fields_ = [(n, ctypes.c_size_t) for n in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",
@@ -48,20 +48,33 @@ class Mallinfo2(ctypes.Structure):
 libc = ctypes.CDLL(None)
 libc.mallinfo2.restype = Mallinfo2
 big = bytes(1_000_000)
-del big  # a freed mmapped chunk: glibc raises its threshold to ~1 MB (unless pinned)
+del big  # a freed mmapped chunk: glibc raises its mmap threshold to ~1 MB, its trim threshold to ~2 MB
 if sys.argv[1] == "pin":
-    assert pin_mmap_threshold()
-before = libc.mallinfo2().hblkhd
+    assert pin_malloc_thresholds()
+libc.malloc_trim(0)  # start from a heap without free space at its top
+before = libc.mallinfo2()
 buffer = bytearray(256 * 1024)  # the size of asyncio's receive buffer
-print(libc.mallinfo2().hblkhd - before)
+mapped = libc.mallinfo2().hblkhd - before.hblkhd
+del buffer
+blocks: list[bytes] = [b""] * 100  # the list's own array first, below what follows
+for i in range(100):
+    blocks[i] = bytes(4000)  # ~400 KB on the heap's top (over pymalloc's 512 B, over tcache's 1 KB)
+del blocks  # freed, top first: does the top go back to the kernel?
+print(mapped, libc.mallinfo2().arena - before.arena)
 """
+
+CLEAN_ENV = {k: v for k, v in os.environ.items() if not k.startswith(("MALLOC_", "GLIBC_TUNABLES"))}
 
 
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's")
-def test_pin_mmap_threshold_keeps_large_buffers_out_of_the_heap() -> None:
-    def mmapped_growth(mode: str) -> int:
-        return int(subprocess.run([sys.executable, "-c", PIN_PROBE, mode], capture_output=True, text=True, check=True,
-                                  cwd=REPO, env={**os.environ, "MALLOC_ARENA_MAX": "2"}).stdout)
+def test_pin_malloc_thresholds_keeps_large_buffers_off_the_heap_and_trims_its_top() -> None:
+    def run(mode: str) -> tuple[int, int]:
+        out = subprocess.run([sys.executable, "-c", PIN_PROBE, mode], capture_output=True, text=True, check=True,
+                             cwd=REPO, env={**CLEAN_ENV, "MALLOC_ARENA_MAX": "2"}).stdout
+        mapped, kept = map(int, out.split())
+        return mapped, kept
 
-    assert mmapped_growth("dynamic") == 0  # glibc's own behaviour: the 256 KiB buffer comes from the heap
-    assert mmapped_growth("pin") >= 256 * 1024  # pinned: a mapping of its own
+    dynamic, pinned = run("dynamic"), run("pin")
+    assert dynamic[0] == 0 and dynamic[1] > 300_000  # glibc's own way: the buffer on the heap, the freed top kept
+    assert pinned[0] >= 256 * 1024  # pinned: the buffer in a mapping of its own
+    assert pinned[1] < 200_000  # and the freed top trimmed back
