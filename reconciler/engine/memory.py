@@ -5,7 +5,7 @@ main heap kept growing. Two causes, two calls:
 - glibc's mmap threshold starts at 128 KiB but rises to the size of any larger mmapped chunk that is
   freed (and the trim threshold to twice that). Once it has, asyncio's 256 KiB receive buffer (one per
   socket read, then shrunk to the bytes read) is carved from the top of the heap, and every read result
-  still alive when the next read comes holds the top higher: the heap grew ~2.3 MB an hour.
+  still alive when the next read comes holds the top higher: the heap grew ~2.2 MB an hour.
   `pin_malloc_thresholds()` (mallopt, at start) fixes both at 128 KiB, glibc's own starting values, so
   such a buffer normally gets a mapping of its own (shrunk to a page while the result lives, unmapped on
   free) and free space over 128 KiB at the heap's top goes back at once.

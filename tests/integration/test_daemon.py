@@ -8,6 +8,7 @@ the hosts converged on the bundled specs.
 from __future__ import annotations
 
 import json
+import platform
 import re
 import signal
 import subprocess
@@ -40,6 +41,8 @@ class RunningDaemon:
              "--listen", "127.0.0.1:0", *args], cwd=REPO, stdout=self._log, stderr=subprocess.STDOUT, text=True)
         started = wait_for("the daemon to listen", lambda: self.event("daemon started"), timeout=30, daemon=self)
         self.base = f"http://{started['listen']}"
+        # glibc's malloc thresholds pinned at start (reconciler/engine/memory.py; RELIABILITY.md, the soak)
+        assert started["malloc_thresholds_pinned"] is (platform.libc_ver()[0] == "glibc"), started
 
     def events(self) -> list[dict[str, Any]]:
         out = []
