@@ -55,13 +55,16 @@ def installed(converged: Testbed) -> Iterator[TestHost]:
     unit_dir = host.root / "etc/systemd/system"
     shutil.copy(REPO / "deploy/systemd" / UNIT, unit_dir / UNIT)
     (unit_dir / f"{UNIT}.d").mkdir(exist_ok=True)
-    under_root = Path(sys.base_prefix).resolve().is_relative_to("/root") or REPO.is_relative_to("/root")
+    checkout = (Path(sys.base_prefix).resolve(), REPO)
+    under_root = any(p.is_relative_to("/root") for p in checkout)
+    under_tmp = any(p.is_relative_to("/tmp") or p.is_relative_to("/var/tmp") for p in checkout)  # a clone in /tmp
     (unit_dir / f"{UNIT}.d/test.conf").write_text(
         "[Service]\nExecStart=\n"
         f"ExecStart={sys.executable} -m reconciler.cli --log-format json run --specs /etc/reconciler/specs "
         "--listen 127.0.0.1:9479 --resync 5\n"
         f"WorkingDirectory={REPO}\nUser=root\nGroup=root\nWatchdogSec=4s\nRestartSec=1s\n"
-        + ("ProtectHome=read-only\n" if under_root else ""))
+        + ("ProtectHome=read-only\n" if under_root else "")
+        + ("PrivateTmp=no\n" if under_tmp else ""))  # the unit's private /tmp would hide the checkout
     host.ssh("systemctl daemon-reload")
     try:
         yield host
