@@ -24,13 +24,15 @@ POLL_INTERVAL = 0.25
 
 
 def _outside_root_fs() -> list[str]:
-    """This checkout and its Python, when they are not on the root filesystem the overlay shows.
+    """This checkout and its Python, when a host would not see them through its overlay of `/`: on another
+    filesystem, or under /tmp (systemd-nspawn mounts a fresh tmpfs there; CI may clone into /tmp).
 
     Hosts see them at the same paths, so a test can run the reconciler itself as a unit on a host.
     """
     repo = Path(__file__).resolve().parents[1]
     root_dev = os.stat("/").st_dev
-    return [str(p) for p in (repo, Path(sys.base_prefix).resolve()) if os.stat(p).st_dev != root_dev]
+    return [str(p) for p in (repo, Path(sys.base_prefix).resolve())
+            if os.stat(p).st_dev != root_dev or p.is_relative_to("/tmp")]
 
 
 class SSHCommandError(subprocess.CalledProcessError):

@@ -64,7 +64,7 @@ def installed(converged: Testbed) -> Iterator[TestHost]:
         "--listen 127.0.0.1:9479 --resync 5\n"
         f"WorkingDirectory={REPO}\nUser=root\nGroup=root\nWatchdogSec=4s\nRestartSec=1s\n"
         + ("ProtectHome=read-only\n" if under_root else "")
-        + ("PrivateTmp=no\n" if under_tmp else ""))  # the unit's private /tmp would hide the checkout
+        + ("PrivateTmp=no\nReadWritePaths=/tmp\n" if under_tmp else ""))  # a private /tmp would hide the checkout
     host.ssh("systemctl daemon-reload")
     try:
         yield host
