@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 
-class _Mallinfo2(ctypes.Structure):
+class Mallinfo2(ctypes.Structure):
     _fields_ = [(name, ctypes.c_size_t) for name in
                 ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks",
                  "keepcost")]
@@ -34,7 +34,7 @@ def _rss_kb() -> int:
 def sample() -> dict[str, float]:
     """One reading of this process's memory, in MB (py_blocks is a count)."""
     libc = ctypes.CDLL(None)
-    libc.mallinfo2.restype = _Mallinfo2
+    libc.mallinfo2.restype = Mallinfo2
     info = libc.mallinfo2()
     mb = 1024 * 1024
     return {"t": round(time.time(), 1), "rss": round(_rss_kb() / 1024, 2),

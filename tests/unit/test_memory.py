@@ -1,5 +1,5 @@
-"""glibc memory calls: release_free_memory gives back free pages in the middle of the heap; pin_mmap_threshold
-keeps large buffers out of the heap even after glibc would have raised its threshold."""
+"""glibc memory calls: release_free_memory gives back free pages in the middle of the heap; pin_malloc_thresholds
+keeps large buffers out of the heap and trims its top even after glibc would have raised its thresholds."""
 
 from __future__ import annotations
 
@@ -40,18 +40,16 @@ def test_release_free_memory_returns_the_heaps_free_pages() -> None:
 
 PIN_PROBE = """
 import ctypes, sys
-from reconciler.engine.memory import pin_malloc_thresholds
+from bench.memprobe import Mallinfo2
+from reconciler.engine.memory import pin_malloc_thresholds, release_free_memory
 
-class Mallinfo2(ctypes.Structure):
-    _fields_ = [(n, ctypes.c_size_t) for n in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",
-                                                "fsmblks", "uordblks", "fordblks", "keepcost")]
 libc = ctypes.CDLL(None)
 libc.mallinfo2.restype = Mallinfo2
 big = bytes(1_000_000)
 del big  # a freed mmapped chunk: glibc raises its mmap threshold to ~1 MB, its trim threshold to ~2 MB
 if sys.argv[1] == "pin":
     assert pin_malloc_thresholds()
-libc.malloc_trim(0)  # start from a heap without free space at its top
+release_free_memory()  # start from a heap without free space at its top
 before = libc.mallinfo2()
 buffer = bytearray(256 * 1024)  # the size of asyncio's receive buffer
 mapped = libc.mallinfo2().hblkhd - before.hblkhd
