@@ -25,11 +25,12 @@ from reconciler.engine.converge import RunResult, converge, observe_status, plan
 from reconciler.engine.session import Session, ssh_connector
 from reconciler.errors import SpecError
 from reconciler.observe.snapshot import HostSnapshot
-from reconciler.output import Style, colour_plan, render_status, status_exit_code, wants_colour
+from reconciler.output import Style, certificate_text, colour_plan, render_status, status_exit_code, wants_colour
 from reconciler.settings import DaemonSettings, default_state_dir
-from reconciler.spec.desired import DesiredState
+from reconciler.spec.desired import DesiredHost, DesiredState
 from reconciler.spec.load import load_desired
 from reconciler.status.logs import configure_logging
+from reconciler.status.report import certificate_report
 from reconciler.tuning import overlay as overlay_store
 
 
@@ -149,22 +150,21 @@ def _load(spec_dir: Path, state_dir: Path | None) -> tuple[DesiredState, str]:
                      f"{f' ({overlay.cause})' if overlay.cause else ''}; effective {desired.tuning.effective}")
 
 
-def health_table(snapshot: HostSnapshot) -> list[str]:
+def health_table(snapshot: HostSnapshot, host: DesiredHost, now: float | None = None) -> list[str]:
+    """Units, health checks and certificates; a certificate's state and days are those /status reports
+    (`status.report.certificate_report`, with the host's warnDays), in `output.certificate_text`'s words."""
     lines = []
     for unit in snapshot.units.values():
         lines.append(f"    unit  {unit.name:<32} {unit.active_state}/{unit.sub_state}, {unit.unit_file_state or '-'}")
     for check in snapshot.checks:
         lines.append(f"    check {check.name:<32} {'Healthy' if check.ok else 'Unhealthy'}  {check.detail}")
-    now = time.time()
-    for cert in snapshot.certificates.values():
-        days = cert.days_left(now)
-        state = "missing" if not cert.exists else (cert.error or ("expired" if days is not None and days <= 0 else
-                                                                  f"{days:.0f} days left"))
-        lines.append(f"    cert  {cert.path:<32} {state}{f'  ({cert.subject})' if cert.subject else ''}")
+    for path, cert in certificate_report(host, snapshot, time.time() if now is None else now).items():
+        subject = f"  ({cert['subject']})" if cert["subject"] else ""
+        lines.append(f"    cert  {path:<32} {certificate_text(cert)}{subject}")
     return lines
 
 
-def _print_result(result: RunResult, command: str) -> None:
+def _print_result(result: RunResult, command: str, desired: DesiredState) -> None:
     for outcome in result.outcomes.values():
         if command == "plan" and outcome.plan is not None:
             print(colour_plan(outcome.plan.render(), Style(wants_colour())))
@@ -175,7 +175,7 @@ def _print_result(result: RunResult, command: str) -> None:
         else:
             print(outcome.summary())
         if command in ("apply", "check") and outcome.snapshot is not None:
-            print("\n".join(health_table(outcome.snapshot)))
+            print("\n".join(health_table(outcome.snapshot, desired.hosts[outcome.host])))
         if command == "plan" and outcome.status == "failed":
             print(outcome.summary())
 
@@ -191,7 +191,7 @@ async def _run(args: argparse.Namespace, desired: DesiredState) -> int:
             result = await observe_status(desired, session, args.host)
     finally:
         await session.close()
-    _print_result(result, args.command)
+    _print_result(result, args.command, desired)
     failed = [o.host for o in result.outcomes.values() if o.status in ("failed", "unconverged")]
     if failed:
         print(f"\n{len(failed)} of {len(result.outcomes)} host(s) failed: {', '.join(failed)}", file=sys.stderr)

@@ -6,11 +6,12 @@ unset), so piped output stays plain. Called by `cli`.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, TextIO
 
 _CODES = {"red": "31", "green": "32", "yellow": "33", "cyan": "36", "bold": "1", "dim": "2"}
@@ -82,6 +83,26 @@ def _table(rows: Sequence[Sequence[str]], style: Style, colours: Sequence[str | 
 
 
 STATUS_COLOUR = {"converged": "green", "failed": "red", "unconverged": "yellow", "pending": "yellow"}
+CERT_COLOUR = {"ok": "green", "expiring": "yellow"}  # expired, missing, unreadable: red
+
+
+def _days(n: int) -> str:
+    return "less than a day" if n < 1 else ("1 day" if n == 1 else f"{n} days")
+
+
+def certificate_text(cert: Mapping[str, Any]) -> str:
+    """One certificate in words, from its `status.report.certificate_entry` (a /status entry): the same text in
+    `reconciler check`/`apply` and `reconciler status`. `ok: 365 days left (warnDays 30)`,
+    `expiring: 12 days left (warnDays 30)`, `expired: 3 days ago`, `missing`, `unreadable: <why>`.
+    Whole days are cut, not rounded: an `expiring` certificate never shows warnDays or more days left."""
+    state, days, warn = cert["state"], cert.get("days_left"), cert.get("warn_days")
+    if state in ("ok", "expiring") and days is not None:
+        return f"{state}: {_days(math.floor(days))} left" + (f" (warnDays {warn:g})" if warn is not None else "")
+    if state == "expired" and days is not None:
+        return f"expired: {_days(math.floor(-days))} ago"
+    if cert.get("error"):
+        return f"{state}: {cert['error']}"
+    return state
 
 
 def render_status(doc: dict[str, Any], source: str, style: Style, now: float | None = None) -> str:
@@ -124,10 +145,7 @@ def render_status(doc: dict[str, Any], source: str, style: Style, now: float | N
     if certs:
         out += ["", "certificates needing attention:"]
         for name, path, c in certs:
-            colour = {"ok": "green", "expiring": "yellow"}.get(c["state"], "red")
-            left = f", {c['days_left']:.0f} days left" if c.get("days_left") is not None else ""
-            detail = f" ({c['error']})" if c.get("error") else ""
-            out.append(f"  {name}  {path}  {style(c['state'], colour)}{left}{detail}")
+            out.append(f"  {name}  {path}  {style(certificate_text(c), CERT_COLOUR.get(c['state'], 'red'))}")
     tuning = doc.get("tuning") or {}
     if tuning.get("enabled"):
         eff = tuning["effective"]

@@ -133,7 +133,7 @@ async def _rollout(session: Session, desired: DesiredState, host: DesiredHost, o
             try:
                 await restart_one(session, desired, host, unit, group, applied)
             except HostError as exc:
-                outcome.status, outcome.error = "failed", str(exc)
+                outcome.status, outcome.error, outcome.ssh_error = "failed", str(exc), exc.ssh
                 log.warning("rollout stopped", host=host.name, unit=unit.name, error=str(exc))
                 return
             finally:

@@ -22,7 +22,7 @@ from reconciler.engine.converge import HostOutcome, Rollouts, reconcile_host
 from reconciler.engine.memory import TRIM_PERIOD_S, pin_malloc_thresholds, release_free_memory
 from reconciler.engine.queue import Backoff, WorkQueue
 from reconciler.engine.session import Connector, Session, ssh_connector
-from reconciler.errors import SpecError
+from reconciler.errors import SpecError, SpecIssue
 from reconciler.settings import DaemonSettings
 from reconciler.spec.desired import DesiredState
 from reconciler.spec.load import load_desired
@@ -53,6 +53,7 @@ class Daemon:
         self.spec: dict[str, Any] = {"dir": str(settings.spec_dir), "valid": False, "errors": [], "loaded_at": None,
                                      "generation": 0, "last_attempt_at": None}
         self.stopping = asyncio.Event()
+        self.crashed = False  # an internal fault stopped the daemon: exit non-zero
         self._first_pass: set[str] = set()
         self._beat = time.monotonic()
         self.tuner = Tuner(settings.state_dir, self.metrics, ssh_connector(attempts=1),
@@ -66,8 +67,13 @@ class Daemon:
         self.spec["last_attempt_at"] = time.time()
         try:
             desired = load_desired(self.settings.spec_dir, overlay=self.tuner.overlay_env(), cache=self.spec_cache)
-        except SpecError as exc:
-            self.spec.update(valid=False, errors=[str(i) for i in exc.issues])
+        except Exception as exc:  # SpecError; anything else is a loader bug, and still never stops the daemon
+            if not isinstance(exc, SpecError):
+                log.exception("spec loading crashed; keeping the last good specs", reason=reason)
+                self.spec_cache = SpecCache()  # whatever the failed load left in it is not trusted
+            issues = exc.issues if isinstance(exc, SpecError) else [
+                SpecIssue(str(self.settings.spec_dir), 0, "", f"internal error while loading: {type(exc).__name__}")]
+            self.spec.update(valid=False, errors=[str(i) for i in issues])
             self.metrics.spec_reloads.labels("error").inc()
             self.metrics.spec_valid.set(0)
             log.error("spec invalid; keeping the last good specs", reason=reason, errors=self.spec["errors"],
@@ -220,6 +226,8 @@ class Daemon:
                       asyncio.create_task(self.tuner.run(self.stopping), name="tuner"),
                       asyncio.create_task(watch_specs(self.settings.spec_dir, self._on_spec_change, self.stopping,
                                                       self.settings.debounce_ms), name="watch")]
+        for task in background:
+            task.add_done_callback(self._background_ended)
         self.notifier.notify("READY=1", "STATUS=started")
         log.info("daemon started", specs=str(self.settings.spec_dir), listen=f"{self.http.host}:{self.http.port}",
                  malloc_thresholds_pinned=pinned)
@@ -235,8 +243,19 @@ class Daemon:
             loop.remove_signal_handler(sig)
         await self.http.stop()
         await self.session.close()
-        log.info("daemon stopped")
-        return 0
+        log.info("daemon stopped", exit_code=1 if self.crashed else 0)
+        return 1 if self.crashed else 0
+
+    def _background_ended(self, task: asyncio.Task[None]) -> None:
+        """The watcher, resync, heartbeat and tuner run until stopped; one ending before is an internal fault:
+        stop, and exit non-zero so that systemd (Restart=on-failure) starts a fresh daemon."""
+        if self.stopping.is_set():
+            return
+        error = None if task.cancelled() else task.exception()
+        log.error("internal fault: a background task ended; stopping to be restarted", task=task.get_name(),
+                  error=repr(error) if error else "returned")
+        self.crashed = True
+        self.stop()
 
     # -- HTTP ----------------------------------------------------------------------------------
     @property

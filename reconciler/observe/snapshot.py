@@ -59,6 +59,7 @@ class CertFact:
         return None if self.not_after is None else (self.not_after - now) / 86400
 
     def state(self, now: float, warn_days: float) -> str:
+        """The one definition of a certificate's state; every view gets it through `status.report.certificate_entry`."""
         if not self.exists:
             return "missing"
         left = self.days_left(now)

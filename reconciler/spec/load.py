@@ -17,6 +17,8 @@ from pydantic import ValidationError
 from reconciler.errors import SpecError, SpecIssue
 from reconciler.spec.cache import SpecCache
 from reconciler.spec.desired import DesiredState
+from reconciler.spec.limits import (MAX_SPEC_BYTES, MAX_SPEC_FILE_BYTES, MAX_SPEC_FILES, MAX_YAML_DEPTH,
+                                    MAX_YAML_NODES)
 from reconciler.spec.model import API_VERSION, SPEC_MODELS, Document, Metadata
 
 # libyaml's parser when PyYAML was built with it (the wheels are): ~4x faster than the pure-Python one,
@@ -32,26 +34,81 @@ def spec_files(directory: Path) -> list[Path]:
     return sorted(p for p in directory.rglob("*") if p.suffix in (".yaml", ".yml") and p.is_file())
 
 
-def _to_python(node: yaml.Node, loc: Loc, lines: dict[Loc, int], issues: list[SpecIssue], file: str,
-               loader: yaml.SafeLoader) -> Any:
-    lines.setdefault(loc, node.start_mark.line + 1)
-    if isinstance(node, yaml.MappingNode):
-        out: dict[Any, Any] = {}
-        for key_node, value_node in node.value:
-            key = loader.construct_object(key_node, deep=True)
-            if not isinstance(key, (str, int, float, bool)):
-                issues.append(SpecIssue(file, key_node.start_mark.line + 1, _dotted(loc), "mapping keys must be scalars"))
-                continue
-            key = str(key) if not isinstance(key, str) else key
-            if key in out:
-                issues.append(SpecIssue(file, key_node.start_mark.line + 1, _dotted(loc + (key,)), "duplicate key"))
-                continue
-            lines[loc + (key,)] = key_node.start_mark.line + 1
-            out[key] = _to_python(value_node, loc + (key,), lines, issues, file, loader)
-        return out
-    if isinstance(node, yaml.SequenceNode):
-        return [_to_python(item, loc + (i,), lines, issues, file, loader) for i, item in enumerate(node.value)]
-    return loader.construct_object(node, deep=True)
+def _read(path: Path, display: str, budget: int) -> tuple[str | None, SpecIssue | None]:
+    """A spec file's text, read no further than the limits allow (a 10 GB file costs nothing)."""
+    try:
+        with path.open("rb") as f:
+            data = f.read(min(MAX_SPEC_FILE_BYTES, budget) + 1)
+    except OSError as exc:
+        return None, SpecIssue(display, 0, "", f"cannot read: {exc.strerror or type(exc).__name__}")
+    if len(data) > MAX_SPEC_FILE_BYTES:
+        return None, SpecIssue(display, 0, "", f"larger than {MAX_SPEC_FILE_BYTES} bytes (limit MAX_SPEC_FILE_BYTES)")
+    if len(data) > budget:
+        return None, SpecIssue(display, 0, "", f"the spec files together are larger than {MAX_SPEC_BYTES} bytes "
+                                               "(limit MAX_SPEC_BYTES)")
+    try:
+        return data.decode("utf-8"), None
+    except UnicodeDecodeError as exc:
+        line = data[:exc.start].count(b"\n") + 1
+        return None, SpecIssue(display, line, "", f"not UTF-8 text (byte {exc.start})")
+
+
+class _TooBig(Exception):
+    """A document went past one of the YAML limits; carries the line where it happened."""
+
+    def __init__(self, line: int, message: str):
+        super().__init__(message)
+        self.line = line
+
+
+class _Builder:
+    """YAML nodes -> Python values with the line of every field, counting values as aliases expand them.
+
+    One per load, so MAX_YAML_NODES bounds the whole directory; scalars are built by YAML's safe rules with a
+    constructor that lives for one document only (a shared SafeLoader keeps every node it ever built in
+    `constructed_objects`, with the file text behind them: the daemon leaked ~300 KB per edit that way).
+    """
+
+    def __init__(self) -> None:
+        self.nodes = 0
+
+    def document(self, node: yaml.Node, lines: dict[Loc, int], issues: list[SpecIssue], file: str) -> Any:
+        self.lines, self.issues, self.file = lines, issues, file
+        self.loader = yaml.SafeLoader("")
+        return self._value(node, (), 0)
+
+    def _value(self, node: yaml.Node, loc: Loc, depth: int) -> Any:
+        self.nodes += 1
+        if self.nodes > MAX_YAML_NODES:
+            raise _TooBig(node.start_mark.line + 1, f"more than {MAX_YAML_NODES} YAML values in the spec directory "
+                                                    "(aliases count each time they are used; limit MAX_YAML_NODES)")
+        if depth > MAX_YAML_DEPTH:
+            raise _TooBig(node.start_mark.line + 1, f"lists and maps nested deeper than {MAX_YAML_DEPTH} levels "
+                                                    "(limit MAX_YAML_DEPTH)")
+        self.lines.setdefault(loc, node.start_mark.line + 1)
+        if isinstance(node, yaml.MappingNode):
+            out: dict[Any, Any] = {}
+            for key_node, value_node in node.value:
+                if not isinstance(key_node, yaml.ScalarNode):
+                    self.issues.append(SpecIssue(self.file, key_node.start_mark.line + 1, _dotted(loc),
+                                                 "mapping keys must be scalars"))
+                    continue
+                key = self.loader.construct_object(key_node, deep=True)
+                if not isinstance(key, (str, int, float, bool)):
+                    self.issues.append(SpecIssue(self.file, key_node.start_mark.line + 1, _dotted(loc),
+                                                 "mapping keys must be scalars"))
+                    continue
+                key = str(key) if not isinstance(key, str) else key
+                if key in out:
+                    self.issues.append(SpecIssue(self.file, key_node.start_mark.line + 1, _dotted(loc + (key,)),
+                                                 "duplicate key"))
+                    continue
+                self.lines[loc + (key,)] = key_node.start_mark.line + 1
+                out[key] = self._value(value_node, loc + (key,), depth + 1)
+            return out
+        if isinstance(node, yaml.SequenceNode):
+            return [self._value(item, loc + (i,), depth + 1) for i, item in enumerate(node.value)]
+        return self.loader.construct_object(node, deep=True)
 
 
 def _dotted(loc: Loc) -> str:
@@ -61,8 +118,20 @@ def _dotted(loc: Loc) -> str:
     return out
 
 
-def parse_documents(text: str, display: str) -> tuple[list[Document], list[SpecIssue]]:
-    """Parse one YAML file's text into documents (envelope and spec validated)."""
+def parse_documents(text: str, display: str, builder: _Builder | None = None) -> tuple[list[Document], list[SpecIssue]]:
+    """Parse one YAML file's text into documents (envelope and spec validated). Never raises: whatever goes
+    wrong, however hostile the text, is a located issue."""
+    try:
+        return _parse_documents(text, display, builder or _Builder())
+    except _TooBig as exc:
+        return [], [SpecIssue(display, exc.line, "", str(exc))]
+    except (RecursionError, MemoryError) as exc:
+        return [], [SpecIssue(display, 0, "", f"too large or too deeply nested to read ({type(exc).__name__})")]
+    except Exception as exc:  # a parser bug must not stop the daemon: the file is reported, never trusted
+        return [], [SpecIssue(display, 0, "", f"cannot read: {type(exc).__name__}")]
+
+
+def _parse_documents(text: str, display: str, builder: _Builder) -> tuple[list[Document], list[SpecIssue]]:
     issues: list[SpecIssue] = []
     docs: list[Document] = []
     try:
@@ -70,19 +139,15 @@ def parse_documents(text: str, display: str) -> tuple[list[Document], list[SpecI
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else 0
-        return [], [SpecIssue(display, line, "", f"YAML syntax error: {exc.problem or exc}")]
+        return [], [SpecIssue(display, line, "", f"YAML syntax error: {exc.problem or type(exc).__name__}")]
     except yaml.YAMLError as exc:
-        return [], [SpecIssue(display, 0, "", f"cannot read: {exc}")]
+        return [], [SpecIssue(display, 0, "", f"cannot read: {type(exc).__name__}")]
     for node in nodes:
         if node is None:
             continue
         lines: dict[Loc, int] = {}
-        # Scalars are built by YAML's safe rules with a constructor that lives for this document only: a
-        # shared SafeLoader keeps every node it ever built in `constructed_objects`, with the file text
-        # behind them (the daemon reloading specs leaked ~300 KB per edit that way).
-        loader = yaml.SafeLoader("")
         try:
-            raw = _to_python(node, (), lines, issues, display, loader)
+            raw = builder.document(node, lines, issues, display)
         except yaml.YAMLError as exc:  # e.g. a bare "=" resolves to a tag the safe loader cannot build
             mark = getattr(exc, "problem_mark", None) or node.start_mark
             issues.append(SpecIssue(display, mark.line + 1, "", f"YAML value not allowed: {getattr(exc, 'problem', exc)}"))
@@ -153,22 +218,41 @@ def _is_union_tag(part: str | int) -> bool:
 def load_documents(directory: Path, cache: SpecCache | None = None) -> list[Document]:
     """All documents in the directory; raises SpecError listing every problem.
 
-    With a cache, a file whose text is unchanged since the last load is not parsed again.
+    With a cache, a file whose text is unchanged since the last load is not parsed again (its values still
+    count towards MAX_YAML_NODES).
     """
     issues: list[SpecIssue] = []
     docs: list[Document] = []
     base = directory.parent
     parsed: dict[str, tuple[str, Any]] = {}
-    for path in spec_files(directory):
+    files = spec_files(directory)
+    if len(files) > MAX_SPEC_FILES:
+        raise SpecError([SpecIssue(str(directory), 0, "", f"more than {MAX_SPEC_FILES} spec files "
+                                                          "(limit MAX_SPEC_FILES)")])
+    budget = MAX_SPEC_BYTES
+    builder = _Builder()
+    for path in files:
         display = str(path.relative_to(base)) if path.is_relative_to(base) else str(path)
-        try:
-            text = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            issues.append(SpecIssue(display, 0, "", f"cannot read: {exc}"))
+        text, problem = _read(path, display, budget)
+        if text is None:
+            issues.append(problem)  # type: ignore[arg-type]
             continue
+        budget -= len(text.encode())
+        if builder.nodes > MAX_YAML_NODES:
+            continue  # the directory is past the limit: reported once, at the file that crossed it
         known = cache.parsed.get(display) if cache else None
-        found, problems = known[1] if known and known[0] == text else parse_documents(text, display)
-        parsed[display] = (text, (found, problems))
+        if known and known[0] == text:
+            found, problems, nodes = known[1]
+            builder.nodes += nodes
+            if builder.nodes > MAX_YAML_NODES:
+                found, problems = [], [SpecIssue(display, 0, "", f"more than {MAX_YAML_NODES} YAML values in the "
+                                                                 "spec directory (limit MAX_YAML_NODES)")]
+        else:
+            before = builder.nodes
+            found, problems = parse_documents(text, display, builder)
+            nodes = builder.nodes - before
+        if builder.nodes <= MAX_YAML_NODES:  # a file's result depends on the others only past the limit
+            parsed[display] = (text, (found, problems, nodes))
         docs.extend(found)
         issues.extend(problems)
     if cache is not None:

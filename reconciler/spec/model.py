@@ -13,29 +13,36 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
 
+from reconciler.spec.limits import NAME_MAX, PATH_MAX
+
 API_VERSION = "reconciler/v1"
 
 NAME_RE = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
-ENV_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+ENV_KEY_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")  # fullmatch: "FOO\n" is not a name
 # Path characters we accept on a host: no whitespace, quotes, globs or control characters.
-PATH_RE = re.compile(r"^/[A-Za-z0-9._@+=,:/-]*$")
+PATH_RE = re.compile(r"/[A-Za-z0-9._@+=,:/-]*")  # fullmatch
 
 
 def _normalised_absolute(path: str) -> str:
     if not path.startswith("/"):
-        raise ValueError(f"path {path!r} must be absolute")
-    if not PATH_RE.match(path):
-        raise ValueError(f"path {path!r} has characters outside [A-Za-z0-9._@+=,:/-]")
-    if path == "/" or posixpath.normpath(path) != path or "/../" in path + "/" or "/./" in path + "/":
-        raise ValueError(f"path {path!r} is not normalised (expected {posixpath.normpath(path)!r})")
+        raise ValueError(f"path {path[:100]!r} must be absolute")
+    if len(path.encode()) >= PATH_MAX:
+        raise ValueError(f"path is {len(path.encode())} bytes long; Linux allows {PATH_MAX - 1} (PATH_MAX)")
+    if not PATH_RE.fullmatch(path):
+        raise ValueError(f"path {path[:100]!r} has characters outside [A-Za-z0-9._@+=,:/-]")
+    expected = "/" + posixpath.normpath(path).lstrip("/")  # POSIX keeps a leading "//" as is; we do not
+    if path == "/" or path != expected:
+        raise ValueError(f"path {path[:100]!r} is not normalised (expected {expected[:100]!r})")
+    long = next((part for part in path.split("/") if len(part.encode()) > NAME_MAX), None)
+    if long is not None:
+        raise ValueError(f"path component {long[:40]!r}... is {len(long.encode())} bytes long; Linux allows "
+                         f"{NAME_MAX} (NAME_MAX)")
     return path
 
 
 def _octal_mode(mode: str) -> str:
     if not re.fullmatch(r"0?[0-7]{3,4}", mode):
-        raise ValueError(f"mode {mode!r} must be an octal string such as '0644'")
-    if int(mode, 8) > 0o7777:
-        raise ValueError(f"mode {mode!r} is out of range")
+        raise ValueError(f"mode {mode[:20]!r} must be an octal string such as '0644'")
     return mode
 
 
@@ -85,6 +92,7 @@ class FileSpec(Strict):
     owner: Account = "root"
     group: Account = "root"
     sensitive: bool = False
+    special_bits: bool = False  # the mode may set setuid, setgid or sticky
 
     @property
     def effective_mode(self) -> str:
@@ -92,13 +100,16 @@ class FileSpec(Strict):
 
     @model_validator(mode="after")
     def _one_source(self) -> FileSpec:
-        if self.sensitive and int(self.effective_mode, 8) & 0o077:
+        mode = int(self.effective_mode, 8)
+        if mode & 0o7000 and not self.special_bits:
+            raise ValueError(f"mode {self.mode} sets setuid, setgid or sticky bits; say so with 'specialBits: true'")
+        if self.sensitive and mode & 0o077:
             raise ValueError(f"a sensitive file must be readable by its owner only (mode 0600 or 0400), not {self.mode}")
         if (self.content is None) == (self.env is None):
             raise ValueError("exactly one of 'content' or 'env' must be given")
         for key in self.env or {}:
-            if not ENV_KEY_RE.match(key):
-                raise ValueError(f"env key {key!r} is not a valid variable name")
+            if not ENV_KEY_RE.fullmatch(key):
+                raise ValueError(f"env key {key[:100]!r} is not a valid variable name ([A-Za-z_][A-Za-z0-9_]*)")
         return self
 
 

@@ -8,19 +8,24 @@ variable is an error naming the host, never an empty string). Called by `spec.lo
 from __future__ import annotations
 
 import os
+import posixpath
 import re
+import time
 from collections.abc import Mapping
 from pathlib import Path
+from urllib.parse import urlsplit
 from typing import Any
 
 import jinja2
-from jinja2.sandbox import SandboxedEnvironment
+from jinja2.exceptions import SecurityError
 
 from reconciler.errors import SpecError, SpecIssue
 from reconciler.spec.cache import SpecCache
 from reconciler.spec.desired import (DesiredCert, DesiredCheck, DesiredFile, DesiredHost, DesiredState, DesiredTuning, DesiredUnit,
                                      Target)
+from reconciler.spec.limits import MAX_RENDER_TOTAL_SECONDS, MAX_RENDERED_TOTAL_BYTES, UNIT_NAME_MAX
 from reconciler.spec.model import CertificateSpec, Document, EtcdTuningSpec, FileSpec, HealthCheckSpec, HostSelector, HostSpec, UnitSpec
+from reconciler.spec.sandbox import BoundedEnvironment, RenderLimitError
 from reconciler.tuning.overlay import ELECTION_KEY, HEARTBEAT_KEY
 from reconciler.tuning.policy import TuningPolicy
 
@@ -48,11 +53,17 @@ def selects(selector: HostSelector, labels: Mapping[str, str]) -> bool:
 
 
 class _Renderer:
+    """Renders templates per host within the limits: each rendering is bounded (spec.sandbox), all of one load
+    together too, and a template that failed for one host is not tried again for the others."""
+
     def __init__(self, hosts: list[Document], cache: SpecCache | None = None):
-        self.env = SandboxedEnvironment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False)
+        self.env = BoundedEnvironment()
         self.hosts = [self._host_context(h) for h in hosts]
         self.by_name = {h["name"]: h for h in self.hosts}
         self._templates: dict[str, jinja2.Template] = {}
+        self.failed: dict[str, str] = {}  # template text -> why it failed (reported once, for the first host)
+        self.total_bytes = 0
+        self.deadline = time.monotonic() + MAX_RENDER_TOTAL_SECONDS
         self.cache = cache or SpecCache()
         self.cache.begin_render(repr(self.hosts))
 
@@ -63,18 +74,36 @@ class _Renderer:
                 "labels": dict(doc.metadata.labels), "vars": dict(spec.vars)}
 
     def render(self, text: str, host: Document) -> str:
+        """The text rendered for the host; raises RenderLimitError, a Jinja error, or whatever the template raised."""
         if "{" not in text:  # no Jinja syntax possible ({{ }}, {% %}, {# #}): the text is its own rendering
-            return text
+            return _utf8(text)
         key = (text, host.metadata.name)
         rendered = self.cache.rendering(key)
         if rendered is None:
+            if time.monotonic() > self.deadline:
+                raise RenderLimitError(f"rendering every template took longer than {MAX_RENDER_TOTAL_SECONDS:g} s "
+                                       "in total (limit MAX_RENDER_TOTAL_SECONDS)")
             template = self._templates.get(text)
             if template is None:
-                template = self._templates[text] = self.env.from_string(text)
+                template = self._templates[text] = self.env.bounded_template(text)
             me = self.by_name[host.metadata.name]
-            rendered = template.render(host=me, hosts=self.hosts, vars=me["vars"])
+            rendered = _utf8(self.env.render(template, host=me, hosts=self.hosts, vars=me["vars"]))
+        self.total_bytes += len(rendered)
+        if self.total_bytes > MAX_RENDERED_TOTAL_BYTES:
+            raise RenderLimitError(f"the renderings of all documents for all hosts exceed {MAX_RENDERED_TOTAL_BYTES} "
+                                   "bytes together (limit MAX_RENDERED_TOTAL_BYTES)")
         self.cache.keep(key, rendered)
         return rendered
+
+
+def _utf8(text: str) -> str:
+    """`text` if it can be written as UTF-8 (a YAML escape or a template can make a lone surrogate, which cannot)."""
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise ValueError(f"not writable as UTF-8: a lone surrogate at character {exc.start}") from None
+    return text
 
 
 def build_desired(docs: list[Document], spec_dir: Path, overlay: Mapping[str, int] | None = None,
@@ -153,9 +182,27 @@ def _check_hosts(hosts: list[Document], issues: list[SpecIssue]) -> None:
         seen[key] = doc
 
 
+# Where systemd loads system units from (systemd.unit(5)); Debian's /lib is /usr/lib on merged-/usr systems.
+UNIT_DIRS = ("/etc/systemd/system", "/run/systemd/system", "/usr/local/lib/systemd/system", "/usr/lib/systemd/system",
+             "/lib/systemd/system")
+
+
+def _check_units(doc: Document, issues: list[SpecIssue]) -> None:
+    spec: UnitSpec = doc.spec
+    name = unit_name(doc.metadata.name)
+    if len(name) > UNIT_NAME_MAX:
+        issues.append(SpecIssue(doc.file, doc.line_of("metadata", "name"), "metadata.name",
+                                f"unit name {name[:40]!r}... is {len(name)} characters; systemd allows {UNIT_NAME_MAX}"))
+    if spec.path is not None and (posixpath.dirname(spec.path) not in UNIT_DIRS or posixpath.basename(spec.path) != name):
+        issues.append(SpecIssue(doc.file, doc.line_of("spec", "path"), "spec.path",
+                                f"a unit file lives in a systemd unit directory under its own name, e.g. "
+                                f"/etc/systemd/system/{name[:60]} (directories: {', '.join(UNIT_DIRS)})"))
+
+
 def _check_references(by_kind: dict[str, dict[str, Document]], issues: list[SpecIssue]) -> None:
     for doc in by_kind["Unit"].values():
         spec: UnitSpec = doc.spec
+        _check_units(doc, issues)
         for i, name in enumerate(spec.restart_on):
             if name not in by_kind["File"]:
                 issues.append(SpecIssue(doc.file, doc.line_of("spec", "restartOn", i), f"spec.restartOn[{i}]",
@@ -183,14 +230,19 @@ def _render_host(host: Document, by_kind: dict[str, dict[str, Document]], render
                     unsafe_skip_host_key_verification=hs.unsafe_skip_host_key_verification)
 
     def render(text: str, doc: Document, *loc: str) -> str:
+        if text in renderer.failed:  # reported for the first host it failed on; not worth trying again
+            return ""
         try:
             return renderer.render(text, host)
         except jinja2.TemplateSyntaxError as exc:
             line = doc.line_of(*loc) + (exc.lineno if doc.line_of(*loc) != doc.line else 0)
-            issues.append(SpecIssue(doc.file, line, ".".join(loc), f"template syntax error: {exc.message}"))
-        except (jinja2.UndefinedError, jinja2.TemplateError, TypeError, ValueError) as exc:
-            issues.append(SpecIssue(doc.file, doc.line_of(*loc), ".".join(loc),
-                                    f"rendering for host {name!r}: {exc}"))
+            renderer.failed[text] = f"template syntax error: {exc.message}"
+            issues.append(SpecIssue(doc.file, line, ".".join(loc), renderer.failed[text]))
+        except Exception as exc:  # whatever a template raises is the template's error, located, never a crash
+            why = _render_failure(exc, sensitive=doc.kind == "File" and doc.spec.sensitive)
+            issues.append(SpecIssue(doc.file, doc.line_of(*loc), ".".join(loc), f"rendering for host {name!r}: {why}"))
+            if isinstance(exc, (RenderLimitError, RecursionError, MemoryError)):  # costly: once is enough
+                renderer.failed[text] = why
         return ""
 
     files: dict[str, DesiredFile] = {}
@@ -233,15 +285,18 @@ def _render_host(host: Document, by_kind: dict[str, dict[str, Document]], render
             continue
         if cs.http is not None:
             url = render(cs.http.url, doc, "spec", "http", "url")
-            if url and not re.fullmatch(r"https?://[^\s'\"]+", url):
+            if url and not _is_url(url):
                 issues.append(SpecIssue(doc.file, doc.line_of("spec", "http", "url"), "spec.http.url",
-                                        f"rendered for host {name!r} to {url!r}, not an http(s) URL"))
+                                        f"rendered for host {name!r} to {url[:200]!r}, not an http(s) URL"))
             checks.append(DesiredCheck(doc.metadata.name, cs.timeout_seconds, url=url,
                                        ca_file=cs.http.ca_file, cert_file=cs.http.cert_file, key_file=cs.http.key_file,
                                        expect_status=cs.http.expect_status))
         elif cs.tcp is not None:
-            checks.append(DesiredCheck(doc.metadata.name, cs.timeout_seconds,
-                                       tcp_host=render(cs.tcp.host, doc, "spec", "tcp", "host"), tcp_port=cs.tcp.port))
+            tcp_host = render(cs.tcp.host, doc, "spec", "tcp", "host")
+            if tcp_host and not _HOSTNAME.fullmatch(tcp_host):
+                issues.append(SpecIssue(doc.file, doc.line_of("spec", "tcp", "host"), "spec.tcp.host",
+                                        f"rendered for host {name!r} to {tcp_host[:100]!r}, not a host name or address"))
+            checks.append(DesiredCheck(doc.metadata.name, cs.timeout_seconds, tcp_host=tcp_host, tcp_port=cs.tcp.port))
 
     units: list[DesiredUnit] = []
     for doc in by_kind["Unit"].values():
@@ -267,6 +322,36 @@ def _render_host(host: Document, by_kind: dict[str, dict[str, Document]], render
                 certificates.setdefault(path, DesiredCert(path, cert.warn_days, f"Certificate/{doc.metadata.name}"))
     return DesiredHost(target=target, files=files, units=tuple(units), checks=tuple(checks),
                        certificates=tuple(certificates.values()))
+
+
+_HOSTNAME = re.compile(r"[A-Za-z0-9.:-]{1,253}|\[[0-9A-Fa-f:.]{2,45}\]")
+_URL_CHARS = re.compile(r"https?://[A-Za-z0-9._~:/?#@!$&()*+,;=%\[\]-]+")  # RFC 3986's, nothing else
+
+
+def _is_url(url: str) -> bool:
+    """An http(s) URL with a host, at most 2048 characters, made of the characters URLs are made of."""
+    if len(url) > 2048 or not _URL_CHARS.fullmatch(url):
+        return False
+    try:
+        parts = urlsplit(url)
+        _ = parts.port  # raises on a port that is not a number in range
+        return bool(parts.hostname)
+    except ValueError:  # e.g. a port that is not a number
+        return False
+
+
+def _render_failure(exc: Exception, *, sensitive: bool) -> str:
+    """What to say about a failed rendering: the limit or Jinja's message; only the kind of error for a sensitive
+    file (a message such as "invalid literal for int(): 's3cret'" would carry its content)."""
+    if isinstance(exc, (RenderLimitError, jinja2.UndefinedError, SecurityError)):
+        return str(exc)
+    if isinstance(exc, RecursionError):
+        return "recursion too deep"
+    if isinstance(exc, MemoryError):
+        return "out of memory"
+    if sensitive:
+        return f"{type(exc).__name__} (details withheld: the file is sensitive)"
+    return f"{type(exc).__name__}: {str(exc)[:200]}"
 
 
 def _env_text(value: str | int | float | bool) -> str:

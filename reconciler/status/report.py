@@ -6,11 +6,12 @@ contents or diffs); `status_document` assembles the whole report. Written by the
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from reconciler.engine.converge import HostOutcome
-from reconciler.observe.snapshot import HostSnapshot
+from reconciler.observe.snapshot import CertFact, HostSnapshot
 from reconciler.spec.desired import DesiredHost
 
 
@@ -54,8 +55,19 @@ class HostRecord:
             self.components = {c.name: {"healthy": c.ok, "detail": c.detail} for c in outcome.snapshot.checks}
 
 
+def certificate_entry(fact: CertFact, warn_days: float, now: float, source: str = "") -> dict[str, Any]:
+    """One certificate as every view shows it (/status, `reconciler status`, `check` and `apply`, via
+    `output.certificate_text`): state (`CertFact.state`: ok, expiring, expired, missing, unreadable), days left,
+    end date, subject. Days left are cut (not rounded) to 0.1 day, so the whole days shown never round up
+    past `warnDays`: 29.96 days left is `expiring` and shows 29 days, never 30."""
+    days = fact.days_left(now)
+    return {"state": fact.state(now, warn_days), "days_left": None if days is None else math.floor(days * 10) / 10,
+            "not_after": fact.not_after, "subject": fact.subject, "error": fact.error,
+            "warn_days": warn_days, "source": source}
+
+
 def certificate_report(host: DesiredHost, snapshot: HostSnapshot | None, now: float) -> dict[str, dict[str, Any]]:
-    """Per declared certificate: state (ok, expiring, expired, missing, unreadable), days left, end date, subject."""
+    """Per declared certificate that was observed, in the spec's order: `certificate_entry`."""
     if snapshot is None or not snapshot.certificates:
         return {}
     report: dict[str, dict[str, Any]] = {}
@@ -63,10 +75,7 @@ def certificate_report(host: DesiredHost, snapshot: HostSnapshot | None, now: fl
         fact = snapshot.certificates.get(cert.path)
         if fact is None:
             continue
-        days = fact.days_left(now)
-        report[cert.path] = {"state": fact.state(now, cert.warn_days), "days_left": None if days is None else round(days, 1),
-                             "not_after": fact.not_after, "subject": fact.subject, "error": fact.error,
-                             "warn_days": cert.warn_days, "source": cert.source}
+        report[cert.path] = certificate_entry(fact, cert.warn_days, now, cert.source)
     return report
 
 
