@@ -83,10 +83,12 @@ class SimHost:
                 if f is None:
                     out.append("@@MISSING")
                 else:
-                    out.append(f"{f.mode:o} {f.owner} {f.group} {f.mtime:.9f}")
-                    if f.content:
+                    out.append(f"{f.mode:o} {f.owner} {f.group} {f.mtime:.9f} {len(f.content)}")
+                    if len(f.content) > int(args[i + 2]):
+                        out.append("@@BIG")
+                    elif f.content:
                         out.append(_b64(f.content))
-                i += 2
+                i += 3
             elif tag == "U":
                 units.append(args[i + 1])
                 i += 2

@@ -25,29 +25,39 @@ BACKUPS_KEPT = 5
 
 # $1 path, $2 mode, $3 owner, $4 group, $5 backup dir, $6 stamp, $7 backups kept, $8 sha256 of the content;
 # content on stdin. A cut connection ends stdin early: the checksum catches it and nothing is installed.
+# No link is ever followed: the temp file gets a fresh random name and is created exclusively (dd conv=excl:
+# O_CREAT|O_EXCL, which fails on any name planted there, a symlink included), owner-only until its mode is set;
+# chown -h; only a regular file is backed up (cp -P); rename replaces whatever is at the path, a symlink
+# itself rather than its target, and refuses a directory (mv -T).
 # Backups of /etc/x/y go to <backup dir>/etc/x/y/<stamp>, the newest $7 kept.
 WRITE_SCRIPT = r"""
 set -eu
+umask 077
 path=$1; dir=$(dirname -- "$path"); base=$(basename -- "$path")
 mkdir -p -- "$dir"
-tmp=$(mktemp -- "$dir/.$base.reconciler.XXXXXX")
+if [ -d "$path" ] && [ ! -L "$path" ]; then echo "$path is a directory; reconciler does not replace directories" >&2; exit 4; fi
+tmp=$(mktemp -u -- "$dir/.$base.reconciler.XXXXXXXXXX")
 trap 'rm -f -- "$tmp"' EXIT
-cat > "$tmp"
+dd of="$tmp" conv=excl oflag=nofollow bs=1M status=none
 sum=$(sha256sum -- "$tmp"); sum=${sum%% *}
 if [ "$sum" != "$8" ]; then echo "content arrived incomplete (sha256 $sum, expected $8); nothing installed" >&2; exit 3; fi
-chown -- "$3:$4" "$tmp"
+chown -h -- "$3:$4" "$tmp"
 chmod -- "$2" "$tmp"
 sync -- "$tmp"
-if [ -e "$path" ]; then
+if [ -f "$path" ] && [ ! -L "$path" ]; then
   bdir="$5$path"
   mkdir -p -m 0700 -- "$5"; mkdir -p -- "$bdir"
-  cp -p -- "$path" "$bdir/$6"
+  cp -p -P -- "$path" "$bdir/$6"
   ls -1t -- "$bdir" | tail -n +$(($7 + 1)) | while IFS= read -r old; do rm -f -- "$bdir/$old"; done
 fi
-mv -f -- "$tmp" "$path"
+mv -f -T -- "$tmp" "$path"
 trap - EXIT
 sync -- "$dir"
 """
+
+# Mode and owner of a file whose content is right; never through a symlink (the plan rewrites those).
+ATTRS_SCRIPT = 'if [ -L "$3" ] || [ ! -f "$3" ]; then echo "$3 is not a regular file" >&2; exit 4; fi; ' \
+               'chown -h -- "$1" "$3" && chmod -- "$2" "$3"'
 
 
 RESTARTS = (Kind.START, Kind.RESTART, Kind.STOP)
@@ -80,7 +90,7 @@ def action_argv(action: Action, desired: DesiredHost, stamp: str) -> tuple[list[
                  BACKUP_DIR, stamp, str(BACKUPS_KEPT), hashlib.sha256(f.content).hexdigest()], f.content)
     if action.kind is Kind.ATTRS:
         f = desired.files[action.target]
-        return (["sh", "-c", 'chown -- "$1" "$3" && chmod -- "$2" "$3"', "reconciler-attrs",
+        return (["sh", "-c", ATTRS_SCRIPT, "reconciler-attrs",
                  f"{f.owner}:{f.group}", f"{f.mode:04o}", f.path], None)
     if action.kind is Kind.DAEMON_RELOAD:
         return (["systemctl", "daemon-reload"], None)

@@ -150,7 +150,7 @@ class Daemon:
     def _record_etcd_values(self, desired: DesiredState, outcome: HostOutcome) -> None:
         tuning, snapshot = desired.tuning, outcome.snapshot
         fact = snapshot.files.get(tuning.path) if tuning and snapshot else None
-        if fact is None or not fact.exists:
+        if fact is None or not fact.complete:
             return
         env = parse_env(fact.content)
         self.metrics.record_etcd_values(outcome.host, env.get(HEARTBEAT_KEY), env.get(ELECTION_KEY))

@@ -8,7 +8,7 @@ constant bash script whose inputs are positional arguments (never spliced into t
 from __future__ import annotations
 
 import base64
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import datetime, timezone
 
 from reconciler.errors import TransientHostError
@@ -19,8 +19,11 @@ from reconciler.transport.base import Connection
 UNIT_PROPERTIES = ("Id", "LoadState", "ActiveState", "SubState", "UnitFileState", "ActiveEnterTimestamp",
                    "MainPID", "NeedDaemonReload", "FragmentPath")
 
-# Inputs arrive as "$@" in groups: F <path> | U <unit> | H <name> <timeout> <url> <ca> <cert> <key> |
+# Inputs arrive as "$@" in groups: F <path> <max bytes> | U <unit> | H <name> <timeout> <url> <ca> <cert> <key> |
 # T <name> <timeout> <host> <port> | C <path> (a certificate: its end date and subject)
+# A managed path is never followed if it is a symlink: its target is reported (base64), not read; any other
+# non-regular file (directory, fifo, socket, device) is reported by its type. A regular file is read with
+# O_NOFOLLOW (dd iflag=nofollow), and only when it is not larger than the limit given for it.
 OBSERVE_SCRIPT = r"""
 export LC_ALL=C
 units=()
@@ -28,22 +31,30 @@ while [ $# -gt 0 ]; do
   case "$1" in
   F)
     printf '@@F %s\n' "$2"
-    if [ -f "$2" ]; then
-      stat -c '%a %U %G %.9Y' -- "$2" && base64 < "$2" || echo '@@ERR unreadable'
+    if [ -L "$2" ]; then
+      printf '@@LINK %s\n' "$(readlink -n -- "$2" | base64 -w0)"
+    elif [ -f "$2" ]; then
+      if ! meta=$(stat -c '%a %U %G %.9Y %s' -- "$2"); then echo '@@ERR unreadable'
+      elif [ "${meta##* }" -gt "$3" ]; then printf '%s\n@@BIG\n' "$meta"
+      else printf '%s\n' "$meta"; dd if="$2" iflag=nofollow bs=1M status=none | base64 || echo '@@ERR unreadable'
+      fi
+    elif [ -e "$2" ]; then
+      printf '@@OTHER %s\n' "$(stat -c '%F' -- "$2")"
     else
       echo '@@MISSING'
     fi
-    shift 2 ;;
+    shift 3 ;;
   U) units+=("$2"); shift 2 ;;
   C)
     printf '@@C %s\n' "$2"
     if [ ! -e "$2" ]; then echo 'missing'
+    elif [ ! -f "$2" ]; then echo 'error not a regular file'
     elif ! command -v openssl >/dev/null; then echo 'error no openssl on the host'
     else openssl x509 -noout -enddate -subject -in "$2" 2>/dev/null || echo 'error not a readable PEM certificate'
     fi
     shift 2 ;;
   H)
-    opts=(-s -o /dev/null -w '%{http_code}' --max-time "$3")
+    opts=(-s -g --proto =http,https --max-filesize 1048576 -o /dev/null -w '%{http_code}' --max-time "$3")
     [ "$5" != - ] && opts+=(--cacert "$5")
     [ "$6" != - ] && opts+=(--cert "$6" --key "$7")
     code=$(curl "${opts[@]}" -- "$4"); rc=$?
@@ -63,6 +74,9 @@ fi
 echo '@@END'
 """.replace("PROPS", ",".join(UNIT_PROPERTIES))
 
+# A managed file is read whole only up to the larger of its desired size and this; past it, it differs anyway.
+READ_LIMIT = 1024 * 1024
+
 
 def check_args(check: DesiredCheck) -> list[str]:
     timeout = f"{check.timeout:g}"
@@ -71,13 +85,15 @@ def check_args(check: DesiredCheck) -> list[str]:
     return ["T", check.name, timeout, str(check.tcp_host), str(check.tcp_port)]
 
 
-def observe_argv(paths: Iterable[str], units: Iterable[str], checks: Iterable[DesiredCheck],
+def observe_argv(paths: Iterable[str] | Mapping[str, int], units: Iterable[str], checks: Iterable[DesiredCheck],
                  certificates: Iterable[str] = ()) -> list[str]:
+    """The observe command; `paths` maps each file to the most bytes worth reading (READ_LIMIT when a list)."""
+    limits = paths if isinstance(paths, Mapping) else {p: READ_LIMIT for p in paths}
     argv = ["bash", "-c", OBSERVE_SCRIPT, "reconciler-observe"]
     for path in certificates:
         argv += ["C", path]
-    for path in paths:
-        argv += ["F", path]
+    for path, limit in limits.items():
+        argv += ["F", path, str(limit)]
     for unit in units:
         argv += ["U", unit]
     for check in checks:
@@ -138,8 +154,34 @@ def parse_cert(path: str, lines: list[str]) -> CertFact:
     return CertFact(path, True, end.replace(tzinfo=timezone.utc).timestamp(), props.get("subject", "").strip())
 
 
-def parse_observation(host: str, stdout: str, checks: Iterable[DesiredCheck] = ()) -> HostSnapshot:
-    """Pure: the observe script's output -> HostSnapshot. Raises ValueError on a truncated output."""
+def parse_observation(host: str, stdout: str, checks: Iterable[DesiredCheck] = (),
+                      paths: Iterable[str] | None = None) -> HostSnapshot:
+    """Pure: the observe script's output -> HostSnapshot. Raises ValueError on a truncated or garbled output
+    (however hostile the host, nothing else); with `paths`, facts about other paths are ignored."""
+    try:
+        return _parse_observation(host, stdout, checks, None if paths is None else set(paths))
+    except ValueError:
+        raise
+    except (IndexError, KeyError, TypeError, OverflowError) as exc:
+        raise ValueError(f"observation output is garbled ({type(exc).__name__})") from None
+
+
+def _file_fact(path: str, header: str, body: list[str]) -> FileFact:
+    if header == "@@MISSING":
+        return FileFact(path, exists=False)
+    if header.startswith("@@LINK "):
+        target = base64.b64decode(header[7:], validate=True).decode("utf-8", errors="replace")
+        return FileFact(path, True, kind="symbolic link", target=target)
+    if header.startswith("@@OTHER "):
+        return FileFact(path, True, kind=header[8:].strip()[:40] or "special file")
+    if header.startswith("@@ERR"):
+        raise ValueError(f"cannot read {path}")
+    mode, owner, group, mtime, size = header.split(" ")
+    content = b"" if body == ["@@BIG"] else base64.b64decode("".join(body), validate=True)
+    return FileFact(path, True, int(mode, 8), owner, group, float(mtime), content, int(size))
+
+
+def _parse_observation(host: str, stdout: str, checks: Iterable[DesiredCheck], paths: set[str] | None) -> HostSnapshot:
     by_name = {c.name: c for c in checks}
     files: dict[str, FileFact] = {}
     results: list[CheckResult] = []
@@ -152,33 +194,26 @@ def parse_observation(host: str, stdout: str, checks: Iterable[DesiredCheck] = (
     while i < len(lines):
         line = lines[i]
         if line.startswith("@@F "):
-            path = line[4:]
-            header = lines[i + 1]
+            path, header = line[4:], lines[i + 1]
             i += 2
-            if header == "@@MISSING":
-                files[path] = FileFact(path, exists=False)
-                continue
-            if header.startswith("@@ERR"):
-                raise ValueError(f"cannot read {path}")
-            mode, owner, group, mtime = header.split(" ")
-            chunks: list[str] = []
-            while i < len(lines) and not lines[i].startswith("@@"):
-                chunks.append(lines[i])
-                i += 1
-            files[path] = FileFact(path, True, int(mode, 8), owner, group, float(mtime),
-                                   base64.b64decode("".join(chunks)))
-            continue
-        if line.startswith("@@C "):
-            path, body = line[4:], []
-            i += 1
-            while i < len(lines) and not lines[i].startswith("@@"):
+            body: list[str] = []
+            while i < len(lines) and (not lines[i].startswith("@@") or lines[i] == "@@BIG"):
                 body.append(lines[i])
                 i += 1
-            certs[path] = parse_cert(path, body)
+            if paths is None or path in paths:
+                files[path] = _file_fact(path, header, body)
+            continue
+        if line.startswith("@@C "):
+            path, cert_lines = line[4:], []
+            i += 1
+            while i < len(lines) and not lines[i].startswith("@@"):
+                cert_lines.append(lines[i])
+                i += 1
+            certs[path] = parse_cert(path, cert_lines)
             continue
         if line.startswith("@@H "):
             _, name, rc, code = line.split(" ", 3)
-            results.append(_check_result(name, int(rc), code, by_name))
+            results.append(_check_result(name, int(rc), code[:20], by_name))
         elif line == "@@U":
             end = lines.index("@@END", i)
             units = parse_units("\n".join(lines[i + 1:end]))
@@ -192,10 +227,13 @@ async def observe_host(conn: Connection, desired: DesiredHost, *, with_checks: b
     """One round trip: every managed file, every managed unit and (optionally) every health check."""
     checks = desired.checks if with_checks else ()
     certs = [c.path for c in desired.certificates] if with_checks else []
-    argv = observe_argv(sorted(desired.files), [u.name for u in desired.units], checks, certs)
-    result = await conn.run(argv, timeout=60 + sum(c.timeout for c in checks))
+    limits = {path: max(len(f.content), READ_LIMIT) for path, f in sorted(desired.files.items())}
+    argv = observe_argv(limits, [u.name for u in desired.units], checks, certs)
+    # What an honest host can answer: base64 of every file read (4/3, newlines), plus units, checks, certificates.
+    most = sum(limits.values()) * 3 // 2 + 64 * 1024 * (1 + len(desired.units) + len(certs) + len(checks))
+    result = await conn.run(argv, timeout=60 + sum(c.timeout for c in checks), max_output=most)
     try:
-        return parse_observation(desired.name, result.stdout.decode("utf-8", errors="replace"), checks)
+        return parse_observation(desired.name, result.stdout.decode("utf-8", errors="replace"), checks, limits)
     except ValueError as exc:
         raise TransientHostError(f"{desired.name}: observation failed ({exc}); {result.describe()}") from exc
 

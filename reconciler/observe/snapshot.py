@@ -10,13 +10,33 @@ from dataclasses import dataclass, field
 
 @dataclass(frozen=True)
 class FileFact:
+    """What is at a managed path. Never read through a symlink: a link is reported with its target."""
+
     path: str
-    exists: bool
+    exists: bool  # something is at the path (a regular file, a symlink, a directory, ...)
     mode: int = 0
     owner: str = ""
     group: str = ""
     mtime: float = 0.0
-    content: bytes = b""
+    content: bytes = b""  # a regular file's content, when it was not larger than the observation reads
+    size: int = -1  # a regular file's size in bytes (-1: not known)
+    kind: str = "file"  # "file", "symbolic link", or stat's name of another type ("directory", "fifo", ...)
+    target: str = ""  # a symbolic link's target, as the link says it (never followed)
+
+    @property
+    def regular(self) -> bool:
+        return self.exists and self.kind == "file"
+
+    @property
+    def complete(self) -> bool:
+        """The whole content was read (a larger file is known only by its size)."""
+        return self.regular and (self.size < 0 or self.size == len(self.content))
+
+    def describe(self) -> str:
+        """What is there instead of a regular file, for a plan's reason."""
+        if self.kind == "symbolic link":
+            return f"is a symlink to {self.target[:200]!r} (not followed)"
+        return f"is a {self.kind}"
 
 
 @dataclass(frozen=True)
@@ -37,7 +57,9 @@ class UnitFact:
 
     @property
     def enabled(self) -> bool:
-        return self.unit_file_state in ("enabled", "enabled-runtime", "static", "alias", "indirect", "generated")
+        """Started at boot by itself. `indirect` (another name, e.g. Debian's etcd2.service alias, carries the
+        [Install] links), `alias` and `enabled-runtime` (gone after a reboot) are not: `systemctl enable` is due."""
+        return self.unit_file_state in ("enabled", "static", "generated")
 
 
 @dataclass(frozen=True)

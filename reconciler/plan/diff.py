@@ -21,10 +21,16 @@ def redacted(content: bytes) -> str:
 
 
 def file_diff(path: str, old: FileFact | None, new: DesiredFile) -> str:
+    """A unified diff from what the host has; only a regular file read whole has content to show (a symlink's
+    target is never read, a file larger than the observation reads is shown by its size)."""
+    if old is not None and old.regular and not old.complete:
+        old_text = f"<{old.size} bytes, not read>"
+        return f"--- {path}\n+++ {path}\n{old_text} -> {redacted(new.content) if new.sensitive else f'<{len(new.content)} bytes>'}"
+    shown = old is not None and old.regular
     if new.sensitive:
-        before = redacted(old.content) if old and old.exists else "<absent>"
+        before = redacted(old.content) if old and shown else "<absent>"
         return f"--- {path}\n+++ {path}\n(content redacted) {before} -> {redacted(new.content)}"
-    a = old.content.decode(errors="replace").splitlines(keepends=True) if old and old.exists else []
+    a = old.content.decode(errors="replace").splitlines(keepends=True) if old and shown else []
     b = new.content.decode(errors="replace").splitlines(keepends=True)
     lines = difflib.unified_diff(a, b, fromfile=path if a else "/dev/null", tofile=path, n=1)
     return "".join(line if line.endswith("\n") else line + "\n\\ No newline at end of file\n" for line in lines).rstrip("\n")
@@ -38,7 +44,11 @@ def _file_actions(desired: DesiredHost, observed: HostSnapshot) -> tuple[list[Ac
         if have is None or not have.exists:
             actions.append(Action(Kind.WRITE, path, f"create ({want.source})", file_diff(path, None, want)))
             written.add(path)
-        elif have.content != want.content:
+        elif not have.regular:  # a symlink (never followed), a directory, a fifo...: replaced by the file
+            actions.append(Action(Kind.WRITE, path, f"{have.describe()}: replace with a regular file ({want.source})",
+                                  file_diff(path, have, want)))
+            written.add(path)
+        elif not have.complete or have.content != want.content:
             actions.append(Action(Kind.WRITE, path, f"content differs ({want.source})", file_diff(path, have, want)))
             written.add(path)
         elif (have.mode, have.owner, have.group) != (want.mode, want.owner, want.group):
@@ -106,7 +116,7 @@ def plan_host(desired: DesiredHost, observed: HostSnapshot) -> Plan:
         changed = [p for p in unit.restart_on if p in written]
         if not changed and fact is not None and fact.active_enter is not None:
             changed = [p for p in unit.restart_on
-                       if p in observed.files and observed.files[p].exists and observed.files[p].mtime > fact.active_enter]
+                       if p in observed.files and observed.files[p].regular and observed.files[p].mtime > fact.active_enter]
         if not changed:
             continue
         restart = Action(Kind.RESTART, unit.name, "changed since it started: " + ", ".join(changed),

@@ -12,6 +12,9 @@ from dataclasses import dataclass
 from typing import Protocol
 
 
+MAX_OUTPUT = 8 * 1024 * 1024  # a command's stdout read at most, unless the caller says (observe: what its files need)
+
+
 @dataclass(frozen=True)
 class CommandResult:
     argv: tuple[str, ...]
@@ -31,8 +34,10 @@ class CommandResult:
 
 
 class Connection(Protocol):
-    async def run(self, argv: Sequence[str], *, input: bytes | None = None, timeout: float | None = None) -> CommandResult:
-        """Run argv on the host (no shell interprets it unquoted) and return its result; never raises on a non-zero exit."""
+    async def run(self, argv: Sequence[str], *, input: bytes | None = None, timeout: float | None = None,
+                  max_output: int = MAX_OUTPUT) -> CommandResult:
+        """Run argv on the host (no shell interprets it unquoted) and return its result; never raises on a non-zero
+        exit. Reads at most `max_output` bytes of stdout (more is a TransientHostError: a host cannot flood us)."""
         ...
 
     async def close(self) -> None: ...

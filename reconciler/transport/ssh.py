@@ -17,7 +17,7 @@ from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait
 
 from reconciler.errors import HostError, PermanentHostError, TransientHostError
 from reconciler.spec.desired import Target
-from reconciler.transport.base import CommandResult, command_line
+from reconciler.transport.base import MAX_OUTPUT, CommandResult, command_line
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
@@ -26,6 +26,12 @@ MAX_SESSIONS = 8  # sshd's MaxSessions defaults to 10; keep a margin
 CONNECT_TIMEOUT = 10.0
 KEEPALIVE_INTERVAL = 10.0
 KEEPALIVE_COUNT = 3
+STDERR_KEPT = 64 * 1024  # the tail of a command's stderr kept for its error message
+READ_CHUNK = 256 * 1024
+
+
+class OutputTooLarge(Exception):
+    """A command answered more than it was allowed to."""
 
 
 class SSHConnection:
@@ -50,20 +56,53 @@ class SSHConnection:
                 return cls(target, await _connect(target))
         raise AssertionError("unreachable")
 
-    async def run(self, argv: Sequence[str], *, input: bytes | None = None, timeout: float | None = 120.0) -> CommandResult:
+    async def run(self, argv: Sequence[str], *, input: bytes | None = None, timeout: float | None = 120.0,
+                  max_output: int = MAX_OUTPUT) -> CommandResult:
         async with self._sessions:
             try:
                 # The outer wait_for also bounds opening the channel, which hangs on a silent network.
-                proc = await asyncio.wait_for(self._conn.run(command_line(argv), input=input, encoding=None, check=False,
-                                                             timeout=timeout), None if timeout is None else timeout + 5)
-            except asyncssh.ProcessError as exc:  # timeout or channel error
-                raise TransientHostError(f"{self.target.name}: {argv[0]} failed: {exc.reason}", ssh=True) from exc
+                return await asyncio.wait_for(self._run(argv, input, max_output), timeout)
+            except OutputTooLarge as exc:
+                raise TransientHostError(f"{self.target.name}: {argv[0]} answered more than {max_output} bytes; "
+                                         "not read further", ssh=True) from exc
             except (asyncssh.Error, OSError) as exc:
                 raise TransientHostError(f"{self.target.name}: connection lost: {exc}", ssh=True) from exc
             except asyncio.TimeoutError as exc:
                 raise TransientHostError(f"{self.target.name}: {argv[0]} timed out after {timeout}s", ssh=True) from exc
+
+    async def _run(self, argv: Sequence[str], input: bytes | None, max_output: int) -> CommandResult:
+        """Run argv, reading its stdout up to `max_output` bytes (a host answering gigabytes costs nothing more)
+        and keeping the tail of its stderr."""
+        proc = await self._conn.create_process(command_line(argv), encoding=None)
+        try:
+            try:  # buffered by the channel and sent as the window allows, as asyncssh's own run() does
+                if input:
+                    proc.stdin.write(input)
+                proc.stdin.write_eof()
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the command ended without reading it all: its exit status says how
+
+            async def read_out() -> bytes:
+                chunks, size = [], 0
+                while chunk := await proc.stdout.read(READ_CHUNK):
+                    size += len(chunk)
+                    if size > max_output:
+                        raise OutputTooLarge()
+                    chunks.append(_bytes(chunk))
+                return b"".join(chunks)
+
+            async def read_err() -> bytes:
+                tail = b""
+                while chunk := await proc.stderr.read(READ_CHUNK):
+                    tail = (tail + _bytes(chunk))[-STDERR_KEPT:]
+                return tail
+
+            stdout, stderr = await asyncio.gather(read_out(), read_err())
+            await proc.wait_closed()
+        finally:
+            proc.close()
         status = proc.exit_status if proc.exit_status is not None else 255
-        return CommandResult(tuple(argv), status, _bytes(proc.stdout), _bytes(proc.stderr))
+        return CommandResult(tuple(argv), status, stdout, stderr)
 
     async def lines(self, argv: Sequence[str]) -> AsyncIterator[bytes]:
         """Run a long-lived command (e.g. `journalctl -f`) and yield its stdout line by line."""
@@ -104,6 +143,26 @@ def _cached(kind: str, path: str, read: Callable[[str], T]) -> T:
     return value
 
 
+class UnprotectedKey(ValueError):
+    pass
+
+
+def _check_key_mode(path: str) -> None:
+    """ssh's rule (sshkey_perm_ok): a private key of ours that others may read is refused, not used."""
+    st = os.stat(path)
+    if st.st_uid == os.getuid() and st.st_mode & 0o077:
+        raise UnprotectedKey(f"permissions {st.st_mode & 0o777:04o} are too open: a private key must not be "
+                             "accessible by others (chmod 600), as ssh requires")
+
+
+def _why(exc: Exception, otherwise: str) -> str:
+    if isinstance(exc, UnprotectedKey):
+        return str(exc)
+    if isinstance(exc, OSError):
+        return exc.strerror or type(exc).__name__
+    return otherwise
+
+
 def _bytes(data: object) -> bytes:
     if data is None:
         return b""
@@ -124,13 +183,21 @@ async def _connect(target: Target) -> asyncssh.SSHClientConnection:
                                  "host keys are verified by default", ssh=True)
     if target.identity_file and not os.path.exists(target.identity_file):
         raise PermanentHostError(f"{where}: identity file {target.identity_file!r} does not exist", ssh=True)
-    try:
-        if target.known_hosts and not target.unsafe_skip_host_key_verification:
+    # Errors name the file and what is wrong with it, never a line of it: pointed at the wrong file (a shadow
+    # file, a token), asyncssh's own message would quote the first line it could not parse.
+    if target.known_hosts and not target.unsafe_skip_host_key_verification:
+        try:
             options["known_hosts"] = _cached("known_hosts", target.known_hosts, asyncssh.read_known_hosts)
-        if target.identity_file:
+        except (ValueError, OSError, asyncssh.Error) as exc:
+            raise PermanentHostError(f"{where}: known_hosts file {target.known_hosts!r} cannot be used: "
+                                     f"{_why(exc, 'not in known_hosts format')}", ssh=True) from None
+    if target.identity_file:
+        try:
+            _check_key_mode(target.identity_file)
             options["client_keys"] = [_cached("key", target.identity_file, asyncssh.read_private_key)]
-    except (asyncssh.KeyImportError, ValueError, OSError) as exc:
-        raise PermanentHostError(f"{where}: {exc}", ssh=True) from exc
+        except (ValueError, OSError, asyncssh.Error) as exc:
+            raise PermanentHostError(f"{where}: identity file {target.identity_file!r} cannot be used: "
+                                     f"{_why(exc, 'not a private key asyncssh can read')}", ssh=True) from None
     try:
         return await asyncssh.connect(target.address, **options)  # type: ignore[arg-type]
     except asyncssh.HostKeyNotVerifiable as exc:

@@ -41,13 +41,13 @@ def ppid(pid: int) -> int:
         return 0
 
 
-def find_writer_cat(path: str) -> tuple[int, int] | None:
-    """(pid of `cat` receiving the content for `path`, pid of the sshd session above it), if running now."""
+def find_writer(path: str) -> tuple[int, int] | None:
+    """(pid of the `dd` receiving the content for `path`, pid of the sshd session above it), if running now."""
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
             continue
         pid = int(entry.name)
-        if cmdline(pid)[:1] != ["cat"]:
+        if cmdline(pid)[:1] != ["dd"]:
             continue
         parent = ppid(pid)
         args = cmdline(parent)
@@ -60,30 +60,30 @@ IN_FLIGHT = 4 * 1024 * 1024  # more than the host's pipe (64 KiB) and sshd's cha
 
 
 def cut_mid_write(spec_dir: Path, path: str, size: int) -> tuple[subprocess.Popen[str], str, str] | None:
-    """Start `apply`, stop its `cat` and kill the SSH session carrying it while more than IN_FLIGHT bytes of
+    """Start `apply`, stop its `dd` and kill the SSH session carrying it while more than IN_FLIGHT bytes of
     the content have not reached the host; None (after letting that apply finish) when the transfer was
     already too far along for the cut to lose data."""
     proc = subprocess.Popen([sys.executable, "-m", "reconciler.cli", "apply", "--host", "master-1", "--connect-attempts",
                              "1", str(spec_dir)], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        found = wait_for("the write to start streaming", lambda: find_writer_cat(path) or proc.poll() is not None,
+        found = wait_for("the write to start streaming", lambda: find_writer(path) or proc.poll() is not None,
                          timeout=120)
         if found is True:
             proc.communicate(timeout=120)
             return None
-        cat, session = found  # type: ignore[misc]
+        writer, session = found  # type: ignore[misc]
         try:
-            os.kill(cat, signal.SIGSTOP)  # hold the transfer ...
-            late = os.stat(f"/proc/{cat}/fd/1").st_size > size - IN_FLIGHT
-        except (ProcessLookupError, FileNotFoundError):  # cat already had it all and exited
+            os.kill(writer, signal.SIGSTOP)  # hold the transfer ...
+            late = os.stat(f"/proc/{writer}/fd/1").st_size > size - IN_FLIGHT
+        except (ProcessLookupError, FileNotFoundError):  # dd already had it all and exited
             late = True
         if late:  # ... too late for the cut to lose anything: let it finish, next try
             with contextlib.suppress(ProcessLookupError):
-                os.kill(cat, signal.SIGCONT)
+                os.kill(writer, signal.SIGCONT)
             proc.communicate(timeout=120)
             return None
         os.kill(session, signal.SIGKILL)  # ... cut the SSH session carrying it ...
-        os.kill(cat, signal.SIGCONT)  # ... and let the script see its stdin end early
+        os.kill(writer, signal.SIGCONT)  # ... and let the script see its stdin end early
         out, err = proc.communicate(timeout=120)
         return proc, out, err
     finally:
@@ -93,10 +93,12 @@ def cut_mid_write(spec_dir: Path, path: str, size: int) -> tuple[subprocess.Pope
 def test_connection_cut_in_the_middle_of_a_write_installs_nothing(converged: Testbed, spec_copy: Path) -> None:
     m1 = converged.hosts[0]
     path = "/etc/kubernetes/big.txt"
-    content = ("0123456789abcdef" * 4 + "\n") * (16 * 1024 * 1024 // 65)
+    line = "0123456789abcdef" * 4 + "\n"
+    content = line * (16 * 1024 * 1024 // 65)  # 258111 lines: rendered from a loop (a spec file is at most 4 MiB)
+    template = "{% for i in range(3) %}{% for j in range(86037) %}" + line + "{% endfor %}{% endfor %}"
     (spec_copy / "big.yaml").write_text(yaml.safe_dump({"apiVersion": "reconciler/v1", "kind": "File",
                                                         "metadata": {"name": "big"},
-                                                        "spec": {"path": path, "content": content}}, width=1000))
+                                                        "spec": {"path": path, "content": template}}, width=1000))
     for _ in range(5):
         (m1.root / path.lstrip("/")).write_text("old content\n")
         cut = cut_mid_write(spec_copy, path, len(content))

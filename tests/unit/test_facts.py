@@ -11,7 +11,7 @@ from reconciler.spec.desired import DesiredCheck
 
 RECORDED = "\n".join([
     "@@F /etc/etcd/etcd.conf",
-    "644 root root 1795718912.791771851",
+    "644 root root 1795718912.791771851 19",
     base64.b64encode(b"ETCD_NAME=master-1\n").decode(),
     "@@F /etc/kubernetes/config",
     "@@MISSING",
