@@ -160,10 +160,14 @@ def parse_observation(host: str, stdout: str, checks: Iterable[DesiredCheck] = (
     (however hostile the host, nothing else); with `paths`, facts about other paths are ignored."""
     try:
         return _parse_observation(host, stdout, checks, None if paths is None else set(paths))
-    except ValueError:
+    except ObservationError:
         raise
-    except (IndexError, KeyError, TypeError, OverflowError) as exc:
-        raise ValueError(f"observation output is garbled ({type(exc).__name__})") from None
+    except (ValueError, IndexError, KeyError, TypeError, OverflowError) as exc:  # the message would quote the host
+        raise ObservationError(f"observation output is garbled ({type(exc).__name__})") from None
+
+
+class ObservationError(ValueError):
+    """The observe script's output is not what it prints: truncated, garbled, or a file it could not read."""
 
 
 def _file_fact(path: str, header: str, body: list[str]) -> FileFact:
@@ -175,7 +179,7 @@ def _file_fact(path: str, header: str, body: list[str]) -> FileFact:
     if header.startswith("@@OTHER "):
         return FileFact(path, True, kind=header[8:].strip()[:40] or "special file")
     if header.startswith("@@ERR"):
-        raise ValueError(f"cannot read {path}")
+        raise ObservationError(f"cannot read {path}")
     mode, owner, group, mtime, size = header.split(" ")
     content = b"" if body == ["@@BIG"] else base64.b64decode("".join(body), validate=True)
     return FileFact(path, True, int(mode, 8), owner, group, float(mtime), content, int(size))
@@ -189,7 +193,7 @@ def _parse_observation(host: str, stdout: str, checks: Iterable[DesiredCheck], p
     certs: dict[str, CertFact] = {}
     lines = stdout.split("\n")
     if "@@END" not in lines:
-        raise ValueError("observation output is truncated (no @@END)")
+        raise ObservationError("observation output is truncated (no @@END)")
     i = 0
     while i < len(lines):
         line = lines[i]

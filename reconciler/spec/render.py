@@ -329,15 +329,20 @@ _URL_CHARS = re.compile(r"https?://[A-Za-z0-9._~:/?#@!$&()*+,;=%\[\]-]+")  # RFC
 
 
 def _is_url(url: str) -> bool:
-    """An http(s) URL with a host, at most 2048 characters, made of the characters URLs are made of."""
+    """An http(s) URL with a host, at most 2048 characters, made of the characters URLs are made of; brackets
+    only around an IPv6 address (curl would read `[1-100000]` elsewhere as a glob: 100000 requests)."""
     if len(url) > 2048 or not _URL_CHARS.fullmatch(url):
         return False
     try:
         parts = urlsplit(url)
         _ = parts.port  # raises on a port that is not a number in range
-        return bool(parts.hostname)
     except ValueError:  # e.g. a port that is not a number
         return False
+    host = parts.netloc.rpartition("@")[2]
+    brackets = "[" in url.replace(host, "", 1) or "]" in url.replace(host, "", 1)  # curl globs: [1-100000]
+    if brackets or ("[" in host and not re.fullmatch(r"\[[0-9A-Fa-f:.]+\](:\d+)?", host)):
+        return False
+    return bool(parts.hostname)
 
 
 def _render_failure(exc: Exception, *, sensitive: bool) -> str:
