@@ -20,7 +20,7 @@ MAX_TEMPLATE_DEPTH = 100  # nested calls (macros calling macros, recursive loops
 MAX_RENDER_SECONDS = 1.0  # wall time of one rendering
 MAX_RENDERED_BYTES = 16 * 1024 * 1024  # one rendering's output, and any string or list built on the way
 MAX_RENDERED_TOTAL_BYTES = 64 * 1024 * 1024  # every rendering of one load together
-MAX_RENDER_TOTAL_SECONDS = 10.0  # wall time of every rendering of one load together
+MAX_RENDER_TOTAL_SECONDS = 30.0  # wall time of every rendering of one load together (half the unit's WatchdogSec)
 MAX_TEMPLATE_ITEMS = 1_000_000  # elements of a list, tuple or dict built in a template
 MAX_TEMPLATE_INT_BITS = 65_536  # bits of a number computed in a template (10**19728)
 

@@ -19,6 +19,7 @@ from typing import Any
 import jinja2
 from jinja2.exceptions import SecurityError
 
+from reconciler.components.check import problems as component_problems
 from reconciler.errors import SpecError, SpecIssue
 from reconciler.spec.cache import SpecCache
 from reconciler.spec.desired import (DesiredCert, DesiredCheck, DesiredFile, DesiredHost, DesiredState, DesiredTuning, DesiredUnit,
@@ -128,6 +129,8 @@ def build_desired(docs: list[Document], spec_dir: Path, overlay: Mapping[str, in
     renderer = _Renderer(hosts, cache)
     desired = {h.metadata.name: _render_host(h, by_kind, renderer, spec_dir, issues, tuning) for h in hosts}
     renderer.cache.end_render()
+    if not issues:  # the components' own rules, on what each host would run with
+        issues += _component_issues(desired, by_kind, spec_dir)
     if issues:
         raise SpecError(issues)
     return DesiredState(hosts=desired, tuning=tuning)
@@ -170,6 +173,28 @@ def _tuning(by_kind: dict[str, dict[str, Document]], overlay: Mapping[str, int],
                           cooldown_seconds=ts.cooldown_seconds, restart_grace_seconds=ts.restart_grace_seconds)
     return DesiredTuning(unit_name(ts.unit), ts.file, file.spec.path, policy, spec_values, dict(overlay), effective,
                          f"EtcdTuning/{doc.metadata.name}")
+
+
+def _component_issues(desired: dict[str, DesiredHost], by_kind: dict[str, dict[str, Document]],
+                      spec_dir: Path) -> list[SpecIssue]:
+    """What etcd and the kube components would refuse (`components`), located in the document that wrote it."""
+    hosts = {name: ({path: f.content.decode("utf-8", errors="replace") for path, f in h.files.items()},
+                    [(u.name, u.path) for u in h.units]) for name, h in desired.items()}
+    docs = {f"{kind}/{doc.metadata.name}": doc for kind in ("File", "Unit") for doc in by_kind[kind].values()}
+    issues: list[SpecIssue] = []
+    for problem in component_problems(hosts):
+        setting = problem.setting
+        file = desired[problem.host].files.get(setting.path) if setting else None
+        doc = docs.get(file.source) if file else None
+        shown = "" if setting is None or not setting.value or (file and file.sensitive) else f"={setting.value[:80]}"
+        message = f"{setting.label if setting else 'value'}{shown} on host {problem.host!r}: {problem.message}"
+        if doc is None or setting is None:
+            issues.append(SpecIssue(str(spec_dir), 0, "", message))
+        elif doc.kind == "File" and doc.spec.env is not None and setting.key in doc.spec.env:
+            issues.append(SpecIssue(doc.file, doc.line_of("spec", "env", setting.key), f"spec.env.{setting.key}", message))
+        else:  # a line of a `content: |` block: the key's line, then the line within the content
+            issues.append(SpecIssue(doc.file, doc.line_of("spec", "content") + setting.line, "spec.content", message))
+    return issues
 
 
 def _check_hosts(hosts: list[Document], issues: list[SpecIssue]) -> None:
