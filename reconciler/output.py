@@ -82,7 +82,7 @@ def _table(rows: Sequence[Sequence[str]], style: Style, colours: Sequence[str | 
     return lines
 
 
-STATUS_COLOUR = {"converged": "green", "failed": "red", "unconverged": "yellow", "pending": "yellow"}
+STATUS_COLOUR = {"converged": "green", "failed": "red", "rolled-back": "red", "unconverged": "yellow", "pending": "yellow"}
 CERT_COLOUR = {"ok": "green", "expiring": "yellow"}  # expired, missing, unreadable: red
 
 

@@ -48,6 +48,7 @@ if [ -f "$path" ] && [ ! -L "$path" ]; then
   bdir="$5$path"
   mkdir -p -m 0700 -- "$5"; mkdir -p -- "$bdir"
   cp -p -P -- "$path" "$bdir/$6"
+  printf 'backup %s\n' "$bdir/$6"
   ls -1t -- "$bdir" | tail -n +$(($7 + 1)) | while IFS= read -r old; do rm -f -- "$bdir/$old"; done
 fi
 mv -f -T -- "$tmp" "$path"
@@ -60,6 +61,25 @@ ATTRS_SCRIPT = 'if [ -L "$3" ] || [ ! -f "$3" ]; then echo "$3 is not a regular 
                'chown -h -- "$1" "$3" && chmod -- "$2" "$3"'
 
 
+# $1 path, $2 the backup to put back ("-": the path held no regular file before: remove what we wrote).
+# The same care as the write: a fresh exclusive temp file, mode and owner of the backup, rename.
+RESTORE_SCRIPT = r"""
+set -eu
+umask 077
+path=$1; dir=$(dirname -- "$path"); base=$(basename -- "$path")
+if [ "$2" = - ]; then rm -f -- "$path"; sync -- "$dir"; exit 0; fi
+if [ -L "$2" ] || [ ! -f "$2" ]; then echo "backup $2 is not there; $path not restored" >&2; exit 4; fi
+tmp=$(mktemp -u -- "$dir/.$base.reconciler.XXXXXXXXXX")
+trap 'rm -f -- "$tmp"' EXIT
+dd if="$2" of="$tmp" iflag=nofollow oflag=nofollow conv=excl bs=1M status=none
+chown -h --reference="$2" -- "$tmp"
+chmod --reference="$2" -- "$tmp"
+sync -- "$tmp"
+mv -f -T -- "$tmp" "$path"
+trap - EXIT
+sync -- "$dir"
+"""
+
 RESTARTS = (Kind.START, Kind.RESTART, Kind.STOP)
 
 
@@ -68,6 +88,7 @@ class ApplyLog:
     host: str
     done: list[Action] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)  # "apply" (writes, enable, reload) and "restart"
+    backups: dict[str, str | None] = field(default_factory=dict)  # path written -> its backup (None: nothing before)
 
     def timed(self, action: Action, seconds: float) -> None:
         phase = "restart" if action.kind in RESTARTS else "apply"
@@ -80,6 +101,13 @@ class ApplyLog:
 def _check(result: CommandResult, host: str, what: str) -> None:
     if not result.ok:
         raise PermanentHostError(f"{host}: {what} failed: {result.describe()}")
+
+
+async def restore(conn: Connection, host: str, path: str, backup: str | None) -> None:
+    """Put a file back as it was before a write: its backup, or no file when there was none."""
+    result = await conn.run(["bash", "-c", RESTORE_SCRIPT, "reconciler-restore", path, backup or "-"], timeout=60)
+    _check(result, host, f"restore {path}")
+    log.warning("restored", host=host, path=path, backup=backup)
 
 
 def action_argv(action: Action, desired: DesiredHost, stamp: str) -> tuple[list[str], bytes | None]:
@@ -97,19 +125,23 @@ def action_argv(action: Action, desired: DesiredHost, stamp: str) -> tuple[list[
     return (["systemctl", action.kind.value, "--", action.target], None)
 
 
-async def run_action(conn: Connection, desired: DesiredHost, action: Action) -> None:
+async def run_action(conn: Connection, desired: DesiredHost, action: Action) -> CommandResult:
     stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + f".{time.time_ns() % 1_000_000_000:09d}"
     argv, stdin = action_argv(action, desired, stamp)
     timeout = 300.0 if action.kind in RESTARTS else 60.0
     result = await conn.run(argv, input=stdin, timeout=timeout)
     _check(result, desired.name, action.headline() if action.kind is not Kind.WRITE else f"write {action.target}")
     log.info("applied", host=desired.name, action=action.kind.value, target=action.target, reason=action.reason)
+    return result
 
 
 async def apply_actions(conn: Connection, desired: DesiredHost, actions: tuple[Action, ...], applied: ApplyLog) -> None:
     """Run actions in order; stop at the first failure (raises), recording what was done."""
     for action in actions:
         began = time.monotonic()
-        await run_action(conn, desired, action)
+        result = await run_action(conn, desired, action)
+        if action.kind is Kind.WRITE:
+            said = result.stdout.decode(errors="replace").strip()
+            applied.backups[action.target] = said[len("backup "):] if said.startswith("backup ") else None
         applied.timed(action, time.monotonic() - began)
         applied.done.append(action)

@@ -15,18 +15,21 @@ from typing import Literal
 import structlog
 
 from reconciler.apply.executor import ApplyLog, apply_actions
+from reconciler.engine.rollback import Held, RolledBack, fingerprint, roll_back
 from reconciler.engine.rollout import restart_one
 from reconciler.engine.session import Session
 from reconciler.errors import HostError
 from reconciler.observe.facts import observe_host
-from reconciler.observe.snapshot import HostSnapshot
-from reconciler.plan.actions import Action, Plan
+from reconciler.observe.snapshot import CheckResult, HostSnapshot
+from reconciler.plan.actions import Action, Kind, Plan
 from reconciler.plan.diff import plan_host
 from reconciler.spec.desired import DesiredHost, DesiredState
+from reconciler.transport.base import Connection
 
 log = structlog.get_logger(__name__)
 
-Status = Literal["converged", "pending", "unconverged", "failed"]
+Status = Literal["converged", "pending", "unconverged", "failed", "rolled-back"]
+HELD = " (held: not tried again on this host until the specs change)"
 
 
 @dataclass
@@ -39,6 +42,7 @@ class HostOutcome:
     remaining: Plan | None = None  # what still differs after applying
     error: str = ""
     ssh_error: bool = False  # the failure was the SSH connection itself
+    rollbacks: list[str] = field(default_factory=list)  # units rolled back in this pass
     seconds: dict[str, float] = field(default_factory=dict)  # phase -> time: observe, apply, restart, verify
 
     def timed(self, phase: str, seconds: float) -> None:
@@ -55,6 +59,8 @@ class HostOutcome:
             return f"{self.host}: FAILED: {self.error}"
         if self.status == "unconverged":
             return f"{self.host}: NOT CONVERGED: {self.error}"
+        if self.status == "rolled-back":
+            return f"{self.host}: ROLLED BACK: {self.error}"
         if self.status == "pending":
             return f"{self.host}: {len(self.plan.actions) if self.plan else 0} change(s) pending"
         return f"{self.host}: converged ({len(self.applied)} change(s) applied)"
@@ -66,7 +72,7 @@ class RunResult:
 
     @property
     def failed(self) -> list[HostOutcome]:
-        return [o for o in self.outcomes.values() if o.status in ("failed", "unconverged")]
+        return [o for o in self.outcomes.values() if o.status in ("failed", "unconverged", "rolled-back")]
 
     @property
     def pending(self) -> bool:
@@ -97,41 +103,124 @@ async def plan_all(desired: DesiredState, session: Session, only: list[str] | No
     return RunResult({o.host: o for o in outcomes})
 
 
-async def _apply_now(session: Session, host: DesiredHost, outcome: HostOutcome) -> None:
-    if outcome.plan is None or not outcome.plan.now():
+def _held_back(host: DesiredHost, actions: tuple[Action, ...], held: Held) -> tuple[tuple[Action, ...], list[str]]:
+    """The actions without the writes (and restarts) of units whose same new config was rolled back before."""
+    paths: set[str] = set()
+    units: set[str] = set()
+    why: list[str] = []
+    for unit in host.units:
+        written = [a.target for a in actions if a.kind is Kind.WRITE and a.target in unit.restart_on]
+        reason = held.why(host.name, unit.name, fingerprint(host, written)) if written else None
+        if reason:
+            paths.update(written)
+            units.add(unit.name)
+            why.append(reason + HELD)
+    kept = tuple(a for a in actions if not (a.kind is Kind.WRITE and a.target in paths)
+                 and not (a.kind in (Kind.START, Kind.RESTART) and a.target in units))
+    return kept, why
+
+
+async def _apply_now(session: Session, host: DesiredHost, outcome: HostOutcome, held: Held) -> None:
+    actions, why = _held_back(host, outcome.plan.now() if outcome.plan else (), held)
+    if why:
+        outcome.status, outcome.error = "rolled-back", "; ".join(why)
+    if not actions:
         return
     applied = ApplyLog(host.name)
+    began = time.monotonic()
     try:
-        await apply_actions(await session.connection(host.target), host, outcome.plan.now(), applied)
+        conn = await session.connection(host.target)
+        await apply_actions(conn, host, actions, applied)
     except HostError as exc:
         outcome.status, outcome.error, outcome.ssh_error = "failed", str(exc), exc.ssh
+        failed = actions[len(applied.done)] if len(applied.done) < len(actions) else None
+        unit = next((u for u in host.units if failed is not None and failed.kind in (Kind.START, Kind.RESTART)
+                     and u.name == failed.target), None)
+        written = [p for p in applied.backups if unit is not None and p in unit.restart_on]
+        if unit is not None and unit.rollback and written and not exc.ssh:
+            tried = tuple(a for a in applied.done if a.target in written)
+            try:
+                rolled = await roll_back(conn, host, unit, tried, applied, str(exc), began, lambda: _active(conn, unit.name))
+            except HostError as again:
+                outcome.error = f"{exc}; rolling back failed too: {again}"
+            else:
+                held.hold(host.name, unit.name, fingerprint(host, written), str(rolled))
+                outcome.status, outcome.error = "rolled-back", str(rolled)
+                outcome.rollbacks.append(unit.name)
     finally:
         outcome.took(applied)
 
 
+async def _active(conn: Connection, unit: str) -> CheckResult:
+    result = await conn.run(["systemctl", "is-active", "--", unit], timeout=30)
+    state = result.stdout.decode(errors="replace").strip()
+    return CheckResult(unit, state == "active", state)
+
+
 class Rollouts:
-    """One lock per rollout unit, shared by every host of a run (or of the daemon): one restart at a time."""
+    """One lock per rollout unit, shared by every host of a run (or of the daemon): one restart at a time; what was
+    rolled back (held per host) and which rollouts stopped because of it, until the specs change."""
 
     def __init__(self) -> None:
         self._locks: dict[str, asyncio.Lock] = {}
         self.stopping = asyncio.Event()  # set on shutdown: no new rollout restart begins
+        self.held = Held()  # configs rolled back: not tried again on that host until the specs change
+        self._stopped: dict[str, tuple[frozenset[tuple[str, str, str]], str]] = {}  # unit -> (its config, why)
+
+    def stop(self, desired: DesiredState, unit: str, why: str) -> None:
+        """A member was rolled back: no other member's turn of this unit begins on the same specs."""
+        self._stopped[unit] = (_unit_config(desired, unit), why)
+
+    def stopped(self, desired: DesiredState, unit: str) -> str | None:
+        stopped = self._stopped.get(unit)
+        if stopped is not None and stopped[0] != _unit_config(desired, unit):  # the specs changed: go on
+            del self._stopped[unit]
+            return None
+        return stopped[1] if stopped else None
 
     def lock(self, unit: str) -> asyncio.Lock:
         return self._locks.setdefault(unit, asyncio.Lock())
+
+
+def _unit_config(desired: DesiredState, unit: str) -> frozenset[tuple[str, str, str]]:
+    """What every host running `unit` is given for it: (host, path, content hash) of its unit and restartOn files."""
+    out: set[tuple[str, str, str]] = set()
+    for host in desired.hosts_with_unit(unit):
+        for u in host.units:
+            if u.name == unit:
+                out |= {(host.name, path, sha) for path, sha in fingerprint(host, u.restart_on)}
+    return frozenset(out)
 
 
 async def _rollout(session: Session, desired: DesiredState, host: DesiredHost, outcome: HostOutcome, rollouts: Rollouts) -> None:
     """This host's held-back restarts, each taken in turn with the other hosts, behind the quorum guard."""
     for group in outcome.plan.rollouts() if outcome.plan else ():
         unit = next(u for u in host.units if u.name == group[-1].target)
+        tried = fingerprint(host, [a.target for a in group if a.kind is Kind.WRITE])
+        reason = rollouts.held.why(host.name, unit.name, tried) if tried else None
+        if reason:  # this member already failed on exactly this config: its turn waits for new specs
+            outcome.status, outcome.error = "rolled-back", reason + HELD
+            return
         async with rollouts.lock(unit.name):
             if rollouts.stopping.is_set():  # staged writes wait too: the host stays consistent
                 outcome.status, outcome.error = "failed", f"{host.name}: shutting down before restarting {unit.name}"
+                return
+            stopped = rollouts.stopped(desired, unit.name)
+            if stopped:  # another member failed on these specs: the rollout does not go on until they change
+                outcome.status, outcome.error = "failed", f"{host.name}: rollout of {unit.name} stopped: {stopped}"
                 return
             applied = ApplyLog(host.name)
             began = time.monotonic()
             try:
                 await restart_one(session, desired, host, unit, group, applied)
+            except RolledBack as exc:
+                if tried:
+                    rollouts.held.hold(host.name, unit.name, tried, str(exc))
+                rollouts.stop(desired, unit.name, str(exc))
+                outcome.status, outcome.error = "rolled-back", str(exc)
+                outcome.rollbacks.append(unit.name)
+                log.warning("rollout stopped: rolled back", host=host.name, unit=unit.name, error=str(exc))
+                return
             except HostError as exc:
                 outcome.status, outcome.error, outcome.ssh_error = "failed", str(exc), exc.ssh
                 log.warning("rollout stopped", host=host.name, unit=unit.name, error=str(exc))
@@ -189,10 +278,15 @@ async def reconcile_host(desired: DesiredState, name: str, session: Session, rol
     if outcome.status == "converged" and outcome.snapshot is not None and outcome.snapshot.healthy:
         outcome.remaining = outcome.plan  # nothing to do, every check passes: no second look needed
     else:
-        await _apply_now(session, host, outcome)
+        await _apply_now(session, host, outcome, rollouts.held)
         if outcome.status != "failed":
             await _rollout(session, desired, host, outcome, rollouts)
-        if outcome.status != "failed":
+        if outcome.status == "rolled-back":  # one look for /status; waiting would not make it converge
+            error = outcome.error
+            await _verify(session, host, outcome, 0.0, interval)
+            if outcome.status != "failed":
+                outcome.status, outcome.error = "rolled-back", error
+        elif outcome.status != "failed":
             await _verify(session, host, outcome, wait, interval)
     log.info("host result", host=name, status=outcome.status, applied=len(outcome.applied), error=outcome.error or None)
     return outcome

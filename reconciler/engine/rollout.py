@@ -12,6 +12,7 @@ import time
 import structlog
 
 from reconciler.apply.executor import ApplyLog, apply_actions
+from reconciler.engine.rollback import roll_back
 from reconciler.errors import HostError
 from reconciler.observe.facts import probe
 from reconciler.observe.snapshot import CheckResult
@@ -61,15 +62,28 @@ async def restart_one(session: Session, desired: DesiredState, host: DesiredHost
                       group: tuple[Action, ...], applied: ApplyLog) -> None:
     """Guarded turn of one member: its staged writes, then its restart, then wait until it is healthy.
 
-    Raises HostError on refusal (nothing was touched) or when the member does not come back healthy.
+    Raises HostError on refusal (nothing was touched) or when the member does not come back healthy; then,
+    with `rollback` (the default), its staged files are restored and it is restarted on them: RolledBack.
     """
-    assert unit.rollout_check is not None
+    check = unit.rollout_check
+    assert check is not None
     await guard(session, desired, unit, host.name)
     conn = await session.connection(host.target)
     log.info("rollout restart", host=host.name, unit=unit.name, reason=group[-1].reason,
              staged=[a.target for a in group[:-1] if a.target])
-    await apply_actions(conn, host, group, applied)
-    result = await wait_healthy(session, host, unit.rollout_check, unit.rollout_timeout)
-    if not result.ok:
-        raise HostError(f"{host.name}: {unit.name} restarted but check {unit.rollout_check!r} still fails after "
-                        f"{unit.rollout_timeout:g}s: {result.detail}; rollout stopped")
+    began = time.monotonic()
+    try:
+        await apply_actions(conn, host, group, applied)
+    except HostError as exc:
+        if len(applied.done) < len(group) - 1 or not unit.rollback or not applied.backups:
+            raise  # failed before the restart: nothing runs on the new config
+        raise await roll_back(conn, host, unit, group, applied, str(exc), began,
+                              lambda: wait_healthy(session, host, check, unit.rollout_timeout)) from exc
+    result = await wait_healthy(session, host, check, unit.rollout_timeout)
+    if result.ok:
+        return
+    failure = f"check {check!r} still fails after {unit.rollout_timeout:g}s: {result.detail}"
+    if unit.rollback and applied.backups:
+        raise await roll_back(conn, host, unit, group, applied, failure, began,
+                              lambda: wait_healthy(session, host, check, unit.rollout_timeout))
+    raise HostError(f"{host.name}: {unit.name} restarted but {failure}; rollout stopped")

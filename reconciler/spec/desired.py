@@ -45,6 +45,7 @@ class DesiredUnit:
     restart_on: tuple[str, ...]  # paths of files whose change restarts the unit (its own unit file included)
     rollout_check: str | None = None  # HealthCheck name gating one-at-a-time restarts
     rollout_timeout: float = 120.0
+    rollback: bool = True  # restore the previous config when a restart onto new config fails
 
 
 @dataclass(frozen=True)

@@ -127,6 +127,7 @@ class UnitSpec(Strict):
     state: Literal["running", "stopped"] = "running"
     restart_on: list[Name] = []
     rollout: Rollout | None = None
+    rollback: bool = True  # a restart onto new config that fails puts the previous config back
 
 
 class HttpProbe(Strict):

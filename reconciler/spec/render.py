@@ -338,7 +338,7 @@ def _render_host(host: Document, by_kind: dict[str, dict[str, Document]], render
             issues.append(SpecIssue(doc.file, doc.line_of("spec", "rollout", "healthCheck"), "spec.rollout.healthCheck",
                                     f"HealthCheck {check!r} does not select host {name!r}, which runs this unit"))
         units.append(DesiredUnit(uname, doc.metadata.name, path, us.enabled, us.state == "running", restart_on,
-                                 check, us.rollout.timeout_seconds if us.rollout else 120.0))
+                                 check, us.rollout.timeout_seconds if us.rollout else 120.0, us.rollback))
     certificates: dict[str, DesiredCert] = {}
     for doc in by_kind["Certificate"].values():
         cert: CertificateSpec = doc.spec

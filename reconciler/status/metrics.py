@@ -24,7 +24,7 @@ class Metrics:
     def __init__(self) -> None:
         r = self.registry = CollectorRegistry(auto_describe=True)
         self.reconciles = Counter("reconciler_reconciles", "Reconcile passes by host and result "
-                                  "(converged, unconverged, failed).", ["host", "result"], registry=r)
+                                  "(converged, unconverged, failed, rolled-back).", ["host", "result"], registry=r)
         self.duration = Histogram("reconciler_reconcile_duration_seconds", "Duration of one host's reconcile pass.",
                                   ["host"], buckets=DURATION_BUCKETS, registry=r)
         self.actions = Counter("reconciler_actions_applied", "Actions applied, by host and kind (write, attrs, "
@@ -44,6 +44,11 @@ class Metrics:
                                     ["result"], registry=r)
         self.spec_valid = Gauge("reconciler_spec_valid", "1 when the last spec load succeeded; 0 while the daemon "
                                 "runs on the last good specs.", registry=r)
+        self.rolled_back = Gauge("reconciler_rolled_back", "1 while the host's last pass ended rolled back: a restart "
+                                 "onto new config failed, the previous config was restored and is held until the "
+                                 "specs change.", ["host"], registry=r)
+        self.rollbacks = Counter("reconciler_rollbacks", "Rollbacks done: a unit restarted onto new config failed and "
+                                 "was restarted on its previous config.", ["host", "unit"], registry=r)
         self.component_healthy = Gauge("reconciler_component_healthy", "Health check result by host and component "
                                        "(HealthCheck name).", ["host", "component"], registry=r)
 
@@ -97,6 +102,9 @@ class Metrics:
         if outcome.plan is not None:
             self.drift.labels(host).set(len(outcome.plan.actions))
         self.converged.labels(host).set(1 if outcome.status == "converged" else 0)
+        self.rolled_back.labels(host).set(1 if outcome.status == "rolled-back" else 0)
+        for unit in outcome.rollbacks:
+            self.rollbacks.labels(host, unit).inc()
         if outcome.status == "converged":
             self.last_success.labels(host).set(time.time())
         if ssh_error:
@@ -107,7 +115,7 @@ class Metrics:
             self.component_healthy.labels(host, name).set(1 if healthy else 0)
 
     def forget_host(self, host: str, components: list[str]) -> None:
-        for metric in (self.drift, self.converged, self.last_success, self.backoff):
+        for metric in (self.drift, self.converged, self.last_success, self.backoff, self.rolled_back):
             try:
                 metric.remove(host)
             except KeyError:

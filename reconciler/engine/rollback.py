@@ -1,0 +1,120 @@
+"""Putting a host back on its previous config when a restart onto the new one fails.
+
+Owns the rollback of one unit on one host: read why it failed (the unit's own journal), restore the files
+written for it from the backups the write just took, daemon-reload when its unit file was among them,
+restart it, and wait until it is healthy again. Also the memory that keeps a failed config from being
+tried again and again (`Held`): the same content is not applied to that host until the specs change.
+Called by `engine.rollout` (members, health-gated) and `engine.converge` (other units).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import time
+from collections.abc import Awaitable, Callable, Iterable
+
+import structlog
+
+from reconciler.apply.executor import ApplyLog, restore
+from reconciler.errors import HostError
+from reconciler.observe.snapshot import CheckResult
+from reconciler.plan.actions import Action, Kind
+from reconciler.spec.desired import DesiredHost, DesiredUnit
+from reconciler.transport.base import Connection
+
+log = structlog.get_logger(__name__)
+
+# A line that says why a process would not start (etcd: "... should be at least as 5 times as ...",
+# "cannot access data directory: ..."; Go flag errors: "invalid value ..."; Python: "error: argument ...").
+_WHY = re.compile(r"error|fatal|panic|cannot|can't|could not|invalid|refus|should be|must|not allowed|denied|"
+                  r"no such|unknown|failed", re.IGNORECASE)
+LOG_LINE_CHARS = 300
+
+
+class RolledBack(HostError):
+    """A restart on new config failed; the previous config was put back (and the unit restarted on it)."""
+
+    def __init__(self, message: str, *, healthy: bool):
+        super().__init__(message)
+        self.healthy = healthy
+
+
+def explain(lines: Iterable[str]) -> str:
+    """Pure: the unit's own line that best says why it failed: the last one that sounds like a reason,
+    else its last line."""
+    kept = [line.strip() for line in lines if line.strip()]
+    reasons = [line for line in kept if _WHY.search(line)]
+    chosen = reasons[-1] if reasons else (kept[-1] if kept else "")
+    return chosen[:LOG_LINE_CHARS]
+
+
+def changed_values(actions: Iterable[Action], host: DesiredHost) -> str:
+    """Pure: the new lines the failed writes brought (a sensitive file by its path only), for the error."""
+    out: list[str] = []
+    for action in actions:
+        if action.kind is not Kind.WRITE:
+            continue
+        f = host.files.get(action.target)
+        if f is not None and f.sensitive:
+            out.append(f"{action.target} (sensitive)")
+            continue
+        added = [line[1:].strip() for line in action.diff.splitlines() if line.startswith("+") and not line.startswith("+++")]
+        out.extend(f"{action.target}: {line[:120]}" for line in added[:3] if not line.startswith("#"))
+    return "; ".join(out[:6]) or "no content change"
+
+
+def fingerprint(host: DesiredHost, paths: Iterable[str]) -> frozenset[tuple[str, str]]:
+    """What was tried: each path with the hash of the content the specs want there."""
+    return frozenset((p, hashlib.sha256(host.files[p].content).hexdigest()) for p in paths if p in host.files)
+
+
+class Held:
+    """(host, unit) -> the content that failed and was rolled back, and why: not tried again until it changes."""
+
+    def __init__(self) -> None:
+        self._held: dict[tuple[str, str], tuple[frozenset[tuple[str, str]], str]] = {}
+
+    def why(self, host: str, unit: str, tried: frozenset[tuple[str, str]]) -> str | None:
+        held = self._held.get((host, unit))
+        if held is None:
+            return None
+        if held[0] != tried:  # the specs changed: the new content gets its chance
+            del self._held[(host, unit)]
+            return None
+        return held[1]
+
+    def hold(self, host: str, unit: str, tried: frozenset[tuple[str, str]], why: str) -> None:
+        self._held[(host, unit)] = (tried, why)
+
+    def held(self) -> dict[tuple[str, str], str]:
+        return {key: why for key, (_, why) in self._held.items()}
+
+
+async def unit_log(conn: Connection, unit: str, seconds: float) -> list[str]:
+    """The unit's own journal lines (its processes, not systemd's words about it) of the last `seconds`."""
+    result = await conn.run(["journalctl", f"_SYSTEMD_UNIT={unit}", f"--since=-{int(seconds) + 5}s", "-o", "cat",
+                             "--no-pager", "-n", "200"], timeout=30, max_output=1024 * 1024)
+    return result.stdout.decode("utf-8", errors="replace").splitlines()
+
+
+async def roll_back(conn: Connection, host: DesiredHost, unit: DesiredUnit, tried: tuple[Action, ...],
+                    applied: ApplyLog, failure: str, began: float,
+                    healthy: Callable[[], Awaitable[CheckResult]]) -> RolledBack:
+    """Put back what `applied` wrote for `unit`, restart it on that, wait for `healthy`; the error to report."""
+    why = explain(await unit_log(conn, unit.name, time.monotonic() - began))
+    written = [p for p in applied.backups if p in unit.restart_on]
+    log.warning("rolling back", host=host.name, unit=unit.name, failure=failure, files=written, unit_said=why)
+    for path in reversed(written):
+        await restore(conn, host.name, path, applied.backups[path])
+    steps = ([["systemctl", "daemon-reload"]] if unit.path in written else []) + [["systemctl", "restart", "--", unit.name]]
+    restarted = True
+    for argv in steps:
+        result = await conn.run(argv, timeout=300)
+        restarted = restarted and result.ok
+    check = await healthy() if restarted else CheckResult(unit.name, False, "restart on the previous config failed")
+    state = "healthy again" if check.ok else f"still unhealthy ({check.detail})"
+    message = (f"{host.name}: {unit.name} failed on the new config ({failure}); rolled back to the previous config, "
+               f"{state}. New values: {changed_values(tried, host)}. {unit.name} said: {why or '(nothing in its journal)'}")
+    log.error("rolled back", host=host.name, unit=unit.name, healthy=check.ok, unit_said=why)
+    return RolledBack(message, healthy=check.ok)
