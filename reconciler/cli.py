@@ -192,7 +192,7 @@ async def _run(args: argparse.Namespace, desired: DesiredState) -> int:
     finally:
         await session.close()
     _print_result(result, args.command, desired)
-    failed = [o.host for o in result.outcomes.values() if o.status in ("failed", "unconverged")]
+    failed = [o.host for o in result.failed]
     if failed:
         print(f"\n{len(failed)} of {len(result.outcomes)} host(s) failed: {', '.join(failed)}", file=sys.stderr)
         return 1
