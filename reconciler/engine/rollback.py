@@ -102,16 +102,19 @@ async def roll_back(conn: Connection, host: DesiredHost, unit: DesiredUnit, trie
                     applied: ApplyLog, failure: str, began: float,
                     healthy: Callable[[], Awaitable[CheckResult]]) -> RolledBack:
     """Put back what `applied` wrote for `unit`, restart it on that, wait for `healthy`; the error to report."""
-    why = explain(await unit_log(conn, unit.name, time.monotonic() - began))
     written = [p for p in applied.backups if p in unit.restart_on]
-    log.warning("rolling back", host=host.name, unit=unit.name, failure=failure, files=written, unit_said=why)
+    log.warning("rolling back", host=host.name, unit=unit.name, failure=failure, files=written)
+    why = explain(await unit_log(conn, unit.name, time.monotonic() - began))  # before the restart adds lines
     for path in reversed(written):
         await restore(conn, host.name, path, applied.backups[path])
-    steps = ([["systemctl", "daemon-reload"]] if unit.path in written else []) + [["systemctl", "restart", "--", unit.name]]
+    # reset-failed: the failed start (and systemd's own Restart= attempts) must not leave the unit past its
+    # StartLimitBurst, or systemd would refuse the very restart that puts the old config back.
+    steps = ([["systemctl", "daemon-reload"]] if unit.path in written else []) + [
+        ["systemctl", "reset-failed", "--", unit.name], ["systemctl", "restart", "--", unit.name]]
     restarted = True
     for argv in steps:
         result = await conn.run(argv, timeout=300)
-        restarted = restarted and result.ok
+        restarted = restarted and (result.ok or argv[1] == "reset-failed")
     check = await healthy() if restarted else CheckResult(unit.name, False, "restart on the previous config failed")
     state = "healthy again" if check.ok else f"still unhealthy ({check.detail})"
     message = (f"{host.name}: {unit.name} failed on the new config ({failure}); rolled back to the previous config, "
