@@ -173,10 +173,22 @@ def test_etcd_restarts_one_member_at_a_time(converged: Testbed, spec_copy: Path)
 
 def test_quorum_guard_refuses_while_another_member_is_unhealthy(converged: Testbed, spec_copy: Path) -> None:
     m3 = converged.hosts[2]
-    etcd = spec_copy / "etcd.yaml"  # a change for master-1 and -2; master-3 (the unhealthy one) has none
-    etcd.write_text(etcd.read_text().replace(
-        "ETCD_ELECTION_TIMEOUT: 1000", "ETCD_ELECTION_TIMEOUT: \"{{ 1000 if host.name == 'master-3' else 1200 }}\"")
-        .replace("  file: etcd-conf\n", "  file: etcd-conf\n  enabled: false\n"))  # tuning wants plain numbers
+    # A change for master-1 and -2 only (master-3, the unhealthy one, has none): a file etcd restarts on, given to
+    # the hosts labelled touched (timeouts differing between members would be refused: every member runs the same)
+    inventory = spec_copy / "inventory.yaml"
+    inventory.write_text(inventory.read_text().replace("labels: {role: master, etcd: member}",
+                                                       'labels: {role: master, etcd: member, touched: "yes"}', 2))
+    etcd = spec_copy / "etcd.yaml"
+    etcd.write_text(etcd.read_text().replace("restartOn: [etcd-conf]", "restartOn: [etcd-conf, etcd-note]") + """
+---
+apiVersion: reconciler/v1
+kind: File
+metadata: {name: etcd-note}
+spec:
+  path: /etc/etcd/note.conf
+  hosts: {matchLabels: {touched: "yes"}}
+  content: "a change for this member\\n"
+""")
     before = all_starts(converged)
     pid = m3.ssh("systemctl show -p MainPID --value etcd").stdout.strip()
     m3.ssh(f"kill -STOP {pid}")  # master-3's etcd stops answering: its health check fails
@@ -189,10 +201,12 @@ def test_quorum_guard_refuses_while_another_member_is_unhealthy(converged: Testb
     after = all_starts(converged)
     for name in ("master-1", "master-2"):
         assert after[(name, "etcd.service")] == before[(name, "etcd.service")], name
-        conf = converged.host(name).ssh("cat /etc/etcd/etcd.conf").stdout
-        assert "ETCD_ELECTION_TIMEOUT=1000" in conf, name  # a refused turn touches nothing, config included
+        assert not (converged.host(name).root / "etc/etcd/note.conf").exists(), name  # a refused turn writes nothing
     # Once master-3 answers again, the same apply finishes the rollout.
     assert reconciler("apply", str(spec_copy)).code == 0
+    assert all((converged.host(n).root / "etc/etcd/note.conf").exists() for n in ("master-1", "master-2"))
+    for name in ("master-1", "master-2"):
+        converged.host(name).ssh("rm -f /etc/etcd/note.conf")
     assert reconciler("apply", str(SPECS)).code == 0
 
 

@@ -114,7 +114,7 @@ def test_prometheus_scrapes_the_daemon_and_sees_every_host_converged(
     groups = wait_for("the alert rules to be evaluated", lambda: (a := prom.api("rules")) and all(
         r.get("lastEvaluation", "").startswith("20") for g in a["data"]["groups"] for r in g["rules"]) and a, timeout=60)
     rules = [r for g in groups["data"]["groups"] for r in g["rules"]]
-    assert len(rules) == 9 and all(r["health"] == "ok" for r in rules), rules
+    assert len(rules) == 10 and all(r["health"] == "ok" for r in rules), rules
     firing = [r["name"] for r in rules if r["state"] != "inactive"]
     assert firing == [], firing  # a healthy, converged fleet raises nothing
 
