@@ -32,18 +32,21 @@ BACKUPS_KEPT = 5
 # Backups of /etc/x/y go to <backup dir>/etc/x/y/<stamp>, the newest $7 kept.
 WRITE_SCRIPT = r"""
 set -eu
-umask 077
 path=$1; dir=$(dirname -- "$path"); base=$(basename -- "$path")
-mkdir -p -- "$dir"
+(umask 022; mkdir -p -- "$dir")
+if [ "$(realpath -m -- "$dir")" != "$dir" ]; then echo "$dir goes through a symlink; not written" >&2; exit 4; fi
 if [ -d "$path" ] && [ ! -L "$path" ]; then echo "$path is a directory; reconciler does not replace directories" >&2; exit 4; fi
+umask 077
 tmp=$(mktemp -u -- "$dir/.$base.reconciler.XXXXXXXXXX")
 trap 'rm -f -- "$tmp"' EXIT
 dd of="$tmp" conv=excl oflag=nofollow bs=1M status=none
-sum=$(sha256sum -- "$tmp"); sum=${sum%% *}
+exec 3<"$tmp"  # from here on the file we created, through its descriptor: a name swapped meanwhile is not followed
+if [ "$(stat -c %d:%i -- "$tmp")" != "$(stat -L -c %d:%i /proc/self/fd/3)" ]; then echo "$tmp was replaced" >&2; exit 4; fi
+sum=$(sha256sum < /proc/self/fd/3); sum=${sum%% *}
 if [ "$sum" != "$8" ]; then echo "content arrived incomplete (sha256 $sum, expected $8); nothing installed" >&2; exit 3; fi
-chown -h -- "$3:$4" "$tmp"
-chmod -- "$2" "$tmp"
-sync -- "$tmp"
+chown -- "$3:$4" /proc/self/fd/3
+chmod -- "$2" /proc/self/fd/3
+sync -- /proc/self/fd/3
 if [ -f "$path" ] && [ ! -L "$path" ]; then
   bdir="$5$path"
   mkdir -p -m 0700 -- "$5"; mkdir -p -- "$bdir"
@@ -57,8 +60,10 @@ sync -- "$dir"
 """
 
 # Mode and owner of a file whose content is right; never through a symlink (the plan rewrites those).
-ATTRS_SCRIPT = 'if [ -L "$3" ] || [ ! -f "$3" ]; then echo "$3 is not a regular file" >&2; exit 4; fi; ' \
-               'chown -h -- "$1" "$3" && chmod -- "$2" "$3"'
+ATTRS_SCRIPT = 'd=$(dirname -- "$3"); if [ "$(realpath -m -- "$d")" != "$d" ] || [ -L "$3" ] || [ ! -f "$3" ]; then ' \
+               'echo "$3 is not a regular file (or is reached through a symlink)" >&2; exit 4; fi; ' \
+               'exec 3<"$3" && [ "$(stat -c %d:%i -- "$3")" = "$(stat -L -c %d:%i /proc/self/fd/3)" ] && ' \
+               'chown -- "$1" /proc/self/fd/3 && chmod -- "$2" /proc/self/fd/3'
 
 
 # $1 path, $2 the backup to put back ("-": the path held no regular file before: remove what we wrote).

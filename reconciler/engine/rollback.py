@@ -21,6 +21,7 @@ from reconciler.errors import HostError
 from reconciler.observe.snapshot import CheckResult
 from reconciler.plan.actions import Action, Kind
 from reconciler.spec.desired import DesiredHost, DesiredUnit
+from reconciler.terminal import printable
 from reconciler.transport.base import Connection
 
 log = structlog.get_logger(__name__)
@@ -43,7 +44,7 @@ class RolledBack(HostError):
 def explain(lines: Iterable[str]) -> str:
     """Pure: the unit's own line that best says why it failed: the last one that sounds like a reason,
     else its last line."""
-    kept = [line.strip() for line in lines if line.strip()]
+    kept = [printable(line).strip() for line in lines if line.strip()]
     reasons = [line for line in kept if _WHY.search(line)]
     chosen = reasons[-1] if reasons else (kept[-1] if kept else "")
     return chosen[:LOG_LINE_CHARS]

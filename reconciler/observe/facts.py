@@ -26,17 +26,23 @@ UNIT_PROPERTIES = ("Id", "LoadState", "ActiveState", "SubState", "UnitFileState"
 # O_NOFOLLOW (dd iflag=nofollow), and only when it is not larger than the limit given for it.
 OBSERVE_SCRIPT = r"""
 export LC_ALL=C
+set -o pipefail
 units=()
 while [ $# -gt 0 ]; do
   case "$1" in
   F)
     printf '@@F %s\n' "$2"
-    if [ -L "$2" ]; then
+    d=$(dirname -- "$2")
+    if [ "$(realpath -m -- "$d")" != "$d" ]; then
+      echo '@@OTHER path through a symlinked directory'
+    elif [ -L "$2" ]; then
       printf '@@LINK %s\n' "$(readlink -n -- "$2" | base64 -w0)"
     elif [ -f "$2" ]; then
       if ! meta=$(stat -c '%a %U %G %.9Y %s' -- "$2"); then echo '@@ERR unreadable'
       elif [ "${meta##* }" -gt "$3" ]; then printf '%s\n@@BIG\n' "$meta"
-      else printf '%s\n' "$meta"; dd if="$2" iflag=nofollow bs=1M status=none | base64 || echo '@@ERR unreadable'
+      elif body=$(dd if="$2" iflag=nofollow,count_bytes count=$(($3 + 1)) bs=1M status=none | base64); then
+        printf '%s\n%s\n' "$meta" "$body"
+      else echo '@@ERR unreadable'
       fi
     elif [ -e "$2" ]; then
       printf '@@OTHER %s\n' "$(stat -c '%F' -- "$2")"
@@ -49,15 +55,17 @@ while [ $# -gt 0 ]; do
     printf '@@C %s\n' "$2"
     if [ ! -e "$2" ]; then echo 'missing'
     elif [ ! -f "$2" ]; then echo 'error not a regular file'
+    elif [ "$(stat -L -c %s -- "$2")" -gt 65536 ]; then echo 'error larger than 64 KiB, not a certificate'
     elif ! command -v openssl >/dev/null; then echo 'error no openssl on the host'
-    else openssl x509 -noout -enddate -subject -in "$2" 2>/dev/null || echo 'error not a readable PEM certificate'
+    else timeout 10 openssl x509 -noout -enddate -subject -in "$2" 2>/dev/null || echo 'error not a readable PEM certificate'
     fi
     shift 2 ;;
   H)
-    opts=(-s -g --proto =http,https --max-filesize 1048576 -o /dev/null -w '%{http_code}' --max-time "$3")
+    # -q first: no ~/.curlrc; --noproxy: no proxy from the environment answers for the component
+    opts=(-q -s -g --noproxy '*' --proto =http,https --max-filesize 1048576 -o /dev/null -w '%{http_code}' --max-time "$3")
     [ "$5" != - ] && opts+=(--cacert "$5")
     [ "$6" != - ] && opts+=(--cert "$6" --key "$7")
-    code=$(curl "${opts[@]}" -- "$4"); rc=$?
+    code=$(timeout -k 1 "$3" curl "${opts[@]}" -- "$4"); rc=$?  # curl opens a fifo CA file before --max-time counts
     printf '@@H %s %s %s\n' "$2" "$rc" "$code"
     shift 7 ;;
   T)
@@ -181,6 +189,8 @@ def _file_fact(path: str, header: str, body: list[str]) -> FileFact:
     if header.startswith("@@ERR"):
         raise ObservationError(f"cannot read {path}")
     mode, owner, group, mtime, size = header.split(" ")
+    if int(size) < 0:
+        raise ValueError("negative size")
     content = b"" if body == ["@@BIG"] else base64.b64decode("".join(body), validate=True)
     return FileFact(path, True, int(mode, 8), owner, group, float(mtime), content, int(size))
 
@@ -224,6 +234,8 @@ def _parse_observation(host: str, stdout: str, checks: Iterable[DesiredCheck], p
             i = end
             continue
         i += 1
+    answered = {r.name for r in results}
+    results += [CheckResult(name, False, "no result") for name in by_name if name not in answered]
     return HostSnapshot(host, files, units, tuple(results), certs)
 
 
@@ -238,8 +250,8 @@ async def observe_host(conn: Connection, desired: DesiredHost, *, with_checks: b
     result = await conn.run(argv, timeout=60 + sum(c.timeout for c in checks), max_output=most)
     try:
         return parse_observation(desired.name, result.stdout.decode("utf-8", errors="replace"), checks, limits)
-    except ValueError as exc:
-        raise TransientHostError(f"{desired.name}: observation failed ({exc}); {result.describe()}") from exc
+    except ValueError as exc:  # the exit status only: what the host wrote to stderr is not worth quoting here
+        raise TransientHostError(f"{desired.name}: observation failed ({exc}); {argv[0]} exited {result.exit_status}") from exc
 
 
 async def probe(conn: Connection, host: str, check: DesiredCheck) -> CheckResult:

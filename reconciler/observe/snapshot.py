@@ -35,8 +35,8 @@ class FileFact:
     def describe(self) -> str:
         """What is there instead of a regular file, for a plan's reason."""
         if self.kind == "symbolic link":
-            return f"is a symlink to {self.target[:200]!r} (not followed)"
-        return f"is a {self.kind}"
+            return f"is a symlink to {self.target[:200]!r} (not followed)"  # repr: control characters escaped
+        return f"is a {self.kind!r}" if not self.kind.replace(" ", "").isalpha() else f"is a {self.kind}"
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from dataclasses import replace
 from reconciler.observe.snapshot import FileFact, HostSnapshot
 from reconciler.plan.actions import Action, Kind, Plan
 from reconciler.spec.desired import DesiredFile, DesiredHost, DesiredUnit
+from reconciler.terminal import printable
 
 
 def redacted(content: bytes) -> str:
@@ -30,8 +31,8 @@ def file_diff(path: str, old: FileFact | None, new: DesiredFile) -> str:
     if new.sensitive:
         before = redacted(old.content) if old and shown else "<absent>"
         return f"--- {path}\n+++ {path}\n(content redacted) {before} -> {redacted(new.content)}"
-    a = old.content.decode(errors="replace").splitlines(keepends=True) if old and shown else []
-    b = new.content.decode(errors="replace").splitlines(keepends=True)
+    a = printable(old.content.decode(errors="replace")).splitlines(keepends=True) if old and shown else []
+    b = printable(new.content.decode(errors="replace")).splitlines(keepends=True)
     lines = difflib.unified_diff(a, b, fromfile=path if a else "/dev/null", tofile=path, n=1)
     return "".join(line if line.endswith("\n") else line + "\n\\ No newline at end of file\n" for line in lines).rstrip("\n")
 

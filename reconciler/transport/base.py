@@ -11,6 +11,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from reconciler.terminal import printable
+
 
 MAX_OUTPUT = 8 * 1024 * 1024  # a command's stdout read at most, unless the caller says (observe: what its files need)
 
@@ -28,7 +30,7 @@ class CommandResult:
 
     def describe(self) -> str:
         """A short, log-safe description: the program and its exit status, never stdin or arguments' content."""
-        err = self.stderr.decode(errors="replace").strip().splitlines()
+        err = printable(self.stderr.decode(errors="replace")).strip().splitlines()
         tail = f": {err[-1][:300]}" if err else ""
         return f"{self.argv[0]} exited {self.exit_status}{tail}"
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
+import stat
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import TypeVar, cast
 
@@ -147,6 +149,43 @@ class UnprotectedKey(ValueError):
     pass
 
 
+class UnusableFile(ValueError):
+    pass
+
+
+MAX_SSH_FILE = 1024 * 1024  # a known_hosts or key file read at most
+
+
+def _read_small(path: str) -> bytes:
+    """A local known_hosts or key file: a regular file of at most MAX_SSH_FILE bytes (a fifo is not waited on,
+    /dev/zero not read to the end of memory)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise UnusableFile("not a regular file")
+        chunks, size = [], 0
+        while chunk := os.read(fd, 65536):
+            size += len(chunk)
+            if size > MAX_SSH_FILE:
+                raise UnusableFile(f"larger than {MAX_SSH_FILE} bytes")
+            chunks.append(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+_PEM_BOUNDARY = re.compile(rb"-----(BEGIN|END) [A-Z0-9 ]{1,64}-----\s*")
+
+
+def _pem_checked(data: bytes) -> bytes:
+    """Key text whose PEM boundary lines are what PEM allows (asyncssh turns a BEGIN line into a pattern)."""
+    for line in data.splitlines():
+        if line.startswith(b"-----") and not _PEM_BOUNDARY.fullmatch(line):
+            raise UnusableFile("a PEM boundary line that is not -----BEGIN/END <LABEL>-----")
+    return data
+
+
 def _check_key_mode(path: str) -> None:
     """ssh's rule (sshkey_perm_ok): a private key of ours that others may read is refused, not used."""
     st = os.stat(path)
@@ -156,7 +195,7 @@ def _check_key_mode(path: str) -> None:
 
 
 def _why(exc: Exception, otherwise: str) -> str:
-    if isinstance(exc, UnprotectedKey):
+    if isinstance(exc, (UnprotectedKey, UnusableFile)):
         return str(exc)
     if isinstance(exc, OSError):
         return exc.strerror or type(exc).__name__
@@ -187,15 +226,17 @@ async def _connect(target: Target) -> asyncssh.SSHClientConnection:
     # file, a token), asyncssh's own message would quote the first line it could not parse.
     if target.known_hosts and not target.unsafe_skip_host_key_verification:
         try:
-            options["known_hosts"] = _cached("known_hosts", target.known_hosts, asyncssh.read_known_hosts)
-        except (ValueError, OSError, asyncssh.Error) as exc:
+            options["known_hosts"] = _cached("known_hosts", target.known_hosts,
+                                             lambda p: asyncssh.import_known_hosts(_read_small(p).decode("utf-8", "replace")))
+        except Exception as exc:  # whatever the file made asyncssh raise: named by kind, never quoted
             raise PermanentHostError(f"{where}: known_hosts file {target.known_hosts!r} cannot be used: "
                                      f"{_why(exc, 'not in known_hosts format')}", ssh=True) from None
     if target.identity_file:
         try:
             _check_key_mode(target.identity_file)
-            options["client_keys"] = [_cached("key", target.identity_file, asyncssh.read_private_key)]
-        except (ValueError, OSError, asyncssh.Error) as exc:
+            options["client_keys"] = [_cached("key", target.identity_file,
+                                              lambda p: asyncssh.import_private_key(_pem_checked(_read_small(p))))]
+        except Exception as exc:  # e.g. re.error: asyncssh compiles a PEM header into a pattern
             raise PermanentHostError(f"{where}: identity file {target.identity_file!r} cannot be used: "
                                      f"{_why(exc, 'not a private key asyncssh can read')}", ssh=True) from None
     try:
