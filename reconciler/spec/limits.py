@@ -13,6 +13,7 @@ MAX_SPEC_FILES = 1000  # *.yaml / *.yml files in the directory
 # YAML, after aliases are expanded: an alias bomb of a few hundred bytes would otherwise become gigabytes
 MAX_YAML_NODES = 100_000  # values (scalars, lists, maps) in the whole directory
 MAX_YAML_DEPTH = 64  # lists and maps nested in one document
+MAX_NUMBER_CHARS = 100  # characters of one YAML number (YAML 1.1 base-60 ints are built in quadratic time)
 
 # Templates, per document and host
 MAX_TEMPLATE_STEPS = 1_000_000  # loop iterations + calls + operators in one rendering

@@ -17,13 +17,14 @@ from pydantic import ValidationError
 from reconciler.errors import SpecError, SpecIssue
 from reconciler.spec.cache import SpecCache
 from reconciler.spec.desired import DesiredState
-from reconciler.spec.limits import (MAX_SPEC_BYTES, MAX_SPEC_FILE_BYTES, MAX_SPEC_FILES, MAX_YAML_DEPTH,
-                                    MAX_YAML_NODES)
+from reconciler.spec.limits import (MAX_NUMBER_CHARS, MAX_SPEC_BYTES, MAX_SPEC_FILE_BYTES, MAX_SPEC_FILES,
+                                    MAX_YAML_DEPTH, MAX_YAML_NODES)
 from reconciler.spec.model import API_VERSION, SPEC_MODELS, Document, Metadata
 
 # libyaml's parser when PyYAML was built with it (the wheels are): ~4x faster than the pure-Python one,
 # same nodes and marks (lines) for error messages.
 _COMPOSER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_INT, _FLOAT = "tag:yaml.org,2002:int", "tag:yaml.org,2002:float"
 
 Loc = tuple[str | int, ...]
 
@@ -31,7 +32,10 @@ Loc = tuple[str | int, ...]
 def spec_files(directory: Path) -> list[Path]:
     if not directory.is_dir():
         raise SpecError([SpecIssue(str(directory), 0, "", "spec directory does not exist")])
-    return sorted(p for p in directory.rglob("*") if p.suffix in (".yaml", ".yml") and p.is_file())
+    try:
+        return sorted(p for p in directory.rglob("*") if p.suffix in (".yaml", ".yml") and p.is_file())
+    except (OSError, RecursionError) as exc:  # a tree nested past the recursion limit, a path past PATH_MAX
+        raise SpecError([SpecIssue(str(directory), 0, "", f"cannot list the spec files: {type(exc).__name__}")]) from None
 
 
 def _read(path: Path, display: str, budget: int) -> tuple[str | None, SpecIssue | None]:
@@ -78,10 +82,7 @@ class _Builder:
         return self._value(node, (), 0)
 
     def _value(self, node: yaml.Node, loc: Loc, depth: int) -> Any:
-        self.nodes += 1
-        if self.nodes > MAX_YAML_NODES:
-            raise _TooBig(node.start_mark.line + 1, f"more than {MAX_YAML_NODES} YAML values in the spec directory "
-                                                    "(aliases count each time they are used; limit MAX_YAML_NODES)")
+        self._count(node)
         if depth > MAX_YAML_DEPTH:
             raise _TooBig(node.start_mark.line + 1, f"lists and maps nested deeper than {MAX_YAML_DEPTH} levels "
                                                     "(limit MAX_YAML_DEPTH)")
@@ -89,18 +90,19 @@ class _Builder:
         if isinstance(node, yaml.MappingNode):
             out: dict[Any, Any] = {}
             for key_node, value_node in node.value:
+                self._count(key_node)  # keys are values too (duplicates and aliases included)
                 if not isinstance(key_node, yaml.ScalarNode):
                     self.issues.append(SpecIssue(self.file, key_node.start_mark.line + 1, _dotted(loc),
                                                  "mapping keys must be scalars"))
                     continue
-                key = self.loader.construct_object(key_node, deep=True)
+                key = self._scalar(key_node)
                 if not isinstance(key, (str, int, float, bool)):
                     self.issues.append(SpecIssue(self.file, key_node.start_mark.line + 1, _dotted(loc),
                                                  "mapping keys must be scalars"))
                     continue
                 key = str(key) if not isinstance(key, str) else key
                 if key in out:
-                    self.issues.append(SpecIssue(self.file, key_node.start_mark.line + 1, _dotted(loc + (key,)),
+                    self.issues.append(SpecIssue(self.file, key_node.start_mark.line + 1, _dotted(loc + (key[:100],)),
                                                  "duplicate key"))
                     continue
                 self.lines[loc + (key,)] = key_node.start_mark.line + 1
@@ -108,7 +110,23 @@ class _Builder:
             return out
         if isinstance(node, yaml.SequenceNode):
             return [self._value(item, loc + (i,), depth + 1) for i, item in enumerate(node.value)]
-        return self.loader.construct_object(node, deep=True)
+        return self._scalar(node)
+
+    def _count(self, node: yaml.Node) -> None:
+        self.nodes += 1
+        if self.nodes > MAX_YAML_NODES:
+            raise _TooBig(node.start_mark.line + 1, f"more than {MAX_YAML_NODES} YAML values in the spec directory "
+                                                    "(aliases count each time they are used; limit MAX_YAML_NODES)")
+
+    def _scalar(self, node: yaml.Node) -> Any:
+        """A scalar by YAML's safe rules; a number longer than any spec needs is refused before it is built
+        (YAML 1.1's base-60 integers `1:59:59:...` are built in quadratic time)."""
+        if node.tag in (_INT, _FLOAT) and len(str(node.value)) > MAX_NUMBER_CHARS:
+            raise _TooBig(node.start_mark.line + 1, f"a number of more than {MAX_NUMBER_CHARS} characters (limit MAX_NUMBER_CHARS)")
+        try:
+            return self.loader.construct_object(node, deep=True)
+        except (ValueError, OverflowError) as exc:  # e.g. Python's limit on digits of an int
+            raise _TooBig(node.start_mark.line + 1, f"YAML value not allowed: {type(exc).__name__}") from None
 
 
 def _dotted(loc: Loc) -> str:

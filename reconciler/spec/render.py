@@ -77,6 +77,7 @@ class _Renderer:
     def render(self, text: str, host: Document) -> str:
         """The text rendered for the host; raises RenderLimitError, a Jinja error, or whatever the template raised."""
         if "{" not in text:  # no Jinja syntax possible ({{ }}, {% %}, {# #}): the text is its own rendering
+            self._count(text)
             return _utf8(text)
         key = (text, host.metadata.name)
         rendered = self.cache.rendering(key)
@@ -89,12 +90,15 @@ class _Renderer:
                 template = self._templates[text] = self.env.bounded_template(text)
             me = self.by_name[host.metadata.name]
             rendered = _utf8(self.env.render(template, host=me, hosts=self.hosts, vars=me["vars"]))
-        self.total_bytes += len(rendered)
+        self._count(rendered)
+        self.cache.keep(key, rendered)
+        return rendered
+
+    def _count(self, text: str) -> None:
+        self.total_bytes += len(text) if text.isascii() else 4 * len(text)  # UTF-8: at most 4 bytes a character
         if self.total_bytes > MAX_RENDERED_TOTAL_BYTES:
             raise RenderLimitError(f"the renderings of all documents for all hosts exceed {MAX_RENDERED_TOTAL_BYTES} "
                                    "bytes together (limit MAX_RENDERED_TOTAL_BYTES)")
-        self.cache.keep(key, rendered)
-        return rendered
 
 
 def _utf8(text: str) -> str:
@@ -225,6 +229,13 @@ def _check_units(doc: Document, issues: list[SpecIssue]) -> None:
 
 
 def _check_references(by_kind: dict[str, dict[str, Document]], issues: list[SpecIssue]) -> None:
+    units: dict[str, Document] = {}
+    for doc in by_kind["Unit"].values():  # `etcd` and `etcd.service` are one systemd unit
+        other = units.setdefault(unit_name(doc.metadata.name), doc)
+        if other is not doc:
+            issues.append(SpecIssue(doc.file, doc.line_of("metadata", "name"), "metadata.name",
+                                    f"Unit {doc.metadata.name!r} is the same systemd unit as {other.metadata.name!r} "
+                                    f"({other.where('metadata', 'name')})"))
     for doc in by_kind["Unit"].values():
         spec: UnitSpec = doc.spec
         _check_units(doc, issues)
@@ -240,7 +251,10 @@ def _check_references(by_kind: dict[str, dict[str, Document]], issues: list[Spec
 def _local_path(value: str | None, doc: Document, spec_dir: Path) -> str | None:
     if value is None:
         return None
-    path = Path(os.path.expanduser(value))
+    try:
+        path = Path(os.path.expanduser(value))
+    except (ValueError, OSError):  # e.g. a NUL byte in "~user": left as written, refused when it is opened
+        path = Path(value)
     return str(path if path.is_absolute() else (spec_dir.parent / doc.file).parent / path)
 
 
@@ -257,14 +271,18 @@ def _render_host(host: Document, by_kind: dict[str, dict[str, Document]], render
     def render(text: str, doc: Document, *loc: str) -> str:
         if text in renderer.failed:  # reported for the first host it failed on; not worth trying again
             return ""
+        sensitive = doc.kind == "File" and doc.spec.sensitive
         try:
             return renderer.render(text, host)
         except jinja2.TemplateSyntaxError as exc:
-            line = doc.line_of(*loc) + (exc.lineno if doc.line_of(*loc) != doc.line else 0)
-            renderer.failed[text] = f"template syntax error: {exc.message}"
+            key_line = doc.line_of(*loc)
+            block = "\n" in text and key_line != doc.line  # a `key: |` block starts on the line after its key
+            line = key_line + (exc.lineno if block else 0)
+            renderer.failed[text] = "template syntax error" + (
+                " (details withheld: the file is sensitive)" if sensitive else f": {exc.message}")
             issues.append(SpecIssue(doc.file, line, ".".join(loc), renderer.failed[text]))
         except Exception as exc:  # whatever a template raises is the template's error, located, never a crash
-            why = _render_failure(exc, sensitive=doc.kind == "File" and doc.spec.sensitive)
+            why = _render_failure(exc, sensitive=sensitive)
             issues.append(SpecIssue(doc.file, doc.line_of(*loc), ".".join(loc), f"rendering for host {name!r}: {why}"))
             if isinstance(exc, (RenderLimitError, RecursionError, MemoryError)):  # costly: once is enough
                 renderer.failed[text] = why
@@ -373,14 +391,16 @@ def _is_url(url: str) -> bool:
 def _render_failure(exc: Exception, *, sensitive: bool) -> str:
     """What to say about a failed rendering: the limit or Jinja's message; only the kind of error for a sensitive
     file (a message such as "invalid literal for int(): 's3cret'" would carry its content)."""
-    if isinstance(exc, (RenderLimitError, jinja2.UndefinedError, SecurityError)):
+    if isinstance(exc, RenderLimitError):
         return str(exc)
     if isinstance(exc, RecursionError):
         return "recursion too deep"
     if isinstance(exc, MemoryError):
         return "out of memory"
-    if sensitive:
+    if sensitive:  # an undefined name, a security refusal, any message could quote what the template holds
         return f"{type(exc).__name__} (details withheld: the file is sensitive)"
+    if isinstance(exc, (jinja2.UndefinedError, SecurityError)):
+        return str(exc)[:200]
     return f"{type(exc).__name__}: {str(exc)[:200]}"
 
 

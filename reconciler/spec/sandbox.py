@@ -19,7 +19,7 @@ from typing import Any
 import jinja2
 from jinja2 import nodes
 from jinja2.runtime import Context
-from jinja2.sandbox import SandboxedEnvironment
+from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from reconciler.spec.limits import (MAX_RENDER_SECONDS, MAX_RENDERED_BYTES, MAX_TEMPLATE_DEPTH, MAX_TEMPLATE_INT_BITS,
                                     MAX_TEMPLATE_ITEMS, MAX_TEMPLATE_STEPS)
@@ -61,8 +61,8 @@ def _number(value: Any) -> int:
 def _estimate(name: str, target: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> int:
     """An upper bound of the size of what `name(target, *args)` builds, for the calls that can amplify."""
     rest = list(args) + list(kwargs.values())
-    if name in ("format", "format_map", "do_format") or (name == "%" and isinstance(target, str)):
-        fmt = target if isinstance(target, str) else ""
+    if name in ("format", "format_map", "do_format") or (name == "%" and isinstance(target, (str, bytes))):
+        fmt = target if isinstance(target, str) else (target.decode("latin-1") if isinstance(target, bytes) else "")
         if _FORMAT_NUMBER.search(fmt):
             return MAX_RENDERED_BYTES + 1
         values: Iterable[Any] = rest[0] if name == "%" and isinstance(rest[0], (tuple, dict)) else rest
@@ -71,18 +71,24 @@ def _estimate(name: str, target: Any, args: tuple[Any, ...], kwargs: dict[str, A
         return len(fmt) + sum(min(_size(v), MAX_RENDERED_BYTES) + _number(v) for v in values)
     if name in ("center", "ljust", "rjust", "zfill", "do_center"):
         return _size(target) + max((_number(v) for v in rest), default=0)
-    if name in ("expandtabs",) and isinstance(target, str):
+    if name in ("expandtabs",) and isinstance(target, (str, bytes)):
         return len(target) + target.count("\t") * max((_number(v) for v in rest), default=8)
-    if name in ("replace", "do_replace") and isinstance(target, str) and len(rest) >= 2:
-        old, new = str(rest[0]), str(rest[1])
+    if name in ("replace", "do_replace") and isinstance(target, (str, bytes)) and len(rest) >= 2:
+        old, new = rest[0], rest[1]
+        if isinstance(target, bytes) and not (isinstance(old, bytes) and isinstance(new, bytes)):
+            return 0  # bytes.replace refuses str arguments
+        old, new = (old, new) if isinstance(target, bytes) else (str(old), str(new))
         count = len(target) + 1 if old == "" else target.count(old)
         return len(target) + count * len(new)
-    if name in ("indent", "do_indent") and isinstance(target, str):
+    if name in ("indent", "do_indent"):
+        target = str(target)
         width = rest[0] if rest else 4
         width = len(width) if isinstance(width, str) else _number(width)
         return len(target) + (target.count("\n") + 1) * width
-    if name in ("translate",) and isinstance(target, str) and rest and isinstance(rest[0], dict):
-        longest = max((_size(v) for v in rest[0].values()), default=1)
+    if name in ("translate",) and isinstance(target, (str, bytes)) and rest:
+        table = rest[0]
+        values = table.values() if isinstance(table, dict) else (table if isinstance(table, (list, tuple)) else ())
+        longest = max((_size(v) for v in values if v is not None), default=1)
         return len(target) * max(longest, 1)
     if name in ("join", "do_join"):
         items, sep = (args[0], target) if name == "join" else (target, rest[0] if rest else "")
@@ -112,8 +118,9 @@ class _Budget:
         self.deadline = time.monotonic() + MAX_RENDER_SECONDS
 
 
-class BoundedEnvironment(SandboxedEnvironment):
-    """SandboxedEnvironment with StrictUndefined whose renderings are bounded (see the module docstring)."""
+class BoundedEnvironment(ImmutableSandboxedEnvironment):
+    """Jinja's immutable sandbox (a template cannot change `hosts`, `vars` or any list or dict: no append,
+    extend, update) with StrictUndefined, whose renderings are bounded (see the module docstring)."""
 
     intercepted_binops = frozenset({"*", "**", "+", "%", "//"})
 
@@ -146,7 +153,7 @@ class BoundedEnvironment(SandboxedEnvironment):
         if budget.steps > MAX_TEMPLATE_STEPS:
             raise RenderLimitError(f"more than {MAX_TEMPLATE_STEPS} steps (loop iterations, calls, operations; "
                                    "limit MAX_TEMPLATE_STEPS)")
-        if budget.steps % 64 == 0 and time.monotonic() > budget.deadline:
+        if time.monotonic() > budget.deadline:
             raise RenderLimitError(f"rendering took longer than {MAX_RENDER_SECONDS:g} s (limit MAX_RENDER_SECONDS)")
 
     def _iterate(self, iterable: Any) -> Iterator[Any]:
@@ -204,7 +211,7 @@ class BoundedEnvironment(SandboxedEnvironment):
                     self._limit_length(seq, len(seq) * max(times, 0))
         elif operator == "+" and isinstance(left, Sized) and isinstance(right, Sized):
             self._limit_length(left, len(left) + len(right))
-        elif operator == "%" and isinstance(left, str):
+        elif operator == "%" and isinstance(left, (str, bytes)):
             self._before("%", left, (right,), {})
         return _limit_size(super().call_binop(context, operator, left, right))
 
