@@ -72,13 +72,17 @@ def _estimate(name: str, target: Any, args: tuple[Any, ...], kwargs: dict[str, A
     if name in ("center", "ljust", "rjust", "zfill", "do_center"):
         return _size(target) + max((_number(v) for v in rest), default=0)
     if name in ("expandtabs",) and isinstance(target, (str, bytes)):
-        return len(target) + target.count("\t") * max((_number(v) for v in rest), default=8)
-    if name in ("replace", "do_replace") and isinstance(target, (str, bytes)) and len(rest) >= 2:
+        tabs = target.count(b"\t") if isinstance(target, bytes) else target.count("\t")
+        return len(target) + tabs * max((_number(v) for v in rest), default=8)
+    if name in ("replace", "do_replace") and len(rest) >= 2:
         old, new = rest[0], rest[1]
-        if isinstance(target, bytes) and not (isinstance(old, bytes) and isinstance(new, bytes)):
+        if isinstance(target, bytes) and isinstance(old, bytes) and isinstance(new, bytes):
+            count = len(target) + 1 if old == b"" else target.count(old)
+        elif isinstance(target, str):
+            old, new = str(old), str(new)
+            count = len(target) + 1 if old == "" else target.count(old)
+        else:
             return 0  # bytes.replace refuses str arguments
-        old, new = (old, new) if isinstance(target, bytes) else (str(old), str(new))
-        count = len(target) + 1 if old == "" else target.count(old)
         return len(target) + count * len(new)
     if name in ("indent", "do_indent"):
         target = str(target)
