@@ -232,7 +232,7 @@ CASES: list[Case] = [
                 "exceeds PATH_MAX"),
     Case("identity-file-nul", {"a.yaml": ('apiVersion: reconciler/v1\nkind: Host\nmetadata: {name: m2}\n'
                                           'spec: {address: a2, identityFile: "~a\\0b/key"}\n')}, "identityFile",
-         escape="was a ValueError traceback out of load_desired (os.path.expanduser('~a\\0b/key'), pwd.getpwnam); "
+         fixed="was a ValueError traceback out of load_desired (os.path.expanduser('~a\\0b/key'), pwd.getpwnam); "
                 "now validate says valid: a path with a NUL byte (identityFile, knownHosts) can never be opened, "
                 "so plan/apply fail on that host later"),
     # --- paths, names, modes, env keys ------------------------------------------------------------
@@ -256,11 +256,11 @@ CASES: list[Case] = [
     Case("env-value-newline", {"a.yaml": env_file("FOO", "{{ 'a\\nB=b' }}")}, "single line"),
     Case("key-terminal-escape", {"a.yaml": file_doc("x").replace("spec:\n", 'spec:\n  "\\e[2J\\e[32mall good\\e]0;x\\a": 1\n')},
          "unknown field", canary="\x1b",
-         escape="fooled: a YAML key's control characters reach the terminal raw in `validate` (and the daemon's "
+         fixed="fooled: a YAML key's control characters reach the terminal raw in `validate` (and the daemon's "
                 "console log): ESC [2J clears the screen, a fake 'all good', the window title; a newline in a key "
                 "forges whole issue lines"),
     Case("file-name-terminal-escape", {"\x1b[2J\x1b[32mall good\x1b[0m.yaml": "kind: [\n"}, "YAML syntax error",
-         file=None, canary="\x1b", escape="fooled: a spec file's name is printed raw: its control characters "
+         file=None, canary="\x1b", fixed="fooled: a spec file's name is printed raw: its control characters "
                                             "reach the terminal"),
     # --- health checks --------------------------------------------------------------------------
     Case("url-curl-glob", {"a.yaml": http_check("http://127.0.0.1/[1-100000]")}, "not an http(s) URL"),

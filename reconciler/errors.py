@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from reconciler.terminal import printable
+
 
 @dataclass(frozen=True)
 class SpecIssue:
@@ -16,6 +18,11 @@ class SpecIssue:
     line: int
     field: str
     message: str
+
+    def __post_init__(self) -> None:
+        # a file name, a key or a value may carry ESC sequences or newlines (forged issue lines): shown escaped
+        for name in ("file", "field", "message"):
+            object.__setattr__(self, name, printable(getattr(self, name)).replace("\n", "\\n"))
 
     def __str__(self) -> str:
         field = f" {self.field}:" if self.field else ""

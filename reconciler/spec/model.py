@@ -74,8 +74,8 @@ class HostSpec(Strict):
     address: Annotated[str, Field(pattern=r"^[A-Za-z0-9.:-]+$", max_length=253)]
     port: Annotated[int, Field(ge=1, le=65535)] = 22
     user: Account = "root"
-    identity_file: str | None = None
-    known_hosts: str | None = None
+    identity_file: Annotated[str, Field(pattern=r"^[^\x00-\x1f\x7f]+$", max_length=4095)] | None = None
+    known_hosts: Annotated[str, Field(pattern=r"^[^\x00-\x1f\x7f]+$", max_length=4095)] | None = None
     unsafe_skip_host_key_verification: bool = Field(
         default=False,
         description="UNSAFE: accept any host key (man-in-the-middle possible). Never use outside a lab.",
