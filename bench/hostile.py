@@ -378,7 +378,7 @@ CASES: list[Case] = [
                 "unchanged specs renders something new"),
     Case("vars-alias-repr", {"hosts.yaml": host_with_vars('s: &s "' + "x" * 1_000_000 + '"\nl: [' + "*s, " * 10_000 + "]")},
          "MAX_", file="hosts.yaml", host=False, or_valid=True,
-         escape="no template needed: 10k aliases of a 1 MB string in a Host's vars are 10k YAML values, and "
+         fixed="no template needed: 10k aliases of a 1 MB string in a Host's vars are 10k YAML values, and "
                 "repr(hosts) (the render cache key) builds 10 GB: MemoryError traceback out of load_desired"),
     Case("astral-output", {"a.yaml": "---\n".join(file_doc("{{ '\\U0001F600' * 16000000 }}" + "\n" * i, name=f"f{i}")
                                                   for i in range(4))}, "MAX_RENDERED_TOTAL_BYTES",

@@ -4,8 +4,9 @@
     .venv/bin/python -m bench.run --quick    # fewer rounds and fleet sizes 10, 100: a smoke run
 
 Runs bench.peer (ansible-playbook against reconciler on the 3 testbed hosts, the floor, the daemon's
-no-op pass, spec-edit latency) then bench.fleet (the daemon against 10, 100 and 1000 simulated hosts),
-and checks the targets of the benchmark issue. Timing goals live here, never in the tests.
+no-op pass, spec-edit latency), bench.fleet (the daemon against 10, 100 and 1000 simulated hosts) and
+bench.hostile (`reconciler validate` over the hostile spec corpus), and checks the targets of the benchmark
+issue. Timing goals live here, never in the tests.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench import fleet, peer  # noqa: E402
+from bench import fleet, hostile, peer  # noqa: E402
 
 
 def machine() -> dict[str, str]:
@@ -65,7 +66,28 @@ def targets(results: dict[str, Any]) -> list[tuple[str, str, bool]]:
             growth = big["noop_cpu_seconds"] / small["noop_cpu_seconds"]
             out.append(("cost grows no faster than linearly (no-op CPU, 100 -> 1000 hosts)",
                         f"x {growth:.1f} for x 10 hosts", growth <= 11))
+    if results.get("hostile"):
+        cases = results["hostile"]["cases"]
+        failed = [c["case"] for c in cases if not c["pass"]]
+        out.append((f"hostile specs: `validate` answers every case within {hostile.GOAL_SECONDS:g} s and "
+                    f"{hostile.GOAL_RSS_MB:g} MB", f"{len(cases) - len(failed)}/{len(cases)} cases"
+                    + (f"; over: {', '.join(failed)}" if failed else ""), not failed))
     return out
+
+
+def render_hostile(h: dict[str, Any]) -> list[str]:
+    return [
+        "",
+        "## Hostile specs: `reconciler validate` over the corpus",
+        "",
+        f"bench/hostile.py on {h['date']}: each case (tests/unit/test_hostile_specs.py asserts their errors) a fresh "
+        f"`python -m reconciler.cli validate` under RLIMIT_AS {h['as_limit_mb']} MB, killed after "
+        f"{h['timeout_seconds']:g} s; peak RSS from wait4. Goal: within {h['goal_seconds']:g} s and "
+        f"{h['goal_rss_mb']:g} MB, the right exit code, no traceback, no MemoryError. The FAIL rows are the known "
+        "escapes (xfail in the tests).",
+        "",
+        hostile.table(h["cases"]),
+    ]
 
 
 def render(results: dict[str, Any]) -> str:
@@ -153,6 +175,8 @@ def render(results: dict[str, Any]) -> str:
                            r["noop_seconds"], r["noop_cpu_seconds"], round(r["noop_cpu_seconds"] / r["hosts"] * 1000, 2),
                            r["change_seconds"], r["change_cpu_seconds"], r["change_detect_and_load_seconds"],
                            r["peak_rss_mb"], r["sim_cpu_seconds"]]))
+    if results.get("hostile"):
+        lines += render_hostile(results["hostile"])
     lines += ["", results.get("notes", "").strip(), ""]
     return "\n".join(lines)
 
@@ -161,7 +185,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="2 rounds, 1 bare round, 20 edits, fleets of 10 and 100")
     parser.add_argument("--render", action="store_true", help="only write RESULTS.md again from bench/results.json")
-    parser.add_argument("--only", choices=("peer", "fleet"), help="run one part, keep the other from bench/results.json")
+    parser.add_argument("--only", choices=("peer", "fleet", "hostile"),
+                        help="run one part, keep the others from bench/results.json")
     args = parser.parse_args()
     if args.render:
         saved = json.loads((REPO / "bench/results.json").read_text())
@@ -172,17 +197,23 @@ def main() -> int:
     began = time.time()
     kept = json.loads((REPO / "bench/results.json").read_text()) if args.only else {}
     results: dict[str, Any] = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": machine()}
-    if args.only == "fleet":
+    if args.only not in (None, "peer"):
         results["peer"] = kept["peer"]
     else:
         results["peer"] = (peer.run(rounds=2, bare_rounds=1, edits=20, floor_repeats=10) if args.quick else peer.run())
-    if args.only == "peer":
+    if args.only not in (None, "fleet"):
         results["fleet"] = kept["fleet"]
     else:
         results["fleet"] = []
         for n in (10, 100) if args.quick else (10, 100, 1000):
             with tempfile.TemporaryDirectory(prefix=f"reconciler-fleet-{n}-") as tmp:
                 results["fleet"].append(fleet.run_fleet(n, Path(tmp)))
+    if args.only not in (None, "hostile"):
+        if kept.get("hostile"):
+            results["hostile"] = kept["hostile"]
+    else:
+        results["hostile"] = hostile.run()
+        (REPO / "bench/hostile-last.json").write_text(json.dumps(results["hostile"], indent=2) + "\n")
     results["minutes"] = (time.time() - began) / 60 + (kept.get("minutes", 0) if args.only else 0)
     notes = REPO / "bench/NOTES.md"
     results["notes"] = notes.read_text() if notes.exists() else ""

@@ -7,6 +7,8 @@ Called by `load_desired` (below), which adds the cross-document checks of `spec.
 
 from __future__ import annotations
 
+import os
+import stat
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -40,9 +42,15 @@ def spec_files(directory: Path) -> list[Path]:
 
 def _read(path: Path, display: str, budget: int) -> tuple[str | None, SpecIssue | None]:
     """A spec file's text, read no further than the limits allow (a 10 GB file costs nothing)."""
-    try:
-        with path.open("rb") as f:
-            data = f.read(min(MAX_SPEC_FILE_BYTES, budget) + 1)
+    try:  # O_NONBLOCK: a file swapped for a fifo after it was listed is refused, not waited on forever
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                return None, SpecIssue(display, 0, "", "not a regular file")
+            with os.fdopen(fd, "rb", closefd=False) as f:
+                data = f.read(min(MAX_SPEC_FILE_BYTES, budget) + 1)
+        finally:
+            os.close(fd)
     except OSError as exc:
         return None, SpecIssue(display, 0, "", f"cannot read: {exc.strerror or type(exc).__name__}")
     if len(data) > MAX_SPEC_FILE_BYTES:

@@ -7,7 +7,9 @@ variable is an error naming the host, never an empty string). Called by `spec.lo
 
 from __future__ import annotations
 
+import hashlib
 import os
+import pickle
 import posixpath
 import re
 import time
@@ -66,7 +68,8 @@ class _Renderer:
         self.total_bytes = 0
         self.deadline = time.monotonic() + MAX_RENDER_TOTAL_SECONDS
         self.cache = cache or SpecCache()
-        self.cache.begin_render(repr(self.hosts))
+        # pickle keeps one copy of what YAML aliases share (repr would expand 10k aliases of a 1 MB string)
+        self.cache.begin_render(hashlib.sha256(pickle.dumps(self.hosts)).hexdigest())
 
     @staticmethod
     def _host_context(doc: Document) -> dict[str, Any]:

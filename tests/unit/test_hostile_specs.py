@@ -232,9 +232,6 @@ _FIFO_CHILD = textwrap.dedent("""\
 """)
 
 
-@pytest.mark.xfail(strict=True, reason="hang: a spec file replaced by a FIFO between listing (is_file) and reading "
-                                       "(open) blocks open() forever, and with it the daemon's reload; found with a "
-                                       "thread swapping a.yaml between a file and a FIFO (hung on the 6th load)")
 def test_a_spec_file_that_turns_into_a_fifo_after_listing_does_not_block(tmp_path: Path) -> None:
     child = run_child([sys.executable, "-c", _FIFO_CHILD, str(tmp_path)], timeout=SANITY_SECONDS,
                       as_bytes=ISOLATED_AS_BYTES, env=dict(os.environ, PYTHONPATH=str(REPO)))
