@@ -26,23 +26,28 @@ UNIT_PROPERTIES = ("Id", "LoadState", "ActiveState", "SubState", "UnitFileState"
 # O_NOFOLLOW (dd iflag=nofollow), and only when it is not larger than the limit given for it.
 OBSERVE_SCRIPT = r"""
 export LC_ALL=C
-set -o pipefail
 units=()
+declare -A canon  # each managed file's directory -> its real path, from one realpath for all of them
+dirs=(); for ((i = 1; i <= $#; i++)); do if [ "${!i}" = F ]; then j=$((i + 1)); dirs+=("${!j%/*}"); fi; done
+if [ ${#dirs[@]} -gt 0 ]; then
+  mapfile -t real < <(realpath -m -- "${dirs[@]}")
+  for ((i = 0; i < ${#dirs[@]}; i++)); do canon[${dirs[i]}]=${real[i]}; done
+fi
 while [ $# -gt 0 ]; do
   case "$1" in
   F)
     printf '@@F %s\n' "$2"
-    d=$(dirname -- "$2")
-    if [ "$(realpath -m -- "$d")" != "$d" ]; then
+    if [ "${canon[${2%/*}]}" != "${2%/*}" ]; then
       echo '@@OTHER path through a symlinked directory'
     elif [ -L "$2" ]; then
       printf '@@LINK %s\n' "$(readlink -n -- "$2" | base64 -w0)"
     elif [ -f "$2" ]; then
       if ! meta=$(stat -c '%a %U %G %.9Y %s' -- "$2"); then echo '@@ERR unreadable'
       elif [ "${meta##* }" -gt "$3" ]; then printf '%s\n@@BIG\n' "$meta"
-      elif body=$(dd if="$2" iflag=nofollow,count_bytes count=$(($3 + 1)) bs=1M status=none | base64); then
-        printf '%s\n%s\n' "$meta" "$body"
-      else echo '@@ERR unreadable'
+      else
+        printf '%s\n' "$meta"
+        dd if="$2" iflag=nofollow,count_bytes count=$(($3 + 1)) bs=1M status=none | base64
+        [ "${PIPESTATUS[0]}" = 0 ] || echo '@@ERR unreadable'
       fi
     elif [ -e "$2" ]; then
       printf '@@OTHER %s\n' "$(stat -c '%F' -- "$2")"
@@ -214,6 +219,8 @@ def _parse_observation(host: str, stdout: str, checks: Iterable[DesiredCheck], p
             while i < len(lines) and (not lines[i].startswith("@@") or lines[i] == "@@BIG"):
                 body.append(lines[i])
                 i += 1
+            if i < len(lines) and lines[i].startswith("@@ERR"):  # dd failed after the file's header
+                raise ObservationError(f"cannot read {path}")
             if paths is None or path in paths:
                 files[path] = _file_fact(path, header, body)
             continue

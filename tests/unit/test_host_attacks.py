@@ -247,7 +247,6 @@ def test_lines_after_a_units_block_never_make_a_failing_check_healthy() -> None:
 @pytest.mark.parametrize("text", [
     "@@F /etc/a\n644 u g 1.0 5\n@@BIG\n@@END\n",  # BIG for a small file
     "@@F /etc/a\n644 u g 1.0 0\nd2FudAo=\n@@END\n",  # more content than its size
-    "@@F /etc/a\n644 u g 1.0 5\n@@ERR unreadable\n@@END\n",  # an error after the stat line
     "@@F /etc/a\n644 u g 1.0 5\nd2Fu\n@@END\n",  # less content than its size
     "@@F /etc/a\n@@OTHER file\n@@END\n",  # a type word that is not a regular file
 ])
@@ -255,6 +254,12 @@ def test_crafted_file_facts_never_look_like_the_declared_file(text: str) -> None
     """(A header with size -1 does: see the report; only a host's root can print one.)"""
     snap = parse_observation("h", text, paths=["/etc/a"])
     assert [a.kind for a in plan_host(desired(["/etc/a"], b"want\n", 0o644), snap).actions] == [Kind.WRITE]
+
+
+def test_an_error_after_the_stat_line_is_an_observation_error() -> None:
+    """dd failing after the header was printed (an unreadable file): the host's pass fails, nothing is taken for a match."""
+    with pytest.raises(ObservationError, match="cannot read /etc/a"):
+        parse_observation("h", "@@F /etc/a\n644 u g 1.0 5\n@@ERR unreadable\n@@END\n", paths=["/etc/a"])
 
 
 @pytest.mark.parametrize("header", ["644 root wheel group 1.0 5", "644 root root 1.0", "0x1a4 root root 1.0 5",
