@@ -88,9 +88,6 @@ class Held:
     def hold(self, host: str, unit: str, tried: frozenset[tuple[str, str]], why: str) -> None:
         self._held[(host, unit)] = (tried, why)
 
-    def held(self) -> dict[tuple[str, str], str]:
-        return {key: why for key, (_, why) in self._held.items()}
-
 
 async def unit_log(conn: Connection, unit: str, seconds: float) -> list[str]:
     """The unit's own journal lines (its processes, not systemd's words about it) of the last `seconds`."""

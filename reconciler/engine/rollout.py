@@ -75,15 +75,15 @@ async def restart_one(session: Session, desired: DesiredState, host: DesiredHost
     try:
         await apply_actions(conn, host, group, applied)
     except HostError as exc:
-        if len(applied.done) < len(group) - 1 or not unit.rollback or not applied.backups:
-            raise  # failed before the restart: nothing runs on the new config
-        raise await roll_back(conn, host, unit, group, applied, str(exc), began,
-                              lambda: wait_healthy(session, host, check, unit.rollout_timeout)) from exc
-    result = await wait_healthy(session, host, check, unit.rollout_timeout)
-    if result.ok:
-        return
-    failure = f"check {check!r} still fails after {unit.rollout_timeout:g}s: {result.detail}"
-    if unit.rollback and applied.backups:
-        raise await roll_back(conn, host, unit, group, applied, failure, began,
-                              lambda: wait_healthy(session, host, check, unit.rollout_timeout))
-    raise HostError(f"{host.name}: {unit.name} restarted but {failure}; rollout stopped")
+        if len(applied.done) < len(group) - 1 or not (unit.rollback and applied.backups):
+            raise  # failed before the restart (nothing runs on the new config), or nothing to roll back
+        failure = str(exc)
+    else:
+        result = await wait_healthy(session, host, check, unit.rollout_timeout)
+        if result.ok:
+            return
+        failure = f"check {check!r} still fails after {unit.rollout_timeout:g}s: {result.detail}"
+        if not (unit.rollback and applied.backups):
+            raise HostError(f"{host.name}: {unit.name} restarted but {failure}; rollout stopped")
+    raise await roll_back(conn, host, unit, group, applied, failure, began,
+                          lambda: wait_healthy(session, host, check, unit.rollout_timeout))

@@ -132,7 +132,7 @@ class BoundedEnvironment(ImmutableSandboxedEnvironment):
         super().__init__(undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False)
         self.globals.pop("lipsum", None)  # lipsum(n=10**9)
         self.globals[_ITERATE] = self._iterate
-        self.globals[_CHECK] = self._check
+        self.globals[_CHECK] = _limit_size
         self.filters = {name: self._guarded_filter(f) for name, f in self.filters.items()}
         self._budget = _Budget()
 
@@ -164,9 +164,6 @@ class BoundedEnvironment(ImmutableSandboxedEnvironment):
         for item in iterable:
             self._step()
             yield item
-
-    def _check(self, value: Any) -> Any:
-        return _limit_size(value)
 
     def concat(self, pieces: Iterable[str]) -> str:  # type: ignore[override]
         """Joins a rendering's output (and every block's, macro's and `{% set %}` body's) within the size limit."""
