@@ -82,8 +82,11 @@ class _Renderer:
         if "{" not in text:  # no Jinja syntax possible ({{ }}, {% %}, {# #}): the text is its own rendering
             self._count(text)
             return _utf8(text)
-        key = (text, host.metadata.name)
+        key = (text, "")  # a template that reads neither `host` nor `vars` renders once for every host
         rendered = self.cache.rendering(key)
+        if rendered is None:
+            key = (text, host.metadata.name)
+            rendered = self.cache.rendering(key)
         if rendered is None:
             if time.monotonic() > self.deadline:
                 raise RenderLimitError(f"rendering every template took longer than {MAX_RENDER_TOTAL_SECONDS:g} s "
@@ -91,6 +94,8 @@ class _Renderer:
             template = self._templates.get(text)
             if template is None:
                 template = self._templates[text] = self.env.bounded_template(text)
+            if not template.per_host:  # type: ignore[attr-defined]
+                key = (text, "")
             me = self.by_name[host.metadata.name]
             rendered = _utf8(self.env.render(template, host=me, hosts=self.hosts, vars=me["vars"]))
         self._count(rendered)

@@ -240,3 +240,40 @@ def test_spec_cache_gives_the_same_state_and_follows_every_input(tmp_path: Path)
     assert third == load_desired(d)
     assert third.hosts["m1"].files["/etc/peers"].content == b"m1: 198.18.0.11 198.18.0.22\n"
     assert len(cache.rendered) == 4  # entries of the old texts and contexts are gone
+
+
+def test_a_template_that_reads_neither_host_nor_vars_renders_once_for_every_host(tmp_path: Path) -> None:
+    from reconciler.spec.cache import SpecCache
+
+    files = """\
+        apiVersion: reconciler/v1
+        kind: File
+        metadata: {name: members}
+        spec:
+          path: /etc/members
+          content: "{% for h in hosts if h.labels.get('role') == 'master' %}{{ h.name }} {% endfor %}\\n"
+        ---
+        apiVersion: reconciler/v1
+        kind: File
+        metadata: {name: mine}
+        spec: {path: /etc/mine, content: "{{ vars.x }}{% for h in hosts %}.{% endfor %}\\n"}
+        """
+    d = write(tmp_path, hosts=HOST, files=files)
+    cache = SpecCache()
+    state = load_desired(d, cache=cache)
+    assert {h.files["/etc/members"].content for h in state.hosts.values()} == {b"m1 \n"}
+    assert [h.files["/etc/mine"].content for h in state.hosts.values()] == [b"one..\n", b"two..\n"]
+    assert sorted(host for _, host in cache.rendered) == ["", "m1", "m2"]  # /etc/members once, /etc/mine per host
+
+
+def test_the_sandbox_fast_paths_still_refuse_what_the_sandbox_refuses(tmp_path: Path) -> None:
+    for template in ("{{ vars.update({'x': 1}) }}", "{{ vars.__class__ }}", "{{ host.labels.setdefault('a', 1) }}",
+                     "{{ ''.join.__self__ }}", "{{ hosts.append(1) }}"):
+        d = write(tmp_path, hosts=HOST, files=f"""\
+            apiVersion: reconciler/v1
+            kind: File
+            metadata: {{name: f}}
+            spec: {{path: /etc/f, content: "{template}"}}
+            """)
+        found = issues(d)
+        assert found and all("spec.content: rendering for host" in i for i in found), (template, found)
