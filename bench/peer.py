@@ -230,7 +230,7 @@ async def floor(bed_specs: Path, repeats: int) -> dict[str, Any]:
     """One observe command per host over kept connections, 3 hosts in parallel; median of `repeats`."""
     from reconciler.engine.session import Session
     from reconciler.observe.facts import observe_host
-    from reconciler.spec.load import load_desired
+    from reconciler.spec.isolate import load_desired
 
     desired = load_desired(bed_specs)
     session = Session()

@@ -18,20 +18,18 @@ import urllib.request
 from dataclasses import asdict
 from pathlib import Path
 
-from pydantic import ValidationError
+from typing import TYPE_CHECKING
 
-from reconciler.engine.daemon import Daemon
-from reconciler.engine.converge import RunResult, converge, observe_status, plan_all
-from reconciler.engine.session import Session, ssh_connector
 from reconciler.errors import SpecError
-from reconciler.observe.snapshot import HostSnapshot
-from reconciler.output import Style, certificate_text, colour_plan, render_status, status_exit_code, wants_colour
 from reconciler.settings import DaemonSettings, default_state_dir
 from reconciler.spec.desired import DesiredHost, DesiredState
-from reconciler.spec.load import load_desired
+from reconciler.spec.isolate import load_desired
 from reconciler.status.logs import configure_logging
-from reconciler.status.report import certificate_report
 from reconciler.tuning import overlay as overlay_store
+
+if TYPE_CHECKING:  # each command imports what it runs: `validate` needs neither SSH nor the engine
+    from reconciler.engine.converge import RunResult
+    from reconciler.observe.snapshot import HostSnapshot
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -100,6 +98,8 @@ def _check_hosts(desired: DesiredState, hosts: list[str]) -> None:
 
 
 def _status_command(args: argparse.Namespace) -> int:
+    from reconciler.output import Style, render_status, status_exit_code, wants_colour
+
     url = args.url.rstrip("/") + "/status"
     try:
         with urllib.request.urlopen(url, timeout=10) as resp:
@@ -153,6 +153,9 @@ def _load(spec_dir: Path, state_dir: Path | None) -> tuple[DesiredState, str]:
 def health_table(snapshot: HostSnapshot, host: DesiredHost, now: float | None = None) -> list[str]:
     """Units, health checks and certificates; a certificate's state and days are those /status reports
     (`status.report.certificate_report`, with the host's warnDays), in `output.certificate_text`'s words."""
+    from reconciler.output import certificate_text
+    from reconciler.status.report import certificate_report
+
     lines = []
     for unit in snapshot.units.values():
         lines.append(f"    unit  {unit.name:<32} {unit.active_state}/{unit.sub_state}, {unit.unit_file_state or '-'}")
@@ -165,6 +168,8 @@ def health_table(snapshot: HostSnapshot, host: DesiredHost, now: float | None = 
 
 
 def _print_result(result: RunResult, command: str, desired: DesiredState) -> None:
+    from reconciler.output import Style, colour_plan, wants_colour
+
     for outcome in result.outcomes.values():
         if command == "plan" and outcome.plan is not None:
             print(colour_plan(outcome.plan.render(), Style(wants_colour())))
@@ -181,6 +186,9 @@ def _print_result(result: RunResult, command: str, desired: DesiredState) -> Non
 
 
 async def _run(args: argparse.Namespace, desired: DesiredState) -> int:
+    from reconciler.engine.converge import converge, observe_status, plan_all
+    from reconciler.engine.session import Session, ssh_connector
+
     session = Session(ssh_connector(attempts=args.connect_attempts))
     try:
         if args.command == "plan":
@@ -213,6 +221,10 @@ def _raise_open_files_limit() -> None:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "run":
+        from pydantic import ValidationError
+
+        from reconciler.engine.daemon import Daemon
+
         configure_logging(args.log_level or "info", args.log_format)
         _raise_open_files_limit()
         try:

@@ -25,7 +25,7 @@ from reconciler.engine.session import Connector, Session, ssh_connector
 from reconciler.errors import SpecError, SpecIssue
 from reconciler.settings import DaemonSettings
 from reconciler.spec.desired import DesiredState
-from reconciler.spec.load import load_desired
+from reconciler.spec.isolate import load_desired
 from reconciler.spec.cache import SpecCache
 from reconciler.spec.watch import watch_specs
 from reconciler.status.http import HTTPServer, Response
@@ -49,6 +49,8 @@ class Daemon:
         self.notifier = Notifier()
         self.desired: DesiredState | None = None
         self.spec_cache = SpecCache()
+        self._loading = asyncio.Lock()
+        self._loads: set[asyncio.Task[None]] = set()
         self.records: dict[str, HostRecord] = {}
         self.spec: dict[str, Any] = {"dir": str(settings.spec_dir), "valid": False, "errors": [], "loaded_at": None,
                                      "generation": 0, "last_attempt_at": None}
@@ -57,16 +59,33 @@ class Daemon:
         self._first_pass: set[str] = set()
         self._beat = time.monotonic()
         self.tuner = Tuner(settings.state_dir, self.metrics, ssh_connector(attempts=1),
-                           on_overlay=lambda: self.load_specs("tuning"))
+                           on_overlay=lambda: self.request_load("tuning"))
         self.http = HTTPServer({"/metrics": self._metrics, "/healthz": self._healthz, "/readyz": self._readyz,
                                 "/status": self._status}, settings.listen_host, settings.listen_port)
 
     # -- specs ---------------------------------------------------------------------------------
-    def load_specs(self, reason: str) -> bool:
-        """Load the spec directory; on success queue the hosts whose desired state changed."""
+    def request_load(self, reason: str, *, then_check_all: bool = False) -> None:
+        """A load from where nothing can wait for it (SIGHUP, the tuner); loads still run one at a time."""
+        async def load() -> None:
+            await self.load_specs(reason)
+            if then_check_all:
+                self._queue_all()
+
+        task = asyncio.get_running_loop().create_task(load(), name=f"load-{reason}")
+        self._loads.add(task)
+        task.add_done_callback(self._loads.discard)
+
+    async def load_specs(self, reason: str) -> bool:
+        """Load the spec directory (in a child process, from a thread: the loop goes on meanwhile); on success
+        queue the hosts whose desired state changed."""
+        async with self._loading:
+            return await self._load_specs(reason)
+
+    async def _load_specs(self, reason: str) -> bool:
         self.spec["last_attempt_at"] = time.time()
         try:
-            desired = load_desired(self.settings.spec_dir, overlay=self.tuner.overlay_env(), cache=self.spec_cache)
+            desired = await asyncio.to_thread(load_desired, self.settings.spec_dir, overlay=self.tuner.overlay_env(),
+                                              cache=self.spec_cache)
         except Exception as exc:  # SpecError; anything else is a loader bug, and still never stops the daemon
             if not isinstance(exc, SpecError):
                 log.exception("spec loading crashed; keeping the last good specs", reason=reason)
@@ -104,7 +123,7 @@ class Daemon:
         return True
 
     async def _on_spec_change(self, paths: list[str]) -> None:
-        self.load_specs("watch")
+        await self.load_specs("watch")
 
     # -- work ----------------------------------------------------------------------------------
     async def _worker(self) -> None:
@@ -183,8 +202,7 @@ class Daemon:
 
     def reload(self) -> None:
         """SIGHUP (`systemctl reload`): re-read the specs, then check every host now, as a resync would."""
-        self.load_specs("sighup")
-        self._queue_all()
+        self.request_load("sighup", then_check_all=True)
 
     async def _heartbeat(self) -> None:
         period = min(self.notifier.watchdog_interval or 5.0, 5.0)
@@ -215,7 +233,7 @@ class Daemon:
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
         pinned = pin_malloc_thresholds()
-        self.load_specs("start")
+        await self.load_specs("start")
         await self.http.start()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stop)

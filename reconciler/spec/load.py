@@ -2,7 +2,7 @@
 
 Owns YAML parsing with line numbers, duplicate-key detection, the document envelope
 (apiVersion/kind/metadata/spec) and mapping pydantic errors to file:line:field.
-Called by `load_desired` (below), which adds the cross-document checks of `spec.render`.
+Called by `spec.isolate.load_desired`, which adds the cross-document checks of `spec.render`.
 """
 
 from __future__ import annotations
@@ -18,26 +18,48 @@ from pydantic import ValidationError
 
 from reconciler.errors import SpecError, SpecIssue
 from reconciler.spec.cache import SpecCache
-from reconciler.spec.desired import DesiredState
-from reconciler.spec.limits import (MAX_NUMBER_CHARS, MAX_SPEC_BYTES, MAX_SPEC_FILE_BYTES, MAX_SPEC_FILES,
-                                    MAX_YAML_DEPTH, MAX_YAML_NODES)
+from reconciler.spec.limits import (MAX_NUMBER_CHARS, MAX_SPEC_BYTES, MAX_SPEC_DIR_ENTRIES, MAX_SPEC_FILE_BYTES,
+                                    MAX_SPEC_FILES, MAX_YAML_DEPTH, MAX_YAML_NODES, LoadExpired)
 from reconciler.spec.model import API_VERSION, SPEC_MODELS, Document, Metadata
 
 # libyaml's parser when PyYAML was built with it (the wheels are): ~4x faster than the pure-Python one,
 # same nodes and marks (lines) for error messages.
 _COMPOSER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-_INT, _FLOAT = "tag:yaml.org,2002:int", "tag:yaml.org,2002:float"
+_INT, _FLOAT, _STR = "tag:yaml.org,2002:int", "tag:yaml.org,2002:float", "tag:yaml.org,2002:str"
 
 Loc = tuple[str | int, ...]
 
 
 def spec_files(directory: Path) -> list[Path]:
+    """The *.yaml and *.yml regular files under the directory, sorted; links are not followed, and no more than
+    MAX_SPEC_DIR_ENTRIES entries of any kind are looked at."""
     if not directory.is_dir():
         raise SpecError([SpecIssue(str(directory), 0, "", "spec directory does not exist")])
+    found: list[Path] = []
+    pending, seen = [directory], 0
     try:
-        return sorted(p for p in directory.rglob("*") if p.suffix in (".yaml", ".yml") and p.is_file())
-    except (OSError, RecursionError) as exc:  # a tree nested past the recursion limit, a path past PATH_MAX
+        while pending:
+            with os.scandir(pending.pop()) as entries:
+                for entry in entries:
+                    seen += 1
+                    if seen > MAX_SPEC_DIR_ENTRIES:
+                        raise SpecError([SpecIssue(str(directory), 0, "", f"more than {MAX_SPEC_DIR_ENTRIES} files "
+                                                   "and directories under the spec directory (limit "
+                                                   "MAX_SPEC_DIR_ENTRIES)")])
+                    if entry.is_dir(follow_symlinks=False):
+                        pending.append(Path(entry.path))
+                    elif entry.name.endswith((".yaml", ".yml")) and _regular(entry):
+                        found.append(Path(entry.path))
+    except OSError as exc:  # a path past PATH_MAX, a directory that went away
         raise SpecError([SpecIssue(str(directory), 0, "", f"cannot list the spec files: {type(exc).__name__}")]) from None
+    return sorted(found)
+
+
+def _regular(entry: os.DirEntry[str]) -> bool:
+    try:
+        return entry.is_file(follow_symlinks=True)
+    except OSError:  # a link to itself
+        return False
 
 
 def _read(path: Path, display: str, budget: int) -> tuple[str | None, SpecIssue | None]:
@@ -129,6 +151,8 @@ class _Builder:
     def _scalar(self, node: yaml.Node) -> Any:
         """A scalar by YAML's safe rules; a number longer than any spec needs is refused before it is built
         (YAML 1.1's base-60 integers `1:59:59:...` are built in quadratic time)."""
+        if node.tag == _STR and isinstance(node, yaml.ScalarNode):
+            return node.value  # what the safe constructor gives for a string, without its bookkeeping
         if node.tag in (_INT, _FLOAT) and len(str(node.value)) > MAX_NUMBER_CHARS:
             raise _TooBig(node.start_mark.line + 1, f"a number of more than {MAX_NUMBER_CHARS} characters (limit MAX_NUMBER_CHARS)")
         try:
@@ -145,14 +169,25 @@ def _dotted(loc: Loc) -> str:
 
 
 def parse_documents(text: str, display: str, builder: _Builder | None = None) -> tuple[list[Document], list[SpecIssue]]:
-    """Parse one YAML file's text into documents (envelope and spec validated). Never raises: whatever goes
-    wrong, however hostile the text, is a located issue."""
+    """Parse one YAML file's text into documents (envelope and spec validated). Never raises but LoadExpired
+    (located at the file): whatever goes wrong, however hostile the text, is a located issue."""
     try:
-        return _parse_documents(text, display, builder or _Builder())
+        return _parsed_or_reported(text, display, builder or _Builder())
+    except LoadExpired as exc:  # caught out here: it may fire in a handler below, or while freeing nodes
+        exc.locate(display, 0, "", "reading this file: ")
+        raise
+
+
+def _parsed_or_reported(text: str, display: str, builder: _Builder) -> tuple[list[Document], list[SpecIssue]]:
+    try:
+        return _parse_documents(text, display, builder)
     except _TooBig as exc:
         return [], [SpecIssue(display, exc.line, "", str(exc))]
-    except (RecursionError, MemoryError) as exc:
-        return [], [SpecIssue(display, 0, "", f"too large or too deeply nested to read ({type(exc).__name__})")]
+    except MemoryError:
+        return [], [SpecIssue(display, 0, "", "reading it needs more memory than a spec load may use "
+                                              "(limit MAX_LOAD_MEMORY_BYTES)")]
+    except RecursionError:
+        return [], [SpecIssue(display, 0, "", "too deeply nested to read (RecursionError)")]
     except Exception as exc:  # a parser bug must not stop the daemon: the file is reported, never trusted
         return [], [SpecIssue(display, 0, "", f"cannot read: {type(exc).__name__}")]
 
@@ -161,6 +196,7 @@ def _parse_documents(text: str, display: str, builder: _Builder) -> tuple[list[D
     issues: list[SpecIssue] = []
     docs: list[Document] = []
     try:
+        _count_events(text, builder.nodes)
         nodes = list(yaml.compose_all(text, Loader=_COMPOSER))
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
@@ -182,6 +218,23 @@ def _parse_documents(text: str, display: str, builder: _Builder) -> tuple[list[D
         if doc is not None:
             docs.append(doc)
     return docs, issues
+
+
+_VALUE_EVENTS = frozenset({yaml.ScalarEvent, yaml.SequenceStartEvent, yaml.MappingStartEvent, yaml.AliasEvent})
+
+
+def _count_events(text: str, counted: int) -> None:
+    """Refuses a file with more YAML values than the limit leaves before composing it (composing builds every
+    node first: a 4 MB flow list of 1.9M items took ~11 s and ~620 MB); stops counting at the limit (~0.1 s)."""
+    if counted + len(text) <= MAX_YAML_NODES:
+        return  # a value takes at least one character
+    events = counted
+    for event in yaml.parse(text, Loader=_COMPOSER):
+        if type(event) in _VALUE_EVENTS:
+            events += 1
+            if events > MAX_YAML_NODES:
+                raise _TooBig(event.start_mark.line + 1 if event.start_mark else 0, f"more than {MAX_YAML_NODES} YAML values in the spec "
+                                                         "directory (limit MAX_YAML_NODES)")
 
 
 def _document(raw: Any, lines: dict[Loc, int], file: str, line: int, issues: list[SpecIssue]) -> Document | None:
@@ -289,13 +342,3 @@ def load_documents(directory: Path, cache: SpecCache | None = None) -> list[Docu
         raise SpecError([SpecIssue(str(directory), 0, "", "no spec documents found (*.yaml, *.yml)")])
     return docs
 
-
-def load_desired(directory: Path, overlay: Mapping[str, int] | None = None,
-                 cache: SpecCache | None = None) -> DesiredState:
-    """Spec directory (plus the etcd tuner's overlay, if any) -> DesiredState for every host, or SpecError.
-
-    The daemon passes the same `cache` to every load, so a reload renders only what changed.
-    """
-    from reconciler.spec.render import build_desired
-
-    return build_desired(load_documents(directory, cache), spec_dir=directory, overlay=overlay, cache=cache)

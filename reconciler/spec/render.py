@@ -2,7 +2,7 @@
 
 Owns: duplicate names, dangling references, two documents writing one path on a host, and rendering
 of `content`, `env` values and probe addresses with Jinja2 (sandboxed, StrictUndefined: an undefined
-variable is an error naming the host, never an empty string). Called by `spec.load.load_desired`.
+variable is an error naming the host, never an empty string). Called by `spec.isolate.load_desired`.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ import os
 import pickle
 import posixpath
 import re
-import time
 from collections.abc import Mapping
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -26,7 +25,7 @@ from reconciler.errors import SpecError, SpecIssue
 from reconciler.spec.cache import SpecCache
 from reconciler.spec.desired import (DesiredCert, DesiredCheck, DesiredFile, DesiredHost, DesiredState, DesiredTuning, DesiredUnit,
                                      Target)
-from reconciler.spec.limits import MAX_RENDER_TOTAL_SECONDS, MAX_RENDERED_TOTAL_BYTES, UNIT_NAME_MAX
+from reconciler.spec.limits import MAX_DESIRED_ITEMS, MAX_RENDERED_TOTAL_BYTES, UNIT_NAME_MAX, LoadExpired
 from reconciler.spec.model import CertificateSpec, Document, EtcdTuningSpec, FileSpec, HealthCheckSpec, HostSelector, HostSpec, UnitSpec
 from reconciler.spec.sandbox import BoundedEnvironment, RenderLimitError
 from reconciler.tuning.overlay import ELECTION_KEY, HEARTBEAT_KEY
@@ -66,7 +65,6 @@ class _Renderer:
         self._templates: dict[str, jinja2.Template] = {}
         self.failed: dict[str, str] = {}  # template text -> why it failed (reported once, for the first host)
         self.total_bytes = 0
-        self.deadline = time.monotonic() + MAX_RENDER_TOTAL_SECONDS
         self.cache = cache or SpecCache()
         # pickle keeps one copy of what YAML aliases share (repr would expand 10k aliases of a 1 MB string)
         self.cache.begin_render(hashlib.sha256(pickle.dumps(self.hosts)).hexdigest())
@@ -88,9 +86,6 @@ class _Renderer:
             key = (text, host.metadata.name)
             rendered = self.cache.rendering(key)
         if rendered is None:
-            if time.monotonic() > self.deadline:
-                raise RenderLimitError(f"rendering every template took longer than {MAX_RENDER_TOTAL_SECONDS:g} s "
-                                       "in total (limit MAX_RENDER_TOTAL_SECONDS)")
             template = self._templates.get(text)
             if template is None:
                 template = self._templates[text] = self.env.bounded_template(text)
@@ -138,6 +133,8 @@ def build_desired(docs: list[Document], spec_dir: Path, overlay: Mapping[str, in
     _check_hosts(hosts, issues)
     _check_references(by_kind, issues)
     tuning = _tuning(by_kind, overlay or {}, issues)
+    if not _within_size(hosts, by_kind, issues):
+        raise SpecError(issues)
     renderer = _Renderer(hosts, cache)
     desired = {h.metadata.name: _render_host(h, by_kind, renderer, spec_dir, issues, tuning) for h in hosts}
     renderer.cache.end_render()
@@ -209,6 +206,22 @@ def _component_issues(desired: dict[str, DesiredHost], by_kind: dict[str, dict[s
     return issues
 
 
+def _within_size(hosts: list[Document], by_kind: dict[str, dict[str, Document]], issues: list[SpecIssue]) -> bool:
+    """Whether hosts x what each document selects stays within MAX_DESIRED_ITEMS, counted before anything is
+    rendered (and no further than the limit: 3000 Hosts x 3000 Files stop after ~35 documents)."""
+    total = 0
+    for kind in ("File", "Unit", "HealthCheck", "Certificate"):
+        for doc in by_kind[kind].values():
+            weight = len(doc.spec.paths) if kind == "Certificate" else 1
+            total += weight * sum(1 for h in hosts if selects(doc.spec.hosts, h.metadata.labels))
+            if total > MAX_DESIRED_ITEMS:
+                issues.append(SpecIssue(doc.file, doc.line_of("spec", "hosts"), "spec.hosts", "the hosts' files, units, checks and "
+                                        f"certificate paths come to more than {MAX_DESIRED_ITEMS} with this "
+                                        "document (limit MAX_DESIRED_ITEMS)"))
+                return False
+    return True
+
+
 def _check_hosts(hosts: list[Document], issues: list[SpecIssue]) -> None:
     seen: dict[tuple[str, int], Document] = {}
     for doc in hosts:
@@ -277,6 +290,14 @@ def _render_host(host: Document, by_kind: dict[str, dict[str, Document]], render
                     unsafe_skip_host_key_verification=hs.unsafe_skip_host_key_verification)
 
     def render(text: str, doc: Document, *loc: str) -> str:
+        try:
+            return rendered_or_reported(text, doc, *loc)
+        except LoadExpired as exc:  # the whole load's wall clock, most likely spent in this template (or in
+            # freeing what it built, or in reporting it: so caught out here)
+            exc.locate(doc.file, doc.line_of(*loc), ".".join(loc), f"rendering for host {name!r}: ")
+            raise
+
+    def rendered_or_reported(text: str, doc: Document, *loc: str) -> str:
         if text in renderer.failed:  # reported for the first host it failed on; not worth trying again
             return ""
         sensitive = doc.kind == "File" and doc.spec.sensitive
@@ -404,7 +425,7 @@ def _render_failure(exc: Exception, *, sensitive: bool) -> str:
     if isinstance(exc, RecursionError):
         return "recursion too deep"
     if isinstance(exc, MemoryError):
-        return "out of memory"
+        return "needs more memory than a spec load may use (limit MAX_LOAD_MEMORY_BYTES)"
     if sensitive:  # an undefined name, a security refusal, any message could quote what the template holds
         return f"{type(exc).__name__} (details withheld: the file is sensitive)"
     if isinstance(exc, (jinja2.UndefinedError, SecurityError)):

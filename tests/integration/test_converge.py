@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.spec.load import load_desired
+from reconciler.spec.isolate import load_desired
 from testbed import Testbed, TestHost
 
 from .conftest import REPO, SPECS, reconciler

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from reconciler import cli
+from reconciler.engine import converge as converge_module
 from reconciler.engine.converge import HostOutcome, RunResult
 from reconciler.observe.snapshot import CertFact, HostSnapshot
 from reconciler.output import Style, render_status
@@ -47,7 +48,7 @@ def _check_output(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
         return RunResult({"master-1": HostOutcome("master-1", "converged", snapshot=snapshot)})
 
     monkeypatch.setattr(cli, "_load", lambda spec_dir, state_dir: (desired, ""))
-    monkeypatch.setattr(cli, "observe_status", observed)
+    monkeypatch.setattr(converge_module, "observe_status", observed)  # `check` imports it when it runs
     assert cli.main(["check", str(tmp_path), "--state-dir", str(tmp_path)]) == 0
     return capsys.readouterr().out
 

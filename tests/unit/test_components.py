@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from reconciler.components.systemd import parse_environment_file, service, unit_directives
 from reconciler.errors import SpecError
-from reconciler.spec.load import load_desired
+from reconciler.spec.isolate import load_desired
 from reconciler.spec.render import env_line
 
 REPO_SPECS = Path(__file__).resolve().parents[2] / "specs"

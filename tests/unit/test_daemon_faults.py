@@ -70,29 +70,29 @@ def specs(tmp_path: Path) -> Path:
 
 
 @pytest.mark.parametrize("name", sorted(HOSTILE))
-def test_a_hostile_template_edit_is_a_located_error_and_the_last_good_specs_stay(specs: Path, tmp_path: Path,
+async def test_a_hostile_template_edit_is_a_located_error_and_the_last_good_specs_stay(specs: Path, tmp_path: Path,
                                                                                  name: str) -> None:
     daemon = Daemon(settings(specs, tmp_path / "state"), connector=unreachable)
-    assert daemon.load_specs("start")
+    assert await daemon.load_specs("start")
     good = daemon.desired
     bad_spec(specs, HOSTILE[name])
-    assert not daemon.load_specs("watch")
+    assert not await daemon.load_specs("watch")
     assert daemon.desired is good and daemon.spec["generation"] == 1 and not daemon.spec["valid"]
     assert daemon.spec["errors"] and all(e.startswith("specs/bad.yaml:7: spec.content: rendering for host ") for e in daemon.spec["errors"])
     (specs / "bad.yaml").unlink()
-    assert daemon.load_specs("watch") and daemon.spec["valid"]
+    assert await daemon.load_specs("watch") and daemon.spec["valid"]
 
 
-def test_a_loader_bug_keeps_the_last_good_specs(specs: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_a_loader_bug_keeps_the_last_good_specs(specs: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     daemon = Daemon(settings(specs, tmp_path / "state"), connector=unreachable)
-    assert daemon.load_specs("start")
+    assert await daemon.load_specs("start")
     good = daemon.desired
 
     def broken(*args: object, **kwargs: object) -> None:
         raise RuntimeError("a bug in the loader")
 
     monkeypatch.setattr(daemon_module, "load_desired", broken)
-    assert not daemon.load_specs("watch")
+    assert not await daemon.load_specs("watch")
     assert daemon.desired is good and daemon.spec["errors"] == [f"{specs}:0: internal error while loading: RuntimeError"]
 
 
@@ -111,6 +111,6 @@ async def test_sigterm_still_exits_0(specs: Path, tmp_path: Path) -> None:
     task = asyncio.create_task(daemon.run())
     await asyncio.sleep(0.5)
     bad_spec(specs, HOSTILE["range"])
-    daemon.load_specs("watch")  # the watcher would do the same
+    await daemon.load_specs("watch")  # the watcher would do the same
     daemon.stop()
     assert await asyncio.wait_for(task, 60) == 0

@@ -9,7 +9,7 @@ from reconciler.observe.snapshot import FileFact, HostSnapshot, UnitFact
 from reconciler.plan.actions import Kind
 from reconciler.plan.diff import plan_host
 from reconciler.spec.desired import DesiredHost
-from reconciler.spec.load import load_desired
+from reconciler.spec.isolate import load_desired
 
 SPECS = Path(__file__).resolve().parents[2] / "specs"
 STARTED = 1_000.0

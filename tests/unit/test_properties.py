@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from reconciler.errors import SpecError
-from reconciler.spec.load import load_desired
+from reconciler.spec.isolate import load_desired
 from reconciler.tuning.etcdlog import parse_entry, parse_message
 
 SPECS = Path(__file__).resolve().parents[2] / "specs"

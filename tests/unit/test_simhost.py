@@ -13,7 +13,7 @@ from bench.simhost import SimHost
 from reconciler.engine.converge import converge
 from reconciler.engine.session import Session
 from reconciler.spec.desired import Target
-from reconciler.spec.load import load_desired
+from reconciler.spec.isolate import load_desired
 from reconciler.transport.base import CommandResult
 
 REPO = Path(__file__).resolve().parents[2]

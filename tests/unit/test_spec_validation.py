@@ -9,7 +9,7 @@ import pytest
 
 from reconciler.cli import main
 from reconciler.errors import SpecError
-from reconciler.spec.load import load_desired
+from reconciler.spec.isolate import load_desired
 
 REPO_SPECS = Path(__file__).resolve().parents[2] / "specs"
 
@@ -189,7 +189,7 @@ def test_sensitive_files_default_to_0600_and_refuse_wider_modes(tmp_path: Path) 
     import shutil
 
     from reconciler.errors import SpecError
-    from reconciler.spec.load import load_desired
+    from reconciler.spec.isolate import load_desired
 
     spec_dir = tmp_path / "specs"
     shutil.copytree(Path(__file__).resolve().parents[2] / "specs", spec_dir)
@@ -224,7 +224,9 @@ def test_spec_cache_gives_the_same_state_and_follows_every_input(tmp_path: Path)
     assert first == load_desired(d)
     assert first.hosts["m1"].files["/etc/peers"].content == b"m1: 198.18.0.11 198.18.0.12\n"
     assert len(cache.rendered) == 4  # two templates x two hosts
-    hosts_parsed = cache.parsed["specs/hosts.yaml"][1]
+    text, (found, problems, nodes) = cache.parsed["specs/hosts.yaml"]
+    marked = found[0].model_copy(update={"spec": found[0].spec.model_copy(update={"identity_file": "/from/cache"})})
+    cache.parsed["specs/hosts.yaml"] = (text, ([marked, *found[1:]], problems, nodes))
 
     # another template's text changes: only its renderings are new, the other one still comes from the cache
     write(tmp_path, files=peers.replace("{{ vars.x }}", "x={{ vars.x }}"))
@@ -232,7 +234,7 @@ def test_spec_cache_gives_the_same_state_and_follows_every_input(tmp_path: Path)
     second = load_desired(d, cache=cache)
     assert second.hosts["m1"].files["/etc/var"].content == b"x=one\n"
     assert second.hosts["m1"].files["/etc/peers"].content == b"from the cache\n"
-    assert cache.parsed["specs/hosts.yaml"][1][0] is hosts_parsed[0]  # the unchanged file was not parsed again
+    assert second.hosts["m1"].target.identity_file == "/from/cache"  # the unchanged file was not parsed again
 
     # any host's context changes (m2's address): every rendering is redone, `hosts` loops included
     write(tmp_path, hosts=HOST.replace("198.18.0.12", "198.18.0.22"))

@@ -54,11 +54,11 @@ async def test_bad_spec_keeps_last_good_and_is_visible(tmp_path: Path) -> None:
     spec_dir = tmp_path / "specs"
     shutil.copytree(SPECS, spec_dir)
     daemon = Daemon(DaemonSettings(spec_dir=spec_dir, listen_port=0))
-    assert daemon.load_specs("start")
+    assert await daemon.load_specs("start")
     good = daemon.desired
     assert daemon.queue.depth() == 3
     (spec_dir / "etcd.yaml").write_text((spec_dir / "etcd.yaml").read_text().replace("timeoutSeconds: 3", "timeoutSeconds: soon"))
-    assert not daemon.load_specs("watch")
+    assert not await daemon.load_specs("watch")
     assert daemon.desired is good
     assert daemon.spec["valid"] is False
     assert any("etcd.yaml:" in e and "spec.timeoutSeconds" in e for e in daemon.spec["errors"])
@@ -72,7 +72,7 @@ async def test_bad_spec_keeps_last_good_and_is_visible(tmp_path: Path) -> None:
     inventory.write_text(inventory.read_text().replace("etcd_binary: /usr/bin/etcd", "etcd_binary: /usr/local/bin/etcd", 1))
     for _ in range(3):
         daemon.queue.done(await asyncio.wait_for(daemon.queue.get(), 1))
-    assert daemon.load_specs("watch")
+    assert await daemon.load_specs("watch")
     assert daemon.spec["valid"] and daemon.spec["generation"] == 2
     assert daemon.queue.depth() == 1 and await asyncio.wait_for(daemon.queue.get(), 1) == "master-1"
 

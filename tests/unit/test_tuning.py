@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from reconciler.errors import SpecError
-from reconciler.spec.load import load_desired
+from reconciler.spec.isolate import load_desired
 from reconciler.tuning import overlay as store
 from reconciler.tuning.etcdlog import HeartbeatWarning, Restart, go_duration_ms, parse_entry, parse_message
 from reconciler.tuning.follower import JournalFollower, histogram_quantile, parse_etcd_metrics

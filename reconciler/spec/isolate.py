@@ -1,0 +1,177 @@
+"""The spec load, in a forked child process under a memory limit and a wall clock: no input can cost more.
+
+The bounds in `spec.limits` (file sizes, YAML values, template steps and sizes) give located errors for what
+they catch. This is what holds when one of them misses: a value built inside one call that no estimate saw,
+a parser or a template stuck in one step, a product of legal sizes. The child runs with RLIMIT_AS at what it
+inherited plus MAX_LOAD_MEMORY_BYTES (a MemoryError where the value is built) and a SIGALRM (LoadExpired
+where it fires): MAX_READ_SECONDS to read the files, then `limits.load_budget` for the hosts read to render
+and check. Handlers on the way locate either at the document, field and host. The answer (the DesiredState
+or the SpecError, and the SpecCache the child updated) comes back pickled through a pipe. A child still
+running GRACE_SECONDS past its wall clock (stuck inside one C call), or dead without an answer, is killed
+and reported as a spec error naming the limit.
+
+The child is only the thread that forked; it touches nothing but the spec files and the pipe, and leaves by
+os._exit (no atexit, no flush of the parent's buffers). Callers that must not block (the daemon) run
+`load_desired` in a thread."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import resource
+import select
+import signal
+import struct
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from reconciler.errors import SpecError, SpecIssue
+from reconciler.spec.cache import SpecCache
+from reconciler.spec.desired import DesiredState
+from reconciler.spec.limits import MAX_READ_SECONDS, LoadExpired, load_budget
+from reconciler.spec.load import load_documents
+from reconciler.spec.render import build_desired
+
+GRACE_SECONDS = 5.0  # after its wall clock, for the child to report where it was (freeing what it built
+# before the handler that locates the error runs can take seconds on a busy machine)
+_FRAME = struct.Struct("!Q")
+
+
+def load_desired(directory: Path, overlay: Mapping[str, int] | None = None,
+                 cache: SpecCache | None = None) -> DesiredState:
+    """Spec directory (plus the etcd tuner's overlay, if any) -> DesiredState for every host, or SpecError.
+
+    The daemon passes the same `cache` to every load, so a reload renders only what changed; the child's
+    updates to it are copied back.
+    """
+    read, write = os.pipe()
+    began = time.monotonic()
+    pid = os.fork()
+    if pid == 0:  # the child
+        status = 70
+        try:
+            os.close(read)
+            _child(write, directory, overlay, cache, began)
+            status = 0
+        finally:
+            os._exit(status)
+    os.close(write)
+    try:
+        answer = _collect(read, pid, began)
+    finally:
+        os.close(read)
+    if isinstance(answer, str):
+        raise SpecError([SpecIssue(str(directory), 0, "", answer)])
+    kind, value, state = answer
+    if cache is not None and state is not None:
+        cache.__dict__.update(state)
+    if kind == "error":
+        raise SpecError(value)
+    return value  # type: ignore[no-any-return]
+
+
+# -- the child ---------------------------------------------------------------------------------------
+def _child(fd: int, directory: Path, overlay: Mapping[str, int] | None, cache: SpecCache | None,
+           began: float) -> None:
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):  # the parent's handlers are not ours
+        signal.signal(sig, signal.SIG_DFL)
+    try:
+        signal.set_wakeup_fd(-1)  # an event loop's wakeup socket is shared with the parent
+    except ValueError:
+        pass
+    inherited = _mapped_bytes()
+
+    def expire(signum: int, frame: FrameType | None) -> None:
+        raise LoadExpired(message)
+
+    signal.signal(signal.SIGALRM, expire)
+    seconds, memory = MAX_READ_SECONDS, load_budget(0)[1]
+    message = f"reading the spec files took longer than {seconds:g} s (limit MAX_READ_SECONDS)"
+    _limit(seconds, inherited + memory)
+    state = None
+    try:
+        docs = load_documents(directory, cache)
+        seconds, memory = load_budget(sum(1 for d in docs if d.kind == "Host"))
+        message = f"rendering and checking took longer than {seconds:.1f} s (limit MAX_LOAD_SECONDS)"
+        _send(fd, ("budget", time.monotonic() - began + seconds))
+        _limit(seconds, inherited + memory)
+        answer: tuple[str, Any] = ("ok", build_desired(docs, spec_dir=directory, overlay=overlay, cache=cache))
+        state = cache.__dict__ if cache is not None else None
+    except SpecError as exc:
+        answer = ("error", exc.issues)
+        state = cache.__dict__ if cache is not None else None
+    except LoadExpired as exc:
+        answer = ("error", [SpecIssue(*(exc.at or (str(directory), 0, "")), str(exc))])
+    except MemoryError:
+        answer = ("error", [SpecIssue(str(directory), 0, "", f"loading the specs needs more than {memory >> 20} MB "
+                                                             "(limit MAX_LOAD_MEMORY_BYTES)")])
+    except Exception as exc:  # a loader bug: reported, and the caller keeps what it had
+        answer = ("error", [SpecIssue(str(directory), 0, "", f"internal error while loading: {type(exc).__name__}")])
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+    _send(fd, (*answer, state))
+
+
+def _limit(seconds: float, address_space: int) -> None:
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    _, hard = resource.getrlimit(resource.RLIMIT_AS)
+    if hard != resource.RLIM_INFINITY:
+        address_space = min(address_space, hard)
+    resource.setrlimit(resource.RLIMIT_AS, (address_space, hard))
+
+
+def _mapped_bytes() -> int:
+    with open("/proc/self/statm", "rb") as f:
+        return int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _send(fd: int, message: Any) -> None:
+    data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+    view = memoryview(_FRAME.pack(len(data)) + data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+# -- the parent --------------------------------------------------------------------------------------
+def _collect(fd: int, pid: int, began: float) -> tuple[str, Any, Any] | str:
+    """The child's answer, or why there is none; kills the child at its wall clock plus the grace, and reaps it."""
+    seconds = MAX_READ_SECONDS
+    buffer = bytearray()
+    frames: list[Any] = []
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    try:
+        while True:
+            left = began + seconds + GRACE_SECONDS - time.monotonic()
+            if left <= 0:
+                return f"loading the specs took longer than {seconds:.1f} s (limits MAX_READ_SECONDS, MAX_LOAD_SECONDS)"
+            if not poller.poll(left * 1000):
+                continue
+            chunk = os.read(fd, 1 << 20)
+            if not chunk:
+                break
+            buffer += chunk
+            while len(buffer) >= _FRAME.size and len(buffer) >= _FRAME.size + _FRAME.unpack_from(buffer)[0]:
+                size = _FRAME.unpack_from(buffer)[0]
+                frame = pickle.loads(buffer[_FRAME.size:_FRAME.size + size])
+                del buffer[:_FRAME.size + size]
+                if frame[0] == "budget":
+                    seconds = frame[1]
+                else:
+                    frames.append(frame)
+    finally:
+        _reap(pid)
+    if not frames:
+        return "loading the specs ended without an answer (its process died)"
+    return frames[-1]  # type: ignore[no-any-return]
+
+
+def _reap(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGKILL)  # past its time, or already leaving after its answer
+    except ProcessLookupError:
+        pass
+    os.waitpid(pid, 0)

@@ -1,0 +1,110 @@
+"""The spec load in its child process (spec.isolate): bounded and answered whatever the child does.
+
+The hostile corpus (test_hostile_specs) shows the limits on real inputs; here, the child misbehaving in the
+ways inputs cannot make it: dying, ignoring its alarm, a loader bug; and the load run from a thread, as the
+daemon runs it, with its event loop going on meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from reconciler.errors import SpecError
+from reconciler.spec import isolate
+from reconciler.spec.isolate import load_desired
+
+HOST = """\
+apiVersion: reconciler/v1
+kind: Host
+metadata: {name: m1}
+spec: {address: 198.18.0.11}
+"""
+SLOW = """\
+apiVersion: reconciler/v1
+kind: File
+metadata: {name: slow}
+spec:
+  path: /etc/slow
+  content: "{{ ('x' * 2000000)|wordwrap(1) }}"
+"""
+
+
+@pytest.fixture
+def specs(tmp_path: Path) -> Path:
+    d = tmp_path / "specs"
+    d.mkdir()
+    (d / "hosts.yaml").write_text(HOST)
+    return d
+
+
+def issues(d: Path) -> list[str]:
+    with pytest.raises(SpecError) as exc:
+        load_desired(d)
+    return [str(i) for i in exc.value.issues]
+
+
+async def test_a_load_from_a_thread_is_bounded_located_and_leaves_the_loop_free(specs: Path) -> None:
+    (specs / "slow.yaml").write_text(SLOW)  # textwrap breaks the long word in quadratic time: hours
+    ticks = 0
+
+    async def tick() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.02)
+            ticks += 1
+
+    ticker = asyncio.create_task(tick())
+    try:
+        with pytest.raises(SpecError) as exc:
+            await asyncio.to_thread(load_desired, specs)
+    finally:
+        ticker.cancel()
+    assert [str(i) for i in exc.value.issues] == [
+        "specs/slow.yaml:6: spec.content: rendering for host 'm1': rendering and checking took longer than 1.0 s "
+        "(limit MAX_LOAD_SECONDS)"]
+    assert ticks >= 5  # the loop ran all along (an in-loop load would leave it at 0)
+
+
+def test_a_child_that_dies_is_an_error_not_a_hang(specs: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def die(*args: Any, **kwargs: Any) -> None:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    monkeypatch.setattr(isolate, "load_documents", die)  # the fork inherits it: the child dies while reading
+    assert issues(specs) == [f"{specs}:0: loading the specs ended without an answer (its process died)"]
+
+
+def test_a_child_deaf_to_its_alarm_is_killed_at_its_wall_clock(specs: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def stuck(*args: Any, **kwargs: Any) -> None:  # as if inside one long C call: the alarm cannot interrupt it
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM})
+        time.sleep(60)
+
+    monkeypatch.setattr(isolate, "load_documents", stuck)
+    monkeypatch.setattr(isolate, "MAX_READ_SECONDS", 0.2)
+    monkeypatch.setattr(isolate, "GRACE_SECONDS", 0.2)
+    began = time.monotonic()
+    assert issues(specs) == [f"{specs}:0: loading the specs took longer than 0.2 s (limits MAX_READ_SECONDS, "
+                             "MAX_LOAD_SECONDS)"]
+    assert time.monotonic() - began < 30  # killed, not waited for (the sleep is 60 s)
+
+
+def test_a_loader_bug_in_the_child_is_reported_by_kind(specs: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def bug(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("a bug, with /etc/shadow's content in its message")
+
+    monkeypatch.setattr(isolate, "load_documents", bug)
+    assert issues(specs) == [f"{specs}:0: internal error while loading: RuntimeError"]
+
+
+def test_memory_past_the_limit_is_a_located_error_and_the_next_load_works(specs: Path) -> None:
+    (specs / "big.yaml").write_text(SLOW.replace("('x' * 2000000)|wordwrap(1)", "['x' * 10000000] * 100"))
+    assert issues(specs) == ["specs/big.yaml:6: spec.content: rendering for host 'm1': needs more memory than a "
+                             "spec load may use (limit MAX_LOAD_MEMORY_BYTES)"]
+    (specs / "big.yaml").unlink()
+    assert load_desired(specs).hosts["m1"].files == {}
