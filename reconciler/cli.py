@@ -28,12 +28,31 @@ from reconciler.status.logs import configure_logging
 from reconciler.tuning import overlay as overlay_store
 
 if TYPE_CHECKING:  # each command imports what it runs: `validate` needs neither SSH nor the engine
-    from reconciler.engine.converge import RunResult
+    from reconciler.outcome import RunResult
     from reconciler.observe.snapshot import HostSnapshot
 
 
+class _Help(argparse.ArgumentDefaultsHelpFormatter):
+    """--help shows each option's default (where it has one worth showing)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default in (None, False, [], argparse.SUPPRESS) or action.help is None:
+            return action.help
+        return super()._get_help_string(action)
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("reconciler")
+    except PackageNotFoundError:  # run from a source tree that was not installed
+        return "unknown"
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="reconciler", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="reconciler", description=__doc__.split("\n")[0], formatter_class=_Help)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"],
                         help="default: info for run, warning otherwise")
     parser.add_argument("--log-format", default="auto", choices=["auto", "console", "json"],
@@ -43,8 +62,8 @@ def _parser() -> argparse.ArgumentParser:
                             ("plan", "show what apply would change on each host (dry run)"),
                             ("apply", "converge every host, then verify files, units and health checks"),
                             ("check", "observe every host directly: drift, unit states and health checks")):
-        p = sub.add_parser(name, help=help_text)
-        p.add_argument("spec_dir", type=Path, nargs="?", default=Path("specs"))
+        p = sub.add_parser(name, help=help_text, description=help_text, formatter_class=_Help)
+        p.add_argument("spec_dir", type=Path, nargs="?", default=Path("specs"), help="spec directory")
         if name != "validate":
             p.add_argument("--host", action="append", default=[], help="only these hosts (repeatable)")
             p.add_argument("--connect-attempts", type=int, default=4, help="SSH connection attempts per host (backoff between)")
@@ -54,11 +73,12 @@ def _parser() -> argparse.ArgumentParser:
         if name == "apply":
             p.add_argument("--wait", type=float, default=120.0, help="seconds to wait for health checks after applying")
     _run_parser(sub)
-    st = sub.add_parser("status", help="the running daemon's view: every host's last pass, health, backoff, tuning")
+    st = sub.add_parser("status", help="the running daemon's view: every host's last pass, health, backoff, tuning",
+                        formatter_class=_Help)
     st.add_argument("--url", default=f"http://127.0.0.1:{DaemonSettings().listen_port}",
                     help="the daemon's HTTP endpoint (its --listen)")
     st.add_argument("--json", action="store_true", help="print /status as JSON instead of a table")
-    t = sub.add_parser("tuning", help="show or clear the etcd tuning overlay the daemon keeps")
+    t = sub.add_parser("tuning", help="show or clear the etcd tuning overlay the daemon keeps", formatter_class=_Help)
     t.add_argument("action", choices=["show", "clear"])
     t.add_argument("--state-dir", type=Path, default=None, help="default: $RECONCILER_STATE_DIR or /var/lib/reconciler")
     return parser
@@ -66,7 +86,8 @@ def _parser() -> argparse.ArgumentParser:
 
 def _run_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     d = DaemonSettings()
-    p = sub.add_parser("run", help="the daemon: watch specs, resync, converge continuously, serve /metrics and /status")
+    p = sub.add_parser("run", help="the daemon: watch specs, resync, converge continuously, serve /metrics and /status",
+                       formatter_class=_Help)
     p.add_argument("--specs", type=Path, default=d.spec_dir, help="spec directory (watched)")
     p.add_argument("--listen", default=f"{d.listen_host}:{d.listen_port}", help="HOST:PORT of the HTTP endpoint")
     p.add_argument("--resync", type=float, default=d.resync_interval, help="seconds between full passes")

@@ -19,6 +19,8 @@ OPTIONS = ("name", "heartbeat-interval", "election-timeout", "initial-cluster", 
 DEFAULTS = {"name": "default", "heartbeat-interval": "100", "election-timeout": "1000"}
 URL_OPTIONS = ("listen-peer-urls", "listen-client-urls", "initial-advertise-peer-urls", "advertise-client-urls")
 MAX_ELECTION_MS = 50000  # etcd: "election-timeout ... is too long, and should be set less than 50 seconds"
+MIN_ELECTION_FACTOR = 5  # etcd: the election timeout must be at least 5 x the heartbeat interval
+HEARTBEAT_KEY, ELECTION_KEY = "ETCD_HEARTBEAT_INTERVAL", "ETCD_ELECTION_TIMEOUT"  # what the tuner raises
 
 
 @dataclass(frozen=True)

@@ -18,11 +18,12 @@ from typing import Any
 
 import structlog
 
-from reconciler.engine.converge import HostOutcome, Rollouts, reconcile_host
+from reconciler.engine.converge import Rollouts, reconcile_host
 from reconciler.engine.memory import TRIM_PERIOD_S, pin_malloc_thresholds, release_free_memory
 from reconciler.engine.queue import Backoff, WorkQueue
 from reconciler.engine.session import Connector, Session, ssh_connector
 from reconciler.errors import SpecError, SpecIssue
+from reconciler.outcome import HostOutcome
 from reconciler.settings import DaemonSettings
 from reconciler.spec.desired import DesiredState
 from reconciler.spec.isolate import load_desired
@@ -32,7 +33,8 @@ from reconciler.status.http import HTTPServer, Response
 from reconciler.status.metrics import Metrics
 from reconciler.status.report import HostRecord, certificate_report, status_document
 from reconciler.status.sdnotify import Notifier
-from reconciler.tuning.overlay import ELECTION_KEY, HEARTBEAT_KEY, parse_env
+from reconciler.components.etcd import ELECTION_KEY, HEARTBEAT_KEY
+from reconciler.tuning.overlay import parse_env
 from reconciler.tuning.tuner import Tuner
 
 log = structlog.get_logger(__name__)

@@ -8,7 +8,22 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from reconciler.tuning.policy import TuningPolicy
+from reconciler.components.etcd import MAX_ELECTION_MS
+
+
+@dataclass(frozen=True)
+class TuningPolicy:
+    """The EtcdTuning document's policy, as `tuning.policy.decide` reads it."""
+
+    warnings: int = 3
+    window_seconds: float = 60.0
+    margin: float = 1.5
+    round_to_ms: int = 50
+    election_multiplier: float = 10.0
+    max_heartbeat_ms: int = 1000
+    max_election_ms: int = MAX_ELECTION_MS
+    cooldown_seconds: float = 600.0
+    restart_grace_seconds: float = 30.0
 
 
 @dataclass(frozen=True)

@@ -21,15 +21,14 @@ import jinja2
 from jinja2.exceptions import SecurityError
 
 from reconciler.components.check import problems as component_problems
+from reconciler.components.etcd import ELECTION_KEY, HEARTBEAT_KEY
 from reconciler.errors import SpecError, SpecIssue
 from reconciler.spec.cache import SpecCache
 from reconciler.spec.desired import (DesiredCert, DesiredCheck, DesiredFile, DesiredHost, DesiredState, DesiredTuning, DesiredUnit,
-                                     Target)
+                                     Target, TuningPolicy)
 from reconciler.spec.limits import MAX_DESIRED_ITEMS, MAX_RENDERED_TOTAL_BYTES, UNIT_NAME_MAX, LoadExpired
 from reconciler.spec.model import CertificateSpec, Document, EtcdTuningSpec, FileSpec, HealthCheckSpec, HostSelector, HostSpec, UnitSpec
 from reconciler.spec.sandbox import BoundedEnvironment, RenderLimitError
-from reconciler.tuning.overlay import ELECTION_KEY, HEARTBEAT_KEY
-from reconciler.tuning.policy import TuningPolicy
 
 MANAGED_HEADER = "# Managed by reconciler ({source}); local edits are reverted.\n"
 _UNIT_SUFFIXES = (".service", ".socket", ".timer", ".path", ".mount", ".target")

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics, generate_latest
 
-from reconciler.engine.converge import HostOutcome
+from reconciler.outcome import HostOutcome
 from reconciler.observe.snapshot import CertFact
 
 # `_created` series would double the families in the text format and carry nothing an operator reads.

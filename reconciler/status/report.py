@@ -10,7 +10,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from reconciler.engine.converge import HostOutcome
+from reconciler.outcome import HostOutcome
 from reconciler.observe.snapshot import CertFact, HostSnapshot
 from reconciler.spec.desired import DesiredHost
 

@@ -14,9 +14,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from reconciler.components.etcd import ELECTION_KEY, HEARTBEAT_KEY
+
 FILENAME = "etcd-tuning.json"
-HEARTBEAT_KEY = "ETCD_HEARTBEAT_INTERVAL"
-ELECTION_KEY = "ETCD_ELECTION_TIMEOUT"
 
 
 @dataclass(frozen=True)

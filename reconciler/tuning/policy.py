@@ -14,24 +14,13 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from reconciler.components.etcd import MAX_ELECTION_MS as ETCD_MAX_ELECTION_MS
+from reconciler.components.etcd import MIN_ELECTION_FACTOR as ETCD_MIN_ELECTION_FACTOR
+from reconciler.spec.desired import TuningPolicy
 from reconciler.tuning.etcdlog import HeartbeatWarning
 
-ETCD_MAX_ELECTION_MS = 50_000
-ETCD_MIN_ELECTION_FACTOR = 5
+__all__ = ["Decision", "TuningPolicy", "decide", "suspected_cause"]
 SLOW_DISK_FSYNC_P99_MS = 10.0
-
-
-@dataclass(frozen=True)
-class TuningPolicy:
-    warnings: int = 3
-    window_seconds: float = 60.0
-    margin: float = 1.5
-    round_to_ms: int = 50
-    election_multiplier: float = 10.0
-    max_heartbeat_ms: int = 1000
-    max_election_ms: int = ETCD_MAX_ELECTION_MS
-    cooldown_seconds: float = 600.0
-    restart_grace_seconds: float = 30.0
 
 
 Outcome = Literal["raised", "quiet", "covered", "cooldown", "ceiling"]

@@ -24,7 +24,8 @@ from reconciler.status.metrics import Metrics
 from reconciler.tuning import overlay as store
 from reconciler.tuning.etcdlog import HeartbeatWarning, Restart
 from reconciler.tuning.follower import JournalFollower, StreamConnector
-from reconciler.tuning.overlay import ELECTION_KEY, HEARTBEAT_KEY, Overlay
+from reconciler.components.etcd import ELECTION_KEY, HEARTBEAT_KEY
+from reconciler.tuning.overlay import Overlay
 from reconciler.tuning.policy import Decision, decide
 
 log = structlog.get_logger(__name__)

@@ -16,7 +16,7 @@ import pytest
 
 from reconciler import cli
 from reconciler.engine import converge as converge_module
-from reconciler.engine.converge import HostOutcome, RunResult
+from reconciler.outcome import HostOutcome, RunResult
 from reconciler.observe.snapshot import CertFact, HostSnapshot
 from reconciler.output import Style, render_status
 from reconciler.spec.desired import DesiredCert, DesiredHost, DesiredState, Target
