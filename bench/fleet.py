@@ -34,7 +34,8 @@ SCHEDULER_ENV = 'KUBE_SCHEDULER_ARGS="--leader-elect=true --address=127.0.0.1"'
 
 
 def inventory(n: int, base_port: int, keys: Path) -> str:
-    return "".join(f"""---
+    return "".join(
+        f"""---
 apiVersion: reconciler/v1
 kind: Host
 metadata:
@@ -43,9 +44,11 @@ metadata:
 spec:
   address: 127.0.0.1
   port: {base_port + i}
-  identityFile: {keys / 'id_ed25519'}
-  knownHosts: {keys / 'known_hosts'}
-""" for i in range(n))
+  identityFile: {keys / "id_ed25519"}
+  knownHosts: {keys / "known_hosts"}
+"""
+        for i in range(n)
+    )
 
 
 def cpu_seconds(pid: int) -> float:
@@ -71,14 +74,16 @@ class LogTail:
         with self.path.open() as f:
             f.seek(self.offset)
             chunk = f.read()
-        complete = chunk[:chunk.rfind("\n") + 1]
+        complete = chunk[: chunk.rfind("\n") + 1]
         self.offset += len(complete.encode())
         for line in complete.splitlines():
             if line.startswith("{"):
                 self.events.append(json.loads(line))
         return self.events
 
-    def wait(self, what: str, count: int, since: int, timeout: float, proc: subprocess.Popen[bytes]) -> list[dict[str, Any]]:
+    def wait(
+        self, what: str, count: int, since: int, timeout: float, proc: subprocess.Popen[bytes]
+    ) -> list[dict[str, Any]]:
         deadline = time.monotonic() + timeout
         while True:
             found = [e for e in self.poll()[since:] if e.get("event") == what]
@@ -98,8 +103,13 @@ def stamp(event: dict[str, Any]) -> float:
 def run_fleet(n: int, work: Path, base_port: int = 23000, noop_passes: int = 5) -> dict[str, Any]:
     keys, specs = work / "keys", work / "specs"
     specs.mkdir(parents=True)
-    sim = subprocess.Popen([sys.executable, "-m", "bench.fleetsim", "--hosts", str(n), "--base-port", str(base_port),
-                            "--dir", str(keys)], cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    sim = subprocess.Popen(
+        [sys.executable, "-m", "bench.fleetsim", "--hosts", str(n), "--base-port", str(base_port), "--dir", str(keys)],
+        cwd=REPO,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert sim.stdout is not None and sim.stdin is not None
         if sim.stdout.readline().strip() != "ready":
@@ -110,18 +120,40 @@ def run_fleet(n: int, work: Path, base_port: int = 23000, noop_passes: int = 5) 
         (specs / "certificates.yaml").write_text((REPO / "specs/certificates.yaml").read_text())
         result: dict[str, Any] = {"hosts": n}
         began = time.perf_counter()
-        load = subprocess.run([sys.executable, "-m", "reconciler.cli", "validate", str(specs)], cwd=REPO,
-                              capture_output=True, text=True, check=True)
+        load = subprocess.run(
+            [sys.executable, "-m", "reconciler.cli", "validate", str(specs)],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         result["validate_seconds"] = round(time.perf_counter() - began, 3)
         assert f"valid ({n} host(s))" in load.stdout, load.stdout
         log_path = work / "daemon.log"
         port = base_port - 1
         with log_path.open("w") as log:
             began = time.perf_counter()
-            daemon = subprocess.Popen([sys.executable, "-m", "reconciler.cli", "--log-format", "json", "run",
-                                       "--specs", str(specs), "--listen", f"127.0.0.1:{port}", "--resync", "3600",
-                                       "--state-dir", str(work / "state")],
-                                      cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+            daemon = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "reconciler.cli",
+                    "--log-format",
+                    "json",
+                    "run",
+                    "--specs",
+                    str(specs),
+                    "--listen",
+                    f"127.0.0.1:{port}",
+                    "--resync",
+                    "3600",
+                    "--state-dir",
+                    str(work / "state"),
+                ],
+                cwd=REPO,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
         tail = LogTail(log_path)
         try:
             tail.wait("reconciled", n, 0, 600, daemon)

@@ -48,10 +48,18 @@ def write_keys(workdir: Path, n: int, base_port: int) -> tuple[asyncssh.SSHKey, 
 async def serve(n: int, base_port: int, workdir: Path) -> None:
     host_key, authorized = write_keys(workdir, n, base_port)
     hosts = [SimHost(f"sim-{i:04d}") for i in range(n)]
-    servers = [await asyncssh.listen("127.0.0.1", base_port + i, server_host_keys=[host_key],
-                                     authorized_client_keys=authorized, encoding=None,
-                                     process_factory=partial(_handle, host), keepalive_interval=0)
-               for i, host in enumerate(hosts)]
+    servers = [
+        await asyncssh.listen(
+            "127.0.0.1",
+            base_port + i,
+            server_host_keys=[host_key],
+            authorized_client_keys=authorized,
+            encoding=None,
+            process_factory=partial(_handle, host),
+            keepalive_interval=0,
+        )
+        for i, host in enumerate(hosts)
+    ]
     print("ready", flush=True)
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()

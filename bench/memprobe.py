@@ -21,14 +21,27 @@ from pathlib import Path
 
 
 class Mallinfo2(ctypes.Structure):
-    _fields_ = [(name, ctypes.c_size_t) for name in
-                ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks",
-                 "keepcost")]
+    _fields_ = [
+        (name, ctypes.c_size_t)
+        for name in (
+            "arena",
+            "ordblks",
+            "smblks",
+            "hblks",
+            "hblkhd",
+            "usmblks",
+            "fsmblks",
+            "uordblks",
+            "fordblks",
+            "keepcost",
+        )
+    ]
 
 
 def _rss_kb() -> int:
-    return next(int(line.split()[1]) for line in Path("/proc/self/status").read_text().splitlines()
-                if line.startswith("VmRSS:"))
+    return next(
+        int(line.split()[1]) for line in Path("/proc/self/status").read_text().splitlines() if line.startswith("VmRSS:")
+    )
 
 
 def sample() -> dict[str, float]:
@@ -37,10 +50,16 @@ def sample() -> dict[str, float]:
     libc.mallinfo2.restype = Mallinfo2
     info = libc.mallinfo2()
     mb = 1024 * 1024
-    return {"t": round(time.time(), 1), "rss": round(_rss_kb() / 1024, 2),
-            "malloc_in_use": round(info.uordblks / mb, 3), "malloc_free": round(info.fordblks / mb, 3),
-            "malloc_heap": round(info.arena / mb, 3), "malloc_mmap": round(info.hblkhd / mb, 3),
-            "py_blocks": sys.getallocatedblocks(), "threads": threading.active_count()}
+    return {
+        "t": round(time.time(), 1),
+        "rss": round(_rss_kb() / 1024, 2),
+        "malloc_in_use": round(info.uordblks / mb, 3),
+        "malloc_free": round(info.fordblks / mb, 3),
+        "malloc_heap": round(info.arena / mb, 3),
+        "malloc_mmap": round(info.hblkhd / mb, 3),
+        "py_blocks": sys.getallocatedblocks(),
+        "threads": threading.active_count(),
+    }
 
 
 def _sampler(out: Path, period: float) -> None:
@@ -58,6 +77,7 @@ def main() -> int:
     period = float(os.environ.get("MEMPROBE_PERIOD", "10"))
     threading.Thread(target=_sampler, args=(Path(out), period), name="memprobe", daemon=True).start()
     from reconciler.cli import main as reconciler
+
     return reconciler(argv)
 
 

@@ -53,10 +53,18 @@ ANSIBLE_VENV = REPO / "bench/.venv-ansible"
 ANSIBLE_PLAYBOOK = ANSIBLE_VENV / "bin/ansible-playbook"
 CONTROL_DIR = Path("/tmp/reconciler-bench-ansible-cp")
 UNITS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler")
-MANAGED = ("/etc/systemd/system/etcd.service", "/etc/systemd/system/kube-apiserver.service",
-           "/etc/systemd/system/kube-controller-manager.service", "/etc/systemd/system/kube-scheduler.service",
-           "/etc/etcd/etcd.conf", "/etc/kubernetes/config", "/etc/kubernetes/apiserver", "/etc/kubernetes/token.csv",
-           "/etc/kubernetes/controller-manager", "/etc/kubernetes/scheduler")
+MANAGED = (
+    "/etc/systemd/system/etcd.service",
+    "/etc/systemd/system/kube-apiserver.service",
+    "/etc/systemd/system/kube-controller-manager.service",
+    "/etc/systemd/system/kube-scheduler.service",
+    "/etc/etcd/etcd.conf",
+    "/etc/kubernetes/config",
+    "/etc/kubernetes/apiserver",
+    "/etc/kubernetes/token.csv",
+    "/etc/kubernetes/controller-manager",
+    "/etc/kubernetes/scheduler",
+)
 EDIT_SPACING = 2.5
 HAND_EDIT = "echo 'KUBE_SCHEDULER_ARGS=--hand-edit' >> /etc/kubernetes/scheduler"
 
@@ -77,8 +85,11 @@ def on_all(bed: Testbed, cmd: str) -> list[str]:
 
 def make_bare(bed: Testbed) -> None:
     units = " ".join(UNITS)
-    on_all(bed, f"systemctl disable --now {units} 2>/dev/null; rm -f {' '.join(MANAGED)}; rm -rf /var/lib/etcd; "
-                "rm -rf /var/backups/reconciler; systemctl daemon-reload; systemctl reset-failed")
+    on_all(
+        bed,
+        f"systemctl disable --now {units} 2>/dev/null; rm -f {' '.join(MANAGED)}; rm -rf /var/lib/etcd; "
+        "rm -rf /var/backups/reconciler; systemctl daemon-reload; systemctl reset-failed",
+    )
 
 
 class SSHD:
@@ -94,15 +105,20 @@ class SSHD:
         self.overhead = self.count()  # what mark() + count() themselves cost: subtracted from every reading
 
     def mark(self) -> None:
-        self.cursors = [line.strip() for line in on_all(self.bed, "journalctl -t sshd -n 0 --show-cursor -q | "
-                                                                   "sed -n 's/^-- cursor: //p'")]
+        self.cursors = [
+            line.strip()
+            for line in on_all(self.bed, "journalctl -t sshd -n 0 --show-cursor -q | sed -n 's/^-- cursor: //p'")
+        ]
 
     def count(self) -> tuple[int, int]:
         def read(host_cursor: tuple[TestHost, str]) -> tuple[int, int]:
             host, cursor = host_cursor
             text = host.ssh(f"journalctl -t sshd -o cat --after-cursor '{cursor}'", timeout=60).stdout
-            return (len(re.findall(r"Accepted publickey for root", text)),
-                    len(re.findall(r"server_input_channel_open: ctype session", text)))
+            return (
+                len(re.findall(r"Accepted publickey for root", text)),
+                len(re.findall(r"server_input_channel_open: ctype session", text)),
+            )
+
         with ThreadPoolExecutor(len(self.bed.hosts)) as pool:
             counts = list(pool.map(read, zip(self.bed.hosts, self.cursors)))
         return (sum(c for c, _ in counts) - self.overhead[0], sum(s for _, s in counts) - self.overhead[1])
@@ -135,8 +151,14 @@ def _mux_cpu() -> dict[int, float]:
     return found
 
 
-def timed(argv: list[str], sshd: SSHD, *, cwd: Path = REPO, env: dict[str, str] | None = None,
-          ok: Callable[[subprocess.CompletedProcess[str]], bool] = lambda p: p.returncode == 0) -> dict[str, Any]:
+def timed(
+    argv: list[str],
+    sshd: SSHD,
+    *,
+    cwd: Path = REPO,
+    env: dict[str, str] | None = None,
+    ok: Callable[[subprocess.CompletedProcess[str]], bool] = lambda p: p.returncode == 0,
+) -> dict[str, Any]:
     sshd.mark()
     mux_before = _mux_cpu()
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -146,10 +168,18 @@ def timed(argv: list[str], sshd: SSHD, *, cwd: Path = REPO, env: dict[str, str] 
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     mux = sum(cpu - mux_before.get(pid, 0.0) for pid, cpu in _mux_cpu().items())
     if not ok(proc):
-        raise RuntimeError(f"{' '.join(argv[:3])}... exited {proc.returncode}:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+        raise RuntimeError(
+            f"{' '.join(argv[:3])}... exited {proc.returncode}:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+        )
     connections, sessions = sshd.count()
-    return {"wall": wall, "cpu": after.ru_utime - usage.ru_utime + after.ru_stime - usage.ru_stime + mux,
-            "connections": connections, "sessions": sessions, "stdout": proc.stdout, "exit": proc.returncode}
+    return {
+        "wall": wall,
+        "cpu": after.ru_utime - usage.ru_utime + after.ru_stime - usage.ru_stime + mux,
+        "connections": connections,
+        "sessions": sessions,
+        "stdout": proc.stdout,
+        "exit": proc.returncode,
+    }
 
 
 class Tools:
@@ -166,25 +196,33 @@ class Tools:
     def reconciler(self, command: str) -> dict[str, Any]:
         argv = [sys.executable, "-m", "reconciler.cli", command, str(self.specs), "--state-dir", str(self.state)]
         run = timed(argv, self.sshd, ok=lambda p: p.returncode in ((0, 2) if command == "plan" else (0,)))
-        run["changed"] = (run["exit"] == 2 if command == "plan"
-                          else sum(int(n) for n in re.findall(r"converged \((\d+) change", run["stdout"])))
+        run["changed"] = (
+            run["exit"] == 2
+            if command == "plan"
+            else sum(int(n) for n in re.findall(r"converged \((\d+) change", run["stdout"]))
+        )
         return run
 
 
 def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    return {"runs": len(runs), "wall_median": round(statistics.median(r["wall"] for r in runs), 3),
-            "wall_min": round(min(r["wall"] for r in runs), 3), "wall_max": round(max(r["wall"] for r in runs), 3),
-            "cpu_median": round(statistics.median(r["cpu"] for r in runs), 3),
-            "connections_median": statistics.median(r["connections"] for r in runs),
-            "sessions_median": statistics.median(r["sessions"] for r in runs)}
+    return {
+        "runs": len(runs),
+        "wall_median": round(statistics.median(r["wall"] for r in runs), 3),
+        "wall_min": round(min(r["wall"] for r in runs), 3),
+        "wall_max": round(max(r["wall"] for r in runs), 3),
+        "cpu_median": round(statistics.median(r["cpu"] for r in runs), 3),
+        "connections_median": statistics.median(r["connections"] for r in runs),
+        "sessions_median": statistics.median(r["sessions"] for r in runs),
+    }
 
 
 def compare(bed: Testbed, tools: Tools, rounds: int, bare_rounds: int) -> dict[str, Any]:
-    results: dict[str, dict[str, list[dict[str, Any]]]] = {s: {"ansible": [], "reconciler": []}
-                                                           for s in ("bare", "noop", "repair", "check")}
+    results: dict[str, dict[str, list[dict[str, Any]]]] = {
+        s: {"ansible": [], "reconciler": []} for s in ("bare", "noop", "repair", "check")
+    }
     m2 = bed.hosts[1]
     for i in range(bare_rounds):
-        for tool in (("ansible", "reconciler") if i % 2 == 0 else ("reconciler", "ansible")):
+        for tool in ("ansible", "reconciler") if i % 2 == 0 else ("reconciler", "ansible"):
             make_bare(bed)
             run = tools.ansible() if tool == "ansible" else tools.reconciler("apply")
             results["bare"][tool].append(run)
@@ -259,10 +297,27 @@ class Daemon:
         self.port = 19480
         self.log = work / "daemon.log"
         with self.log.open("w") as log:
-            self.proc = subprocess.Popen([sys.executable, "-m", "reconciler.cli", "--log-format", "json", "run",
-                                          "--specs", str(specs), "--listen", f"127.0.0.1:{self.port}", "--resync", "3600",
-                                          "--state-dir", str(work / "state")], cwd=REPO, stdout=log,
-                                         stderr=subprocess.STDOUT)
+            self.proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "reconciler.cli",
+                    "--log-format",
+                    "json",
+                    "run",
+                    "--specs",
+                    str(specs),
+                    "--listen",
+                    f"127.0.0.1:{self.port}",
+                    "--resync",
+                    "3600",
+                    "--state-dir",
+                    str(work / "state"),
+                ],
+                cwd=REPO,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
         self.tail = LogTail(self.log)
 
     def status(self) -> dict[str, Any]:
@@ -299,8 +354,12 @@ def daemon_noop(daemon: Daemon, hosts: int, passes: int) -> dict[str, Any]:
             raise RuntimeError(f"the daemon's no-op pass was not a no-op: {done}")
         walls.append(max(stamp(e) for e in done) - min(stamp(e) - e["seconds"] for e in done))
         per_host += [e["seconds"] for e in done]
-    return {"passes": passes, "median": round(statistics.median(walls), 4), "min": round(min(walls), 4),
-            "host_median": round(statistics.median(per_host), 4)}
+    return {
+        "passes": passes,
+        "median": round(statistics.median(walls), 4),
+        "min": round(min(walls), 4),
+        "host_median": round(statistics.median(per_host), 4),
+    }
 
 
 def latency(daemon: Daemon, specs: Path, edits: int) -> dict[str, Any]:
@@ -335,13 +394,27 @@ def latency(daemon: Daemon, specs: Path, edits: int) -> dict[str, Any]:
         last = max(done, key=stamp)
         phases = last["phases"]
         if t1 - t0 > 3:  # a slow one: keep its events for the reader of results.json
-            slow.append({"edit": i, "events": [e for e in daemon.tail.events[since:]
-                                               if e.get("event") in ("specs loaded", "reconciled", "host result",
-                                                                     "backing off", "applied")]})
-        rows.append({"total": t1 - t0, "detect": stamp(loaded) - t0,
-                     "queue": stamp(last) - last["seconds"] - stamp(loaded),
-                     "observe": phases.get("observe", 0.0), "apply": phases.get("apply", 0.0),
-                     "restart": phases.get("restart", 0.0), "verify": phases.get("verify", 0.0)})
+            slow.append(
+                {
+                    "edit": i,
+                    "events": [
+                        e
+                        for e in daemon.tail.events[since:]
+                        if e.get("event") in ("specs loaded", "reconciled", "host result", "backing off", "applied")
+                    ],
+                }
+            )
+        rows.append(
+            {
+                "total": t1 - t0,
+                "detect": stamp(loaded) - t0,
+                "queue": stamp(last) - last["seconds"] - stamp(loaded),
+                "observe": phases.get("observe", 0.0),
+                "apply": phases.get("apply", 0.0),
+                "restart": phases.get("restart", 0.0),
+                "verify": phases.get("verify", 0.0),
+            }
+        )
     path.write_text(original)
     out: dict[str, Any] = {"edits": edits, "slow": slow}
     for key in rows[0]:
@@ -369,7 +442,9 @@ def run(rounds: int = 5, bare_rounds: int = 2, edits: int = 20, floor_repeats: i
         try:
             daemon.wait_ready()
             result["daemon_noop"] = daemon_noop(daemon, len(bed.hosts), floor_repeats)
-            result["daemon_noop"]["ratio_to_floor"] = round(result["daemon_noop"]["median"] / result["floor"]["median"], 2)
+            result["daemon_noop"]["ratio_to_floor"] = round(
+                result["daemon_noop"]["median"] / result["floor"]["median"], 2
+            )
             result["latency"] = latency(daemon, specs, edits)
         finally:
             daemon.stop()

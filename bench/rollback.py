@@ -27,13 +27,17 @@ sys.path.insert(0, str(REPO))
 
 from testbed import Testbed  # noqa: E402
 
-HEALTH = ("curl -sf --cacert /etc/kubernetes/ssl/ca.pem --cert /etc/kubernetes/ssl/kubernetes.pem "
-          "--key /etc/kubernetes/ssl/kubernetes-key.pem https://{addr}:2379/health >/dev/null")
+HEALTH = (
+    "curl -sf --cacert /etc/kubernetes/ssl/ca.pem --cert /etc/kubernetes/ssl/kubernetes.pem "
+    "--key /etc/kubernetes/ssl/kubernetes-key.pem https://{addr}:2379/health >/dev/null"
+)
 
 
 def own_start(host_ssh: list[str], address: str) -> float:
-    script = (f"a=$(date +%s.%N); systemctl restart etcd; until {HEALTH.format(addr=address)}; do sleep 0.02; done; "
-              "b=$(date +%s.%N); echo \"$a $b\"")
+    script = (
+        f"a=$(date +%s.%N); systemctl restart etcd; until {HEALTH.format(addr=address)}; do sleep 0.02; done; "
+        'b=$(date +%s.%N); echo "$a $b"'
+    )
     out = subprocess.run([*host_ssh, script], capture_output=True, text=True, check=True, timeout=120).stdout.split()
     return float(out[1]) - float(out[0])
 
@@ -43,8 +47,13 @@ def stamp(event: dict[str, str]) -> float:
 
 
 def rollback(specs: Path, host: str) -> float:
-    proc = subprocess.run([sys.executable, "-m", "reconciler.cli", "--log-format", "json", "apply", "--host", host,
-                           str(specs)], cwd=REPO, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-m", "reconciler.cli", "--log-format", "json", "apply", "--host", host, str(specs)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     events = [json.loads(line) for line in proc.stderr.splitlines() if line.startswith("{")]
     began = next(e for e in events if e.get("event") == "rolling back")
     ended = next(e for e in events if e.get("event") == "rolled back")
@@ -62,19 +71,31 @@ def main() -> int:
     try:
         specs = work / "specs"
         shutil.copytree(REPO / "specs", specs)
-        subprocess.run([sys.executable, "-m", "reconciler.cli", "apply", str(specs)], cwd=REPO, check=True,
-                       capture_output=True, timeout=600)
+        subprocess.run(
+            [sys.executable, "-m", "reconciler.cli", "apply", str(specs)],
+            cwd=REPO,
+            check=True,
+            capture_output=True,
+            timeout=600,
+        )
         etcd = specs / "etcd.yaml"
-        etcd.write_text(etcd.read_text().replace("ETCD_DATA_DIR: /var/lib/etcd/default.etcd",
-                                                 "ETCD_DATA_DIR: /etc/hostname/default.etcd"))
+        etcd.write_text(
+            etcd.read_text().replace(
+                "ETCD_DATA_DIR: /var/lib/etcd/default.etcd", "ETCD_DATA_DIR: /etc/hostname/default.etcd"
+            )
+        )
         member = bed.hosts[0]
         starts, rollbacks = [], []
         for _ in range(args.rounds):
             starts.append(own_start(member.ssh_args(), member.address))
             rollbacks.append(rollback(specs, member.name))
-        result = {"rounds": args.rounds, "start_seconds": starts, "rollback_seconds": rollbacks,
-                  "start_median": round(statistics.median(starts), 3),
-                  "rollback_median": round(statistics.median(rollbacks), 3)}
+        result = {
+            "rounds": args.rounds,
+            "start_seconds": starts,
+            "rollback_seconds": rollbacks,
+            "start_median": round(statistics.median(starts), 3),
+            "rollback_median": round(statistics.median(rollbacks), 3),
+        }
         result["ratio"] = round(result["rollback_median"] / result["start_median"], 2)
         result["goal_met"] = result["ratio"] <= 2.0
         (REPO / "bench" / "rollback-last.json").write_text(json.dumps(result, indent=2) + "\n")

@@ -29,16 +29,31 @@ from bench import fleet, hostile, peer  # noqa: E402
 
 
 def machine() -> dict[str, str]:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.machine())
-    mem = next(int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines() if line.startswith("MemTotal"))
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.machine(),
+    )
+    mem = next(
+        int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines() if line.startswith("MemTotal")
+    )
     etcd = subprocess.run(["etcd", "--version"], capture_output=True, text=True).stdout.splitlines()
-    return {"cpu": cpu, "cores": str(len([1 for line in Path("/proc/cpuinfo").read_text().splitlines()
-                                          if line.startswith("processor")])),
-            "memory": f"{mem / 1024 / 1024:.0f} GiB", "kernel": platform.release(),
-            "debian": Path("/etc/debian_version").read_text().strip(), "python": platform.python_version(),
-            "asyncssh": metadata.version("asyncssh"), "pydantic": metadata.version("pydantic"),
-            "etcd": etcd[0].split()[-1] if etcd else "?"}
+    return {
+        "cpu": cpu,
+        "cores": str(
+            len([1 for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("processor")])
+        ),
+        "memory": f"{mem / 1024 / 1024:.0f} GiB",
+        "kernel": platform.release(),
+        "debian": Path("/etc/debian_version").read_text().strip(),
+        "python": platform.python_version(),
+        "asyncssh": metadata.version("asyncssh"),
+        "pydantic": metadata.version("pydantic"),
+        "etcd": etcd[0].split()[-1] if etcd else "?",
+    }
 
 
 def _row(cells: list[object]) -> str:
@@ -49,29 +64,52 @@ def targets(results: dict[str, Any]) -> list[tuple[str, str, bool]]:
     peer_r, fleet_r = results["peer"], {r["hosts"]: r for r in results["fleet"]}
     floor, noop = peer_r["floor"]["median"], peer_r["daemon_noop"]["median"]
     compare = peer_r["compare"]
-    out = [(f"daemon no-op pass on 3 hosts within 2 x the floor",
-            f"{noop * 1000:.1f} ms = {noop / floor:.2f} x the floor ({floor * 1000:.1f} ms)", noop <= 2 * floor)]
+    out = [
+        (
+            "daemon no-op pass on 3 hosts within 2 x the floor",
+            f"{noop * 1000:.1f} ms = {noop / floor:.2f} x the floor ({floor * 1000:.1f} ms)",
+            noop <= 2 * floor,
+        )
+    ]
     for scenario in ("noop", "repair"):
         speedup = compare[scenario]["speedup"]
-        out.append((f"`reconciler apply` >= 10 x faster than ansible-playbook ({scenario})",
-                    f"{speedup} x ({compare[scenario]['ansible']['wall_median']} s vs "
-                    f"{compare[scenario]['reconciler']['wall_median']} s)", speedup >= 10))
+        out.append(
+            (
+                f"`reconciler apply` >= 10 x faster than ansible-playbook ({scenario})",
+                f"{speedup} x ({compare[scenario]['ansible']['wall_median']} s vs "
+                f"{compare[scenario]['reconciler']['wall_median']} s)",
+                speedup >= 10,
+            )
+        )
     if 1000 in fleet_r:
         big = fleet_r[1000]
-        out.append(("1000 simulated hosts: no-op pass within 10 s", f"{big['noop_seconds']} s", big["noop_seconds"] <= 10))
-        out.append(("1000 simulated hosts: daemon under 500 MB RSS", f"{big['peak_rss_mb']} MB peak",
-                    big["peak_rss_mb"] < 500))
+        out.append(
+            ("1000 simulated hosts: no-op pass within 10 s", f"{big['noop_seconds']} s", big["noop_seconds"] <= 10)
+        )
+        out.append(
+            ("1000 simulated hosts: daemon under 500 MB RSS", f"{big['peak_rss_mb']} MB peak", big["peak_rss_mb"] < 500)
+        )
         if 100 in fleet_r:
             small = fleet_r[100]
             growth = big["noop_cpu_seconds"] / small["noop_cpu_seconds"]
-            out.append(("cost grows no faster than linearly (no-op CPU, 100 -> 1000 hosts)",
-                        f"x {growth:.1f} for x 10 hosts", growth <= 11))
+            out.append(
+                (
+                    "cost grows no faster than linearly (no-op CPU, 100 -> 1000 hosts)",
+                    f"x {growth:.1f} for x 10 hosts",
+                    growth <= 11,
+                )
+            )
     if results.get("hostile"):
         cases = results["hostile"]["cases"]
         failed = [c["case"] for c in cases if not c["pass"]]
-        out.append((f"hostile specs: `validate` answers every case within {hostile.GOAL_SECONDS:g} s and "
-                    f"{hostile.GOAL_RSS_MB:g} MB", f"{len(cases) - len(failed)}/{len(cases)} cases"
-                    + (f"; over: {', '.join(failed)}" if failed else ""), not failed))
+        out.append(
+            (
+                f"hostile specs: `validate` answers every case within {hostile.GOAL_SECONDS:g} s and "
+                f"{hostile.GOAL_RSS_MB:g} MB",
+                f"{len(cases) - len(failed)}/{len(cases)} cases" + (f"; over: {', '.join(failed)}" if failed else ""),
+                not failed,
+            )
+        )
     return out
 
 
@@ -106,7 +144,8 @@ def render(results: dict[str, Any]) -> str:
         "",
         "## Targets",
         "",
-        _row(["target", "measured", "met"]), _row(["---"] * 3),
+        _row(["target", "measured", "met"]),
+        _row(["---"] * 3),
         *(_row([name, value, "yes" if ok else "**no**"]) for name, value, ok in targets(results)),
         "",
         "## Ansible against reconciler on the 3 testbed hosts",
@@ -118,19 +157,47 @@ def render(results: dict[str, Any]) -> str:
         "connections every run. CPU: the tool's process tree plus ansible's ssh ControlPersist masters. "
         "Connections and sessions: what the hosts' sshd logged (DEBUG1), all 3 hosts together.",
         "",
-        _row(["scenario", "tool", "runs", "wall median (s)", "min-max (s)", "CPU median (s)", "SSH connections",
-              "SSH sessions", "speedup"]), _row(["---"] * 9),
+        _row(
+            [
+                "scenario",
+                "tool",
+                "runs",
+                "wall median (s)",
+                "min-max (s)",
+                "CPU median (s)",
+                "SSH connections",
+                "SSH sessions",
+                "speedup",
+            ]
+        ),
+        _row(["---"] * 9),
     ]
-    for scenario, label in (("bare", "converge from bare"), ("noop", "no-op pass"), ("repair", "repair one hand edit"),
-                            ("check", "check mode (`--check --diff` / `plan`)")):
+    for scenario, label in (
+        ("bare", "converge from bare"),
+        ("noop", "no-op pass"),
+        ("repair", "repair one hand edit"),
+        ("check", "check mode (`--check --diff` / `plan`)"),
+    ):
         if scenario not in p["compare"]:
             continue
         c = p["compare"][scenario]
         for tool in ("ansible", "reconciler"):
             s = c[tool]
-            lines.append(_row([label if tool == "ansible" else "", tool, s["runs"], s["wall_median"],
-                               f"{s['wall_min']}-{s['wall_max']}", s["cpu_median"], s["connections_median"],
-                               s["sessions_median"], f"{c['speedup']} x" if tool == "reconciler" else ""]))
+            lines.append(
+                _row(
+                    [
+                        label if tool == "ansible" else "",
+                        tool,
+                        s["runs"],
+                        s["wall_median"],
+                        f"{s['wall_min']}-{s['wall_max']}",
+                        s["cpu_median"],
+                        s["connections_median"],
+                        s["sessions_median"],
+                        f"{c['speedup']} x" if tool == "reconciler" else "",
+                    ]
+                )
+            )
     f, d = p["floor"], p["daemon_noop"]
     lines += [
         "",
@@ -166,15 +233,43 @@ def render(results: dict[str, Any]) -> str:
         "end (median of 3); change = a spec edit (a write and a restart on every host) from the save to the last "
         "host's end. The simulator's CPU shares the 2 cores.",
         "",
-        _row(["hosts", "validate (s)", "start (s)", "start CPU (s)", "no-op (s)", "no-op CPU (s)", "CPU per host (ms)",
-              "change (s)", "change CPU (s)", "reload after the edit (s)", "peak RSS (MB)", "simulator CPU (s)"]),
+        _row(
+            [
+                "hosts",
+                "validate (s)",
+                "start (s)",
+                "start CPU (s)",
+                "no-op (s)",
+                "no-op CPU (s)",
+                "CPU per host (ms)",
+                "change (s)",
+                "change CPU (s)",
+                "reload after the edit (s)",
+                "peak RSS (MB)",
+                "simulator CPU (s)",
+            ]
+        ),
         _row(["---"] * 12),
     ]
     for r in results["fleet"]:
-        lines.append(_row([r["hosts"], r["validate_seconds"], r["start_seconds"], r["start_cpu_seconds"],
-                           r["noop_seconds"], r["noop_cpu_seconds"], round(r["noop_cpu_seconds"] / r["hosts"] * 1000, 2),
-                           r["change_seconds"], r["change_cpu_seconds"], r["change_detect_and_load_seconds"],
-                           r["peak_rss_mb"], r["sim_cpu_seconds"]]))
+        lines.append(
+            _row(
+                [
+                    r["hosts"],
+                    r["validate_seconds"],
+                    r["start_seconds"],
+                    r["start_cpu_seconds"],
+                    r["noop_seconds"],
+                    r["noop_cpu_seconds"],
+                    round(r["noop_cpu_seconds"] / r["hosts"] * 1000, 2),
+                    r["change_seconds"],
+                    r["change_cpu_seconds"],
+                    r["change_detect_and_load_seconds"],
+                    r["peak_rss_mb"],
+                    r["sim_cpu_seconds"],
+                ]
+            )
+        )
     if results.get("hostile"):
         lines += render_hostile(results["hostile"])
     lines += ["", results.get("notes", "").strip(), ""]
@@ -185,8 +280,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="2 rounds, 1 bare round, 20 edits, fleets of 10 and 100")
     parser.add_argument("--render", action="store_true", help="only write RESULTS.md again from bench/results.json")
-    parser.add_argument("--only", choices=("peer", "fleet", "hostile"),
-                        help="run one part, keep the others from bench/results.json")
+    parser.add_argument(
+        "--only", choices=("peer", "fleet", "hostile"), help="run one part, keep the others from bench/results.json"
+    )
     args = parser.parse_args()
     if args.render:
         saved = json.loads((REPO / "bench/results.json").read_text())
@@ -200,7 +296,7 @@ def main() -> int:
     if args.only not in (None, "peer"):
         results["peer"] = kept["peer"]
     else:
-        results["peer"] = (peer.run(rounds=2, bare_rounds=1, edits=20, floor_repeats=10) if args.quick else peer.run())
+        results["peer"] = peer.run(rounds=2, bare_rounds=1, edits=20, floor_repeats=10) if args.quick else peer.run()
     if args.only not in (None, "fleet"):
         results["fleet"] = kept["fleet"]
     else:

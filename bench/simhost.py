@@ -46,7 +46,7 @@ def _stamp(t: float | None) -> str:
 def _b64(content: bytes) -> str:
     """GNU base64's layout: lines of 76 characters."""
     text = base64.b64encode(content).decode()
-    return "\n".join(text[i:i + 76] for i in range(0, len(text), 76))
+    return "\n".join(text[i : i + 76] for i in range(0, len(text), 76))
 
 
 class SimHost:
@@ -122,12 +122,19 @@ class SimHost:
         fragment = self.files.get(path)
         loaded = fragment is not None and unit.loaded_mtime is not None
         stale = fragment is not None and unit.loaded_mtime is not None and fragment.mtime != unit.loaded_mtime
-        return "\n".join([
-            f"Id={name}", f"LoadState={'loaded' if loaded else 'not-found'}",
-            f"ActiveState={'active' if unit.active else 'inactive'}", f"SubState={'running' if unit.active else 'dead'}",
-            f"UnitFileState={('enabled' if unit.enabled else 'disabled') if loaded else ''}",
-            f"ActiveEnterTimestamp={_stamp(unit.active_enter)}", f"MainPID={unit.pid if unit.active else 0}",
-            f"NeedDaemonReload={'yes' if stale else 'no'}", f"FragmentPath={path if loaded else ''}"])
+        return "\n".join(
+            [
+                f"Id={name}",
+                f"LoadState={'loaded' if loaded else 'not-found'}",
+                f"ActiveState={'active' if unit.active else 'inactive'}",
+                f"SubState={'running' if unit.active else 'dead'}",
+                f"UnitFileState={('enabled' if unit.enabled else 'disabled') if loaded else ''}",
+                f"ActiveEnterTimestamp={_stamp(unit.active_enter)}",
+                f"MainPID={unit.pid if unit.active else 0}",
+                f"NeedDaemonReload={'yes' if stale else 'no'}",
+                f"FragmentPath={path if loaded else ''}",
+            ]
+        )
 
     def _write(self, args: list[str], stdin: bytes) -> tuple[int, bytes, bytes]:
         path, mode, owner, group, _backups, _stamp_, _kept, sha = args
@@ -146,7 +153,9 @@ class SimHost:
 
     def _systemctl(self, args: list[str]) -> tuple[int, bytes, bytes]:
         if args == ["daemon-reload"]:
-            for name, fragment in ((n, self.files.get(f"{UNIT_DIR}/{n}")) for n in set(self.units) | self._unit_files()):
+            for name, fragment in (
+                (n, self.files.get(f"{UNIT_DIR}/{n}")) for n in set(self.units) | self._unit_files()
+            ):
                 if fragment is not None:
                     self.units.setdefault(name, SimUnit()).loaded_mtime = fragment.mtime
             return 0, b"", b""
@@ -169,10 +178,11 @@ class SimHost:
 
     def _unit_files(self) -> set[str]:
         prefix = UNIT_DIR + "/"
-        return {p[len(prefix):] for p in self.files if p.startswith(prefix) and "/" not in p[len(prefix):]}
+        return {p[len(prefix) :] for p in self.files if p.startswith(prefix) and "/" not in p[len(prefix) :]}
 
     # -- drift, as an operator's hand edit would make it -------------------------------------
     def hand_edit(self, path: str, content: bytes) -> None:
         old = self.files.get(path)
-        self.files[path] = SimFile(content, old.mode if old else 0o644, old.owner if old else "root",
-                                   old.group if old else "root", time.time())
+        self.files[path] = SimFile(
+            content, old.mode if old else 0o644, old.owner if old else "root", old.group if old else "root", time.time()
+        )

@@ -32,13 +32,15 @@ sys.path.insert(0, str(REPO))
 
 from testbed import Testbed  # noqa: E402
 
-
 FLAT_MB_PER_HOUR = 0.5  # the fitted RSS slope after the first fifth (warm-up) that still counts as flat
 
 
 def proc_stats(pid: int) -> tuple[float, int]:
-    rss_kb = next(int(line.split()[1]) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
-                  if line.startswith("VmRSS:"))
+    rss_kb = next(
+        int(line.split()[1])
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+        if line.startswith("VmRSS:")
+    )
     return rss_kb / 1024, len(os.listdir(f"/proc/{pid}/fd"))
 
 
@@ -60,8 +62,16 @@ def smaps(pid: int) -> dict[str, tuple[int, int]]:
 def grown(before: dict[str, tuple[int, int]], after: dict[str, tuple[int, int]]) -> list[dict[str, object]]:
     """The 15 mappings whose RSS changed most between two smaps readings (new and gone ones included)."""
     changes = [(after.get(k, (0, 0))[1] - before.get(k, (0, 0))[1], k) for k in set(before) | set(after)]
-    return [{"mapping": k, "size_kb": after.get(k, before.get(k, (0, 0)))[0], "rss_kb_before": before.get(k, (0, 0))[1],
-             "rss_kb_after": after.get(k, (0, 0))[1]} for delta, k in sorted(changes, key=lambda c: -abs(c[0]))[:15] if delta]
+    return [
+        {
+            "mapping": k,
+            "size_kb": after.get(k, before.get(k, (0, 0)))[0],
+            "rss_kb_before": before.get(k, (0, 0))[1],
+            "rss_kb_after": after.get(k, (0, 0))[1],
+        }
+        for delta, k in sorted(changes, key=lambda c: -abs(c[0]))[:15]
+        if delta
+    ]
 
 
 def main() -> int:
@@ -75,15 +85,39 @@ def main() -> int:
     shutil.copytree(REPO / "specs", specs)
     port = 19479
     with Testbed(n=3) as bed:
-        subprocess.run([sys.executable, "-m", "reconciler.cli", "apply", str(specs)], cwd=REPO, check=True,
-                       capture_output=True, env={**os.environ, "RECONCILER_STATE_DIR": str(work / "state")})
+        subprocess.run(
+            [sys.executable, "-m", "reconciler.cli", "apply", str(specs)],
+            cwd=REPO,
+            check=True,
+            capture_output=True,
+            env={**os.environ, "RECONCILER_STATE_DIR": str(work / "state")},
+        )
         log = (work / "daemon.log").open("w")
         probe = work / "memprobe.jsonl"
-        daemon = subprocess.Popen([sys.executable, "-m", "bench.memprobe", str(probe), "--",
-                                   "--log-format", "json", "run", "--specs",
-                                   str(specs), "--listen", f"127.0.0.1:{port}", "--resync", str(args.resync),
-                                   "--state-dir", str(work / "state")], cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
-                                  env={**os.environ, "MALLOC_ARENA_MAX": os.environ.get("MALLOC_ARENA_MAX", "2")})
+        daemon = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "bench.memprobe",
+                str(probe),
+                "--",
+                "--log-format",
+                "json",
+                "run",
+                "--specs",
+                str(specs),
+                "--listen",
+                f"127.0.0.1:{port}",
+                "--resync",
+                str(args.resync),
+                "--state-dir",
+                str(work / "state"),
+            ],
+            cwd=REPO,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "MALLOC_ARENA_MAX": os.environ.get("MALLOC_ARENA_MAX", "2")},
+        )
         samples: list[tuple[float, float, int, float]] = []
         deadline = time.time() + 60
         while True:  # wait until it serves
@@ -92,7 +126,7 @@ def main() -> int:
                 break
             except OSError:
                 if time.time() > deadline or daemon.poll() is not None:
-                    raise SystemExit("the daemon did not become ready")
+                    raise SystemExit("the daemon did not become ready") from None
                 time.sleep(0.2)
         start = time.time()
         next_edit = start + 30
@@ -109,8 +143,11 @@ def main() -> int:
                     next_edit += 30
                 rss, fds = proc_stats(daemon.pid)
                 with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
-                    passes = sum(float(line.split()[-1]) for line in resp.read().decode().splitlines()
-                                 if line.startswith("reconciler_reconciles_total{"))
+                    passes = sum(
+                        float(line.split()[-1])
+                        for line in resp.read().decode().splitlines()
+                        if line.startswith("reconciler_reconciles_total{")
+                    )
                 samples.append((now - start, rss, fds, passes))
                 if not early_maps and now - start >= args.minutes * 60 / 5:
                     early_maps = smaps(daemon.pid)
@@ -130,16 +167,34 @@ def main() -> int:
     if len(settled) < 2:
         raise SystemExit(f"only {len(samples)} sample(s): run longer or sample more often for a slope")
     slope = statistics.linear_regression([t / 3600 for t, *_ in settled], [r for _, r, *_ in settled]).slope
-    result = {"minutes": args.minutes, "resync_s": args.resync, "samples": len(samples), "edits": edit,
-              "passes": samples[-1][3] if samples else 0, "exit_code": code,
-              "rss_mb": {"first": rss_series[0], "median": statistics.median(rss_series), "last": rss_series[-1], "max": max(rss_series),
-                         "early_median": early_rss, "late_median": late_rss},
-              "rss_slope_mb_per_hour": round(slope, 2),
-              "fds": {"first": fds_series[0], "median": statistics.median(fds_series), "last": fds_series[-1], "max": max(fds_series),
-                      "early_median": early_fds, "late_median": late_fds},
-              "smaps_grown": grown(early_maps, late_maps),
-              "memprobe": [json.loads(line) for line in probe.read_text().splitlines()],
-              "series": [{"t": round(t, 1), "rss_mb": round(r, 2), "fds": f, "passes": p} for t, r, f, p in samples]}
+    result = {
+        "minutes": args.minutes,
+        "resync_s": args.resync,
+        "samples": len(samples),
+        "edits": edit,
+        "passes": samples[-1][3] if samples else 0,
+        "exit_code": code,
+        "rss_mb": {
+            "first": rss_series[0],
+            "median": statistics.median(rss_series),
+            "last": rss_series[-1],
+            "max": max(rss_series),
+            "early_median": early_rss,
+            "late_median": late_rss,
+        },
+        "rss_slope_mb_per_hour": round(slope, 2),
+        "fds": {
+            "first": fds_series[0],
+            "median": statistics.median(fds_series),
+            "last": fds_series[-1],
+            "max": max(fds_series),
+            "early_median": early_fds,
+            "late_median": late_fds,
+        },
+        "smaps_grown": grown(early_maps, late_maps),
+        "memprobe": [json.loads(line) for line in probe.read_text().splitlines()],
+        "series": [{"t": round(t, 1), "rss_mb": round(r, 2), "fds": f, "passes": p} for t, r, f, p in samples],
+    }
     (REPO / "bench/soak-last.json").write_text(json.dumps(result, indent=1) + "\n")
     result.pop("series")
     result.pop("memprobe")

@@ -17,7 +17,6 @@ import time
 import urllib.request
 from dataclasses import asdict
 from pathlib import Path
-
 from typing import TYPE_CHECKING
 
 from reconciler.errors import SpecError
@@ -28,8 +27,8 @@ from reconciler.status.logs import configure_logging
 from reconciler.tuning import overlay as overlay_store
 
 if TYPE_CHECKING:  # each command imports what it runs: `validate` needs neither SSH nor the engine
-    from reconciler.outcome import RunResult
     from reconciler.observe.snapshot import HostSnapshot
+    from reconciler.outcome import RunResult
 
 
 class _Help(argparse.ArgumentDefaultsHelpFormatter):
@@ -53,30 +52,49 @@ def _version() -> str:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="reconciler", description=__doc__.split("\n")[0], formatter_class=_Help)
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
-    parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"],
-                        help="default: info for run, warning otherwise")
-    parser.add_argument("--log-format", default="auto", choices=["auto", "console", "json"],
-                        help="auto: JSON unless stderr is a terminal")
+    parser.add_argument(
+        "--log-level", choices=["debug", "info", "warning", "error"], help="default: info for run, warning otherwise"
+    )
+    parser.add_argument(
+        "--log-format",
+        default="auto",
+        choices=["auto", "console", "json"],
+        help="auto: JSON unless stderr is a terminal",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
-    for name, help_text in (("validate", "check a spec directory; list every error"),
-                            ("plan", "show what apply would change on each host (dry run)"),
-                            ("apply", "converge every host, then verify files, units and health checks"),
-                            ("check", "observe every host directly: drift, unit states and health checks")):
+    for name, help_text in (
+        ("validate", "check a spec directory; list every error"),
+        ("plan", "show what apply would change on each host (dry run)"),
+        ("apply", "converge every host, then verify files, units and health checks"),
+        ("check", "observe every host directly: drift, unit states and health checks"),
+    ):
         p = sub.add_parser(name, help=help_text, description=help_text, formatter_class=_Help)
         p.add_argument("spec_dir", type=Path, nargs="?", default=Path("specs"), help="spec directory")
         if name != "validate":
             p.add_argument("--host", action="append", default=[], help="only these hosts (repeatable)")
-            p.add_argument("--connect-attempts", type=int, default=4, help="SSH connection attempts per host (backoff between)")
-            p.add_argument("--state-dir", type=Path, default=None,
-                           help="the daemon's state directory, for its etcd tuning overlay (default: $RECONCILER_STATE_DIR "
-                                "or /var/lib/reconciler)")
+            p.add_argument(
+                "--connect-attempts", type=int, default=4, help="SSH connection attempts per host (backoff between)"
+            )
+            p.add_argument(
+                "--state-dir",
+                type=Path,
+                default=None,
+                help="the daemon's state directory, for its etcd tuning overlay (default: $RECONCILER_STATE_DIR "
+                "or /var/lib/reconciler)",
+            )
         if name == "apply":
             p.add_argument("--wait", type=float, default=120.0, help="seconds to wait for health checks after applying")
     _run_parser(sub)
-    st = sub.add_parser("status", help="the running daemon's view: every host's last pass, health, backoff, tuning",
-                        formatter_class=_Help)
-    st.add_argument("--url", default=f"http://127.0.0.1:{DaemonSettings().listen_port}",
-                    help="the daemon's HTTP endpoint (its --listen)")
+    st = sub.add_parser(
+        "status",
+        help="the running daemon's view: every host's last pass, health, backoff, tuning",
+        formatter_class=_Help,
+    )
+    st.add_argument(
+        "--url",
+        default=f"http://127.0.0.1:{DaemonSettings().listen_port}",
+        help="the daemon's HTTP endpoint (its --listen)",
+    )
     st.add_argument("--json", action="store_true", help="print /status as JSON instead of a table")
     t = sub.add_parser("tuning", help="show or clear the etcd tuning overlay the daemon keeps", formatter_class=_Help)
     t.add_argument("action", choices=["show", "clear"])
@@ -86,8 +104,11 @@ def _parser() -> argparse.ArgumentParser:
 
 def _run_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     d = DaemonSettings()
-    p = sub.add_parser("run", help="the daemon: watch specs, resync, converge continuously, serve /metrics and /status",
-                       formatter_class=_Help)
+    p = sub.add_parser(
+        "run",
+        help="the daemon: watch specs, resync, converge continuously, serve /metrics and /status",
+        formatter_class=_Help,
+    )
     p.add_argument("--specs", type=Path, default=d.spec_dir, help="spec directory (watched)")
     p.add_argument("--listen", default=f"{d.listen_host}:{d.listen_port}", help="HOST:PORT of the HTTP endpoint")
     p.add_argument("--resync", type=float, default=d.resync_interval, help="seconds between full passes")
@@ -97,19 +118,30 @@ def _run_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     p.add_argument("--backoff-cap", type=float, default=d.backoff_cap, help="longest retry delay")
     p.add_argument("--debounce-ms", type=int, default=d.debounce_ms, help="spec edits closer than this are one")
     p.add_argument("--verify-wait", type=float, default=d.verify_wait, help="seconds to wait for health after applying")
-    p.add_argument("--shutdown-timeout", type=float, default=d.shutdown_timeout,
-                   help="seconds SIGTERM waits for passes in flight")
+    p.add_argument(
+        "--shutdown-timeout", type=float, default=d.shutdown_timeout, help="seconds SIGTERM waits for passes in flight"
+    )
     p.add_argument("--connect-attempts", type=int, default=d.connect_attempts, help="SSH attempts within one pass")
     p.add_argument("--state-dir", type=Path, default=d.state_dir, help="where the etcd tuning overlay is kept")
 
 
 def _daemon_settings(args: argparse.Namespace) -> DaemonSettings:
     host, _, port = args.listen.rpartition(":")
-    return DaemonSettings(spec_dir=args.specs, listen_host=host.strip("[]") or "127.0.0.1", listen_port=int(port),
-                          resync_interval=args.resync, resync_jitter=args.resync_jitter, workers=args.workers,
-                          backoff_base=args.backoff_base, backoff_cap=args.backoff_cap, debounce_ms=args.debounce_ms,
-                          verify_wait=args.verify_wait, shutdown_timeout=args.shutdown_timeout,
-                          connect_attempts=args.connect_attempts, state_dir=args.state_dir)
+    return DaemonSettings(
+        spec_dir=args.specs,
+        listen_host=host.strip("[]") or "127.0.0.1",
+        listen_port=int(port),
+        resync_interval=args.resync,
+        resync_jitter=args.resync_jitter,
+        workers=args.workers,
+        backoff_base=args.backoff_base,
+        backoff_cap=args.backoff_cap,
+        debounce_ms=args.debounce_ms,
+        verify_wait=args.verify_wait,
+        shutdown_timeout=args.shutdown_timeout,
+        connect_attempts=args.connect_attempts,
+        state_dir=args.state_dir,
+    )
 
 
 def _check_hosts(desired: DesiredState, hosts: list[str]) -> None:
@@ -127,8 +159,11 @@ def _status_command(args: argparse.Namespace) -> int:
             body = resp.read()
         doc = json.loads(body)
     except (OSError, ValueError) as exc:
-        print(f"cannot read the daemon's status at {url}: {exc}\n(is `reconciler run` running there? "
-              "`reconciler check DIR` observes the hosts without a daemon)", file=sys.stderr)
+        print(
+            f"cannot read the daemon's status at {url}: {exc}\n(is `reconciler run` running there? "
+            "`reconciler check DIR` observes the hosts without a daemon)",
+            file=sys.stderr,
+        )
         return 3
     if args.json:
         print(json.dumps(doc, indent=2))
@@ -141,8 +176,10 @@ def _tuning_command(args: argparse.Namespace) -> int:
     state_dir = args.state_dir or default_state_dir()
     if args.action == "clear":
         removed = overlay_store.clear(state_dir)
-        print(f"{overlay_store.path_in(state_dir)}: {'removed' if removed else 'no overlay'}; the spec values apply "
-              "again (a running daemon rolls them out one member at a time)")
+        print(
+            f"{overlay_store.path_in(state_dir)}: {'removed' if removed else 'no overlay'}; the spec values apply "
+            "again (a running daemon rolls them out one member at a time)"
+        )
         return 0
     try:
         overlay = overlay_store.load(state_dir)
@@ -166,9 +203,11 @@ def _load(spec_dir: Path, state_dir: Path | None) -> tuple[DesiredState, str]:
     desired = load_desired(spec_dir, overlay=overlay.as_env() if overlay else None)
     if overlay is None or desired.tuning is None:
         return desired, ""
-    return desired, (f"etcd tuning overlay in force ({desired.tuning.source}): heartbeat {overlay.heartbeat_ms} ms, "
-                     f"election {overlay.election_ms} ms, decided {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(overlay.decided_at))}"
-                     f"{f' ({overlay.cause})' if overlay.cause else ''}; effective {desired.tuning.effective}")
+    return desired, (
+        f"etcd tuning overlay in force ({desired.tuning.source}): heartbeat {overlay.heartbeat_ms} ms, "
+        f"election {overlay.election_ms} ms, decided {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(overlay.decided_at))}"
+        f"{f' ({overlay.cause})' if overlay.cause else ''}; effective {desired.tuning.effective}"
+    )
 
 
 def health_table(snapshot: HostSnapshot, host: DesiredHost, now: float | None = None) -> list[str]:

@@ -82,7 +82,13 @@ def _table(rows: Sequence[Sequence[str]], style: Style, colours: Sequence[str | 
     return lines
 
 
-STATUS_COLOUR = {"converged": "green", "failed": "red", "rolled-back": "red", "unconverged": "yellow", "pending": "yellow"}
+STATUS_COLOUR = {
+    "converged": "green",
+    "failed": "red",
+    "rolled-back": "red",
+    "unconverged": "yellow",
+    "pending": "yellow",
+}
 CERT_COLOUR = {"ok": "green", "expiring": "yellow"}  # expired, missing, unreadable: red
 
 
@@ -109,15 +115,21 @@ def render_status(doc: dict[str, Any], source: str, style: Style, now: float | N
     """The daemon's /status document as a summary line, a host table, then problems and tuning."""
     now = time.time() if now is None else now
     spec, summary, hosts = doc["spec"], doc["summary"], doc["hosts"]
-    spec_text = (f"specs valid (generation {spec['generation']})" if spec["valid"]
-                 else style(f"specs INVALID, running on generation {spec['generation']}", "red"))
+    spec_text = (
+        f"specs valid (generation {spec['generation']})"
+        if spec["valid"]
+        else style(f"specs INVALID, running on generation {spec['generation']}", "red")
+    )
     ready = "ready" if doc["ready"] else style("not ready", "yellow")
     converged = f"{summary['converged']}/{summary['hosts']} hosts converged"
     converged = style(converged, "green" if summary["converged"] == summary["hosts"] else "yellow")
-    out = [f"reconciler at {source}: {ready}, {spec_text}, {converged}, {summary['queue_depth']} queued"
-           + (f", in flight: {', '.join(summary['in_flight'])}" if summary["in_flight"] else "")]
-    rows: list[list[str]] = [["HOST", "STATUS", "LAST RUN", "LAST SUCCESS", "DRIFT", "FAILURES", "RETRY IN", "COMPONENTS",
-                              "CERTIFICATES"]]
+    out = [
+        f"reconciler at {source}: {ready}, {spec_text}, {converged}, {summary['queue_depth']} queued"
+        + (f", in flight: {', '.join(summary['in_flight'])}" if summary["in_flight"] else "")
+    ]
+    rows: list[list[str]] = [
+        ["HOST", "STATUS", "LAST RUN", "LAST SUCCESS", "DRIFT", "FAILURES", "RETRY IN", "COMPONENTS", "CERTIFICATES"]
+    ]
     colours: list[str | None] = [None]
     for name, h in hosts.items():
         comps = h["components"]
@@ -128,8 +140,19 @@ def render_status(doc: dict[str, Any], source: str, style: Style, now: float | N
         for cert in h.get("certificates", {}).values():
             states[cert["state"]] = states.get(cert["state"], 0) + 1
         cert_text = ", ".join(f"{n} {s}" for s, n in sorted(states.items())) or "-"
-        rows.append([name, h["status"], ago(h["last_run"], now), ago(h["last_success"], now), str(h["drift"]),
-                     str(h["failures"]), retry, comp_text, cert_text])
+        rows.append(
+            [
+                name,
+                h["status"],
+                ago(h["last_run"], now),
+                ago(h["last_success"], now),
+                str(h["drift"]),
+                str(h["failures"]),
+                retry,
+                comp_text,
+                cert_text,
+            ]
+        )
         colours.append(STATUS_COLOUR.get(h["status"]))
     out += [""] + _table(rows, style, colours)
     problems = [f"  {style(name, 'bold')}: {h['error']}" for name, h in hosts.items() if h["error"]]
@@ -140,8 +163,12 @@ def render_status(doc: dict[str, Any], source: str, style: Style, now: float | N
         out += ["", style("errors:", "red")] + problems
     if pending:
         out += ["", "pending actions:"] + pending
-    certs = [(name, path, c) for name, h in hosts.items() for path, c in h.get("certificates", {}).items()
-             if c["state"] != "ok"]
+    certs = [
+        (name, path, c)
+        for name, h in hosts.items()
+        for path, c in h.get("certificates", {}).items()
+        if c["state"] != "ok"
+    ]
     if certs:
         out += ["", "certificates needing attention:"]
         for name, path, c in certs:
@@ -149,11 +176,16 @@ def render_status(doc: dict[str, Any], source: str, style: Style, now: float | N
     tuning = doc.get("tuning") or {}
     if tuning.get("enabled"):
         eff = tuning["effective"]
-        line = (f"etcd tuning: heartbeat {eff.get('ETCD_HEARTBEAT_INTERVAL')} ms, "
-                f"election {eff.get('ETCD_ELECTION_TIMEOUT')} ms")
+        line = (
+            f"etcd tuning: heartbeat {eff.get('ETCD_HEARTBEAT_INTERVAL')} ms, "
+            f"election {eff.get('ETCD_ELECTION_TIMEOUT')} ms"
+        )
         overlay = tuning.get("overlay")
-        line += (f" (raised {ago(overlay['decided_at'], now)}: {overlay['reason']}; cause: {overlay['cause']})"
-                 if overlay else " (spec values, no overlay)")
+        line += (
+            f" (raised {ago(overlay['decided_at'], now)}: {overlay['reason']}; cause: {overlay['cause']})"
+            if overlay
+            else " (spec values, no overlay)"
+        )
         decision = tuning.get("last_decision")
         out += ["", line] + ([f"  last decision: {decision['outcome']}: {decision['reason']}"] if decision else [])
     return "\n".join(out)

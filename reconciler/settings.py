@@ -30,6 +30,7 @@ class DaemonSettings(BaseModel):
     listen_port: int = Field(9479, ge=0, le=65535)
     verify_wait: float = Field(60.0, ge=0, description="seconds a pass waits for health checks after applying")
     shutdown_timeout: float = Field(120.0, gt=0, description="seconds SIGTERM waits for applies in flight")
-    state_dir: Path = Field(default_factory=lambda: default_state_dir(),
-                            description="where the etcd tuning overlay is kept")
+    state_dir: Path = Field(
+        default_factory=lambda: default_state_dir(), description="where the etcd tuning overlay is kept"
+    )
     connect_attempts: int = Field(2, ge=1, description="SSH connection attempts within one pass")

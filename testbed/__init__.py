@@ -4,8 +4,16 @@ Public API: Testbed, TestHost (hosts.py), the network constants (layout.py), the
 See DESIGN.md section 4. Importing has no side effects; booting needs root.
 """
 
-from testbed.hosts import SSHCommandError, TestHost, Testbed
+from testbed.hosts import SSHCommandError, Testbed, TestHost
 from testbed.layout import BRIDGE, DEFAULT_STATE_DIR, GATEWAY, host_address, host_name
 
-__all__ = ["BRIDGE", "DEFAULT_STATE_DIR", "GATEWAY", "SSHCommandError", "TestHost", "Testbed",
-           "host_address", "host_name"]
+__all__ = [
+    "BRIDGE",
+    "DEFAULT_STATE_DIR",
+    "GATEWAY",
+    "SSHCommandError",
+    "TestHost",
+    "Testbed",
+    "host_address",
+    "host_name",
+]

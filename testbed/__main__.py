@@ -47,12 +47,16 @@ def main(argv: list[str] | None = None) -> int:
     layout = StateLayout(args.state_dir)
     if args.command == "up":
         testbed = Testbed(args.n, args.state_dir).start()
-        print(f"testbed up in {testbed.timings['prepare'] + testbed.timings['boot']:.1f}s "
-              f"(bridge {BRIDGE}, state {args.state_dir})")
+        print(
+            f"testbed up in {testbed.timings['prepare'] + testbed.timings['boot']:.1f}s "
+            f"(bridge {BRIDGE}, state {args.state_dir})"
+        )
         for host in testbed.hosts:
             print(f"  {host.name}  {host.address}  pid {host.pid}  root {host.root}")
-        print(f"ssh: ssh -i {testbed.key_path} -o UserKnownHostsFile={testbed.known_hosts_path} "
-              f"root@{testbed.hosts[0].address}   (or: python -m testbed ssh master-1)")
+        print(
+            f"ssh: ssh -i {testbed.key_path} -o UserKnownHostsFile={testbed.known_hosts_path} "
+            f"root@{testbed.hosts[0].address}   (or: python -m testbed ssh master-1)"
+        )
         print("tear down: python -m testbed down")
         return 0
     if args.command == "down":

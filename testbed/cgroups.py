@@ -36,8 +36,7 @@ def host_cgroups(name: str) -> list[Path]:
 
 def all_host_cgroups() -> list[Path]:
     """Every host cgroup present, from any testbed run."""
-    return [d for root in hierarchies() if (root / PARENT).is_dir() for d in (root / PARENT).iterdir()
-            if d.is_dir()]
+    return [d for root in hierarchies() if (root / PARENT).is_dir() for d in (root / PARENT).iterdir() if d.is_dir()]
 
 
 def spawn_prefix(name: str) -> list[str]:
@@ -60,8 +59,9 @@ def _pids(cgroup: Path) -> set[int]:
 
 
 def _remove_tree(cgroup: Path) -> None:
-    for directory in sorted((d for d in cgroup.rglob("*") if d.is_dir()), key=lambda d: len(d.parts),
-                            reverse=True) + [cgroup]:
+    for directory in sorted((d for d in cgroup.rglob("*") if d.is_dir()), key=lambda d: len(d.parts), reverse=True) + [
+        cgroup
+    ]:
         try:
             directory.rmdir()
         except OSError:

@@ -31,8 +31,11 @@ def _outside_root_fs() -> list[str]:
     """
     repo = Path(__file__).resolve().parents[1]
     root_dev = os.stat("/").st_dev
-    return [str(p) for p in (repo, Path(sys.base_prefix).resolve())
-            if os.stat(p).st_dev != root_dev or p.is_relative_to("/tmp")]
+    return [
+        str(p)
+        for p in (repo, Path(sys.base_prefix).resolve())
+        if os.stat(p).st_dev != root_dev or p.is_relative_to("/tmp")
+    ]
 
 
 class SSHCommandError(subprocess.CalledProcessError):
@@ -62,11 +65,28 @@ class TestHost:
 
     def ssh_args(self) -> list[str]:
         """The ssh command line (without the remote command) that reaches this host."""
-        return ["ssh", "-F", "none", "-i", str(self.layout.key_path), "-o", "IdentitiesOnly=yes",
-                "-o", f"UserKnownHostsFile={self.layout.known_hosts_path}",
-                "-o", "GlobalKnownHostsFile=/dev/null", "-o", "StrictHostKeyChecking=yes",
-                "-o", "BatchMode=yes", "-o", "ConnectTimeout=5", "-o", "LogLevel=ERROR",
-                f"root@{self.address}"]
+        return [
+            "ssh",
+            "-F",
+            "none",
+            "-i",
+            str(self.layout.key_path),
+            "-o",
+            "IdentitiesOnly=yes",
+            "-o",
+            f"UserKnownHostsFile={self.layout.known_hosts_path}",
+            "-o",
+            "GlobalKnownHostsFile=/dev/null",
+            "-o",
+            "StrictHostKeyChecking=yes",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "ConnectTimeout=5",
+            "-o",
+            "LogLevel=ERROR",
+            f"root@{self.address}",
+        ]
 
     def ssh(self, cmd: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess[str]:
         """Run `cmd` through root's shell on the host; raise SSHCommandError on non-zero exit if check."""
@@ -99,15 +119,26 @@ class TestHost:
         veth = f"vb-{self.name}"
         if Path("/sys/class/net", veth).exists():  # an earlier container's link the kernel has not removed yet
             subprocess.run(["ip", "link", "delete", veth], capture_output=True, check=False)
-        args = [*cgroups.spawn_prefix(self.name),
-                "systemd-nspawn", "-D", str(self.root), f"--machine={self.name}", "-b",
-                f"--network-bridge={BRIDGE}", "--register=no", "--keep-unit", "--link-journal=no",
-                "--console=passive", *(f"--bind-ro={p}" for p in _outside_root_fs())]
+        args = [
+            *cgroups.spawn_prefix(self.name),
+            "systemd-nspawn",
+            "-D",
+            str(self.root),
+            f"--machine={self.name}",
+            "-b",
+            f"--network-bridge={BRIDGE}",
+            "--register=no",
+            "--keep-unit",
+            "--link-journal=no",
+            "--console=passive",
+            *(f"--bind-ro={p}" for p in _outside_root_fs()),
+        ]
         with open(log_path, "ab") as log:
             log.write(f"--- boot {time.strftime('%H:%M:%S')}\n".encode())
             log.flush()
-            self._proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                          start_new_session=True)
+            self._proc = subprocess.Popen(
+                args, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
         pid_file = self.layout.pid_file(self.name)
         pid_file.parent.mkdir(parents=True, exist_ok=True)
         pid_file.write_text(f"{self._proc.pid} {process_start_time(self._proc.pid) or ''}\n")

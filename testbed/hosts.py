@@ -26,8 +26,7 @@ class Testbed:
 
     __test__ = False  # not a pytest test class
 
-    def __init__(self, n: int = 3, state_dir: Path = DEFAULT_STATE_DIR,
-                 boot_timeout: float = BOOT_TIMEOUT) -> None:
+    def __init__(self, n: int = 3, state_dir: Path = DEFAULT_STATE_DIR, boot_timeout: float = BOOT_TIMEOUT) -> None:
         if not 1 <= n <= 200:
             raise ValueError(f"n must be between 1 and 200, got {n}")
         self.layout = StateLayout(Path(state_dir))
@@ -55,8 +54,9 @@ class Testbed:
         self.start()
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.stop()
 
     def start(self) -> Testbed:
@@ -92,8 +92,9 @@ class Testbed:
 
         def prepare_host(host: TestHost) -> str:
             rootfs.mount(self.layout.host_dir(host.name))
-            key = rootfs.prepare(host.root, name=host.name, address=host.address,
-                                 authorized_key=authorized, pki_dir=self.pki_dir)
+            key = rootfs.prepare(
+                host.root, name=host.name, address=host.address, authorized_key=authorized, pki_dir=self.pki_dir
+            )
             return f"{host.address} {key}\n"
 
         lines = parallel(prepare_host, self.hosts)
@@ -122,4 +123,3 @@ class Testbed:
         self.timings["stop"] = time.monotonic() - began
         if errors:
             raise errors[0]
-

@@ -45,8 +45,12 @@ subjectAltName = {sans}
 
 def subject_alt_names(names: list[str], addresses: list[str]) -> list[str]:
     """SAN entries of the kubernetes certificate."""
-    return (["DNS:localhost", "DNS:kubernetes"] + [f"DNS:{n}" for n in names]
-            + ["IP:127.0.0.1"] + [f"IP:{a}" for a in addresses])
+    return (
+        ["DNS:localhost", "DNS:kubernetes"]
+        + [f"DNS:{n}" for n in names]
+        + ["IP:127.0.0.1"]
+        + [f"IP:{a}" for a in addresses]
+    )
 
 
 def generate(pki_dir: Path, names: list[str], addresses: list[str]) -> Path:
@@ -58,14 +62,62 @@ def generate(pki_dir: Path, names: list[str], addresses: list[str]) -> Path:
     ext = pki_dir / "kubernetes.ext"
     ext.write_text(_LEAF_EXT.format(sans=", ".join(subject_alt_names(names, addresses))))
     rsa = ["-newkey", "rsa:2048", "-nodes"]
-    run(["openssl", "req", "-x509", *rsa, "-config", str(ca_cnf), "-extensions", "v3_ca", "-days", DAYS,
-         "-keyout", str(pki_dir / "ca-key.pem"), "-out", str(pki_dir / "ca.pem")])
+    run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            *rsa,
+            "-config",
+            str(ca_cnf),
+            "-extensions",
+            "v3_ca",
+            "-days",
+            DAYS,
+            "-keyout",
+            str(pki_dir / "ca-key.pem"),
+            "-out",
+            str(pki_dir / "ca.pem"),
+        ]
+    )
     csr = pki_dir / "kubernetes.csr"
-    run(["openssl", "req", "-new", *rsa, "-subj", "/O=k8s/CN=kubernetes",
-         "-keyout", str(pki_dir / "kubernetes-key.pem"), "-out", str(csr)])
-    run(["openssl", "x509", "-req", "-in", str(csr), "-CA", str(pki_dir / "ca.pem"),
-         "-CAkey", str(pki_dir / "ca-key.pem"), "-set_serial", "0x" + os.urandom(12).hex(),
-         "-days", DAYS, "-extfile", str(ext), "-extensions", "v3_leaf", "-out", str(pki_dir / "kubernetes.pem")])
+    run(
+        [
+            "openssl",
+            "req",
+            "-new",
+            *rsa,
+            "-subj",
+            "/O=k8s/CN=kubernetes",
+            "-keyout",
+            str(pki_dir / "kubernetes-key.pem"),
+            "-out",
+            str(csr),
+        ]
+    )
+    run(
+        [
+            "openssl",
+            "x509",
+            "-req",
+            "-in",
+            str(csr),
+            "-CA",
+            str(pki_dir / "ca.pem"),
+            "-CAkey",
+            str(pki_dir / "ca-key.pem"),
+            "-set_serial",
+            "0x" + os.urandom(12).hex(),
+            "-days",
+            DAYS,
+            "-extfile",
+            str(ext),
+            "-extensions",
+            "v3_leaf",
+            "-out",
+            str(pki_dir / "kubernetes.pem"),
+        ]
+    )
     for path in (ca_cnf, ext, csr):
         path.unlink()
     for name in KEYS:

@@ -68,8 +68,11 @@ def disable_services(root: Path) -> None:
     removed_targets: set[str] = set()
     for wants in system.glob("*.wants"):
         for link in wants.iterdir():
-            unwanted = (wants.name == "multi-user.target.wants" and link.name.endswith(".service")
-                        and link.name not in KEEP_SERVICES) or wants.name == "timers.target.wants"
+            unwanted = (
+                wants.name == "multi-user.target.wants"
+                and link.name.endswith(".service")
+                and link.name not in KEEP_SERVICES
+            ) or wants.name == "timers.target.wants"
             if unwanted and link.is_symlink():
                 removed_targets.add(os.readlink(link))
                 link.unlink()

@@ -12,9 +12,10 @@ import os
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable, TypeVar
+from typing import TypeVar
 
 from testbed.layout import BRIDGE, GATEWAY, PREFIX_LEN
 
@@ -40,13 +41,14 @@ def parallel(func: Callable[[T], R], items: list[T]) -> list[R]:
 
 # --- processes ---------------------------------------------------------------------------------------
 
+
 def process_start_time(pid: int) -> int | None:
     """Start time (clock ticks since boot) of `pid`, or None if it does not exist or is a zombie."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
-    fields = stat[stat.rindex(")") + 2:].split()  # fields after "pid (comm) "
+    fields = stat[stat.rindex(")") + 2 :].split()  # fields after "pid (comm) "
     if fields[0] in ("Z", "X"):
         return None
     return int(fields[19])
@@ -96,6 +98,7 @@ def terminate(pid: int, start_time: int | None, timeout: float = 30) -> None:
 
 # --- mounts ------------------------------------------------------------------------------------------
 
+
 def _unescape(field: str) -> str:
     return field.replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n").replace("\\134", "\\")
 
@@ -122,8 +125,12 @@ def testbed_host_dirs() -> list[Path]:
         target = _unescape(target)
         host_dir = os.path.dirname(target)
         opts = options.split(",")
-        if (fstype == "overlay" and os.path.basename(target) == "root" and "lowerdir=/" in opts
-                and f"upperdir={host_dir}/upper" in opts):
+        if (
+            fstype == "overlay"
+            and os.path.basename(target) == "root"
+            and "lowerdir=/" in opts
+            and f"upperdir={host_dir}/upper" in opts
+        ):
             found.append(Path(host_dir))
     return found
 
@@ -146,6 +153,7 @@ def unmount(path: Path, timeout: float = 10) -> None:
 
 
 # --- bridge ------------------------------------------------------------------------------------------
+
 
 def bridge_exists(name: str = BRIDGE) -> bool:
     return Path("/sys/class/net", name).exists()

@@ -60,10 +60,12 @@ sync -- "$dir"
 """
 
 # Mode and owner of a file whose content is right; never through a symlink (the plan rewrites those).
-ATTRS_SCRIPT = 'd=$(dirname -- "$3"); if [ "$(realpath -m -- "$d")" != "$d" ] || [ -L "$3" ] || [ ! -f "$3" ]; then ' \
-               'echo "$3 is not a regular file (or is reached through a symlink)" >&2; exit 4; fi; ' \
-               'exec 3<"$3" && [ "$(stat -c %d:%i -- "$3")" = "$(stat -L -c %d:%i /proc/self/fd/3)" ] && ' \
-               'chown -- "$1" /proc/self/fd/3 && chmod -- "$2" /proc/self/fd/3'
+ATTRS_SCRIPT = (
+    'd=$(dirname -- "$3"); if [ "$(realpath -m -- "$d")" != "$d" ] || [ -L "$3" ] || [ ! -f "$3" ]; then '
+    'echo "$3 is not a regular file (or is reached through a symlink)" >&2; exit 4; fi; '
+    'exec 3<"$3" && [ "$(stat -c %d:%i -- "$3")" = "$(stat -L -c %d:%i /proc/self/fd/3)" ] && '
+    'chown -- "$1" /proc/self/fd/3 && chmod -- "$2" /proc/self/fd/3'
+)
 
 
 # $1 path, $2 the backup to put back ("-": the path held no regular file before: remove what we wrote).
@@ -119,12 +121,26 @@ def action_argv(action: Action, desired: DesiredHost, stamp: str) -> tuple[list[
     """Pure: the argv (and stdin) that carries out one action."""
     if action.kind is Kind.WRITE:
         f = desired.files[action.target]
-        return (["bash", "-c", WRITE_SCRIPT, "reconciler-write", f.path, f"{f.mode:04o}", f.owner, f.group,
-                 BACKUP_DIR, stamp, str(BACKUPS_KEPT), hashlib.sha256(f.content).hexdigest()], f.content)
+        return (
+            [
+                "bash",
+                "-c",
+                WRITE_SCRIPT,
+                "reconciler-write",
+                f.path,
+                f"{f.mode:04o}",
+                f.owner,
+                f.group,
+                BACKUP_DIR,
+                stamp,
+                str(BACKUPS_KEPT),
+                hashlib.sha256(f.content).hexdigest(),
+            ],
+            f.content,
+        )
     if action.kind is Kind.ATTRS:
         f = desired.files[action.target]
-        return (["sh", "-c", ATTRS_SCRIPT, "reconciler-attrs",
-                 f"{f.owner}:{f.group}", f"{f.mode:04o}", f.path], None)
+        return (["sh", "-c", ATTRS_SCRIPT, "reconciler-attrs", f"{f.owner}:{f.group}", f"{f.mode:04o}", f.path], None)
     if action.kind is Kind.DAEMON_RELOAD:
         return (["systemctl", "daemon-reload"], None)
     return (["systemctl", action.kind.value, "--", action.target], None)
@@ -147,6 +163,6 @@ async def apply_actions(conn: Connection, desired: DesiredHost, actions: tuple[A
         result = await run_action(conn, desired, action)
         if action.kind is Kind.WRITE:
             said = result.stdout.decode(errors="replace").strip()
-            applied.backups[action.target] = said[len("backup "):] if said.startswith("backup ") else None
+            applied.backups[action.target] = said[len("backup ") :] if said.startswith("backup ") else None
         applied.timed(action, time.monotonic() - began)
         applied.done.append(action)

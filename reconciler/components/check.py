@@ -36,7 +36,9 @@ def problems(hosts: dict[str, Host]) -> list[Problem]:
     out = etcd.check_members(members)
     clients = set().union(*(etcd.client_urls(c) for c in members.values())) if members else set()
     out += kube.check({host: {p: svc for p, (_, svc) in s.items()} for host, s in found.items()}, clients)
-    fallback = {host: _exec_start(s["etcd"][1], hosts[host][1], s["etcd"][0]) for host, s in found.items() if "etcd" in s}
+    fallback = {
+        host: _exec_start(s["etcd"][1], hosts[host][1], s["etcd"][0]) for host, s in found.items() if "etcd" in s
+    }
     return [p if p.setting is not None else replace(p, setting=fallback.get(p.host)) for p in out]
 
 

@@ -14,8 +14,17 @@ from urllib.parse import urlsplit
 
 from reconciler.components.systemd import Service, Setting
 
-OPTIONS = ("name", "heartbeat-interval", "election-timeout", "initial-cluster", "listen-peer-urls",
-           "listen-client-urls", "initial-advertise-peer-urls", "advertise-client-urls", "data-dir")
+OPTIONS = (
+    "name",
+    "heartbeat-interval",
+    "election-timeout",
+    "initial-cluster",
+    "listen-peer-urls",
+    "listen-client-urls",
+    "initial-advertise-peer-urls",
+    "advertise-client-urls",
+    "data-dir",
+)
 DEFAULTS = {"name": "default", "heartbeat-interval": "100", "election-timeout": "1000"}
 URL_OPTIONS = ("listen-peer-urls", "listen-client-urls", "initial-advertise-peer-urls", "advertise-client-urls")
 MAX_ELECTION_MS = 50000  # etcd: "election-timeout ... is too long, and should be set less than 50 seconds"
@@ -92,15 +101,26 @@ def check_members(members: dict[str, dict[str, Setting]]) -> list[Problem]:
         if heartbeat and election:
             timing[host] = (heartbeat, election)
             if election < 5 * heartbeat:
-                problems.append(Problem(host, where, f"election timeout {election} ms is below 5 x the heartbeat interval "
-                                                     f"{heartbeat} ms: etcd refuses to start (--election-timeout should "
-                                                     "be at least as 5 times as --heartbeat-interval)"))
+                problems.append(
+                    Problem(
+                        host,
+                        where,
+                        f"election timeout {election} ms is below 5 x the heartbeat interval "
+                        f"{heartbeat} ms: etcd refuses to start (--election-timeout should "
+                        "be at least as 5 times as --heartbeat-interval)",
+                    )
+                )
             if election > MAX_ELECTION_MS:
-                problems.append(Problem(host, config.get("election-timeout"),
-                                        f"election timeout {election} ms is above etcd's limit of {MAX_ELECTION_MS} ms"))
+                problems.append(
+                    Problem(
+                        host,
+                        config.get("election-timeout"),
+                        f"election timeout {election} ms is above etcd's limit of {MAX_ELECTION_MS} ms",
+                    )
+                )
         for option in URL_OPTIONS:
             setting = config.get(option)
-            for url in (setting.value.split(",") if setting else []):
+            for url in setting.value.split(",") if setting else []:
                 why = check_url(url.strip())
                 if why:
                     problems.append(Problem(host, setting, f"{url.strip()[:100]!r}: {why}"))
@@ -108,14 +128,21 @@ def check_members(members: dict[str, dict[str, Setting]]) -> list[Problem]:
         common, _ = Counter(timing.values()).most_common(1)[0]
         for host, values in sorted(timing.items()):
             if values != common:
-                problems.append(Problem(host, members[host].get("heartbeat-interval") or members[host].get("election-timeout"),
-                                        f"heartbeat/election {values[0]}/{values[1]} ms differ from the other members' "
-                                        f"{common[0]}/{common[1]} ms: every member must run with the same values"))
+                problems.append(
+                    Problem(
+                        host,
+                        members[host].get("heartbeat-interval") or members[host].get("election-timeout"),
+                        f"heartbeat/election {values[0]}/{values[1]} ms differ from the other members' "
+                        f"{common[0]}/{common[1]} ms: every member must run with the same values",
+                    )
+                )
     names = {host: config["name"].value if "name" in config else DEFAULTS["name"] for host, config in members.items()}
     for name, count in Counter(names.values()).items():
         if count > 1:
             for host in sorted(h for h, n in names.items() if n == name):
-                problems.append(Problem(host, members[host].get("name"), f"member name {name!r} is used by {count} members"))
+                problems.append(
+                    Problem(host, members[host].get("name"), f"member name {name!r} is used by {count} members")
+                )
     for host, config in sorted(members.items()):
         setting = config.get("initial-cluster")
         if setting is None:
@@ -126,9 +153,15 @@ def check_members(members: dict[str, dict[str, Setting]]) -> list[Problem]:
         doubled = sorted(name for name, n in counts.items() if n > 1)
         unknown = sorted(set(counts) - set(names.values()))
         if missing or doubled or unknown:
-            why = "; ".join(part for part in (f"missing {', '.join(missing)}" if missing else "",
-                                              f"listed twice: {', '.join(doubled)}" if doubled else "",
-                                              f"not a member: {', '.join(unknown)}" if unknown else "") if part)
+            why = "; ".join(
+                part
+                for part in (
+                    f"missing {', '.join(missing)}" if missing else "",
+                    f"listed twice: {', '.join(doubled)}" if doubled else "",
+                    f"not a member: {', '.join(unknown)}" if unknown else "",
+                )
+                if part
+            )
             problems.append(Problem(host, setting, f"initial cluster must list every member exactly once ({why})"))
         for name, url in listed:
             why = check_url(url)
@@ -142,7 +175,7 @@ def client_urls(config: dict[str, Setting]) -> set[tuple[str, str, int]]:
     out: set[tuple[str, str, int]] = set()
     for option in ("advertise-client-urls", "listen-client-urls"):
         setting = config.get(option)
-        for url in (setting.value.split(",") if setting else []):
+        for url in setting.value.split(",") if setting else []:
             try:
                 parts = urlsplit(url.strip())
                 if parts.hostname and parts.port:

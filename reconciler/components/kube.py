@@ -34,23 +34,41 @@ def check(services: dict[str, dict[str, Service]], etcd_clients: set[tuple[str, 
                         ipaddress.ip_network(part.strip())
                     ranges[(host, program)] = cidr
                 except ValueError:
-                    problems.append(Problem(host, cidr, f"{program} --service-cluster-ip-range {cidr.value[:60]!r} "
-                                                        "is not a network (e.g. 10.254.0.0/16)"))
+                    problems.append(
+                        Problem(
+                            host,
+                            cidr,
+                            f"{program} --service-cluster-ip-range {cidr.value[:60]!r} "
+                            "is not a network (e.g. 10.254.0.0/16)",
+                        )
+                    )
             servers = flags.get("etcd-servers") if program == APISERVER else None
-            for url in (servers.value.split(",") if servers and etcd_clients else []):
+            for url in servers.value.split(",") if servers and etcd_clients else []:
                 try:
                     parts = urlsplit(url.strip())
                     key = (parts.scheme, parts.hostname or "", parts.port or 0)
                 except ValueError:
                     key = ("", "", 0)
                 if key not in etcd_clients:
-                    problems.append(Problem(host, servers, f"--etcd-servers names {url.strip()[:100]!r}, which no declared "
-                                                           "etcd member serves (its client URLs)"))
+                    problems.append(
+                        Problem(
+                            host,
+                            servers,
+                            f"--etcd-servers names {url.strip()[:100]!r}, which no declared "
+                            "etcd member serves (its client URLs)",
+                        )
+                    )
     if len({s.value for s in ranges.values()}) > 1:
         common, _ = Counter(s.value for s in ranges.values()).most_common(1)[0]
         for (host, program), setting in sorted(ranges.items()):
             if setting.value != common:
-                problems.append(Problem(host, setting, f"{program} --service-cluster-ip-range {setting.value} differs from "
-                                                       f"{common}: kube-apiserver and kube-controller-manager must use the "
-                                                       "same range on every master"))
+                problems.append(
+                    Problem(
+                        host,
+                        setting,
+                        f"{program} --service-cluster-ip-range {setting.value} differs from "
+                        f"{common}: kube-apiserver and kube-controller-manager must use the "
+                        "same range on every master",
+                    )
+                )
     return problems

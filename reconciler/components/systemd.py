@@ -13,7 +13,9 @@ import shlex
 from dataclasses import dataclass
 from functools import lru_cache
 
-_SIMPLE_ASSIGNMENT = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)[ \t]*=[ \t]*(?:\"([^\"\\\n]*)\"|([^\"'\\\n]*?))[ \t]*(?=\n|\Z)")
+_SIMPLE_ASSIGNMENT = re.compile(
+    r"([A-Za-z_][A-Za-z0-9_]*)[ \t]*=[ \t]*(?:\"([^\"\\\n]*)\"|([^\"'\\\n]*?))[ \t]*(?=\n|\Z)"
+)
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\$([A-Za-z_][A-Za-z0-9_]*)")
 
 
@@ -118,7 +120,7 @@ def parse_environment_file(text: str, path: str = "") -> dict[str, Setting]:
                 end = text.find("'", i + 1)
                 end = n if end < 0 else end
                 line += text.count("\n", i, end)
-                value.append(text[i + 1:end])
+                value.append(text[i + 1 : end])
                 i = end + 1
                 kept = len(value)
             elif c == "\\" and i + 1 < n:

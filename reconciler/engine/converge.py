@@ -17,10 +17,10 @@ from reconciler.engine.rollback import Held, RolledBack, fingerprint, roll_back
 from reconciler.engine.rollout import restart_one
 from reconciler.engine.session import Session
 from reconciler.errors import HostError
-from reconciler.outcome import HostOutcome, RunResult, Status
 from reconciler.observe.facts import observe_host
-from reconciler.observe.snapshot import CheckResult, HostSnapshot
-from reconciler.plan.actions import Action, Kind, Plan
+from reconciler.observe.snapshot import CheckResult
+from reconciler.outcome import HostOutcome, RunResult
+from reconciler.plan.actions import Action, Kind
 from reconciler.plan.diff import plan_host
 from reconciler.spec.desired import DesiredHost, DesiredState
 from reconciler.transport.base import Connection
@@ -66,8 +66,12 @@ def _held_back(host: DesiredHost, actions: tuple[Action, ...], held: Held) -> tu
             paths.update(written)
             units.add(unit.name)
             why.append(reason + HELD)
-    kept = tuple(a for a in actions if not (a.kind is Kind.WRITE and a.target in paths)
-                 and not (a.kind in (Kind.START, Kind.RESTART) and a.target in units))
+    kept = tuple(
+        a
+        for a in actions
+        if not (a.kind is Kind.WRITE and a.target in paths)
+        and not (a.kind in (Kind.START, Kind.RESTART) and a.target in units)
+    )
     return kept, why
 
 
@@ -85,13 +89,21 @@ async def _apply_now(session: Session, host: DesiredHost, outcome: HostOutcome, 
     except HostError as exc:
         outcome.status, outcome.error, outcome.ssh_error = "failed", str(exc), exc.ssh
         failed = actions[len(applied.done)] if len(applied.done) < len(actions) else None
-        unit = next((u for u in host.units if failed is not None and failed.kind in (Kind.START, Kind.RESTART)
-                     and u.name == failed.target), None)
+        unit = next(
+            (
+                u
+                for u in host.units
+                if failed is not None and failed.kind in (Kind.START, Kind.RESTART) and u.name == failed.target
+            ),
+            None,
+        )
         written = [p for p in applied.backups if unit is not None and p in unit.restart_on]
         if unit is not None and unit.rollback and written and not exc.ssh:
             tried = tuple(a for a in applied.done if a.target in written)
             try:
-                rolled = await roll_back(conn, host, unit, tried, applied, str(exc), began, lambda: _active(conn, unit.name))
+                rolled = await roll_back(
+                    conn, host, unit, tried, applied, str(exc), began, lambda: _active(conn, unit.name)
+                )
             except HostError as again:
                 outcome.error = f"{exc}; rolling back failed too: {again}"
             else:
@@ -143,7 +155,9 @@ def _unit_config(desired: DesiredState, unit: str) -> frozenset[tuple[str, str, 
     return frozenset(out)
 
 
-async def _rollout(session: Session, desired: DesiredState, host: DesiredHost, outcome: HostOutcome, rollouts: Rollouts) -> None:
+async def _rollout(
+    session: Session, desired: DesiredState, host: DesiredHost, outcome: HostOutcome, rollouts: Rollouts
+) -> None:
     """This host's held-back restarts, each taken in turn with the other hosts, behind the quorum guard."""
     for group in outcome.plan.rollouts() if outcome.plan else ():
         unit = next(u for u in host.units if u.name == group[-1].target)
@@ -214,8 +228,15 @@ async def observe_status(desired: DesiredState, session: Session, only: list[str
     return RunResult(outcomes)
 
 
-async def reconcile_host(desired: DesiredState, name: str, session: Session, rollouts: Rollouts, *,
-                         wait: float = 120.0, interval: float = 1.0) -> HostOutcome:
+async def reconcile_host(
+    desired: DesiredState,
+    name: str,
+    session: Session,
+    rollouts: Rollouts,
+    *,
+    wait: float = 120.0,
+    interval: float = 1.0,
+) -> HostOutcome:
     """One host, start to finish: observe, plan, apply, rollout restarts (serialised across hosts), verify.
 
     The first observation includes the health checks, so a host with nothing to do and every check
@@ -243,13 +264,20 @@ async def reconcile_host(desired: DesiredState, name: str, session: Session, rol
     return outcome
 
 
-async def converge(desired: DesiredState, session: Session, *, wait: float = 120.0, interval: float = 1.0,
-                   only: list[str] | None = None) -> RunResult:
+async def converge(
+    desired: DesiredState,
+    session: Session,
+    *,
+    wait: float = 120.0,
+    interval: float = 1.0,
+    only: list[str] | None = None,
+) -> RunResult:
     """Bring every host (or those in `only`) to its desired state, in parallel; a host's failure never raises.
 
     Hosts left out are still peers: the quorum guard checks them before any rollout restart.
     """
     rollouts = Rollouts()
-    outcomes = await asyncio.gather(*(reconcile_host(desired, n, session, rollouts, wait=wait, interval=interval)
-                                      for n in _chosen(desired, only)))
+    outcomes = await asyncio.gather(
+        *(reconcile_host(desired, n, session, rollouts, wait=wait, interval=interval) for n in _chosen(desired, only))
+    )
     return RunResult({o.host: o for o in outcomes})

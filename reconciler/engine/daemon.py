@@ -18,6 +18,7 @@ from typing import Any
 
 import structlog
 
+from reconciler.components.etcd import ELECTION_KEY, HEARTBEAT_KEY
 from reconciler.engine.converge import Rollouts, reconcile_host
 from reconciler.engine.memory import TRIM_PERIOD_S, pin_malloc_thresholds, release_free_memory
 from reconciler.engine.queue import Backoff, WorkQueue
@@ -25,15 +26,14 @@ from reconciler.engine.session import Connector, Session, ssh_connector
 from reconciler.errors import SpecError, SpecIssue
 from reconciler.outcome import HostOutcome
 from reconciler.settings import DaemonSettings
+from reconciler.spec.cache import SpecCache
 from reconciler.spec.desired import DesiredState
 from reconciler.spec.isolate import load_desired
-from reconciler.spec.cache import SpecCache
 from reconciler.spec.watch import watch_specs
 from reconciler.status.http import HTTPServer, Response
 from reconciler.status.metrics import Metrics
 from reconciler.status.report import HostRecord, certificate_report, status_document
 from reconciler.status.sdnotify import Notifier
-from reconciler.components.etcd import ELECTION_KEY, HEARTBEAT_KEY
 from reconciler.tuning.overlay import parse_env
 from reconciler.tuning.tuner import Tuner
 
@@ -54,20 +54,31 @@ class Daemon:
         self._loading = asyncio.Lock()
         self._loads: set[asyncio.Task[None]] = set()
         self.records: dict[str, HostRecord] = {}
-        self.spec: dict[str, Any] = {"dir": str(settings.spec_dir), "valid": False, "errors": [], "loaded_at": None,
-                                     "generation": 0, "last_attempt_at": None}
+        self.spec: dict[str, Any] = {
+            "dir": str(settings.spec_dir),
+            "valid": False,
+            "errors": [],
+            "loaded_at": None,
+            "generation": 0,
+            "last_attempt_at": None,
+        }
         self.stopping = asyncio.Event()
         self.crashed = False  # an internal fault stopped the daemon: exit non-zero
         self._first_pass: set[str] = set()
         self._beat = time.monotonic()
-        self.tuner = Tuner(settings.state_dir, self.metrics, ssh_connector(attempts=1),
-                           on_overlay=lambda: self.request_load("tuning"))
-        self.http = HTTPServer({"/metrics": self._metrics, "/healthz": self._healthz, "/readyz": self._readyz,
-                                "/status": self._status}, settings.listen_host, settings.listen_port)
+        self.tuner = Tuner(
+            settings.state_dir, self.metrics, ssh_connector(attempts=1), on_overlay=lambda: self.request_load("tuning")
+        )
+        self.http = HTTPServer(
+            {"/metrics": self._metrics, "/healthz": self._healthz, "/readyz": self._readyz, "/status": self._status},
+            settings.listen_host,
+            settings.listen_port,
+        )
 
     # -- specs ---------------------------------------------------------------------------------
     def request_load(self, reason: str, *, then_check_all: bool = False) -> None:
         """A load from where nothing can wait for it (SIGHUP, the tuner); loads still run one at a time."""
+
         async def load() -> None:
             await self.load_specs(reason)
             if then_check_all:
@@ -86,19 +97,29 @@ class Daemon:
     async def _load_specs(self, reason: str) -> bool:
         self.spec["last_attempt_at"] = time.time()
         try:
-            desired = await asyncio.to_thread(load_desired, self.settings.spec_dir, overlay=self.tuner.overlay_env(),
-                                              cache=self.spec_cache)
+            desired = await asyncio.to_thread(
+                load_desired, self.settings.spec_dir, overlay=self.tuner.overlay_env(), cache=self.spec_cache
+            )
         except Exception as exc:  # SpecError; anything else is a loader bug, and still never stops the daemon
             if not isinstance(exc, SpecError):
                 log.exception("spec loading crashed; keeping the last good specs", reason=reason)
                 self.spec_cache = SpecCache()  # whatever the failed load left in it is not trusted
-            issues = exc.issues if isinstance(exc, SpecError) else [
-                SpecIssue(str(self.settings.spec_dir), 0, "", f"internal error while loading: {type(exc).__name__}")]
+            issues = (
+                exc.issues
+                if isinstance(exc, SpecError)
+                else [
+                    SpecIssue(str(self.settings.spec_dir), 0, "", f"internal error while loading: {type(exc).__name__}")
+                ]
+            )
             self.spec.update(valid=False, errors=[str(i) for i in issues])
             self.metrics.spec_reloads.labels("error").inc()
             self.metrics.spec_valid.set(0)
-            log.error("spec invalid; keeping the last good specs", reason=reason, errors=self.spec["errors"],
-                      generation=self.spec["generation"])
+            log.error(
+                "spec invalid; keeping the last good specs",
+                reason=reason,
+                errors=self.spec["errors"],
+                generation=self.spec["generation"],
+            )
             return False
         old = self.desired.hosts if self.desired else {}
         changed = [n for n, h in desired.hosts.items() if old.get(n) != h]
@@ -120,8 +141,9 @@ class Daemon:
         self.tuner.sync(desired)
         for name in changed:
             self.queue.add(name)
-        log.info("specs loaded", reason=reason, generation=self.spec["generation"], hosts=len(desired.hosts),
-                 changed=changed)
+        log.info(
+            "specs loaded", reason=reason, generation=self.spec["generation"], hosts=len(desired.hosts), changed=changed
+        )
         return True
 
     async def _on_spec_change(self, paths: list[str]) -> None:
@@ -149,8 +171,9 @@ class Daemon:
             outcome = await reconcile_host(desired, host, self.session, self.rollouts, wait=self.settings.verify_wait)
             seconds = time.monotonic() - began
             record = self.records.setdefault(host, HostRecord())
-            record.update(outcome, finished=time.time(), seconds=seconds, reconcile_id=reconcile_id,
-                          generation=generation)
+            record.update(
+                outcome, finished=time.time(), seconds=seconds, reconcile_id=reconcile_id, generation=generation
+            )
             self.metrics.record_pass(outcome, seconds, outcome.ssh_error)
             self.metrics.record_components(host, {n: bool(c["healthy"]) for n, c in record.components.items()})
             if outcome.snapshot is not None and outcome.snapshot.certificates:
@@ -164,9 +187,16 @@ class Daemon:
             elif not self.stopping.is_set():
                 self._retry(host)
             self._first_pass.discard(host)
-            log.info("reconciled", status=outcome.status, seconds=round(seconds, 3), applied=len(outcome.applied),
-                     drift=record.drift, phases=record.phase_seconds, generation=generation,
-                     error=outcome.error or None)
+            log.info(
+                "reconciled",
+                status=outcome.status,
+                seconds=round(seconds, 3),
+                applied=len(outcome.applied),
+                drift=record.drift,
+                phases=record.phase_seconds,
+                generation=generation,
+                error=outcome.error or None,
+            )
 
     def _record_etcd_values(self, desired: DesiredState, outcome: HostOutcome) -> None:
         tuning, snapshot = desired.tuning, outcome.snapshot
@@ -190,7 +220,7 @@ class Daemon:
         while not self.stopping.is_set():
             try:
                 await asyncio.wait_for(self.stopping.wait(), interval * (1 + random.uniform(-jitter, jitter)))
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
             if not self.stopping.is_set():
                 self._queue_all()
@@ -217,11 +247,12 @@ class Daemon:
             hosts = self.records
             converged = sum(1 for r in hosts.values() if r.status == "converged")
             spec = "" if self.spec["valid"] else ", spec INVALID (running on last good)"
-            self.notifier.notify("WATCHDOG=1", f"STATUS={converged}/{len(hosts)} hosts converged, "
-                                               f"{self.queue.depth()} queued{spec}")
+            self.notifier.notify(
+                "WATCHDOG=1", f"STATUS={converged}/{len(hosts)} hosts converged, {self.queue.depth()} queued{spec}"
+            )
             try:
                 await asyncio.wait_for(self.stopping.wait(), period)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -241,16 +272,24 @@ class Daemon:
             loop.add_signal_handler(sig, self.stop)
         loop.add_signal_handler(signal.SIGHUP, self.reload)
         workers = [asyncio.create_task(self._worker(), name=f"worker-{i}") for i in range(self.settings.workers)]
-        background = [asyncio.create_task(self._resync(), name="resync"),
-                      asyncio.create_task(self._heartbeat(), name="heartbeat"),
-                      asyncio.create_task(self.tuner.run(self.stopping), name="tuner"),
-                      asyncio.create_task(watch_specs(self.settings.spec_dir, self._on_spec_change, self.stopping,
-                                                      self.settings.debounce_ms), name="watch")]
+        background = [
+            asyncio.create_task(self._resync(), name="resync"),
+            asyncio.create_task(self._heartbeat(), name="heartbeat"),
+            asyncio.create_task(self.tuner.run(self.stopping), name="tuner"),
+            asyncio.create_task(
+                watch_specs(self.settings.spec_dir, self._on_spec_change, self.stopping, self.settings.debounce_ms),
+                name="watch",
+            ),
+        ]
         for task in background:
             task.add_done_callback(self._background_ended)
         self.notifier.notify("READY=1", "STATUS=started")
-        log.info("daemon started", specs=str(self.settings.spec_dir), listen=f"{self.http.host}:{self.http.port}",
-                 malloc_thresholds_pinned=pinned)
+        log.info(
+            "daemon started",
+            specs=str(self.settings.spec_dir),
+            listen=f"{self.http.host}:{self.http.port}",
+            malloc_thresholds_pinned=pinned,
+        )
         await self.stopping.wait()
         self.notifier.notify("STOPPING=1")
         _, late = await asyncio.wait(workers, timeout=self.settings.shutdown_timeout)
@@ -272,8 +311,11 @@ class Daemon:
         if self.stopping.is_set():
             return
         error = None if task.cancelled() else task.exception()
-        log.error("internal fault: a background task ended; stopping to be restarted", task=task.get_name(),
-                  error=repr(error) if error else "returned")
+        log.error(
+            "internal fault: a background task ended; stopping to be restarted",
+            task=task.get_name(),
+            error=repr(error) if error else "returned",
+        )
         self.crashed = True
         self.stop()
 
@@ -300,7 +342,12 @@ class Daemon:
         for host, record in self.records.items():
             due = self.queue.due_in(host)
             record.retry_in_seconds = round(due, 3) if due is not None and host in self.backoff.failures else None
-        doc = status_document(ready=self.ready, spec=self.spec, hosts=self.records, queue_depth=self.queue.depth(),
-                              in_flight=list(self.queue.in_flight))
+        doc = status_document(
+            ready=self.ready,
+            spec=self.spec,
+            hosts=self.records,
+            queue_depth=self.queue.depth(),
+            in_flight=list(self.queue.in_flight),
+        )
         doc["tuning"] = self.tuner.status(self.records)
         return Response(200, json.dumps(doc, indent=2).encode() + b"\n", "application/json")

@@ -19,8 +19,9 @@ reach glibc's, which then no longer serves the process: harmless, and useless.
 from __future__ import annotations
 
 import ctypes
+from collections.abc import Callable
 from functools import cache
-from typing import Any, Callable, cast
+from typing import Any, cast
 
 TRIM_PERIOD_S = 60.0
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # mallopt's parameter numbers, <malloc.h>

@@ -55,7 +55,7 @@ class WorkQueue:
             timeout = self._heap[0][0] - now if self._heap else None
             try:
                 await asyncio.wait_for(self._changed.wait(), timeout)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
         return None
 

@@ -28,8 +28,11 @@ log = structlog.get_logger(__name__)
 
 # A line that says why a process would not start (etcd: "... should be at least as 5 times as ...",
 # "cannot access data directory: ..."; Go flag errors: "invalid value ..."; Python: "error: argument ...").
-_WHY = re.compile(r"error|fatal|panic|cannot|can't|could not|invalid|refus|should be|must|not allowed|denied|"
-                  r"no such|unknown|failed", re.IGNORECASE)
+_WHY = re.compile(
+    r"error|fatal|panic|cannot|can't|could not|invalid|refus|should be|must|not allowed|denied|"
+    r"no such|unknown|failed",
+    re.IGNORECASE,
+)
 LOG_LINE_CHARS = 300
 
 
@@ -60,7 +63,9 @@ def changed_values(actions: Iterable[Action], host: DesiredHost) -> str:
         if f is not None and f.sensitive:
             out.append(f"{action.target} (sensitive)")
             continue
-        added = [line[1:].strip() for line in action.diff.splitlines() if line.startswith("+") and not line.startswith("+++")]
+        added = [
+            line[1:].strip() for line in action.diff.splitlines() if line.startswith("+") and not line.startswith("+++")
+        ]
         out.extend(f"{action.target}: {line[:120]}" for line in added[:3] if not line.startswith("#"))
     return "; ".join(out[:6]) or "no content change"
 
@@ -91,14 +96,33 @@ class Held:
 
 async def unit_log(conn: Connection, unit: str, seconds: float) -> list[str]:
     """The unit's own journal lines (its processes, not systemd's words about it) of the last `seconds`."""
-    result = await conn.run(["journalctl", f"_SYSTEMD_UNIT={unit}", f"--since=-{int(seconds) + 5}s", "-o", "cat",
-                             "--no-pager", "-n", "200"], timeout=30, max_output=1024 * 1024)
+    result = await conn.run(
+        [
+            "journalctl",
+            f"_SYSTEMD_UNIT={unit}",
+            f"--since=-{int(seconds) + 5}s",
+            "-o",
+            "cat",
+            "--no-pager",
+            "-n",
+            "200",
+        ],
+        timeout=30,
+        max_output=1024 * 1024,
+    )
     return result.stdout.decode("utf-8", errors="replace").splitlines()
 
 
-async def roll_back(conn: Connection, host: DesiredHost, unit: DesiredUnit, tried: tuple[Action, ...],
-                    applied: ApplyLog, failure: str, began: float,
-                    healthy: Callable[[], Awaitable[CheckResult]]) -> RolledBack:
+async def roll_back(
+    conn: Connection,
+    host: DesiredHost,
+    unit: DesiredUnit,
+    tried: tuple[Action, ...],
+    applied: ApplyLog,
+    failure: str,
+    began: float,
+    healthy: Callable[[], Awaitable[CheckResult]],
+) -> RolledBack:
     """Put back what `applied` wrote for `unit`, restart it on that, wait for `healthy`; the error to report."""
     written = [p for p in applied.backups if p in unit.restart_on]
     log.warning("rolling back", host=host.name, unit=unit.name, failure=failure, files=written)
@@ -108,14 +132,18 @@ async def roll_back(conn: Connection, host: DesiredHost, unit: DesiredUnit, trie
     # reset-failed: the failed start (and systemd's own Restart= attempts) must not leave the unit past its
     # StartLimitBurst, or systemd would refuse the very restart that puts the old config back.
     steps = ([["systemctl", "daemon-reload"]] if unit.path in written else []) + [
-        ["systemctl", "reset-failed", "--", unit.name], ["systemctl", "restart", "--", unit.name]]
+        ["systemctl", "reset-failed", "--", unit.name],
+        ["systemctl", "restart", "--", unit.name],
+    ]
     restarted = True
     for argv in steps:
         result = await conn.run(argv, timeout=300)
         restarted = restarted and (result.ok or argv[1] == "reset-failed")
     check = await healthy() if restarted else CheckResult(unit.name, False, "restart on the previous config failed")
     state = "healthy again" if check.ok else f"still unhealthy ({check.detail})"
-    message = (f"{host.name}: {unit.name} failed on the new config ({failure}); rolled back to the previous config, "
-               f"{state}. New values: {changed_values(tried, host)}. {unit.name} said: {why or '(nothing in its journal)'}")
+    message = (
+        f"{host.name}: {unit.name} failed on the new config ({failure}); rolled back to the previous config, "
+        f"{state}. New values: {changed_values(tried, host)}. {unit.name} said: {why or '(nothing in its journal)'}"
+    )
     log.error("rolled back", host=host.name, unit=unit.name, healthy=check.ok, unit_said=why)
     return RolledBack(message, healthy=check.ok)

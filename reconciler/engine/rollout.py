@@ -13,12 +13,12 @@ import structlog
 
 from reconciler.apply.executor import ApplyLog, apply_actions
 from reconciler.engine.rollback import roll_back
+from reconciler.engine.session import Session
 from reconciler.errors import HostError
 from reconciler.observe.facts import probe
 from reconciler.observe.snapshot import CheckResult
 from reconciler.plan.actions import Action
 from reconciler.spec.desired import DesiredHost, DesiredState, DesiredUnit
-from reconciler.engine.session import Session
 
 log = structlog.get_logger(__name__)
 
@@ -38,7 +38,9 @@ async def _health(session: Session, host: DesiredHost, check_name: str) -> Check
         return CheckResult(check_name, False, f"unreachable: {exc}")
 
 
-async def wait_healthy(session: Session, host: DesiredHost, check_name: str, timeout: float, interval: float = 0.5) -> CheckResult:
+async def wait_healthy(
+    session: Session, host: DesiredHost, check_name: str, timeout: float, interval: float = 0.5
+) -> CheckResult:
     deadline = time.monotonic() + timeout
     while True:
         result = await _health(session, host, check_name)
@@ -54,12 +56,20 @@ async def guard(session: Session, desired: DesiredState, unit: DesiredUnit, host
     results = await asyncio.gather(*(_health(session, p, unit.rollout_check) for p in peers))
     bad = [f"{p.name} ({r.detail})" for p, r in zip(peers, results) if not r.ok]
     if bad:
-        raise RolloutRefused(f"{host}: not restarting {unit.name}: other member(s) unhealthy: {', '.join(bad)}; "
-                             "a restart now could lose quorum")
+        raise RolloutRefused(
+            f"{host}: not restarting {unit.name}: other member(s) unhealthy: {', '.join(bad)}; "
+            "a restart now could lose quorum"
+        )
 
 
-async def restart_one(session: Session, desired: DesiredState, host: DesiredHost, unit: DesiredUnit,
-                      group: tuple[Action, ...], applied: ApplyLog) -> None:
+async def restart_one(
+    session: Session,
+    desired: DesiredState,
+    host: DesiredHost,
+    unit: DesiredUnit,
+    group: tuple[Action, ...],
+    applied: ApplyLog,
+) -> None:
     """Guarded turn of one member: its staged writes, then its restart, then wait until it is healthy.
 
     Raises HostError on refusal (nothing was touched) or when the member does not come back healthy; then,
@@ -69,8 +79,13 @@ async def restart_one(session: Session, desired: DesiredState, host: DesiredHost
     assert check is not None
     await guard(session, desired, unit, host.name)
     conn = await session.connection(host.target)
-    log.info("rollout restart", host=host.name, unit=unit.name, reason=group[-1].reason,
-             staged=[a.target for a in group[:-1] if a.target])
+    log.info(
+        "rollout restart",
+        host=host.name,
+        unit=unit.name,
+        reason=group[-1].reason,
+        staged=[a.target for a in group[:-1] if a.target],
+    )
     began = time.monotonic()
     try:
         await apply_actions(conn, host, group, applied)
@@ -85,5 +100,13 @@ async def restart_one(session: Session, desired: DesiredState, host: DesiredHost
         failure = f"check {check!r} still fails after {unit.rollout_timeout:g}s: {result.detail}"
         if not (unit.rollback and applied.backups):
             raise HostError(f"{host.name}: {unit.name} restarted but {failure}; rollout stopped")
-    raise await roll_back(conn, host, unit, group, applied, failure, began,
-                          lambda: wait_healthy(session, host, check, unit.rollout_timeout))
+    raise await roll_back(
+        conn,
+        host,
+        unit,
+        group,
+        applied,
+        failure,
+        began,
+        lambda: wait_healthy(session, host, check, unit.rollout_timeout),
+    )

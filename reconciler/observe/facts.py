@@ -9,15 +9,24 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Iterable, Mapping
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from reconciler.errors import TransientHostError
 from reconciler.observe.snapshot import CertFact, CheckResult, FileFact, HostSnapshot, UnitFact
 from reconciler.spec.desired import DesiredCheck, DesiredHost
 from reconciler.transport.base import Connection
 
-UNIT_PROPERTIES = ("Id", "LoadState", "ActiveState", "SubState", "UnitFileState", "ActiveEnterTimestamp",
-                   "MainPID", "NeedDaemonReload", "FragmentPath")
+UNIT_PROPERTIES = (
+    "Id",
+    "LoadState",
+    "ActiveState",
+    "SubState",
+    "UnitFileState",
+    "ActiveEnterTimestamp",
+    "MainPID",
+    "NeedDaemonReload",
+    "FragmentPath",
+)
 
 # Inputs arrive as "$@" in groups: F <path> <max bytes> | U <unit> | H <name> <timeout> <url> <ca> <cert> <key> |
 # T <name> <timeout> <host> <port> | C <path> (a certificate: its end date and subject)
@@ -94,12 +103,24 @@ READ_LIMIT = 1024 * 1024
 def check_args(check: DesiredCheck) -> list[str]:
     timeout = f"{check.timeout:g}"
     if check.url is not None:
-        return ["H", check.name, timeout, check.url, check.ca_file or "-", check.cert_file or "-", check.key_file or "-"]
+        return [
+            "H",
+            check.name,
+            timeout,
+            check.url,
+            check.ca_file or "-",
+            check.cert_file or "-",
+            check.key_file or "-",
+        ]
     return ["T", check.name, timeout, str(check.tcp_host), str(check.tcp_port)]
 
 
-def observe_argv(paths: Iterable[str] | Mapping[str, int], units: Iterable[str], checks: Iterable[DesiredCheck],
-                 certificates: Iterable[str] = ()) -> list[str]:
+def observe_argv(
+    paths: Iterable[str] | Mapping[str, int],
+    units: Iterable[str],
+    checks: Iterable[DesiredCheck],
+    certificates: Iterable[str] = (),
+) -> list[str]:
     """The observe command; `paths` maps each file to the most bytes worth reading (READ_LIMIT when a list)."""
     limits = paths if isinstance(paths, Mapping) else {p: READ_LIMIT for p in paths}
     argv = ["bash", "-c", OBSERVE_SCRIPT, "reconciler-observe"]
@@ -114,19 +135,31 @@ def observe_argv(paths: Iterable[str] | Mapping[str, int], units: Iterable[str],
     return argv
 
 
-_CURL_ERRORS = {6: "cannot resolve host", 7: "connection refused", 28: "timed out", 35: "TLS handshake failed",
-                52: "empty reply", 56: "connection reset", 58: "client certificate problem", 60: "certificate not trusted",
-                77: "cannot read CA file"}
+_CURL_ERRORS = {
+    6: "cannot resolve host",
+    7: "connection refused",
+    28: "timed out",
+    35: "TLS handshake failed",
+    52: "empty reply",
+    56: "connection reset",
+    58: "client certificate problem",
+    60: "certificate not trusted",
+    77: "cannot read CA file",
+}
 
 
 def _check_result(name: str, rc: int, code: str, checks: dict[str, DesiredCheck]) -> CheckResult:
     check = checks.get(name)
     if check is not None and check.url is None:  # TCP
-        return CheckResult(name, rc == 0, "port open" if rc == 0 else ("timed out" if rc == 124 else "connection refused"))
+        return CheckResult(
+            name, rc == 0, "port open" if rc == 0 else ("timed out" if rc == 124 else "connection refused")
+        )
     if rc != 0:
         return CheckResult(name, False, _CURL_ERRORS.get(rc, f"curl exit {rc}"))
     expect = check.expect_status if check else 200
-    return CheckResult(name, code == str(expect), f"HTTP {code}" + ("" if code == str(expect) else f", expected {expect}"))
+    return CheckResult(
+        name, code == str(expect), f"HTTP {code}" + ("" if code == str(expect) else f", expected {expect}")
+    )
 
 
 def parse_timestamp(value: str) -> float | None:
@@ -135,7 +168,7 @@ def parse_timestamp(value: str) -> float | None:
     if not value or value == "n/a":
         return None
     stamp = datetime.strptime(value, "%a %Y-%m-%d %H:%M:%S.%f UTC")
-    return stamp.replace(tzinfo=timezone.utc).timestamp()
+    return stamp.replace(tzinfo=UTC).timestamp()
 
 
 def parse_units(text: str) -> dict[str, UnitFact]:
@@ -145,11 +178,16 @@ def parse_units(text: str) -> dict[str, UnitFact]:
         if "Id" not in props:
             continue
         units[props["Id"]] = UnitFact(
-            name=props["Id"], load_state=props.get("LoadState", ""), active_state=props.get("ActiveState", ""),
-            sub_state=props.get("SubState", ""), unit_file_state=props.get("UnitFileState", ""),
+            name=props["Id"],
+            load_state=props.get("LoadState", ""),
+            active_state=props.get("ActiveState", ""),
+            sub_state=props.get("SubState", ""),
+            unit_file_state=props.get("UnitFileState", ""),
             active_enter=parse_timestamp(props.get("ActiveEnterTimestamp", "")),
-            main_pid=int(props.get("MainPID") or 0), need_daemon_reload=props.get("NeedDaemonReload") == "yes",
-            fragment_path=props.get("FragmentPath", ""))
+            main_pid=int(props.get("MainPID") or 0),
+            need_daemon_reload=props.get("NeedDaemonReload") == "yes",
+            fragment_path=props.get("FragmentPath", ""),
+        )
     return units
 
 
@@ -164,11 +202,12 @@ def parse_cert(path: str, lines: list[str]) -> CertFact:
         end = datetime.strptime(" ".join(props.get("notAfter", "").split()), "%b %d %H:%M:%S %Y GMT")
     except ValueError:
         return CertFact(path, True, error="cannot read its end date")
-    return CertFact(path, True, end.replace(tzinfo=timezone.utc).timestamp(), props.get("subject", "").strip())
+    return CertFact(path, True, end.replace(tzinfo=UTC).timestamp(), props.get("subject", "").strip())
 
 
-def parse_observation(host: str, stdout: str, checks: Iterable[DesiredCheck] = (),
-                      paths: Iterable[str] | None = None) -> HostSnapshot:
+def parse_observation(
+    host: str, stdout: str, checks: Iterable[DesiredCheck] = (), paths: Iterable[str] | None = None
+) -> HostSnapshot:
     """Pure: the observe script's output -> HostSnapshot. Raises ValueError on a truncated or garbled output
     (however hostile the host, nothing else); with `paths`, facts about other paths are ignored."""
     try:
@@ -237,7 +276,7 @@ def _parse_observation(host: str, stdout: str, checks: Iterable[DesiredCheck], p
             results.append(_check_result(name, int(rc), code[:20], by_name))
         elif line == "@@U":
             end = lines.index("@@END", i)
-            units = parse_units("\n".join(lines[i + 1:end]))
+            units = parse_units("\n".join(lines[i + 1 : end]))
             i = end
             continue
         i += 1
@@ -258,7 +297,9 @@ async def observe_host(conn: Connection, desired: DesiredHost, *, with_checks: b
     try:
         return parse_observation(desired.name, result.stdout.decode("utf-8", errors="replace"), checks, limits)
     except ValueError as exc:  # the exit status only: what the host wrote to stderr is not worth quoting here
-        raise TransientHostError(f"{desired.name}: observation failed ({exc}); {argv[0]} exited {result.exit_status}") from exc
+        raise TransientHostError(
+            f"{desired.name}: observation failed ({exc}); {argv[0]} exited {result.exit_status}"
+        ) from exc
 
 
 async def probe(conn: Connection, host: str, check: DesiredCheck) -> CheckResult:

@@ -20,8 +20,16 @@ class Kind(str, Enum):
     RESTART = "restart"
 
 
-SYMBOL = {Kind.WRITE: "~", Kind.ATTRS: "~", Kind.DAEMON_RELOAD: "*", Kind.ENABLE: "+", Kind.DISABLE: "-",
-          Kind.STOP: "-", Kind.START: "+", Kind.RESTART: "*"}
+SYMBOL = {
+    Kind.WRITE: "~",
+    Kind.ATTRS: "~",
+    Kind.DAEMON_RELOAD: "*",
+    Kind.ENABLE: "+",
+    Kind.DISABLE: "-",
+    Kind.STOP: "-",
+    Kind.START: "+",
+    Kind.RESTART: "*",
+}
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,9 @@ def file_diff(path: str, old: FileFact | None, new: DesiredFile) -> str:
     a = printable(old.content.decode(errors="replace")).splitlines(keepends=True) if old and shown else []
     b = printable(new.content.decode(errors="replace")).splitlines(keepends=True)
     lines = difflib.unified_diff(a, b, fromfile=path if a else "/dev/null", tofile=path, n=1)
-    return "".join(line if line.endswith("\n") else line + "\n\\ No newline at end of file\n" for line in lines).rstrip("\n")
+    return "".join(line if line.endswith("\n") else line + "\n\\ No newline at end of file\n" for line in lines).rstrip(
+        "\n"
+    )
 
 
 def _file_actions(desired: DesiredHost, observed: HostSnapshot) -> tuple[list[Action], set[str]]:
@@ -46,15 +48,26 @@ def _file_actions(desired: DesiredHost, observed: HostSnapshot) -> tuple[list[Ac
             actions.append(Action(Kind.WRITE, path, f"create ({want.source})", file_diff(path, None, want)))
             written.add(path)
         elif not have.regular:  # a symlink (never followed), a directory, a fifo...: replaced by the file
-            actions.append(Action(Kind.WRITE, path, f"{have.describe()}: replace with a regular file ({want.source})",
-                                  file_diff(path, have, want)))
+            actions.append(
+                Action(
+                    Kind.WRITE,
+                    path,
+                    f"{have.describe()}: replace with a regular file ({want.source})",
+                    file_diff(path, have, want),
+                )
+            )
             written.add(path)
         elif not have.complete or have.content != want.content:
             actions.append(Action(Kind.WRITE, path, f"content differs ({want.source})", file_diff(path, have, want)))
             written.add(path)
         elif (have.mode, have.owner, have.group) != (want.mode, want.owner, want.group):
-            actions.append(Action(Kind.ATTRS, path, f"{have.mode:04o} {have.owner}:{have.group} -> "
-                                                    f"{want.mode:04o} {want.owner}:{want.group}"))
+            actions.append(
+                Action(
+                    Kind.ATTRS,
+                    path,
+                    f"{have.mode:04o} {have.owner}:{have.group} -> {want.mode:04o} {want.owner}:{want.group}",
+                )
+            )
     return actions, written
 
 
@@ -71,8 +84,13 @@ def _staged(desired: DesiredHost, observed: HostSnapshot, written: set[str]) -> 
     staged: dict[str, list[str]] = {}
     for path in sorted(written):
         units = readers.get(path, [])
-        if units and all(u.rollout_check is not None and u.running and observed.units.get(u.name) is not None
-                         and observed.units[u.name].active for u in units):
+        if units and all(
+            u.rollout_check is not None
+            and u.running
+            and observed.units.get(u.name) is not None
+            and observed.units[u.name].active
+            for u in units
+        ):
             staged.setdefault(units[0].name, []).append(path)
     return staged
 
@@ -89,9 +107,15 @@ def plan_host(desired: DesiredHost, observed: HostSnapshot) -> Plan:
     actions = [a for a in file_actions if a.target not in staged_paths]
     unit_paths = {u.path for u in desired.units}
     reload_reasons = sorted((written - staged_paths) & unit_paths)
-    stale = sorted(u.name for u in desired.units if observed.units.get(u.name) and observed.units[u.name].need_daemon_reload)
+    stale = sorted(
+        u.name for u in desired.units if observed.units.get(u.name) and observed.units[u.name].need_daemon_reload
+    )
     if reload_reasons or stale:
-        why = "unit file changed: " + ", ".join(reload_reasons) if reload_reasons else "systemd reports changed unit files: " + ", ".join(stale)
+        why = (
+            "unit file changed: " + ", ".join(reload_reasons)
+            if reload_reasons
+            else "systemd reports changed unit files: " + ", ".join(stale)
+        )
         actions.append(Action(Kind.DAEMON_RELOAD, "", why))
 
     stops: list[Action] = []
@@ -103,7 +127,13 @@ def plan_host(desired: DesiredHost, observed: HostSnapshot) -> Plan:
         enabled = fact.enabled if fact else False
         active = fact.active if fact else False
         if unit.enabled and not enabled:
-            actions.append(Action(Kind.ENABLE, unit.name, f"is {fact.unit_file_state if fact and fact.unit_file_state else 'not enabled'}"))
+            actions.append(
+                Action(
+                    Kind.ENABLE,
+                    unit.name,
+                    f"is {fact.unit_file_state if fact and fact.unit_file_state else 'not enabled'}",
+                )
+            )
         elif not unit.enabled and fact and fact.unit_file_state == "enabled":
             actions.append(Action(Kind.DISABLE, unit.name, "is enabled"))
         if not unit.running:
@@ -116,12 +146,19 @@ def plan_host(desired: DesiredHost, observed: HostSnapshot) -> Plan:
             continue
         changed = [p for p in unit.restart_on if p in written]
         if not changed and fact is not None and fact.active_enter is not None:
-            changed = [p for p in unit.restart_on
-                       if p in observed.files and observed.files[p].regular and observed.files[p].mtime > fact.active_enter]
+            changed = [
+                p
+                for p in unit.restart_on
+                if p in observed.files and observed.files[p].regular and observed.files[p].mtime > fact.active_enter
+            ]
         if not changed:
             continue
-        restart = Action(Kind.RESTART, unit.name, "changed since it started: " + ", ".join(changed),
-                         rollout=unit.rollout_check is not None)
+        restart = Action(
+            Kind.RESTART,
+            unit.name,
+            "changed since it started: " + ", ".join(changed),
+            rollout=unit.rollout_check is not None,
+        )
         if not restart.rollout:
             restarts.append(restart)
             continue

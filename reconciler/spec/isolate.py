@@ -40,8 +40,9 @@ GRACE_SECONDS = 5.0  # after its wall clock, for the child to report where it wa
 _FRAME = struct.Struct("!Q")
 
 
-def load_desired(directory: Path, overlay: Mapping[str, int] | None = None,
-                 cache: SpecCache | None = None) -> DesiredState:
+def load_desired(
+    directory: Path, overlay: Mapping[str, int] | None = None, cache: SpecCache | None = None
+) -> DesiredState:
     """Spec directory (plus the etcd tuner's overlay, if any) -> DesiredState for every host, or SpecError.
 
     The daemon passes the same `cache` to every load, so a reload renders only what changed; the child's
@@ -74,8 +75,7 @@ def load_desired(directory: Path, overlay: Mapping[str, int] | None = None,
 
 
 # -- the child ---------------------------------------------------------------------------------------
-def _child(fd: int, directory: Path, overlay: Mapping[str, int] | None, cache: SpecCache | None,
-           began: float) -> None:
+def _child(fd: int, directory: Path, overlay: Mapping[str, int] | None, cache: SpecCache | None, began: float) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):  # the parent's handlers are not ours
         signal.signal(sig, signal.SIG_DFL)
     try:
@@ -106,8 +106,17 @@ def _child(fd: int, directory: Path, overlay: Mapping[str, int] | None, cache: S
     except LoadExpired as exc:
         answer = ("error", [SpecIssue(*(exc.at or (str(directory), 0, "")), str(exc))])
     except MemoryError:
-        answer = ("error", [SpecIssue(str(directory), 0, "", f"loading the specs needs more than {memory >> 20} MB "
-                                                             "(limit MAX_LOAD_MEMORY_BYTES)")])
+        answer = (
+            "error",
+            [
+                SpecIssue(
+                    str(directory),
+                    0,
+                    "",
+                    f"loading the specs needs more than {memory >> 20} MB (limit MAX_LOAD_MEMORY_BYTES)",
+                )
+            ],
+        )
     except Exception as exc:  # a loader bug: reported, and the caller keeps what it had
         answer = ("error", [SpecIssue(str(directory), 0, "", f"internal error while loading: {type(exc).__name__}")])
     finally:
@@ -132,7 +141,7 @@ def _send(fd: int, message: Any) -> None:
     data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
     view = memoryview(_FRAME.pack(len(data)) + data)
     while view:
-        view = view[os.write(fd, view):]
+        view = view[os.write(fd, view) :]
 
 
 # -- the parent --------------------------------------------------------------------------------------
@@ -156,8 +165,8 @@ def _collect(fd: int, pid: int, began: float) -> tuple[str, Any, Any] | str:
             buffer += chunk
             while len(buffer) >= _FRAME.size and len(buffer) >= _FRAME.size + _FRAME.unpack_from(buffer)[0]:
                 size = _FRAME.unpack_from(buffer)[0]
-                frame = pickle.loads(buffer[_FRAME.size:_FRAME.size + size])
-                del buffer[:_FRAME.size + size]
+                frame = pickle.loads(buffer[_FRAME.size : _FRAME.size + size])
+                del buffer[: _FRAME.size + size]
                 if frame[0] == "budget":
                     seconds = frame[1]
                 else:

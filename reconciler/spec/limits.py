@@ -48,8 +48,10 @@ UNIT_NAME_MAX = 255  # characters of a unit name with its suffix (systemd's UNIT
 
 def load_budget(hosts: int) -> tuple[float, int]:
     """Seconds to render and check, and bytes of memory for the whole load, for this many hosts."""
-    return (MAX_LOAD_SECONDS + hosts * MAX_LOAD_SECONDS_PER_HOST,
-            MAX_LOAD_MEMORY_BYTES + hosts * MAX_LOAD_MEMORY_PER_HOST)
+    return (
+        MAX_LOAD_SECONDS + hosts * MAX_LOAD_SECONDS_PER_HOST,
+        MAX_LOAD_MEMORY_BYTES + hosts * MAX_LOAD_MEMORY_PER_HOST,
+    )
 
 
 class LoadExpired(BaseException):

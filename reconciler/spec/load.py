@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +17,16 @@ from pydantic import ValidationError
 
 from reconciler.errors import SpecError, SpecIssue
 from reconciler.spec.cache import SpecCache
-from reconciler.spec.limits import (MAX_NUMBER_CHARS, MAX_SPEC_BYTES, MAX_SPEC_DIR_ENTRIES, MAX_SPEC_FILE_BYTES,
-                                    MAX_SPEC_FILES, MAX_YAML_DEPTH, MAX_YAML_NODES, LoadExpired)
+from reconciler.spec.limits import (
+    MAX_NUMBER_CHARS,
+    MAX_SPEC_BYTES,
+    MAX_SPEC_DIR_ENTRIES,
+    MAX_SPEC_FILE_BYTES,
+    MAX_SPEC_FILES,
+    MAX_YAML_DEPTH,
+    MAX_YAML_NODES,
+    LoadExpired,
+)
 from reconciler.spec.model import API_VERSION, SPEC_MODELS, Document, Metadata
 
 # libyaml's parser when PyYAML was built with it (the wheels are): ~4x faster than the pure-Python one,
@@ -43,15 +50,26 @@ def spec_files(directory: Path) -> list[Path]:
                 for entry in entries:
                     seen += 1
                     if seen > MAX_SPEC_DIR_ENTRIES:
-                        raise SpecError([SpecIssue(str(directory), 0, "", f"more than {MAX_SPEC_DIR_ENTRIES} files "
-                                                   "and directories under the spec directory (limit "
-                                                   "MAX_SPEC_DIR_ENTRIES)")])
+                        raise SpecError(
+                            [
+                                SpecIssue(
+                                    str(directory),
+                                    0,
+                                    "",
+                                    f"more than {MAX_SPEC_DIR_ENTRIES} files "
+                                    "and directories under the spec directory (limit "
+                                    "MAX_SPEC_DIR_ENTRIES)",
+                                )
+                            ]
+                        )
                     if entry.is_dir(follow_symlinks=False):
                         pending.append(Path(entry.path))
                     elif entry.name.endswith((".yaml", ".yml")) and _regular(entry):
                         found.append(Path(entry.path))
     except OSError as exc:  # a path past PATH_MAX, a directory that went away
-        raise SpecError([SpecIssue(str(directory), 0, "", f"cannot list the spec files: {type(exc).__name__}")]) from None
+        raise SpecError(
+            [SpecIssue(str(directory), 0, "", f"cannot list the spec files: {type(exc).__name__}")]
+        ) from None
     return sorted(found)
 
 
@@ -78,12 +96,13 @@ def _read(path: Path, display: str, budget: int) -> tuple[str | None, SpecIssue 
     if len(data) > MAX_SPEC_FILE_BYTES:
         return None, SpecIssue(display, 0, "", f"larger than {MAX_SPEC_FILE_BYTES} bytes (limit MAX_SPEC_FILE_BYTES)")
     if len(data) > budget:
-        return None, SpecIssue(display, 0, "", f"the spec files together are larger than {MAX_SPEC_BYTES} bytes "
-                                               "(limit MAX_SPEC_BYTES)")
+        return None, SpecIssue(
+            display, 0, "", f"the spec files together are larger than {MAX_SPEC_BYTES} bytes (limit MAX_SPEC_BYTES)"
+        )
     try:
         return data.decode("utf-8"), None
     except UnicodeDecodeError as exc:
-        line = data[:exc.start].count(b"\n") + 1
+        line = data[: exc.start].count(b"\n") + 1
         return None, SpecIssue(display, line, "", f"not UTF-8 text (byte {exc.start})")
 
 
@@ -114,26 +133,31 @@ class _Builder:
     def _value(self, node: yaml.Node, loc: Loc, depth: int) -> Any:
         self._count(node)
         if depth > MAX_YAML_DEPTH:
-            raise _TooBig(node.start_mark.line + 1, f"lists and maps nested deeper than {MAX_YAML_DEPTH} levels "
-                                                    "(limit MAX_YAML_DEPTH)")
+            raise _TooBig(
+                node.start_mark.line + 1,
+                f"lists and maps nested deeper than {MAX_YAML_DEPTH} levels (limit MAX_YAML_DEPTH)",
+            )
         self.lines.setdefault(loc, node.start_mark.line + 1)
         if isinstance(node, yaml.MappingNode):
             out: dict[Any, Any] = {}
             for key_node, value_node in node.value:
                 self._count(key_node)  # keys are values too (duplicates and aliases included)
                 if not isinstance(key_node, yaml.ScalarNode):
-                    self.issues.append(SpecIssue(self.file, key_node.start_mark.line + 1, _dotted(loc),
-                                                 "mapping keys must be scalars"))
+                    self.issues.append(
+                        SpecIssue(self.file, key_node.start_mark.line + 1, _dotted(loc), "mapping keys must be scalars")
+                    )
                     continue
                 key = self._scalar(key_node)
                 if not isinstance(key, (str, int, float, bool)):
-                    self.issues.append(SpecIssue(self.file, key_node.start_mark.line + 1, _dotted(loc),
-                                                 "mapping keys must be scalars"))
+                    self.issues.append(
+                        SpecIssue(self.file, key_node.start_mark.line + 1, _dotted(loc), "mapping keys must be scalars")
+                    )
                     continue
                 key = str(key) if not isinstance(key, str) else key
                 if key in out:
-                    self.issues.append(SpecIssue(self.file, key_node.start_mark.line + 1, _dotted(loc + (key[:100],)),
-                                                 "duplicate key"))
+                    self.issues.append(
+                        SpecIssue(self.file, key_node.start_mark.line + 1, _dotted(loc + (key[:100],)), "duplicate key")
+                    )
                     continue
                 self.lines[loc + (key,)] = key_node.start_mark.line + 1
                 out[key] = self._value(value_node, loc + (key,), depth + 1)
@@ -145,8 +169,11 @@ class _Builder:
     def _count(self, node: yaml.Node) -> None:
         self.nodes += 1
         if self.nodes > MAX_YAML_NODES:
-            raise _TooBig(node.start_mark.line + 1, f"more than {MAX_YAML_NODES} YAML values in the spec directory "
-                                                    "(aliases count each time they are used; limit MAX_YAML_NODES)")
+            raise _TooBig(
+                node.start_mark.line + 1,
+                f"more than {MAX_YAML_NODES} YAML values in the spec directory "
+                "(aliases count each time they are used; limit MAX_YAML_NODES)",
+            )
 
     def _scalar(self, node: yaml.Node) -> Any:
         """A scalar by YAML's safe rules; a number longer than any spec needs is refused before it is built
@@ -154,7 +181,10 @@ class _Builder:
         if node.tag == _STR and isinstance(node, yaml.ScalarNode):
             return node.value  # what the safe constructor gives for a string, without its bookkeeping
         if node.tag in (_INT, _FLOAT) and len(str(node.value)) > MAX_NUMBER_CHARS:
-            raise _TooBig(node.start_mark.line + 1, f"a number of more than {MAX_NUMBER_CHARS} characters (limit MAX_NUMBER_CHARS)")
+            raise _TooBig(
+                node.start_mark.line + 1,
+                f"a number of more than {MAX_NUMBER_CHARS} characters (limit MAX_NUMBER_CHARS)",
+            )
         try:
             return self.loader.construct_object(node, deep=True)
         except (ValueError, OverflowError) as exc:  # e.g. Python's limit on digits of an int
@@ -184,8 +214,11 @@ def _parsed_or_reported(text: str, display: str, builder: _Builder) -> tuple[lis
     except _TooBig as exc:
         return [], [SpecIssue(display, exc.line, "", str(exc))]
     except MemoryError:
-        return [], [SpecIssue(display, 0, "", "reading it needs more memory than a spec load may use "
-                                              "(limit MAX_LOAD_MEMORY_BYTES)")]
+        return [], [
+            SpecIssue(
+                display, 0, "", "reading it needs more memory than a spec load may use (limit MAX_LOAD_MEMORY_BYTES)"
+            )
+        ]
     except RecursionError:
         return [], [SpecIssue(display, 0, "", "too deeply nested to read (RecursionError)")]
     except Exception as exc:  # a parser bug must not stop the daemon: the file is reported, never trusted
@@ -212,7 +245,9 @@ def _parse_documents(text: str, display: str, builder: _Builder) -> tuple[list[D
             raw = builder.document(node, lines, issues, display)
         except yaml.YAMLError as exc:  # e.g. a bare "=" resolves to a tag the safe loader cannot build
             mark = getattr(exc, "problem_mark", None) or node.start_mark
-            issues.append(SpecIssue(display, mark.line + 1, "", f"YAML value not allowed: {getattr(exc, 'problem', exc)}"))
+            issues.append(
+                SpecIssue(display, mark.line + 1, "", f"YAML value not allowed: {getattr(exc, 'problem', exc)}")
+            )
             continue
         doc = _document(raw, lines, display, node.start_mark.line + 1, issues)
         if doc is not None:
@@ -233,8 +268,10 @@ def _count_events(text: str, counted: int) -> None:
         if type(event) in _VALUE_EVENTS:
             events += 1
             if events > MAX_YAML_NODES:
-                raise _TooBig(event.start_mark.line + 1 if event.start_mark else 0, f"more than {MAX_YAML_NODES} YAML values in the spec "
-                                                         "directory (limit MAX_YAML_NODES)")
+                raise _TooBig(
+                    event.start_mark.line + 1 if event.start_mark else 0,
+                    f"more than {MAX_YAML_NODES} YAML values in the spec directory (limit MAX_YAML_NODES)",
+                )
 
 
 def _document(raw: Any, lines: dict[Loc, int], file: str, line: int, issues: list[SpecIssue]) -> Document | None:
@@ -306,8 +343,9 @@ def load_documents(directory: Path, cache: SpecCache | None = None) -> list[Docu
     parsed: dict[str, tuple[str, Any]] = {}
     files = spec_files(directory)
     if len(files) > MAX_SPEC_FILES:
-        raise SpecError([SpecIssue(str(directory), 0, "", f"more than {MAX_SPEC_FILES} spec files "
-                                                          "(limit MAX_SPEC_FILES)")])
+        raise SpecError(
+            [SpecIssue(str(directory), 0, "", f"more than {MAX_SPEC_FILES} spec files (limit MAX_SPEC_FILES)")]
+        )
     budget = MAX_SPEC_BYTES
     builder = _Builder()
     for path in files:
@@ -324,8 +362,17 @@ def load_documents(directory: Path, cache: SpecCache | None = None) -> list[Docu
             found, problems, nodes = known[1]
             builder.nodes += nodes
             if builder.nodes > MAX_YAML_NODES:
-                found, problems = [], [SpecIssue(display, 0, "", f"more than {MAX_YAML_NODES} YAML values in the "
-                                                                 "spec directory (limit MAX_YAML_NODES)")]
+                found, problems = (
+                    [],
+                    [
+                        SpecIssue(
+                            display,
+                            0,
+                            "",
+                            f"more than {MAX_YAML_NODES} YAML values in the spec directory (limit MAX_YAML_NODES)",
+                        )
+                    ],
+                )
         else:
             before = builder.nodes
             found, problems = parse_documents(text, display, builder)
@@ -341,4 +388,3 @@ def load_documents(directory: Path, cache: SpecCache | None = None) -> list[Docu
     if not docs:
         raise SpecError([SpecIssue(str(directory), 0, "", "no spec documents found (*.yaml, *.yml)")])
     return docs
-

@@ -35,8 +35,9 @@ def _normalised_absolute(path: str) -> str:
         raise ValueError(f"path {path[:100]!r} is not normalised (expected {expected[:100]!r})")
     long = next((part for part in path.split("/") if len(part.encode()) > NAME_MAX), None)
     if long is not None:
-        raise ValueError(f"path component {long[:40]!r}... is {len(long.encode())} bytes long; Linux allows "
-                         f"{NAME_MAX} (NAME_MAX)")
+        raise ValueError(
+            f"path component {long[:40]!r}... is {len(long.encode())} bytes long; Linux allows {NAME_MAX} (NAME_MAX)"
+        )
     return path
 
 
@@ -104,7 +105,9 @@ class FileSpec(Strict):
         if mode & 0o7000 and not self.special_bits:
             raise ValueError(f"mode {self.mode} sets setuid, setgid or sticky bits; say so with 'specialBits: true'")
         if self.sensitive and mode & 0o077:
-            raise ValueError(f"a sensitive file must be readable by its owner only (mode 0600 or 0400), not {self.mode}")
+            raise ValueError(
+                f"a sensitive file must be readable by its owner only (mode 0600 or 0400), not {self.mode}"
+            )
         if (self.content is None) == (self.env is None):
             raise ValueError("exactly one of 'content' or 'env' must be given")
         for key in self.env or {}:

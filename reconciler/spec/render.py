@@ -14,8 +14,8 @@ import posixpath
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from urllib.parse import urlsplit
 from typing import Any
+from urllib.parse import urlsplit
 
 import jinja2
 from jinja2.exceptions import SecurityError
@@ -24,10 +24,28 @@ from reconciler.components.check import problems as component_problems
 from reconciler.components.etcd import ELECTION_KEY, HEARTBEAT_KEY
 from reconciler.errors import SpecError, SpecIssue
 from reconciler.spec.cache import SpecCache
-from reconciler.spec.desired import (DesiredCert, DesiredCheck, DesiredFile, DesiredHost, DesiredState, DesiredTuning, DesiredUnit,
-                                     Target, TuningPolicy)
+from reconciler.spec.desired import (
+    DesiredCert,
+    DesiredCheck,
+    DesiredFile,
+    DesiredHost,
+    DesiredState,
+    DesiredTuning,
+    DesiredUnit,
+    Target,
+    TuningPolicy,
+)
 from reconciler.spec.limits import MAX_DESIRED_ITEMS, MAX_RENDERED_TOTAL_BYTES, UNIT_NAME_MAX, LoadExpired
-from reconciler.spec.model import CertificateSpec, Document, EtcdTuningSpec, FileSpec, HealthCheckSpec, HostSelector, HostSpec, UnitSpec
+from reconciler.spec.model import (
+    CertificateSpec,
+    Document,
+    EtcdTuningSpec,
+    FileSpec,
+    HealthCheckSpec,
+    HostSelector,
+    HostSpec,
+    UnitSpec,
+)
 from reconciler.spec.sandbox import BoundedEnvironment, RenderLimitError
 
 MANAGED_HEADER = "# Managed by reconciler ({source}); local edits are reverted.\n"
@@ -71,8 +89,14 @@ class _Renderer:
     @staticmethod
     def _host_context(doc: Document) -> dict[str, Any]:
         spec: HostSpec = doc.spec
-        return {"name": doc.metadata.name, "address": spec.address, "port": spec.port, "user": spec.user,
-                "labels": dict(doc.metadata.labels), "vars": dict(spec.vars)}
+        return {
+            "name": doc.metadata.name,
+            "address": spec.address,
+            "port": spec.port,
+            "user": spec.user,
+            "labels": dict(doc.metadata.labels),
+            "vars": dict(spec.vars),
+        }
 
     def render(self, text: str, host: Document) -> str:
         """The text rendered for the host; raises RenderLimitError, a Jinja error, or whatever the template raised."""
@@ -99,8 +123,10 @@ class _Renderer:
     def _count(self, text: str) -> None:
         self.total_bytes += len(text) if text.isascii() else 4 * len(text)  # UTF-8: at most 4 bytes a character
         if self.total_bytes > MAX_RENDERED_TOTAL_BYTES:
-            raise RenderLimitError(f"the renderings of all documents for all hosts exceed {MAX_RENDERED_TOTAL_BYTES} "
-                                   "bytes together (limit MAX_RENDERED_TOTAL_BYTES)")
+            raise RenderLimitError(
+                f"the renderings of all documents for all hosts exceed {MAX_RENDERED_TOTAL_BYTES} "
+                "bytes together (limit MAX_RENDERED_TOTAL_BYTES)"
+            )
 
 
 def _utf8(text: str) -> str:
@@ -113,17 +139,25 @@ def _utf8(text: str) -> str:
     return text
 
 
-def build_desired(docs: list[Document], spec_dir: Path, overlay: Mapping[str, int] | None = None,
-                  cache: SpecCache | None = None) -> DesiredState:
+def build_desired(
+    docs: list[Document], spec_dir: Path, overlay: Mapping[str, int] | None = None, cache: SpecCache | None = None
+) -> DesiredState:
     """Render every host; `overlay` (the etcd tuner's values) raises the EtcdTuning file's env values."""
     issues: list[SpecIssue] = []
-    by_kind: dict[str, dict[str, Document]] = {k: {} for k in ("Host", "File", "Unit", "HealthCheck", "EtcdTuning",
-                                                              "Certificate")}
+    by_kind: dict[str, dict[str, Document]] = {
+        k: {} for k in ("Host", "File", "Unit", "HealthCheck", "EtcdTuning", "Certificate")
+    }
     for doc in docs:
         seen = by_kind[doc.kind].get(doc.metadata.name)
         if seen is not None:
-            issues.append(SpecIssue(doc.file, doc.line_of("metadata", "name"), "metadata.name",
-                                    f"duplicate {doc.kind} name {doc.metadata.name!r} (first at {seen.where('metadata', 'name')})"))
+            issues.append(
+                SpecIssue(
+                    doc.file,
+                    doc.line_of("metadata", "name"),
+                    "metadata.name",
+                    f"duplicate {doc.kind} name {doc.metadata.name!r} (first at {seen.where('metadata', 'name')})",
+                )
+            )
             continue
         by_kind[doc.kind][doc.metadata.name] = doc
     hosts = list(by_kind["Host"].values())
@@ -144,20 +178,30 @@ def build_desired(docs: list[Document], spec_dir: Path, overlay: Mapping[str, in
     return DesiredState(hosts=desired, tuning=tuning)
 
 
-def _tuning(by_kind: dict[str, dict[str, Document]], overlay: Mapping[str, int],
-            issues: list[SpecIssue]) -> DesiredTuning | None:
+def _tuning(
+    by_kind: dict[str, dict[str, Document]], overlay: Mapping[str, int], issues: list[SpecIssue]
+) -> DesiredTuning | None:
     docs = list(by_kind["EtcdTuning"].values())
     for extra in docs[1:]:
-        issues.append(SpecIssue(extra.file, extra.line, "kind", f"only one EtcdTuning document is allowed "
-                                                                f"(first at {docs[0].where()})"))
+        issues.append(
+            SpecIssue(
+                extra.file, extra.line, "kind", f"only one EtcdTuning document is allowed (first at {docs[0].where()})"
+            )
+        )
     if not docs or not docs[0].spec.enabled:
         return None
     doc = docs[0]
     ts: EtcdTuningSpec = doc.spec
     unit, file = by_kind["Unit"].get(ts.unit), by_kind["File"].get(ts.file)
     if unit is None or unit.spec.rollout is None:
-        issues.append(SpecIssue(doc.file, doc.line_of("spec", "unit"), "spec.unit",
-                                f"no Unit named {ts.unit!r} with a rollout (members restart one at a time)"))
+        issues.append(
+            SpecIssue(
+                doc.file,
+                doc.line_of("spec", "unit"),
+                "spec.unit",
+                f"no Unit named {ts.unit!r} with a rollout (members restart one at a time)",
+            )
+        )
     if file is None or file.spec.env is None:
         issues.append(SpecIssue(doc.file, doc.line_of("spec", "file"), "spec.file", f"no env File named {ts.file!r}"))
         return None
@@ -165,29 +209,62 @@ def _tuning(by_kind: dict[str, dict[str, Document]], overlay: Mapping[str, int],
     for key in (HEARTBEAT_KEY, ELECTION_KEY):
         value = file.spec.env.get(key)
         if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-            issues.append(SpecIssue(file.file, file.line_of("spec", "env", key), f"spec.env.{key}",
-                                    f"EtcdTuning {doc.metadata.name!r} needs {key} here as a plain number of ms"))
+            issues.append(
+                SpecIssue(
+                    file.file,
+                    file.line_of("spec", "env", key),
+                    f"spec.env.{key}",
+                    f"EtcdTuning {doc.metadata.name!r} needs {key} here as a plain number of ms",
+                )
+            )
         else:
             spec_values[key] = value
     if len(spec_values) < 2 or unit is None:
         return None
     if spec_values[ELECTION_KEY] < 5 * spec_values[HEARTBEAT_KEY]:
-        issues.append(SpecIssue(file.file, file.line_of("spec", "env", ELECTION_KEY), f"spec.env.{ELECTION_KEY}",
-                                "etcd refuses an election timeout below 5 x the heartbeat interval"))
+        issues.append(
+            SpecIssue(
+                file.file,
+                file.line_of("spec", "env", ELECTION_KEY),
+                f"spec.env.{ELECTION_KEY}",
+                "etcd refuses an election timeout below 5 x the heartbeat interval",
+            )
+        )
     effective = {k: max(v, int(overlay.get(k, 0))) for k, v in spec_values.items()}
-    policy = TuningPolicy(warnings=ts.warnings, window_seconds=ts.window_seconds, margin=ts.margin,
-                          round_to_ms=ts.round_to_ms, election_multiplier=ts.election_multiplier,
-                          max_heartbeat_ms=ts.max_heartbeat_ms, max_election_ms=ts.max_election_ms,
-                          cooldown_seconds=ts.cooldown_seconds, restart_grace_seconds=ts.restart_grace_seconds)
-    return DesiredTuning(unit_name(ts.unit), ts.file, file.spec.path, policy, spec_values, dict(overlay), effective,
-                         f"EtcdTuning/{doc.metadata.name}")
+    policy = TuningPolicy(
+        warnings=ts.warnings,
+        window_seconds=ts.window_seconds,
+        margin=ts.margin,
+        round_to_ms=ts.round_to_ms,
+        election_multiplier=ts.election_multiplier,
+        max_heartbeat_ms=ts.max_heartbeat_ms,
+        max_election_ms=ts.max_election_ms,
+        cooldown_seconds=ts.cooldown_seconds,
+        restart_grace_seconds=ts.restart_grace_seconds,
+    )
+    return DesiredTuning(
+        unit_name(ts.unit),
+        ts.file,
+        file.spec.path,
+        policy,
+        spec_values,
+        dict(overlay),
+        effective,
+        f"EtcdTuning/{doc.metadata.name}",
+    )
 
 
-def _component_issues(desired: dict[str, DesiredHost], by_kind: dict[str, dict[str, Document]],
-                      spec_dir: Path) -> list[SpecIssue]:
+def _component_issues(
+    desired: dict[str, DesiredHost], by_kind: dict[str, dict[str, Document]], spec_dir: Path
+) -> list[SpecIssue]:
     """What etcd and the kube components would refuse (`components`), located in the document that wrote it."""
-    hosts = {name: ({path: f.content.decode("utf-8", errors="replace") for path, f in h.files.items()},
-                    [(u.name, u.path) for u in h.units]) for name, h in desired.items()}
+    hosts = {
+        name: (
+            {path: f.content.decode("utf-8", errors="replace") for path, f in h.files.items()},
+            [(u.name, u.path) for u in h.units],
+        )
+        for name, h in desired.items()
+    }
     docs = {f"{kind}/{doc.metadata.name}": doc for kind in ("File", "Unit") for doc in by_kind[kind].values()}
     issues: list[SpecIssue] = []
     for problem in component_problems(hosts):
@@ -199,7 +276,9 @@ def _component_issues(desired: dict[str, DesiredHost], by_kind: dict[str, dict[s
         if doc is None or setting is None:
             issues.append(SpecIssue(str(spec_dir), 0, "", message))
         elif doc.kind == "File" and doc.spec.env is not None and setting.key in doc.spec.env:
-            issues.append(SpecIssue(doc.file, doc.line_of("spec", "env", setting.key), f"spec.env.{setting.key}", message))
+            issues.append(
+                SpecIssue(doc.file, doc.line_of("spec", "env", setting.key), f"spec.env.{setting.key}", message)
+            )
         else:  # a line of a `content: |` block: the key's line, then the line within the content
             issues.append(SpecIssue(doc.file, doc.line_of("spec", "content") + setting.line, "spec.content", message))
     return issues
@@ -214,9 +293,16 @@ def _within_size(hosts: list[Document], by_kind: dict[str, dict[str, Document]],
             weight = len(doc.spec.paths) if kind == "Certificate" else 1
             total += weight * sum(1 for h in hosts if selects(doc.spec.hosts, h.metadata.labels))
             if total > MAX_DESIRED_ITEMS:
-                issues.append(SpecIssue(doc.file, doc.line_of("spec", "hosts"), "spec.hosts", "the hosts' files, units, checks and "
-                                        f"certificate paths come to more than {MAX_DESIRED_ITEMS} with this "
-                                        "document (limit MAX_DESIRED_ITEMS)"))
+                issues.append(
+                    SpecIssue(
+                        doc.file,
+                        doc.line_of("spec", "hosts"),
+                        "spec.hosts",
+                        "the hosts' files, units, checks and "
+                        f"certificate paths come to more than {MAX_DESIRED_ITEMS} with this "
+                        "document (limit MAX_DESIRED_ITEMS)",
+                    )
+                )
                 return False
     return True
 
@@ -226,26 +312,51 @@ def _check_hosts(hosts: list[Document], issues: list[SpecIssue]) -> None:
     for doc in hosts:
         key = (doc.spec.address, doc.spec.port)
         if key in seen:
-            issues.append(SpecIssue(doc.file, doc.line_of("spec", "address"), "spec.address",
-                                    f"{key[0]}:{key[1]} is also host {seen[key].metadata.name!r}"))
+            issues.append(
+                SpecIssue(
+                    doc.file,
+                    doc.line_of("spec", "address"),
+                    "spec.address",
+                    f"{key[0]}:{key[1]} is also host {seen[key].metadata.name!r}",
+                )
+            )
         seen[key] = doc
 
 
 # Where systemd loads system units from (systemd.unit(5)); Debian's /lib is /usr/lib on merged-/usr systems.
-UNIT_DIRS = ("/etc/systemd/system", "/run/systemd/system", "/usr/local/lib/systemd/system", "/usr/lib/systemd/system",
-             "/lib/systemd/system")
+UNIT_DIRS = (
+    "/etc/systemd/system",
+    "/run/systemd/system",
+    "/usr/local/lib/systemd/system",
+    "/usr/lib/systemd/system",
+    "/lib/systemd/system",
+)
 
 
 def _check_units(doc: Document, issues: list[SpecIssue]) -> None:
     spec: UnitSpec = doc.spec
     name = unit_name(doc.metadata.name)
     if len(name) > UNIT_NAME_MAX:
-        issues.append(SpecIssue(doc.file, doc.line_of("metadata", "name"), "metadata.name",
-                                f"unit name {name[:40]!r}... is {len(name)} characters; systemd allows {UNIT_NAME_MAX}"))
-    if spec.path is not None and (posixpath.dirname(spec.path) not in UNIT_DIRS or posixpath.basename(spec.path) != name):
-        issues.append(SpecIssue(doc.file, doc.line_of("spec", "path"), "spec.path",
-                                f"a unit file lives in a systemd unit directory under its own name, e.g. "
-                                f"/etc/systemd/system/{name[:60]} (directories: {', '.join(UNIT_DIRS)})"))
+        issues.append(
+            SpecIssue(
+                doc.file,
+                doc.line_of("metadata", "name"),
+                "metadata.name",
+                f"unit name {name[:40]!r}... is {len(name)} characters; systemd allows {UNIT_NAME_MAX}",
+            )
+        )
+    if spec.path is not None and (
+        posixpath.dirname(spec.path) not in UNIT_DIRS or posixpath.basename(spec.path) != name
+    ):
+        issues.append(
+            SpecIssue(
+                doc.file,
+                doc.line_of("spec", "path"),
+                "spec.path",
+                f"a unit file lives in a systemd unit directory under its own name, e.g. "
+                f"/etc/systemd/system/{name[:60]} (directories: {', '.join(UNIT_DIRS)})",
+            )
+        )
 
 
 def _check_references(by_kind: dict[str, dict[str, Document]], issues: list[SpecIssue]) -> None:
@@ -253,19 +364,34 @@ def _check_references(by_kind: dict[str, dict[str, Document]], issues: list[Spec
     for doc in by_kind["Unit"].values():  # `etcd` and `etcd.service` are one systemd unit
         other = units.setdefault(unit_name(doc.metadata.name), doc)
         if other is not doc:
-            issues.append(SpecIssue(doc.file, doc.line_of("metadata", "name"), "metadata.name",
-                                    f"Unit {doc.metadata.name!r} is the same systemd unit as {other.metadata.name!r} "
-                                    f"({other.where('metadata', 'name')})"))
+            issues.append(
+                SpecIssue(
+                    doc.file,
+                    doc.line_of("metadata", "name"),
+                    "metadata.name",
+                    f"Unit {doc.metadata.name!r} is the same systemd unit as {other.metadata.name!r} "
+                    f"({other.where('metadata', 'name')})",
+                )
+            )
     for doc in by_kind["Unit"].values():
         spec: UnitSpec = doc.spec
         _check_units(doc, issues)
         for i, name in enumerate(spec.restart_on):
             if name not in by_kind["File"]:
-                issues.append(SpecIssue(doc.file, doc.line_of("spec", "restartOn", i), f"spec.restartOn[{i}]",
-                                        f"no File named {name!r}"))
+                issues.append(
+                    SpecIssue(
+                        doc.file, doc.line_of("spec", "restartOn", i), f"spec.restartOn[{i}]", f"no File named {name!r}"
+                    )
+                )
         if spec.rollout and spec.rollout.health_check not in by_kind["HealthCheck"]:
-            issues.append(SpecIssue(doc.file, doc.line_of("spec", "rollout", "healthCheck"), "spec.rollout.healthCheck",
-                                    f"no HealthCheck named {spec.rollout.health_check!r}"))
+            issues.append(
+                SpecIssue(
+                    doc.file,
+                    doc.line_of("spec", "rollout", "healthCheck"),
+                    "spec.rollout.healthCheck",
+                    f"no HealthCheck named {spec.rollout.health_check!r}",
+                )
+            )
 
 
 def _local_path(value: str | None, doc: Document, spec_dir: Path) -> str | None:
@@ -278,15 +404,26 @@ def _local_path(value: str | None, doc: Document, spec_dir: Path) -> str | None:
     return str(path if path.is_absolute() else (spec_dir.parent / doc.file).parent / path)
 
 
-def _render_host(host: Document, by_kind: dict[str, dict[str, Document]], renderer: _Renderer,
-                 spec_dir: Path, issues: list[SpecIssue], tuning: DesiredTuning | None = None) -> DesiredHost:
+def _render_host(
+    host: Document,
+    by_kind: dict[str, dict[str, Document]],
+    renderer: _Renderer,
+    spec_dir: Path,
+    issues: list[SpecIssue],
+    tuning: DesiredTuning | None = None,
+) -> DesiredHost:
     hs: HostSpec = host.spec
     name = host.metadata.name
     labels = host.metadata.labels
-    target = Target(name=name, address=hs.address, port=hs.port, user=hs.user,
-                    identity_file=_local_path(hs.identity_file, host, spec_dir),
-                    known_hosts=_local_path(hs.known_hosts, host, spec_dir) or os.path.expanduser("~/.ssh/known_hosts"),
-                    unsafe_skip_host_key_verification=hs.unsafe_skip_host_key_verification)
+    target = Target(
+        name=name,
+        address=hs.address,
+        port=hs.port,
+        user=hs.user,
+        identity_file=_local_path(hs.identity_file, host, spec_dir),
+        known_hosts=_local_path(hs.known_hosts, host, spec_dir) or os.path.expanduser("~/.ssh/known_hosts"),
+        unsafe_skip_host_key_verification=hs.unsafe_skip_host_key_verification,
+    )
 
     def render(text: str, doc: Document, *loc: str) -> str:
         try:
@@ -307,7 +444,8 @@ def _render_host(host: Document, by_kind: dict[str, dict[str, Document]], render
             block = "\n" in text and key_line != doc.line  # a `key: |` block starts on the line after its key
             line = key_line + (exc.lineno if block else 0)
             renderer.failed[text] = "template syntax error" + (
-                " (details withheld: the file is sensitive)" if sensitive else f": {exc.message}")
+                " (details withheld: the file is sensitive)" if sensitive else f": {exc.message}"
+            )
             issues.append(SpecIssue(doc.file, line, ".".join(loc), renderer.failed[text]))
         except Exception as exc:  # whatever a template raises is the template's error, located, never a crash
             why = _render_failure(exc, sensitive=sensitive)
@@ -321,8 +459,14 @@ def _render_host(host: Document, by_kind: dict[str, dict[str, Document]], render
     def add(df: DesiredFile, doc: Document, *loc: str) -> None:
         other = files.get(df.path)
         if other is not None:
-            issues.append(SpecIssue(doc.file, doc.line_of(*loc), ".".join(loc),
-                                    f"{df.path} on host {name!r} is also written by {other.source}"))
+            issues.append(
+                SpecIssue(
+                    doc.file,
+                    doc.line_of(*loc),
+                    ".".join(loc),
+                    f"{df.path} on host {name!r} is also written by {other.source}",
+                )
+            )
             return
         files[df.path] = df
 
@@ -338,15 +482,29 @@ def _render_host(host: Document, by_kind: dict[str, dict[str, Document]], render
             for key, value in fs.env.items():
                 rendered = render(_env_text(tuned.get(key, value)), doc, "spec", "env", key)
                 if "\n" in rendered or "\r" in rendered:
-                    issues.append(SpecIssue(doc.file, doc.line_of("spec", "env", key), f"spec.env.{key}",
-                                            "value must be a single line"))
+                    issues.append(
+                        SpecIssue(
+                            doc.file, doc.line_of("spec", "env", key), f"spec.env.{key}", "value must be a single line"
+                        )
+                    )
                 if "\x00" in rendered:
-                    issues.append(SpecIssue(doc.file, doc.line_of("spec", "env", key), f"spec.env.{key}",
-                                            "value must not contain a NUL byte (an environment cannot carry it)"))
+                    issues.append(
+                        SpecIssue(
+                            doc.file,
+                            doc.line_of("spec", "env", key),
+                            f"spec.env.{key}",
+                            "value must not contain a NUL byte (an environment cannot carry it)",
+                        )
+                    )
                 body += env_line(key, rendered) + "\n"
         else:
             body = render(fs.content or "", doc, "spec", "content")
-        add(DesiredFile(fs.path, body.encode(), int(fs.effective_mode, 8), fs.owner, fs.group, fs.sensitive, source), doc, "spec", "path")
+        add(
+            DesiredFile(fs.path, body.encode(), int(fs.effective_mode, 8), fs.owner, fs.group, fs.sensitive, source),
+            doc,
+            "spec",
+            "path",
+        )
         file_paths[doc.metadata.name] = fs.path
 
     checks: list[DesiredCheck] = []
@@ -357,16 +515,36 @@ def _render_host(host: Document, by_kind: dict[str, dict[str, Document]], render
         if cs.http is not None:
             url = render(cs.http.url, doc, "spec", "http", "url")
             if url and not _is_url(url):
-                issues.append(SpecIssue(doc.file, doc.line_of("spec", "http", "url"), "spec.http.url",
-                                        f"rendered for host {name!r} to {url[:200]!r}, not an http(s) URL"))
-            checks.append(DesiredCheck(doc.metadata.name, cs.timeout_seconds, url=url,
-                                       ca_file=cs.http.ca_file, cert_file=cs.http.cert_file, key_file=cs.http.key_file,
-                                       expect_status=cs.http.expect_status))
+                issues.append(
+                    SpecIssue(
+                        doc.file,
+                        doc.line_of("spec", "http", "url"),
+                        "spec.http.url",
+                        f"rendered for host {name!r} to {url[:200]!r}, not an http(s) URL",
+                    )
+                )
+            checks.append(
+                DesiredCheck(
+                    doc.metadata.name,
+                    cs.timeout_seconds,
+                    url=url,
+                    ca_file=cs.http.ca_file,
+                    cert_file=cs.http.cert_file,
+                    key_file=cs.http.key_file,
+                    expect_status=cs.http.expect_status,
+                )
+            )
         elif cs.tcp is not None:
             tcp_host = render(cs.tcp.host, doc, "spec", "tcp", "host")
             if tcp_host and not _HOSTNAME.fullmatch(tcp_host):
-                issues.append(SpecIssue(doc.file, doc.line_of("spec", "tcp", "host"), "spec.tcp.host",
-                                        f"rendered for host {name!r} to {tcp_host[:100]!r}, not a host name or address"))
+                issues.append(
+                    SpecIssue(
+                        doc.file,
+                        doc.line_of("spec", "tcp", "host"),
+                        "spec.tcp.host",
+                        f"rendered for host {name!r} to {tcp_host[:100]!r}, not a host name or address",
+                    )
+                )
             checks.append(DesiredCheck(doc.metadata.name, cs.timeout_seconds, tcp_host=tcp_host, tcp_port=cs.tcp.port))
 
     units: list[DesiredUnit] = []
@@ -376,23 +554,53 @@ def _render_host(host: Document, by_kind: dict[str, dict[str, Document]], render
             continue
         uname = unit_name(doc.metadata.name)
         path = us.path or f"/etc/systemd/system/{uname}"
-        add(DesiredFile(path, render(us.content, doc, "spec", "content").encode(), 0o644, "root", "root", False,
-                        f"Unit/{doc.metadata.name}"), doc, "spec", "path" if us.path else "metadata")
+        add(
+            DesiredFile(
+                path,
+                render(us.content, doc, "spec", "content").encode(),
+                0o644,
+                "root",
+                "root",
+                False,
+                f"Unit/{doc.metadata.name}",
+            ),
+            doc,
+            "spec",
+            "path" if us.path else "metadata",
+        )
         restart_on = (path,) + tuple(file_paths[f] for f in us.restart_on if f in file_paths)
         check = us.rollout.health_check if us.rollout else None
         if check and check in by_kind["HealthCheck"] and not any(c.name == check for c in checks):
-            issues.append(SpecIssue(doc.file, doc.line_of("spec", "rollout", "healthCheck"), "spec.rollout.healthCheck",
-                                    f"HealthCheck {check!r} does not select host {name!r}, which runs this unit"))
-        units.append(DesiredUnit(uname, doc.metadata.name, path, us.enabled, us.state == "running", restart_on,
-                                 check, us.rollout.timeout_seconds if us.rollout else 120.0, us.rollback))
+            issues.append(
+                SpecIssue(
+                    doc.file,
+                    doc.line_of("spec", "rollout", "healthCheck"),
+                    "spec.rollout.healthCheck",
+                    f"HealthCheck {check!r} does not select host {name!r}, which runs this unit",
+                )
+            )
+        units.append(
+            DesiredUnit(
+                uname,
+                doc.metadata.name,
+                path,
+                us.enabled,
+                us.state == "running",
+                restart_on,
+                check,
+                us.rollout.timeout_seconds if us.rollout else 120.0,
+                us.rollback,
+            )
+        )
     certificates: dict[str, DesiredCert] = {}
     for doc in by_kind["Certificate"].values():
         cert: CertificateSpec = doc.spec
         if selects(cert.hosts, labels):
             for path in cert.paths:
                 certificates.setdefault(path, DesiredCert(path, cert.warn_days, f"Certificate/{doc.metadata.name}"))
-    return DesiredHost(target=target, files=files, units=tuple(units), checks=tuple(checks),
-                       certificates=tuple(certificates.values()))
+    return DesiredHost(
+        target=target, files=files, units=tuple(units), checks=tuple(checks), certificates=tuple(certificates.values())
+    )
 
 
 _HOSTNAME = re.compile(r"[A-Za-z0-9.:-]{1,253}|\[[0-9A-Fa-f:.]{2,45}\]")

@@ -21,8 +21,15 @@ from jinja2 import meta, nodes
 from jinja2.runtime import Context
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from reconciler.spec.limits import (MAX_RENDER_SECONDS, MAX_RENDERED_BYTES, MAX_TEMPLATE_DEPTH, MAX_TEMPLATE_INT_BITS,
-                                    MAX_TEMPLATE_ITEMS, MAX_TEMPLATE_STEPS, MAX_TEMPLATE_TAGS)
+from reconciler.spec.limits import (
+    MAX_RENDER_SECONDS,
+    MAX_RENDERED_BYTES,
+    MAX_TEMPLATE_DEPTH,
+    MAX_TEMPLATE_INT_BITS,
+    MAX_TEMPLATE_ITEMS,
+    MAX_TEMPLATE_STEPS,
+    MAX_TEMPLATE_TAGS,
+)
 
 
 class RenderLimitError(Exception):
@@ -36,9 +43,31 @@ _ITERATE = "_reconciler_iterate"
 # larger than their input: calls to these skip the estimate (a loop over 1000 hosts calling h.labels.get for
 # each of 1000 hosts is 1M calls in a load).
 _PLAIN_TYPES = frozenset({dict, list, tuple, str, int, float, bool, type(None)})
-_CHEAP_METHODS = frozenset({"get", "keys", "values", "items", "startswith", "endswith", "count", "index", "find",
-                            "rfind", "isdigit", "isalpha", "isalnum", "isspace", "islower", "isupper", "strip",
-                            "lstrip", "rstrip", "removeprefix", "removesuffix"})
+_CHEAP_METHODS = frozenset(
+    {
+        "get",
+        "keys",
+        "values",
+        "items",
+        "startswith",
+        "endswith",
+        "count",
+        "index",
+        "find",
+        "rfind",
+        "isdigit",
+        "isalpha",
+        "isalnum",
+        "isspace",
+        "islower",
+        "isupper",
+        "strip",
+        "lstrip",
+        "rstrip",
+        "removeprefix",
+        "removesuffix",
+    }
+)
 _BUILTIN_METHOD = type("".join)
 _DICT_ATTRIBUTES = frozenset(dir(dict))
 _CHECK = "_reconciler_check"
@@ -158,8 +187,9 @@ class BoundedEnvironment(ImmutableSandboxedEnvironment):
         for loop in tree.find_all(nodes.For):
             loop.iter = nodes.Call(nodes.Name(_ITERATE, "load"), [loop.iter], [], None, None, lineno=loop.lineno)
         for concat in list(tree.find_all(nodes.Concat)):
-            concat.nodes = [nodes.Call(nodes.Name(_CHECK, "load"), [n], [], None, None, lineno=concat.lineno)
-                            for n in concat.nodes]
+            concat.nodes = [
+                nodes.Call(nodes.Name(_CHECK, "load"), [n], [], None, None, lineno=concat.lineno) for n in concat.nodes
+            ]
         template = self.template_class.from_code(self, self.compile(tree), self.make_globals(None), None)
         template.per_host = per_host  # type: ignore[attr-defined]
         return template
@@ -173,8 +203,9 @@ class BoundedEnvironment(ImmutableSandboxedEnvironment):
         budget = self._budget
         budget.steps += 1
         if budget.steps > MAX_TEMPLATE_STEPS:
-            raise RenderLimitError(f"more than {MAX_TEMPLATE_STEPS} steps (loop iterations, calls, operations; "
-                                   "limit MAX_TEMPLATE_STEPS)")
+            raise RenderLimitError(
+                f"more than {MAX_TEMPLATE_STEPS} steps (loop iterations, calls, operations; limit MAX_TEMPLATE_STEPS)"
+            )
         if time.monotonic() > budget.deadline:
             raise RenderLimitError(f"rendering took longer than {MAX_RENDER_SECONDS:g} s (limit MAX_RENDER_SECONDS)")
 
@@ -197,8 +228,10 @@ class BoundedEnvironment(ImmutableSandboxedEnvironment):
     def _before(self, name: str, target: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         self._step()
         if _estimate(name, target, args, kwargs) > MAX_RENDERED_BYTES:
-            raise RenderLimitError(f"{name.removeprefix('do_')}() would build more than {MAX_RENDERED_BYTES} "
-                                   "characters (limit MAX_RENDERED_BYTES)")
+            raise RenderLimitError(
+                f"{name.removeprefix('do_')}() would build more than {MAX_RENDERED_BYTES} "
+                "characters (limit MAX_RENDERED_BYTES)"
+            )
 
     def getattr(self, obj: Any, attribute: str) -> Any:
         """Jinja's sandboxed getattr, remembering the (plain type, method name) pairs it found safe."""
@@ -208,14 +241,23 @@ class BoundedEnvironment(ImmutableSandboxedEnvironment):
         if (kind, attribute) in self._plain_attributes:
             return getattr(obj, attribute)
         value = super().getattr(obj, attribute)
-        if kind in _PLAIN_TYPES and isinstance(attribute, str) and hasattr(kind, attribute) \
-                and type(value) is _BUILTIN_METHOD and value.__name__ in _CHEAP_METHODS:
+        if (
+            kind in _PLAIN_TYPES
+            and isinstance(attribute, str)
+            and hasattr(kind, attribute)
+            and type(value) is _BUILTIN_METHOD
+            and value.__name__ in _CHEAP_METHODS
+        ):
             self._plain_attributes.add((kind, attribute))
         return value
 
     def call(__self, __context: Context, __obj: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: N805
         name = getattr(__obj, "__name__", "")
-        if type(__obj) is _BUILTIN_METHOD and name in _CHEAP_METHODS and type(getattr(__obj, "__self__", None)) in _PLAIN_TYPES:
+        if (
+            type(__obj) is _BUILTIN_METHOD
+            and name in _CHEAP_METHODS
+            and type(getattr(__obj, "__self__", None)) in _PLAIN_TYPES
+        ):
             __self._step()
             return __obj(*args, **kwargs)
         bound = getattr(getattr(__obj, "__wrapped__", __obj), "__self__", None)
@@ -235,8 +277,9 @@ class BoundedEnvironment(ImmutableSandboxedEnvironment):
         self._step()
         if operator == "**" and isinstance(left, int) and isinstance(right, int) and right > 0:
             if max(abs(left).bit_length() - 1, 0) * right > MAX_TEMPLATE_INT_BITS:
-                raise _too_big("a power's bits", abs(left).bit_length() * right, MAX_TEMPLATE_INT_BITS,
-                               "MAX_TEMPLATE_INT_BITS")
+                raise _too_big(
+                    "a power's bits", abs(left).bit_length() * right, MAX_TEMPLATE_INT_BITS, "MAX_TEMPLATE_INT_BITS"
+                )
         elif operator == "*":
             if isinstance(left, int) and isinstance(right, int):
                 _limit_size(1 << min(left.bit_length() + right.bit_length(), MAX_TEMPLATE_INT_BITS + 1))
@@ -263,9 +306,9 @@ class BoundedEnvironment(ImmutableSandboxedEnvironment):
             # Filters marked pass_context/pass_environment get that first; the filtered value comes next.
             shift = 1 if pass_arg is not None else 0
             if func.__name__ == "do_join" and len(args) > shift:
-                args = args[:shift] + (_materialized(args[shift]),) + args[shift + 1:]
+                args = args[:shift] + (_materialized(args[shift]),) + args[shift + 1 :]
             value = args[shift] if len(args) > shift else None
-            self._before(func.__name__, value, tuple(args[shift + 1:]), kwargs)
+            self._before(func.__name__, value, tuple(args[shift + 1 :]), kwargs)
             return _limit_size(func(*args, **kwargs))
 
         pass_arg = getattr(func, "jinja_pass_arg", None)

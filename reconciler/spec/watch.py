@@ -20,8 +20,9 @@ def _is_spec(change: watchfiles.Change, path: str) -> bool:
     return path.endswith((".yaml", ".yml")) and not Path(path).name.startswith(".")
 
 
-async def watch_specs(spec_dir: Path, on_change: Callable[[list[str]], Awaitable[None]], stop: asyncio.Event,
-                      debounce_ms: int = 300) -> None:
+async def watch_specs(
+    spec_dir: Path, on_change: Callable[[list[str]], Awaitable[None]], stop: asyncio.Event, debounce_ms: int = 300
+) -> None:
     """Call `on_change(paths)` once the directory has been quiet for `debounce_ms` after edits, until `stop`.
 
     A burst of edits (a script, a checkout, an editor saving often) is one call; under edits that never
@@ -30,8 +31,9 @@ async def watch_specs(spec_dir: Path, on_change: Callable[[list[str]], Awaitable
     batches: asyncio.Queue[set[str]] = asyncio.Queue()
 
     async def watch() -> None:
-        async for changes in watchfiles.awatch(spec_dir, watch_filter=_is_spec, debounce=debounce_ms, step=50,
-                                               stop_event=stop, recursive=True):
+        async for changes in watchfiles.awatch(
+            spec_dir, watch_filter=_is_spec, debounce=debounce_ms, step=50, stop_event=stop, recursive=True
+        ):
             batches.put_nowait({p for _, p in changes})
 
     watcher = asyncio.create_task(watch(), name="watchfiles")
@@ -52,7 +54,7 @@ async def watch_specs(spec_dir: Path, on_change: Callable[[list[str]], Awaitable
             while (left := deadline - asyncio.get_running_loop().time()) > 0:
                 try:
                     paths |= await asyncio.wait_for(batches.get(), min(quiet, left))
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     break
             log.info("spec change", paths=sorted(paths))
             await on_change(sorted(paths))

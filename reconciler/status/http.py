@@ -52,14 +52,16 @@ class HTTPServer:
                 response = self.routes[path]()
             else:
                 response = Response(404, b"not found: try /metrics /healthz /readyz /status\n")
-        except (asyncio.TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, UnicodeError):
+        except (TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, UnicodeError):
             response = Response(400, b"bad request\n")
         except Exception:  # a broken route must not take the daemon down
             log.exception("http handler failed")
             response = Response(503, b"internal error\n")
-        head = (f"HTTP/1.1 {response.status} {REASONS.get(response.status, '')}\r\n"
-                f"Content-Type: {response.content_type}\r\nContent-Length: {len(response.body)}\r\n"
-                "Connection: close\r\n\r\n")
+        head = (
+            f"HTTP/1.1 {response.status} {REASONS.get(response.status, '')}\r\n"
+            f"Content-Type: {response.content_type}\r\nContent-Length: {len(response.body)}\r\n"
+            "Connection: close\r\n\r\n"
+        )
         try:
             writer.write(head.encode() + response.body)
             await writer.drain()

@@ -11,8 +11,8 @@ from collections.abc import Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics, generate_latest
 
-from reconciler.outcome import HostOutcome
 from reconciler.observe.snapshot import CertFact
+from reconciler.outcome import HostOutcome
 
 # `_created` series would double the families in the text format and carry nothing an operator reads.
 disable_created_metrics()
@@ -23,53 +23,133 @@ DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 class Metrics:
     def __init__(self) -> None:
         r = self.registry = CollectorRegistry(auto_describe=True)
-        self.reconciles = Counter("reconciler_reconciles", "Reconcile passes by host and result "
-                                  "(converged, unconverged, failed, rolled-back).", ["host", "result"], registry=r)
-        self.duration = Histogram("reconciler_reconcile_duration_seconds", "Duration of one host's reconcile pass.",
-                                  ["host"], buckets=DURATION_BUCKETS, registry=r)
-        self.actions = Counter("reconciler_actions_applied", "Actions applied, by host and kind (write, attrs, "
-                               "daemon-reload, enable, disable, start, stop, restart).", ["host", "kind"], registry=r)
-        self.drift = Gauge("reconciler_drift_resources", "Actions the last pass found necessary on the host "
-                           "(0 = no drift).", ["host"], registry=r)
-        self.converged = Gauge("reconciler_host_converged", "1 when the host's last pass ended with no drift and "
-                               "every health check passing.", ["host"], registry=r)
-        self.last_success = Gauge("reconciler_last_success_timestamp_seconds", "Unix time of the host's last "
-                                  "converged pass.", ["host"], registry=r)
+        self.reconciles = Counter(
+            "reconciler_reconciles",
+            "Reconcile passes by host and result (converged, unconverged, failed, rolled-back).",
+            ["host", "result"],
+            registry=r,
+        )
+        self.duration = Histogram(
+            "reconciler_reconcile_duration_seconds",
+            "Duration of one host's reconcile pass.",
+            ["host"],
+            buckets=DURATION_BUCKETS,
+            registry=r,
+        )
+        self.actions = Counter(
+            "reconciler_actions_applied",
+            "Actions applied, by host and kind (write, attrs, daemon-reload, enable, disable, start, stop, restart).",
+            ["host", "kind"],
+            registry=r,
+        )
+        self.drift = Gauge(
+            "reconciler_drift_resources",
+            "Actions the last pass found necessary on the host (0 = no drift).",
+            ["host"],
+            registry=r,
+        )
+        self.converged = Gauge(
+            "reconciler_host_converged",
+            "1 when the host's last pass ended with no drift and every health check passing.",
+            ["host"],
+            registry=r,
+        )
+        self.last_success = Gauge(
+            "reconciler_last_success_timestamp_seconds",
+            "Unix time of the host's last converged pass.",
+            ["host"],
+            registry=r,
+        )
         self.queue_depth = Gauge("reconciler_queue_depth", "Hosts waiting in the work queue.", registry=r)
-        self.retries = Counter("reconciler_retries", "Passes re-queued with backoff after a failure.", ["host"], registry=r)
-        self.backoff = Gauge("reconciler_host_backoff_seconds", "Delay before the host's next retry (0 when not "
-                             "backing off).", ["host"], registry=r)
+        self.retries = Counter(
+            "reconciler_retries", "Passes re-queued with backoff after a failure.", ["host"], registry=r
+        )
+        self.backoff = Gauge(
+            "reconciler_host_backoff_seconds",
+            "Delay before the host's next retry (0 when not backing off).",
+            ["host"],
+            registry=r,
+        )
         self.ssh_errors = Counter("reconciler_ssh_errors", "SSH connection or command failures.", ["host"], registry=r)
-        self.spec_reloads = Counter("reconciler_spec_reloads", "Spec directory reloads by result (success, error).",
-                                    ["result"], registry=r)
-        self.spec_valid = Gauge("reconciler_spec_valid", "1 when the last spec load succeeded; 0 while the daemon "
-                                "runs on the last good specs.", registry=r)
-        self.rolled_back = Gauge("reconciler_rolled_back", "1 while the host's last pass ended rolled back: a restart "
-                                 "onto new config failed, the previous config was restored and is held until the "
-                                 "specs change.", ["host"], registry=r)
-        self.rollbacks = Counter("reconciler_rollbacks", "Rollbacks done: a unit restarted onto new config failed and "
-                                 "was restarted on its previous config.", ["host", "unit"], registry=r)
-        self.component_healthy = Gauge("reconciler_component_healthy", "Health check result by host and component "
-                                       "(HealthCheck name).", ["host", "component"], registry=r)
+        self.spec_reloads = Counter(
+            "reconciler_spec_reloads", "Spec directory reloads by result (success, error).", ["result"], registry=r
+        )
+        self.spec_valid = Gauge(
+            "reconciler_spec_valid",
+            "1 when the last spec load succeeded; 0 while the daemon runs on the last good specs.",
+            registry=r,
+        )
+        self.rolled_back = Gauge(
+            "reconciler_rolled_back",
+            "1 while the host's last pass ended rolled back: a restart "
+            "onto new config failed, the previous config was restored and is held until the "
+            "specs change.",
+            ["host"],
+            registry=r,
+        )
+        self.rollbacks = Counter(
+            "reconciler_rollbacks",
+            "Rollbacks done: a unit restarted onto new config failed and was restarted on its previous config.",
+            ["host", "unit"],
+            registry=r,
+        )
+        self.component_healthy = Gauge(
+            "reconciler_component_healthy",
+            "Health check result by host and component (HealthCheck name).",
+            ["host", "component"],
+            registry=r,
+        )
 
-        self.etcd_warnings = Counter("reconciler_etcd_heartbeat_warnings", "etcd 'failed to send out heartbeat on "
-                                     "time' warnings read from each member's journal; counted=false near restarts.",
-                                     ["host", "counted"], registry=r)
-        self.etcd_heartbeat = Gauge("reconciler_etcd_heartbeat_interval_seconds", "ETCD_HEARTBEAT_INTERVAL in the "
-                                    "member's etcd.conf as last observed.", ["host"], registry=r)
-        self.etcd_election = Gauge("reconciler_etcd_election_timeout_seconds", "ETCD_ELECTION_TIMEOUT in the member's "
-                                   "etcd.conf as last observed.", ["host"], registry=r)
-        self.tuning_decisions = Counter("reconciler_etcd_tuning_decisions", "Tuning decisions by outcome (raised, "
-                                        "covered, cooldown, ceiling).", ["outcome"], registry=r)
-        self.tuning_cause = Gauge("reconciler_etcd_tuning_suspected_cause", "1 for the suspected cause of the last "
-                                  "raise (slow-disk, cpu-or-network).", ["cause"], registry=r)
-        self.etcd_fsync_p99 = Gauge("reconciler_etcd_wal_fsync_p99_seconds", "WAL fsync p99 from the member's own "
-                                    "/metrics (since it started), when reachable.", ["host"], registry=r)
+        self.etcd_warnings = Counter(
+            "reconciler_etcd_heartbeat_warnings",
+            "etcd 'failed to send out heartbeat on "
+            "time' warnings read from each member's journal; counted=false near restarts.",
+            ["host", "counted"],
+            registry=r,
+        )
+        self.etcd_heartbeat = Gauge(
+            "reconciler_etcd_heartbeat_interval_seconds",
+            "ETCD_HEARTBEAT_INTERVAL in the member's etcd.conf as last observed.",
+            ["host"],
+            registry=r,
+        )
+        self.etcd_election = Gauge(
+            "reconciler_etcd_election_timeout_seconds",
+            "ETCD_ELECTION_TIMEOUT in the member's etcd.conf as last observed.",
+            ["host"],
+            registry=r,
+        )
+        self.tuning_decisions = Counter(
+            "reconciler_etcd_tuning_decisions",
+            "Tuning decisions by outcome (raised, covered, cooldown, ceiling).",
+            ["outcome"],
+            registry=r,
+        )
+        self.tuning_cause = Gauge(
+            "reconciler_etcd_tuning_suspected_cause",
+            "1 for the suspected cause of the last raise (slow-disk, cpu-or-network).",
+            ["cause"],
+            registry=r,
+        )
+        self.etcd_fsync_p99 = Gauge(
+            "reconciler_etcd_wal_fsync_p99_seconds",
+            "WAL fsync p99 from the member's own /metrics (since it started), when reachable.",
+            ["host"],
+            registry=r,
+        )
 
-        self.cert_present = Gauge("reconciler_certificate_present", "1 when a declared certificate exists on the host "
-                                  "(kind: Certificate), 0 when it is missing.", ["host", "path"], registry=r)
-        self.cert_expiry = Gauge("reconciler_certificate_expiry_timestamp_seconds", "Unix time a declared certificate "
-                                 "expires (notAfter); days left = (this - time()) / 86400.", ["host", "path"], registry=r)
+        self.cert_present = Gauge(
+            "reconciler_certificate_present",
+            "1 when a declared certificate exists on the host (kind: Certificate), 0 when it is missing.",
+            ["host", "path"],
+            registry=r,
+        )
+        self.cert_expiry = Gauge(
+            "reconciler_certificate_expiry_timestamp_seconds",
+            "Unix time a declared certificate expires (notAfter); days left = (this - time()) / 86400.",
+            ["host", "path"],
+            registry=r,
+        )
 
     def record_certificates(self, host: str, certs: Mapping[str, CertFact]) -> None:
         for path, fact in certs.items():

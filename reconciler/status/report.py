@@ -10,8 +10,8 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from reconciler.outcome import HostOutcome
 from reconciler.observe.snapshot import CertFact, HostSnapshot
+from reconciler.outcome import HostOutcome
 from reconciler.spec.desired import DesiredHost
 
 
@@ -34,8 +34,9 @@ class HostRecord:
     retry_in_seconds: float | None = None
     reconcile_id: str = ""
 
-    def update(self, outcome: HostOutcome, *, finished: float, seconds: float, reconcile_id: str,
-               generation: int) -> None:
+    def update(
+        self, outcome: HostOutcome, *, finished: float, seconds: float, reconcile_id: str, generation: int
+    ) -> None:
         self.status, self.error, self.reconcile_id = outcome.status, outcome.error, reconcile_id
         self.last_run, self.duration_seconds = finished, round(seconds, 3)
         self.phase_seconds = {phase: round(s, 4) for phase, s in outcome.seconds.items()}
@@ -48,8 +49,9 @@ class HostRecord:
         done = set(outcome.applied)
         self.pending_actions = [a.headline() for a in (left.actions if left else ()) if a not in done]
         if outcome.status == "failed":  # nothing was verified: do not keep claiming health
-            self.components = {name: {"healthy": False, "detail": "unknown: the last pass failed"}
-                               for name in self.components}
+            self.components = {
+                name: {"healthy": False, "detail": "unknown: the last pass failed"} for name in self.components
+            }
         elif outcome.snapshot is not None:
             self.units = {u.name: f"{u.active_state}/{u.sub_state}" for u in outcome.snapshot.units.values()}
             self.components = {c.name: {"healthy": c.ok, "detail": c.detail} for c in outcome.snapshot.checks}
@@ -61,9 +63,15 @@ def certificate_entry(fact: CertFact, warn_days: float, now: float, source: str 
     end date, subject. Days left are cut (not rounded) to 0.1 day, so the whole days shown never round up
     past `warnDays`: 29.96 days left is `expiring` and shows 29 days, never 30."""
     days = fact.days_left(now)
-    return {"state": fact.state(now, warn_days), "days_left": None if days is None else math.floor(days * 10) / 10,
-            "not_after": fact.not_after, "subject": fact.subject, "error": fact.error,
-            "warn_days": warn_days, "source": source}
+    return {
+        "state": fact.state(now, warn_days),
+        "days_left": None if days is None else math.floor(days * 10) / 10,
+        "not_after": fact.not_after,
+        "subject": fact.subject,
+        "error": fact.error,
+        "warn_days": warn_days,
+        "source": source,
+    }
 
 
 def certificate_report(host: DesiredHost, snapshot: HostSnapshot | None, now: float) -> dict[str, dict[str, Any]]:
@@ -79,9 +87,18 @@ def certificate_report(host: DesiredHost, snapshot: HostSnapshot | None, now: fl
     return report
 
 
-def status_document(*, ready: bool, spec: dict[str, Any], hosts: dict[str, HostRecord], queue_depth: int,
-                    in_flight: list[str]) -> dict[str, Any]:
+def status_document(
+    *, ready: bool, spec: dict[str, Any], hosts: dict[str, HostRecord], queue_depth: int, in_flight: list[str]
+) -> dict[str, Any]:
     converged = sum(1 for r in hosts.values() if r.status == "converged")
-    return {"ready": ready, "spec": spec, "summary": {"hosts": len(hosts), "converged": converged,
-                                                       "queue_depth": queue_depth, "in_flight": sorted(in_flight)},
-            "hosts": {name: asdict(record) for name, record in sorted(hosts.items())}}
+    return {
+        "ready": ready,
+        "spec": spec,
+        "summary": {
+            "hosts": len(hosts),
+            "converged": converged,
+            "queue_depth": queue_depth,
+            "in_flight": sorted(in_flight),
+        },
+        "hosts": {name: asdict(record) for name, record in sorted(hosts.items())},
+    }

@@ -13,7 +13,6 @@ from typing import Protocol
 
 from reconciler.terminal import printable
 
-
 MAX_OUTPUT = 8 * 1024 * 1024  # a command's stdout read at most, unless the caller says (observe: what its files need)
 
 
@@ -36,8 +35,14 @@ class CommandResult:
 
 
 class Connection(Protocol):
-    async def run(self, argv: Sequence[str], *, input: bytes | None = None, timeout: float | None = None,
-                  max_output: int = MAX_OUTPUT) -> CommandResult:
+    async def run(
+        self,
+        argv: Sequence[str],
+        *,
+        input: bytes | None = None,
+        timeout: float | None = None,
+        max_output: int = MAX_OUTPUT,
+    ) -> CommandResult:
         """Run argv on the host (no shell interprets it unquoted) and return its result; never raises on a non-zero
         exit. Reads at most `max_output` bytes of stdout (more is a TransientHostError: a host cannot flood us)."""
         ...

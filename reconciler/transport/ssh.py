@@ -43,33 +43,47 @@ class SSHConnection:
         self._sessions = asyncio.Semaphore(MAX_SESSIONS)
 
     @classmethod
-    async def open(cls, target: Target, *, attempts: int = 4, initial_delay: float = 0.5, max_delay: float = 8.0) -> SSHConnection:
+    async def open(
+        cls, target: Target, *, attempts: int = 4, initial_delay: float = 0.5, max_delay: float = 8.0
+    ) -> SSHConnection:
         """Connect, retrying transient failures; raises PermanentHostError or TransientHostError."""
         retrying = AsyncRetrying(
             stop=stop_after_attempt(attempts),
-            wait=wait_exponential(multiplier=initial_delay, max=max_delay) + wait_random(0, initial_delay),  # backoff + jitter
+            wait=wait_exponential(multiplier=initial_delay, max=max_delay)
+            + wait_random(0, initial_delay),  # backoff + jitter
             retry=retry_if_exception(lambda e: isinstance(e, TransientHostError)),
             reraise=True,
-            before_sleep=lambda rs: log.warning("ssh connect retry", host=target.name, attempt=rs.attempt_number,
-                                             error=str(rs.outcome.exception()) if rs.outcome else ""),
+            before_sleep=lambda rs: log.warning(
+                "ssh connect retry",
+                host=target.name,
+                attempt=rs.attempt_number,
+                error=str(rs.outcome.exception()) if rs.outcome else "",
+            ),
         )
         async for attempt in retrying:
             with attempt:
                 return cls(target, await _connect(target))
         raise AssertionError("unreachable")
 
-    async def run(self, argv: Sequence[str], *, input: bytes | None = None, timeout: float | None = 120.0,
-                  max_output: int = MAX_OUTPUT) -> CommandResult:
+    async def run(
+        self,
+        argv: Sequence[str],
+        *,
+        input: bytes | None = None,
+        timeout: float | None = 120.0,
+        max_output: int = MAX_OUTPUT,
+    ) -> CommandResult:
         async with self._sessions:
             try:
                 # The outer wait_for also bounds opening the channel, which hangs on a silent network.
                 return await asyncio.wait_for(self._run(argv, input, max_output), timeout)
             except OutputTooLarge as exc:
-                raise TransientHostError(f"{self.target.name}: {argv[0]} answered more than {max_output} bytes; "
-                                         "not read further", ssh=True) from exc
+                raise TransientHostError(
+                    f"{self.target.name}: {argv[0]} answered more than {max_output} bytes; not read further", ssh=True
+                ) from exc
             except (asyncssh.Error, OSError) as exc:
                 raise TransientHostError(f"{self.target.name}: connection lost: {exc}", ssh=True) from exc
-            except asyncio.TimeoutError as exc:
+            except TimeoutError as exc:
                 raise TransientHostError(f"{self.target.name}: {argv[0]} timed out after {timeout}s", ssh=True) from exc
 
     async def _run(self, argv: Sequence[str], input: bytes | None, max_output: int) -> CommandResult:
@@ -125,7 +139,7 @@ class SSHConnection:
         self._conn.close()
         try:
             await asyncio.wait_for(self._conn.wait_closed(), 5)
-        except (asyncio.TimeoutError, OSError, asyncssh.Error):
+        except (TimeoutError, OSError, asyncssh.Error):
             pass
 
 
@@ -190,8 +204,10 @@ def _check_key_mode(path: str) -> None:
     """ssh's rule (sshkey_perm_ok): a private key of ours that others may read is refused, not used."""
     st = os.stat(path)
     if st.st_uid == os.getuid() and st.st_mode & 0o077:
-        raise UnprotectedKey(f"permissions {st.st_mode & 0o777:04o} are too open: a private key must not be "
-                             "accessible by others (chmod 600), as ssh requires")
+        raise UnprotectedKey(
+            f"permissions {st.st_mode & 0o777:04o} are too open: a private key must not be "
+            "accessible by others (chmod 600), as ssh requires"
+        )
 
 
 def _why(exc: Exception, otherwise: str) -> str:
@@ -210,48 +226,71 @@ def _bytes(data: object) -> bytes:
 
 async def _connect(target: Target) -> asyncssh.SSHClientConnection:
     where = f"{target.name} ({target.user}@{target.address}:{target.port})"
-    options: dict[str, object] = {"username": target.user, "port": target.port, "connect_timeout": CONNECT_TIMEOUT,
-                                  # a host cut off the network is noticed within ~30 s even on an idle connection
-                                  "keepalive_interval": KEEPALIVE_INTERVAL, "keepalive_count_max": KEEPALIVE_COUNT,
-                                  "agent_path": None, "config": []}
+    options: dict[str, object] = {
+        "username": target.user,
+        "port": target.port,
+        "connect_timeout": CONNECT_TIMEOUT,
+        # a host cut off the network is noticed within ~30 s even on an idle connection
+        "keepalive_interval": KEEPALIVE_INTERVAL,
+        "keepalive_count_max": KEEPALIVE_COUNT,
+        "agent_path": None,
+        "config": [],
+    }
     if target.unsafe_skip_host_key_verification:
         log.warning("host key verification disabled (unsafe)", host=target.name)
         options["known_hosts"] = None
     elif not target.known_hosts or not os.path.exists(target.known_hosts):
-        raise PermanentHostError(f"{where}: known_hosts file {target.known_hosts!r} does not exist; "
-                                 "host keys are verified by default", ssh=True)
+        raise PermanentHostError(
+            f"{where}: known_hosts file {target.known_hosts!r} does not exist; host keys are verified by default",
+            ssh=True,
+        )
     if target.identity_file and not os.path.exists(target.identity_file):
         raise PermanentHostError(f"{where}: identity file {target.identity_file!r} does not exist", ssh=True)
     # Errors name the file and what is wrong with it, never a line of it: pointed at the wrong file (a shadow
     # file, a token), asyncssh's own message would quote the first line it could not parse.
     if target.known_hosts and not target.unsafe_skip_host_key_verification:
         try:
-            options["known_hosts"] = _cached("known_hosts", target.known_hosts,
-                                             lambda p: asyncssh.import_known_hosts(_read_small(p).decode("utf-8", "replace")))
+            options["known_hosts"] = _cached(
+                "known_hosts",
+                target.known_hosts,
+                lambda p: asyncssh.import_known_hosts(_read_small(p).decode("utf-8", "replace")),
+            )
         except Exception as exc:  # whatever the file made asyncssh raise: named by kind, never quoted
-            raise PermanentHostError(f"{where}: known_hosts file {target.known_hosts!r} cannot be used: "
-                                     f"{_why(exc, 'not in known_hosts format')}", ssh=True) from None
+            raise PermanentHostError(
+                f"{where}: known_hosts file {target.known_hosts!r} cannot be used: "
+                f"{_why(exc, 'not in known_hosts format')}",
+                ssh=True,
+            ) from None
     if target.identity_file:
         try:
             _check_key_mode(target.identity_file)
-            options["client_keys"] = [_cached("key", target.identity_file,
-                                              lambda p: asyncssh.import_private_key(_pem_checked(_read_small(p))))]
+            options["client_keys"] = [
+                _cached(
+                    "key", target.identity_file, lambda p: asyncssh.import_private_key(_pem_checked(_read_small(p)))
+                )
+            ]
         except Exception as exc:  # e.g. re.error: asyncssh compiles a PEM header into a pattern
-            raise PermanentHostError(f"{where}: identity file {target.identity_file!r} cannot be used: "
-                                     f"{_why(exc, 'not a private key asyncssh can read')}", ssh=True) from None
+            raise PermanentHostError(
+                f"{where}: identity file {target.identity_file!r} cannot be used: "
+                f"{_why(exc, 'not a private key asyncssh can read')}",
+                ssh=True,
+            ) from None
     try:
         return await asyncssh.connect(target.address, **options)  # type: ignore[arg-type]
     except asyncssh.HostKeyNotVerifiable as exc:
-        raise PermanentHostError(f"{where}: host key verification failed against {target.known_hosts}: "
-                                 f"{exc.reason}; refusing to connect (possible man-in-the-middle, or the host was "
-                                 "rebuilt: check the key and update known_hosts)", ssh=True) from exc
+        raise PermanentHostError(
+            f"{where}: host key verification failed against {target.known_hosts}: "
+            f"{exc.reason}; refusing to connect (possible man-in-the-middle, or the host was "
+            "rebuilt: check the key and update known_hosts)",
+            ssh=True,
+        ) from exc
     except asyncssh.PermissionDenied as exc:
         raise PermanentHostError(f"{where}: authentication refused: {exc.reason}", ssh=True) from exc
     except (asyncssh.KeyImportError, ValueError) as exc:
         raise PermanentHostError(f"{where}: {exc}", ssh=True) from exc
     except asyncssh.DisconnectError as exc:
         raise TransientHostError(f"{where}: disconnected: {exc.reason}", ssh=True) from exc
-    except (OSError, asyncio.TimeoutError, asyncssh.Error) as exc:
+    except (TimeoutError, OSError, asyncssh.Error) as exc:
         raise TransientHostError(f"{where}: cannot connect: {exc or type(exc).__name__}", ssh=True) from exc
 
 

@@ -14,8 +14,10 @@ from typing import Any, Literal
 
 _UNITS = {"ns": 1e-6, "us": 1e-3, "µs": 1e-3, "μs": 1e-3, "ms": 1.0, "s": 1000.0, "m": 60_000.0, "h": 3_600_000.0}
 _DURATION = re.compile(r"([0-9]*\.?[0-9]+)(ns|us|µs|μs|ms|s|m|h)")
-_TEXT = re.compile(r"failed to send out heartbeat on time \(exceeded the (?P<interval>[0-9.a-zµμ]+) timeout for "
-                   r"(?P<exceeded>[0-9.a-zµμ]+)")
+_TEXT = re.compile(
+    r"failed to send out heartbeat on time \(exceeded the (?P<interval>[0-9.a-zµμ]+) timeout for "
+    r"(?P<exceeded>[0-9.a-zµμ]+)"
+)
 
 
 def go_duration_ms(text: str) -> float | None:

@@ -27,8 +27,15 @@ StreamConnector = Callable[[Any], Awaitable[Any]]  # Target -> a connection with
 
 
 class JournalFollower:
-    def __init__(self, host: DesiredHost, unit: str, connect: StreamConnector, on_event: Callable[[str, Event], None],
-                 since_seconds: float, retry_cap: float = 30.0):
+    def __init__(
+        self,
+        host: DesiredHost,
+        unit: str,
+        connect: StreamConnector,
+        on_event: Callable[[str, Event], None],
+        since_seconds: float,
+        retry_cap: float = 30.0,
+    ):
         self.host, self.unit = host, unit
         self._connect, self._on_event = connect, on_event
         self.since_seconds = since_seconds  # the first stream starts this far back (warnings already in the window)
@@ -76,11 +83,15 @@ class JournalFollower:
                     await conn.close()
             failures += 1
             delay = min(self.retry_cap, 0.5 * 2 ** min(failures - 1, 10))
-            log.warning("etcd journal stream lost; resuming from the cursor", host=self.host.name, retry_in=delay,
-                        error=self.error)
+            log.warning(
+                "etcd journal stream lost; resuming from the cursor",
+                host=self.host.name,
+                retry_in=delay,
+                error=self.error,
+            )
             try:
                 await asyncio.wait_for(stopping.wait(), delay)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
 
     async def scrape(self, check: DesiredCheck | None) -> dict[str, float]:

@@ -39,7 +39,7 @@ def parse_env(content: bytes) -> dict[str, int]:
         key, sep, value = line.strip().partition("=")
         if sep and not key.startswith("#"):
             try:
-                out[key.strip()] = int(value.strip().strip('"\''))
+                out[key.strip()] = int(value.strip().strip("\"'"))
             except ValueError:
                 pass
     return out
@@ -59,8 +59,14 @@ def load(state_dir: Path) -> Overlay | None:
     except (OSError, ValueError) as exc:
         raise ValueError(f"{path}: unreadable tuning overlay: {exc}") from exc
     try:
-        return Overlay(int(raw["heartbeat_ms"]), int(raw["election_ms"]), float(raw["decided_at"]),
-                       str(raw.get("reason", "")), str(raw.get("cause", "")), list(raw.get("history", [])))
+        return Overlay(
+            int(raw["heartbeat_ms"]),
+            int(raw["election_ms"]),
+            float(raw["decided_at"]),
+            str(raw.get("reason", "")),
+            str(raw.get("cause", "")),
+            list(raw.get("history", [])),
+        )
     except (KeyError, TypeError, ValueError) as exc:
         raise ValueError(f"{path}: malformed tuning overlay: {exc}") from exc
 

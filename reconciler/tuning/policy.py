@@ -57,9 +57,15 @@ def election_for(heartbeat_ms: int, policy: TuningPolicy, current_election_ms: i
     return max(current_election_ms, wanted)  # never lowered
 
 
-def decide(policy: TuningPolicy, now: float, warnings: Mapping[str, Sequence[HeartbeatWarning]],
-           restarts: Sequence[tuple[float, float | None]], current: tuple[int, int], last_change: float | None,
-           fsync_p99_ms: Mapping[str, float | None] | None = None) -> Decision:
+def decide(
+    policy: TuningPolicy,
+    now: float,
+    warnings: Mapping[str, Sequence[HeartbeatWarning]],
+    restarts: Sequence[tuple[float, float | None]],
+    current: tuple[int, int],
+    last_change: float | None,
+    fsync_p99_ms: Mapping[str, float | None] | None = None,
+) -> Decision:
     """current = (heartbeat_ms, election_ms) in force; warnings by member; restarts as (stop, start|None)."""
     heartbeat, election = current
     counted: dict[str, list[HeartbeatWarning]] = {}
@@ -75,8 +81,13 @@ def decide(policy: TuningPolicy, now: float, warnings: Mapping[str, Sequence[Hea
     counts = {m: len(ws) for m, ws in counted.items()}
     busiest = max(counts.values(), default=0)
     if busiest < policy.warnings:
-        return Decision("quiet", f"{busiest} warning(s) on the busiest member within {policy.window_seconds:g}s "
-                                 f"(acting at {policy.warnings})", counted=counts, ignored=ignored)
+        return Decision(
+            "quiet",
+            f"{busiest} warning(s) on the busiest member within {policy.window_seconds:g}s "
+            f"(acting at {policy.warnings})",
+            counted=counts,
+            ignored=ignored,
+        )
     worst = max((w for ws in counted.values() for w in ws), key=lambda w: w.gap_ms)
     step = max(1, policy.round_to_ms)
     wanted = math.ceil(worst.gap_ms * policy.margin / 2 / step) * step  # 2 x heartbeat is etcd's warning threshold
@@ -90,10 +101,20 @@ def decide(policy: TuningPolicy, now: float, warnings: Mapping[str, Sequence[Hea
     ceiling = min(policy.max_heartbeat_ms, policy.max_election_ms // ETCD_MIN_ELECTION_FACTOR)
     new_heartbeat = min(wanted, ceiling)
     if new_heartbeat <= heartbeat:
-        return Decision("ceiling", f"worst gap {worst.gap_ms:.0f} ms wants heartbeat {wanted} ms, but the ceiling is "
-                                   f"{ceiling} ms and it is already {heartbeat} ms", **base)
+        return Decision(
+            "ceiling",
+            f"worst gap {worst.gap_ms:.0f} ms wants heartbeat {wanted} ms, but the ceiling is "
+            f"{ceiling} ms and it is already {heartbeat} ms",
+            **base,
+        )
     new_election = election_for(new_heartbeat, policy, election)
     capped = " (capped at the ceiling)" if new_heartbeat < wanted else ""
-    return Decision("raised", f"{busiest} warnings within {policy.window_seconds:g}s, worst heartbeat gap "
-                              f"{worst.gap_ms:.0f} ms: heartbeat {heartbeat} -> {new_heartbeat} ms{capped}, "
-                              f"election {election} -> {new_election} ms", new_heartbeat, new_election, **base)
+    return Decision(
+        "raised",
+        f"{busiest} warnings within {policy.window_seconds:g}s, worst heartbeat gap "
+        f"{worst.gap_ms:.0f} ms: heartbeat {heartbeat} -> {new_heartbeat} ms{capped}, "
+        f"election {election} -> {new_election} ms",
+        new_heartbeat,
+        new_election,
+        **base,
+    )

@@ -19,12 +19,12 @@ from typing import Any
 
 import structlog
 
+from reconciler.components.etcd import ELECTION_KEY, HEARTBEAT_KEY
 from reconciler.spec.desired import DesiredState
 from reconciler.status.metrics import Metrics
 from reconciler.tuning import overlay as store
 from reconciler.tuning.etcdlog import HeartbeatWarning, Restart
 from reconciler.tuning.follower import JournalFollower, StreamConnector
-from reconciler.components.etcd import ELECTION_KEY, HEARTBEAT_KEY
 from reconciler.tuning.overlay import Overlay
 from reconciler.tuning.policy import Decision, decide
 
@@ -81,8 +81,13 @@ class Tuner:
         self.warnings.setdefault(member, deque(maxlen=10_000)).append(event)
         counted = not self._in_restart(event.at)
         self.metrics.etcd_warnings.labels(member, "true" if counted else "false").inc()
-        log.warning("etcd heartbeat warning", host=member, gap_ms=round(event.gap_ms, 1),
-                    interval_ms=event.interval_ms, counted=counted)
+        log.warning(
+            "etcd heartbeat warning",
+            host=member,
+            gap_ms=round(event.gap_ms, 1),
+            interval_ms=event.interval_ms,
+            counted=counted,
+        )
 
     def _restart_windows(self, now: float) -> list[tuple[float, float | None]]:
         out: list[tuple[float, float | None]] = []
@@ -96,8 +101,10 @@ class Tuner:
 
     def _in_restart(self, at: float) -> bool:
         grace = self.desired.tuning.policy.restart_grace_seconds if self.desired and self.desired.tuning else 0.0
-        return any(stop - grace <= at and (start is None or at <= start + grace)
-                   for stop, start in self._restart_windows(time.time()))
+        return any(
+            stop - grace <= at and (start is None or at <= start + grace)
+            for stop, start in self._restart_windows(time.time())
+        )
 
     def sync(self, desired: DesiredState) -> None:
         """Follow exactly the members of the tuned unit in the new desired state."""
@@ -113,10 +120,13 @@ class Tuner:
             return
         for name, host in members.items():
             if name not in self.followers:
-                follower = JournalFollower(host, tuning.unit, self._connect, self.on_event,
-                                           since_seconds=tuning.policy.window_seconds)
-                self.followers[name] = (follower, asyncio.create_task(follower.run(self._stopping),
-                                                                      name=f"journal-{name}"))
+                follower = JournalFollower(
+                    host, tuning.unit, self._connect, self.on_event, since_seconds=tuning.policy.window_seconds
+                )
+                self.followers[name] = (
+                    follower,
+                    asyncio.create_task(follower.run(self._stopping), name=f"journal-{name}"),
+                )
 
     # -- the loop --------------------------------------------------------------------------------
     async def run(self, stopping: asyncio.Event, interval: float = 1.0) -> None:
@@ -129,7 +139,7 @@ class Tuner:
                 await self.evaluate()
                 try:
                     await asyncio.wait_for(stopping.wait(), interval)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     pass
         finally:
             tasks = [t for _, t in self.followers.values()]
@@ -166,10 +176,19 @@ class Tuner:
             self._scraped_at = now
             await self._scrape()
         current = (tuning.effective[HEARTBEAT_KEY], tuning.effective[ELECTION_KEY])
-        fsync = {m: (v["wal_fsync_p99_seconds"] * 1000 if "wal_fsync_p99_seconds" in v else None)
-                 for m, v in self.scraped.items()}
-        decision = decide(tuning.policy, now, self.warnings, self._restart_windows(now), current,
-                          self.overlay.decided_at if self.overlay else None, fsync)
+        fsync = {
+            m: (v["wal_fsync_p99_seconds"] * 1000 if "wal_fsync_p99_seconds" in v else None)
+            for m, v in self.scraped.items()
+        }
+        decision = decide(
+            tuning.policy,
+            now,
+            self.warnings,
+            self._restart_windows(now),
+            current,
+            self.overlay.decided_at if self.overlay else None,
+            fsync,
+        )
         self.evaluated_at = now
         changed = self.decision is None or decision.outcome != self.decision.outcome
         if changed or decision.outcome == "raised":
@@ -180,11 +199,23 @@ class Tuner:
         self.decision = decision
         if decision.outcome == "raised":
             assert decision.heartbeat_ms is not None and decision.election_ms is not None
-            history = [*(self.overlay.history if self.overlay else []),
-                       *([{"heartbeat_ms": self.overlay.heartbeat_ms, "election_ms": self.overlay.election_ms,
-                           "decided_at": self.overlay.decided_at}] if self.overlay else [])]
-            self.overlay = Overlay(decision.heartbeat_ms, decision.election_ms, now, decision.reason, decision.cause,
-                                   history[-20:])
+            history = [
+                *(self.overlay.history if self.overlay else []),
+                *(
+                    [
+                        {
+                            "heartbeat_ms": self.overlay.heartbeat_ms,
+                            "election_ms": self.overlay.election_ms,
+                            "decided_at": self.overlay.decided_at,
+                        }
+                    ]
+                    if self.overlay
+                    else []
+                ),
+            ]
+            self.overlay = Overlay(
+                decision.heartbeat_ms, decision.election_ms, now, decision.reason, decision.cause, history[-20:]
+            )
             store.save(self.state_dir, self.overlay)
             self._stamp = self._file_stamp()
             self.metrics.set_cause(decision.cause)
@@ -223,18 +254,39 @@ class Tuner:
             record = records.get(name)
             blocked = record.error if record is not None and record.status != "converged" else ""
             members[name] = {
-                "journal": {"following": bool(follower and follower.connected), "resumable": bool(follower and follower.cursor),
-                            "entries": follower.entries if follower else 0, "error": follower.error if follower else ""},
+                "journal": {
+                    "following": bool(follower and follower.connected),
+                    "resumable": bool(follower and follower.cursor),
+                    "entries": follower.entries if follower else 0,
+                    "error": follower.error if follower else "",
+                },
                 "warnings_in_window": (d.counted.get(name, 0) if d else 0),
                 "metrics": self.scraped.get(name, {}),
                 "rollout": "applied" if record is not None and record.status == "converged" else (blocked or "pending"),
             }
         return {
-            "enabled": True, "unit": tuning.unit, "file": tuning.path, "source": tuning.source,
-            "policy": asdict(tuning.policy), "spec_values": tuning.spec_values, "effective": tuning.effective,
-            "overlay": asdict(self.overlay) if self.overlay else None, "overlay_error": self.overlay_error or None,
+            "enabled": True,
+            "unit": tuning.unit,
+            "file": tuning.path,
+            "source": tuning.source,
+            "policy": asdict(tuning.policy),
+            "spec_values": tuning.spec_values,
+            "effective": tuning.effective,
+            "overlay": asdict(self.overlay) if self.overlay else None,
+            "overlay_error": self.overlay_error or None,
             "state_file": str(store.path_in(self.state_dir)),
-            "last_decision": ({"outcome": d.outcome, "reason": d.reason, "cause": d.cause or None,
-                               "ignored_near_restarts": d.ignored, "at": self.decided_at} if d else None),
-            "evaluated_at": self.evaluated_at, "cooldown_left_seconds": round(cooldown_left, 1), "members": members,
+            "last_decision": (
+                {
+                    "outcome": d.outcome,
+                    "reason": d.reason,
+                    "cause": d.cause or None,
+                    "ignored_near_restarts": d.ignored,
+                    "at": self.decided_at,
+                }
+                if d
+                else None
+            ),
+            "evaluated_at": self.evaluated_at,
+            "cooldown_left_seconds": round(cooldown_left, 1),
+            "members": members,
         }

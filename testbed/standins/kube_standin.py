@@ -27,8 +27,8 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from typing import Callable
 
 DEFAULT_PORTS = {"kube-controller-manager": 10252, "kube-scheduler": 10251}
 COMPONENTS = ("kube-apiserver", *DEFAULT_PORTS)
@@ -55,8 +55,7 @@ def sd_notify(message: str) -> None:
 def build_parser(component: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=component, add_help=False, allow_abbrev=False)
     if component == "kube-apiserver":
-        parser.add_argument("--insecure-bind-address", "--address", dest="insecure_bind_address",
-                            default="127.0.0.1")
+        parser.add_argument("--insecure-bind-address", "--address", dest="insecure_bind_address", default="127.0.0.1")
         parser.add_argument("--insecure-port", "--port", dest="insecure_port", type=int, default=8080)
         parser.add_argument("--bind-address", default="0.0.0.0")
         parser.add_argument("--secure-port", type=int, default=6443)
@@ -83,8 +82,9 @@ class EtcdProbe:
         context = ssl.create_default_context(cafile=self.cafile)
         if self.certfile:
             context.load_cert_chain(self.certfile, self.keyfile)
-        return urllib.request.build_opener(urllib.request.ProxyHandler({}),
-                                           urllib.request.HTTPSHandler(context=context))
+        return urllib.request.build_opener(
+            urllib.request.ProxyHandler({}), urllib.request.HTTPSHandler(context=context)
+        )
 
     def _ask(self, opener: urllib.request.OpenerDirector, server: str) -> tuple[bool, str]:
         try:

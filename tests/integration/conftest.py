@@ -31,8 +31,9 @@ class CLIResult:
 
 def reconciler(*args: str, timeout: float = 600) -> CLIResult:
     """Run the `reconciler` command as an operator would (a separate process)."""
-    proc = subprocess.run([sys.executable, "-m", "reconciler.cli", *args], capture_output=True, text=True,
-                          timeout=timeout, cwd=REPO)
+    proc = subprocess.run(
+        [sys.executable, "-m", "reconciler.cli", *args], capture_output=True, text=True, timeout=timeout, cwd=REPO
+    )
     return CLIResult(proc.returncode, proc.stdout, proc.stderr)
 
 

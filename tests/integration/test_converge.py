@@ -92,7 +92,9 @@ def test_second_apply_changes_nothing(converged: Testbed) -> None:
 
 def test_hand_edit_is_shown_as_that_diff_and_restored(converged: Testbed) -> None:
     m2 = converged.hosts[1]
-    m2.ssh("sed -i 's/--leader-elect=true --address=127.0.0.1/--leader-elect=false --address=127.0.0.1/' /etc/kubernetes/scheduler")
+    m2.ssh(
+        "sed -i 's/--leader-elect=true --address=127.0.0.1/--leader-elect=false --address=127.0.0.1/' /etc/kubernetes/scheduler"
+    )
     before = all_starts(converged)
 
     plan = reconciler("plan", str(SPECS))
@@ -148,8 +150,11 @@ def restart_window(host: TestHost, cursor: str) -> tuple[float, float]:
     """
     out = host.ssh(f"journalctl -q -o short-unix -u etcd.service --after-cursor='{cursor}'").stdout
     lines = out.splitlines()
-    stopping = [float(line.split()[0]) for line in lines
-                if "Stopping etcd.service" in line or "received terminated signal" in line]
+    stopping = [
+        float(line.split()[0])
+        for line in lines
+        if "Stopping etcd.service" in line or "received terminated signal" in line
+    ]
     started = [float(line.split()[0]) for line in lines if "Started etcd.service" in line]
     assert len(started) == 1 and stopping, out  # restarted exactly once
     assert len([line for line in lines if "received terminated signal" in line]) <= 1, out
@@ -176,10 +181,15 @@ def test_quorum_guard_refuses_while_another_member_is_unhealthy(converged: Testb
     # A change for master-1 and -2 only (master-3, the unhealthy one, has none): a file etcd restarts on, given to
     # the hosts labelled touched (timeouts differing between members would be refused: every member runs the same)
     inventory = spec_copy / "inventory.yaml"
-    inventory.write_text(inventory.read_text().replace("labels: {role: master, etcd: member}",
-                                                       'labels: {role: master, etcd: member, touched: "yes"}', 2))
+    inventory.write_text(
+        inventory.read_text().replace(
+            "labels: {role: master, etcd: member}", 'labels: {role: master, etcd: member, touched: "yes"}', 2
+        )
+    )
     etcd = spec_copy / "etcd.yaml"
-    etcd.write_text(etcd.read_text().replace("restartOn: [etcd-conf]", "restartOn: [etcd-conf, etcd-note]") + """
+    etcd.write_text(
+        etcd.read_text().replace("restartOn: [etcd-conf]", "restartOn: [etcd-conf, etcd-note]")
+        + """
 ---
 apiVersion: reconciler/v1
 kind: File
@@ -188,7 +198,8 @@ spec:
   path: /etc/etcd/note.conf
   hosts: {matchLabels: {touched: "yes"}}
   content: "a change for this member\\n"
-""")
+"""
+    )
     before = all_starts(converged)
     pid = m3.ssh("systemctl show -p MainPID --value etcd").stdout.strip()
     m3.ssh(f"kill -STOP {pid}")  # master-3's etcd stops answering: its health check fails
@@ -247,7 +258,7 @@ def test_stopped_host_fails_while_the_others_converge(converged: Testbed) -> Non
 HOSTILE_ENV = {
     "SUBST": "$(touch /tmp/pwned-a) `touch /tmp/pwned-b` 'q' \\ ; touch /tmp/pwned-c",
     "DOLLAR": "$HOME ${PATH} \\$x",
-    "QUOTES": "\"double\" 'single' \\\" mixed",
+    "QUOTES": '"double" \'single\' \\" mixed',
     "SPACES": "  leading and trailing  ",
     "TAB": "a\tb",
     "UNICODE": "é∂ƒ漢字 \u202e rtl",
@@ -262,10 +273,23 @@ HOSTILE_ENV = {
 def test_hostile_values_reach_hosts_as_data_not_commands(converged: Testbed, spec_copy: Path) -> None:
     import yaml
 
-    docs = [{"apiVersion": "reconciler/v1", "kind": "File", "metadata": {"name": "hostile"},
-             "spec": {"path": "/etc/kubernetes/hostile.env", "env": HOSTILE_ENV}},
-            {"apiVersion": "reconciler/v1", "kind": "File", "metadata": {"name": "hostile-content"},
-             "spec": {"path": "/etc/kubernetes/hostile.txt", "content": "'; touch /tmp/pwned-d; echo '\n$(touch /tmp/pwned-e)\n"}}]
+    docs = [
+        {
+            "apiVersion": "reconciler/v1",
+            "kind": "File",
+            "metadata": {"name": "hostile"},
+            "spec": {"path": "/etc/kubernetes/hostile.env", "env": HOSTILE_ENV},
+        },
+        {
+            "apiVersion": "reconciler/v1",
+            "kind": "File",
+            "metadata": {"name": "hostile-content"},
+            "spec": {
+                "path": "/etc/kubernetes/hostile.txt",
+                "content": "'; touch /tmp/pwned-d; echo '\n$(touch /tmp/pwned-e)\n",
+            },
+        },
+    ]
     (spec_copy / "hostile.yaml").write_text(yaml.safe_dump_all(docs, allow_unicode=True))
     result = reconciler("apply", str(spec_copy))
     assert result.code == 0, result.out + result.err
@@ -273,9 +297,15 @@ def test_hostile_values_reach_hosts_as_data_not_commands(converged: Testbed, spe
     for host in converged.hosts:
         assert host.ssh("ls /tmp/pwned-* 2>/dev/null", check=False).stdout == "", host.name
     # systemd reads back exactly the intended values (what every unit with this EnvironmentFile gets).
-    out = subprocess.run([*converged.hosts[0].ssh_args(), "systemd-run --pipe --wait --quiet "
-                          "-p EnvironmentFile=/etc/kubernetes/hostile.env /usr/bin/env -0"],
-                         capture_output=True, check=True, timeout=60).stdout.decode()
+    out = subprocess.run(
+        [
+            *converged.hosts[0].ssh_args(),
+            "systemd-run --pipe --wait --quiet -p EnvironmentFile=/etc/kubernetes/hostile.env /usr/bin/env -0",
+        ],
+        capture_output=True,
+        check=True,
+        timeout=60,
+    ).stdout.decode()
     seen = dict(item.split("=", 1) for item in out.split("\0") if "=" in item)
     for key, value in HOSTILE_ENV.items():
         assert seen.get(key) == value, (key, seen.get(key), value)
@@ -284,8 +314,10 @@ def test_hostile_values_reach_hosts_as_data_not_commands(converged: Testbed, spe
 
 
 def test_env_value_with_a_nul_byte_is_refused(spec_copy: Path) -> None:
-    (spec_copy / "nul.yaml").write_text('apiVersion: reconciler/v1\nkind: File\nmetadata: {name: nul}\nspec:\n'
-                                        '  path: /etc/kubernetes/nul.env\n  env:\n    A: "x\\0y"\n')
+    (spec_copy / "nul.yaml").write_text(
+        "apiVersion: reconciler/v1\nkind: File\nmetadata: {name: nul}\nspec:\n"
+        '  path: /etc/kubernetes/nul.env\n  env:\n    A: "x\\0y"\n'
+    )
     result = reconciler("validate", str(spec_copy))
     assert result.code == 1 and "nul.yaml:7: spec.env.A: value must not contain a NUL byte" in result.err, result.err
 
@@ -294,8 +326,13 @@ def test_host_that_comes_back_during_backoff_converges(converged: Testbed) -> No
     m3 = converged.hosts[2]
     m3.ssh("echo '# drift' >> /etc/kubernetes/scheduler")
     m3.stop()
-    proc = subprocess.Popen([sys.executable, "-m", "reconciler.cli", "apply", "--connect-attempts", "8", str(SPECS)],
-                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "reconciler.cli", "apply", "--connect-attempts", "8", str(SPECS)],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert proc.stderr is not None
         for line in proc.stderr:  # wait for the first failed attempt on master-3, then power it on

@@ -37,8 +37,26 @@ class RunningDaemon:
         self.log_path = log_path
         self._log = log_path.open("w")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "reconciler.cli", "--log-format", "json", "--log-level", "debug", "run", "--specs", str(spec_dir),
-             "--listen", "127.0.0.1:0", *args], cwd=REPO, stdout=self._log, stderr=subprocess.STDOUT, text=True)
+            [
+                sys.executable,
+                "-m",
+                "reconciler.cli",
+                "--log-format",
+                "json",
+                "--log-level",
+                "debug",
+                "run",
+                "--specs",
+                str(spec_dir),
+                "--listen",
+                "127.0.0.1:0",
+                *args,
+            ],
+            cwd=REPO,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         started = wait_for("the daemon to listen", lambda: self.event("daemon started"), timeout=30, daemon=self)
         self.base = f"http://{started['listen']}"
         # glibc's malloc thresholds pinned at start (reconciler/engine/memory.py; RELIABILITY.md, the soak)
@@ -72,8 +90,15 @@ class RunningDaemon:
     def sample(self, family: str, suffix: str = "", **labels: str) -> float:
         """Sum of the samples of one family matching the labels (0 when none)."""
         fam = self.metrics().get(family)
-        return sum(s.value for s in fam.samples if s.name == family + suffix
-                   and all(s.labels.get(k) == v for k, v in labels.items())) if fam else 0.0
+        return (
+            sum(
+                s.value
+                for s in fam.samples
+                if s.name == family + suffix and all(s.labels.get(k) == v for k, v in labels.items())
+            )
+            if fam
+            else 0.0
+        )
 
     def stop(self) -> int:
         if self.proc.poll() is None:
@@ -95,8 +120,10 @@ def wait_for(what: str, condition: Callable[[], T], timeout: float = 120, daemon
         if value:
             return value
         if daemon is not None and daemon.proc.poll() is not None:
-            raise AssertionError(f"daemon exited ({daemon.proc.returncode}) while waiting for {what}:\n"
-                                 + daemon.log_path.read_text()[-4000:])
+            raise AssertionError(
+                f"daemon exited ({daemon.proc.returncode}) while waiting for {what}:\n"
+                + daemon.log_path.read_text()[-4000:]
+            )
         if time.monotonic() > deadline:
             tail = daemon.log_path.read_text()[-4000:] if daemon else ""
             raise AssertionError(f"timed out after {timeout}s waiting for {what}\n{tail}")
@@ -107,8 +134,11 @@ def all_converged(daemon: RunningDaemon, after: float = 0.0) -> dict[str, Any] |
     """/status when every host's last pass converged (and ran after `after`), else None."""
     status = daemon.status()
     hosts = status["hosts"]
-    ok = status["ready"] and len(hosts) == 3 and all(
-        h["status"] == "converged" and (h["last_run"] or 0) > after for h in hosts.values())
+    ok = (
+        status["ready"]
+        and len(hosts) == 3
+        and all(h["status"] == "converged" and (h["last_run"] or 0) > after for h in hosts.values())
+    )
     return status if ok else None
 
 
@@ -130,8 +160,9 @@ def file_has(host: TestHost, path: str, text: str) -> bool:
     return text in (host.root / path.lstrip("/")).read_text()
 
 
-def test_spec_edit_reaches_every_host_and_restarts_only_its_reader(converged: Testbed, spec_copy: Path,
-                                                                   run_daemon: Callable[..., RunningDaemon]) -> None:
+def test_spec_edit_reaches_every_host_and_restarts_only_its_reader(
+    converged: Testbed, spec_copy: Path, run_daemon: Callable[..., RunningDaemon]
+) -> None:
     daemon = run_daemon(spec_copy, "--resync", "600")
     wait_for("the first pass to converge every host", lambda: all_converged(daemon), daemon=daemon)
     assert daemon.get("/readyz")[0] == 200 and daemon.get("/healthz")[0] == 200
@@ -139,7 +170,11 @@ def test_spec_edit_reaches_every_host_and_restarts_only_its_reader(converged: Te
 
     edited = time.time()
     kube = spec_copy / "kubernetes.yaml"
-    kube.write_text(kube.read_text().replace('--leader-elect=true --address=127.0.0.1"', '--leader-elect=true --address=127.0.0.1 --v=2"'))
+    kube.write_text(
+        kube.read_text().replace(
+            '--leader-elect=true --address=127.0.0.1"', '--leader-elect=true --address=127.0.0.1 --v=2"'
+        )
+    )
     status = wait_for("the edit to converge every host", lambda: all_converged(daemon, after=edited), daemon=daemon)
 
     assert_files_match_specs(converged, spec_copy)
@@ -159,18 +194,25 @@ def test_spec_edit_reaches_every_host_and_restarts_only_its_reader(converged: Te
     assert_files_match_specs(converged)
 
 
-def test_hand_edit_is_repaired_by_the_next_resync(converged: Testbed, spec_copy: Path,
-                                                  run_daemon: Callable[..., RunningDaemon]) -> None:
+def test_hand_edit_is_repaired_by_the_next_resync(
+    converged: Testbed, spec_copy: Path, run_daemon: Callable[..., RunningDaemon]
+) -> None:
     daemon = run_daemon(spec_copy, "--resync", "2")
     wait_for("convergence", lambda: all_converged(daemon), daemon=daemon)
     m2 = converged.hosts[1]
     passes_before = daemon.sample("reconciler_reconciles", "_total", host="master-2")
     m2.ssh("echo 'KUBE_CONTROLLER_MANAGER_ARGS=--hand-edit' >> /etc/kubernetes/controller-manager")
 
-    wait_for("the hand edit to be repaired", lambda: not file_has(m2, "/etc/kubernetes/controller-manager", "--hand-edit"),
-             daemon=daemon)
-    record = wait_for("the repairing pass to be reported",
-                      lambda: (r := daemon.status()["hosts"]["master-2"])["applied"] and r, daemon=daemon)
+    wait_for(
+        "the hand edit to be repaired",
+        lambda: not file_has(m2, "/etc/kubernetes/controller-manager", "--hand-edit"),
+        daemon=daemon,
+    )
+    record = wait_for(
+        "the repairing pass to be reported",
+        lambda: (r := daemon.status()["hosts"]["master-2"])["applied"] and r,
+        daemon=daemon,
+    )
     assert any("write /etc/kubernetes/controller-manager" in a for a in record["applied"]), record
     assert any("restart kube-controller-manager.service" in a for a in record["applied"]), record
     # The first pass that started after the edit repaired it (one more may have been running at the edit).
@@ -179,8 +221,9 @@ def test_hand_edit_is_repaired_by_the_next_resync(converged: Testbed, spec_copy:
     assert_files_match_specs(converged, spec_copy)
 
 
-def test_sighup_repairs_a_hand_edit_now_and_reports_phase_times(converged: Testbed, spec_copy: Path,
-                                                                run_daemon: Callable[..., RunningDaemon]) -> None:
+def test_sighup_repairs_a_hand_edit_now_and_reports_phase_times(
+    converged: Testbed, spec_copy: Path, run_daemon: Callable[..., RunningDaemon]
+) -> None:
     daemon = run_daemon(spec_copy, "--resync", "600")  # no resync during the test: only SIGHUP can repair
     wait_for("convergence", lambda: all_converged(daemon), daemon=daemon)
     generation = daemon.status()["spec"]["generation"]
@@ -191,18 +234,25 @@ def test_sighup_repairs_a_hand_edit_now_and_reports_phase_times(converged: Testb
     m3.ssh("echo 'KUBE_SCHEDULER_ARGS=--hand-edit' >> /etc/kubernetes/scheduler")
 
     daemon.proc.send_signal(signal.SIGHUP)
-    wait_for("the hand edit to be repaired", lambda: not file_has(m3, "/etc/kubernetes/scheduler", "--hand-edit"),
-             daemon=daemon)
-    record = wait_for("the repairing pass to be reported",
-                      lambda: (r := daemon.status()["hosts"]["master-3"])["applied"] and r, daemon=daemon)
+    wait_for(
+        "the hand edit to be repaired",
+        lambda: not file_has(m3, "/etc/kubernetes/scheduler", "--hand-edit"),
+        daemon=daemon,
+    )
+    record = wait_for(
+        "the repairing pass to be reported",
+        lambda: (r := daemon.status()["hosts"]["master-3"])["applied"] and r,
+        daemon=daemon,
+    )
     assert "restart kube-scheduler.service" in " ".join(record["applied"]), record
     assert {"observe", "apply", "restart", "verify"} <= set(record["phase_seconds"]), record
     assert daemon.status()["spec"]["generation"] == generation + 1  # SIGHUP re-read the specs too
     assert_files_match_specs(converged, spec_copy)
 
 
-def test_broken_spec_keeps_the_daemon_on_the_last_good_one_until_fixed(converged: Testbed, spec_copy: Path,
-                                                                     run_daemon: Callable[..., RunningDaemon]) -> None:
+def test_broken_spec_keeps_the_daemon_on_the_last_good_one_until_fixed(
+    converged: Testbed, spec_copy: Path, run_daemon: Callable[..., RunningDaemon]
+) -> None:
     daemon = run_daemon(spec_copy, "--resync", "2")
     wait_for("convergence", lambda: all_converged(daemon), daemon=daemon)
     etcd = spec_copy / "etcd.yaml"
@@ -210,8 +260,9 @@ def test_broken_spec_keeps_the_daemon_on_the_last_good_one_until_fixed(converged
     line = next(i for i, text in enumerate(good.splitlines(), 1) if "timeoutSeconds: 120" in text)
     etcd.write_text(good.replace("timeoutSeconds: 120", "timeoutSeconds: soon"))
 
-    status = wait_for("the error to show in /status", lambda: (s := daemon.status())["spec"]["valid"] is False and s,
-                      daemon=daemon)
+    status = wait_for(
+        "the error to show in /status", lambda: (s := daemon.status())["spec"]["valid"] is False and s, daemon=daemon
+    )
     [error] = status["spec"]["errors"]
     assert f"etcd.yaml:{line}: spec.rollout.timeoutSeconds" in error, error
     assert daemon.sample("reconciler_spec_valid") == 0
@@ -229,10 +280,12 @@ def test_broken_spec_keeps_the_daemon_on_the_last_good_one_until_fixed(converged
     assert daemon.sample("reconciler_spec_reloads", "_total", result="success") == 2
 
 
-def test_stopped_host_backs_off_while_the_others_converge(converged: Testbed, spec_copy: Path,
-                                                         run_daemon: Callable[..., RunningDaemon]) -> None:
-    daemon = run_daemon(spec_copy, "--resync", "1", "--backoff-base", "0.5", "--backoff-cap", "4",
-                        "--connect-attempts", "1")
+def test_stopped_host_backs_off_while_the_others_converge(
+    converged: Testbed, spec_copy: Path, run_daemon: Callable[..., RunningDaemon]
+) -> None:
+    daemon = run_daemon(
+        spec_copy, "--resync", "1", "--backoff-base", "0.5", "--backoff-cap", "4", "--connect-attempts", "1"
+    )
     wait_for("convergence", lambda: all_converged(daemon), daemon=daemon)
     m3 = converged.hosts[2]
     m3.stop()
@@ -254,37 +307,52 @@ def test_stopped_host_backs_off_while_the_others_converge(converged: Testbed, sp
         # it and fail on the host instead (a `systemctl start` refused by the shutting-down systemd, an
         # observation cut short by the shutdown's SIGTERM): the 4th failure may come with 3 SSH errors. Every
         # pass once m3 is off fails on SSH, so wait for the 4th SSH error rather than assume it came already.
-        wait_for("4 SSH errors on master-3",
-                 lambda: daemon.sample("reconciler_ssh_errors", "_total", host="master-3") >= 4, daemon=daemon)
+        wait_for(
+            "4 SSH errors on master-3",
+            lambda: daemon.sample("reconciler_ssh_errors", "_total", host="master-3") >= 4,
+            daemon=daemon,
+        )
         assert daemon.sample("reconciler_host_converged", host="master-3") == 0
         # The longest backoff waited so far grew towards the cap (delays are jittered to [d/2, d]).
         assert 1.0 <= daemon.sample("reconciler_host_backoff_seconds", host="master-3") <= 4.0
         # retry_in_seconds is only set while the host waits for its retry (not while a pass is in flight).
-        status = wait_for("master-3 to wait for its next retry",
-                          lambda: (s := daemon.status())["hosts"]["master-3"]["status"] == "failed"
-                          and s["hosts"]["master-3"]["retry_in_seconds"] and s, daemon=daemon)
+        status = wait_for(
+            "master-3 to wait for its next retry",
+            lambda: (
+                (s := daemon.status())["hosts"]["master-3"]["status"] == "failed"
+                and s["hosts"]["master-3"]["retry_in_seconds"]
+                and s
+            ),
+            daemon=daemon,
+        )
         for name in ("master-1", "master-2"):  # resync kept reconciling the others meanwhile
             record = status["hosts"][name]
             assert record["status"] == "converged" and record["last_run"] > stopped, record
     finally:
         m3.start()
-    wait_for("master-3 to converge once it is back",
-             lambda: (r := daemon.status()["hosts"]["master-3"])["status"] == "converged" and r["failures"] == 0,
-             daemon=daemon)
+    wait_for(
+        "master-3 to converge once it is back",
+        lambda: (r := daemon.status()["hosts"]["master-3"])["status"] == "converged" and r["failures"] == 0,
+        daemon=daemon,
+    )
     assert daemon.sample("reconciler_host_backoff_seconds", host="master-3") == 0
     assert daemon.sample("reconciler_host_converged", host="master-3") == 1
 
 
-def test_sigterm_in_the_middle_of_a_rollout_exits_cleanly(converged: Testbed, spec_copy: Path,
-                                                         run_daemon: Callable[..., RunningDaemon]) -> None:
+def test_sigterm_in_the_middle_of_a_rollout_exits_cleanly(
+    converged: Testbed, spec_copy: Path, run_daemon: Callable[..., RunningDaemon]
+) -> None:
     daemon = run_daemon(spec_copy, "--resync", "600")
     wait_for("convergence", lambda: all_converged(daemon), daemon=daemon)
     cursors = {h.name: journal_cursor(h) for h in converged.hosts}
     etcd = spec_copy / "etcd.yaml"
     etcd.write_text(etcd.read_text().replace("ETCD_ELECTION_TIMEOUT: 1000", "ETCD_ELECTION_TIMEOUT: 1300"))
 
-    wait_for("the first member's turn", lambda: any(file_has(h, "/etc/etcd/etcd.conf", "=1300") for h in converged.hosts),
-             daemon=daemon)
+    wait_for(
+        "the first member's turn",
+        lambda: any(file_has(h, "/etc/etcd/etcd.conf", "=1300") for h in converged.hosts),
+        daemon=daemon,
+    )
     daemon.proc.send_signal(signal.SIGTERM)
     assert daemon.proc.wait(timeout=180) == 0
     assert any(e.get("event", "").startswith("stopping") for e in daemon.events())
@@ -302,8 +370,9 @@ def test_sigterm_in_the_middle_of_a_rollout_exits_cleanly(converged: Testbed, sp
     assert reconciler("apply", str(SPECS)).code == 0
 
 
-def test_metrics_parse_and_carry_every_documented_family(converged: Testbed, spec_copy: Path,
-                                                        run_daemon: Callable[..., RunningDaemon]) -> None:
+def test_metrics_parse_and_carry_every_documented_family(
+    converged: Testbed, spec_copy: Path, run_daemon: Callable[..., RunningDaemon]
+) -> None:
     daemon = run_daemon(spec_copy)
     wait_for("convergence", lambda: all_converged(daemon), daemon=daemon)
     families = {name for name in daemon.metrics() if name.startswith("reconciler_")}
@@ -320,8 +389,9 @@ def test_metrics_parse_and_carry_every_documented_family(converged: Testbed, spe
     assert daemon.sample("reconciler_spec_valid") == 1
 
 
-def test_status_command_renders_the_daemons_view(converged: Testbed, spec_copy: Path,
-                                                 run_daemon: Callable[..., RunningDaemon]) -> None:
+def test_status_command_renders_the_daemons_view(
+    converged: Testbed, spec_copy: Path, run_daemon: Callable[..., RunningDaemon]
+) -> None:
     daemon = run_daemon(spec_copy)
     wait_for("convergence", lambda: all_converged(daemon), daemon=daemon)
     table = reconciler("status", "--url", daemon.base)
@@ -337,13 +407,26 @@ def test_status_command_renders_the_daemons_view(converged: Testbed, spec_copy: 
     assert gone.code == 3 and "reconciler check DIR" in gone.err
 
 
-def test_certificates_are_reported_with_days_to_expiry(converged: Testbed, spec_copy: Path,
-                                                       run_daemon: Callable[..., RunningDaemon]) -> None:
+def test_certificates_are_reported_with_days_to_expiry(
+    converged: Testbed, spec_copy: Path, run_daemon: Callable[..., RunningDaemon]
+) -> None:
     certs = spec_copy / "certificates.yaml"
-    certs.write_text(certs.read_text().replace("    - /etc/kubernetes/ssl/kubernetes.pem\n",
-                                               "    - /etc/kubernetes/ssl/kubernetes.pem\n    - /etc/kubernetes/ssl/admin.pem\n"))
-    enddate = subprocess.run(["openssl", "x509", "-noout", "-enddate", "-in", str(converged.pki_dir / "ca.pem")],
-                             capture_output=True, text=True, check=True).stdout.strip().split("=", 1)[1]
+    certs.write_text(
+        certs.read_text().replace(
+            "    - /etc/kubernetes/ssl/kubernetes.pem\n",
+            "    - /etc/kubernetes/ssl/kubernetes.pem\n    - /etc/kubernetes/ssl/admin.pem\n",
+        )
+    )
+    enddate = (
+        subprocess.run(
+            ["openssl", "x509", "-noout", "-enddate", "-in", str(converged.pki_dir / "ca.pem")],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        .stdout.strip()
+        .split("=", 1)[1]
+    )
     expires = time.mktime(time.strptime(" ".join(enddate.split()), "%b %d %H:%M:%S %Y GMT")) - time.timezone
     daemon = run_daemon(spec_copy)
     status = wait_for("convergence", lambda: all_converged(daemon), daemon=daemon)
@@ -353,9 +436,15 @@ def test_certificates_are_reported_with_days_to_expiry(converged: Testbed, spec_
         ca = report["/etc/kubernetes/ssl/ca.pem"]
         assert ca["state"] == "ok" and ca["not_after"] == expires
         assert abs(ca["days_left"] - (expires - time.time()) / 86400) < 0.1
-        assert daemon.sample("reconciler_certificate_present", host=host.name, path="/etc/kubernetes/ssl/admin.pem") == 0
-        assert daemon.sample("reconciler_certificate_expiry_timestamp_seconds", host=host.name,
-                             path="/etc/kubernetes/ssl/ca.pem") == expires
+        assert (
+            daemon.sample("reconciler_certificate_present", host=host.name, path="/etc/kubernetes/ssl/admin.pem") == 0
+        )
+        assert (
+            daemon.sample(
+                "reconciler_certificate_expiry_timestamp_seconds", host=host.name, path="/etc/kubernetes/ssl/ca.pem"
+            )
+            == expires
+        )
     table = reconciler("status", "--url", daemon.base).out
     assert "1 missing, 2 ok" in table and "/etc/kubernetes/ssl/admin.pem  missing" in table
     check = reconciler("check", "--host", "master-1", str(spec_copy))
@@ -363,8 +452,9 @@ def test_certificates_are_reported_with_days_to_expiry(converged: Testbed, spec_
     assert re.search(r"cert  /etc/kubernetes/ssl/ca.pem\s+ok: \d+ days left \(warnDays 30\)", check.out), check.out
 
 
-def test_secrets_never_reach_plan_logs_status_or_metrics(converged: Testbed, spec_copy: Path,
-                                                         run_daemon: Callable[..., RunningDaemon]) -> None:
+def test_secrets_never_reach_plan_logs_status_or_metrics(
+    converged: Testbed, spec_copy: Path, run_daemon: Callable[..., RunningDaemon]
+) -> None:
     canary = "c4n4ry5ecret0b3c2a7e5f1d4c6b9a8e"
     inventory = spec_copy / "inventory.yaml"
     inventory.write_text(inventory.read_text().replace("  vars:\n", f"  vars:\n    bootstrap_token: {canary}\n"))

@@ -63,11 +63,27 @@ def cut_mid_write(spec_dir: Path, path: str, size: int) -> tuple[subprocess.Pope
     """Start `apply`, stop its `dd` and kill the SSH session carrying it while more than IN_FLIGHT bytes of
     the content have not reached the host; None (after letting that apply finish) when the transfer was
     already too far along for the cut to lose data."""
-    proc = subprocess.Popen([sys.executable, "-m", "reconciler.cli", "apply", "--host", "master-1", "--connect-attempts",
-                             "1", str(spec_dir)], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "reconciler.cli",
+            "apply",
+            "--host",
+            "master-1",
+            "--connect-attempts",
+            "1",
+            str(spec_dir),
+        ],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
-        found = wait_for("the write to start streaming", lambda: find_writer(path) or proc.poll() is not None,
-                         timeout=120)
+        found = wait_for(
+            "the write to start streaming", lambda: find_writer(path) or proc.poll() is not None, timeout=120
+        )
         if found is True:
             proc.communicate(timeout=120)
             return None
@@ -96,9 +112,17 @@ def test_connection_cut_in_the_middle_of_a_write_installs_nothing(converged: Tes
     line = "0123456789abcdef" * 4 + "\n"
     content = line * (16 * 1024 * 1024 // 65)  # 258111 lines: rendered from a loop (a spec file is at most 4 MiB)
     template = "{% for i in range(3) %}{% for j in range(86037) %}" + line + "{% endfor %}{% endfor %}"
-    (spec_copy / "big.yaml").write_text(yaml.safe_dump({"apiVersion": "reconciler/v1", "kind": "File",
-                                                        "metadata": {"name": "big"},
-                                                        "spec": {"path": path, "content": template}}, width=1000))
+    (spec_copy / "big.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "reconciler/v1",
+                "kind": "File",
+                "metadata": {"name": "big"},
+                "spec": {"path": path, "content": template},
+            },
+            width=1000,
+        )
+    )
     for _ in range(5):
         (m1.root / path.lstrip("/")).write_text("old content\n")
         cut = cut_mid_write(spec_copy, path, len(content))
@@ -117,8 +141,10 @@ def test_connection_cut_in_the_middle_of_a_write_installs_nothing(converged: Tes
 
 def test_full_disk_fails_the_write_cleanly_and_keeps_the_old_file(converged: Testbed, spec_copy: Path) -> None:
     m2 = converged.hosts[1]
-    m2.ssh("cp -a /etc/kubernetes /root/k8s-saved && mount -t tmpfs -o size=512k tmpfs /etc/kubernetes && "
-           "cp -a /root/k8s-saved/. /etc/kubernetes/ && (dd if=/dev/zero of=/etc/kubernetes/filler bs=4k 2>/dev/null; true)")
+    m2.ssh(
+        "cp -a /etc/kubernetes /root/k8s-saved && mount -t tmpfs -o size=512k tmpfs /etc/kubernetes && "
+        "cp -a /root/k8s-saved/. /etc/kubernetes/ && (dd if=/dev/zero of=/etc/kubernetes/filler bs=4k 2>/dev/null; true)"
+    )
     try:
         before = (m2.root / "etc/kubernetes/apiserver").read_bytes()
         kube = spec_copy / "kubernetes.yaml"
@@ -139,22 +165,36 @@ def test_full_disk_fails_the_write_cleanly_and_keeps_the_old_file(converged: Tes
 
 
 def test_daemon_sigkilled_mid_etcd_rollout_resumes_without_leaving_a_member_down(
-        converged: Testbed, spec_copy: Path, run_daemon: Callable[..., RunningDaemon]) -> None:
+    converged: Testbed, spec_copy: Path, run_daemon: Callable[..., RunningDaemon]
+) -> None:
     daemon = run_daemon(spec_copy, "--resync", "600")
     wait_for("convergence", lambda: all_converged(daemon), daemon=daemon)
     cursors = {h.name: journal_cursor(h) for h in converged.hosts}
     etcd = spec_copy / "etcd.yaml"
     etcd.write_text(etcd.read_text().replace("ETCD_ELECTION_TIMEOUT: 1000", "ETCD_ELECTION_TIMEOUT: 1400"))
-    wait_for("the first member's turn", lambda: any(conf_values(h)["ETCD_ELECTION_TIMEOUT"] == "1400"
-                                                    for h in converged.hosts), daemon=daemon)
+    wait_for(
+        "the first member's turn",
+        lambda: any(conf_values(h)["ETCD_ELECTION_TIMEOUT"] == "1400" for h in converged.hosts),
+        daemon=daemon,
+    )
     daemon.proc.kill()  # SIGKILL: no chance to finish anything
     daemon.proc.wait(30)
     # Whatever the kill interrupted, systemd on the host finishes a restart it was asked for: no member stays down.
-    wait_for("every member active and healthy", lambda: all(
-        h.ssh("systemctl is-active etcd", check=False).stdout.strip() == "active" for h in converged.hosts), timeout=60)
+    wait_for(
+        "every member active and healthy",
+        lambda: all(h.ssh("systemctl is-active etcd", check=False).stdout.strip() == "active" for h in converged.hosts),
+        timeout=60,
+    )
     again = run_daemon(spec_copy, "--resync", "600")
-    wait_for("the rollout to resume and finish", lambda: all_converged(again) and all(
-        running_values(h).get("ETCD_ELECTION_TIMEOUT") == "1400" for h in converged.hosts), daemon=again, timeout=240)
+    wait_for(
+        "the rollout to resume and finish",
+        lambda: (
+            all_converged(again)
+            and all(running_values(h).get("ETCD_ELECTION_TIMEOUT") == "1400" for h in converged.hosts)
+        ),
+        daemon=again,
+        timeout=240,
+    )
     windows = sorted(restart_window(h, cursors[h.name]) for h in converged.hosts)  # once each ...
     for (_, previous_started), (next_stopping, _) in zip(windows, windows[1:]):
         assert next_stopping > previous_started, windows  # ... and never two at once, across both daemons
@@ -162,34 +202,47 @@ def test_daemon_sigkilled_mid_etcd_rollout_resumes_without_leaving_a_member_down
     assert reconciler("apply", str(SPECS)).code == 0
 
 
-def test_host_cut_off_the_network_converges_after_it_returns(converged: Testbed, spec_copy: Path,
-                                                             run_daemon: Callable[..., RunningDaemon]) -> None:
+def test_host_cut_off_the_network_converges_after_it_returns(
+    converged: Testbed, spec_copy: Path, run_daemon: Callable[..., RunningDaemon]
+) -> None:
     m3 = converged.hosts[2]
     link = f"vb-{m3.name}"
-    daemon = run_daemon(spec_copy, "--resync", "1", "--backoff-base", "0.5", "--backoff-cap", "2",
-                        "--connect-attempts", "1")
+    daemon = run_daemon(
+        spec_copy, "--resync", "1", "--backoff-base", "0.5", "--backoff-cap", "2", "--connect-attempts", "1"
+    )
     wait_for("convergence", lambda: all_converged(daemon), daemon=daemon)
     subprocess.run(["ip", "link", "set", link, "down"], check=True)
     try:
         edited = time.time()
         kube = spec_copy / "kubernetes.yaml"
         kube.write_text(kube.read_text().replace('--address=127.0.0.1"', '--address=127.0.0.1 --v=3"'))
-        status = wait_for("master-1 and -2 to converge while master-3 is unreachable", lambda: (s := daemon.status())
-                          and all(s["hosts"][n]["status"] == "converged" and s["hosts"][n]["last_run"] > edited
-                                  for n in ("master-1", "master-2"))
-                          and s["hosts"]["master-3"]["failures"] >= 1 and s, daemon=daemon)
+        status = wait_for(
+            "master-1 and -2 to converge while master-3 is unreachable",
+            lambda: (
+                (s := daemon.status())
+                and all(
+                    s["hosts"][n]["status"] == "converged" and s["hosts"][n]["last_run"] > edited
+                    for n in ("master-1", "master-2")
+                )
+                and s["hosts"]["master-3"]["failures"] >= 1
+                and s
+            ),
+            daemon=daemon,
+        )
         assert status["hosts"]["master-3"]["status"] == "failed"
     finally:
         subprocess.run(["ip", "link", "set", link, "up"], check=True)
-    wait_for("master-3 to converge once it is back", lambda: all_converged(daemon, after=edited), daemon=daemon,
-             timeout=180)
+    wait_for(
+        "master-3 to converge once it is back", lambda: all_converged(daemon, after=edited), daemon=daemon, timeout=180
+    )
     assert_files_match_specs(converged, spec_copy)
     daemon.stop()
     assert reconciler("apply", str(SPECS)).code == 0
 
 
-def test_hundreds_of_spec_edits_are_coalesced_into_a_few_passes(converged: Testbed, spec_copy: Path,
-                                                                run_daemon: Callable[..., RunningDaemon]) -> None:
+def test_hundreds_of_spec_edits_are_coalesced_into_a_few_passes(
+    converged: Testbed, spec_copy: Path, run_daemon: Callable[..., RunningDaemon]
+) -> None:
     daemon = run_daemon(spec_copy, "--resync", "600")
     wait_for("convergence", lambda: all_converged(daemon), daemon=daemon)
     passes_before = daemon.sample("reconciler_reconciles", "_total")
@@ -202,10 +255,19 @@ def test_hundreds_of_spec_edits_are_coalesced_into_a_few_passes(converged: Testb
         time.sleep(0.01)
     kube.write_text(original.replace('--address=127.0.0.1"', '--address=127.0.0.1 --v=9"'))
     wrote = time.time() - started
-    wait_for("the last edit to converge", lambda: all_converged(daemon, after=started) and all(
-        "--v=9" in (h.root / "etc/kubernetes/scheduler").read_text() for h in converged.hosts), daemon=daemon)
-    wait_for("the queue to drain", lambda: daemon.status()["summary"]["queue_depth"] == 0 and
-             not daemon.status()["summary"]["in_flight"], daemon=daemon)
+    wait_for(
+        "the last edit to converge",
+        lambda: (
+            all_converged(daemon, after=started)
+            and all("--v=9" in (h.root / "etc/kubernetes/scheduler").read_text() for h in converged.hosts)
+        ),
+        daemon=daemon,
+    )
+    wait_for(
+        "the queue to drain",
+        lambda: daemon.status()["summary"]["queue_depth"] == 0 and not daemon.status()["summary"]["in_flight"],
+        daemon=daemon,
+    )
     reloads = daemon.sample("reconciler_spec_reloads", "_total") - reloads_before
     passes = daemon.sample("reconciler_reconciles", "_total") - passes_before
     print(f"301 edits in {wrote:.2f}s -> {reloads:.0f} spec reloads, {passes:.0f} passes over 3 hosts")
@@ -219,8 +281,11 @@ def test_hundreds_of_spec_edits_are_coalesced_into_a_few_passes(converged: Testb
 
 def etcd_healthy(host: TestHost) -> bool:
     from .test_converge import SSL
-    return '"health":"true"' in host.ssh(f"curl -s --max-time 2 {SSL} https://{host.address}:2379/health",
-                                         check=False, timeout=15).stdout
+
+    return (
+        '"health":"true"'
+        in host.ssh(f"curl -s --max-time 2 {SSL} https://{host.address}:2379/health", check=False, timeout=15).stdout
+    )
 
 
 def etcd_started_at(host: TestHost, after: float) -> float:
@@ -238,19 +303,27 @@ def etcd_killed_at(host: TestHost, after: float) -> float:
 def turns_begun(daemon: RunningDaemon, host: str) -> list[float]:
     """When the quorum guard let this host's turn begin (the daemon logs "rollout restart" right after it)."""
     from datetime import datetime
-    return [datetime.fromisoformat(e["timestamp"].replace("Z", "+00:00")).timestamp() for e in daemon.events()
-            if e.get("event") == "rollout restart" and e.get("host") == host]
+
+    return [
+        datetime.fromisoformat(e["timestamp"].replace("Z", "+00:00")).timestamp()
+        for e in daemon.events()
+        if e.get("event") == "rollout restart" and e.get("host") == host
+    ]
 
 
-def test_member_down_mid_rollout_pauses_it_until_quorum_is_safe(converged: Testbed, spec_copy: Path,
-                                                                run_daemon: Callable[..., RunningDaemon]) -> None:
+def test_member_down_mid_rollout_pauses_it_until_quorum_is_safe(
+    converged: Testbed, spec_copy: Path, run_daemon: Callable[..., RunningDaemon]
+) -> None:
     """Two faults in one rollout: a member host rebooted, then another member's etcd crashing (SIGKILL)."""
     daemon = run_daemon(spec_copy, "--resync", "2", "--backoff-cap", "2", "--connect-attempts", "1")
     wait_for("convergence", lambda: all_converged(daemon), daemon=daemon)
     etcd = spec_copy / "etcd.yaml"
     etcd.write_text(etcd.read_text().replace("ETCD_ELECTION_TIMEOUT: 1000", "ETCD_ELECTION_TIMEOUT: 1600"))
-    first = wait_for("the first member's turn", lambda: next(
-        (h for h in converged.hosts if conf_values(h)["ETCD_ELECTION_TIMEOUT"] == "1600"), None), daemon=daemon)
+    first = wait_for(
+        "the first member's turn",
+        lambda: next((h for h in converged.hosts if conf_values(h)["ETCD_ELECTION_TIMEOUT"] == "1600"), None),
+        daemon=daemon,
+    )
     rebooted, crashed = [h for h in converged.hosts if h is not first]
     down: list[tuple[str, float, float]] = []
 
@@ -267,8 +340,15 @@ def test_member_down_mid_rollout_pauses_it_until_quorum_is_safe(converged: Testb
         killed = etcd_killed_at(crashed, began - 1)
         down.append((crashed.name, killed, etcd_started_at(crashed, killed)))
 
-    wait_for("the rollout to finish", lambda: all_converged(daemon) and all(
-        running_values(h).get("ETCD_ELECTION_TIMEOUT") == "1600" for h in converged.hosts), daemon=daemon, timeout=240)
+    wait_for(
+        "the rollout to finish",
+        lambda: (
+            all_converged(daemon)
+            and all(running_values(h).get("ETCD_ELECTION_TIMEOUT") == "1600" for h in converged.hosts)
+        ),
+        daemon=daemon,
+        timeout=240,
+    )
     for name, start, end in down:  # while a member was down, the guard let no other member's turn begin
         for host in converged.hosts:
             if host.name != name:
@@ -279,14 +359,21 @@ def test_member_down_mid_rollout_pauses_it_until_quorum_is_safe(converged: Testb
     assert reconciler("apply", str(SPECS)).code == 0
 
 
-def test_etcd_member_crashing_during_tuning_pauses_the_rollout(converged: Testbed, spec_copy: Path, tmp_path: Path,
-                                                                run_daemon: Callable[..., RunningDaemon]) -> None:
+def test_etcd_member_crashing_during_tuning_pauses_the_rollout(
+    converged: Testbed, spec_copy: Path, tmp_path: Path, run_daemon: Callable[..., RunningDaemon]
+) -> None:
     from .test_tuning import leader, pulse, tuning_specs, wait_past_recent_restarts
 
     specs = tuning_specs(spec_copy)
     daemon = run_daemon(specs, "--resync", "2", "--backoff-cap", "2", "--state-dir", str(tmp_path / "state"))
-    wait_for("convergence and journals followed", lambda: all_converged(daemon) and all(
-        m["journal"]["following"] for m in daemon.status()["tuning"]["members"].values()), daemon=daemon)
+    wait_for(
+        "convergence and journals followed",
+        lambda: (
+            all_converged(daemon)
+            and all(m["journal"]["following"] for m in daemon.status()["tuning"]["members"].values())
+        ),
+        daemon=daemon,
+    )
     wait_past_recent_restarts(converged)
     pulse(leader(converged, converged.hosts))
     overlay = wait_for("a raise", lambda: daemon.status()["tuning"]["overlay"], daemon=daemon, timeout=60)
@@ -299,8 +386,15 @@ def test_etcd_member_crashing_during_tuning_pauses_the_rollout(converged: Testbe
     wait_for(f"{victim.name}'s etcd back", lambda: etcd_healthy(victim), timeout=120)
     began = etcd_killed_at(victim, asked - 1)  # the outage by the host's own journal: from the kill ...
     ended = etcd_started_at(victim, began)  # ... until systemd says etcd serves again
-    wait_for("the tuning rollout to finish", lambda: all_converged(daemon) and all(
-        running_values(h).get("ETCD_HEARTBEAT_INTERVAL") == want for h in converged.hosts), daemon=daemon, timeout=240)
+    wait_for(
+        "the tuning rollout to finish",
+        lambda: (
+            all_converged(daemon)
+            and all(running_values(h).get("ETCD_HEARTBEAT_INTERVAL") == want for h in converged.hosts)
+        ),
+        daemon=daemon,
+        timeout=240,
+    )
     for host in converged.hosts:  # a turn already past the guard finishes; no new one begins meanwhile
         if host is not victim:
             inside = [t for t in turns_begun(daemon, host.name) if began < t < ended]

@@ -6,7 +6,6 @@ RELIABILITY.md tabulates these.
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import pytest
 
@@ -22,11 +21,16 @@ UNITS = ("etcd.service", "kube-apiserver.service", "kube-controller-manager.serv
 
 def test_a_symlink_at_a_managed_path_is_named_never_followed_and_replaced(converged: Testbed) -> None:
     m2 = converged.hosts[1]
-    m2.ssh(f"umask 077; printf %s '{SECRET}' > /root/secret; rm -f /etc/kubernetes/scheduler; "
-           "ln -s /root/secret /etc/kubernetes/scheduler")
+    m2.ssh(
+        f"umask 077; printf %s '{SECRET}' > /root/secret; rm -f /etc/kubernetes/scheduler; "
+        "ln -s /root/secret /etc/kubernetes/scheduler"
+    )
     plan = reconciler("plan", "--host", "master-2", str(SPECS))
     assert plan.code == 2, plan.out + plan.err
-    assert "/etc/kubernetes/scheduler: is a symlink to '/root/secret' (not followed): replace with a regular file" in plan.out
+    assert (
+        "/etc/kubernetes/scheduler: is a symlink to '/root/secret' (not followed): replace with a regular file"
+        in plan.out
+    )
     assert "s3cret" not in plan.out + plan.err
     applied = reconciler("apply", "--host", "master-2", str(SPECS))
     assert applied.code == 0, applied.out + applied.err
@@ -40,12 +44,15 @@ def test_a_symlink_at_a_managed_path_is_named_never_followed_and_replaced(conver
 
 
 @pytest.mark.parametrize("answer", ["garbage", "flood"])
-def test_a_host_answering_garbage_or_a_flood_fails_clearly_while_the_others_converge(converged: Testbed,
-                                                                                     answer: str) -> None:
+def test_a_host_answering_garbage_or_a_flood_fails_clearly_while_the_others_converge(
+    converged: Testbed, answer: str
+) -> None:
     """root's login shell (which sshd runs every command with) replaced by a script that ignores the command."""
     m3 = converged.hosts[2]
-    script = {"garbage": "printf '@@F /etc/kubernetes/config\\n644 root root nope 5\\n@@H x\\n@@U\\nMainPID=x\\n@@END\\n'",
-              "flood": "head -c 200000000 /dev/zero"}[answer]
+    script = {
+        "garbage": "printf '@@F /etc/kubernetes/config\\n644 root root nope 5\\n@@H x\\n@@U\\nMainPID=x\\n@@END\\n'",
+        "flood": "head -c 200000000 /dev/zero",
+    }[answer]
     hostile = m3.root / "usr/local/bin/hostile"
     hostile.write_text(f"#!/bin/sh\n{script}\n")
     hostile.chmod(0o755)
@@ -61,7 +68,8 @@ def test_a_host_answering_garbage_or_a_flood_fails_clearly_while_the_others_conv
         assert took < 60  # not the daemon's timing goal: only that a flood is cut, not read to its end
     finally:
         m3.root.joinpath("etc/passwd").write_text(
-            m3.root.joinpath("etc/passwd").read_text().replace(":/usr/local/bin/hostile", ":/bin/bash"))
+            m3.root.joinpath("etc/passwd").read_text().replace(":/usr/local/bin/hostile", ":/bin/bash")
+        )
     assert reconciler("plan", "--host", "master-3", str(SPECS)).code == 0
 
 
@@ -78,8 +86,10 @@ def test_enabled_units_start_at_boot_with_debians_etcd_unit_underneath(converged
     distro = m1.ssh("systemctl cat etcd.service | head -1; cat /lib/systemd/system/etcd.service").stdout
     assert distro.startswith("# /etc/systemd/system/etcd.service")  # ours, over Debian's ...
     assert "Alias=etcd2.service" in distro  # ... which is still there, with its alias
-    m1.ssh("systemctl disable -q etcd.service && ln -sf /lib/systemd/system/etcd.service /etc/systemd/system/etcd2.service"
-           " && systemctl daemon-reload")  # the links as the package's postinst leaves them
+    m1.ssh(
+        "systemctl disable -q etcd.service && ln -sf /lib/systemd/system/etcd.service /etc/systemd/system/etcd2.service"
+        " && systemctl daemon-reload"
+    )  # the links as the package's postinst leaves them
     assert m1.ssh("systemctl is-enabled etcd.service", check=False).stdout.strip() == "indirect"
     plan = reconciler("plan", "--host", "master-1", str(SPECS))
     assert plan.code == 2 and "+ enable etcd.service: is indirect" in plan.out, plan.out

@@ -39,14 +39,23 @@ class Prometheus:
         config = workdir / "prometheus.yml"
         shutil.copy(REPO / "deploy/prometheus/reconciler-rules.yml", workdir / "reconciler-rules.yml")
         shipped = (REPO / "deploy/prometheus/prometheus.yml").read_text()
-        config.write_text(shipped.replace("127.0.0.1:9479", target)
-                          .replace("scrape_interval: 15s", "scrape_interval: 1s")
-                          .replace("evaluation_interval: 15s", "evaluation_interval: 1s"))
+        config.write_text(
+            shipped.replace("127.0.0.1:9479", target)
+            .replace("scrape_interval: 15s", "scrape_interval: 1s")
+            .replace("evaluation_interval: 15s", "evaluation_interval: 1s")
+        )
         self.base = f"http://127.0.0.1:{free_port()}"
         self.log = (workdir / "prometheus.log").open("w")
-        self.proc = subprocess.Popen(["prometheus", f"--config.file={config}", f"--storage.tsdb.path={workdir / 'data'}",
-                                      f"--web.listen-address={self.base.removeprefix('http://')}"],
-                                     stdout=self.log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(
+            [
+                "prometheus",
+                f"--config.file={config}",
+                f"--storage.tsdb.path={workdir / 'data'}",
+                f"--web.listen-address={self.base.removeprefix('http://')}",
+            ],
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
 
     def api(self, path: str, **params: str) -> Any:
         url = f"{self.base}/api/v1/{path}" + (f"?{urllib.parse.urlencode(params)}" if params else "")
@@ -98,8 +107,11 @@ def prometheus_for(tmp_path: Path) -> Iterator[Callable[[str], Prometheus]]:
 
 
 def test_prometheus_scrapes_the_daemon_and_sees_every_host_converged(
-        converged: Testbed, spec_copy: Path, run_daemon: Callable[..., RunningDaemon],
-        prometheus_for: Callable[[str], Prometheus]) -> None:
+    converged: Testbed,
+    spec_copy: Path,
+    run_daemon: Callable[..., RunningDaemon],
+    prometheus_for: Callable[[str], Prometheus],
+) -> None:
     daemon = run_daemon(spec_copy)
     wait_for("convergence", lambda: all_converged(daemon), daemon=daemon)
     prom = prometheus_for(daemon.base.removeprefix("http://"))
@@ -107,12 +119,22 @@ def test_prometheus_scrapes_the_daemon_and_sees_every_host_converged(
 
     up = wait_for("the target to be up", lambda: prom.query('up{job="reconciler"} == 1'), timeout=60)
     assert len(up) == 1
-    hosts = wait_for("every host converged in Prometheus",
-                     lambda: (r := prom.query("reconciler_host_converged == 1")) and len(r) == 3 and r, timeout=60)
+    hosts = wait_for(
+        "every host converged in Prometheus",
+        lambda: (r := prom.query("reconciler_host_converged == 1")) and len(r) == 3 and r,
+        timeout=60,
+    )
     assert sorted(s["metric"]["host"] for s in hosts) == [h.name for h in converged.hosts]
 
-    groups = wait_for("the alert rules to be evaluated", lambda: (a := prom.api("rules")) and all(
-        r.get("lastEvaluation", "").startswith("20") for g in a["data"]["groups"] for r in g["rules"]) and a, timeout=60)
+    groups = wait_for(
+        "the alert rules to be evaluated",
+        lambda: (
+            (a := prom.api("rules"))
+            and all(r.get("lastEvaluation", "").startswith("20") for g in a["data"]["groups"] for r in g["rules"])
+            and a
+        ),
+        timeout=60,
+    )
     rules = [r for g in groups["data"]["groups"] for r in g["rules"]]
     assert len(rules) == 10 and all(r["health"] == "ok" for r in rules), rules
     firing = [r["name"] for r in rules if r["state"] != "inactive"]
@@ -123,6 +145,10 @@ def test_prometheus_scrapes_the_daemon_and_sees_every_host_converged(
         for target in panel["targets"]:
             answer = prom.api("query", query=target["expr"])
             assert answer and answer["status"] == "success", (panel["title"], target["expr"], answer)
-    for expr in ("reconciler_host_converged", "reconciler_component_healthy", "reconciler_etcd_heartbeat_interval_seconds",
-                 "reconciler_reconcile_duration_seconds_bucket"):
+    for expr in (
+        "reconciler_host_converged",
+        "reconciler_component_healthy",
+        "reconciler_etcd_heartbeat_interval_seconds",
+        "reconciler_reconcile_duration_seconds_bucket",
+    ):
         assert prom.query(expr), expr  # the dashboard's main panels have data

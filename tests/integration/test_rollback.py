@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pytest
 
@@ -27,7 +27,7 @@ BAD_DATA_DIR = "/etc/hostname/default.etcd"  # passes every static rule; etcd ca
 def without_tuning(spec_dir: Path) -> Path:
     etcd = spec_dir / "etcd.yaml"
     text = etcd.read_text()
-    etcd.write_text(text[:text.index("# When etcd logs")].rstrip().removesuffix("---"))
+    etcd.write_text(text[: text.index("# When etcd logs")].rstrip().removesuffix("---"))
     return spec_dir
 
 
@@ -45,7 +45,9 @@ def healthy_members(bed: Testbed) -> int:
 def starts_since(host: TestHost, unit: str, since: float) -> int:
     out = host.ssh(f"journalctl -q -o cat _PID=1 --since=@{since:.0f} --no-pager", check=False).stdout
     description = {"etcd.service": "Etcd Server", "kube-apiserver.service": "Kubernetes API Service"}[unit]
-    return len(re.findall(rf"^Started ({re.escape(unit)} - )?{description}", out, re.M))  # systemd 252: "unit - description"
+    return len(
+        re.findall(rf"^Started ({re.escape(unit)} - )?{description}", out, re.M)
+    )  # systemd 252: "unit - description"
 
 
 def test_heartbeat_420_with_election_1000_is_refused_at_validate(spec_copy: Path) -> None:
@@ -54,17 +56,22 @@ def test_heartbeat_420_with_election_1000_is_refused_at_validate(spec_copy: Path
     etcd.write_text(etcd.read_text().replace("ETCD_HEARTBEAT_INTERVAL: 100", "ETCD_HEARTBEAT_INTERVAL: 420"))
     result = reconciler("validate", str(specs))
     assert result.code == 1
-    assert "etcd.yaml:29: spec.env.ETCD_ELECTION_TIMEOUT: ETCD_ELECTION_TIMEOUT=1000 on host 'master-1': election " \
-           "timeout 1000 ms is below 5 x the heartbeat interval 420 ms: etcd refuses to start" in result.out + result.err
+    assert (
+        "etcd.yaml:29: spec.env.ETCD_ELECTION_TIMEOUT: ETCD_ELECTION_TIMEOUT=1000 on host 'master-1': election "
+        "timeout 1000 ms is below 5 x the heartbeat interval 420 ms: etcd refuses to start" in result.out + result.err
+    )
     plan = reconciler("plan", str(specs))  # nothing is observed or written with such a spec
     assert plan.code == 1 and "master-1: no changes" not in plan.out
 
 
-def test_a_member_failing_on_new_config_is_rolled_back_and_the_others_are_never_touched(converged: Testbed,
-                                                                                         spec_copy: Path) -> None:
+def test_a_member_failing_on_new_config_is_rolled_back_and_the_others_are_never_touched(
+    converged: Testbed, spec_copy: Path
+) -> None:
     specs = without_tuning(spec_copy)
     etcd = specs / "etcd.yaml"
-    etcd.write_text(etcd.read_text().replace("ETCD_DATA_DIR: /var/lib/etcd/default.etcd", f"ETCD_DATA_DIR: {BAD_DATA_DIR}"))
+    etcd.write_text(
+        etcd.read_text().replace("ETCD_DATA_DIR: /var/lib/etcd/default.etcd", f"ETCD_DATA_DIR: {BAD_DATA_DIR}")
+    )
     assert reconciler("validate", str(specs)).code == 0  # nothing static to object to
     before = {h.name: etcd_state(h) for h in converged.hosts}
     writer = Writer(converged)
@@ -93,25 +100,32 @@ def test_a_member_failing_on_new_config_is_rolled_back_and_the_others_are_never_
     assert writer.acked and not missing, f"{len(missing)} acknowledged writes lost"
 
 
-def test_the_daemon_holds_a_rolled_back_config_until_the_specs_change(converged: Testbed, spec_copy: Path,
-                                                                      run_daemon: Callable[..., RunningDaemon]) -> None:
+def test_the_daemon_holds_a_rolled_back_config_until_the_specs_change(
+    converged: Testbed, spec_copy: Path, run_daemon: Callable[..., RunningDaemon]
+) -> None:
     specs = without_tuning(spec_copy)
     etcd = specs / "etcd.yaml"
     good = etcd.read_text()
     etcd.write_text(good.replace("ETCD_DATA_DIR: /var/lib/etcd/default.etcd", f"ETCD_DATA_DIR: {BAD_DATA_DIR}"))
     began = time.time()
     daemon = run_daemon(specs, "--resync", "1", "--backoff-base", "0.5", "--backoff-cap", "1")
-    status = wait_for("a member rolled back", lambda: (s := daemon.status()) and any(
-        h["status"] == "rolled-back" for h in s["hosts"].values()) and s, daemon=daemon, timeout=300)
+    status = wait_for(
+        "a member rolled back",
+        lambda: (s := daemon.status()) and any(h["status"] == "rolled-back" for h in s["hosts"].values()) and s,
+        daemon=daemon,
+        timeout=300,
+    )
     name = next(n for n, h in status["hosts"].items() if h["status"] == "rolled-back")
     first = next(h for h in converged.hosts if h.name == name)
     assert BAD_DATA_DIR in status["hosts"][name]["error"]
     assert daemon.sample("reconciler_rolled_back", host=name) == 1
     assert daemon.sample("reconciler_rollbacks", "_total", host=name, unit="etcd.service") == 1
     passes = daemon.sample("reconciler_reconciles", "_total", host=name, result="rolled-back")
-    wait_for("5 more passes over the held member",
-             lambda: daemon.sample("reconciler_reconciles", "_total", host=name, result="rolled-back") >= passes + 5,
-             daemon=daemon)
+    wait_for(
+        "5 more passes over the held member",
+        lambda: daemon.sample("reconciler_reconciles", "_total", host=name, result="rolled-back") >= passes + 5,
+        daemon=daemon,
+    )
     assert starts_since(first, "etcd.service", began) == 1  # the rollback's start only: no restart loop
     assert daemon.sample("reconciler_rollbacks", "_total", host=name, unit="etcd.service") == 1
     assert "held: not tried again" in daemon.status()["hosts"][name]["error"]
@@ -131,7 +145,9 @@ def test_a_kube_apiserver_flag_that_makes_it_exit_is_rolled_back(converged: Test
     before = (m2.root / "etc/kubernetes/apiserver").read_text()
     result = reconciler("apply", "--host", "master-2", str(spec_copy))
     out = result.out + result.err
-    assert result.code == 1 and "master-2: ROLLED BACK: master-2: kube-apiserver.service failed on the new config" in out, out
+    assert (
+        result.code == 1 and "master-2: ROLLED BACK: master-2: kube-apiserver.service failed on the new config" in out
+    ), out
     assert "--insecure-port=eighty" in out
     assert "invalid int value: 'eighty'" in out  # the stand-in's own argparse error, read from its journal
     assert (m2.root / "etc/kubernetes/apiserver").read_text() == before

@@ -50,8 +50,11 @@ def installed(converged: Testbed) -> Iterator[TestHost]:
     shutil.copy(converged.key_path, etc / "ssh/id_ed25519")
     shutil.copy(converged.known_hosts_path, etc / "ssh/known_hosts")
     inventory = etc / "specs/inventory.yaml"
-    inventory.write_text(inventory.read_text().replace(str(converged.key_path), "/etc/reconciler/ssh/id_ed25519")
-                         .replace(str(converged.known_hosts_path), "/etc/reconciler/ssh/known_hosts"))
+    inventory.write_text(
+        inventory.read_text()
+        .replace(str(converged.key_path), "/etc/reconciler/ssh/id_ed25519")
+        .replace(str(converged.known_hosts_path), "/etc/reconciler/ssh/known_hosts")
+    )
     unit_dir = host.root / "etc/systemd/system"
     shutil.copy(REPO / "deploy/systemd" / UNIT, unit_dir / UNIT)
     (unit_dir / f"{UNIT}.d").mkdir(exist_ok=True)
@@ -64,13 +67,17 @@ def installed(converged: Testbed) -> Iterator[TestHost]:
         "--listen 127.0.0.1:9479 --resync 5\n"
         f"WorkingDirectory={REPO}\nUser=root\nGroup=root\nWatchdogSec=4s\nRestartSec=1s\n"
         + ("ProtectHome=read-only\n" if under_root else "")
-        + ("PrivateTmp=no\nReadWritePaths=/tmp\n" if under_tmp else ""))  # a private /tmp would hide the checkout
+        + ("PrivateTmp=no\nReadWritePaths=/tmp\n" if under_tmp else "")
+    )  # a private /tmp would hide the checkout
     host.ssh("systemctl daemon-reload")
     try:
         yield host
     finally:
-        host.ssh(f"systemctl stop {UNIT}; rm -rf /etc/systemd/system/{UNIT} /etc/systemd/system/{UNIT}.d "
-                 "/etc/reconciler; systemctl daemon-reload; systemctl reset-failed", check=False)
+        host.ssh(
+            f"systemctl stop {UNIT}; rm -rf /etc/systemd/system/{UNIT} /etc/systemd/system/{UNIT}.d "
+            "/etc/reconciler; systemctl daemon-reload; systemctl reset-failed",
+            check=False,
+        )
 
 
 def test_runs_as_a_notify_service_with_watchdog_reload_and_clean_stop(installed: TestHost) -> None:
@@ -79,8 +86,11 @@ def test_runs_as_a_notify_service_with_watchdog_reload_and_clean_stop(installed:
     assert show(host, "ActiveState")["ActiveState"] == "active"
     assert host.ssh("curl -s -o /dev/null -w '%{http_code}' 127.0.0.1:9479/healthz").stdout == "200"
 
-    wait_until("STATUS= to report every host converged",
-               lambda: show(host, "StatusText")["StatusText"].startswith("3/3 hosts converged"), host)
+    wait_until(
+        "STATUS= to report every host converged",
+        lambda: show(host, "StatusText")["StatusText"].startswith("3/3 hosts converged"),
+        host,
+    )
     # WatchdogSec=4s: it has stayed up across several watchdog periods only because WATCHDOG=1 keeps coming.
     started = show(host, "ExecMainStartTimestampMonotonic")["ExecMainStartTimestampMonotonic"]
     uptime_before = time.monotonic()
@@ -91,13 +101,18 @@ def test_runs_as_a_notify_service_with_watchdog_reload_and_clean_stop(installed:
 
     cursor = host.ssh("journalctl -q -n 0 --show-cursor").stdout.strip().removeprefix("-- cursor: ")
     host.ssh(f"systemctl reload {UNIT}")  # ExecReload: SIGHUP reloads the specs
-    wait_until("the SIGHUP reload in the journal", lambda: '"reason": "sighup"' in host.ssh(
-        f"journalctl -q -o cat -u {UNIT} --after-cursor='{cursor}'").stdout, host)
+    wait_until(
+        "the SIGHUP reload in the journal",
+        lambda: '"reason": "sighup"' in host.ssh(f"journalctl -q -o cat -u {UNIT} --after-cursor='{cursor}'").stdout,
+        host,
+    )
 
     # A hung event loop stops the heartbeat: systemd's watchdog kills it and Restart=on-failure brings it back.
     pid = show(host, "MainPID")["MainPID"]
     host.ssh(f"kill -STOP {pid}")
-    wait_until("the watchdog to restart the daemon", lambda: show(host, "NRestarts")["NRestarts"] == "1", host, timeout=60)
+    wait_until(
+        "the watchdog to restart the daemon", lambda: show(host, "NRestarts")["NRestarts"] == "1", host, timeout=60
+    )
     wait_until("the restarted daemon to be active", lambda: show(host, "ActiveState")["ActiveState"] == "active", host)
     assert show(host, "MainPID")["MainPID"] != pid
 

@@ -31,8 +31,7 @@ def test_wrong_host_key_is_refused(testbed: Testbed, tmp_path: Path) -> None:
     swapped = tmp_path / "known_hosts"
     key_of_second = testbed.known_hosts_path.read_text().splitlines()[1].split(None, 1)[1]
     swapped.write_text(f"{first.address} {key_of_second}\n")
-    args = [a if not a.startswith("UserKnownHostsFile=") else f"UserKnownHostsFile={swapped}"
-            for a in first.ssh_args()]
+    args = [a if not a.startswith("UserKnownHostsFile=") else f"UserKnownHostsFile={swapped}" for a in first.ssh_args()]
     proc = subprocess.run([*args, "true"], capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
     assert proc.returncode == 255
 
@@ -42,9 +41,15 @@ def test_pki_installed_and_verifies(testbed: Testbed) -> None:
         out = host.ssh("cd /etc/kubernetes/ssl && openssl verify -CAfile ca.pem kubernetes.pem").stdout
         assert "kubernetes.pem: OK" in out
         modes = host.ssh("stat -c '%n %a' /etc/kubernetes/ssl /etc/kubernetes/ssl/*.pem").stdout.split("\n")
-        assert sorted(filter(None, modes)) == sorted([
-            "/etc/kubernetes/ssl 755", "/etc/kubernetes/ssl/ca-key.pem 600", "/etc/kubernetes/ssl/ca.pem 644",
-            "/etc/kubernetes/ssl/kubernetes-key.pem 600", "/etc/kubernetes/ssl/kubernetes.pem 644"])
+        assert sorted(filter(None, modes)) == sorted(
+            [
+                "/etc/kubernetes/ssl 755",
+                "/etc/kubernetes/ssl/ca-key.pem 600",
+                "/etc/kubernetes/ssl/ca.pem 644",
+                "/etc/kubernetes/ssl/kubernetes-key.pem 600",
+                "/etc/kubernetes/ssl/kubernetes.pem 644",
+            ]
+        )
         sans = host.ssh("openssl x509 -in /etc/kubernetes/ssl/kubernetes.pem -noout -ext subjectAltName").stdout
         assert f"IP Address:{host.address}" in sans and f"DNS:{host.name}" in sans
     assert (testbed.pki_dir / "ca.pem").exists()
@@ -52,8 +57,10 @@ def test_pki_installed_and_verifies(testbed: Testbed) -> None:
 
 def test_standin_runs_under_systemd(testbed: Testbed) -> None:
     host = testbed.hosts[0]
-    host.ssh("systemd-run --unit=t-sched -p Type=notify /usr/local/bin/kube-scheduler --logtostderr=true "
-             "--v=0 --master=http://127.0.0.1:8080 --leader-elect=true --address=127.0.0.1 --port=20251")
+    host.ssh(
+        "systemd-run --unit=t-sched -p Type=notify /usr/local/bin/kube-scheduler --logtostderr=true "
+        "--v=0 --master=http://127.0.0.1:8080 --leader-elect=true --address=127.0.0.1 --port=20251"
+    )
     try:
         assert host.ssh("curl -sf http://127.0.0.1:20251/healthz").stdout == "ok"
         assert host.ssh("systemctl is-active t-sched").stdout.strip() == "active"
@@ -65,10 +72,12 @@ def test_standin_runs_under_systemd(testbed: Testbed) -> None:
 def test_apiserver_standin_unhealthy_without_etcd(testbed: Testbed) -> None:
     host = testbed.hosts[1]
     ssl = "/etc/kubernetes/ssl"
-    host.ssh(f"systemd-run --unit=t-api -p Type=notify /usr/local/bin/kube-apiserver --logtostderr=true "
-             f"--etcd-servers=https://127.0.0.1:1 --insecure-bind-address={host.address} --insecure-port=28080 "
-             f"--experimental-bootstrap-token-auth --etcd-cafile={ssl}/ca.pem "
-             f"--etcd-certfile={ssl}/kubernetes.pem --etcd-keyfile={ssl}/kubernetes-key.pem")
+    host.ssh(
+        f"systemd-run --unit=t-api -p Type=notify /usr/local/bin/kube-apiserver --logtostderr=true "
+        f"--etcd-servers=https://127.0.0.1:1 --insecure-bind-address={host.address} --insecure-port=28080 "
+        f"--experimental-bootstrap-token-auth --etcd-cafile={ssl}/ca.pem "
+        f"--etcd-certfile={ssl}/kubernetes.pem --etcd-keyfile={ssl}/kubernetes-key.pem"
+    )
     try:
         out = host.ssh(f"curl -s -o /dev/null -w '%{{http_code}}' http://{host.address}:28080/healthz").stdout
         assert out == "500"

@@ -28,17 +28,34 @@ GRACE = 10
 
 def tuning_specs(spec_copy: Path) -> Path:
     etcd = spec_copy / "etcd.yaml"
-    etcd.write_text(etcd.read_text().replace("cooldownSeconds: 600", "cooldownSeconds: 0")  # only the rules stop round 2
-                    .replace("restartGraceSeconds: 30", f"restartGraceSeconds: {GRACE}"))
+    etcd.write_text(
+        etcd.read_text()
+        .replace("cooldownSeconds: 600", "cooldownSeconds: 0")  # only the rules stop round 2
+        .replace("restartGraceSeconds: 30", f"restartGraceSeconds: {GRACE}")
+    )
     return spec_copy
 
 
-def etcdctl(bed: Testbed, *args: str, endpoints: list[TestHost] | None = None, timeout: float = 10) -> subprocess.CompletedProcess[str]:
+def etcdctl(
+    bed: Testbed, *args: str, endpoints: list[TestHost] | None = None, timeout: float = 10
+) -> subprocess.CompletedProcess[str]:
     pki = bed.pki_dir
     eps = ",".join(f"https://{h.address}:2379" for h in (endpoints or bed.hosts))
-    return subprocess.run(["etcdctl", f"--endpoints={eps}", f"--cacert={pki}/ca.pem", f"--cert={pki}/kubernetes.pem",
-                           f"--key={pki}/kubernetes-key.pem", "--command-timeout=5s", *args],
-                          capture_output=True, text=True, timeout=timeout, env={"ETCDCTL_API": "3", "PATH": "/usr/bin:/bin"})
+    return subprocess.run(
+        [
+            "etcdctl",
+            f"--endpoints={eps}",
+            f"--cacert={pki}/ca.pem",
+            f"--cert={pki}/kubernetes.pem",
+            f"--key={pki}/kubernetes-key.pem",
+            "--command-timeout=5s",
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={"ETCDCTL_API": "3", "PATH": "/usr/bin:/bin"},
+    )
 
 
 def leader(bed: Testbed, among: list[TestHost]) -> TestHost:
@@ -51,8 +68,10 @@ def leader(bed: Testbed, among: list[TestHost]) -> TestHost:
 
 def pulse(host: TestHost, times: int = 3) -> None:
     """Stall etcd's process 400 ms at a time: heartbeats go out late, etcd logs the warning."""
-    host.ssh("pid=$(systemctl show -p MainPID --value etcd); "
-             f"for i in $(seq {times}); do kill -STOP $pid; sleep 0.4; kill -CONT $pid; sleep 0.3; done")
+    host.ssh(
+        "pid=$(systemctl show -p MainPID --value etcd); "
+        f"for i in $(seq {times}); do kill -STOP $pid; sleep 0.4; kill -CONT $pid; sleep 0.3; done"
+    )
 
 
 def running_values(host: TestHost) -> dict[str, str]:
@@ -64,7 +83,9 @@ def running_values(host: TestHost) -> dict[str, str]:
 
 def conf_values(host: TestHost) -> dict[str, str]:
     conf = (host.root / "etc/etcd/etcd.conf").read_text()
-    return dict(line.split("=", 1) for line in conf.splitlines() if line.startswith(("ETCD_HEARTBEAT", "ETCD_ELECTION")))
+    return dict(
+        line.split("=", 1) for line in conf.splitlines() if line.startswith(("ETCD_HEARTBEAT", "ETCD_ELECTION"))
+    )
 
 
 def wait_past_recent_restarts(bed: Testbed) -> None:
@@ -100,12 +121,19 @@ class Writer(threading.Thread):
         self.join(30)
 
 
-def test_overload_raises_timeouts_on_every_member_one_at_a_time(converged: Testbed, spec_copy: Path, tmp_path: Path,
-                                                                run_daemon: Callable[..., RunningDaemon]) -> None:
+def test_overload_raises_timeouts_on_every_member_one_at_a_time(
+    converged: Testbed, spec_copy: Path, tmp_path: Path, run_daemon: Callable[..., RunningDaemon]
+) -> None:
     specs, state = tuning_specs(spec_copy), tmp_path / "state"
     daemon = run_daemon(specs, "--resync", "600", "--state-dir", str(state))
-    wait_for("convergence and journals followed", lambda: all_converged(daemon) and all(
-        m["journal"]["following"] for m in daemon.status()["tuning"]["members"].values()), daemon=daemon)
+    wait_for(
+        "convergence and journals followed",
+        lambda: (
+            all_converged(daemon)
+            and all(m["journal"]["following"] for m in daemon.status()["tuning"]["members"].values())
+        ),
+        daemon=daemon,
+    )
     wait_past_recent_restarts(converged)
     cursors = {h.name: journal_cursor(h) for h in converged.hosts}
     writer = Writer(converged)
@@ -113,11 +141,21 @@ def test_overload_raises_timeouts_on_every_member_one_at_a_time(converged: Testb
     try:
         pulse(leader(converged, converged.hosts))
         overlay = wait_for("a raise", lambda: daemon.status()["tuning"]["overlay"], daemon=daemon, timeout=60)
-        want = {"ETCD_HEARTBEAT_INTERVAL": str(overlay["heartbeat_ms"]), "ETCD_ELECTION_TIMEOUT": str(overlay["election_ms"])}
+        want = {
+            "ETCD_HEARTBEAT_INTERVAL": str(overlay["heartbeat_ms"]),
+            "ETCD_ELECTION_TIMEOUT": str(overlay["election_ms"]),
+        }
         assert overlay["heartbeat_ms"] > 100 and overlay["election_ms"] >= 10 * overlay["heartbeat_ms"]
         raised_at = time.time()
-        wait_for("every member to run the raised values", lambda: all_converged(daemon, after=raised_at) and all(
-            conf_values(h) == want and running_values(h) == want for h in converged.hosts), daemon=daemon, timeout=240)
+        wait_for(
+            "every member to run the raised values",
+            lambda: (
+                all_converged(daemon, after=raised_at)
+                and all(conf_values(h) == want and running_values(h) == want for h in converged.hosts)
+            ),
+            daemon=daemon,
+            timeout=240,
+        )
     finally:
         writer.stop()
     # Exactly one restart per member, never two at once.
@@ -129,15 +167,21 @@ def test_overload_raises_timeouts_on_every_member_one_at_a_time(converged: Testb
     assert len(writer.acked) > 20 and set(writer.acked) <= stored, (len(writer.acked), writer.failed)
     # The restarts' own warnings (if any) did not start a second round, cooldown 0 notwithstanding.
     last_start = windows[-1][1]
-    wait_for("the tuner to evaluate past the restarts' grace window",
-             lambda: (daemon.status()["tuning"]["evaluated_at"] or 0) > last_start + GRACE + 2, daemon=daemon)
+    wait_for(
+        "the tuner to evaluate past the restarts' grace window",
+        lambda: (daemon.status()["tuning"]["evaluated_at"] or 0) > last_start + GRACE + 2,
+        daemon=daemon,
+    )
     status = daemon.status()["tuning"]
     assert status["overlay"]["history"] == [] and status["overlay"]["heartbeat_ms"] == overlay["heartbeat_ms"]
     assert daemon.sample("reconciler_etcd_tuning_decisions", "_total", outcome="raised") == 1
     assert daemon.sample("reconciler_etcd_heartbeat_warnings", "_total", counted="true") >= 3
     assert "CPU starvation or network" in status["overlay"]["cause"]  # the testbed's WAL fsync is fast
     for host in converged.hosts:
-        assert daemon.sample("reconciler_etcd_heartbeat_interval_seconds", host=host.name) == overlay["heartbeat_ms"] / 1000
+        assert (
+            daemon.sample("reconciler_etcd_heartbeat_interval_seconds", host=host.name)
+            == overlay["heartbeat_ms"] / 1000
+        )
 
     # A daemon restart keeps the overlay: nothing to change, nothing restarted.
     assert daemon.stop() == 0
@@ -146,7 +190,9 @@ def test_overload_raises_timeouts_on_every_member_one_at_a_time(converged: Testb
     wait_for("the restarted daemon to converge", lambda: all_converged(again), daemon=again)
     assert again.status()["tuning"]["overlay"]["heartbeat_ms"] == overlay["heartbeat_ms"]
     assert all(r["applied"] == [] for r in again.status()["hosts"].values())
-    assert before == {h.name: h.ssh("systemctl show -p ActiveEnterTimestamp --value etcd").stdout for h in converged.hosts}
+    assert before == {
+        h.name: h.ssh("systemctl show -p ActiveEnterTimestamp --value etcd").stdout for h in converged.hosts
+    }
     plan = reconciler("plan", "--state-dir", str(state), str(specs))
     assert plan.code == 0 and f"heartbeat {overlay['heartbeat_ms']} ms" in plan.out, plan.out + plan.err
     again.stop()
@@ -158,11 +204,14 @@ def test_overload_raises_timeouts_on_every_member_one_at_a_time(converged: Testb
     assert all(conf_values(h)["ETCD_HEARTBEAT_INTERVAL"] == "100" for h in converged.hosts)
 
 
-def test_with_a_member_down_nothing_restarts_and_status_says_why(converged: Testbed, spec_copy: Path, tmp_path: Path,
-                                                                run_daemon: Callable[..., RunningDaemon]) -> None:
+def test_with_a_member_down_nothing_restarts_and_status_says_why(
+    converged: Testbed, spec_copy: Path, tmp_path: Path, run_daemon: Callable[..., RunningDaemon]
+) -> None:
     specs, state = tuning_specs(spec_copy), tmp_path / "state"
     m1, m2, m3 = converged.hosts
-    daemon = run_daemon(specs, "--resync", "2", "--backoff-cap", "2", "--connect-attempts", "1", "--state-dir", str(state))
+    daemon = run_daemon(
+        specs, "--resync", "2", "--backoff-cap", "2", "--connect-attempts", "1", "--state-dir", str(state)
+    )
     wait_for("convergence", lambda: all_converged(daemon), daemon=daemon)
     wait_past_recent_restarts(converged)
     m3.stop()
@@ -175,8 +224,11 @@ def test_with_a_member_down_nothing_restarts_and_status_says_why(converged: Test
         def blocked() -> bool:
             status = daemon.status()
             members = status["tuning"]["members"]
-            return all("other member(s) unhealthy: master-3" in members[n]["rollout"] and
-                       (status["hosts"][n]["last_run"] or 0) > decided for n in ("master-1", "master-2"))
+            return all(
+                "other member(s) unhealthy: master-3" in members[n]["rollout"]
+                and (status["hosts"][n]["last_run"] or 0) > decided
+                for n in ("master-1", "master-2")
+            )
 
         wait_for("/status to say why the rollout waits", blocked, daemon=daemon)
         for host in (m1, m2):
@@ -186,8 +238,15 @@ def test_with_a_member_down_nothing_restarts_and_status_says_why(converged: Test
         m3.start()
     overlay = daemon.status()["tuning"]["overlay"]
     want = str(overlay["heartbeat_ms"])
-    wait_for("the rollout to finish once master-3 is back", lambda: all_converged(daemon) and all(
-        running_values(h).get("ETCD_HEARTBEAT_INTERVAL") == want for h in converged.hosts), daemon=daemon, timeout=240)
+    wait_for(
+        "the rollout to finish once master-3 is back",
+        lambda: (
+            all_converged(daemon)
+            and all(running_values(h).get("ETCD_HEARTBEAT_INTERVAL") == want for h in converged.hosts)
+        ),
+        daemon=daemon,
+        timeout=240,
+    )
     daemon.stop()
     assert reconciler("tuning", "clear", "--state-dir", str(state)).code == 0
     assert reconciler("apply", str(SPECS)).code == 0

@@ -71,7 +71,9 @@ def cycles(graph: dict[str, dict[str, list[str]]]) -> list[list[str]]:
 def test_the_package_import_graph_has_no_cycle() -> None:
     graph = import_graph()
     loops = cycles(graph)
-    detail = [f"{a} -> {b} ({', '.join(graph[a][b][:3])})" for loop in loops for a in loop for b in graph[a] if b in loop]
+    detail = [
+        f"{a} -> {b} ({', '.join(graph[a][b][:3])})" for loop in loops for a in loop for b in graph[a] if b in loop
+    ]
     assert not loops, f"import cycles {loops}:\n" + "\n".join(detail)
 
 
@@ -85,6 +87,12 @@ def test_the_spec_layer_imports_nothing_above_it() -> None:
     """specs -> desired: spec (and what it uses to check components) never reaches the engine, status or tuning."""
     graph = import_graph()
     for low in ("reconciler.spec", "reconciler.components"):
-        above = set(graph.get(low, {})) & {"reconciler.engine", "reconciler.status", "reconciler.tuning",
-                                             "reconciler.transport", "reconciler.apply", "reconciler.observe"}
+        above = set(graph.get(low, {})) & {
+            "reconciler.engine",
+            "reconciler.status",
+            "reconciler.tuning",
+            "reconciler.transport",
+            "reconciler.apply",
+            "reconciler.observe",
+        }
         assert not above, f"{low} imports {sorted(above)}"

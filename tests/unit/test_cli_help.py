@@ -20,11 +20,14 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
     assert capsys.readouterr().out.strip() == "reconciler 0.1.0"
 
 
-@pytest.mark.parametrize(("command", "shown"), [
-    ("run", ["--resync RESYNC", "(default: 30.0)", "(default: 127.0.0.1:9479)", "(default: 16)"]),
-    ("apply", ["(default: 120.0)", "(default: 4)", "(default: specs)"]),
-    ("status", ["(default: http://127.0.0.1:9479)"]),
-])
+@pytest.mark.parametrize(
+    ("command", "shown"),
+    [
+        ("run", ["--resync RESYNC", "(default: 30.0)", "(default: 127.0.0.1:9479)", "(default: 16)"]),
+        ("apply", ["(default: 120.0)", "(default: 4)", "(default: specs)"]),
+        ("status", ["(default: http://127.0.0.1:9479)"]),
+    ],
+)
 def test_help_shows_the_defaults(command: str, shown: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         main([command, "--help"])
@@ -35,7 +38,9 @@ def test_help_shows_the_defaults(command: str, shown: list[str], capsys: pytest.
 
 def test_validate_does_not_import_ssh_or_the_engine() -> None:
     """Each command imports what it runs: `validate` starts without asyncssh and the engine."""
-    code = ("import sys; from reconciler.cli import main; main(['validate', 'specs']); "
-            "print(sorted(m for m in sys.modules if m.startswith(('asyncssh', 'reconciler.engine'))))")
+    code = (
+        "import sys; from reconciler.cli import main; main(['validate', 'specs']); "
+        "print(sorted(m for m in sys.modules if m.startswith(('asyncssh', 'reconciler.engine'))))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO).stdout
     assert out.strip().endswith("[]"), out

@@ -34,7 +34,7 @@ spec: {path: /etc/f, content: "good\\n"}
 """
 
 HOSTILE = {
-    "loop": '{% for i in range(3) %}{% for j in range(100000) %}{% for k in range(100000) %}{% endfor %}{% endfor %}{% endfor %}',
+    "loop": "{% for i in range(3) %}{% for j in range(100000) %}{% for k in range(100000) %}{% endfor %}{% endfor %}{% endfor %}",
     "range": "{% for i in range(200000) %}x{% endfor %}",
     "macro": "{% macro m(n) %}{{ m(n + 1) }}{% endmacro %}{{ m(0) }}",
     "power": "{{ 10 ** (10 ** 9) }}",
@@ -44,8 +44,12 @@ HOSTILE = {
 
 
 def bad_spec(specs: Path, template: str) -> None:
-    doc = {"apiVersion": "reconciler/v1", "kind": "File", "metadata": {"name": "bad"},
-           "spec": {"path": "/etc/bad", "content": template}}
+    doc = {
+        "apiVersion": "reconciler/v1",
+        "kind": "File",
+        "metadata": {"name": "bad"},
+        "spec": {"path": "/etc/bad", "content": template},
+    }
     (specs / "bad.yaml").write_text(yaml.safe_dump(doc, sort_keys=False, width=1000))  # content: on line 7
 
 
@@ -57,8 +61,15 @@ def settings(specs: Path, state: Path) -> DaemonSettings:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    return DaemonSettings(spec_dir=specs, state_dir=state, listen_port=port, resync_interval=3600,
-                          backoff_base=3600, backoff_cap=3600, shutdown_timeout=5)
+    return DaemonSettings(
+        spec_dir=specs,
+        state_dir=state,
+        listen_port=port,
+        resync_interval=3600,
+        backoff_base=3600,
+        backoff_cap=3600,
+        shutdown_timeout=5,
+    )
 
 
 @pytest.fixture
@@ -70,20 +81,25 @@ def specs(tmp_path: Path) -> Path:
 
 
 @pytest.mark.parametrize("name", sorted(HOSTILE))
-async def test_a_hostile_template_edit_is_a_located_error_and_the_last_good_specs_stay(specs: Path, tmp_path: Path,
-                                                                                 name: str) -> None:
+async def test_a_hostile_template_edit_is_a_located_error_and_the_last_good_specs_stay(
+    specs: Path, tmp_path: Path, name: str
+) -> None:
     daemon = Daemon(settings(specs, tmp_path / "state"), connector=unreachable)
     assert await daemon.load_specs("start")
     good = daemon.desired
     bad_spec(specs, HOSTILE[name])
     assert not await daemon.load_specs("watch")
     assert daemon.desired is good and daemon.spec["generation"] == 1 and not daemon.spec["valid"]
-    assert daemon.spec["errors"] and all(e.startswith("specs/bad.yaml:7: spec.content: rendering for host ") for e in daemon.spec["errors"])
+    assert daemon.spec["errors"] and all(
+        e.startswith("specs/bad.yaml:7: spec.content: rendering for host ") for e in daemon.spec["errors"]
+    )
     (specs / "bad.yaml").unlink()
     assert await daemon.load_specs("watch") and daemon.spec["valid"]
 
 
-async def test_a_loader_bug_keeps_the_last_good_specs(specs: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_a_loader_bug_keeps_the_last_good_specs(
+    specs: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     daemon = Daemon(settings(specs, tmp_path / "state"), connector=unreachable)
     assert await daemon.load_specs("start")
     good = daemon.desired
@@ -93,11 +109,14 @@ async def test_a_loader_bug_keeps_the_last_good_specs(specs: Path, tmp_path: Pat
 
     monkeypatch.setattr(daemon_module, "load_desired", broken)
     assert not await daemon.load_specs("watch")
-    assert daemon.desired is good and daemon.spec["errors"] == [f"{specs}:0: internal error while loading: RuntimeError"]
+    assert daemon.desired is good and daemon.spec["errors"] == [
+        f"{specs}:0: internal error while loading: RuntimeError"
+    ]
 
 
-async def test_a_background_task_that_dies_stops_the_daemon_with_exit_code_1(specs: Path, tmp_path: Path,
-                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_a_background_task_that_dies_stops_the_daemon_with_exit_code_1(
+    specs: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     async def broken_watch(*args: object, **kwargs: object) -> None:
         raise RuntimeError("the watcher died")
 

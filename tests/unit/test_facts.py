@@ -9,26 +9,46 @@ import pytest
 from reconciler.observe.facts import observe_argv, parse_observation, parse_timestamp
 from reconciler.spec.desired import DesiredCheck
 
-RECORDED = "\n".join([
-    "@@F /etc/etcd/etcd.conf",
-    "644 root root 1795718912.791771851 19",
-    base64.b64encode(b"ETCD_NAME=master-1\n").decode(),
-    "@@F /etc/kubernetes/config",
-    "@@MISSING",
-    "@@H etcd 0 200",
-    "@@H kube-apiserver 7 000",
-    "@@H kube-scheduler 0 500",
-    "@@U",
-    "Id=etcd.service", "LoadState=loaded", "ActiveState=active", "SubState=running", "UnitFileState=enabled",
-    "ActiveEnterTimestamp=Thu 2026-11-26 23:40:01.123456 UTC", "MainPID=42", "NeedDaemonReload=no",
-    "FragmentPath=/etc/systemd/system/etcd.service",
-    "",
-    "Id=kube-scheduler.service", "LoadState=not-found", "ActiveState=inactive", "SubState=dead", "UnitFileState=",
-    "ActiveEnterTimestamp=", "MainPID=0", "NeedDaemonReload=no", "FragmentPath=",
-    "@@END", ""])
+RECORDED = "\n".join(
+    [
+        "@@F /etc/etcd/etcd.conf",
+        "644 root root 1795718912.791771851 19",
+        base64.b64encode(b"ETCD_NAME=master-1\n").decode(),
+        "@@F /etc/kubernetes/config",
+        "@@MISSING",
+        "@@H etcd 0 200",
+        "@@H kube-apiserver 7 000",
+        "@@H kube-scheduler 0 500",
+        "@@U",
+        "Id=etcd.service",
+        "LoadState=loaded",
+        "ActiveState=active",
+        "SubState=running",
+        "UnitFileState=enabled",
+        "ActiveEnterTimestamp=Thu 2026-11-26 23:40:01.123456 UTC",
+        "MainPID=42",
+        "NeedDaemonReload=no",
+        "FragmentPath=/etc/systemd/system/etcd.service",
+        "",
+        "Id=kube-scheduler.service",
+        "LoadState=not-found",
+        "ActiveState=inactive",
+        "SubState=dead",
+        "UnitFileState=",
+        "ActiveEnterTimestamp=",
+        "MainPID=0",
+        "NeedDaemonReload=no",
+        "FragmentPath=",
+        "@@END",
+        "",
+    ]
+)
 
-CHECKS = [DesiredCheck("etcd", 3, url="https://x:2379/health"), DesiredCheck("kube-apiserver", 3, url="http://x:8080/healthz"),
-          DesiredCheck("kube-scheduler", 3, url="http://127.0.0.1:10251/healthz")]
+CHECKS = [
+    DesiredCheck("etcd", 3, url="https://x:2379/health"),
+    DesiredCheck("kube-apiserver", 3, url="http://x:8080/healthz"),
+    DesiredCheck("kube-scheduler", 3, url="http://127.0.0.1:10251/healthz"),
+]
 
 
 def test_parse_recorded_observation() -> None:
@@ -43,8 +63,10 @@ def test_parse_recorded_observation() -> None:
     sched = snap.units["kube-scheduler.service"]
     assert not sched.active and not sched.enabled and sched.active_enter is None
     assert [(c.name, c.ok, c.detail) for c in snap.checks] == [
-        ("etcd", True, "HTTP 200"), ("kube-apiserver", False, "connection refused"),
-        ("kube-scheduler", False, "HTTP 500, expected 200")]
+        ("etcd", True, "HTTP 200"),
+        ("kube-apiserver", False, "connection refused"),
+        ("kube-scheduler", False, "HTTP 500, expected 200"),
+    ]
 
 
 def test_truncated_output_is_an_error() -> None:
@@ -77,8 +99,10 @@ def test_certificate_section_of_the_observation() -> None:
 
     argv = observe_argv([], [], [], ["/etc/kubernetes/ssl/ca.pem", "/etc/kubernetes/ssl/admin.pem"])
     assert argv[-4:] == ["C", "/etc/kubernetes/ssl/ca.pem", "C", "/etc/kubernetes/ssl/admin.pem"]
-    out = ("@@C /etc/kubernetes/ssl/ca.pem\nnotAfter=Nov 24 02:46:57 2036 GMT\nsubject=CN = test-ca\n"
-           "@@C /etc/kubernetes/ssl/admin.pem\nmissing\n@@END\n")
+    out = (
+        "@@C /etc/kubernetes/ssl/ca.pem\nnotAfter=Nov 24 02:46:57 2036 GMT\nsubject=CN = test-ca\n"
+        "@@C /etc/kubernetes/ssl/admin.pem\nmissing\n@@END\n"
+    )
     snap = parse_observation("m1", out)
     assert snap.certificates["/etc/kubernetes/ssl/ca.pem"].subject == "CN = test-ca"
     assert not snap.certificates["/etc/kubernetes/ssl/admin.pem"].exists

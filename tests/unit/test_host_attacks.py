@@ -57,8 +57,15 @@ IS_ROOT = os.getuid() == 0
 
 # ---------------------------------------------------------------------------------------------- helpers
 
-def observe(limits: dict[str, int], *, env: dict[str, str] | None = None, as_user: int | None = None,
-            checks: tuple[DesiredCheck, ...] = (), certs: tuple[str, ...] = ()) -> str:
+
+def observe(
+    limits: dict[str, int],
+    *,
+    env: dict[str, str] | None = None,
+    as_user: int | None = None,
+    checks: tuple[DesiredCheck, ...] = (),
+    certs: tuple[str, ...] = (),
+) -> str:
     argv = observe_argv(limits, [], checks, certs)
     if as_user is not None:
         argv = ["setpriv", f"--reuid={as_user}", f"--regid={as_user}", "--clear-groups", *argv]
@@ -72,21 +79,54 @@ def fact(path: str, limit: int = 1 << 20, **kw: Any) -> FileFact:
 
 
 def desired(paths: list[str], content: bytes = b"want\n", mode: int = 0o644) -> DesiredHost:
-    return DesiredHost(Target("h", "127.0.0.1"), {p: DesiredFile(p, content, mode, USER, GROUP, False, f"File/{i}")
-                                                  for i, p in enumerate(paths)})
+    return DesiredHost(
+        Target("h", "127.0.0.1"),
+        {p: DesiredFile(p, content, mode, USER, GROUP, False, f"File/{i}") for i, p in enumerate(paths)},
+    )
 
 
-def write(path: Path, content: bytes, *, mode: str = "0644", owner: str = USER, group: str = GROUP,
-          bak: Path | None = None, env: dict[str, str] | None = None, timeout: float = 30) -> subprocess.CompletedProcess[bytes]:
+def write(
+    path: Path,
+    content: bytes,
+    *,
+    mode: str = "0644",
+    owner: str = USER,
+    group: str = GROUP,
+    bak: Path | None = None,
+    env: dict[str, str] | None = None,
+    timeout: float = 30,
+) -> subprocess.CompletedProcess[bytes]:
     digest = hashlib.sha256(content).hexdigest()
     backups = bak if bak is not None else path.parent / "bak"
-    return subprocess.run(["bash", "-c", WRITE_SCRIPT, "w", str(path), mode, owner, group, str(backups),
-                           "20261130T000000.1", "5", digest], input=content, capture_output=True, timeout=timeout, env=env)
+    return subprocess.run(
+        [
+            "bash",
+            "-c",
+            WRITE_SCRIPT,
+            "w",
+            str(path),
+            mode,
+            owner,
+            group,
+            str(backups),
+            "20261130T000000.1",
+            "5",
+            digest,
+        ],
+        input=content,
+        capture_output=True,
+        timeout=timeout,
+        env=env,
+    )
 
 
 def attrs(path: Path, mode: str = "0644", env: dict[str, str] | None = None) -> subprocess.CompletedProcess[bytes]:
-    return subprocess.run(["sh", "-c", ATTRS_SCRIPT, "attrs", f"{USER}:{GROUP}", mode, str(path)],
-                          capture_output=True, timeout=30, env=env)
+    return subprocess.run(
+        ["sh", "-c", ATTRS_SCRIPT, "attrs", f"{USER}:{GROUP}", mode, str(path)],
+        capture_output=True,
+        timeout=30,
+        env=env,
+    )
 
 
 def run_bounded(argv: list[str], timeout: float, **kw: Any) -> tuple[int | None, bytes, bytes]:
@@ -139,6 +179,7 @@ needs_root = pytest.mark.skipif(not IS_ROOT, reason="needs root (chown, setpriv,
 
 # ---------------------------------------------------------------- A: a symlink ABOVE the managed path
 
+
 def test_A_observe_never_reads_through_a_symlinked_parent_directory(host_dir: Path) -> None:
     elsewhere = host_dir / "root-kube"
     elsewhere.mkdir()
@@ -180,10 +221,13 @@ def test_symlink_loops_at_and_above_a_managed_path(host_dir: Path) -> None:
     assert write(Path(above), b"x\n").returncode != 0  # mkdir -p on the loop fails: nothing written anywhere
     assert sorted(os.listdir(host_dir)) == before
     assert write(Path(at), b"x\n").returncode == 0  # the loop link itself is replaced by the declared file
-    assert not (host_dir / "a").is_symlink() and (host_dir / "a").read_bytes() == b"x\n" and (host_dir / "b").is_symlink()
+    assert (
+        not (host_dir / "a").is_symlink() and (host_dir / "a").read_bytes() == b"x\n" and (host_dir / "b").is_symlink()
+    )
 
 
 # ------------------------------------------------------------ what the host prints: can it fake a line?
+
 
 def test_a_link_target_with_newlines_and_markers_cannot_inject_lines(host_dir: Path) -> None:
     path = str(host_dir / "conf")
@@ -217,14 +261,22 @@ def test_certificate_subject_with_newlines_cannot_fake_an_end_date_or_lines(host
     cn = "x\nnotAfter=Dec 31 00:00:00 2099 GMT\n@@H etcd 0 200\n@@U\n@@END\n\u2028\x1b[31m"
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn, _validate=False)])
     start = datetime.datetime(2020, 1, 1)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key()).serial_number(1)
-            .not_valid_before(start).not_valid_after(start + datetime.timedelta(days=2)).sign(key, hashes.SHA256()))
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(1)
+        .not_valid_before(start)
+        .not_valid_after(start + datetime.timedelta(days=2))
+        .sign(key, hashes.SHA256())
+    )
     path = host_dir / "ca.pem"
     path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     check = DesiredCheck("etcd", 2.0, tcp_host="127.0.0.1", tcp_port=1)  # refused: must stay failing
     snap = parse_observation("h", observe({}, checks=(check,), certs=(str(path),)), [check])
     fact_ = snap.certificates[str(path)]
-    assert fact_.not_after == datetime.datetime(2020, 1, 3, tzinfo=datetime.timezone.utc).timestamp()
+    assert fact_.not_after == datetime.datetime(2020, 1, 3, tzinfo=datetime.UTC).timestamp()
     assert "\n" not in fact_.subject and "\x1b" not in fact_.subject  # openssl escapes control characters
     assert [c.ok for c in snap.checks] == [False] and not snap.healthy
 
@@ -238,18 +290,23 @@ def test_a_spoofed_duplicate_check_line_never_makes_a_failing_check_healthy() ->
 def test_lines_after_a_units_block_never_make_a_failing_check_healthy() -> None:
     """What a systemctl value carrying a newline and '@@END' could append (no non-root channel found for it)."""
     check = DesiredCheck("etcd", 2.0, url="https://127.0.0.1:2379/health")
-    text = ("@@H etcd 7 000\n@@U\nId=etcd.service\nFragmentPath=/x\n@@END\n@@H etcd 0 200\n"
-            "@@F /etc/a\n644 root root 1.0 5\nd2FudAo=\n@@END\n")
+    text = (
+        "@@H etcd 7 000\n@@U\nId=etcd.service\nFragmentPath=/x\n@@END\n@@H etcd 0 200\n"
+        "@@F /etc/a\n644 root root 1.0 5\nd2FudAo=\n@@END\n"
+    )
     snap = parse_observation("h", text, [check], paths=["/etc/b"])
     assert not snap.healthy and "/etc/a" not in snap.files
 
 
-@pytest.mark.parametrize("text", [
-    "@@F /etc/a\n644 u g 1.0 5\n@@BIG\n@@END\n",  # BIG for a small file
-    "@@F /etc/a\n644 u g 1.0 0\nd2FudAo=\n@@END\n",  # more content than its size
-    "@@F /etc/a\n644 u g 1.0 5\nd2Fu\n@@END\n",  # less content than its size
-    "@@F /etc/a\n@@OTHER file\n@@END\n",  # a type word that is not a regular file
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "@@F /etc/a\n644 u g 1.0 5\n@@BIG\n@@END\n",  # BIG for a small file
+        "@@F /etc/a\n644 u g 1.0 0\nd2FudAo=\n@@END\n",  # more content than its size
+        "@@F /etc/a\n644 u g 1.0 5\nd2Fu\n@@END\n",  # less content than its size
+        "@@F /etc/a\n@@OTHER file\n@@END\n",  # a type word that is not a regular file
+    ],
+)
 def test_crafted_file_facts_never_look_like_the_declared_file(text: str) -> None:
     """(A header with size -1 does: see the report; only a host's root can print one.)"""
     snap = parse_observation("h", text, paths=["/etc/a"])
@@ -262,8 +319,16 @@ def test_an_error_after_the_stat_line_is_an_observation_error() -> None:
         parse_observation("h", "@@F /etc/a\n644 u g 1.0 5\n@@ERR unreadable\n@@END\n", paths=["/etc/a"])
 
 
-@pytest.mark.parametrize("header", ["644 root wheel group 1.0 5", "644 root root 1.0", "0x1a4 root root 1.0 5",
-                                    f"644 {CANARY} root nan 5", "644 root root 1.0 99999999999999999999999999"])
+@pytest.mark.parametrize(
+    "header",
+    [
+        "644 root wheel group 1.0 5",
+        "644 root root 1.0",
+        "0x1a4 root root 1.0 5",
+        f"644 {CANARY} root nan 5",
+        "644 root root 1.0 99999999999999999999999999",
+    ],
+)
 def test_garbled_file_headers_are_an_observation_error_that_never_quotes_them(header: str) -> None:
     text = f"@@F /etc/a\n{header}\n{base64.b64encode(CANARY.encode()).decode()}\n@@END\n"
     try:
@@ -276,6 +341,7 @@ def test_garbled_file_headers_are_an_observation_error_that_never_quotes_them(he
 
 # ---------------------------------------------------------------------- sizes, special files, /proc
 
+
 def test_a_huge_sparse_file_is_neither_read_nor_copied_in_full(host_dir: Path) -> None:
     path = host_dir / "conf"
     with open(path, "wb") as f:
@@ -285,7 +351,9 @@ def test_a_huge_sparse_file_is_neither_read_nor_copied_in_full(host_dir: Path) -
     assert len(out) < 1024 and time.monotonic() - began < 10
     f_ = parse_observation("h", out, paths=[str(path)]).files[str(path)]
     assert f_.size == 64 << 30 and not f_.complete
-    assert "<68719476736 bytes, not read>" in plan_host(desired([str(path)]), HostSnapshot("h", {str(path): f_})).render()
+    assert (
+        "<68719476736 bytes, not read>" in plan_host(desired([str(path)]), HostSnapshot("h", {str(path): f_})).render()
+    )
     result = write(path, b"new\n", bak=host_dir / "bak", timeout=60)
     assert result.returncode == 0, result.stderr
     backup = next(p for p in (host_dir / "bak").rglob("*") if p.is_file())
@@ -369,6 +437,7 @@ def test_a_hard_link_to_a_secret_at_a_managed_path_is_replaced_never_changed(hos
 
 # --------------------------------------------------------------------------------- D: certificates
 
+
 def test_D_a_huge_file_at_a_certificate_path_does_not_stall_the_observation(host_dir: Path) -> None:
     big = host_dir / "ca.pem"
     with open(big, "wb") as f:
@@ -400,6 +469,7 @@ def test_certificate_paths_that_are_fifos_or_links_to_secrets_leak_nothing_and_n
 
 
 # ------------------------------------------------------------------------------ E, F: health checks
+
 
 class _Answers200:
     """A local HTTP server that says 200 to anything (a proxy, or whatever a local user runs)."""
@@ -437,11 +507,14 @@ def test_a_check_on_a_closed_port_fails(tmp_path: Path) -> None:
     assert not snap.healthy
 
 
-@pytest.mark.parametrize("how", [
-    pytest.param("curlrc-proxy"),
-    pytest.param("curlrc-connect-to"),
-    pytest.param("env-http_proxy"),
-])
+@pytest.mark.parametrize(
+    "how",
+    [
+        pytest.param("curlrc-proxy"),
+        pytest.param("curlrc-connect-to"),
+        pytest.param("env-http_proxy"),
+    ],
+)
 def test_E_a_failing_http_check_stays_failing_whatever_curl_finds_on_the_host(tmp_path: Path, how: str) -> None:
     fake = _Answers200()
     try:
@@ -461,18 +534,35 @@ def test_E_a_failing_http_check_stays_failing_whatever_curl_finds_on_the_host(tm
 
 
 @needs_root
-@pytest.mark.xfail(strict=True, reason="F (design): a plain-http (or tcp) check trusts whoever listens on the port; the "
-                                       "seed's 8080/10251/10252 are unprivileged ports, so any local user who binds one "
-                                       "while the service is down (or restarting) makes its check pass")
+@pytest.mark.xfail(
+    strict=True,
+    reason="F (design): a plain-http (or tcp) check trusts whoever listens on the port; the "
+    "seed's 8080/10251/10252 are unprivileged ports, so any local user who binds one "
+    "while the service is down (or restarting) makes its check pass",
+)
 def test_F_a_listener_of_another_user_does_not_make_a_check_pass() -> None:
     port = closed_port()
-    code = ("import http.server,sys\n"
-            "class H(http.server.BaseHTTPRequestHandler):\n"
-            "    def do_GET(self): self.send_response(200); self.end_headers()\n"
-            "    def log_message(self, *a): pass\n"
-            "http.server.HTTPServer(('127.0.0.1', int(sys.argv[1])), H).serve_forever()\n")
-    squatter = subprocess.Popen(["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups",
-                                 "/usr/bin/python3", "-c", code, str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    code = (
+        "import http.server,sys\n"
+        "class H(http.server.BaseHTTPRequestHandler):\n"
+        "    def do_GET(self): self.send_response(200); self.end_headers()\n"
+        "    def log_message(self, *a): pass\n"
+        "http.server.HTTPServer(('127.0.0.1', int(sys.argv[1])), H).serve_forever()\n"
+    )
+    squatter = subprocess.Popen(
+        [
+            "setpriv",
+            f"--reuid={NOBODY}",
+            f"--regid={NOBODY}",
+            "--clear-groups",
+            "/usr/bin/python3",
+            "-c",
+            code,
+            str(port),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         for _ in range(100):
             with socket.socket() as s:
@@ -490,8 +580,18 @@ def test_F_a_listener_of_another_user_does_not_make_a_check_pass() -> None:
 def test_spec_values_reach_the_host_shell_quoted(tmp_path: Path) -> None:
     """sshd hands command_line(argv) to the login shell: run it through bash and dash as sshd would."""
     marker = tmp_path / "pwned"
-    values = [f"$(touch {marker})", f"`touch {marker}`", f"a;touch {marker}", f"a' ; touch {marker} '", "a\nb", "-n",
-              "$IFS", "!!", "*", f"http://127.0.0.1:1/$(touch${{IFS}}{marker})&x=1;y"]
+    values = [
+        f"$(touch {marker})",
+        f"`touch {marker}`",
+        f"a;touch {marker}",
+        f"a' ; touch {marker} '",
+        "a\nb",
+        "-n",
+        "$IFS",
+        "!!",
+        "*",
+        f"http://127.0.0.1:1/$(touch${{IFS}}{marker})&x=1;y",
+    ]
     for shell in ("bash", "sh"):
         out = subprocess.run([shell, "-c", command_line(["printf", "%s\\0", *values])], capture_output=True, timeout=10)
         assert out.stdout.split(b"\0")[:-1] == [v.encode() for v in values]
@@ -502,6 +602,7 @@ def test_spec_values_reach_the_host_shell_quoted(tmp_path: Path) -> None:
 
 # --------------------------------------------------------------------------- G: operator's terminal
 
+
 def test_G_a_plan_never_carries_terminal_control_sequences_from_the_host() -> None:
     path = "/etc/kubernetes/config"
     evil = b"KUBE_LOGTOSTDERR=1\n\x1b]52;c;cm0gLXJmIH4K\x07\x1b[1A\x1b[2K\n"
@@ -511,10 +612,12 @@ def test_G_a_plan_never_carries_terminal_control_sequences_from_the_host() -> No
 
 async def test_G_a_failed_observation_error_never_quotes_the_host() -> None:
     class Garbage:
-        async def run(self, argv: Any, *, input: bytes | None = None, timeout: float | None = None,
-                      max_output: int = 0) -> CommandResult:
-            return CommandResult(tuple(argv), 0, b"@@F /etc/a\n@@LINK !!!\n@@END\n",
-                                 f"\x1b]0;{CANARY}\x07{SECRET.decode()}".encode())
+        async def run(
+            self, argv: Any, *, input: bytes | None = None, timeout: float | None = None, max_output: int = 0
+        ) -> CommandResult:
+            return CommandResult(
+                tuple(argv), 0, b"@@F /etc/a\n@@LINK !!!\n@@END\n", f"\x1b]0;{CANARY}\x07{SECRET.decode()}".encode()
+            )
 
         async def close(self) -> None:
             pass
@@ -525,6 +628,7 @@ async def test_G_a_failed_observation_error_never_quotes_the_host() -> None:
 
 
 # ------------------------------------------------------------------------- write / attrs / restore
+
 
 def test_write_replaces_a_symlink_to_a_directory_and_leaves_the_directory_alone(host_dir: Path) -> None:
     (host_dir / "d").mkdir()
@@ -575,8 +679,11 @@ def test_write_creates_missing_parent_directories_traversable(host_dir: Path) ->
 
 def test_H_write_mode_change_never_follows_a_link_swapped_in_for_the_temp_file(host_dir: Path, tmp_path: Path) -> None:
     content = b"new\n"
-    env = shim(tmp_path / "bin", "sha256sum",  # the racing user's move, then the real digest line
-               f'rm -f -- "$2"; ln -s {host_dir / "secret"} "$2"; echo "{hashlib.sha256(content).hexdigest()}  $2"\n')
+    env = shim(
+        tmp_path / "bin",
+        "sha256sum",  # the racing user's move, then the real digest line
+        f'rm -f -- "$2"; ln -s {host_dir / "secret"} "$2"; echo "{hashlib.sha256(content).hexdigest()}  $2"\n',
+    )
     write(host_dir / "conf", content, mode="0644", env=env)
     assert mode_of(host_dir / "secret") == 0o600
 
@@ -618,6 +725,7 @@ def test_restore_never_reads_a_linked_backup_nor_writes_through_a_link(host_dir:
 
 # --------------------------------------------------------------- the transport: bounded answers
 
+
 async def test_a_host_answering_forever_is_cut_at_max_output() -> None:
     class Endless:
         async def read(self, n: int) -> bytes:
@@ -656,6 +764,7 @@ async def test_a_host_answering_forever_is_cut_at_max_output() -> None:
 
 # --------------------------------------------------- I, J: local known_hosts and identity files
 
+
 def connect_error(**kw: Any) -> BaseException:
     try:
         asyncio.run(_connect(Target("h", "127.0.0.1", port=1, **kw)))
@@ -664,8 +773,9 @@ def connect_error(**kw: Any) -> BaseException:
     raise AssertionError("connected to port 1?")
 
 
-@pytest.mark.parametrize("content", [f"{CANARY}\n", f"host ssh-ed25519 AAAAC3NzaC1lZDI1NTE5\n{CANARY}\n",
-                                     "\x00\xff" * 10 + CANARY])
+@pytest.mark.parametrize(
+    "content", [f"{CANARY}\n", f"host ssh-ed25519 AAAAC3NzaC1lZDI1NTE5\n{CANARY}\n", "\x00\xff" * 10 + CANARY]
+)
 def test_known_hosts_errors_never_quote_the_file(tmp_path: Path, content: str) -> None:
     known = tmp_path / "known_hosts"
     known.write_bytes(content.encode("utf-8", errors="surrogateescape"))
@@ -693,16 +803,20 @@ def test_I_an_identity_file_with_a_crafted_pem_header_is_a_clean_error(tmp_path:
     assert isinstance(exc, PermanentHostError)
 
 
-def _connect_in_subprocess(tmp_path: Path, timeout: float, rlimit_as: int | None = None, **target: str) -> tuple[int | None, str]:
-    code = ("import asyncio, sys\n"
-            "from reconciler.spec.desired import Target\n"
-            "from reconciler.transport.ssh import _connect\n"
-            "from reconciler.errors import PermanentHostError\n"
-            f"t = Target('h', '127.0.0.1', port=1, **{target!r})\n"
-            "try:\n"
-            "    asyncio.run(_connect(t))\n"
-            "except PermanentHostError as exc:\n"
-            "    print('PERMANENT', exc); sys.exit(0)\n")
+def _connect_in_subprocess(
+    tmp_path: Path, timeout: float, rlimit_as: int | None = None, **target: str
+) -> tuple[int | None, str]:
+    code = (
+        "import asyncio, sys\n"
+        "from reconciler.spec.desired import Target\n"
+        "from reconciler.transport.ssh import _connect\n"
+        "from reconciler.errors import PermanentHostError\n"
+        f"t = Target('h', '127.0.0.1', port=1, **{target!r})\n"
+        "try:\n"
+        "    asyncio.run(_connect(t))\n"
+        "except PermanentHostError as exc:\n"
+        "    print('PERMANENT', exc); sys.exit(0)\n"
+    )
 
     def limit() -> None:
         if rlimit_as is not None:

@@ -39,8 +39,10 @@ def observe(limits: dict[str, int]) -> str:
 
 
 def desired(paths: list[str], content: bytes = b"want\n") -> DesiredHost:
-    return DesiredHost(Target("h", "127.0.0.1"), {p: DesiredFile(p, content, 0o644, USER, GROUP, False, f"File/{i}")
-                                                  for i, p in enumerate(paths)})
+    return DesiredHost(
+        Target("h", "127.0.0.1"),
+        {p: DesiredFile(p, content, 0o644, USER, GROUP, False, f"File/{i}") for i, p in enumerate(paths)},
+    )
 
 
 @pytest.fixture
@@ -87,8 +89,26 @@ def test_a_file_within_its_limit_is_read_whole(host_dir: Path) -> None:
 
 def write(path: Path, content: bytes, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[bytes]:
     digest = hashlib.sha256(content).hexdigest()
-    return subprocess.run(["bash", "-c", WRITE_SCRIPT, "w", str(path), "0640", USER, GROUP, str(path.parent / "bak"),
-                           "20261130T000000.1", "5", digest], input=content, capture_output=True, timeout=30, env=env)
+    return subprocess.run(
+        [
+            "bash",
+            "-c",
+            WRITE_SCRIPT,
+            "w",
+            str(path),
+            "0640",
+            USER,
+            GROUP,
+            str(path.parent / "bak"),
+            "20261130T000000.1",
+            "5",
+            digest,
+        ],
+        input=content,
+        capture_output=True,
+        timeout=30,
+        env=env,
+    )
 
 
 def test_write_replaces_a_symlink_and_never_touches_or_backs_up_its_target(host_dir: Path) -> None:
@@ -112,7 +132,9 @@ def test_write_refuses_to_replace_a_directory(host_dir: Path) -> None:
     assert sorted(p.name for p in host_dir.iterdir()) == ["conf", "secret"]  # no temp file left
 
 
-def test_write_never_writes_through_a_name_planted_at_its_temp_file(host_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
+def test_write_never_writes_through_a_name_planted_at_its_temp_file(
+    host_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
     """The temp name is random; a host that could guess it finds the file created exclusively (O_EXCL)."""
     path = host_dir / "conf"
     planted = host_dir / ".conf.reconciler.planted"
@@ -128,17 +150,27 @@ def test_write_never_writes_through_a_name_planted_at_its_temp_file(host_dir: Pa
 def test_attrs_never_follow_a_symlink(host_dir: Path) -> None:
     path = host_dir / "conf"
     os.symlink(host_dir / "secret", path)
-    result = subprocess.run(["sh", "-c", ATTRS_SCRIPT, "attrs", f"{USER}:{GROUP}", "0644", str(path)],
-                            capture_output=True, timeout=30)
+    result = subprocess.run(
+        ["sh", "-c", ATTRS_SCRIPT, "attrs", f"{USER}:{GROUP}", "0644", str(path)], capture_output=True, timeout=30
+    )
     assert result.returncode == 4 and b"not a regular file" in result.stderr
     assert oct((host_dir / "secret").stat().st_mode & 0o777) == "0o600"
 
 
 GARBAGE = [
-    "", "@@END", "@@F /etc/a\n@@END", "@@F /etc/a\nnot a header\n@@END", "@@F /etc/a\n644 root root x 5\n@@END",
-    "@@F /etc/a\n644 root root 1.0 5\n!!!notbase64\n@@END", "@@F /etc/a\n@@LINK %%%\n@@END", "@@H\n@@END",
-    "@@H c x y\n@@END", "@@U\nId=a\nMainPID=nope\n@@END", "@@U\nId=a\nActiveEnterTimestamp=yesterday\n@@END",
-    "@@C /etc/c\nnotAfter=garbage\n@@END", "\x00\xff" * 100 + "\n@@END",
+    "",
+    "@@END",
+    "@@F /etc/a\n@@END",
+    "@@F /etc/a\nnot a header\n@@END",
+    "@@F /etc/a\n644 root root x 5\n@@END",
+    "@@F /etc/a\n644 root root 1.0 5\n!!!notbase64\n@@END",
+    "@@F /etc/a\n@@LINK %%%\n@@END",
+    "@@H\n@@END",
+    "@@H c x y\n@@END",
+    "@@U\nId=a\nMainPID=nope\n@@END",
+    "@@U\nId=a\nActiveEnterTimestamp=yesterday\n@@END",
+    "@@C /etc/c\nnotAfter=garbage\n@@END",
+    "\x00\xff" * 100 + "\n@@END",
 ]
 
 
@@ -153,9 +185,32 @@ def test_garbage_observations_are_a_clear_error_or_a_snapshot(text: str) -> None
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.lists(st.sampled_from(["@@F /etc/a", "@@F /etc/b", "@@MISSING", "@@LINK L2V0Yy9zaGFkb3c=", "@@OTHER fifo",
-                                 "@@BIG", "644 root root 1.5 3", "YWJj", "@@H c 0 200", "@@C /etc/c", "@@U", "Id=x.service",
-                                 "MainPID=1", "@@ERR unreadable", "@@END", ""]) | st.text(max_size=40), max_size=30))
+@given(
+    st.lists(
+        st.sampled_from(
+            [
+                "@@F /etc/a",
+                "@@F /etc/b",
+                "@@MISSING",
+                "@@LINK L2V0Yy9zaGFkb3c=",
+                "@@OTHER fifo",
+                "@@BIG",
+                "644 root root 1.5 3",
+                "YWJj",
+                "@@H c 0 200",
+                "@@C /etc/c",
+                "@@U",
+                "Id=x.service",
+                "MainPID=1",
+                "@@ERR unreadable",
+                "@@END",
+                "",
+            ]
+        )
+        | st.text(max_size=40),
+        max_size=30,
+    )
+)
 def test_any_observation_output_parses_or_is_a_value_error(lines: list[str]) -> None:
     try:
         snap = parse_observation("h", "\n".join(lines), paths=["/etc/a"])
@@ -173,7 +228,9 @@ def test_known_hosts_pointing_at_any_file_never_quotes_it(host_dir: Path) -> Non
 
 
 @pytest.mark.parametrize("mode, refused", [(0o666, True), (0o644, True), (0o640, True), (0o600, False), (0o400, False)])
-def test_private_keys_others_can_read_are_refused_like_ssh_refuses_them(tmp_path: Path, mode: int, refused: bool) -> None:
+def test_private_keys_others_can_read_are_refused_like_ssh_refuses_them(
+    tmp_path: Path, mode: int, refused: bool
+) -> None:
     key = tmp_path / "id"
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True, timeout=30)
     key.chmod(mode)

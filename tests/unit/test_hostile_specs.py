@@ -49,6 +49,7 @@ Issue = tuple[str, int, str, str]  # file, line, field, message
 
 # --- the corpus ------------------------------------------------------------------------------------------
 
+
 def assert_outcome(case: Case, spec_dir: Path, issues: list[Issue] | None) -> None:
     """`issues` is None when the spec loaded as valid."""
     if case.expect is None or (case.or_valid and issues is None):
@@ -59,8 +60,11 @@ def assert_outcome(case: Case, spec_dir: Path, issues: list[Issue] | None) -> No
         leaked = [i for i in issues if case.canary in i[0] or case.canary in i[2] or case.canary in i[3]]
         assert not leaked, f"{case.canary!r} (a sensitive File's secret, a control character) is in an issue: {leaked}"
     where = {None: None, ".": str(spec_dir)}.get(case.file, f"specs/{case.file}")
-    matching = [i for i in issues if (where is None or i[0] == where)
-                and any(e in f"{i[2]}: {i[3]}" for e in case.expect.split("|"))]
+    matching = [
+        i
+        for i in issues
+        if (where is None or i[0] == where) and any(e in f"{i[2]}: {i[3]}" for e in case.expect.split("|"))
+    ]
     shown = [f"{i[0]}:{i[1]}: {i[2][:80]}: {i[3][:200]}" for i in issues[:10]]
     assert matching, f"no issue in {where} mentions {case.expect!r}: {shown}"
     if case.located:
@@ -122,8 +126,9 @@ spec:
 def test_a_template_cannot_change_what_other_renderings_and_reloads_see(tmp_path: Path) -> None:
     spec_dir = tmp_path / "specs"
     spec_dir.mkdir()
-    (spec_dir / "hosts.yaml").write_text(HOST.replace("spec: {", "spec: {vars: {l: [a]}, ") + "---\n"
-                                         + HOST.replace("m1", "m2").replace(".11", ".12"))
+    (spec_dir / "hosts.yaml").write_text(
+        HOST.replace("spec: {", "spec: {vars: {l: [a]}, ") + "---\n" + HOST.replace("m1", "m2").replace(".11", ".12")
+    )
     (spec_dir / "a.yaml").write_text(MUTATING)
 
     def outcome(cache: SpecCache | None = None) -> Any:
@@ -157,8 +162,12 @@ _FIFO_CHILD = textwrap.dedent("""\
 
 
 def test_a_spec_file_that_turns_into_a_fifo_after_listing_does_not_block(tmp_path: Path) -> None:
-    child = run_child([sys.executable, "-c", _FIFO_CHILD, str(tmp_path)], timeout=SANITY_SECONDS,
-                      as_bytes=CHILD_AS_BYTES, env=dict(os.environ, PYTHONPATH=str(REPO)))
+    child = run_child(
+        [sys.executable, "-c", _FIFO_CHILD, str(tmp_path)],
+        timeout=SANITY_SECONDS,
+        as_bytes=CHILD_AS_BYTES,
+        env=dict(os.environ, PYTHONPATH=str(REPO)),
+    )
     assert child.exit == 0 and "answered" in child.stdout, f"exit {child.exit} (None: blocked): {child.stderr[-1000:]}"
 
 
@@ -191,30 +200,151 @@ KNOWN_TEMPLATE_ESCAPES = {
 
 
 _ATOMS = {
-    "i": ["0", "1", "2", "3", "7", "-1", "64", "4096", "99999", "100000", "9999999", "16777216", "999999999",
-          "3000000000", "10**9", "10**(10**9)", "2**62", "n", "hosts|length"],
-    "s": ["''", "'x'", "'ab\\n'", "'a b '", "'\\t'", "'<a>'", "'http://a.co '", "s", "'{0:9999999}'", "'%9999999d'",
-          "'{:>{}}'", "'%s'", "'{0}{0}{0}'", "'\\U0001F600'", "'%(a)s'", "host.name", "'-'", "'\\x00'", "'%c'"],
-    "l": ["[]", "[1, 2]", "['x', s]", "hosts", "range(100000)", "range(1000)", "vars.items()|list", "[s] * 1000",
-          "{'a': s}", "(s, s)"],
+    "i": [
+        "0",
+        "1",
+        "2",
+        "3",
+        "7",
+        "-1",
+        "64",
+        "4096",
+        "99999",
+        "100000",
+        "9999999",
+        "16777216",
+        "999999999",
+        "3000000000",
+        "10**9",
+        "10**(10**9)",
+        "2**62",
+        "n",
+        "hosts|length",
+    ],
+    "s": [
+        "''",
+        "'x'",
+        "'ab\\n'",
+        "'a b '",
+        "'\\t'",
+        "'<a>'",
+        "'http://a.co '",
+        "s",
+        "'{0:9999999}'",
+        "'%9999999d'",
+        "'{:>{}}'",
+        "'%s'",
+        "'{0}{0}{0}'",
+        "'\\U0001F600'",
+        "'%(a)s'",
+        "host.name",
+        "'-'",
+        "'\\x00'",
+        "'%c'",
+    ],
+    "l": [
+        "[]",
+        "[1, 2]",
+        "['x', s]",
+        "hosts",
+        "range(100000)",
+        "range(1000)",
+        "vars.items()|list",
+        "[s] * 1000",
+        "{'a': s}",
+        "(s, s)",
+    ],
 }
 # Operations by the type they build; {i} {s} {l} {a} are operands of that type (a: any, for type confusion).
 _OPERATIONS = {
-    "i": ["({i} * {i})", "({i} ** {i})", "({i} + {i})", "({i} - {i})", "({i} // {i})", "({i} % {i})", "{s}|length",
-          "{l}|length", "{l}|sum", "{s}|int", "{i}|abs", "{s}.count({s})", "{l}|max", "{s}|wordcount"],
-    "s": ["({s} ~ {a})", "({s} * {i})", "({i} * {s})", "({s} + {s})", "({s} % ({a},))", "({s} % {a})",
-          "{s}.format({a})", "{s}.format({a}, {a})", "{s}.format_map({{'a': {a}}})", "{s}|format({a})",
-          "{s}|center({i})", "{s}.center({i})", "{s}.ljust({i})", "{s}.rjust({i}, {s})", "{s}.zfill({i})",
-          "{s}|indent({i})", "{s}|indent({s})", "{s}|replace({s}, {s})", "{s}|replace('', {s})", "{s}.join({l})",
-          "{l}|join({s})", "{l}|join", "{s}|wordwrap({i})", "{s}|wordwrap({i}, wrapstring={s})", "{s}|truncate({i})",
-          "{s}|title", "{s}|urlize", "{s}|urlize(target={s})", "{s}|urlencode", "{s}|e", "{s}|striptags",
-          "{s}.expandtabs({i})", "{s}.upper()", "{s}.translate({l})", "{s}.translate({{0: {s}}})", "{a}|string",
-          "{l}|tojson", "{l}|pprint", "{a}|indent({i})", "{a}|center({i})", "{i}|filesizeformat", "{s}|trim",
-          "{s}|capitalize", "{s}|reverse", "{l}|first", "{l}|random", "{s}.encode().replace(''.encode(), {s}.encode())"],
-    "l": ["[{a}, {a}]", "range({i})", "({l} * {i})", "({l} + {l})", "{s}|list", "{s}.split()", "{s}.split({s})",
-          "{s}|batch({i})|list", "{s}|slice({i})|list", "{l}|batch({i})|list", "{l}|slice({i})|list",
-          "{l}|unique|list", "{l}|sort", "{l}|map('string')|list", "{l}|map('center', {i})|list", "{s}.splitlines()",
-          "{l}|reverse|list", "{l}|select|list", "{s}.partition({s})", "{l}|groupby('real')", "{l}|batch({i}, {s})|list"],
+    "i": [
+        "({i} * {i})",
+        "({i} ** {i})",
+        "({i} + {i})",
+        "({i} - {i})",
+        "({i} // {i})",
+        "({i} % {i})",
+        "{s}|length",
+        "{l}|length",
+        "{l}|sum",
+        "{s}|int",
+        "{i}|abs",
+        "{s}.count({s})",
+        "{l}|max",
+        "{s}|wordcount",
+    ],
+    "s": [
+        "({s} ~ {a})",
+        "({s} * {i})",
+        "({i} * {s})",
+        "({s} + {s})",
+        "({s} % ({a},))",
+        "({s} % {a})",
+        "{s}.format({a})",
+        "{s}.format({a}, {a})",
+        "{s}.format_map({{'a': {a}}})",
+        "{s}|format({a})",
+        "{s}|center({i})",
+        "{s}.center({i})",
+        "{s}.ljust({i})",
+        "{s}.rjust({i}, {s})",
+        "{s}.zfill({i})",
+        "{s}|indent({i})",
+        "{s}|indent({s})",
+        "{s}|replace({s}, {s})",
+        "{s}|replace('', {s})",
+        "{s}.join({l})",
+        "{l}|join({s})",
+        "{l}|join",
+        "{s}|wordwrap({i})",
+        "{s}|wordwrap({i}, wrapstring={s})",
+        "{s}|truncate({i})",
+        "{s}|title",
+        "{s}|urlize",
+        "{s}|urlize(target={s})",
+        "{s}|urlencode",
+        "{s}|e",
+        "{s}|striptags",
+        "{s}.expandtabs({i})",
+        "{s}.upper()",
+        "{s}.translate({l})",
+        "{s}.translate({{0: {s}}})",
+        "{a}|string",
+        "{l}|tojson",
+        "{l}|pprint",
+        "{a}|indent({i})",
+        "{a}|center({i})",
+        "{i}|filesizeformat",
+        "{s}|trim",
+        "{s}|capitalize",
+        "{s}|reverse",
+        "{l}|first",
+        "{l}|random",
+        "{s}.encode().replace(''.encode(), {s}.encode())",
+    ],
+    "l": [
+        "[{a}, {a}]",
+        "range({i})",
+        "({l} * {i})",
+        "({l} + {l})",
+        "{s}|list",
+        "{s}.split()",
+        "{s}.split({s})",
+        "{s}|batch({i})|list",
+        "{s}|slice({i})|list",
+        "{l}|batch({i})|list",
+        "{l}|slice({i})|list",
+        "{l}|unique|list",
+        "{l}|sort",
+        "{l}|map('string')|list",
+        "{l}|map('center', {i})|list",
+        "{s}.splitlines()",
+        "{l}|reverse|list",
+        "{l}|select|list",
+        "{s}.partition({s})",
+        "{l}|groupby('real')",
+        "{l}|batch({i}, {s})|list",
+    ],
 }
 
 
@@ -236,7 +366,8 @@ def expressions(kind: str, depth: int) -> Any:
             template = template.replace("{%s}" % slot, "\0")
         pieces = template.replace("{{", "{").replace("}}", "}").split("\0")
         return st.tuples(*(expressions(slot, depth - 1) for slot in slots)).map(
-            lambda args: "".join(f"{p}({a})" for p, a in zip(pieces, args)) + pieces[-1])
+            lambda args: "".join(f"{p}({a})" for p, a in zip(pieces, args)) + pieces[-1]
+        )
 
     return st.one_of(atoms, st.sampled_from(_OPERATIONS[kind]).flatmap(fill))
 
@@ -250,12 +381,20 @@ def templates() -> Any:
         st.tuples(l, e).map(lambda t: "{%% for i in %s %%}{{ %s }}{%% endfor %%}" % t),
         st.tuples(l, e).map(lambda t: "{%% for i in %s %%}{%% set ns.v = ns.v ~ %s %%}{%% endfor %%}{{ ns.v }}" % t),
         st.tuples(l, e).map(lambda t: "{%% for i in %s %%}{%% set ns.v = ns.v + %s %%}{%% endfor %%}{{ ns.v }}" % t),
-        st.tuples(l, l).map(lambda t: "{%% for i in %s %%}{%% for j in %s %%}{{ i ~ j }}{%% endfor %%}{%% endfor %%}" % t),
-        st.tuples(l, i).map(lambda t: "{%% set x = %s %%}{%% for k in range(%s) %%}{{ x.extend(x) or '' }}{%% endfor %%}"
-                                      "{{ x|length }}" % t),
+        st.tuples(l, l).map(
+            lambda t: "{%% for i in %s %%}{%% for j in %s %%}{{ i ~ j }}{%% endfor %%}{%% endfor %%}" % t
+        ),
+        st.tuples(l, i).map(
+            lambda t: (
+                "{%% set x = %s %%}{%% for k in range(%s) %%}{{ x.extend(x) or '' }}{%% endfor %%}{{ x|length }}" % t
+            )
+        ),
         e.map(lambda x: "{%% macro m(x) %%}{{ x }}{{ m(x ~ x) }}{%% endmacro %%}{{ m(%s) }}" % x),
-        e.map(lambda x: "{%% macro m(x) %%}{{ x * 2 }}{%% endmacro %%}{%% for i in range(1000) %%}{{ m(%s) }}"
-                        "{%% endfor %%}" % x),
+        e.map(
+            lambda x: (
+                "{%% macro m(x) %%}{{ x * 2 }}{%% endmacro %%}{%% for i in range(1000) %%}{{ m(%s) }}{%% endfor %%}" % x
+            )
+        ),
         e.map(lambda x: "{%% for i in [%s] recursive %%}{{ i }}{{ loop([i ~ i]) }}{%% endfor %%}" % x),
         e.map(lambda x: "{%% set b %%}{{ %s }}{%% endset %%}{{ b * 1000 }}" % x),
         e.map(lambda x: "{%% filter upper %%}{{ %s }}{%% endfilter %%}" % x),
@@ -269,35 +408,90 @@ def yaml_texts() -> Any:
     undefined), with tags, merge keys, duplicate keys, YAML 1.1 numbers and dates."""
     from hypothesis import strategies as st
 
-    scalars = st.sampled_from(["a", "1", "-1", "1:59:59", "190:20:30.15", "0x1F", "0b101", "017", "1.5e3", ".inf",
-                               ".nan", "~", "null", "yes", "No", "2001-12-14", "2001-12-14t21:59:43.10-05:00", "''",
-                               "'q''q'", '"\\u00e9\\n"', '"\\x00"', '"{{ vars.x }}"', "!!binary QUFB", "!!str 1",
-                               "!!int 12", "!!float 1", "!!set {a, b}", "!!omap [a: 1]", "!!python/name:os.system",
-                               "=", "<<", "!local x", "'" + "x" * 300 + "'", "1" * 40, "reconciler/v1", "Host",
-                               "File", "/etc/a", "//etc/a", '"0644"', '"4755"', "1" * 5000, "1" + ":59" * 200])
+    scalars = st.sampled_from(
+        [
+            "a",
+            "1",
+            "-1",
+            "1:59:59",
+            "190:20:30.15",
+            "0x1F",
+            "0b101",
+            "017",
+            "1.5e3",
+            ".inf",
+            ".nan",
+            "~",
+            "null",
+            "yes",
+            "No",
+            "2001-12-14",
+            "2001-12-14t21:59:43.10-05:00",
+            "''",
+            "'q''q'",
+            '"\\u00e9\\n"',
+            '"\\x00"',
+            '"{{ vars.x }}"',
+            "!!binary QUFB",
+            "!!str 1",
+            "!!int 12",
+            "!!float 1",
+            "!!set {a, b}",
+            "!!omap [a: 1]",
+            "!!python/name:os.system",
+            "=",
+            "<<",
+            "!local x",
+            "'" + "x" * 300 + "'",
+            "1" * 40,
+            "reconciler/v1",
+            "Host",
+            "File",
+            "/etc/a",
+            "//etc/a",
+            '"0644"',
+            '"4755"',
+            "1" * 5000,
+            "1" + ":59" * 200,
+        ]
+    )
     aliases = st.sampled_from(["*a0", "*a1", "*a2", "*a3", "*a4", "*a5"])
 
     def extend(inner: Any) -> Any:
-        key = st.one_of(scalars, aliases, st.sampled_from(["apiVersion", "kind", "metadata", "spec", "name", "path",
-                                                           "content", "vars", "<<", "? [a]"]))
+        key = st.one_of(
+            scalars,
+            aliases,
+            st.sampled_from(
+                ["apiVersion", "kind", "metadata", "spec", "name", "path", "content", "vars", "<<", "? [a]"]
+            ),
+        )
         return st.one_of(
             st.lists(inner, max_size=6).map(lambda xs: "[" + ", ".join(xs) + "]"),
-            st.lists(st.tuples(key, inner), max_size=5).map(lambda kv: "{" + ", ".join(f"{k}: {v}" for k, v in kv) + "}"),
+            st.lists(st.tuples(key, inner), max_size=5).map(
+                lambda kv: "{" + ", ".join(f"{k}: {v}" for k, v in kv) + "}"
+            ),
             st.tuples(aliases, st.integers(2, 12)).map(lambda t: "[" + ", ".join([t[0]] * t[1]) + "]"),
         )
 
     values = st.recursive(st.one_of(scalars, aliases), extend, max_leaves=20)
     # &a0 .. &aN in order; a definition may use the ones before it (a chain of k x fan-out is fan-out ** k values)
     chain = st.tuples(st.integers(1, 6), st.integers(2, 12)).map(
-        lambda t: ["[lol]"] + ["[" + ", ".join([f"*a{i}"] * t[1]) + "]" for i in range(t[0] - 1)])
+        lambda t: ["[lol]"] + ["[" + ", ".join([f"*a{i}"] * t[1]) + "]" for i in range(t[0] - 1)]
+    )
     definitions = st.one_of(chain, st.lists(values, min_size=1, max_size=6)).map(
-        lambda vs: "defs: [" + ", ".join(f"&a{i} {v}" for i, v in enumerate(vs)) + "]\n")
+        lambda vs: "defs: [" + ", ".join(f"&a{i} {v}" for i, v in enumerate(vs)) + "]\n"
+    )
     body = st.one_of(
         values.map(lambda v: f"x: {v}"),
-        values.map(lambda v: f"apiVersion: reconciler/v1\nkind: Host\nmetadata: {{name: fuzz}}\n"
-                             f"spec: {{address: 198.18.0.99, vars: {v}}}"),
+        values.map(
+            lambda v: (
+                f"apiVersion: reconciler/v1\nkind: Host\nmetadata: {{name: fuzz}}\n"
+                f"spec: {{address: 198.18.0.99, vars: {v}}}"
+            )
+        ),
         st.tuples(st.sampled_from(["File", "Unit", "HealthCheck", "Certificate", "EtcdTuning"]), values).map(
-            lambda t: f"apiVersion: reconciler/v1\nkind: {t[0]}\nmetadata: {{name: fuzz}}\nspec: {t[1]}"),
+            lambda t: f"apiVersion: reconciler/v1\nkind: {t[0]}\nmetadata: {{name: fuzz}}\nspec: {t[1]}"
+        ),
     )
     document = st.tuples(st.one_of(st.just(""), definitions), body).map(lambda t: t[0] + t[1])
     return st.lists(document, min_size=1, max_size=3).map(lambda docs: "\n---\n".join(docs) + "\n")
@@ -323,8 +517,14 @@ def _escaped(outcomes: Counter[str], escapes: list[str], what: str, example: str
     return Escaped()
 
 
-def _bounded(run: Callable[[], Any], outcomes: Counter[str], escapes: list[str], example: str,
-             handled: tuple[type[Exception], ...] = (Exception,), template: bool = True) -> Any:
+def _bounded(
+    run: Callable[[], Any],
+    outcomes: Counter[str],
+    escapes: list[str],
+    example: str,
+    handled: tuple[type[Exception], ...] = (Exception,),
+    template: bool = True,
+) -> Any:
     """run() within FUZZ_EXAMPLE_SECONDS. An exception of a `handled` type is an outcome; a MemoryError or a Hang
     is recorded in `escapes` (and the run goes on, to find them all); any other exception fails the example."""
     began = time.process_time()
@@ -339,8 +539,13 @@ def _bounded(run: Callable[[], Any], outcomes: Counter[str], escapes: list[str],
         raise _escaped(outcomes, escapes, f"{type(exc).__name__} {exc}", example, template) from None
     except handled as exc:
         if time.process_time() - began > FUZZ_EXAMPLE_SECONDS:
-            raise _escaped(outcomes, escapes, f"Hang ({type(exc).__name__} after {time.process_time() - began:.1f} s "
-                                              "of CPU)", example, template) from None
+            raise _escaped(
+                outcomes,
+                escapes,
+                f"Hang ({type(exc).__name__} after {time.process_time() - began:.1f} s of CPU)",
+                example,
+                template,
+            ) from None
         outcomes[type(exc).__name__] += 1
         return None
     finally:
@@ -358,8 +563,14 @@ def fuzz_main(kind: str, examples: int) -> None:
     signal.signal(signal.SIGPROF, alarm)
     outcomes: Counter[str] = Counter()
     escapes: list[str] = []
-    config = settings(max_examples=examples, deadline=None, database=None, derandomize=True,
-                      suppress_health_check=list(HealthCheck), phases=[Phase.explicit, Phase.generate])
+    config = settings(
+        max_examples=examples,
+        deadline=None,
+        database=None,
+        derandomize=True,
+        suppress_health_check=list(HealthCheck),
+        phases=[Phase.explicit, Phase.generate],
+    )
     tmp = Path(tempfile.mkdtemp(prefix="reconciler-fuzz-"))
 
     if kind == "templates":
@@ -367,15 +578,27 @@ def fuzz_main(kind: str, examples: int) -> None:
         from reconciler.spec.sandbox import BoundedEnvironment
 
         env = BoundedEnvironment()
-        hosts = [{"name": "m1", "address": "198.18.0.11", "port": 22, "user": "root", "labels": {"role": "master"},
-                  "vars": {"x": "one", "n": 3}}]
+        hosts = [
+            {
+                "name": "m1",
+                "address": "198.18.0.11",
+                "port": 22,
+                "user": "root",
+                "labels": {"role": "master"},
+                "vars": {"x": "one", "n": 3},
+            }
+        ]
 
         @config
         @given(templates())
         def check(source: str) -> None:
             try:
-                out = _bounded(lambda: env.render(env.bounded_template(source), host=hosts[0], hosts=hosts,
-                                                  vars=hosts[0]["vars"]), outcomes, escapes, source)
+                out = _bounded(
+                    lambda: env.render(env.bounded_template(source), host=hosts[0], hosts=hosts, vars=hosts[0]["vars"]),
+                    outcomes,
+                    escapes,
+                    source,
+                )
             except Escaped:
                 return
             assert out is None or (isinstance(out, str) and len(out) <= MAX_RENDERED_BYTES), len(out)
@@ -390,8 +613,9 @@ def fuzz_main(kind: str, examples: int) -> None:
         @given(yaml_texts())
         def check(text: str) -> None:
             try:
-                _, issues = _bounded(lambda: parse_documents(text, "f.yaml"), outcomes, escapes, text, handled=(),
-                                     template=False)
+                _, issues = _bounded(
+                    lambda: parse_documents(text, "f.yaml"), outcomes, escapes, text, handled=(), template=False
+                )
             except Escaped:
                 return
             lines = text.count("\n") + 1
@@ -404,6 +628,7 @@ def fuzz_main(kind: str, examples: int) -> None:
                 except SpecError as exc:
                     assert all(i.file.startswith(("specs/", str(spec_dir))) for i in exc.issues), exc.issues
                     raise
+
             try:
                 _bounded(load, outcomes, escapes, text, handled=(SpecError,), template=False)  # or a valid state
             except Escaped:
@@ -414,18 +639,29 @@ def fuzz_main(kind: str, examples: int) -> None:
         check()
     finally:
         remove(tmp)
-        print(json.dumps({"outcomes": dict(outcomes), "seconds": round(time.monotonic() - began, 1),
-                          "escapes": escapes}, indent=1), flush=True)
+        print(
+            json.dumps(
+                {"outcomes": dict(outcomes), "seconds": round(time.monotonic() - began, 1), "escapes": escapes},
+                indent=1,
+            ),
+            flush=True,
+        )
     if escapes:
         sys.exit(1)
 
 
 def _fuzz(kind: str, examples: int) -> ChildRun:
     code = f"from tests.unit.test_hostile_specs import fuzz_main; fuzz_main({kind!r}, {examples})"
-    child = run_child([sys.executable, "-c", code], timeout=180, as_bytes=FUZZ_AS_BYTES, cpu_seconds=120,
-                      env=dict(os.environ, PYTHONPATH=str(REPO)))
-    assert child.exit == 0, (f"exit {child.exit} after {child.seconds:.0f} s:\n{child.stdout[-2000:]}\n"
-                             f"{child.stderr[-6000:]}")
+    child = run_child(
+        [sys.executable, "-c", code],
+        timeout=180,
+        as_bytes=FUZZ_AS_BYTES,
+        cpu_seconds=120,
+        env=dict(os.environ, PYTHONPATH=str(REPO)),
+    )
+    assert child.exit == 0, (
+        f"exit {child.exit} after {child.seconds:.0f} s:\n{child.stdout[-2000:]}\n{child.stderr[-6000:]}"
+    )
     return child
 
 

@@ -32,8 +32,14 @@ print(before, rss_mb())
 
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="malloc_trim is glibc's")
 def test_release_free_memory_returns_the_heaps_free_pages() -> None:
-    out = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, check=True, cwd=REPO,
-                         env={**os.environ, "MALLOC_ARENA_MAX": "2"}).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", PROBE],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=REPO,
+        env={**os.environ, "MALLOC_ARENA_MAX": "2"},
+    ).stdout
     before, after = map(float, out.split())
     assert before - after > 5, (before, after)  # ~20 MB of holes; a no-op would leave RSS where it was
 
@@ -67,8 +73,14 @@ CLEAN_ENV = {k: v for k, v in os.environ.items() if not k.startswith(("MALLOC_",
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's")
 def test_pin_malloc_thresholds_keeps_large_buffers_off_the_heap_and_trims_its_top() -> None:
     def run(mode: str) -> tuple[int, int]:
-        out = subprocess.run([sys.executable, "-c", PIN_PROBE, mode], capture_output=True, text=True, check=True,
-                             cwd=REPO, env={**CLEAN_ENV, "MALLOC_ARENA_MAX": "2"}).stdout
+        out = subprocess.run(
+            [sys.executable, "-c", PIN_PROBE, mode],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=REPO,
+            env={**CLEAN_ENV, "MALLOC_ARENA_MAX": "2"},
+        ).stdout
         mapped, kept = map(int, out.split())
         return mapped, kept
 

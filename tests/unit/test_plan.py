@@ -38,8 +38,11 @@ def test_no_drift_is_an_empty_plan() -> None:
 
 def test_bare_host_gets_every_file_one_reload_enable_and_start() -> None:
     host = desired()
-    bare = HostSnapshot(host.name, {p: FileFact(p, False) for p in host.files},
-                        {u.name: UnitFact(u.name, "not-found", "inactive", "dead", "", None) for u in host.units})
+    bare = HostSnapshot(
+        host.name,
+        {p: FileFact(p, False) for p in host.files},
+        {u.name: UnitFact(u.name, "not-found", "inactive", "dead", "", None) for u in host.units},
+    )
     kinds = [a.kind for a in plan_host(host, bare).actions]
     assert kinds.count(Kind.WRITE) == len(host.files)
     assert kinds.count(Kind.DAEMON_RELOAD) == 1
@@ -54,9 +57,14 @@ def test_env_file_edit_restarts_only_its_reader() -> None:
     snap = edit(converged(host), "/etc/kubernetes/scheduler", b"KUBE_SCHEDULER_ARGS=--v=9\n")
     plan = plan_host(host, snap)
     assert [(a.kind, a.target) for a in plan.actions] == [
-        (Kind.WRITE, "/etc/kubernetes/scheduler"), (Kind.RESTART, "kube-scheduler.service")]
+        (Kind.WRITE, "/etc/kubernetes/scheduler"),
+        (Kind.RESTART, "kube-scheduler.service"),
+    ]
     diff = plan.actions[0].diff
-    assert "-KUBE_SCHEDULER_ARGS=--v=9" in diff and '+KUBE_SCHEDULER_ARGS="--leader-elect=true --address=127.0.0.1"' in diff
+    assert (
+        "-KUBE_SCHEDULER_ARGS=--v=9" in diff
+        and '+KUBE_SCHEDULER_ARGS="--leader-elect=true --address=127.0.0.1"' in diff
+    )
 
 
 def test_shared_config_restarts_all_its_readers_once() -> None:
@@ -70,8 +78,10 @@ def test_unit_file_change_brings_one_daemon_reload_and_its_restart() -> None:
     host = desired()
     plan = plan_host(host, edit(converged(host), "/etc/systemd/system/kube-apiserver.service", b"[Service]\n"))
     assert [(a.kind, a.target) for a in plan.actions] == [
-        (Kind.WRITE, "/etc/systemd/system/kube-apiserver.service"), (Kind.DAEMON_RELOAD, ""),
-        (Kind.RESTART, "kube-apiserver.service")]
+        (Kind.WRITE, "/etc/systemd/system/kube-apiserver.service"),
+        (Kind.DAEMON_RELOAD, ""),
+        (Kind.RESTART, "kube-apiserver.service"),
+    ]
 
 
 def test_etcd_config_waits_for_its_members_turn() -> None:
@@ -107,7 +117,10 @@ def test_a_stopped_etcd_gets_its_config_and_a_start_without_waiting() -> None:
     units = dict(snap.units)
     units["etcd.service"] = UnitFact("etcd.service", "loaded", "inactive", "dead", "enabled", None)
     plan = plan_host(host, HostSnapshot(snap.host, snap.files, units))
-    assert [(a.kind, a.target) for a in plan.actions] == [(Kind.WRITE, "/etc/etcd/etcd.conf"), (Kind.START, "etcd.service")]
+    assert [(a.kind, a.target) for a in plan.actions] == [
+        (Kind.WRITE, "/etc/etcd/etcd.conf"),
+        (Kind.START, "etcd.service"),
+    ]
     assert plan.rollouts() == ()
 
 
@@ -116,7 +129,9 @@ def test_file_changed_after_unit_started_is_restarted_even_if_content_now_matche
     host = desired()
     path = "/etc/kubernetes/controller-manager"
     snap = edit(converged(host), path, host.files[path].content, mtime=STARTED + 1)
-    assert [(a.kind, a.target) for a in plan_host(host, snap).actions] == [(Kind.RESTART, "kube-controller-manager.service")]
+    assert [(a.kind, a.target) for a in plan_host(host, snap).actions] == [
+        (Kind.RESTART, "kube-controller-manager.service")
+    ]
 
 
 def test_sensitive_file_diff_is_redacted() -> None:
@@ -145,4 +160,6 @@ def test_stopped_unit_is_started_not_restarted() -> None:
     units["kube-scheduler.service"] = UnitFact("kube-scheduler.service", "loaded", "failed", "failed", "enabled", None)
     plan = plan_host(host, edit(HostSnapshot(host.name, snap.files, units), "/etc/kubernetes/scheduler", b""))
     assert [(a.kind, a.target) for a in plan.actions] == [
-        (Kind.WRITE, "/etc/kubernetes/scheduler"), (Kind.START, "kube-scheduler.service")]
+        (Kind.WRITE, "/etc/kubernetes/scheduler"),
+        (Kind.START, "kube-scheduler.service"),
+    ]

@@ -31,8 +31,14 @@ def promtool(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(["promtool", *args], cwd=PROM, capture_output=True, text=True, timeout=120)
 
 
-@pytest.mark.parametrize("args", [("check", "config", "prometheus.yml"), ("check", "rules", "reconciler-rules.yml"),
-                                  ("test", "rules", "reconciler-rules.test.yml")])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("check", "config", "prometheus.yml"),
+        ("check", "rules", "reconciler-rules.yml"),
+        ("test", "rules", "reconciler-rules.test.yml"),
+    ],
+)
 def test_promtool_accepts_config_rules_and_rule_tests(args: tuple[str, ...]) -> None:
     result = promtool(*args)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -53,6 +59,11 @@ def test_rules_and_dashboard_use_only_documented_metrics() -> None:
     used = families_used("\n".join(exprs))
     assert rules <= documented, rules - documented
     assert used <= documented, used - documented
-    assert {"reconciler_host_converged", "reconciler_reconcile_duration_seconds", "reconciler_retries",
-            "reconciler_component_healthy", "reconciler_etcd_heartbeat_interval_seconds"} <= used
+    assert {
+        "reconciler_host_converged",
+        "reconciler_reconcile_duration_seconds",
+        "reconciler_retries",
+        "reconciler_component_healthy",
+        "reconciler_etcd_heartbeat_interval_seconds",
+    } <= used
     assert len({p["id"] for p in dashboard["panels"]}) == len(dashboard["panels"])

@@ -22,14 +22,44 @@ from reconciler.tuning.etcdlog import parse_entry, parse_message
 
 SPECS = Path(__file__).resolve().parents[2] / "specs"
 ISSUE = re.compile(r"^specs/[^:]+\.yaml:\d+: ")
-NASTY = ["", " ", "..", "/etc/../etc/passwd", "../x", "a\x00b", "\x00", "é∂ƒ漢字", "\u202e", "$(touch /tmp/x)",
-         "; reboot", "`id`", "a\nb", "'\"", "x" * 100_000, "-1", "0777", "NaN", "null", "~", "{}", "[]"]
+NASTY = [
+    "",
+    " ",
+    "..",
+    "/etc/../etc/passwd",
+    "../x",
+    "a\x00b",
+    "\x00",
+    "é∂ƒ漢字",
+    "\u202e",
+    "$(touch /tmp/x)",
+    "; reboot",
+    "`id`",
+    "a\nb",
+    "'\"",
+    "x" * 100_000,
+    "-1",
+    "0777",
+    "NaN",
+    "null",
+    "~",
+    "{}",
+    "[]",
+]
 
-scalars = st.one_of(st.none(), st.booleans(), st.integers(min_value=-2**70, max_value=2**70),
-                    st.floats(allow_nan=True), st.text(max_size=40), st.sampled_from(NASTY))
-values = st.recursive(scalars, lambda inner: st.one_of(st.lists(inner, max_size=4),
-                                                       st.dictionaries(st.text(max_size=12), inner, max_size=4)),
-                      max_leaves=12)
+scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.floats(allow_nan=True),
+    st.text(max_size=40),
+    st.sampled_from(NASTY),
+)
+values = st.recursive(
+    scalars,
+    lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=12), inner, max_size=4)),
+    max_leaves=12,
+)
 
 
 def load_text(text: str | bytes, name: str = "fuzz.yaml") -> None:
@@ -57,18 +87,29 @@ def mutate(doc: dict[str, Any], path: list[str], value: Any) -> dict[str, Any]:
 
 
 DOCS = [d for f in sorted(SPECS.glob("*.yaml")) for d in yaml.safe_load_all(f.read_text()) if d]
-FIELDS = sorted({(i, tuple(p)) for i, d in enumerate(DOCS) for p in
-                 ([["metadata", "name"], ["kind"], ["apiVersion"], ["spec"]] +
-                  [["spec", k] for k in d.get("spec", {})] +
-                  [["spec", "env", k] for k in (d.get("spec", {}).get("env") or {})])})
+FIELDS = sorted(
+    {
+        (i, tuple(p))
+        for i, d in enumerate(DOCS)
+        for p in (
+            [["metadata", "name"], ["kind"], ["apiVersion"], ["spec"]]
+            + [["spec", k] for k in d.get("spec", {})]
+            + [["spec", "env", k] for k in (d.get("spec", {}).get("env") or {})]
+        )
+    }
+)
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.sampled_from(FIELDS), values)
-def test_any_value_in_any_field_is_a_located_spec_error_or_valid(field: tuple[int, tuple[str, ...]], value: Any) -> None:
+def test_any_value_in_any_field_is_a_located_spec_error_or_valid(
+    field: tuple[int, tuple[str, ...]], value: Any
+) -> None:
     index, path = field
     doc = mutate(yaml.safe_load(yaml.safe_dump(DOCS[index])), list(path), value)
-    doc.setdefault("metadata", {})["name"] = f"fuzz-{index}" if path != ("metadata", "name") else doc["metadata"]["name"]
+    doc.setdefault("metadata", {})["name"] = (
+        f"fuzz-{index}" if path != ("metadata", "name") else doc["metadata"]["name"]
+    )
     if doc.get("kind") == "Host" and path != ("spec",):
         return  # a second Host would also need its own address; covered by the random-text tests
     try:
@@ -82,7 +123,9 @@ def test_any_value_in_any_field_is_a_located_spec_error_or_valid(field: tuple[in
 @given(values)
 def test_random_yaml_documents_never_escape_as_tracebacks(value: Any) -> None:
     try:
-        text = yaml.safe_dump_all([value, {"apiVersion": "reconciler/v1", "kind": "File", "spec": value}], allow_unicode=True)
+        text = yaml.safe_dump_all(
+            [value, {"apiVersion": "reconciler/v1", "kind": "File", "spec": value}], allow_unicode=True
+        )
     except (yaml.YAMLError, ValueError):
         return
     load_text(text)
@@ -108,8 +151,15 @@ def test_etcd_log_parser_never_raises(line: str, at: float) -> None:
 @given(st.text(max_size=30), st.text(max_size=30), st.text(max_size=30))
 def test_etcd_warning_fields_with_garbage(interval: str, expected: str, exceeded: str) -> None:
     import json
-    message = json.dumps({"msg": "leader failed to send out heartbeat on time", "heartbeat-interval": interval,
-                          "expected-duration": expected, "exceeded-duration": exceeded})
+
+    message = json.dumps(
+        {
+            "msg": "leader failed to send out heartbeat on time",
+            "heartbeat-interval": interval,
+            "expected-duration": expected,
+            "exceeded-duration": exceeded,
+        }
+    )
     parse_message(message, 0.0)
     parse_message(f"failed to send out heartbeat on time (exceeded the {interval} timeout for {exceeded}", 0.0)
     parse_entry(json.dumps({"__CURSOR": "c", "__REALTIME_TIMESTAMP": interval, "MESSAGE": message}), "etcd.service")

@@ -23,8 +23,9 @@ class SimConnection:
     def __init__(self, host: SimHost):
         self.host = host
 
-    async def run(self, argv: Sequence[str], *, input: bytes | None = None, timeout: float | None = None,
-                  max_output: int = 0) -> CommandResult:
+    async def run(
+        self, argv: Sequence[str], *, input: bytes | None = None, timeout: float | None = None, max_output: int = 0
+    ) -> CommandResult:
         # what the SSH server hands the emulator: the one quoted command line, split again
         status, out, err = self.host.execute(shlex.split(shlex.join(argv)), input or b"")
         return CommandResult(tuple(argv), status, out, err)

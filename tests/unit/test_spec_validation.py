@@ -46,17 +46,27 @@ def test_bundled_specs_are_valid_and_render_per_host() -> None:
     conf = desired.hosts["master-2"].files["/etc/etcd/etcd.conf"].content.decode()
     assert "ETCD_NAME=master-2\n" in conf
     assert "ETCD_LISTEN_PEER_URLS=https://198.18.0.12:2380\n" in conf
-    assert ("ETCD_INITIAL_CLUSTER=master-1=https://198.18.0.11:2380,master-2=https://198.18.0.12:2380,"
-            "master-3=https://198.18.0.13:2380\n") in conf
+    assert (
+        "ETCD_INITIAL_CLUSTER=master-1=https://198.18.0.11:2380,master-2=https://198.18.0.12:2380,"
+        "master-3=https://198.18.0.13:2380\n"
+    ) in conf
     api = desired.hosts["master-1"].files["/etc/kubernetes/apiserver"].content.decode()
     assert '--insecure-bind-address=198.18.0.11"' in api
     units = [u.name for u in desired.hosts["master-1"].units]
-    assert units == ["etcd.service", "kube-apiserver.service", "kube-controller-manager.service", "kube-scheduler.service"]
+    assert units == [
+        "etcd.service",
+        "kube-apiserver.service",
+        "kube-controller-manager.service",
+        "kube-scheduler.service",
+    ]
     assert desired.hosts["master-1"].files["/etc/kubernetes/token.csv"].sensitive
 
 
 def test_unknown_field_wrong_type_and_missing_field_are_located(tmp_path: Path) -> None:
-    d = write(tmp_path, hosts=HOST, files="""\
+    d = write(
+        tmp_path,
+        hosts=HOST,
+        files="""\
         apiVersion: reconciler/v1
         kind: File
         metadata: {name: f}
@@ -77,7 +87,8 @@ def test_unknown_field_wrong_type_and_missing_field_are_located(tmp_path: Path) 
         metadata: {name: c}
         spec:
           tcp: {host: 127.0.0.1}
-        """)
+        """,
+    )
     found = issues(d)
     assert "specs/files.yaml:7: spec.colour: unknown field" in found
     assert any(i.startswith("specs/files.yaml:14: spec.enabled: Input should be a valid boolean") for i in found)
@@ -85,7 +96,10 @@ def test_unknown_field_wrong_type_and_missing_field_are_located(tmp_path: Path) 
 
 
 def test_duplicate_names_dangling_references_and_path_conflicts(tmp_path: Path) -> None:
-    d = write(tmp_path, hosts=HOST, a="""\
+    d = write(
+        tmp_path,
+        hosts=HOST,
+        a="""\
         apiVersion: reconciler/v1
         kind: File
         metadata: {name: f}
@@ -108,33 +122,50 @@ def test_duplicate_names_dangling_references_and_path_conflicts(tmp_path: Path) 
           content: "[Service]\\n"
           restartOn: [f, nope]
           rollout: {healthCheck: missing}
-        """)
+        """,
+    )
     found = issues(d)
-    assert any(i.startswith("specs/a.yaml:8: metadata.name: duplicate File name 'f' (first at specs/a.yaml:3)") for i in found)
+    assert any(
+        i.startswith("specs/a.yaml:8: metadata.name: duplicate File name 'f' (first at specs/a.yaml:3)") for i in found
+    )
     assert "specs/a.yaml:14: spec.path: /etc/a on host 'm1' is also written by File/f" in found
     assert not any("on host 'm2'" in i for i in found)  # g does not select m2
     assert "specs/a.yaml:21: spec.restartOn[1]: no File named 'nope'" in found
     assert "specs/a.yaml:22: spec.rollout.healthCheck: no HealthCheck named 'missing'" in found
 
 
-@pytest.mark.parametrize("path,why", [("etc/a", "must be absolute"), ("/etc/../a", "not normalised"),
-                                      ("/etc//a", "not normalised"), ("/etc/a/", "not normalised"),
-                                      ("/etc/a b", "characters outside")])
+@pytest.mark.parametrize(
+    "path,why",
+    [
+        ("etc/a", "must be absolute"),
+        ("/etc/../a", "not normalised"),
+        ("/etc//a", "not normalised"),
+        ("/etc/a/", "not normalised"),
+        ("/etc/a b", "characters outside"),
+    ],
+)
 def test_relative_and_unnormalised_paths_are_rejected(tmp_path: Path, path: str, why: str) -> None:
-    d = write(tmp_path, hosts=HOST, a=f"""\
+    d = write(
+        tmp_path,
+        hosts=HOST,
+        a=f"""\
         apiVersion: reconciler/v1
         kind: File
         metadata: {{name: f}}
         spec:
           content: x
           path: "{path}"
-        """)
+        """,
+    )
     [issue] = issues(d)
     assert issue.startswith("specs/a.yaml:6: spec.path:") and why in issue
 
 
 def test_undefined_template_variable_is_an_error_naming_the_host(tmp_path: Path) -> None:
-    d = write(tmp_path, hosts=HOST, a="""\
+    d = write(
+        tmp_path,
+        hosts=HOST,
+        a="""\
         apiVersion: reconciler/v1
         kind: File
         metadata: {name: f}
@@ -143,27 +174,37 @@ def test_undefined_template_variable_is_an_error_naming_the_host(tmp_path: Path)
           env:
             A: "{{ vars.x }}"
             B: "{{ vars.nope }}"
-        """)
+        """,
+    )
     found = issues(d)
-    assert found == ["specs/a.yaml:8: spec.env.B: rendering for host 'm1': 'dict object' has no attribute 'nope'",
-                     "specs/a.yaml:8: spec.env.B: rendering for host 'm2': 'dict object' has no attribute 'nope'"]
+    assert found == [
+        "specs/a.yaml:8: spec.env.B: rendering for host 'm1': 'dict object' has no attribute 'nope'",
+        "specs/a.yaml:8: spec.env.B: rendering for host 'm2': 'dict object' has no attribute 'nope'",
+    ]
 
 
 def test_env_values_are_quoted_when_needed(tmp_path: Path) -> None:
-    d = write(tmp_path, hosts=HOST, a="""\
+    d = write(
+        tmp_path,
+        hosts=HOST,
+        a="""\
         apiVersion: reconciler/v1
         kind: File
         metadata: {name: f}
         spec:
           path: /etc/a
           env: {PLAIN: "{{ vars.x }}", SPACED: 'a "b" c', NUM: 6000, FLAG: true}
-        """)
+        """,
+    )
     body = load_desired(d).hosts["m2"].files["/etc/a"].content.decode()
     assert body.splitlines()[1:] == ["PLAIN=two", 'SPACED="a \\"b\\" c"', "NUM=6000", "FLAG=true"]
 
 
 def test_yaml_syntax_error_and_duplicate_keys_are_located(tmp_path: Path) -> None:
-    d = write(tmp_path, hosts=HOST, bad="""\
+    d = write(
+        tmp_path,
+        hosts=HOST,
+        bad="""\
         apiVersion: reconciler/v1
         kind: File
         metadata: {name: f}
@@ -171,7 +212,9 @@ def test_yaml_syntax_error_and_duplicate_keys_are_located(tmp_path: Path) -> Non
           path: /etc/a
           path: /etc/b
           content: x
-        """, broken="kind: [unclosed\n")
+        """,
+        broken="kind: [unclosed\n",
+    )
     found = issues(d)
     assert "specs/bad.yaml:6: spec.path: duplicate key" in found
     assert any(i.startswith("specs/broken.yaml:2: YAML syntax error") for i in found)
@@ -269,13 +312,22 @@ def test_a_template_that_reads_neither_host_nor_vars_renders_once_for_every_host
 
 
 def test_the_sandbox_fast_paths_still_refuse_what_the_sandbox_refuses(tmp_path: Path) -> None:
-    for template in ("{{ vars.update({'x': 1}) }}", "{{ vars.__class__ }}", "{{ host.labels.setdefault('a', 1) }}",
-                     "{{ ''.join.__self__ }}", "{{ hosts.append(1) }}"):
-        d = write(tmp_path, hosts=HOST, files=f"""\
+    for template in (
+        "{{ vars.update({'x': 1}) }}",
+        "{{ vars.__class__ }}",
+        "{{ host.labels.setdefault('a', 1) }}",
+        "{{ ''.join.__self__ }}",
+        "{{ hosts.append(1) }}",
+    ):
+        d = write(
+            tmp_path,
+            hosts=HOST,
+            files=f"""\
             apiVersion: reconciler/v1
             kind: File
             metadata: {{name: f}}
             spec: {{path: /etc/f, content: "{template}"}}
-            """)
+            """,
+        )
         found = issues(d)
         assert found and all("spec.content: rendering for host" in i for i in found), (template, found)

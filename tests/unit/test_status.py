@@ -57,19 +57,25 @@ async def test_bad_spec_keeps_last_good_and_is_visible(tmp_path: Path) -> None:
     assert await daemon.load_specs("start")
     good = daemon.desired
     assert daemon.queue.depth() == 3
-    (spec_dir / "etcd.yaml").write_text((spec_dir / "etcd.yaml").read_text().replace("timeoutSeconds: 3", "timeoutSeconds: soon"))
+    (spec_dir / "etcd.yaml").write_text(
+        (spec_dir / "etcd.yaml").read_text().replace("timeoutSeconds: 3", "timeoutSeconds: soon")
+    )
     assert not await daemon.load_specs("watch")
     assert daemon.desired is good
     assert daemon.spec["valid"] is False
     assert any("etcd.yaml:" in e and "spec.timeoutSeconds" in e for e in daemon.spec["errors"])
     families = {f.name: f for f in text_string_to_metric_families(daemon._metrics().body.decode())}
     assert families["reconciler_spec_valid"].samples[0].value == 0
-    reloads = {s.labels["result"]: s.value for s in families["reconciler_spec_reloads"].samples if s.name.endswith("_total")}
+    reloads = {
+        s.labels["result"]: s.value for s in families["reconciler_spec_reloads"].samples if s.name.endswith("_total")
+    }
     assert reloads == {"success": 1.0, "error": 1.0}
     # A good edit that changes one host's file queues only that host.
     shutil.copy(SPECS / "etcd.yaml", spec_dir / "etcd.yaml")
     inventory = spec_dir / "inventory.yaml"
-    inventory.write_text(inventory.read_text().replace("etcd_binary: /usr/bin/etcd", "etcd_binary: /usr/local/bin/etcd", 1))
+    inventory.write_text(
+        inventory.read_text().replace("etcd_binary: /usr/bin/etcd", "etcd_binary: /usr/local/bin/etcd", 1)
+    )
     for _ in range(3):
         daemon.queue.done(await asyncio.wait_for(daemon.queue.get(), 1))
     assert await daemon.load_specs("watch")
@@ -78,18 +84,43 @@ async def test_bad_spec_keeps_last_good_and_is_visible(tmp_path: Path) -> None:
 
 
 def status_doc() -> dict:
-    host = {"status": "converged", "last_run": 990.0, "last_success": 990.0, "duration_seconds": 0.2, "error": "",
-            "drift": 0, "applied": [], "pending_actions": [], "failures": 0, "retry_in_seconds": None,
-            "components": {"etcd": {"healthy": True, "detail": "HTTP 200"}}, "units": {}, "reconcile_id": "x"}
-    failed = {**host, "status": "failed", "last_success": 400.0, "error": "master-3: cannot connect", "failures": 4,
-              "retry_in_seconds": 3.5, "components": {"etcd": {"healthy": False, "detail": "unknown"}},
-              "pending_actions": ["~ write /etc/etcd/etcd.conf: content differs"]}
-    return {"ready": True, "spec": {"valid": True, "errors": [], "generation": 2},
-            "summary": {"hosts": 2, "converged": 1, "queue_depth": 1, "in_flight": []},
-            "hosts": {"master-1": host, "master-3": failed},
-            "tuning": {"enabled": True, "effective": {"ETCD_HEARTBEAT_INTERVAL": 400, "ETCD_ELECTION_TIMEOUT": 4000},
-                       "overlay": {"decided_at": 700.0, "reason": "6 warnings", "cause": "CPU starvation or network"},
-                       "last_decision": {"outcome": "quiet", "reason": "0 warnings"}}}
+    host = {
+        "status": "converged",
+        "last_run": 990.0,
+        "last_success": 990.0,
+        "duration_seconds": 0.2,
+        "error": "",
+        "drift": 0,
+        "applied": [],
+        "pending_actions": [],
+        "failures": 0,
+        "retry_in_seconds": None,
+        "components": {"etcd": {"healthy": True, "detail": "HTTP 200"}},
+        "units": {},
+        "reconcile_id": "x",
+    }
+    failed = {
+        **host,
+        "status": "failed",
+        "last_success": 400.0,
+        "error": "master-3: cannot connect",
+        "failures": 4,
+        "retry_in_seconds": 3.5,
+        "components": {"etcd": {"healthy": False, "detail": "unknown"}},
+        "pending_actions": ["~ write /etc/etcd/etcd.conf: content differs"],
+    }
+    return {
+        "ready": True,
+        "spec": {"valid": True, "errors": [], "generation": 2},
+        "summary": {"hosts": 2, "converged": 1, "queue_depth": 1, "in_flight": []},
+        "hosts": {"master-1": host, "master-3": failed},
+        "tuning": {
+            "enabled": True,
+            "effective": {"ETCD_HEARTBEAT_INTERVAL": 400, "ETCD_ELECTION_TIMEOUT": 4000},
+            "overlay": {"decided_at": 700.0, "reason": "6 warnings", "cause": "CPU starvation or network"},
+            "last_decision": {"outcome": "quiet", "reason": "0 warnings"},
+        },
+    }
 
 
 def test_status_table_is_readable_and_plain_unless_coloured() -> None:
@@ -97,7 +128,10 @@ def test_status_table_is_readable_and_plain_unless_coloured() -> None:
 
     text = render_status(status_doc(), "http://127.0.0.1:9479", Style(False), now=1000.0)
     lines = text.splitlines()
-    assert lines[0] == "reconciler at http://127.0.0.1:9479: ready, specs valid (generation 2), 1/2 hosts converged, 1 queued"
+    assert (
+        lines[0]
+        == "reconciler at http://127.0.0.1:9479: ready, specs valid (generation 2), 1/2 hosts converged, 1 queued"
+    )
     header = next(i for i, line in enumerate(lines) if line.startswith("HOST"))
     assert lines[header + 1].split()[:4] == ["master-1", "converged", "10s", "ago"]
     assert "failed" in lines[header + 2] and "10m ago" in lines[header + 2] and "3.5s" in lines[header + 2]
@@ -115,7 +149,9 @@ def test_plan_colours_only_when_asked() -> None:
     plan = "master-1: 1 change(s)\n  ~ write /etc/x: content differs\n      --- /etc/x\n      +++ /etc/x\n      @@ -1 +1 @@\n      -a\n      +b"
     assert colour_plan(plan, Style(False)) == plan
     coloured = colour_plan(plan, Style(True)).splitlines()
-    assert coloured[5].startswith("\x1b[31m") and coloured[6].startswith("\x1b[32m") and coloured[4].startswith("\x1b[36m")
+    assert (
+        coloured[5].startswith("\x1b[31m") and coloured[6].startswith("\x1b[32m") and coloured[4].startswith("\x1b[36m")
+    )
 
 
 def test_http_endpoint_binds_loopback_unless_told_otherwise() -> None:

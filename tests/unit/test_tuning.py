@@ -17,19 +17,47 @@ from reconciler.tuning.policy import TuningPolicy, decide, suspected_cause
 
 SPECS = Path(__file__).resolve().parents[2] / "specs"
 V34 = "failed to send out heartbeat on time (exceeded the 100ms timeout for 401.80886ms, to e23bf6fd185b2dc5)"
-V35 = json.dumps({"level": "warn", "ts": "2026-11-27T03:00:00.000Z", "caller": "etcdserver/raft.go:369",
-                  "msg": "leader failed to send out heartbeat on time; took too long, leader is overloaded likely from slow disk",
-                  "to": "e23bf6fd185b2dc5", "heartbeat-interval": "100ms", "expected-duration": "200ms",
-                  "exceeded-duration": "401.80886ms"})
+V35 = json.dumps(
+    {
+        "level": "warn",
+        "ts": "2026-11-27T03:00:00.000Z",
+        "caller": "etcdserver/raft.go:369",
+        "msg": "leader failed to send out heartbeat on time; took too long, leader is overloaded likely from slow disk",
+        "to": "e23bf6fd185b2dc5",
+        "heartbeat-interval": "100ms",
+        "expected-duration": "200ms",
+        "exceeded-duration": "401.80886ms",
+    }
+)
 
 
 def entry(message: str, cursor: str, at: float = 1000.0, pid: str = "321", ident: str = "etcd") -> str:
-    return json.dumps({"__CURSOR": cursor, "__REALTIME_TIMESTAMP": str(int(at * 1e6)), "_PID": pid,
-                       "SYSLOG_IDENTIFIER": ident, "MESSAGE": message})
+    return json.dumps(
+        {
+            "__CURSOR": cursor,
+            "__REALTIME_TIMESTAMP": str(int(at * 1e6)),
+            "_PID": pid,
+            "SYSLOG_IDENTIFIER": ident,
+            "MESSAGE": message,
+        }
+    )
 
 
-@pytest.mark.parametrize("text,ms", [("100ms", 100), ("401.80886ms", 401.80886), ("1.5s", 1500), ("1m2.5s", 62500),
-                                     ("250µs", 0.25), ("7ns", 7e-6), ("", None), ("ms", None), ("10 ms", None), ("1x", None)])
+@pytest.mark.parametrize(
+    "text,ms",
+    [
+        ("100ms", 100),
+        ("401.80886ms", 401.80886),
+        ("1.5s", 1500),
+        ("1m2.5s", 62500),
+        ("250µs", 0.25),
+        ("7ns", 7e-6),
+        ("", None),
+        ("ms", None),
+        ("10 ms", None),
+        ("1x", None),
+    ],
+)
 def test_go_durations(text: str, ms: float | None) -> None:
     assert go_duration_ms(text) == (pytest.approx(ms) if ms is not None else None)
 
@@ -44,11 +72,18 @@ def test_both_log_formats_give_the_same_heartbeat_gap() -> None:
 
 
 def test_journal_entries_carry_cursor_warnings_and_restarts() -> None:
-    assert parse_entry(entry(V34, "c1"), "etcd.service") == ("c1", HeartbeatWarning(1000.0, 100.0, pytest.approx(601.80886)))
-    assert parse_entry(entry("Stopping etcd.service - Etcd Server...", "c2", 7, "1", "systemd"),
-                       "etcd.service") == ("c2", Restart(7.0, "stopping"))
-    assert parse_entry(entry("Started etcd.service - Etcd Server.", "c3", 9, "1", "systemd"),
-                       "etcd.service") == ("c3", Restart(9.0, "started"))
+    assert parse_entry(entry(V34, "c1"), "etcd.service") == (
+        "c1",
+        HeartbeatWarning(1000.0, 100.0, pytest.approx(601.80886)),
+    )
+    assert parse_entry(entry("Stopping etcd.service - Etcd Server...", "c2", 7, "1", "systemd"), "etcd.service") == (
+        "c2",
+        Restart(7.0, "stopping"),
+    )
+    assert parse_entry(entry("Started etcd.service - Etcd Server.", "c3", 9, "1", "systemd"), "etcd.service") == (
+        "c3",
+        Restart(9.0, "started"),
+    )
     binary = json.dumps({"__CURSOR": "c4", "__REALTIME_TIMESTAMP": "1", "MESSAGE": list(V34.encode())})
     assert isinstance(parse_entry(binary, "etcd.service")[1], HeartbeatWarning)
 
@@ -68,8 +103,13 @@ def test_random_and_truncated_lines_never_raise() -> None:
 def test_follower_resumes_after_the_last_cursor_without_repeats() -> None:
     events: list[object] = []
     host = load_desired(SPECS).hosts["master-1"]
-    follower = JournalFollower(host, "etcd.service", connect=None, on_event=lambda h, e: events.append(e),  # type: ignore[arg-type]
-                               since_seconds=60)
+    follower = JournalFollower(
+        host,
+        "etcd.service",
+        connect=None,
+        on_event=lambda h, e: events.append(e),  # type: ignore[arg-type]
+        since_seconds=60,
+    )
     assert follower.argv()[-1] == "--since=-60s"  # first stream: the window already in the journal
     follower.feed(entry(V34, "c1"))
     follower.feed("not json")
@@ -112,8 +152,14 @@ def test_policy_only_raises_and_respects_cooldown_and_ceiling() -> None:
     # Never lowers an election timeout the operator set higher; never above 50000 ms; always >= 5 x heartbeat.
     high = decide(TuningPolicy(), 1000.0, warnings("m1", 3, 990.0), [], (100, 9000), None)
     assert (high.heartbeat_ms, high.election_ms) == (500, 9000)
-    huge = decide(TuningPolicy(max_heartbeat_ms=10000, election_multiplier=50), 1000.0,
-                  warnings("m1", 3, 990.0, gap=20000), [], (100, 1000), None)
+    huge = decide(
+        TuningPolicy(max_heartbeat_ms=10000, election_multiplier=50),
+        1000.0,
+        warnings("m1", 3, 990.0, gap=20000),
+        [],
+        (100, 1000),
+        None,
+    )
     assert huge.election_ms == 50000 and huge.heartbeat_ms is not None and huge.election_ms >= 5 * huge.heartbeat_ms
 
 
@@ -124,13 +170,15 @@ def test_suspected_cause_from_wal_fsync_latency() -> None:
 
 
 def test_etcd_metrics_give_fsync_p99_and_send_failures() -> None:
-    text = ("# TYPE etcd_disk_wal_fsync_duration_seconds histogram\n"
-            'etcd_disk_wal_fsync_duration_seconds_bucket{le="0.001"} 90\n'
-            'etcd_disk_wal_fsync_duration_seconds_bucket{le="0.002"} 98\n'
-            'etcd_disk_wal_fsync_duration_seconds_bucket{le="0.032"} 100\n'
-            'etcd_disk_wal_fsync_duration_seconds_bucket{le="+Inf"} 100\n'
-            "etcd_disk_wal_fsync_duration_seconds_sum 0.1\netcd_disk_wal_fsync_duration_seconds_count 100\n"
-            "# TYPE etcd_server_heartbeat_send_failures_total counter\netcd_server_heartbeat_send_failures_total 6\n")
+    text = (
+        "# TYPE etcd_disk_wal_fsync_duration_seconds histogram\n"
+        'etcd_disk_wal_fsync_duration_seconds_bucket{le="0.001"} 90\n'
+        'etcd_disk_wal_fsync_duration_seconds_bucket{le="0.002"} 98\n'
+        'etcd_disk_wal_fsync_duration_seconds_bucket{le="0.032"} 100\n'
+        'etcd_disk_wal_fsync_duration_seconds_bucket{le="+Inf"} 100\n'
+        "etcd_disk_wal_fsync_duration_seconds_sum 0.1\netcd_disk_wal_fsync_duration_seconds_count 100\n"
+        "# TYPE etcd_server_heartbeat_send_failures_total counter\netcd_server_heartbeat_send_failures_total 6\n"
+    )
     values = parse_etcd_metrics(text)
     assert values["heartbeat_send_failures"] == 6
     assert values["wal_fsync_p99_seconds"] == pytest.approx(0.002 + 0.030 * 0.5)
@@ -156,11 +204,15 @@ def test_overlay_round_trip_and_operator_spec_value_wins(tmp_path: Path) -> None
 
 def test_tuning_spec_errors_name_file_and_field(tmp_path: Path) -> None:
     import shutil
+
     spec_dir = tmp_path / "specs"
     shutil.copytree(SPECS, spec_dir)
     etcd = spec_dir / "etcd.yaml"
-    etcd.write_text(etcd.read_text().replace("electionMultiplier: 10", "electionMultiplier: 3")
-                    .replace("ETCD_HEARTBEAT_INTERVAL: 100", "ETCD_HEARTBEAT_INTERVAL: \"{{ 100 }}\""))
+    etcd.write_text(
+        etcd.read_text()
+        .replace("electionMultiplier: 10", "electionMultiplier: 3")
+        .replace("ETCD_HEARTBEAT_INTERVAL: 100", 'ETCD_HEARTBEAT_INTERVAL: "{{ 100 }}"')
+    )
     with pytest.raises(SpecError) as err:
         load_desired(spec_dir)
     text = "\n".join(str(i) for i in err.value.issues)

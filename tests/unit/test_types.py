@@ -10,6 +10,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def test_mypy_finds_no_type_error() -> None:
-    proc = subprocess.run([sys.executable, "-m", "mypy", "--no-incremental"], cwd=REPO, capture_output=True, text=True,
-                          timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-m", "mypy", "--no-incremental"], cwd=REPO, capture_output=True, text=True, timeout=600
+    )
     assert proc.returncode == 0, proc.stdout[-5000:] + proc.stderr[-2000:]

@@ -17,9 +17,25 @@ GROUP = grp.getgrgid(os.getgid()).gr_name
 
 def write(path: Path, content: bytes, sent: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
     digest = hashlib.sha256(content).hexdigest()
-    return subprocess.run(["bash", "-c", WRITE_SCRIPT, "w", str(path), "0640", USER, GROUP, str(path.parent / "bak"),
-                           "20261127T000000.1", "5", digest], input=content if sent is None else sent,
-                          capture_output=True, timeout=30)
+    return subprocess.run(
+        [
+            "bash",
+            "-c",
+            WRITE_SCRIPT,
+            "w",
+            str(path),
+            "0640",
+            USER,
+            GROUP,
+            str(path.parent / "bak"),
+            "20261127T000000.1",
+            "5",
+            digest,
+        ],
+        input=content if sent is None else sent,
+        capture_output=True,
+        timeout=30,
+    )
 
 
 def test_complete_content_is_installed_with_mode_and_a_backup(tmp_path: Path) -> None:
