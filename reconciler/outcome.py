@@ -16,27 +16,84 @@ from reconciler.plan.actions import Action, Plan
 Status = Literal["converged", "pending", "unconverged", "failed", "rolled-back"]
 
 
-@dataclass
+@dataclass(frozen=True)
+class Step:
+    """What one stage of a pass (apply, rollout) produced. `status` None: nothing stopped it, the pass goes on."""
+
+    status: Status | None = None
+    error: str = ""
+    ssh_error: bool = False
+    applied: tuple[Action, ...] = ()
+    seconds: dict[str, float] = field(default_factory=dict)  # phase -> time: apply, restart
+    rollbacks: tuple[str, ...] = ()  # units rolled back
+
+    @staticmethod
+    def of(
+        applied: ApplyLog,
+        status: Status | None = None,
+        error: str = "",
+        ssh_error: bool = False,
+        rollbacks: tuple[str, ...] = (),
+    ) -> Step:
+        return Step(status, error, ssh_error, tuple(applied.done), dict(applied.seconds), rollbacks)
+
+
+@dataclass(frozen=True)
+class Looked:
+    """What observing a host again (verify) found."""
+
+    status: Status
+    error: str = ""
+    ssh_error: bool = False
+    snapshot: HostSnapshot | None = None
+    remaining: Plan | None = None
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True)
 class HostOutcome:
     host: str
     status: Status
     plan: Plan | None = None  # the plan found before applying
-    applied: list[Action] = field(default_factory=list)
+    applied: tuple[Action, ...] = ()
     snapshot: HostSnapshot | None = None  # the last observation
     remaining: Plan | None = None  # what still differs after applying
     error: str = ""
     ssh_error: bool = False  # the failure was the SSH connection itself
-    rollbacks: list[str] = field(default_factory=list)  # units rolled back in this pass
+    rollbacks: tuple[str, ...] = ()  # units rolled back in this pass
     seconds: dict[str, float] = field(default_factory=dict)  # phase -> time: observe, apply, restart, verify
 
-    def timed(self, phase: str, seconds: float) -> None:
-        self.seconds[phase] = self.seconds.get(phase, 0.0) + seconds
+    @staticmethod
+    def of(first: HostOutcome, steps: list[Step], looked: Looked | None) -> HostOutcome:
+        """A pass, built once from its stages: the first look (and plan), apply and rollout, the look after.
 
-    def took(self, applied: ApplyLog) -> None:
-        """Take over what an apply did and how long each phase of it took."""
-        self.applied.extend(applied.done)
-        for phase, seconds in applied.seconds.items():
-            self.timed(phase, seconds)
+        The status is the last stage's that stopped the pass, else what the look after found; a rollback
+        stays the status after a look that did not fail (waiting would not make the host converge).
+        """
+        seconds = dict(first.seconds)
+        for step in steps:
+            for phase, spent in step.seconds.items():
+                seconds[phase] = seconds.get(phase, 0.0) + spent
+        stopped = next((s for s in reversed(steps) if s.status is not None), Step())
+        status, error, ssh_error = stopped.status, stopped.error, stopped.ssh_error
+        snapshot, remaining = first.snapshot, None
+        if looked is not None:
+            seconds["verify"] = looked.seconds
+            snapshot, remaining = looked.snapshot or snapshot, looked.remaining
+            if status != "rolled-back" or looked.status == "failed":
+                status, error, ssh_error = looked.status, looked.error, looked.ssh_error
+        return HostOutcome(
+            first.host,
+            status or first.status,
+            plan=first.plan,
+            applied=tuple(a for s in steps for a in s.applied),
+            snapshot=snapshot,
+            remaining=remaining,
+            error=error,
+            ssh_error=ssh_error,
+            rollbacks=tuple(u for s in steps for u in s.rollbacks),
+            seconds=seconds,
+        )
 
     def summary(self) -> str:
         if self.status == "failed":

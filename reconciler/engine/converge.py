@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import replace
 
 import structlog
 
@@ -19,8 +20,8 @@ from reconciler.engine.session import Session
 from reconciler.errors import HostError
 from reconciler.observe.facts import observe_host
 from reconciler.observe.snapshot import CheckResult
-from reconciler.outcome import HostOutcome, RunResult
-from reconciler.plan.actions import Action, Kind
+from reconciler.outcome import HostOutcome, Looked, RunResult, Status, Step
+from reconciler.plan.actions import Action, Kind, Plan
 from reconciler.plan.diff import plan_host
 from reconciler.spec.desired import DesiredHost, DesiredState
 from reconciler.transport.base import Connection
@@ -39,9 +40,13 @@ async def _observe_and_plan(session: Session, host: DesiredHost, *, with_checks:
         session.forget(host.name)
         return HostOutcome(host.name, "failed", error=str(exc), ssh_error=exc.ssh)
     plan = plan_host(host, snapshot)
-    outcome = HostOutcome(host.name, "converged" if plan.empty else "pending", plan=plan, snapshot=snapshot)
-    outcome.timed("observe", time.monotonic() - began)
-    return outcome
+    return HostOutcome(
+        host.name,
+        "converged" if plan.empty else "pending",
+        plan=plan,
+        snapshot=snapshot,
+        seconds={"observe": time.monotonic() - began},
+    )
 
 
 def _chosen(desired: DesiredState, only: list[str] | None) -> list[str]:
@@ -75,19 +80,19 @@ def _held_back(host: DesiredHost, actions: tuple[Action, ...], held: Held) -> tu
     return kept, why
 
 
-async def _apply_now(session: Session, host: DesiredHost, outcome: HostOutcome, held: Held) -> None:
-    actions, why = _held_back(host, outcome.plan.now() if outcome.plan else (), held)
-    if why:
-        outcome.status, outcome.error = "rolled-back", "; ".join(why)
+async def _apply_now(session: Session, host: DesiredHost, plan: Plan | None, held: Held) -> Step:
+    """The plan's actions that need no turn (writes, enables, restarts of units without a rollout policy), minus
+    what was rolled back before on the same config; a failed restart of a unit is rolled back here."""
+    actions, why = _held_back(host, plan.now() if plan else (), held)
+    stopped = Step("rolled-back", "; ".join(why)) if why else Step()
     if not actions:
-        return
+        return stopped
     applied = ApplyLog(host.name)
     began = time.monotonic()
     try:
         conn = await session.connection(host.target)
         await apply_actions(conn, host, actions, applied)
     except HostError as exc:
-        outcome.status, outcome.error, outcome.ssh_error = "failed", str(exc), exc.ssh
         failed = actions[len(applied.done)] if len(applied.done) < len(actions) else None
         unit = next(
             (
@@ -98,20 +103,18 @@ async def _apply_now(session: Session, host: DesiredHost, outcome: HostOutcome, 
             None,
         )
         written = [p for p in applied.backups if unit is not None and p in unit.restart_on]
-        if unit is not None and unit.rollback and written and not exc.ssh:
-            tried = tuple(a for a in applied.done if a.target in written)
-            try:
-                rolled = await roll_back(
-                    conn, host, unit, tried, applied, str(exc), began, lambda: _active(conn, unit.name)
-                )
-            except HostError as again:
-                outcome.error = f"{exc}; rolling back failed too: {again}"
-            else:
-                held.hold(host.name, unit.name, fingerprint(host, written), str(rolled))
-                outcome.status, outcome.error = "rolled-back", str(rolled)
-                outcome.rollbacks.append(unit.name)
-    finally:
-        outcome.took(applied)
+        if unit is None or not unit.rollback or not written or exc.ssh:
+            return Step.of(applied, "failed", str(exc), exc.ssh)
+        tried = tuple(a for a in applied.done if a.target in written)
+        try:
+            rolled = await roll_back(
+                conn, host, unit, tried, applied, str(exc), began, lambda: _active(conn, unit.name)
+            )
+        except HostError as again:
+            return Step.of(applied, "failed", f"{exc}; rolling back failed too: {again}", exc.ssh)
+        held.hold(host.name, unit.name, fingerprint(host, written), str(rolled))
+        return Step.of(applied, "rolled-back", str(rolled), rollbacks=(unit.name,))
+    return Step.of(applied, stopped.status, stopped.error)
 
 
 async def _active(conn: Connection, unit: str) -> CheckResult:
@@ -156,24 +159,29 @@ def _unit_config(desired: DesiredState, unit: str) -> frozenset[tuple[str, str, 
 
 
 async def _rollout(
-    session: Session, desired: DesiredState, host: DesiredHost, outcome: HostOutcome, rollouts: Rollouts
-) -> None:
+    session: Session, desired: DesiredState, host: DesiredHost, plan: Plan | None, rollouts: Rollouts
+) -> Step:
     """This host's held-back restarts, each taken in turn with the other hosts, behind the quorum guard."""
-    for group in outcome.plan.rollouts() if outcome.plan else ():
+    done: list[Action] = []
+    seconds: dict[str, float] = {}
+
+    def step(
+        status: Status | None = None, error: str = "", ssh_error: bool = False, rollbacks: tuple[str, ...] = ()
+    ) -> Step:
+        return Step(status, error, ssh_error, tuple(done), seconds, rollbacks)
+
+    for group in plan.rollouts() if plan else ():
         unit = next(u for u in host.units if u.name == group[-1].target)
         tried = fingerprint(host, [a.target for a in group if a.kind is Kind.WRITE])
         reason = rollouts.held.why(host.name, unit.name, tried) if tried else None
         if reason:  # this member already failed on exactly this config: its turn waits for new specs
-            outcome.status, outcome.error = "rolled-back", reason + HELD
-            return
+            return step("rolled-back", reason + HELD)
         async with rollouts.lock(unit.name):
             if rollouts.stopping.is_set():  # staged writes wait too: the host stays consistent
-                outcome.status, outcome.error = "failed", f"{host.name}: shutting down before restarting {unit.name}"
-                return
+                return step("failed", f"{host.name}: shutting down before restarting {unit.name}")
             stopped = rollouts.stopped(desired, unit.name)
             if stopped:  # another member failed on these specs: the rollout does not go on until they change
-                outcome.status, outcome.error = "failed", f"{host.name}: rollout of {unit.name} stopped: {stopped}"
-                return
+                return step("failed", f"{host.name}: rollout of {unit.name} stopped: {stopped}")
             applied = ApplyLog(host.name)
             began = time.monotonic()
             try:
@@ -182,50 +190,49 @@ async def _rollout(
                 if tried:
                     rollouts.held.hold(host.name, unit.name, tried, str(exc))
                 rollouts.stop(desired, unit.name, str(exc))
-                outcome.status, outcome.error = "rolled-back", str(exc)
-                outcome.rollbacks.append(unit.name)
                 log.warning("rollout stopped: rolled back", host=host.name, unit=unit.name, error=str(exc))
-                return
+                return step("rolled-back", str(exc), rollbacks=(unit.name,))
             except HostError as exc:
-                outcome.status, outcome.error, outcome.ssh_error = "failed", str(exc), exc.ssh
                 log.warning("rollout stopped", host=host.name, unit=unit.name, error=str(exc))
-                return
+                return step("failed", str(exc), exc.ssh)
             finally:
                 # the whole guarded turn (guard, staged writes, restart, wait healthy) counts as restart
-                applied.seconds = {"restart": time.monotonic() - began}
-                outcome.took(applied)
+                done.extend(applied.done)
+                seconds["restart"] = seconds.get("restart", 0.0) + time.monotonic() - began
+    return step()
 
 
-async def _verify(session: Session, host: DesiredHost, outcome: HostOutcome, wait: float, interval: float) -> None:
+async def _verify(session: Session, host: DesiredHost, wait: float, interval: float) -> Looked:
     """Observe again (checks included) until the plan is empty and every check passes, or `wait` runs out."""
     began = time.monotonic()
     deadline = began + wait
     while True:
         try:
             snapshot = await observe_host(await session.connection(host.target), host)
-            outcome.seconds["verify"] = time.monotonic() - began
         except HostError as exc:
             session.forget(host.name)
-            outcome.status, outcome.error, outcome.ssh_error = "failed", str(exc), exc.ssh
-            return
-        outcome.snapshot = snapshot
-        outcome.remaining = plan_host(host, snapshot)
-        if outcome.remaining.empty and snapshot.healthy:
-            outcome.status, outcome.error = "converged", ""
-            return
+            return Looked("failed", str(exc), exc.ssh, seconds=time.monotonic() - began)
+        remaining = plan_host(host, snapshot)
+        if remaining.empty and snapshot.healthy:
+            return Looked("converged", "", snapshot=snapshot, remaining=remaining, seconds=time.monotonic() - began)
         if time.monotonic() >= deadline:
-            problems = [a.headline() for a in outcome.remaining.actions]
+            problems = [a.headline() for a in remaining.actions]
             problems += [f"check {c.name} failing ({c.detail})" for c in snapshot.failing_checks()]
-            outcome.status, outcome.error = "unconverged", "; ".join(problems)
-            return
+            return Looked(
+                "unconverged",
+                "; ".join(problems),
+                snapshot=snapshot,
+                remaining=remaining,
+                seconds=time.monotonic() - began,
+            )
         await asyncio.sleep(interval)
 
 
 async def observe_status(desired: DesiredState, session: Session, only: list[str] | None = None) -> RunResult:
     """Observe every host with its checks, change nothing: converged means no drift and all checks pass."""
-    outcomes = {n: HostOutcome(n, "pending") for n in _chosen(desired, only)}
-    await asyncio.gather(*(_verify(session, desired.hosts[n], o, 0.0, 0.0) for n, o in outcomes.items()))
-    return RunResult(outcomes)
+    names = _chosen(desired, only)
+    looks = await asyncio.gather(*(_verify(session, desired.hosts[n], 0.0, 0.0) for n in names))
+    return RunResult({n: HostOutcome.of(HostOutcome(n, "pending"), [], looked) for n, looked in zip(names, looks)})
 
 
 async def reconcile_host(
@@ -241,25 +248,25 @@ async def reconcile_host(
 
     The first observation includes the health checks, so a host with nothing to do and every check
     passing is done in one round trip (the daemon's resync of a converged fleet); otherwise the
-    observation after applying decides.
+    observation after applying decides. Each stage returns what it did; the outcome is built once.
     """
     host = desired.hosts[name]
-    outcome = await _observe_and_plan(session, host, with_checks=True)
-    if outcome.status == "failed":
-        return outcome
-    if outcome.status == "converged" and outcome.snapshot is not None and outcome.snapshot.healthy:
-        outcome.remaining = outcome.plan  # nothing to do, every check passes: no second look needed
+    first = await _observe_and_plan(session, host, with_checks=True)
+    if first.status == "failed":
+        outcome = first
+    elif first.status == "converged" and first.snapshot is not None and first.snapshot.healthy:
+        outcome = replace(first, remaining=first.plan)  # nothing to do, every check passes: no second look
     else:
-        await _apply_now(session, host, outcome, rollouts.held)
-        if outcome.status != "failed":
-            await _rollout(session, desired, host, outcome, rollouts)
-        if outcome.status == "rolled-back":  # one look for /status; waiting would not make it converge
-            error = outcome.error
-            await _verify(session, host, outcome, 0.0, interval)
-            if outcome.status != "failed":
-                outcome.status, outcome.error = "rolled-back", error
-        elif outcome.status != "failed":
-            await _verify(session, host, outcome, wait, interval)
+        steps = [await _apply_now(session, host, first.plan, rollouts.held)]
+        if steps[-1].status != "failed":
+            steps.append(await _rollout(session, desired, host, first.plan, rollouts))
+        stopped = next((s.status for s in reversed(steps) if s.status is not None), None)
+        looked = None
+        if stopped == "rolled-back":  # one look for /status; waiting would not make it converge
+            looked = await _verify(session, host, 0.0, interval)
+        elif stopped != "failed":
+            looked = await _verify(session, host, wait, interval)
+        outcome = HostOutcome.of(first, steps, looked)
     log.info("host result", host=name, status=outcome.status, applied=len(outcome.applied), error=outcome.error or None)
     return outcome
 
