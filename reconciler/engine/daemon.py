@@ -14,27 +14,23 @@ import random
 import signal
 import time
 import uuid
-from typing import Any
 
 import structlog
 
-from reconciler.components.etcd import ELECTION_KEY, HEARTBEAT_KEY
 from reconciler.engine.converge import Rollouts, reconcile_host
 from reconciler.engine.memory import TRIM_PERIOD_S, pin_malloc_thresholds, release_free_memory
 from reconciler.engine.queue import Backoff, WorkQueue
 from reconciler.engine.session import Connector, Session, ssh_connector
 from reconciler.errors import SpecError, SpecIssue
-from reconciler.outcome import HostOutcome
 from reconciler.settings import DaemonSettings
 from reconciler.spec.cache import SpecCache
 from reconciler.spec.desired import DesiredState
 from reconciler.spec.isolate import load_desired
 from reconciler.spec.watch import watch_specs
 from reconciler.status.http import HTTPServer, Response
+from reconciler.status.ledger import Ledger
 from reconciler.status.metrics import Metrics
-from reconciler.status.report import HostRecord, certificate_report, status_document
 from reconciler.status.sdnotify import Notifier
-from reconciler.tuning.overlay import parse_env
 from reconciler.tuning.tuner import Tuner
 
 log = structlog.get_logger(__name__)
@@ -53,15 +49,7 @@ class Daemon:
         self.spec_cache = SpecCache()
         self._loading = asyncio.Lock()
         self._loads: set[asyncio.Task[None]] = set()
-        self.records: dict[str, HostRecord] = {}
-        self.spec: dict[str, Any] = {
-            "dir": str(settings.spec_dir),
-            "valid": False,
-            "errors": [],
-            "loaded_at": None,
-            "generation": 0,
-            "last_attempt_at": None,
-        }
+        self.ledger = Ledger(str(settings.spec_dir), self.metrics)
         self.stopping = asyncio.Event()
         self.crashed = False  # an internal fault stopped the daemon: exit non-zero
         self._first_pass: set[str] = set()
@@ -95,7 +83,7 @@ class Daemon:
             return await self._load_specs(reason)
 
     async def _load_specs(self, reason: str) -> bool:
-        self.spec["last_attempt_at"] = time.time()
+        self.ledger.spec_attempted()
         try:
             desired = await asyncio.to_thread(
                 load_desired, self.settings.spec_dir, overlay=self.tuner.overlay_env(), cache=self.spec_cache
@@ -111,38 +99,36 @@ class Daemon:
                     SpecIssue(str(self.settings.spec_dir), 0, "", f"internal error while loading: {type(exc).__name__}")
                 ]
             )
-            self.spec.update(valid=False, errors=[str(i) for i in issues])
-            self.metrics.spec_reloads.labels("error").inc()
-            self.metrics.spec_valid.set(0)
+            self.ledger.spec_refused([str(i) for i in issues])
             log.error(
                 "spec invalid; keeping the last good specs",
                 reason=reason,
-                errors=self.spec["errors"],
-                generation=self.spec["generation"],
+                errors=self.ledger.spec.errors,
+                generation=self.ledger.spec.generation,
             )
             return False
         old = self.desired.hosts if self.desired else {}
         changed = [n for n, h in desired.hosts.items() if old.get(n) != h]
-        for name in sorted(set(old) - set(desired.hosts)):
+        removed = sorted(set(old) - set(desired.hosts))
+        for name in removed:
             self.queue.discard(name)
-            record = self.records.pop(name, None)
-            self.metrics.forget_host(name, list(record.components) if record else [])
             self.session.forget(name)
         for name in changed:
             if name in old and old[name].target != desired.hosts[name].target:
                 self.session.forget(name)
-            self.records.setdefault(name, HostRecord())
+        self.ledger.spec_loaded(changed, removed)
         if self.desired is None:  # the first good specs: ready once every host had a pass
             self._first_pass = set(desired.hosts)
         self.desired = desired
-        self.spec.update(valid=True, errors=[], loaded_at=time.time(), generation=self.spec["generation"] + 1)
-        self.metrics.spec_reloads.labels("success").inc()
-        self.metrics.spec_valid.set(1)
         self.tuner.sync(desired)
         for name in changed:
             self.queue.add(name)
         log.info(
-            "specs loaded", reason=reason, generation=self.spec["generation"], hosts=len(desired.hosts), changed=changed
+            "specs loaded",
+            reason=reason,
+            generation=self.ledger.spec.generation,
+            hosts=len(desired.hosts),
+            changed=changed,
         )
         return True
 
@@ -162,7 +148,7 @@ class Daemon:
                 self.metrics.queue_depth.set(self.queue.depth())
 
     async def _reconcile(self, host: str) -> None:
-        desired, generation = self.desired, self.spec["generation"]
+        desired, generation = self.desired, self.ledger.spec.generation
         if desired is None or host not in desired.hosts:
             return
         reconcile_id = uuid.uuid4().hex[:12]
@@ -170,20 +156,12 @@ class Daemon:
             began = time.monotonic()
             outcome = await reconcile_host(desired, host, self.session, self.rollouts, wait=self.settings.verify_wait)
             seconds = time.monotonic() - began
-            record = self.records.setdefault(host, HostRecord())
-            record.update(
-                outcome, finished=time.time(), seconds=seconds, reconcile_id=reconcile_id, generation=generation
+            record = self.ledger.pass_done(
+                desired, outcome, seconds=seconds, reconcile_id=reconcile_id, generation=generation
             )
-            self.metrics.record_pass(outcome, seconds, outcome.ssh_error)
-            self.metrics.record_components(host, {n: bool(c["healthy"]) for n, c in record.components.items()})
-            if outcome.snapshot is not None and outcome.snapshot.certificates:
-                record.certificates = certificate_report(desired.hosts[host], outcome.snapshot, time.time())
-                self.metrics.record_certificates(host, outcome.snapshot.certificates)
-            self._record_etcd_values(desired, outcome)
             if outcome.status == "converged":
                 self.backoff.succeeded(host)
-                record.failures, record.retry_in_seconds = 0, None
-                self.metrics.backoff.labels(host).set(0)
+                self.ledger.converged(host)
             elif not self.stopping.is_set():
                 self._retry(host)
             self._first_pass.discard(host)
@@ -198,22 +176,12 @@ class Daemon:
                 error=outcome.error or None,
             )
 
-    def _record_etcd_values(self, desired: DesiredState, outcome: HostOutcome) -> None:
-        tuning, snapshot = desired.tuning, outcome.snapshot
-        fact = snapshot.files.get(tuning.path) if tuning and snapshot else None
-        if fact is None or not fact.complete:
-            return
-        env = parse_env(fact.content)
-        self.metrics.record_etcd_values(outcome.host, env.get(HEARTBEAT_KEY), env.get(ELECTION_KEY))
-
     def _retry(self, host: str) -> None:
         delay = self.backoff.failed(host)
         self.queue.add(host, delay)
-        self.metrics.retries.labels(host).inc()
-        self.metrics.backoff.labels(host).set(delay)
-        record = self.records.setdefault(host, HostRecord())
-        record.failures, record.retry_in_seconds = self.backoff.failures.get(host, 0), round(delay, 3)
-        log.warning("backing off", host=host, failures=record.failures, retry_in=round(delay, 3))
+        failures = self.backoff.failures.get(host, 0)
+        self.ledger.backing_off(host, failures, delay)
+        log.warning("backing off", host=host, failures=failures, retry_in=round(delay, 3))
 
     async def _resync(self) -> None:
         interval, jitter = self.settings.resync_interval, self.settings.resync_jitter
@@ -244,12 +212,7 @@ class Daemon:
             if self._beat - trimmed >= TRIM_PERIOD_S:
                 trimmed = self._beat
                 release_free_memory()
-            hosts = self.records
-            converged = sum(1 for r in hosts.values() if r.status == "converged")
-            spec = "" if self.spec["valid"] else ", spec INVALID (running on last good)"
-            self.notifier.notify(
-                "WATCHDOG=1", f"STATUS={converged}/{len(hosts)} hosts converged, {self.queue.depth()} queued{spec}"
-            )
+            self.notifier.notify("WATCHDOG=1", f"STATUS={self.ledger.summary(self.queue.depth())}")
             try:
                 await asyncio.wait_for(self.stopping.wait(), period)
             except TimeoutError:
@@ -339,15 +302,9 @@ class Daemon:
         return Response(503, f"not ready: {why}\n".encode())
 
     def _status(self) -> Response:
-        for host, record in self.records.items():
-            due = self.queue.due_in(host)
-            record.retry_in_seconds = round(due, 3) if due is not None and host in self.backoff.failures else None
-        doc = status_document(
-            ready=self.ready,
-            spec=self.spec,
-            hosts=self.records,
-            queue_depth=self.queue.depth(),
-            in_flight=list(self.queue.in_flight),
+        backing_off = {h: self.queue.due_in(h) for h in self.backoff.failures}
+        doc = self.ledger.status_document(
+            ready=self.ready, queue_depth=self.queue.depth(), in_flight=list(self.queue.in_flight), retry_in=backing_off
         )
-        doc["tuning"] = self.tuner.status(self.records)
+        doc["tuning"] = self.tuner.status(self.ledger.records)
         return Response(200, json.dumps(doc, indent=2).encode() + b"\n", "application/json")

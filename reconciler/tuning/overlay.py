@@ -32,19 +32,6 @@ class Overlay:
         return {HEARTBEAT_KEY: self.heartbeat_ms, ELECTION_KEY: self.election_ms}
 
 
-def parse_env(content: bytes) -> dict[str, int]:
-    """The integer KEY=value lines of an env file (quotes stripped); anything else is skipped."""
-    out: dict[str, int] = {}
-    for line in content.decode(errors="replace").splitlines():
-        key, sep, value = line.strip().partition("=")
-        if sep and not key.startswith("#"):
-            try:
-                out[key.strip()] = int(value.strip().strip("\"'"))
-            except ValueError:
-                pass
-    return out
-
-
 def path_in(state_dir: Path) -> Path:
     return state_dir / FILENAME
 

@@ -89,12 +89,12 @@ async def test_a_hostile_template_edit_is_a_located_error_and_the_last_good_spec
     good = daemon.desired
     bad_spec(specs, HOSTILE[name])
     assert not await daemon.load_specs("watch")
-    assert daemon.desired is good and daemon.spec["generation"] == 1 and not daemon.spec["valid"]
-    assert daemon.spec["errors"] and all(
-        e.startswith("specs/bad.yaml:7: spec.content: rendering for host ") for e in daemon.spec["errors"]
+    assert daemon.desired is good and daemon.ledger.spec.generation == 1 and not daemon.ledger.spec.valid
+    assert daemon.ledger.spec.errors and all(
+        e.startswith("specs/bad.yaml:7: spec.content: rendering for host ") for e in daemon.ledger.spec.errors
     )
     (specs / "bad.yaml").unlink()
-    assert await daemon.load_specs("watch") and daemon.spec["valid"]
+    assert await daemon.load_specs("watch") and daemon.ledger.spec.valid
 
 
 async def test_a_loader_bug_keeps_the_last_good_specs(
@@ -109,7 +109,7 @@ async def test_a_loader_bug_keeps_the_last_good_specs(
 
     monkeypatch.setattr(daemon_module, "load_desired", broken)
     assert not await daemon.load_specs("watch")
-    assert daemon.desired is good and daemon.spec["errors"] == [
+    assert daemon.desired is good and daemon.ledger.spec.errors == [
         f"{specs}:0: internal error while loading: RuntimeError"
     ]
 

@@ -62,8 +62,8 @@ async def test_bad_spec_keeps_last_good_and_is_visible(tmp_path: Path) -> None:
     )
     assert not await daemon.load_specs("watch")
     assert daemon.desired is good
-    assert daemon.spec["valid"] is False
-    assert any("etcd.yaml:" in e and "spec.timeoutSeconds" in e for e in daemon.spec["errors"])
+    assert daemon.ledger.spec.valid is False
+    assert any("etcd.yaml:" in e and "spec.timeoutSeconds" in e for e in daemon.ledger.spec.errors)
     families = {f.name: f for f in text_string_to_metric_families(daemon._metrics().body.decode())}
     assert families["reconciler_spec_valid"].samples[0].value == 0
     reloads = {
@@ -79,7 +79,7 @@ async def test_bad_spec_keeps_last_good_and_is_visible(tmp_path: Path) -> None:
     for _ in range(3):
         daemon.queue.done(await asyncio.wait_for(daemon.queue.get(), 1))
     assert await daemon.load_specs("watch")
-    assert daemon.spec["valid"] and daemon.spec["generation"] == 2
+    assert daemon.ledger.spec.valid and daemon.ledger.spec.generation == 2
     assert daemon.queue.depth() == 1 and await asyncio.wait_for(daemon.queue.get(), 1) == "master-1"
 
 
