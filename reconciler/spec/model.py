@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import posixpath
 import re
+from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
@@ -221,3 +222,16 @@ class Document(BaseModel):
 
     def where(self, *loc: str | int) -> str:
         return f"{self.file}:{self.line_of(*loc)}"
+
+
+_UNIT_SUFFIXES = (".service", ".socket", ".timer", ".path", ".mount", ".target")
+
+
+def unit_name(spec_name: str) -> str:
+    return spec_name if spec_name.endswith(_UNIT_SUFFIXES) else f"{spec_name}.service"
+
+
+def selects(selector: HostSelector, labels: Mapping[str, str]) -> bool:
+    if isinstance(selector, str):  # "all" (comparing a pydantic model to a string costs its __eq__)
+        return True
+    return all(labels.get(k) == v for k, v in selector.match_labels.items())

@@ -1,0 +1,178 @@
+"""Checks across documents: duplicate names and addresses, dangling references, unit names and directories,
+the size of hosts x documents, and what the components (etcd, kube) would refuse on each host.
+
+Pure: documents (and, for the components, the rendered DesiredHosts) in, located SpecIssues out. Called by
+`spec.render`.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from pathlib import Path
+
+from reconciler.components.check import problems as component_problems
+from reconciler.errors import SpecIssue
+from reconciler.spec.desired import DesiredHost
+from reconciler.spec.limits import MAX_DESIRED_ITEMS, UNIT_NAME_MAX
+from reconciler.spec.model import Document, UnitSpec, selects, unit_name
+
+
+def index_documents(docs: list[Document], issues: list[SpecIssue]) -> dict[str, dict[str, Document]]:
+    """Documents by kind and name; a second document of a kind and name is reported, not kept."""
+    by_kind: dict[str, dict[str, Document]] = {
+        k: {} for k in ("Host", "File", "Unit", "HealthCheck", "EtcdTuning", "Certificate")
+    }
+    for doc in docs:
+        seen = by_kind[doc.kind].get(doc.metadata.name)
+        if seen is not None:
+            issues.append(
+                SpecIssue(
+                    doc.file,
+                    doc.line_of("metadata", "name"),
+                    "metadata.name",
+                    f"duplicate {doc.kind} name {doc.metadata.name!r} (first at {seen.where('metadata', 'name')})",
+                )
+            )
+            continue
+        by_kind[doc.kind][doc.metadata.name] = doc
+    return by_kind
+
+
+def check_hosts(hosts: list[Document], issues: list[SpecIssue]) -> None:
+    seen: dict[tuple[str, int], Document] = {}
+    for doc in hosts:
+        key = (doc.spec.address, doc.spec.port)
+        if key in seen:
+            issues.append(
+                SpecIssue(
+                    doc.file,
+                    doc.line_of("spec", "address"),
+                    "spec.address",
+                    f"{key[0]}:{key[1]} is also host {seen[key].metadata.name!r}",
+                )
+            )
+        seen[key] = doc
+
+
+# Where systemd loads system units from (systemd.unit(5)); Debian's /lib is /usr/lib on merged-/usr systems.
+UNIT_DIRS = (
+    "/etc/systemd/system",
+    "/run/systemd/system",
+    "/usr/local/lib/systemd/system",
+    "/usr/lib/systemd/system",
+    "/lib/systemd/system",
+)
+
+
+def _check_unit(doc: Document, issues: list[SpecIssue]) -> None:
+    spec: UnitSpec = doc.spec
+    name = unit_name(doc.metadata.name)
+    if len(name) > UNIT_NAME_MAX:
+        issues.append(
+            SpecIssue(
+                doc.file,
+                doc.line_of("metadata", "name"),
+                "metadata.name",
+                f"unit name {name[:40]!r}... is {len(name)} characters; systemd allows {UNIT_NAME_MAX}",
+            )
+        )
+    if spec.path is not None and (
+        posixpath.dirname(spec.path) not in UNIT_DIRS or posixpath.basename(spec.path) != name
+    ):
+        issues.append(
+            SpecIssue(
+                doc.file,
+                doc.line_of("spec", "path"),
+                "spec.path",
+                f"a unit file lives in a systemd unit directory under its own name, e.g. "
+                f"/etc/systemd/system/{name[:60]} (directories: {', '.join(UNIT_DIRS)})",
+            )
+        )
+
+
+def check_references(by_kind: dict[str, dict[str, Document]], issues: list[SpecIssue]) -> None:
+    units: dict[str, Document] = {}
+    for doc in by_kind["Unit"].values():  # `etcd` and `etcd.service` are one systemd unit
+        other = units.setdefault(unit_name(doc.metadata.name), doc)
+        if other is not doc:
+            issues.append(
+                SpecIssue(
+                    doc.file,
+                    doc.line_of("metadata", "name"),
+                    "metadata.name",
+                    f"Unit {doc.metadata.name!r} is the same systemd unit as {other.metadata.name!r} "
+                    f"({other.where('metadata', 'name')})",
+                )
+            )
+    for doc in by_kind["Unit"].values():
+        spec: UnitSpec = doc.spec
+        _check_unit(doc, issues)
+        for i, name in enumerate(spec.restart_on):
+            if name not in by_kind["File"]:
+                issues.append(
+                    SpecIssue(
+                        doc.file, doc.line_of("spec", "restartOn", i), f"spec.restartOn[{i}]", f"no File named {name!r}"
+                    )
+                )
+        if spec.rollout and spec.rollout.health_check not in by_kind["HealthCheck"]:
+            issues.append(
+                SpecIssue(
+                    doc.file,
+                    doc.line_of("spec", "rollout", "healthCheck"),
+                    "spec.rollout.healthCheck",
+                    f"no HealthCheck named {spec.rollout.health_check!r}",
+                )
+            )
+
+
+def within_size(hosts: list[Document], by_kind: dict[str, dict[str, Document]], issues: list[SpecIssue]) -> bool:
+    """Whether hosts x what each document selects stays within MAX_DESIRED_ITEMS, counted before anything is
+    rendered (and no further than the limit: 3000 Hosts x 3000 Files stop after ~35 documents)."""
+    total = 0
+    for kind in ("File", "Unit", "HealthCheck", "Certificate"):
+        for doc in by_kind[kind].values():
+            weight = len(doc.spec.paths) if kind == "Certificate" else 1
+            total += weight * sum(1 for h in hosts if selects(doc.spec.hosts, h.metadata.labels))
+            if total > MAX_DESIRED_ITEMS:
+                issues.append(
+                    SpecIssue(
+                        doc.file,
+                        doc.line_of("spec", "hosts"),
+                        "spec.hosts",
+                        "the hosts' files, units, checks and "
+                        f"certificate paths come to more than {MAX_DESIRED_ITEMS} with this "
+                        "document (limit MAX_DESIRED_ITEMS)",
+                    )
+                )
+                return False
+    return True
+
+
+def component_issues(
+    desired: dict[str, DesiredHost], by_kind: dict[str, dict[str, Document]], spec_dir: Path
+) -> list[SpecIssue]:
+    """What etcd and the kube components would refuse (`components`), located in the document that wrote it."""
+    hosts = {
+        name: (
+            {path: f.content.decode("utf-8", errors="replace") for path, f in h.files.items()},
+            [(u.name, u.path) for u in h.units],
+        )
+        for name, h in desired.items()
+    }
+    docs = {f"{kind}/{doc.metadata.name}": doc for kind in ("File", "Unit") for doc in by_kind[kind].values()}
+    issues: list[SpecIssue] = []
+    for problem in component_problems(hosts):
+        setting = problem.setting
+        file = desired[problem.host].files.get(setting.path) if setting else None
+        doc = docs.get(file.source) if file else None
+        shown = "" if setting is None or not setting.value or (file and file.sensitive) else f"={setting.value[:80]}"
+        message = f"{setting.label if setting else 'value'}{shown} on host {problem.host!r}: {problem.message}"
+        if doc is None or setting is None:
+            issues.append(SpecIssue(str(spec_dir), 0, "", message))
+        elif doc.kind == "File" and doc.spec.env is not None and setting.key in doc.spec.env:
+            issues.append(
+                SpecIssue(doc.file, doc.line_of("spec", "env", setting.key), f"spec.env.{setting.key}", message)
+            )
+        else:  # a line of a `content: |` block: the key's line, then the line within the content
+            issues.append(SpecIssue(doc.file, doc.line_of("spec", "content") + setting.line, "spec.content", message))
+    return issues
