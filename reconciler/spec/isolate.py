@@ -37,7 +37,8 @@ from reconciler.spec.render import build_desired
 
 GRACE_SECONDS = 5.0  # after its wall clock, for the child to report where it was (freeing what it built
 # before the handler that locates the error runs can take seconds on a busy machine)
-_FRAME = struct.Struct("!Q")
+_BUDGET = struct.Struct("!cd")  # b"B", seconds from the start: the wall clock now in force
+_ANSWER = b"A"  # then the answer, pickled, to the end of the pipe
 
 
 def load_desired(
@@ -96,7 +97,7 @@ def _child(fd: int, directory: Path, overlay: Mapping[str, int] | None, cache: S
         docs = load_documents(directory, cache)
         seconds, memory = load_budget(sum(1 for d in docs if d.kind == "Host"))
         message = f"rendering and checking took longer than {seconds:.1f} s (limit MAX_LOAD_SECONDS)"
-        _send(fd, ("budget", time.monotonic() - began + seconds))
+        os.write(fd, _BUDGET.pack(b"B", time.monotonic() - began + seconds))
         _limit(seconds, inherited + memory)
         answer: tuple[str, Any] = ("ok", build_desired(docs, spec_dir=directory, overlay=overlay, cache=cache))
         state = cache.__dict__ if cache is not None else None
@@ -121,7 +122,9 @@ def _child(fd: int, directory: Path, overlay: Mapping[str, int] | None, cache: S
         answer = ("error", [SpecIssue(str(directory), 0, "", f"internal error while loading: {type(exc).__name__}")])
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
-    _send(fd, (*answer, state))
+    with os.fdopen(fd, "wb", buffering=1 << 16, closefd=False) as out:  # streamed: no copy of it in memory
+        out.write(_ANSWER)
+        pickle.dump((*answer, state), out, protocol=pickle.HIGHEST_PROTOCOL)
 
 
 def _limit(seconds: float, address_space: int) -> None:
@@ -137,19 +140,12 @@ def _mapped_bytes() -> int:
         return int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
 
 
-def _send(fd: int, message: Any) -> None:
-    data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
-    view = memoryview(_FRAME.pack(len(data)) + data)
-    while view:
-        view = view[os.write(fd, view) :]
-
-
 # -- the parent --------------------------------------------------------------------------------------
 def _collect(fd: int, pid: int, began: float) -> tuple[str, Any, Any] | str:
     """The child's answer, or why there is none; kills the child at its wall clock plus the grace, and reaps it."""
     seconds = MAX_READ_SECONDS
     buffer = bytearray()
-    frames: list[Any] = []
+    parsed, answer_at = 0, -1
     poller = select.poll()
     poller.register(fd, select.POLLIN)
     try:
@@ -163,19 +159,22 @@ def _collect(fd: int, pid: int, began: float) -> tuple[str, Any, Any] | str:
             if not chunk:
                 break
             buffer += chunk
-            while len(buffer) >= _FRAME.size and len(buffer) >= _FRAME.size + _FRAME.unpack_from(buffer)[0]:
-                size = _FRAME.unpack_from(buffer)[0]
-                frame = pickle.loads(buffer[_FRAME.size : _FRAME.size + size])
-                del buffer[: _FRAME.size + size]
-                if frame[0] == "budget":
-                    seconds = frame[1]
+            while answer_at < 0 and parsed < len(buffer):
+                if buffer[parsed : parsed + 1] == _ANSWER:
+                    answer_at = parsed + 1
+                elif len(buffer) - parsed >= _BUDGET.size:
+                    seconds = _BUDGET.unpack_from(buffer, parsed)[1]
+                    parsed += _BUDGET.size
                 else:
-                    frames.append(frame)
+                    break
     finally:
         _reap(pid)
-    if not frames:
+    if answer_at < 0:
         return "loading the specs ended without an answer (its process died)"
-    return frames[-1]  # type: ignore[no-any-return]
+    try:
+        return pickle.loads(memoryview(buffer)[answer_at:])  # type: ignore[no-any-return]
+    except Exception:  # cut short: the child died while sending it (out of memory, killed)
+        return "loading the specs ended before its answer was complete (its process died)"
 
 
 def _reap(pid: int) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
 import time
 from pathlib import Path
@@ -112,3 +113,15 @@ def test_memory_past_the_limit_is_a_located_error_and_the_next_load_works(specs:
     ]
     (specs / "big.yaml").unlink()
     assert load_desired(specs).hosts["m1"].files == {}
+
+
+def test_the_largest_rendering_the_limits_allow_comes_back_whole(tmp_path: Path) -> None:
+    """A 16 MiB file (MAX_RENDERED_BYTES) on the bundled specs' three hosts: ~50 MB of answer, streamed back (a
+    pickle built in the child's memory first did not fit MAX_LOAD_MEMORY_BYTES: the load died)."""
+    specs = tmp_path / "specs"
+    shutil.copytree(Path(__file__).resolve().parents[2] / "specs", specs)
+    line = "0123456789abcdef" * 4
+    loops = "{% for i in range(3) %}{% for j in range(86037) %}" + line + "\\n{% endfor %}{% endfor %}"
+    (specs / "big.yaml").write_text(SLOW.replace("{{ ('x' * 2000000)|wordwrap(1) }}", loops))
+    state = load_desired(specs)
+    assert [len(h.files["/etc/slow"].content) for h in state.hosts.values()] == [3 * 86037 * 65] * 3
