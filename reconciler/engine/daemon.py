@@ -32,6 +32,7 @@ from reconciler.status.ledger import Ledger
 from reconciler.status.metrics import Metrics
 from reconciler.status.sdnotify import Notifier
 from reconciler.tuning.tuner import Tuner
+from reconciler.waits import pause
 
 log = structlog.get_logger(__name__)
 
@@ -186,11 +187,7 @@ class Daemon:
     async def _resync(self) -> None:
         interval, jitter = self.settings.resync_interval, self.settings.resync_jitter
         while not self.stopping.is_set():
-            try:
-                await asyncio.wait_for(self.stopping.wait(), interval * (1 + random.uniform(-jitter, jitter)))
-            except TimeoutError:
-                pass
-            if not self.stopping.is_set():
+            if not await pause(self.stopping, interval * (1 + random.uniform(-jitter, jitter))):
                 self._queue_all()
 
     def _queue_all(self) -> None:
@@ -213,10 +210,7 @@ class Daemon:
                 trimmed = self._beat
                 release_free_memory()
             self.notifier.notify("WATCHDOG=1", f"STATUS={self.ledger.summary(self.queue.depth())}")
-            try:
-                await asyncio.wait_for(self.stopping.wait(), period)
-            except TimeoutError:
-                pass
+            await pause(self.stopping, period)
 
     # -- lifecycle -----------------------------------------------------------------------------
     def stop(self) -> None:

@@ -13,6 +13,8 @@ import math
 import random
 import time
 
+from reconciler.waits import backoff
+
 
 class WorkQueue:
     def __init__(self) -> None:
@@ -91,8 +93,7 @@ class Backoff:
 
     def failed(self, key: str) -> float:
         n = self.failures[key] = self.failures.get(key, 0) + 1
-        delay = min(self.cap, self.base * 2 ** min(n - 1, 62))
-        return delay / 2 + self._rng.uniform(0, delay / 2)
+        return backoff(n, self.base, self.cap, self._rng)
 
     def succeeded(self, key: str) -> None:
         self.failures.pop(key, None)

@@ -12,14 +12,16 @@ from collections.abc import Awaitable, Callable
 from reconciler.errors import HostError
 from reconciler.spec.desired import Target
 from reconciler.transport.base import Connection
-from reconciler.transport.ssh import SSHConnection
+from reconciler.transport.ssh import ParsedFiles, SSHConnection
 
 Connector = Callable[[Target], Awaitable[Connection]]
 
 
 def ssh_connector(attempts: int = 4, initial_delay: float = 0.5) -> Connector:
+    files = ParsedFiles()  # known_hosts and keys parsed once for all the connector's hosts
+
     async def connect(target: Target) -> Connection:
-        return await SSHConnection.open(target, attempts=attempts, initial_delay=initial_delay)
+        return await SSHConnection.open(target, attempts=attempts, initial_delay=initial_delay, files=files)
 
     return connect
 

@@ -14,14 +14,14 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disa
 from reconciler.observe.snapshot import CertFact
 from reconciler.outcome import HostOutcome
 
-# `_created` series would double the families in the text format and carry nothing an operator reads.
-disable_created_metrics()
-
 DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 
 
 class Metrics:
     def __init__(self) -> None:
+        # `_created` series would double the families in the text format and carry nothing an operator reads
+        # (prometheus_client's switch is process-wide; it is set before the first metric is made)
+        disable_created_metrics()
         r = self.registry = CollectorRegistry(auto_describe=True)
         self.reconciles = Counter(
             "reconciler_reconciles",

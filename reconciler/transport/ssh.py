@@ -15,11 +15,12 @@ from typing import TypeVar, cast
 
 import asyncssh
 import structlog
-from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential, wait_random
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt
 
 from reconciler.errors import HostError, PermanentHostError, TransientHostError
 from reconciler.spec.desired import Target
 from reconciler.transport.base import MAX_OUTPUT, CommandResult, command_line
+from reconciler.waits import backoff
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
@@ -44,13 +45,20 @@ class SSHConnection:
 
     @classmethod
     async def open(
-        cls, target: Target, *, attempts: int = 4, initial_delay: float = 0.5, max_delay: float = 8.0
+        cls,
+        target: Target,
+        *,
+        attempts: int = 4,
+        initial_delay: float = 0.5,
+        max_delay: float = 8.0,
+        files: ParsedFiles | None = None,
     ) -> SSHConnection:
-        """Connect, retrying transient failures; raises PermanentHostError or TransientHostError."""
+        """Connect, retrying transient failures; raises PermanentHostError or TransientHostError. `files`: the
+        known_hosts and key files already parsed (a connector passes the same one to all its connects)."""
+        files = files or ParsedFiles()
         retrying = AsyncRetrying(
             stop=stop_after_attempt(attempts),
-            wait=wait_exponential(multiplier=initial_delay, max=max_delay)
-            + wait_random(0, initial_delay),  # backoff + jitter
+            wait=lambda state: backoff(state.attempt_number, initial_delay, max_delay),
             retry=retry_if_exception(lambda e: isinstance(e, TransientHostError)),
             reraise=True,
             before_sleep=lambda rs: log.warning(
@@ -62,7 +70,7 @@ class SSHConnection:
         )
         async for attempt in retrying:
             with attempt:
-                return cls(target, await _connect(target))
+                return cls(target, await _connect(target, files))
         raise AssertionError("unreachable")
 
     async def run(
@@ -143,20 +151,23 @@ class SSHConnection:
             pass
 
 
-_files: dict[tuple[str, str], tuple[tuple[int, int], object]] = {}
+class ParsedFiles:
+    """known_hosts and key files, parsed once and again only when they change on disk. asyncssh parses the
+    file on every connect otherwise: with one known_hosts line per host, O(hosts^2) for a fleet's connects.
+    One per connector (`engine.session.ssh_connector`), shared by its connects."""
 
+    def __init__(self) -> None:
+        self._files: dict[tuple[str, str], tuple[tuple[int, int], object]] = {}
 
-def _cached(kind: str, path: str, read: Callable[[str], T]) -> T:
-    """A known_hosts or key file, parsed once and again only when it changes on disk. asyncssh parses the
-    file on every connect otherwise: with one known_hosts line per host, O(hosts^2) for a fleet's connects."""
-    st = os.stat(path)
-    stamp = (st.st_mtime_ns, st.st_size)
-    hit = _files.get((kind, path))
-    if hit is not None and hit[0] == stamp:
-        return cast(T, hit[1])
-    value = read(path)
-    _files[(kind, path)] = (stamp, value)
-    return value
+    def get(self, kind: str, path: str, read: Callable[[str], T]) -> T:
+        st = os.stat(path)
+        stamp = (st.st_mtime_ns, st.st_size)
+        hit = self._files.get((kind, path))
+        if hit is not None and hit[0] == stamp:
+            return cast(T, hit[1])
+        value = read(path)
+        self._files[(kind, path)] = (stamp, value)
+        return value
 
 
 class UnprotectedKey(ValueError):
@@ -224,7 +235,8 @@ def _bytes(data: object) -> bytes:
     return data if isinstance(data, bytes) else str(data).encode()
 
 
-async def _connect(target: Target) -> asyncssh.SSHClientConnection:
+async def _connect(target: Target, files: ParsedFiles | None = None) -> asyncssh.SSHClientConnection:
+    files = files or ParsedFiles()
     where = f"{target.name} ({target.user}@{target.address}:{target.port})"
     options: dict[str, object] = {
         "username": target.user,
@@ -250,7 +262,7 @@ async def _connect(target: Target) -> asyncssh.SSHClientConnection:
     # file, a token), asyncssh's own message would quote the first line it could not parse.
     if target.known_hosts and not target.unsafe_skip_host_key_verification:
         try:
-            options["known_hosts"] = _cached(
+            options["known_hosts"] = files.get(
                 "known_hosts",
                 target.known_hosts,
                 lambda p: asyncssh.import_known_hosts(_read_small(p).decode("utf-8", "replace")),
@@ -265,7 +277,7 @@ async def _connect(target: Target) -> asyncssh.SSHClientConnection:
         try:
             _check_key_mode(target.identity_file)
             options["client_keys"] = [
-                _cached(
+                files.get(
                     "key", target.identity_file, lambda p: asyncssh.import_private_key(_pem_checked(_read_small(p)))
                 )
             ]

@@ -19,6 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from reconciler.errors import HostError
 from reconciler.spec.desired import DesiredCheck, DesiredHost
 from reconciler.tuning.etcdlog import HeartbeatWarning, Restart, parse_entry
+from reconciler.waits import backoff, pause
 
 log = structlog.get_logger(__name__)
 
@@ -82,17 +83,14 @@ class JournalFollower:
                 if conn is not None:
                     await conn.close()
             failures += 1
-            delay = min(self.retry_cap, 0.5 * 2 ** min(failures - 1, 10))
+            delay = backoff(failures, 0.5, self.retry_cap)
             log.warning(
                 "etcd journal stream lost; resuming from the cursor",
                 host=self.host.name,
                 retry_in=delay,
                 error=self.error,
             )
-            try:
-                await asyncio.wait_for(stopping.wait(), delay)
-            except TimeoutError:
-                pass
+            await pause(stopping, delay)
 
     async def scrape(self, check: DesiredCheck | None) -> dict[str, float]:
         """The member's heartbeat send failures and WAL fsync p99 (seconds) from its /metrics, if reachable."""

@@ -26,7 +26,8 @@ from reconciler.tuning import overlay as store
 from reconciler.tuning.etcdlog import HeartbeatWarning, Restart
 from reconciler.tuning.follower import JournalFollower, StreamConnector
 from reconciler.tuning.overlay import Overlay
-from reconciler.tuning.policy import Decision, decide
+from reconciler.tuning.policy import Decision, decide, in_restart_window
+from reconciler.waits import pause
 
 log = structlog.get_logger(__name__)
 
@@ -101,10 +102,7 @@ class Tuner:
 
     def _in_restart(self, at: float) -> bool:
         grace = self.desired.tuning.policy.restart_grace_seconds if self.desired and self.desired.tuning else 0.0
-        return any(
-            stop - grace <= at and (start is None or at <= start + grace)
-            for stop, start in self._restart_windows(time.time())
-        )
+        return in_restart_window(at, self._restart_windows(time.time()), grace)
 
     def sync(self, desired: DesiredState) -> None:
         """Follow exactly the members of the tuned unit in the new desired state."""
@@ -137,10 +135,7 @@ class Tuner:
             while not stopping.is_set():
                 self._check_overlay_file()
                 await self.evaluate()
-                try:
-                    await asyncio.wait_for(stopping.wait(), interval)
-                except TimeoutError:
-                    pass
+                await pause(stopping, interval)
         finally:
             tasks = [t for _, t in self.followers.values()]
             for task in tasks:
