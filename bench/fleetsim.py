@@ -3,7 +3,7 @@
     python -m bench.fleetsim --hosts 1000 --base-port 23000 --dir /tmp/fleet
 
 Writes into --dir: the client key (id_ed25519), known_hosts (one line per host: host keys are verified
-as with real hosts), then prints `ready` once every port listens. Each host is a `bench.simhost.SimHost`
+as with real hosts), then prints `ready` once every port listens. Each host is a `reconciler.transport.fake.SimHost`
 (files, units and health in memory). Standard input takes one JSON command per line, answered with one
 JSON line: {"cmd": "stats"} (commands answered per host), {"cmd": "edit", "path": P, "content": C} (a hand
 edit of P on every host). Loopback only: it binds 127.0.0.1 and nothing else.
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import asyncssh
 
-from bench.simhost import SimHost
+from reconciler.transport.fake import SimHost
 
 
 async def _handle(host: SimHost, process: asyncssh.SSHServerProcess[bytes]) -> None:

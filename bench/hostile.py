@@ -542,7 +542,7 @@ CASES: list[Case] = [
         "MAX_LOAD_SECONDS",
         fixed="hang: textwrap breaks a long word in quadratic time, inside one step: ~80 s for 2 MB, hours for "
         "16 MB; the wall-time limit is only checked between steps"
-        + " (fixed: the load's SIGALRM interrupts it inside the step)",
+        + " (fixed: the load's CPU alarm interrupts it inside the step)",
     ),
     Case(
         "urlize-target",
@@ -740,7 +740,7 @@ CASES: list[Case] = [
             )
         },
         "MAX_RENDER_SECONDS|MAX_LOAD_SECONDS",
-        note="each template within MAX_RENDER_SECONDS (1 s), 40 of them: the load's wall clock ends it",
+        note="each template within MAX_RENDER_SECONDS (1 s), 40 of them: the load's CPU budget ends it",
     ),
 ]
 

@@ -266,9 +266,9 @@ def compare(bed: Testbed, tools: Tools, rounds: int, bare_rounds: int) -> dict[s
 
 async def floor(bed_specs: Path, repeats: int) -> dict[str, Any]:
     """One observe command per host over kept connections, 3 hosts in parallel; median of `repeats`."""
-    from reconciler.engine.session import Session
     from reconciler.observe.facts import observe_host
     from reconciler.spec.isolate import load_desired
+    from reconciler.transport.session import Session
 
     desired = load_desired(bed_specs)
     session = Session()

@@ -247,7 +247,7 @@ def _print_result(result: RunResult, command: str, desired: DesiredState) -> Non
 
 async def _run(args: argparse.Namespace, desired: DesiredState) -> int:
     from reconciler.engine.converge import converge, observe_status, plan_all
-    from reconciler.engine.session import Session, ssh_connector
+    from reconciler.transport.session import Session, ssh_connector
 
     session = Session(ssh_connector(attempts=args.connect_attempts))
     try:

@@ -16,7 +16,6 @@ import structlog
 from reconciler.apply.executor import ApplyLog, apply_actions
 from reconciler.engine.rollback import Held, RolledBack, fingerprint, roll_back
 from reconciler.engine.rollout import restart_one
-from reconciler.engine.session import Session
 from reconciler.errors import HostError
 from reconciler.observe.facts import observe_host
 from reconciler.observe.snapshot import CheckResult
@@ -25,6 +24,7 @@ from reconciler.plan.actions import Action, Kind, Plan
 from reconciler.plan.diff import plan_host
 from reconciler.spec.desired import DesiredHost, DesiredState
 from reconciler.transport.base import Connection
+from reconciler.transport.session import Session
 
 log = structlog.get_logger(__name__)
 

@@ -20,7 +20,6 @@ import structlog
 from reconciler.engine.converge import Rollouts, reconcile_host
 from reconciler.engine.memory import TRIM_PERIOD_S, pin_malloc_thresholds, release_free_memory
 from reconciler.engine.queue import Backoff, WorkQueue
-from reconciler.engine.session import Connector, Session, ssh_connector
 from reconciler.errors import SpecError, SpecIssue
 from reconciler.settings import DaemonSettings
 from reconciler.spec.cache import SpecCache
@@ -31,6 +30,7 @@ from reconciler.status.http import HTTPServer, Response
 from reconciler.status.ledger import Ledger
 from reconciler.status.metrics import Metrics
 from reconciler.status.sdnotify import Notifier
+from reconciler.transport.session import Connector, Session, ssh_connector
 from reconciler.tuning.tuner import Tuner
 from reconciler.waits import pause
 
@@ -56,7 +56,10 @@ class Daemon:
         self._first_pass: set[str] = set()
         self._beat = time.monotonic()
         self.tuner = Tuner(
-            settings.state_dir, self.metrics, ssh_connector(attempts=1), on_overlay=lambda: self.request_load("tuning")
+            settings.state_dir,
+            self.metrics,
+            connector or ssh_connector(attempts=1),
+            on_overlay=lambda: self.request_load("tuning"),
         )
         self.http = HTTPServer(
             {"/metrics": self._metrics, "/healthz": self._healthz, "/readyz": self._readyz, "/status": self._status},

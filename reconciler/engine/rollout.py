@@ -13,12 +13,12 @@ import structlog
 
 from reconciler.apply.executor import ApplyLog, apply_actions
 from reconciler.engine.rollback import roll_back
-from reconciler.engine.session import Session
 from reconciler.errors import HostError
 from reconciler.observe.facts import probe
 from reconciler.observe.snapshot import CheckResult
 from reconciler.plan.actions import Action
 from reconciler.spec.desired import DesiredHost, DesiredState, DesiredUnit
+from reconciler.transport.session import Session
 
 log = structlog.get_logger(__name__)
 

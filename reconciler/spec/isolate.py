@@ -1,13 +1,15 @@
-"""The spec load, in a forked child process under a memory limit and a wall clock: no input can cost more.
+"""The spec load, in a forked child process under a memory limit and a CPU budget: no input can cost more.
 
 The bounds in `spec.limits` (file sizes, YAML values, template steps and sizes) give located errors for what
 they catch. This is what holds when one of them misses: a value built inside one call that no estimate saw,
 a parser or a template stuck in one step, a product of legal sizes. The child runs with RLIMIT_AS at what it
-inherited plus MAX_LOAD_MEMORY_BYTES (a MemoryError where the value is built) and a SIGALRM (LoadExpired
+inherited plus MAX_LOAD_MEMORY_BYTES (a MemoryError where the value is built) and a CPU-time alarm (SIGPROF:
+LoadExpired
 where it fires): MAX_READ_SECONDS to read the files, then `limits.load_budget` for the hosts read to render
 and check. Handlers on the way locate either at the document, field and host. The answer (the DesiredState
 or the SpecError, and the SpecCache the child updated) comes back pickled through a pipe. A child still
-running GRACE_SECONDS past its wall clock (stuck inside one C call), or dead without an answer, is killed
+running WALL_FACTOR x its CPU budget plus GRACE_SECONDS of wall time (stuck inside one C call, or starved), or
+dead without an answer, is killed
 and reported as a spec error naming the limit.
 
 The child is only the thread that forked; it touches nothing but the spec files and the pipe, and leaves by
@@ -35,9 +37,12 @@ from reconciler.spec.limits import MAX_READ_SECONDS, LoadExpired, load_budget
 from reconciler.spec.load import load_documents
 from reconciler.spec.render import build_desired
 
-GRACE_SECONDS = 5.0  # after its wall clock, for the child to report where it was (freeing what it built
-# before the handler that locates the error runs can take seconds on a busy machine)
-_BUDGET = struct.Struct("!cd")  # b"B", seconds from the start: the wall clock now in force
+# The budgets are CPU time: a loaded machine slows a load down without making it costlier, and a legitimate
+# spec must not fail because the machine is busy. Wall time only backs them up, generously.
+WALL_FACTOR = 3.0
+GRACE_SECONDS = 5.0  # past that, for the child to report where it was (freeing what it built before the
+# handler that locates the error runs can take seconds on a busy machine)
+_BUDGET = struct.Struct("!cd")  # b"B", seconds from the start: the wall-clock deadline now in force
 _ANSWER = b"A"  # then the answer, pickled, to the end of the pipe
 
 
@@ -88,16 +93,16 @@ def _child(fd: int, directory: Path, overlay: Mapping[str, int] | None, cache: S
     def expire(signum: int, frame: FrameType | None) -> None:
         raise LoadExpired(message)
 
-    signal.signal(signal.SIGALRM, expire)
+    signal.signal(signal.SIGPROF, expire)
     seconds, memory = MAX_READ_SECONDS, load_budget(0)[1]
-    message = f"reading the spec files took longer than {seconds:g} s (limit MAX_READ_SECONDS)"
+    message = f"reading the spec files took more than {seconds:g} s of CPU (limit MAX_READ_SECONDS)"
     _limit(seconds, inherited + memory)
     state = None
     try:
         docs = load_documents(directory, cache)
         seconds, memory = load_budget(sum(1 for d in docs if d.kind == "Host"))
-        message = f"rendering and checking took longer than {seconds:.1f} s (limit MAX_LOAD_SECONDS)"
-        os.write(fd, _BUDGET.pack(b"B", time.monotonic() - began + seconds))
+        message = f"rendering and checking took more than {seconds:.1f} s of CPU (limit MAX_LOAD_SECONDS)"
+        os.write(fd, _BUDGET.pack(b"B", time.monotonic() - began + WALL_FACTOR * seconds))
         _limit(seconds, inherited + memory)
         answer: tuple[str, Any] = ("ok", build_desired(docs, spec_dir=directory, overlay=overlay, cache=cache))
         state = cache.__dict__ if cache is not None else None
@@ -121,14 +126,15 @@ def _child(fd: int, directory: Path, overlay: Mapping[str, int] | None, cache: S
     except Exception as exc:  # a loader bug: reported, and the caller keeps what it had
         answer = ("error", [SpecIssue(str(directory), 0, "", f"internal error while loading: {type(exc).__name__}")])
     finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.setitimer(signal.ITIMER_PROF, 0)
     with os.fdopen(fd, "wb", buffering=1 << 16, closefd=False) as out:  # streamed: no copy of it in memory
         out.write(_ANSWER)
         pickle.dump((*answer, state), out, protocol=pickle.HIGHEST_PROTOCOL)
 
 
 def _limit(seconds: float, address_space: int) -> None:
-    signal.setitimer(signal.ITIMER_REAL, seconds)
+    """From now on: `seconds` of CPU (user + system), and at most `address_space` bytes mapped."""
+    signal.setitimer(signal.ITIMER_PROF, seconds)
     _, hard = resource.getrlimit(resource.RLIMIT_AS)
     if hard != resource.RLIM_INFINITY:
         address_space = min(address_space, hard)
@@ -142,8 +148,8 @@ def _mapped_bytes() -> int:
 
 # -- the parent --------------------------------------------------------------------------------------
 def _collect(fd: int, pid: int, began: float) -> tuple[str, Any, Any] | str:
-    """The child's answer, or why there is none; kills the child at its wall clock plus the grace, and reaps it."""
-    seconds = MAX_READ_SECONDS
+    """The child's answer, or why there is none; kills the child at its wall-clock deadline, and reaps it."""
+    seconds = WALL_FACTOR * MAX_READ_SECONDS
     buffer = bytearray()
     parsed, answer_at = 0, -1
     poller = select.poll()
@@ -152,7 +158,10 @@ def _collect(fd: int, pid: int, began: float) -> tuple[str, Any, Any] | str:
         while True:
             left = began + seconds + GRACE_SECONDS - time.monotonic()
             if left <= 0:
-                return f"loading the specs took longer than {seconds:.1f} s (limits MAX_READ_SECONDS, MAX_LOAD_SECONDS)"
+                return (
+                    f"loading the specs took longer than {seconds + GRACE_SECONDS:.1f} s of wall time "
+                    "(limits MAX_READ_SECONDS, MAX_LOAD_SECONDS)"
+                )
             if not poller.poll(left * 1000):
                 continue
             chunk = os.read(fd, 1 << 20)

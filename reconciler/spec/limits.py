@@ -2,7 +2,7 @@
 
 One named limit per resource, each reported as a located spec error when exceeded (README, "Limits").
 Read by `spec.load` (files, YAML), `spec.sandbox` (templates) and `spec.isolate` (the whole load, in a child
-process). Constants, and the exception the load's wall clock raises.
+process). Constants, and the exception the load's CPU budget raises.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ MAX_NUMBER_CHARS = 100  # characters of one YAML number (YAML 1.1 base-60 ints a
 # Templates, per document and host
 MAX_TEMPLATE_STEPS = 1_000_000  # loop iterations + calls + operators in one rendering
 MAX_TEMPLATE_DEPTH = 100  # nested calls (macros calling macros, recursive loops)
-MAX_RENDER_SECONDS = 1.0  # wall time of one rendering
+MAX_RENDER_SECONDS = 1.0  # CPU time of one rendering
 MAX_RENDERED_BYTES = 16 * 1024 * 1024  # one rendering's output, and any string or list built on the way
 MAX_RENDERED_TOTAL_BYTES = 64 * 1024 * 1024  # every rendering of one load together
 MAX_TEMPLATE_ITEMS = 1_000_000  # elements of a list, tuple or dict built in a template
@@ -29,12 +29,13 @@ MAX_TEMPLATE_INT_BITS = 65_536  # bits of a number computed in a template (10**1
 # The desired state: hosts x what each document selects (a product of legal sizes: 3000 Hosts x 3000 Files)
 MAX_DESIRED_ITEMS = 100_000  # files, units, checks and certificate paths of all hosts together
 
-# The whole load, in a child process: what holds when a bound above misses something. Reading gets a fixed
-# wall clock (its work is bounded by the YAML limits: 100k values take ~2 s); rendering and checking get theirs
-# from then on, growing with the number of Host documents, as the memory does: a 1000-host fleet is
-# legitimately more work (~2.5 s and ~45 MB at 1000 hosts on a 2-core machine; 6 s and 192 MB allowed).
-MAX_READ_SECONDS = 3.0  # wall time to list, read and parse the spec files
-MAX_LOAD_SECONDS = 1.0  # wall time to render and check, after reading ...
+# The whole load, in a child process: what holds when a bound above misses something. The budgets are CPU time
+# (a busy machine slows a load without failing it). Reading gets a fixed one (its work is bounded by the YAML
+# limits: 100k values take ~2 s); rendering and checking get theirs from then on, growing with the number of
+# Host documents, as the memory does: a 1000-host fleet is legitimately more work (~2.5 s and ~45 MB at 1000
+# hosts on a 2-core machine; 6 s and 192 MB allowed).
+MAX_READ_SECONDS = 3.0  # CPU time to list, read and parse the spec files
+MAX_LOAD_SECONDS = 1.0  # CPU time to render and check, after reading ...
 MAX_LOAD_SECONDS_PER_HOST = 0.005  # ... plus this per host
 MAX_LOAD_MEMORY_BYTES = 128 * 1024 * 1024  # memory the child may map beyond what it inherits ...
 MAX_LOAD_MEMORY_PER_HOST = 64 * 1024  # ... plus this per host
@@ -55,7 +56,7 @@ def load_budget(hosts: int) -> tuple[float, int]:
 
 
 class LoadExpired(BaseException):
-    """The load went past its wall clock (raised by the child's SIGALRM wherever it was). Not an `Exception`, so
+    """The load went past its CPU budget (raised by the child's SIGPROF wherever it was). Not an `Exception`, so
     no handler on the way takes it for a template's own error; the ones that know where they are set `at`."""
 
     def __init__(self, message: str):

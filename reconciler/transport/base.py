@@ -1,13 +1,13 @@
 """The transport seam: how the engine runs a command on a host, whatever carries it.
 
-`Connection` is the one protocol observe and apply use; `ssh.SSHConnection` is the real one,
-tests may supply their own. Commands are argv lists; the transport is the only place that quotes them.
+`Connection` is the one protocol observe, apply and the journal followers use; `ssh.SSHConnection` is the
+real one, `fake.FakeConnection` an in-process host for tests and benchmarks; `session.Session` keeps one per host. Commands are argv lists; the transport is the only place that quotes them.
 """
 
 from __future__ import annotations
 
 import shlex
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -45,6 +45,11 @@ class Connection(Protocol):
     ) -> CommandResult:
         """Run argv on the host (no shell interprets it unquoted) and return its result; never raises on a non-zero
         exit. Reads at most `max_output` bytes of stdout (more is a TransientHostError: a host cannot flood us)."""
+        ...
+
+    def lines(self, argv: Sequence[str]) -> AsyncIterator[bytes]:
+        """Run a long-lived command (e.g. `journalctl -f`) and yield its stdout line by line, until it ends or the
+        connection does (a TransientHostError)."""
         ...
 
     async def close(self) -> None: ...

@@ -154,7 +154,7 @@ class SSHConnection:
 class ParsedFiles:
     """known_hosts and key files, parsed once and again only when they change on disk. asyncssh parses the
     file on every connect otherwise: with one known_hosts line per host, O(hosts^2) for a fleet's connects.
-    One per connector (`engine.session.ssh_connector`), shared by its connects."""
+    One per connector (`transport.session.ssh_connector`), shared by its connects."""
 
     def __init__(self) -> None:
         self._files: dict[tuple[str, str], tuple[tuple[int, int], object]] = {}

@@ -17,14 +17,15 @@ import structlog
 from prometheus_client.parser import text_string_to_metric_families
 
 from reconciler.errors import HostError
-from reconciler.spec.desired import DesiredCheck, DesiredHost
+from reconciler.spec.desired import DesiredCheck, DesiredHost, Target
+from reconciler.transport.base import Connection
 from reconciler.tuning.etcdlog import HeartbeatWarning, Restart, parse_entry
 from reconciler.waits import backoff, pause
 
 log = structlog.get_logger(__name__)
 
 Event = HeartbeatWarning | Restart
-StreamConnector = Callable[[Any], Awaitable[Any]]  # Target -> a connection with .run() and .lines()
+StreamConnector = Callable[[Target], Awaitable[Connection]]
 
 
 class JournalFollower:

@@ -5,7 +5,7 @@ its time and memory goals; here only sanity bounds). Every case gives a SpecErro
 exception, with an issue in the right file, at a line > 0 where a line makes sense, whose message names the
 limit or rule; or it loads as valid when the case says so. A sensitive File's secret is in no issue.
 
-`load_desired` runs the load in a child process under a memory limit and a wall clock (spec.isolate), so every
+`load_desired` runs the load in a child process under a memory limit and a CPU budget (spec.isolate), so every
 case, the ones that once escaped the in-process bounds included (`fixed` in the case), runs here as the
 daemon would run it.
 

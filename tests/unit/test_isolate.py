@@ -68,7 +68,7 @@ async def test_a_load_from_a_thread_is_bounded_located_and_leaves_the_loop_free(
     finally:
         ticker.cancel()
     assert [str(i) for i in exc.value.issues] == [
-        "specs/slow.yaml:6: spec.content: rendering for host 'm1': rendering and checking took longer than 1.0 s "
+        "specs/slow.yaml:6: spec.content: rendering for host 'm1': rendering and checking took more than 1.0 s of CPU "
         "(limit MAX_LOAD_SECONDS)"
     ]
     assert ticks >= 5  # the loop ran all along (an in-loop load would leave it at 0)
@@ -84,7 +84,7 @@ def test_a_child_that_dies_is_an_error_not_a_hang(specs: Path, monkeypatch: pyte
 
 def test_a_child_deaf_to_its_alarm_is_killed_at_its_wall_clock(specs: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     def stuck(*args: Any, **kwargs: Any) -> None:  # as if inside one long C call: the alarm cannot interrupt it
-        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM})
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGPROF})
         time.sleep(60)
 
     monkeypatch.setattr(isolate, "load_documents", stuck)
@@ -92,7 +92,7 @@ def test_a_child_deaf_to_its_alarm_is_killed_at_its_wall_clock(specs: Path, monk
     monkeypatch.setattr(isolate, "GRACE_SECONDS", 0.2)
     began = time.monotonic()
     assert issues(specs) == [
-        f"{specs}:0: loading the specs took longer than 0.2 s (limits MAX_READ_SECONDS, MAX_LOAD_SECONDS)"
+        f"{specs}:0: loading the specs took longer than 0.8 s of wall time (limits MAX_READ_SECONDS, MAX_LOAD_SECONDS)"
     ]
     assert time.monotonic() - began < 30  # killed, not waited for (the sleep is 60 s)
 
@@ -106,7 +106,7 @@ def test_a_loader_bug_in_the_child_is_reported_by_kind(specs: Path, monkeypatch:
 
 
 def test_memory_past_the_limit_is_a_located_error_and_the_next_load_works(specs: Path) -> None:
-    (specs / "big.yaml").write_text(SLOW.replace("('x' * 2000000)|wordwrap(1)", "['x' * 10000000] * 20"))
+    (specs / "big.yaml").write_text(SLOW.replace("('x' * 2000000)|wordwrap(1)", "'{0:{1}}'.format(1, '999999999')"))
     assert issues(specs) == [
         "specs/big.yaml:6: spec.content: rendering for host 'm1': needs more memory than a "
         "spec load may use (limit MAX_LOAD_MEMORY_BYTES)"

@@ -1,4 +1,8 @@
-"""An emulated master host for the fleet benchmark: files, systemd units and health answers, in memory.
+"""An in-process host: files, systemd units and health answers in memory, behind the Connection protocol.
+
+For the unit tests of the engine (converge, rollout, queue, daemon) and the fleet benchmark's 1000 emulated
+masters (bench.fleetsim serves it over SSH): what the real hosts of the testbed prove end to end, this lets
+the logic around them be tested in milliseconds.
 
 It answers the commands reconciler sends, by what they mean rather than by running them: the observe
 script (files, units, checks, certificates), the atomic write script (sha256 verified as on a real host),
@@ -6,15 +10,23 @@ chown/chmod, and `systemctl daemon-reload|enable|disable|start|stop|restart`. A 
 (a check named like the unit) passes while the unit is active. Anything else exits 127, so a command
 the emulator does not know fails loudly instead of being silently "emulated".
 
-Pure: `SimHost.execute(argv, stdin)` -> (exit status, stdout, stderr); the SSH server is `bench.fleetsim`.
+Pure: `SimHost.execute(argv, stdin)` -> (exit status, stdout, stderr). `FakeConnection` runs commands on one
+as an SSH server would (the argv joined into one quoted line and split again), `fake_connector` connects a
+Session to a dict of them; a host in `down` refuses the connection like a stopped machine.
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
+import shlex
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+
+from reconciler.errors import TransientHostError
+from reconciler.spec.desired import Target
+from reconciler.transport.base import MAX_OUTPUT, CommandResult, Connection
 
 UNIT_DIR = "/etc/systemd/system"
 
@@ -55,6 +67,7 @@ class SimHost:
         self.files: dict[str, SimFile] = {}
         self.units: dict[str, SimUnit] = {}
         self.commands = 0  # commands answered (one per SSH exec session)
+        self.restarted: list[tuple[float, str]] = []  # (monotonic time, unit) of every `systemctl restart`
         self._pids = 1000
 
     # -- commands -------------------------------------------------------------------------
@@ -68,7 +81,7 @@ class SimHost:
             return self._attrs(argv[4], argv[5], argv[6])
         if argv[:1] == ["systemctl"]:
             return self._systemctl(argv[1:])
-        return 127, b"", f"simhost: not emulated: {argv[:1]}\n".encode()
+        return 127, b"", f"fake host: not emulated: {argv[:1]}\n".encode()
 
     def _observe(self, args: list[str]) -> str:
         out: list[str] = []
@@ -167,14 +180,16 @@ class SimHost:
             if verb in ("enable", "disable"):
                 unit.enabled = verb == "enable"
             elif verb in ("start", "restart") and (verb == "restart" or not unit.active):
+                if verb == "restart":
+                    self.restarted.append((time.monotonic(), name))
                 self._pids += 1
                 unit.active, unit.active_enter, unit.pid = True, time.time(), self._pids
             elif verb == "stop":
                 unit.active = False
             elif verb != "start":
-                return 1, b"", f"simhost: systemctl {verb} not emulated\n".encode()
+                return 1, b"", f"fake host: systemctl {verb} not emulated\n".encode()
             return 0, b"", b""
-        return 1, b"", f"simhost: systemctl {args[:1]} not emulated\n".encode()
+        return 1, b"", f"fake host: systemctl {args[:1]} not emulated\n".encode()
 
     def _unit_files(self) -> set[str]:
         prefix = UNIT_DIR + "/"
@@ -186,3 +201,45 @@ class SimHost:
         self.files[path] = SimFile(
             content, old.mode if old else 0o644, old.owner if old else "root", old.group if old else "root", time.time()
         )
+
+
+class FakeConnection:
+    """The Connection protocol over a SimHost."""
+
+    def __init__(self, host: SimHost):
+        self.host = host
+
+    async def run(
+        self,
+        argv: Sequence[str],
+        *,
+        input: bytes | None = None,
+        timeout: float | None = None,
+        max_output: int = MAX_OUTPUT,
+    ) -> CommandResult:
+        # what the SSH server hands the emulator: the one quoted command line, split again
+        status, out, err = self.host.execute(shlex.split(shlex.join(argv)), input or b"")
+        return CommandResult(tuple(argv), status, out, err)
+
+    async def lines(self, argv: Sequence[str]) -> AsyncIterator[bytes]:
+        """The command's output, line by line (the emulator has no long-lived commands: it ends there)."""
+        result = await self.run(argv)
+        for line in result.stdout.splitlines(keepends=True):
+            yield line
+
+    async def close(self) -> None:
+        pass
+
+
+def fake_connector(
+    hosts: dict[str, SimHost], down: set[str] | None = None
+) -> Callable[[Target], Awaitable[Connection]]:
+    """A Session's connector to these hosts; the names in `down` (changed at will) refuse connections."""
+    down = down if down is not None else set()
+
+    async def connect(target: Target) -> Connection:
+        if target.name in down:
+            raise TransientHostError(f"{target.name}: connection refused (a fake host that is down)", ssh=True)
+        return FakeConnection(hosts[target.name])
+
+    return connect

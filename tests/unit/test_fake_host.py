@@ -1,37 +1,19 @@
-"""The fleet benchmark's emulated master (bench.simhost) speaks what the engine sends: a converge from bare
-reaches converged, the next pass finds nothing to do, and a hand edit is repaired with one restart."""
+"""The in-process host (reconciler.transport.fake, also the fleet benchmark's emulated master) speaks what the
+engine sends: a converge from bare reaches converged, the next pass finds nothing to do, and a hand edit is
+repaired with one restart."""
 
 from __future__ import annotations
 
 import asyncio
-import shlex
-from collections.abc import Sequence
 from pathlib import Path
 
 from bench.fleet import inventory
-from bench.simhost import SimHost
 from reconciler.engine.converge import converge
-from reconciler.engine.session import Session
-from reconciler.spec.desired import Target
 from reconciler.spec.isolate import load_desired
-from reconciler.transport.base import CommandResult
+from reconciler.transport.fake import SimHost, fake_connector
+from reconciler.transport.session import Session
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-class SimConnection:
-    def __init__(self, host: SimHost):
-        self.host = host
-
-    async def run(
-        self, argv: Sequence[str], *, input: bytes | None = None, timeout: float | None = None, max_output: int = 0
-    ) -> CommandResult:
-        # what the SSH server hands the emulator: the one quoted command line, split again
-        status, out, err = self.host.execute(shlex.split(shlex.join(argv)), input or b"")
-        return CommandResult(tuple(argv), status, out, err)
-
-    async def close(self) -> None:
-        pass
 
 
 def test_simulated_hosts_converge_stay_converged_and_are_repaired(tmp_path: Path) -> None:
@@ -43,11 +25,8 @@ def test_simulated_hosts_converge_stay_converged_and_are_repaired(tmp_path: Path
     desired = load_desired(specs)
     hosts = {name: SimHost(name) for name in desired.hosts}
 
-    async def connect(target: Target) -> SimConnection:
-        return SimConnection(hosts[target.name])
-
     async def one_pass() -> dict[str, tuple[str, int]]:
-        result = await converge(desired, Session(connect), wait=1.0, interval=0.01)
+        result = await converge(desired, Session(fake_connector(hosts)), wait=1.0, interval=0.01)
         return {n: (o.status, len(o.applied)) for n, o in result.outcomes.items()}
 
     first = asyncio.run(one_pass())
