@@ -205,6 +205,16 @@ def binary(data: bytes) -> str:
     return "!!binary " + base64.b64encode(data).decode()
 
 
+def etcd_env_unit(env: dict[str, str], sensitive: bool) -> str:
+    """An etcd Unit reading /etc/etcd/etcd.conf, and that env File (sensitive or not)."""
+    body = "[Service]\nEnvironmentFile=/etc/etcd/etcd.conf\nExecStart=/usr/bin/etcd\n"
+    return (
+        f"apiVersion: reconciler/v1\nkind: Unit\nmetadata: {{name: etcd}}\nspec:\n  content: {json.dumps(body)}\n"
+        "---\napiVersion: reconciler/v1\nkind: File\nmetadata: {name: etcd-conf}\nspec:\n"
+        f"  path: /etc/etcd/etcd.conf\n  sensitive: {'true' if sensitive else 'false'}\n  env: {json.dumps(env)}\n"
+    )
+
+
 def sensitive(template: str) -> str:
     return file_doc(template, extra="  sensitive: true\n")
 
@@ -675,7 +685,7 @@ CASES: list[Case] = [
     Case(
         "hosts-x-files",
         {"hosts.yaml": many_hosts(3000), "a.yaml": many_files(3000)},
-        "MAX_DESIRED_ITEMS",
+        "MAX_HOSTS|MAX_DESIRED_ITEMS",
         file=None,
         host=False,
         fixed="3000 Hosts x 3000 Files (45k YAML values) are 9M desired files: > 60 s, > 2 GB"
@@ -708,6 +718,85 @@ CASES: list[Case] = [
         or_valid=True,
         fixed="content without '{' is not a rendering: MAX_RENDERED_TOTAL_BYTES does not count it, "
         "and each host gets its own encoded copy: 200 hosts x 4 MB = ~850 MB",
+    ),
+    # --- found attacking the load's child process (spec.isolate) --------------------------------
+    Case(
+        "hosts-1001",
+        {"hosts.yaml": many_hosts(1001)},
+        "MAX_HOSTS",
+        file="hosts.yaml",
+        host=False,
+        fixed="the load's budgets grew with every Host document (13 YAML values each): 7600 of them in 700 KB "
+        "bought 39 s and 600 MB for anything else in the spec",
+    ),
+    Case(
+        "hosts-one-copied-7000",
+        {
+            "hosts.yaml": "".join(
+                "---\n{apiVersion: reconciler/v1, kind: Host, metadata: {name: h}, spec: {address: a}}\n"
+                for _ in range(7000)
+            )
+        },
+        "duplicate Host name",
+        file="hosts.yaml",
+        host=False,
+        fixed="copies of one Host counted towards the budgets before they were reported as duplicates",
+    ),
+    Case(
+        "files-selecting-nobody",
+        {
+            "hosts.yaml": many_hosts(1000),
+            "a.yaml": "".join(
+                f"---\n{{apiVersion: reconciler/v1, kind: File, metadata: {{name: f{i}}}, spec: {{path: /f{i}, content: x, "
+                "hosts: {matchLabels: {none: none}}}}\n"
+                for i in range(200)
+            ),
+        },
+        "MAX_DESIRED_ITEMS",
+        host=False,
+        fixed="hosts x documents that select nobody were selector checks MAX_DESIRED_ITEMS did not count: 3800 x "
+        "2250 took 22 s",
+    ),
+    Case(
+        "env-keys-per-host",
+        {
+            "hosts.yaml": many_hosts(300),
+            "a.yaml": file_doc("x", name="e", path="/etc/e").replace(
+                '  content: "x"\n', "  env:\n" + "".join(f"    ? K{i}{'K' * 30000}\n    : x\n" for i in range(100))
+            ),
+        },
+        "MAX_RENDERED_TOTAL_BYTES",
+        host=False,
+        fixed="an env File's keys were not counted in MAX_RENDERED_TOTAL_BYTES: a 22 KB key on 7600 hosts made a "
+        "167 MB answer, and the daemon grew from 389 to 596 MB on one reload",
+    ),
+    Case(
+        "env-line-of-spaces",
+        {
+            "a.yaml": etcd_env_unit({}, False).replace(
+                "  env: {}\n", "  content: " + json.dumps("ETCD_NAME=x" + " " * 200_000 + "y\n") + "\n"
+            )
+        },
+        None,
+        fixed="the env-file parser's lazy value match backtracked quadratically on spaces: 16 KB took 4 s",
+    ),
+    Case(
+        "sensitive-component-rule",
+        {
+            "a.yaml": etcd_env_unit(
+                {"ETCD_LISTEN_CLIENT_URLS": f"http://10.0.0.1:{CANARY}", "ETCD_HEARTBEAT_INTERVAL": f"{CANARY}-hb"},
+                True,
+            )
+        },
+        "details withheld",
+        canary=CANARY,
+        fixed="leak: etcd's and kube's rules quoted the value in their messages, a sensitive File's too",
+    ),
+    Case(
+        "apiversion-of-1MB",
+        {"a.yaml": "apiVersion: " + "x" * 1_000_000 + "\nkind: File\n"},
+        "must be",
+        fixed="an issue quoted the whole value: a 30 MB apiVersion was a 30 MB message",
     ),
     Case(
         "dir-300k-other-files",

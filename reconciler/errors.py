@@ -9,6 +9,8 @@ from dataclasses import dataclass
 
 from reconciler.terminal import printable
 
+MAX_ISSUES = 1000  # issues one SpecError keeps
+
 
 @dataclass(frozen=True)
 class SpecIssue:
@@ -20,9 +22,13 @@ class SpecIssue:
     message: str
 
     def __post_init__(self) -> None:
-        # a file name, a key or a value may carry ESC sequences or newlines (forged issue lines): shown escaped
-        for name in ("file", "field", "message"):
-            object.__setattr__(self, name, printable(getattr(self, name)).replace("\n", "\\n"))
+        # a file name, a key or a value may carry ESC sequences or newlines (forged issue lines): shown escaped;
+        # and no issue is longer than a person reads (a message quoting a 30 MB value was 30 MB)
+        for name, most in (("file", 4200), ("field", 300), ("message", 2000)):
+            text = getattr(self, name)
+            if len(text) > most:
+                text = text[:most] + f"... ({len(text) - most} more characters)"
+            object.__setattr__(self, name, printable(text).replace("\n", "\\n"))
 
     def __str__(self) -> str:
         field = f" {self.field}:" if self.field else ""
@@ -33,7 +39,11 @@ class SpecError(Exception):
     """The spec directory is invalid; carries every issue found, not just the first."""
 
     def __init__(self, issues: list[SpecIssue]):
-        self.issues = sorted(issues, key=lambda i: (i.file, i.line, i.field, i.message))
+        issues = sorted(issues, key=lambda i: (i.file, i.line, i.field, i.message))
+        if len(issues) > MAX_ISSUES:  # the first ones say what is wrong; 91,200 of them said nothing more
+            more = len(issues) - MAX_ISSUES
+            issues = issues[:MAX_ISSUES] + [SpecIssue(issues[MAX_ISSUES].file, 0, "", f"... and {more} more issues")]
+        self.issues = issues
         super().__init__("\n".join(str(i) for i in self.issues))
 
 

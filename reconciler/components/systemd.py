@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 _SIMPLE_ASSIGNMENT = re.compile(
-    r"([A-Za-z_][A-Za-z0-9_]*)[ \t]*=[ \t]*(?:\"([^\"\\\n]*)\"|([^\"'\\\n]*?))[ \t]*(?=\n|\Z)"
+    r"([A-Za-z_][A-Za-z0-9_]*)[ \t]*=[ \t]*(?:\"([^\"\\\n]*)\"[ \t]*|([^\"'\\\n]*))(?=\n|\Z)"
 )
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\$([A-Za-z_][A-Za-z0-9_]*)")
 
@@ -80,7 +80,8 @@ def parse_environment_file(text: str, path: str = "") -> dict[str, Setting]:
         simple = _SIMPLE_ASSIGNMENT.match(text, i)  # most lines: no backslashes, quotes around all or nothing
         if simple:
             key = simple.group(1)
-            out[key] = Setting(simple.group(2) if simple.group(2) is not None else simple.group(3), path, line, key)
+            found = simple.group(2) if simple.group(2) is not None else simple.group(3).rstrip(" \t")  # greedy, then
+            out[key] = Setting(found, path, line, key)  # trimmed: a lazy match backtracked quadratically on spaces
             i = simple.end()
             continue
         if text[i] in "#;":

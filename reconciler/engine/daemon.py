@@ -12,6 +12,7 @@ import asyncio
 import json
 import random
 import signal
+import threading
 import time
 import uuid
 
@@ -49,6 +50,7 @@ class Daemon:
         self.desired: DesiredState | None = None
         self.spec_cache = SpecCache()
         self._loading = asyncio.Lock()
+        self._abort_load = threading.Event()
         self._loads: set[asyncio.Task[None]] = set()
         self.ledger = Ledger(str(settings.spec_dir), self.metrics)
         self.stopping = asyncio.Event()
@@ -90,7 +92,11 @@ class Daemon:
         self.ledger.spec_attempted()
         try:
             desired = await asyncio.to_thread(
-                load_desired, self.settings.spec_dir, overlay=self.tuner.overlay_env(), cache=self.spec_cache
+                load_desired,
+                self.settings.spec_dir,
+                overlay=self.tuner.overlay_env(),
+                cache=self.spec_cache,
+                abort=self._abort_load,
             )
         except Exception as exc:  # SpecError; anything else is a loader bug, and still never stops the daemon
             if not isinstance(exc, SpecError):
@@ -220,6 +226,7 @@ class Daemon:
         if not self.stopping.is_set():
             log.info("stopping: finishing passes in flight", in_flight=sorted(self.queue.in_flight))
             self.stopping.set()
+            self._abort_load.set()  # a load in progress ends now, not when its budget runs out
             self.rollouts.stopping.set()
             self.queue.close()
 

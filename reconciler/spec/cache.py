@@ -24,7 +24,9 @@ class SpecCache:
         self._used = {}
 
     def rendering(self, key: tuple[str, str]) -> str | None:
-        return self.rendered.get(key)
+        """This load's rendering (a template that reads neither host nor vars: the first host's), else the last's."""
+        found = self._used.get(key)
+        return found if found is not None else self.rendered.get(key)
 
     def keep(self, key: tuple[str, str], text: str) -> None:
         self._used[key] = text

@@ -18,12 +18,15 @@ os._exit (no atexit, no flush of the parent's buffers). Callers that must not bl
 
 from __future__ import annotations
 
+import ctypes
+import io
 import os
 import pickle
 import resource
 import select
 import signal
 import struct
+import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -33,7 +36,7 @@ from typing import Any
 from reconciler.errors import SpecError, SpecIssue
 from reconciler.spec.cache import SpecCache
 from reconciler.spec.desired import DesiredState
-from reconciler.spec.limits import MAX_READ_SECONDS, LoadExpired, load_budget
+from reconciler.spec.limits import MAX_HOSTS, MAX_READ_SECONDS, LoadExpired, load_budget
 from reconciler.spec.load import load_documents
 from reconciler.spec.render import build_desired
 
@@ -42,32 +45,42 @@ from reconciler.spec.render import build_desired
 WALL_FACTOR = 3.0
 GRACE_SECONDS = 5.0  # past that, for the child to report where it was (freeing what it built before the
 # handler that locates the error runs can take seconds on a busy machine)
+MAX_ANSWER_BYTES = 256 * 1024 * 1024  # the pickled answer the parent reads at most (renderings are 64 MiB at most)
 _BUDGET = struct.Struct("!cd")  # b"B", seconds from the start: the wall-clock deadline now in force
 _ANSWER = b"A"  # then the answer, pickled, to the end of the pipe
 
 
 def load_desired(
-    directory: Path, overlay: Mapping[str, int] | None = None, cache: SpecCache | None = None
+    directory: Path,
+    overlay: Mapping[str, int] | None = None,
+    cache: SpecCache | None = None,
+    abort: threading.Event | None = None,
 ) -> DesiredState:
     """Spec directory (plus the etcd tuner's overlay, if any) -> DesiredState for every host, or SpecError.
 
     The daemon passes the same `cache` to every load, so a reload renders only what changed; the child's
-    updates to it are copied back.
+    updates to it are copied back. Setting `abort` (the daemon stopping) kills the child: SpecError.
     """
     read, write = os.pipe()
     began = time.monotonic()
-    pid = os.fork()
+    try:
+        pid = os.fork()
+    except OSError as exc:  # out of processes or memory: nothing was started
+        os.close(read)
+        os.close(write)
+        raise SpecError(
+            [SpecIssue(str(directory), 0, "", f"cannot start the load's process: {exc.strerror}")]
+        ) from None
     if pid == 0:  # the child
         status = 70
         try:
-            os.close(read)
             _child(write, directory, overlay, cache, began)
             status = 0
         finally:
             os._exit(status)
     os.close(write)
     try:
-        answer = _collect(read, pid, began)
+        answer = _collect(read, pid, began, abort)
     finally:
         os.close(read)
     if isinstance(answer, str):
@@ -82,12 +95,18 @@ def load_desired(
 
 # -- the child ---------------------------------------------------------------------------------------
 def _child(fd: int, directory: Path, overlay: Mapping[str, int] | None, cache: SpecCache | None, began: float) -> None:
+    _die_with_parent()
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):  # the parent's handlers are not ours
         signal.signal(sig, signal.SIG_DFL)
     try:
         signal.set_wakeup_fd(-1)  # an event loop's wakeup socket is shared with the parent
     except ValueError:
         pass
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGPROF})  # the forking thread may have blocked it
+    # Only the pipe stays open: not the parent's listening socket, its SSH connections, nor another load's pipe
+    # (whose reader would then wait for this child to end before it saw its own child's end).
+    os.closerange(3, fd)
+    os.closerange(fd + 1, 1 << 20)
     inherited = _mapped_bytes()
 
     def expire(signum: int, frame: FrameType | None) -> None:
@@ -96,14 +115,15 @@ def _child(fd: int, directory: Path, overlay: Mapping[str, int] | None, cache: S
     signal.signal(signal.SIGPROF, expire)
     seconds, memory = MAX_READ_SECONDS, load_budget(0)[1]
     message = f"reading the spec files took more than {seconds:g} s of CPU (limit MAX_READ_SECONDS)"
-    _limit(seconds, inherited + memory)
+    _limit(seconds, inherited + memory if inherited is not None else None)
     state = None
     try:
         docs = load_documents(directory, cache)
-        seconds, memory = load_budget(sum(1 for d in docs if d.kind == "Host"))
+        hosts = len({d.metadata.name for d in docs if d.kind == "Host"})  # copies buy nothing
+        seconds, memory = load_budget(min(hosts, MAX_HOSTS))
         message = f"rendering and checking took more than {seconds:.1f} s of CPU (limit MAX_LOAD_SECONDS)"
         os.write(fd, _BUDGET.pack(b"B", time.monotonic() - began + WALL_FACTOR * seconds))
-        _limit(seconds, inherited + memory)
+        _limit(seconds, inherited + memory if inherited is not None else None)
         answer: tuple[str, Any] = ("ok", build_desired(docs, spec_dir=directory, overlay=overlay, cache=cache))
         state = cache.__dict__ if cache is not None else None
     except SpecError as exc:
@@ -132,22 +152,40 @@ def _child(fd: int, directory: Path, overlay: Mapping[str, int] | None, cache: S
         pickle.dump((*answer, state), out, protocol=pickle.HIGHEST_PROTOCOL)
 
 
-def _limit(seconds: float, address_space: int) -> None:
-    """From now on: `seconds` of CPU (user + system), and at most `address_space` bytes mapped."""
+def _limit(seconds: float, address_space: int | None) -> None:
+    """From now on: `seconds` of CPU (user + system), and at most `address_space` bytes mapped (None: unknown)."""
     signal.setitimer(signal.ITIMER_PROF, seconds)
+    if address_space is None:
+        return
     _, hard = resource.getrlimit(resource.RLIMIT_AS)
     if hard != resource.RLIM_INFINITY:
         address_space = min(address_space, hard)
     resource.setrlimit(resource.RLIMIT_AS, (address_space, hard))
 
 
-def _mapped_bytes() -> int:
-    with open("/proc/self/statm", "rb") as f:
-        return int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+def _mapped_bytes() -> int | None:
+    """What the child maps when it starts (/proc/self/statm); None without /proc: then no memory limit."""
+    try:
+        with open("/proc/self/statm", "rb") as f:
+            return int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """SIGKILL this child when the thread that forked it ends (the daemon killed): no orphan keeps working."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
 
 
 # -- the parent --------------------------------------------------------------------------------------
-def _collect(fd: int, pid: int, began: float) -> tuple[str, Any, Any] | str:
+def _collect(fd: int, pid: int, began: float, abort: threading.Event | None) -> tuple[str, Any, Any] | str:
     """The child's answer, or why there is none; kills the child at its wall-clock deadline, and reaps it."""
     seconds = WALL_FACTOR * MAX_READ_SECONDS
     buffer = bytearray()
@@ -162,12 +200,16 @@ def _collect(fd: int, pid: int, began: float) -> tuple[str, Any, Any] | str:
                     f"loading the specs took longer than {seconds + GRACE_SECONDS:.1f} s of wall time "
                     "(limits MAX_READ_SECONDS, MAX_LOAD_SECONDS)"
                 )
-            if not poller.poll(left * 1000):
+            if abort is not None and abort.is_set():
+                return "loading the specs was stopped (shutting down)"
+            if not poller.poll(min(left, 0.2) * 1000):
                 continue
             chunk = os.read(fd, 1 << 20)
             if not chunk:
                 break
             buffer += chunk
+            if len(buffer) > MAX_ANSWER_BYTES:
+                return f"the load's answer is larger than {MAX_ANSWER_BYTES >> 20} MB (limit MAX_ANSWER_BYTES)"
             while answer_at < 0 and parsed < len(buffer):
                 if buffer[parsed : parsed + 1] == _ANSWER:
                     answer_at = parsed + 1
@@ -181,7 +223,7 @@ def _collect(fd: int, pid: int, began: float) -> tuple[str, Any, Any] | str:
     if answer_at < 0:
         return "loading the specs ended without an answer (its process died)"
     try:
-        return pickle.loads(memoryview(buffer)[answer_at:])  # type: ignore[no-any-return]
+        return _AnswerUnpickler(io.BytesIO(memoryview(buffer)[answer_at:])).load()  # type: ignore[no-any-return]
     except Exception:  # cut short: the child died while sending it (out of memory, killed)
         return "loading the specs ended before its answer was complete (its process died)"
 
@@ -191,4 +233,36 @@ def _reap(pid: int) -> None:
         os.kill(pid, signal.SIGKILL)  # past its time, or already leaving after its answer
     except ProcessLookupError:
         pass
-    os.waitpid(pid, 0)
+    try:
+        os.waitpid(pid, 0)
+    except ChildProcessError:  # SIGCHLD ignored (inherited that way): the kernel reaped it
+        pass
+
+
+_SAFE_BUILTINS = frozenset({"set", "frozenset", "bytearray", "complex", "slice", "range", "object"})
+_SAFE_ELSEWHERE = frozenset(
+    {
+        ("copyreg", "_reconstructor"),
+        ("datetime", "date"),
+        ("datetime", "datetime"),
+        ("datetime", "timedelta"),
+        ("datetime", "timezone"),
+        ("pathlib", "PosixPath"),
+        ("collections", "OrderedDict"),
+        ("pydantic_core._pydantic_core", "PydanticUndefinedType"),
+    }
+)
+
+
+class _AnswerUnpickler(pickle.Unpickler):
+    """The child runs templates: should one ever escape the sandbox, its answer must not run code here. Only
+    classes of this package and plain values are rebuilt (a pickle can otherwise call any function)."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module == "builtins" and name in _SAFE_BUILTINS) or (module, name) in _SAFE_ELSEWHERE:
+            return super().find_class(module, name)
+        if module.startswith("reconciler."):
+            found = super().find_class(module, name)
+            if isinstance(found, type):
+                return found
+        raise pickle.UnpicklingError(f"not part of a load's answer: {module}.{name}")

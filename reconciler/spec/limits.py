@@ -27,7 +27,8 @@ MAX_TEMPLATE_ITEMS = 1_000_000  # elements of a list, tuple or dict built in a t
 MAX_TEMPLATE_INT_BITS = 65_536  # bits of a number computed in a template (10**19728)
 
 # The desired state: hosts x what each document selects (a product of legal sizes: 3000 Hosts x 3000 Files)
-MAX_DESIRED_ITEMS = 100_000  # files, units, checks and certificate paths of all hosts together
+MAX_HOSTS = 1000  # Host documents
+MAX_DESIRED_ITEMS = 100_000  # hosts x (File, Unit and HealthCheck documents, certificate paths), selected or not
 
 # The whole load, in a child process: what holds when a bound above misses something. The budgets are CPU time
 # (a busy machine slows a load without failing it). Reading gets a fixed one (its work is bounded by the YAML

@@ -229,7 +229,7 @@ def _parse_documents(text: str, display: str, builder: _Builder) -> tuple[list[D
     issues: list[SpecIssue] = []
     docs: list[Document] = []
     try:
-        _count_events(text, builder.nodes)
+        _count_events(text, builder)
         nodes = list(yaml.compose_all(text, Loader=_COMPOSER))
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
@@ -258,16 +258,18 @@ def _parse_documents(text: str, display: str, builder: _Builder) -> tuple[list[D
 _VALUE_EVENTS = frozenset({yaml.ScalarEvent, yaml.SequenceStartEvent, yaml.MappingStartEvent, yaml.AliasEvent})
 
 
-def _count_events(text: str, counted: int) -> None:
+def _count_events(text: str, builder: _Builder) -> None:
     """Refuses a file with more YAML values than the limit leaves before composing it (composing builds every
-    node first: a 4 MB flow list of 1.9M items took ~11 s and ~620 MB); stops counting at the limit (~0.1 s)."""
-    if counted + len(text) <= MAX_YAML_NODES:
+    node first: a 4 MB flow list of 1.9M items took ~11 s and ~620 MB); stops counting at the limit (~0.1 s).
+    Past it, the directory is over the limit: the files after this one are not read (one error, not one each)."""
+    if builder.nodes + len(text) <= MAX_YAML_NODES:
         return  # a value takes at least one character
-    events = counted
+    events = builder.nodes
     for event in yaml.parse(text, Loader=_COMPOSER):
         if type(event) in _VALUE_EVENTS:
             events += 1
             if events > MAX_YAML_NODES:
+                builder.nodes = events
                 raise _TooBig(
                     event.start_mark.line + 1 if event.start_mark else 0,
                     f"more than {MAX_YAML_NODES} YAML values in the spec directory (limit MAX_YAML_NODES)",

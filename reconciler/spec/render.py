@@ -156,6 +156,8 @@ def _render_host(
                             "value must not contain a NUL byte (an environment cannot carry it)",
                         )
                     )
+                if renderer.located(key, host, doc, ("spec", "env", key), issues) != key:  # counted (never rendered):
+                    break  # past MAX_RENDERED_TOTAL_BYTES, reported; the rest of this body would be built for nothing
                 body += env_line(key, rendered) + "\n"
         else:
             body = renderer.located(fs.content or "", host, doc, ("spec", "content"), issues)

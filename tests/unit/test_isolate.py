@@ -11,6 +11,8 @@ import asyncio
 import os
 import shutil
 import signal
+import socket
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -125,3 +127,62 @@ def test_the_largest_rendering_the_limits_allow_comes_back_whole(tmp_path: Path)
     (specs / "big.yaml").write_text(SLOW.replace("{{ ('x' * 2000000)|wordwrap(1) }}", loops))
     state = load_desired(specs)
     assert [len(h.files["/etc/slow"].content) for h in state.hosts.values()] == [3 * 86037 * 65] * 3
+
+
+def test_the_child_keeps_no_fd_of_its_parent_but_its_pipe(
+    specs: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Inherited fds kept a restarted daemon's port taken (EADDRINUSE) by an orphaned child, and one of another
+    load's pipe made that load wait for this child to end (2 of 734 concurrent loads)."""
+    seen = tmp_path / "fds"
+
+    def report_fds(*args: Any, **kwargs: Any) -> None:
+        seen.write_text(" ".join(sorted(os.listdir("/proc/self/fd"))))
+        raise RuntimeError("done")
+
+    monkeypatch.setattr(isolate, "load_documents", report_fds)
+    with socket.socket() as listening:  # as the daemon's HTTP port would be
+        listening.bind(("127.0.0.1", 0))
+        listening.listen()
+        assert issues(specs) == [f"{specs}:0: internal error while loading: RuntimeError"]
+    fds = seen.read_text().split()
+    assert len(fds) <= 5 and str(listening.fileno()) not in fds, fds  # 0-2, the pipe, listdir's own
+
+
+def test_an_ignored_sigchld_does_not_break_loading(specs: Path) -> None:
+    previous = signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # inherited that way from a careless parent
+    try:
+        assert load_desired(specs).hosts["m1"].files == {}
+    finally:
+        signal.signal(signal.SIGCHLD, previous)
+
+
+def test_a_fork_that_fails_is_a_spec_error_and_leaks_no_fd(specs: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_fork() -> int:
+        raise BlockingIOError(11, "Resource temporarily unavailable")
+
+    monkeypatch.setattr(isolate.os, "fork", no_fork)
+    before = len(os.listdir("/proc/self/fd"))
+    for _ in range(20):
+        assert issues(specs) == [f"{specs}:0: cannot start the load's process: Resource temporarily unavailable"]
+    assert len(os.listdir("/proc/self/fd")) == before
+
+
+def test_an_aborted_load_ends_now(specs: Path) -> None:
+    (specs / "slow.yaml").write_text(SLOW)
+    abort = threading.Event()
+    threading.Timer(0.1, abort.set).start()
+    began = time.monotonic()
+    with pytest.raises(SpecError) as exc:
+        load_desired(specs, abort=abort)
+    assert [str(i) for i in exc.value.issues] == [f"{specs}:0: loading the specs was stopped (shutting down)"]
+    assert time.monotonic() - began < 0.9  # before the child's own budget of 1 s of CPU ends it
+
+
+def test_issues_are_capped_in_number_and_length() -> None:
+    from reconciler.errors import MAX_ISSUES, SpecIssue
+
+    many = SpecError([SpecIssue("a.yaml", i, "f" * 1000, "m" * 100_000) for i in range(MAX_ISSUES + 500)])
+    assert len(many.issues) == MAX_ISSUES + 1 and many.issues[-1].message == "... and 500 more issues"
+    first = many.issues[0]
+    assert len(first.message) < 2100 and first.message.endswith("(98000 more characters)") and len(first.field) < 400
