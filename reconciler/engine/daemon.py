@@ -31,6 +31,7 @@ from reconciler.status.http import HTTPServer, Response
 from reconciler.status.ledger import Ledger
 from reconciler.status.metrics import Metrics
 from reconciler.status.sdnotify import Notifier
+from reconciler.status.tuning_report import tuning_document
 from reconciler.transport.session import Connector, Session, ssh_connector
 from reconciler.tuning.tuner import Tuner
 from reconciler.waits import pause
@@ -310,5 +311,5 @@ class Daemon:
         doc = self.ledger.status_document(
             ready=self.ready, queue_depth=self.queue.depth(), in_flight=list(self.queue.in_flight), retry_in=backing_off
         )
-        doc["tuning"] = self.tuner.status(self.ledger.records)
+        doc["tuning"] = tuning_document(self.tuner, self.ledger.records)
         return Response(200, json.dumps(doc, indent=2).encode() + b"\n", "application/json")

@@ -162,6 +162,15 @@ class Metrics:
                 except KeyError:
                     pass
 
+    def etcd_warning(self, member: str, counted: bool) -> None:
+        self.etcd_warnings.labels(member, "true" if counted else "false").inc()
+
+    def tuning_decision(self, outcome: str) -> None:
+        self.tuning_decisions.labels(outcome).inc()
+
+    def etcd_fsync(self, member: str, seconds: float) -> None:
+        self.etcd_fsync_p99.labels(member).set(seconds)
+
     def set_cause(self, cause: str) -> None:
         key = "slow-disk" if cause.startswith("slow disk") else "cpu-or-network"
         for name in ("slow-disk", "cpu-or-network"):

@@ -15,13 +15,12 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Protocol
 
 import structlog
 
 from reconciler.components.etcd import ELECTION_KEY, HEARTBEAT_KEY
 from reconciler.spec.desired import DesiredState
-from reconciler.status.metrics import Metrics
 from reconciler.tuning import overlay as store
 from reconciler.tuning.etcdlog import HeartbeatWarning, Restart
 from reconciler.tuning.follower import JournalFollower, StreamConnector
@@ -35,8 +34,19 @@ OPEN_RESTART_LIMIT = 600.0  # an unmatched "Stopping" older than this no longer 
 SCRAPE_EVERY = 10.0
 
 
+class TuningMetrics(Protocol):
+    """What the tuner records (status.metrics.Metrics is one): tuning does not reach up into status."""
+
+    def etcd_warning(self, member: str, counted: bool) -> None: ...
+    def tuning_decision(self, outcome: str) -> None: ...
+    def etcd_fsync(self, member: str, seconds: float) -> None: ...
+    def set_cause(self, cause: str) -> None: ...
+
+
 class Tuner:
-    def __init__(self, state_dir: Path, metrics: Metrics, connect: StreamConnector, on_overlay: Callable[[], object]):
+    def __init__(
+        self, state_dir: Path, metrics: TuningMetrics, connect: StreamConnector, on_overlay: Callable[[], object]
+    ):
         self.state_dir, self.metrics = state_dir, metrics
         self._connect, self._on_overlay = connect, on_overlay
         self.overlay: Overlay | None = None
@@ -81,7 +91,7 @@ class Tuner:
             return
         self.warnings.setdefault(member, deque(maxlen=10_000)).append(event)
         counted = not self._in_restart(event.at)
-        self.metrics.etcd_warnings.labels(member, "true" if counted else "false").inc()
+        self.metrics.etcd_warning(member, counted)
         log.warning(
             "etcd heartbeat warning",
             host=member,
@@ -189,7 +199,7 @@ class Tuner:
         if changed or decision.outcome == "raised":
             self.decided_at = now
             if decision.outcome != "quiet":
-                self.metrics.tuning_decisions.labels(decision.outcome).inc()
+                self.metrics.tuning_decision(decision.outcome)
                 log.info("etcd tuning decision", outcome=decision.outcome, reason=decision.reason, cause=decision.cause)
         self.decision = decision
         if decision.outcome == "raised":
@@ -229,59 +239,8 @@ class Tuner:
             if values:
                 self.scraped[name] = values
                 if "wal_fsync_p99_seconds" in values:
-                    self.metrics.etcd_fsync_p99.labels(name).set(values["wal_fsync_p99_seconds"])
+                    self.metrics.etcd_fsync(name, values["wal_fsync_p99_seconds"])
 
         await asyncio.gather(*(one(n, f) for n, (f, _) in self.followers.items()))
 
     # -- reporting -------------------------------------------------------------------------------
-    def status(self, records: dict[str, Any]) -> dict[str, Any]:
-        tuning = self.desired.tuning if self.desired else None
-        if tuning is None:
-            return {"enabled": False}
-        now = time.time()
-        d = self.decision
-        cooldown_left = 0.0
-        if self.overlay:
-            cooldown_left = max(0.0, tuning.policy.cooldown_seconds - (now - self.overlay.decided_at))
-        members: dict[str, Any] = {}
-        for name in sorted(h.name for h in self.desired.hosts_with_unit(tuning.unit)) if self.desired else []:
-            follower = self.followers.get(name, (None, None))[0]
-            record = records.get(name)
-            blocked = record.error if record is not None and record.status != "converged" else ""
-            members[name] = {
-                "journal": {
-                    "following": bool(follower and follower.connected),
-                    "resumable": bool(follower and follower.cursor),
-                    "entries": follower.entries if follower else 0,
-                    "error": follower.error if follower else "",
-                },
-                "warnings_in_window": (d.counted.get(name, 0) if d else 0),
-                "metrics": self.scraped.get(name, {}),
-                "rollout": "applied" if record is not None and record.status == "converged" else (blocked or "pending"),
-            }
-        return {
-            "enabled": True,
-            "unit": tuning.unit,
-            "file": tuning.path,
-            "source": tuning.source,
-            "policy": asdict(tuning.policy),
-            "spec_values": tuning.spec_values,
-            "effective": tuning.effective,
-            "overlay": asdict(self.overlay) if self.overlay else None,
-            "overlay_error": self.overlay_error or None,
-            "state_file": str(store.path_in(self.state_dir)),
-            "last_decision": (
-                {
-                    "outcome": d.outcome,
-                    "reason": d.reason,
-                    "cause": d.cause or None,
-                    "ignored_near_restarts": d.ignored,
-                    "at": self.decided_at,
-                }
-                if d
-                else None
-            ),
-            "evaluated_at": self.evaluated_at,
-            "cooldown_left_seconds": round(cooldown_left, 1),
-            "members": members,
-        }
