@@ -1,8 +1,9 @@
 """The long-running daemon: spec watcher, periodic resync, per-host workers, HTTP endpoint, systemd.
 
-Owns the desired state in force (the last good specs), the work queue and backoff, and the per-host
-records behind /status and /metrics. Work is a host name in the queue; each pass is
-`engine.converge.reconcile_host`. Started by `reconciler run`; stops cleanly on SIGTERM/SIGINT,
+Owns the wiring: the desired state in force (the last good specs, loaded in a child process from a thread),
+the work queue and backoff, the workers, the tuner, the HTTP endpoint and systemd notifications. What it
+learns goes to `status.ledger` as values (records and metrics live there). Work is a host name in the queue;
+each pass is `engine.converge.reconcile_host`. Started by `reconciler run`; stops cleanly on SIGTERM/SIGINT,
 reloads on SIGHUP.
 """
 

@@ -1,7 +1,7 @@
 """What /status shows: each host's last pass, in a JSON-ready shape with no secret content.
 
-`HostRecord.from_outcome` keeps the summary of a finished pass (headlines of actions, never file
-contents or diffs); `status_document` assembles the whole report. Written by the daemon, read by HTTP.
+`HostRecord.update` keeps the summary of a finished pass (headlines of actions, never file contents or
+diffs); `status_document` assembles the whole report. Kept by `status.ledger`, read by HTTP.
 """
 
 from __future__ import annotations
