@@ -8,6 +8,7 @@ constant bash script whose inputs are positional arguments (never spliced into t
 from __future__ import annotations
 
 import base64
+import shlex
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 
@@ -28,12 +29,24 @@ UNIT_PROPERTIES = (
     "FragmentPath",
 )
 
+# How every probe and scrape runs curl on a host (the observe script's H checks, the tuner's /metrics scrape):
+# -q first (no ~/.curlrc), no proxy from the environment answering for the component, no URL globs, http(s)
+# only, a bounded body.
+CURL_SAFE = ("-q", "-s", "-g", "--noproxy", "*", "--proto", "=http,https", "--max-filesize", "1048576")
+
+
+def curl_tls(ca_file: str | None, cert_file: str | None, key_file: str | None) -> list[str]:
+    """The TLS options of a check's files, as the observe script builds them too."""
+    out = ["--cacert", ca_file] if ca_file else []
+    return out + (["--cert", cert_file, "--key", key_file] if cert_file and key_file else [])
+
+
 # Inputs arrive as "$@" in groups: F <path> <max bytes> | U <unit> | H <name> <timeout> <url> <ca> <cert> <key> |
 # T <name> <timeout> <host> <port> | C <path> (a certificate: its end date and subject)
 # A managed path is never followed if it is a symlink: its target is reported (base64), not read; any other
 # non-regular file (directory, fifo, socket, device) is reported by its type. A regular file is read with
 # O_NOFOLLOW (dd iflag=nofollow), and only when it is not larger than the limit given for it.
-OBSERVE_SCRIPT = r"""
+_OBSERVE_SCRIPT = r"""
 export LC_ALL=C
 units=()
 declare -A canon  # each managed file's directory -> its real path, from one realpath for all of them
@@ -76,7 +89,7 @@ while [ $# -gt 0 ]; do
     shift 2 ;;
   H)
     # -q first: no ~/.curlrc; --noproxy: no proxy from the environment answers for the component
-    opts=(-q -s -g --noproxy '*' --proto =http,https --max-filesize 1048576 -o /dev/null -w '%{http_code}' --max-time "$3")
+    opts=(@CURL_SAFE@ -o /dev/null -w '%{http_code}' --max-time "$3")
     [ "$5" != - ] && opts+=(--cacert "$5")
     [ "$6" != - ] && opts+=(--cert "$6" --key "$7")
     code=$(timeout -k 1 "$3" curl "${opts[@]}" -- "$4"); rc=$?  # curl opens a fifo CA file before --max-time counts
@@ -95,6 +108,7 @@ if [ ${#units[@]} -gt 0 ]; then
 fi
 echo '@@END'
 """.replace("PROPS", ",".join(UNIT_PROPERTIES))
+OBSERVE_SCRIPT = _OBSERVE_SCRIPT.replace("@CURL_SAFE@", shlex.join(CURL_SAFE))
 
 # A managed file is read whole only up to the larger of its desired size and this; past it, it differs anyway.
 READ_LIMIT = 1024 * 1024

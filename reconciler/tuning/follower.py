@@ -17,6 +17,7 @@ import structlog
 from prometheus_client.parser import text_string_to_metric_families
 
 from reconciler.errors import HostError
+from reconciler.observe.facts import CURL_SAFE, curl_tls
 from reconciler.spec.desired import DesiredCheck, DesiredHost, Target
 from reconciler.transport.base import Connection
 from reconciler.tuning.etcdlog import HeartbeatWarning, Restart, parse_entry
@@ -99,12 +100,10 @@ class JournalFollower:
         if conn is None or check is None or not check.url:
             return {}
         url = check.url.rsplit("/", 1)[0] + "/metrics"
-        argv = ["curl", "-sS", "--max-time", "3", "--fail"]
-        for flag, path in (("--cacert", check.ca_file), ("--cert", check.cert_file), ("--key", check.key_file)):
-            if path:
-                argv += [flag, path]
+        argv = ["curl", *CURL_SAFE, "--fail", "--max-time", "3"]
+        argv += curl_tls(check.ca_file, check.cert_file, check.key_file)
         try:
-            result = await conn.run([*argv, url], timeout=10)
+            result = await conn.run([*argv, "--", url], timeout=10)
         except HostError:
             return {}
         return parse_etcd_metrics(result.stdout.decode(errors="replace")) if result.ok else {}

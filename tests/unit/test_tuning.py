@@ -217,3 +217,32 @@ def test_tuning_spec_errors_name_file_and_field(tmp_path: Path) -> None:
         load_desired(spec_dir)
     text = "\n".join(str(i) for i in err.value.issues)
     assert "etcd.yaml:" in text and "spec.electionMultiplier" in text
+
+
+async def test_the_metrics_scrape_runs_curl_as_the_health_checks_do() -> None:
+    """No ~/.curlrc, no proxy, no URL globs, http(s) only, a bounded body, the check's TLS files (it had none of
+    the hardening the observe script's probes have)."""
+    from reconciler.spec.desired import DesiredCheck
+    from reconciler.transport.base import CommandResult
+    from reconciler.transport.fake import FakeConnection, SimHost
+
+    host = load_desired(SPECS).hosts["master-1"]
+    ran: list[tuple[str, ...]] = []
+
+    class Recording(FakeConnection):
+        async def run(self, argv, **kwargs):  # type: ignore[no-untyped-def]
+            ran.append(tuple(argv))
+            return CommandResult(tuple(argv), 0, b"etcd_server_heartbeat_send_failures_total 2\n", b"")
+
+    follower = JournalFollower(host, "etcd.service", lambda target: None, lambda m, e: None, 60)  # type: ignore[arg-type,return-value]
+    follower._conn = Recording(SimHost("master-1"))
+    check = DesiredCheck(
+        "etcd", 3, url="https://198.18.0.11:2379/health", ca_file="/ca.pem", cert_file="/c.pem", key_file="/k.pem"
+    )
+    assert (await follower.scrape(check))["heartbeat_send_failures"] == 2
+    argv = ran[0]
+    assert argv[:2] == ("curl", "-q") and {"--noproxy", "-g", "--max-filesize", "--fail"} <= set(argv)
+    assert argv[-2:] == ("--", "https://198.18.0.11:2379/metrics")
+    assert (
+        "--cacert" in argv and argv[argv.index("--cert") + 1] == "/c.pem" and argv[argv.index("--key") + 1] == "/k.pem"
+    )
