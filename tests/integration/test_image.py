@@ -1,7 +1,8 @@
 """The container image, built and run: Debian's podman, a Debian base image made here with debootstrap (no image
 registry needed), the project installed from a wheelhouse in the build context; then `plan` against the
 testbed from inside the container, as the image's own unprivileged user, with specs and SSH material mounted
-read-only the way the Dockerfile's header says.
+read-only the way the Dockerfile's header says. (Named to run after test_converge, whose first test needs the
+testbed still bare.)
 """
 
 from __future__ import annotations
