@@ -380,7 +380,8 @@ def load_documents(directory: Path, cache: SpecCache | None = None) -> list[Docu
             found, problems = parse_documents(text, display, builder)
             nodes = builder.nodes - before
         if builder.nodes <= MAX_YAML_NODES:  # a file's result depends on the others only past the limit
-            parsed[display] = (text, (found, problems, nodes))
+            reused = known is not None and known[0] == text
+            parsed[display] = known if reused else (text, (found, problems, nodes))  # type: ignore[assignment]
         docs.extend(found)
         issues.extend(problems)
     if cache is not None:

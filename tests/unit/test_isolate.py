@@ -186,3 +186,20 @@ def test_issues_are_capped_in_number_and_length() -> None:
     assert len(many.issues) == MAX_ISSUES + 1 and many.issues[-1].message == "... and 500 more issues"
     first = many.issues[0]
     assert len(first.message) < 2100 and first.message.endswith("(98000 more characters)") and len(first.field) < 400
+
+
+def test_a_reload_keeps_what_the_daemon_already_holds(specs: Path) -> None:
+    """The child sends back only what changed in the cache: an unchanged file's documents and an unchanged
+    rendering stay the daemon's own objects (copies of all of them at every reload cost +25 MB at 1000 hosts)."""
+    from reconciler.spec.cache import SpecCache
+
+    (specs / "f.yaml").write_text(SLOW.replace("{{ ('x' * 2000000)|wordwrap(1) }}", "{{ hosts|length }}"))
+    cache = SpecCache()
+    load_desired(specs, cache=cache)
+    parsed, rendered = dict(cache.parsed), dict(cache.rendered)
+    assert parsed and rendered
+    (specs / "other.yaml").write_text(SLOW.replace("slow", "other").replace("{{ ('x' * 2000000)|wordwrap(1) }}", "x"))
+    load_desired(specs, cache=cache)
+    assert all(cache.parsed[k] is v for k, v in parsed.items())  # the same objects, not copies
+    assert all(cache.rendered[k] is v for k, v in rendered.items())
+    assert "specs/other.yaml" in cache.parsed
