@@ -28,6 +28,11 @@ class Step:
     rollbacks: tuple[str, ...] = ()  # units rolled back
 
     @staticmethod
+    def last_stop(steps: list[Step]) -> Step:
+        """The last stage that stopped the pass (a later stage's status overrides an earlier one's), or none."""
+        return next((s for s in reversed(steps) if s.status is not None), Step())
+
+    @staticmethod
     def of(
         applied: ApplyLog,
         status: Status | None = None,
@@ -74,7 +79,7 @@ class HostOutcome:
         for step in steps:
             for phase, spent in step.seconds.items():
                 seconds[phase] = seconds.get(phase, 0.0) + spent
-        stopped = next((s for s in reversed(steps) if s.status is not None), Step())
+        stopped = Step.last_stop(steps)
         status, error, ssh_error = stopped.status, stopped.error, stopped.ssh_error
         snapshot, remaining = first.snapshot, None
         if looked is not None:

@@ -260,7 +260,7 @@ async def reconcile_host(
         steps = [await _apply_now(session, host, first.plan, rollouts.held)]
         if steps[-1].status != "failed":
             steps.append(await _rollout(session, desired, host, first.plan, rollouts))
-        stopped = next((s.status for s in reversed(steps) if s.status is not None), None)
+        stopped = Step.last_stop(steps).status
         looked = None
         if stopped == "rolled-back":  # one look for /status; waiting would not make it converge
             looked = await _verify(session, host, 0.0, interval)

@@ -4,13 +4,11 @@ The bounds in `spec.limits` (file sizes, YAML values, template steps and sizes) 
 they catch. This is what holds when one of them misses: a value built inside one call that no estimate saw,
 a parser or a template stuck in one step, a product of legal sizes. The child runs with RLIMIT_AS at what it
 inherited plus MAX_LOAD_MEMORY_BYTES (a MemoryError where the value is built) and a CPU-time alarm (SIGPROF:
-LoadExpired
-where it fires): MAX_READ_SECONDS to read the files, then `limits.load_budget` for the hosts read to render
-and check. Handlers on the way locate either at the document, field and host. The answer (the DesiredState
-or the SpecError, and the SpecCache the child updated) comes back pickled through a pipe. A child still
-running WALL_FACTOR x its CPU budget plus GRACE_SECONDS of wall time (stuck inside one C call, or starved), or
-dead without an answer, is killed
-and reported as a spec error naming the limit.
+LoadExpired where it fires): MAX_READ_SECONDS to read the files, then `limits.load_budget` for the hosts read
+to render and check. Handlers on the way locate either at the document, field and host. The answer (the
+DesiredState or the SpecError, and what the load changed in the SpecCache) is streamed back pickled through a
+pipe. A child still running WALL_FACTOR x its CPU budget plus GRACE_SECONDS of wall time (stuck inside one C
+call, or starved), or dead without an answer, is killed and reported as a spec error naming the limit.
 
 The child is only the thread that forked; it touches nothing but the spec files and the pipe, and leaves by
 os._exit (no atexit, no flush of the parent's buffers). Callers that must not block (the daemon) run
@@ -68,9 +66,7 @@ def load_desired(
     except OSError as exc:  # out of processes or memory: nothing was started
         os.close(read)
         os.close(write)
-        raise SpecError(
-            [SpecIssue(str(directory), 0, "", f"cannot start the load's process: {exc.strerror}")]
-        ) from None
+        raise SpecError([_issue(directory, f"cannot start the load's process: {exc.strerror}")]) from None
     if pid == 0:  # the child
         status = 70
         try:
@@ -84,7 +80,7 @@ def load_desired(
     finally:
         os.close(read)
     if isinstance(answer, str):
-        raise SpecError([SpecIssue(str(directory), 0, "", answer)])
+        raise SpecError([_issue(directory, answer)])
     kind, value, state = answer
     if cache is not None and state is not None:
         _apply_delta(cache, state)
@@ -115,7 +111,7 @@ def _child(fd: int, directory: Path, overlay: Mapping[str, int] | None, cache: S
     signal.signal(signal.SIGPROF, expire)
     seconds, memory = MAX_READ_SECONDS, load_budget(0)[1]
     message = f"reading the spec files took more than {seconds:g} s of CPU (limit MAX_READ_SECONDS)"
-    _limit(seconds, inherited + memory if inherited is not None else None)
+    _limit(seconds, memory, inherited)
     state = None
     before = (dict(cache.parsed), dict(cache.rendered)) if cache is not None else ({}, {})
     try:
@@ -124,28 +120,21 @@ def _child(fd: int, directory: Path, overlay: Mapping[str, int] | None, cache: S
         seconds, memory = load_budget(min(hosts, MAX_HOSTS))
         message = f"rendering and checking took more than {seconds:.1f} s of CPU (limit MAX_LOAD_SECONDS)"
         os.write(fd, _BUDGET.pack(b"B", time.monotonic() - began + WALL_FACTOR * seconds))
-        _limit(seconds, inherited + memory if inherited is not None else None)
+        _limit(seconds, memory, inherited)
         answer: tuple[str, Any] = ("ok", build_desired(docs, spec_dir=directory, overlay=overlay, cache=cache))
         state = _cache_delta(cache, *before)
     except SpecError as exc:
         answer = ("error", exc.issues)
         state = _cache_delta(cache, *before)
     except LoadExpired as exc:
-        answer = ("error", [SpecIssue(*(exc.at or (str(directory), 0, "")), str(exc))])
+        answer = ("error", [SpecIssue(*exc.at, str(exc)) if exc.at else _issue(directory, str(exc))])
     except MemoryError:
         answer = (
             "error",
-            [
-                SpecIssue(
-                    str(directory),
-                    0,
-                    "",
-                    f"loading the specs needs more than {memory >> 20} MB (limit MAX_LOAD_MEMORY_BYTES)",
-                )
-            ],
+            [_issue(directory, f"loading the specs needs more than {memory >> 20} MB (limit MAX_LOAD_MEMORY_BYTES)")],
         )
     except Exception as exc:  # a loader bug: reported, and the caller keeps what it had
-        answer = ("error", [SpecIssue(str(directory), 0, "", f"internal error while loading: {type(exc).__name__}")])
+        answer = ("error", [_issue(directory, f"internal error while loading: {type(exc).__name__}")])
     finally:
         signal.setitimer(signal.ITIMER_PROF, 0)
     with os.fdopen(fd, "wb", buffering=1 << 16, closefd=False) as out:  # streamed: no copy of it in memory
@@ -172,11 +161,18 @@ def _apply_delta(cache: SpecCache, delta: dict[str, Any]) -> None:
     cache.rendered = {k: cache.rendered[k] if v is None else v for k, v in delta["rendered"].items()}
 
 
-def _limit(seconds: float, address_space: int | None) -> None:
-    """From now on: `seconds` of CPU (user + system), and at most `address_space` bytes mapped (None: unknown)."""
+def _issue(directory: Path, message: str) -> SpecIssue:
+    """An issue of the load as a whole, at the spec directory."""
+    return SpecIssue(str(directory), 0, "", message)
+
+
+def _limit(seconds: float, memory: int, inherited: int | None) -> None:
+    """From now on: `seconds` of CPU (user + system), and `memory` bytes mapped beyond what the child inherited
+    (None: unknown, no memory limit)."""
     signal.setitimer(signal.ITIMER_PROF, seconds)
-    if address_space is None:
+    if inherited is None:
         return
+    address_space = inherited + memory
     _, hard = resource.getrlimit(resource.RLIMIT_AS)
     if hard != resource.RLIM_INFINITY:
         address_space = min(address_space, hard)
