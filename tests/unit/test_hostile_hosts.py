@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import grp
-import hashlib
 import os
 import pwd
 import subprocess
@@ -18,13 +17,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from reconciler.apply.executor import ATTRS_SCRIPT, WRITE_SCRIPT
+from reconciler.apply.executor import ATTRS_SCRIPT
 from reconciler.errors import PermanentHostError
 from reconciler.observe.facts import observe_argv, parse_observation
 from reconciler.plan.actions import Kind
 from reconciler.plan.diff import plan_host
 from reconciler.spec.desired import DesiredFile, DesiredHost, Target
 from reconciler.transport.ssh import _connect
+from tests.unit.test_write_script import write
 
 USER = pwd.getpwuid(os.getuid()).pw_name
 GROUP = grp.getgrgid(os.getgid()).gr_name
@@ -85,30 +85,6 @@ def test_a_file_within_its_limit_is_read_whole(host_dir: Path) -> None:
     snap = parse_observation("h", observe({path: 1024}), paths=[path])
     assert snap.files[path].complete and snap.files[path].content == b"want\n"
     assert Kind.WRITE not in [a.kind for a in plan_host(desired([path]), snap).actions]  # mode may differ, content not
-
-
-def write(path: Path, content: bytes, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[bytes]:
-    digest = hashlib.sha256(content).hexdigest()
-    return subprocess.run(
-        [
-            "bash",
-            "-c",
-            WRITE_SCRIPT,
-            "w",
-            str(path),
-            "0640",
-            USER,
-            GROUP,
-            str(path.parent / "bak"),
-            "20261130T000000.1",
-            "5",
-            digest,
-        ],
-        input=content,
-        capture_output=True,
-        timeout=30,
-        env=env,
-    )
 
 
 def test_write_replaces_a_symlink_and_never_touches_or_backs_up_its_target(host_dir: Path) -> None:

@@ -15,7 +15,10 @@ USER = pwd.getpwuid(os.getuid()).pw_name
 GROUP = grp.getgrgid(os.getgid()).gr_name
 
 
-def write(path: Path, content: bytes, sent: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
+def write(
+    path: Path, content: bytes, sent: bytes | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[bytes]:
+    """WRITE_SCRIPT on this machine, installing `content` at `path` (`sent`: what actually arrives on stdin)."""
     digest = hashlib.sha256(content).hexdigest()
     return subprocess.run(
         [
@@ -35,6 +38,7 @@ def write(path: Path, content: bytes, sent: bytes | None = None) -> subprocess.C
         input=content if sent is None else sent,
         capture_output=True,
         timeout=30,
+        env=env,
     )
 
 
