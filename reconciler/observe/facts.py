@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import base64
 import shlex
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
+from weakref import WeakKeyDictionary
 
 from reconciler.errors import TransientHostError
 from reconciler.observe.snapshot import CertFact, CheckResult, FileFact, HostSnapshot, UnitFact
@@ -41,70 +43,98 @@ def curl_tls(ca_file: str | None, cert_file: str | None, key_file: str | None) -
     return out + (["--cert", cert_file, "--key", key_file] if cert_file and key_file else [])
 
 
-# Inputs arrive as "$@" in groups: F <path> <max bytes> | U <unit> | H <name> <timeout> <url> <ca> <cert> <key> |
-# T <name> <timeout> <host> <port> | C <path> (a certificate: its end date and subject)
+# Inputs arrive as "$@" in groups: F <path> <max bytes> <stamp> | U <unit> | C <path> <stamp> (a certificate: its
+# end date and subject) | H <name> <timeout> <url> <ca> <cert> <key> | T <name> <timeout> <host> <port>
+# A stamp is what a file's `stat` said when it was last read (device:inode:size:mtime:ctime; "-" for none): a file
+# whose stamp is unchanged is answered @@SAME and not read again, a certificate `same` and not parsed again.
 # A managed path is never followed if it is a symlink: its target is reported (base64), not read; any other
 # non-regular file (directory, fifo, socket, device) is reported by its type. A regular file is read with
 # O_NOFOLLOW (dd iflag=nofollow), and only when it is not larger than the limit given for it.
+# Certificates and probes run concurrently (each job prints one line, < PIPE_BUF, so lines never interleave) while
+# the files and units are read; their lines follow the units'.
 _OBSERVE_SCRIPT = r"""
 export LC_ALL=C
-units=()
-declare -A canon  # each managed file's directory -> its real path, from one realpath for all of them
-dirs=(); for ((i = 1; i <= $#; i++)); do if [ "${!i}" = F ]; then j=$((i + 1)); dirs+=("${!j%/*}"); fi; done
-if [ ${#dirs[@]} -gt 0 ]; then
-  mapfile -t real < <(realpath -m -- "${dirs[@]}")
-  for ((i = 0; i < ${#dirs[@]}; i++)); do canon[${dirs[i]}]=${real[i]}; done
-fi
+printf '@@NOW %s\n' "$EPOCHREALTIME"
+files=(); limits=(); known=(); units=(); certs=(); probes=()
 while [ $# -gt 0 ]; do
   case "$1" in
-  F)
-    printf '@@F %s\n' "$2"
-    if [ "${canon[${2%/*}]}" != "${2%/*}" ]; then
-      echo '@@OTHER path through a symlinked directory'
-    elif [ -L "$2" ]; then
-      printf '@@LINK %s\n' "$(readlink -n -- "$2" | base64 -w0)"
-    elif [ -f "$2" ]; then
-      if ! meta=$(stat -c '%a %U %G %.9Y %s' -- "$2"); then echo '@@ERR unreadable'
-      elif [ "${meta##* }" -gt "$3" ]; then printf '%s\n@@BIG\n' "$meta"
-      else
-        printf '%s\n' "$meta"
-        dd if="$2" iflag=nofollow,count_bytes count=$(($3 + 1)) bs=1M status=none | base64
-        [ "${PIPESTATUS[0]}" = 0 ] || echo '@@ERR unreadable'
-      fi
-    elif [ -e "$2" ]; then
-      printf '@@OTHER %s\n' "$(stat -c '%F' -- "$2")"
-    else
-      echo '@@MISSING'
-    fi
-    shift 3 ;;
+  F) files+=("$2"); limits+=("$3"); known+=("$4"); shift 4 ;;
   U) units+=("$2"); shift 2 ;;
-  C)
-    printf '@@C %s\n' "$2"
-    if [ ! -e "$2" ]; then echo 'missing'
-    elif [ ! -f "$2" ]; then echo 'error not a regular file'
-    elif [ "$(stat -L -c %s -- "$2")" -gt 65536 ]; then echo 'error larger than 64 KiB, not a certificate'
-    elif ! command -v openssl >/dev/null; then echo 'error no openssl on the host'
-    else timeout 10 openssl x509 -noout -enddate -subject -in "$2" 2>/dev/null || echo 'error not a readable PEM certificate'
-    fi
-    shift 2 ;;
-  H)
-    # -q first: no ~/.curlrc; --noproxy: no proxy from the environment answers for the component
-    opts=(@CURL_SAFE@ -o /dev/null -w '%{http_code}' --max-time "$3")
-    [ "$5" != - ] && opts+=(--cacert "$5")
-    [ "$6" != - ] && opts+=(--cert "$6" --key "$7")
-    code=$(timeout -k 1 "$3" curl "${opts[@]}" -- "$4"); rc=$?  # curl opens a fifo CA file before --max-time counts
-    printf '@@H %s %s %s\n' "$2" "$rc" "$code"
-    shift 7 ;;
-  T)
-    timeout "$3" bash -c 'exec 3<>"/dev/tcp/$1/$2"' _ "$4" "$5" 2>/dev/null; rc=$?
-    printf '@@H %s %s -\n' "$2" "$rc"
-    shift 5 ;;
+  C) certs+=("$2" "$3"); shift 3 ;;
+  H) probes+=("${@:1:7}"); shift 7 ;;
+  T) probes+=("${@:1:5}"); shift 5 ;;
   *) echo "@@ERR bad argument $1"; exit 2 ;;
   esac
 done
+http() {  # name timeout url ca cert key
+  local opts=(@CURL_SAFE@ -o /dev/null -w '%{http_code}' --max-time "$2") code rc
+  [ "$4" != - ] && opts+=(--cacert "$4")
+  [ "$5" != - ] && opts+=(--cert "$5" --key "$6")
+  code=$(timeout -k 1 "$2" curl "${opts[@]}" -- "$3"); rc=$?  # curl opens a fifo CA file before --max-time counts
+  printf '@@H %s %s %s\n' "$1" "$rc" "${code:0:20}"
+}
+tcp() {  # name timeout host port
+  timeout "$2" bash -c 'exec 3<>"/dev/tcp/$1/$2"' _ "$3" "$4" 2>/dev/null
+  printf '@@H %s %s -\n' "$1" "$?"
+}
+cert() {  # index path stamp
+  local st out size
+  if ! st=$(stat -L -c '%d:%i:%s:%.9Y:%.9Z' -- "$2" 2>/dev/null); then
+    if [ -L "$2" ] || [ -e "$2" ]; then out='error unreadable'; else out=missing; fi
+  elif [ ! -f "$2" ]; then out='error not a regular file'
+  elif IFS=: read -r _ _ size _ <<< "$st" && [ "$size" -gt 65536 ]; then out='error larger than 64 KiB, not a certificate'
+  elif [ "$st" = "$3" ]; then out=same
+  elif ! command -v openssl >/dev/null; then out='error no openssl on the host'
+  elif ! out=$(timeout 10 openssl x509 -noout -enddate -subject -in "$2" 2>/dev/null); then
+    out='error not a readable PEM certificate'
+  fi
+  out=${out//$'\n'/$'\t'}
+  printf '@@C %s %s\t%s\n' "$1" "${st:--}" "${out:0:2000}"
+}
+if [ ${#certs[@]} -gt 0 ] || [ ${#probes[@]} -gt 0 ]; then
+  exec 3< <(
+    for ((k = 0; k < ${#certs[@]}; k += 2)); do cert $((k / 2)) "${certs[k]}" "${certs[k + 1]}" & done
+    for ((k = 0; k < ${#probes[@]}; )); do
+      if [ "${probes[k]}" = H ]; then http "${probes[@]:k+1:6}" & k=$((k + 7)); else tcp "${probes[@]:k+1:4}" & k=$((k + 5)); fi
+    done
+    wait
+  )
+fi
+if [ ${#files[@]} -gt 0 ]; then
+  declare -A canon meta  # each file's directory -> its real path; each file -> what one stat of them all said
+  dirs=("${files[@]%/*}")
+  for ((i = 0; i < ${#dirs[@]}; i++)); do [ -n "${dirs[i]}" ] || dirs[i]=/; done  # a file in / has the directory ""
+  mapfile -t real < <(realpath -m -- "${dirs[@]}")
+  for ((i = 0; i < ${#dirs[@]}; i++)); do canon[${files[i]}]=${real[i]}; done
+  while IFS='|' read -r name kind rest; do meta[$name]="$kind|$rest"; done \
+    < <(stat -c '%n|%F|%a %U %G %.9Y %s %d:%i:%s:%.9Y:%.9Z' -- "${files[@]}" 2>/dev/null)
+  for ((i = 0; i < ${#files[@]}; i++)); do
+    f=${files[i]}; m=${meta[$f]-}; kind=${m%%|*}; m=${m#*|}
+    printf '@@F %s\n' "$f"
+    if [ "${canon[$f]}" != "${dirs[i]}" ]; then echo '@@OTHER path through a symlinked directory'
+    elif [ -z "$kind" ]; then
+      if [ -L "$f" ] || [ -e "$f" ]; then echo '@@ERR unreadable'; else echo '@@MISSING'; fi
+    elif [ "$kind" = 'symbolic link' ]; then printf '@@LINK %s\n' "$(readlink -n -- "$f" | base64 -w0)"
+    elif [ "$kind" != 'regular file' ] && [ "$kind" != 'regular empty file' ]; then printf '@@OTHER %s\n' "$kind"
+    elif [ "${m##* }" = "${known[i]}" ]; then echo '@@SAME'
+    else
+      read -r _ _ _ _ size _ <<< "$m"
+      if [ "$size" -gt "${limits[i]}" ]; then printf '%s\n@@BIG\n' "$m"
+      else
+        printf '%s\n' "$m"
+        dd if="$f" iflag=nofollow,count_bytes count=$((${limits[i]} + 1)) bs=1M status=none | base64
+        [ "${PIPESTATUS[0]}" = 0 ] || echo '@@ERR unreadable'
+      fi
+    fi
+  done
+fi
 if [ ${#units[@]} -gt 0 ]; then
   echo '@@U'
   systemctl show --timestamp=us+utc -p PROPS -- "${units[@]}"
+  echo '@@UEND'
+fi
+if [ ${#certs[@]} -gt 0 ] || [ ${#probes[@]} -gt 0 ]; then
+  while IFS= read -r line <&3; do printf '%s\n' "$line"; done
 fi
 echo '@@END'
 """.replace("PROPS", ",".join(UNIT_PROPERTIES))
@@ -134,14 +164,20 @@ def observe_argv(
     units: Iterable[str],
     checks: Iterable[DesiredCheck],
     certificates: Iterable[str] = (),
+    known: HostSnapshot | None = None,
 ) -> list[str]:
-    """The observe command; `paths` maps each file to the most bytes worth reading (READ_LIMIT when a list)."""
+    """The observe command; `paths` maps each file to the most bytes worth reading (READ_LIMIT when a list).
+    With `known` (the host's last snapshot), a file or certificate whose stamp is unchanged is not read again."""
     limits = paths if isinstance(paths, Mapping) else {p: READ_LIMIT for p in paths}
+    files = known.files if known else {}
+    certs = known.certificates if known else {}
     argv = ["bash", "-c", OBSERVE_SCRIPT, "reconciler-observe"]
     for path in certificates:
-        argv += ["C", path]
+        seen = certs.get(path)
+        argv += ["C", path, seen.stamp if seen and seen.stamp else "-"]
     for path, limit in limits.items():
-        argv += ["F", path, str(limit)]
+        was = files.get(path)
+        argv += ["F", path, str(limit), was.stamp if was and was.stamp and was.complete else "-"]
     for unit in units:
         argv += ["U", unit]
     for check in checks:
@@ -220,12 +256,21 @@ def parse_cert(path: str, lines: list[str]) -> CertFact:
 
 
 def parse_observation(
-    host: str, stdout: str, checks: Iterable[DesiredCheck] = (), paths: Iterable[str] | None = None
+    host: str,
+    stdout: str,
+    checks: Iterable[DesiredCheck] = (),
+    paths: Iterable[str] | None = None,
+    *,
+    certificates: Sequence[str] = (),
+    known: HostSnapshot | None = None,
 ) -> HostSnapshot:
     """Pure: the observe script's output -> HostSnapshot. Raises ValueError on a truncated or garbled output
-    (however hostile the host, nothing else); with `paths`, facts about other paths are ignored."""
+    (however hostile the host, nothing else); with `paths`, facts about other paths are ignored. `certificates`
+    and `known` are what `observe_argv` was given: what the host answers unchanged is taken from `known`."""
     try:
-        return _parse_observation(host, stdout, checks, None if paths is None else set(paths))
+        return _parse_observation(
+            host, stdout, checks, None if paths is None else set(paths), certificates, known or HostSnapshot(host)
+        )
     except ObservationError:
         raise
     except (ValueError, IndexError, KeyError, TypeError, OverflowError) as exc:  # the message would quote the host
@@ -236,9 +281,26 @@ class ObservationError(ValueError):
     """The observe script's output is not what it prints: truncated, garbled, or a file it could not read."""
 
 
-def _file_fact(path: str, header: str, body: list[str]) -> FileFact:
+# A stamp is trusted (the file not read again while it stays the same) only when the file's last change (ctime) is
+# this much older than the observation: a write within the same clock tick as the stamp's would leave it unchanged
+# ("racy git"), so a file changed just now is read once more on the next observation.
+RACY_SECONDS = 2.0
+
+
+def _trusted(stamp: str, now: float | None) -> str:
+    """The stamp if the file last changed well before `now` (the host's clock), else "" (read it again next time)."""
+    changed = float(stamp.rsplit(":", 1)[-1])
+    return stamp if now is not None and changed < now - RACY_SECONDS else ""
+
+
+def _file_fact(path: str, header: str, body: list[str], now: float | None, known: HostSnapshot) -> FileFact:
     if header == "@@MISSING":
         return FileFact(path, exists=False)
+    if header == "@@SAME":
+        was = known.files.get(path)
+        if was is None or not was.stamp:
+            raise ObservationError(f"{path}: the host answered 'unchanged' for a file it was not asked about")
+        return was
     if header.startswith("@@LINK "):
         target = base64.b64decode(header[7:], validate=True).decode("utf-8", errors="replace")
         return FileFact(path, True, kind="symbolic link", target=target)
@@ -246,22 +308,46 @@ def _file_fact(path: str, header: str, body: list[str]) -> FileFact:
         return FileFact(path, True, kind=header[8:].strip()[:40] or "special file")
     if header.startswith("@@ERR"):
         raise ObservationError(f"cannot read {path}")
-    mode, owner, group, mtime, size = header.split(" ")
-    if int(size) < 0:
-        raise ValueError("negative size")
+    mode, owner, group, mtime, size, *stamp = header.split(" ")
+    if int(size) < 0 or len(stamp) > 1:
+        raise ValueError("bad header")
     content = b"" if body == ["@@BIG"] else base64.b64decode("".join(body), validate=True)
-    return FileFact(path, True, int(mode, 8), owner, group, float(mtime), content, int(size))
+    trusted = _trusted(stamp[0], now) if stamp else ""
+    return FileFact(path, True, int(mode, 8), owner, group, float(mtime), content, int(size), stamp=trusted)
 
 
-def _parse_observation(host: str, stdout: str, checks: Iterable[DesiredCheck], paths: set[str] | None) -> HostSnapshot:
+def _cert_fact(line: str, certificates: Sequence[str], now: float | None, known: HostSnapshot) -> CertFact:
+    """`@@C <index> <stamp>\t<openssl's lines or the script's word, tab-separated>` -> CertFact."""
+    head, _, rest = line.partition("\t")
+    _, index, stamp = head.split(" ")
+    path = certificates[int(index)]
+    lines = rest.split("\t")
+    if lines == ["same"]:
+        was = known.certificates.get(path)
+        if was is None or was.stamp != stamp:
+            raise ObservationError(f"{path}: the host answered 'unchanged' for a certificate it was not asked about")
+        return was
+    fact = parse_cert(path, lines)
+    return replace(fact, stamp=_trusted(stamp, now)) if fact.not_after is not None and stamp != "-" else fact
+
+
+def _parse_observation(
+    host: str,
+    stdout: str,
+    checks: Iterable[DesiredCheck],
+    paths: set[str] | None,
+    certificates: Sequence[str],
+    known: HostSnapshot,
+) -> HostSnapshot:
     by_name = {c.name: c for c in checks}
     files: dict[str, FileFact] = {}
-    results: list[CheckResult] = []
+    results: dict[str, CheckResult] = {}
     units: dict[str, UnitFact] = {}
     certs: dict[str, CertFact] = {}
     lines = stdout.split("\n")
     if "@@END" not in lines:
         raise ObservationError("observation output is truncated (no @@END)")
+    now: float | None = None
     i = 0
     while i < len(lines):
         line = lines[i]
@@ -274,46 +360,72 @@ def _parse_observation(host: str, stdout: str, checks: Iterable[DesiredCheck], p
                 i += 1
             if i < len(lines) and lines[i].startswith("@@ERR"):  # dd failed after the file's header
                 raise ObservationError(f"cannot read {path}")
+            if path in files:
+                raise ObservationError(f"{path} was answered twice")
             if paths is None or path in paths:
-                files[path] = _file_fact(path, header, body)
+                files[path] = _file_fact(path, header, body, now, known)
             continue
-        if line.startswith("@@C "):
-            path, cert_lines = line[4:], []
-            i += 1
-            while i < len(lines) and not lines[i].startswith("@@"):
-                cert_lines.append(lines[i])
-                i += 1
-            certs[path] = parse_cert(path, cert_lines)
-            continue
-        if line.startswith("@@H "):
+        if line.startswith("@@NOW "):
+            now = float(line[6:]) if line[6:].strip() else None  # empty: a bash older than 5 (no stamps trusted)
+        elif line.startswith("@@C "):
+            fact = _cert_fact(line, certificates, now, known)
+            if fact.path in certs:
+                raise ObservationError(f"{fact.path} was answered twice")
+            certs[fact.path] = fact
+        elif line.startswith("@@H "):
             _, name, rc, code = line.split(" ", 3)
-            results.append(_check_result(name, int(rc), code[:20], by_name))
+            # a name answered twice fails: the second line could only be spoofed (e.g. by a unit's property)
+            twice = name in results
+            results[name] = (
+                CheckResult(name, False, "answered twice")
+                if twice
+                else _check_result(name, int(rc), code[:20], by_name)
+            )
         elif line == "@@U":
-            end = lines.index("@@END", i)
+            end = next((j for j in range(i, len(lines)) if lines[j] in ("@@UEND", "@@END")), None)
+            if end is None:
+                raise ObservationError("observation output is truncated (units without an end)")
             units = parse_units("\n".join(lines[i + 1 : end]))
-            i = end
+            i = end + (lines[end] == "@@UEND")
             continue
         i += 1
-    answered = {r.name for r in results}
-    results += [CheckResult(name, False, "no result") for name in by_name if name not in answered]
-    return HostSnapshot(host, files, units, tuple(results), certs)
+    ordered = [results.get(name) or CheckResult(name, False, "no result") for name in by_name]
+    return HostSnapshot(host, files, units, tuple(ordered), certs)
+
+
+# Each open connection's last snapshot: what its host's files and certificates were, by stamp. It lives as long as
+# the connection (a reconnect starts afresh) and holds only what the host's desired state names.
+_LAST: WeakKeyDictionary[Connection, HostSnapshot] = WeakKeyDictionary()
 
 
 async def observe_host(conn: Connection, desired: DesiredHost, *, with_checks: bool = True) -> HostSnapshot:
-    """One round trip: every managed file, every managed unit and (optionally) every health check."""
+    """One round trip: every managed file, every managed unit and (optionally) every health check and certificate.
+    A file or certificate unchanged since this connection's last observation is not read or parsed again."""
     checks = desired.checks if with_checks else ()
     certs = [c.path for c in desired.certificates] if with_checks else []
     limits = {path: max(len(f.content), READ_LIMIT) for path, f in sorted(desired.files.items())}
-    argv = observe_argv(limits, [u.name for u in desired.units], checks, certs)
+    known = _LAST.get(conn)
+    argv = observe_argv(limits, [u.name for u in desired.units], checks, certs, known)
     # What an honest host can answer: base64 of every file read (4/3, newlines), plus units, checks, certificates.
     most = sum(limits.values()) * 3 // 2 + 64 * 1024 * (1 + len(desired.units) + len(certs) + len(checks))
-    result = await conn.run(argv, timeout=60 + sum(c.timeout for c in checks), max_output=most)
+    result = await conn.run(argv, timeout=60 + max((c.timeout for c in checks), default=0), max_output=most)
     try:
-        return parse_observation(desired.name, result.stdout.decode("utf-8", errors="replace"), checks, limits)
+        text = result.stdout.decode("utf-8", errors="replace")
+        snapshot = parse_observation(desired.name, text, checks, limits, certificates=certs, known=known)
     except ValueError as exc:  # the exit status only: what the host wrote to stderr is not worth quoting here
         raise TransientHostError(
             f"{desired.name}: observation failed ({exc}); {argv[0]} exited {result.exit_status}"
         ) from exc
+    # Content the host has as desired is kept as the desired bytes (one copy in memory, not two).
+    files = {
+        path: replace(fact, content=desired.files[path].content)
+        if fact.content == desired.files[path].content and fact.content is not desired.files[path].content
+        else fact
+        for path, fact in snapshot.files.items()
+    }
+    snapshot = replace(snapshot, files=files)
+    _LAST[conn] = snapshot if with_checks or known is None else replace(snapshot, certificates=known.certificates)
+    return snapshot
 
 
 async def probe(conn: Connection, host: str, check: DesiredCheck) -> CheckResult:

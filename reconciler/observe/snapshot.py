@@ -22,6 +22,7 @@ class FileFact:
     size: int = -1  # a regular file's size in bytes (-1: not known)
     kind: str = "file"  # "file", "symbolic link", or stat's name of another type ("directory", "fifo", ...)
     target: str = ""  # a symbolic link's target, as the link says it (never followed)
+    stamp: str = ""  # device:inode:size:mtime:ctime when it was read, if that is old enough to trust (observe.facts)
 
     @property
     def regular(self) -> bool:
@@ -76,6 +77,7 @@ class CertFact:
     not_after: float | None = None  # unix time the certificate expires
     subject: str = ""
     error: str = ""  # unreadable, not a certificate, no openssl on the host
+    stamp: str = ""  # the file's stamp when it was parsed, if old enough to trust (observe.facts)
 
     def days_left(self, now: float) -> float | None:
         return None if self.not_after is None else (self.not_after - now) / 86400

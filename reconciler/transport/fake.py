@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import itertools
 import shlex
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -31,6 +32,9 @@ from reconciler.transport.base import MAX_OUTPUT, CommandResult, Connection
 UNIT_DIR = "/etc/systemd/system"
 
 
+_INODES = itertools.count(1000)
+
+
 @dataclass
 class SimFile:
     content: bytes
@@ -38,6 +42,13 @@ class SimFile:
     owner: str = "root"
     group: str = "root"
     mtime: float = field(default_factory=time.time)
+    inode: int = field(default_factory=lambda: next(_INODES))  # a new file (every write is a rename) is a new inode
+    ctime: float = field(default_factory=time.time)  # its last change, attributes included
+
+    @property
+    def stamp(self) -> str:
+        """What the observe script's stat says of it: device:inode:size:mtime:ctime."""
+        return f"0:{self.inode}:{len(self.content)}:{self.mtime:.9f}:{self.ctime:.9f}"
 
 
 @dataclass
@@ -84,37 +95,45 @@ class SimHost:
         return 127, b"", f"fake host: not emulated: {argv[:1]}\n".encode()
 
     def _observe(self, args: list[str]) -> str:
-        out: list[str] = []
+        out: list[str] = [f"@@NOW {time.time():.6f}"]
         units: list[str] = []
+        late: list[str] = []  # what the script's concurrent jobs print after the units
+        certs = 0
         i = 0
         while i < len(args):
             tag = args[i]
             if tag == "F":
-                path = args[i + 1]
+                path, limit, known = args[i + 1], int(args[i + 2]), args[i + 3]
                 out.append(f"@@F {path}")
                 f = self.files.get(path)
                 if f is None:
                     out.append("@@MISSING")
+                elif f.stamp == known:
+                    out.append("@@SAME")
                 else:
-                    out.append(f"{f.mode:o} {f.owner} {f.group} {f.mtime:.9f} {len(f.content)}")
-                    if len(f.content) > int(args[i + 2]):
+                    out.append(f"{f.mode:o} {f.owner} {f.group} {f.mtime:.9f} {len(f.content)} {f.stamp}")
+                    if len(f.content) > limit:
                         out.append("@@BIG")
                     elif f.content:
                         out.append(_b64(f.content))
-                i += 3
+                i += 4
             elif tag == "U":
                 units.append(args[i + 1])
                 i += 2
-            elif tag == "C":
-                out.append(f"@@C {args[i + 1]}")
-                out += ["notAfter=Nov 20 00:00:00 2036 GMT", f"subject=CN = {self.name}"]
-                i += 2
+            elif tag == "C":  # every certificate is the same unchanging file, valid until 2036
+                stamp = "0:1:1000:1000000000.000000000:1000000000.000000000"
+                said = (
+                    "same" if args[i + 2] == stamp else f"notAfter=Nov 20 00:00:00 2036 GMT\tsubject=CN = {self.name}"
+                )
+                late.append(f"@@C {certs} {stamp}\t{said}")
+                certs += 1
+                i += 3
             elif tag == "H":
                 ok = self._healthy(args[i + 1])
-                out.append(f"@@H {args[i + 1]} {0 if ok else 7} {200 if ok else '000'}")
+                late.append(f"@@H {args[i + 1]} {0 if ok else 7} {200 if ok else '000'}")
                 i += 7
             elif tag == "T":
-                out.append(f"@@H {args[i + 1]} {0 if self._healthy(args[i + 1]) else 1} -")
+                late.append(f"@@H {args[i + 1]} {0 if self._healthy(args[i + 1]) else 1} -")
                 i += 5
             else:
                 out.append(f"@@ERR bad argument {tag}")
@@ -122,6 +141,8 @@ class SimHost:
         if units:
             out.append("@@U")
             out.append("\n\n".join(self._show(u) for u in units))
+            out.append("@@UEND")
+        out += late
         out.append("@@END")
         return "\n".join(out) + "\n"
 
@@ -161,7 +182,7 @@ class SimHost:
         if f is None:
             return 1, b"", f"chown: cannot access '{path}': No such file or directory\n".encode()
         f.owner, f.group = owner_group.split(":", 1)
-        f.mode = int(mode, 8)
+        f.mode, f.ctime = int(mode, 8), time.time()
         return 0, b"", b""
 
     def _systemctl(self, args: list[str]) -> tuple[int, bytes, bytes]:

@@ -97,12 +97,15 @@ def test_certificates_are_parsed_from_openssl_output_missing_and_errors() -> Non
 def test_certificate_section_of_the_observation() -> None:
     from reconciler.observe.facts import observe_argv, parse_observation
 
-    argv = observe_argv([], [], [], ["/etc/kubernetes/ssl/ca.pem", "/etc/kubernetes/ssl/admin.pem"])
-    assert argv[-4:] == ["C", "/etc/kubernetes/ssl/ca.pem", "C", "/etc/kubernetes/ssl/admin.pem"]
+    paths = ["/etc/kubernetes/ssl/ca.pem", "/etc/kubernetes/ssl/admin.pem"]
+    argv = observe_argv([], [], [], paths)
+    assert argv[-6:] == ["C", paths[0], "-", "C", paths[1], "-"]  # no stamp known: parse both
     out = (
-        "@@C /etc/kubernetes/ssl/ca.pem\nnotAfter=Nov 24 02:46:57 2036 GMT\nsubject=CN = test-ca\n"
-        "@@C /etc/kubernetes/ssl/admin.pem\nmissing\n@@END\n"
+        "@@NOW 2000000000.0\n"
+        "@@C 1 -\tmissing\n"  # the concurrent jobs answer in any order, by index
+        "@@C 0 1:2:900:1000.0:1000.0\tnotAfter=Nov 24 02:46:57 2036 GMT\tsubject=CN = test-ca\n@@END\n"
     )
-    snap = parse_observation("m1", out)
-    assert snap.certificates["/etc/kubernetes/ssl/ca.pem"].subject == "CN = test-ca"
-    assert not snap.certificates["/etc/kubernetes/ssl/admin.pem"].exists
+    snap = parse_observation("m1", out, certificates=paths)
+    assert snap.certificates[paths[0]].subject == "CN = test-ca"
+    assert snap.certificates[paths[0]].stamp == "1:2:900:1000.0:1000.0"
+    assert not snap.certificates[paths[1]].exists

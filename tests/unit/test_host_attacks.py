@@ -274,7 +274,7 @@ def test_certificate_subject_with_newlines_cannot_fake_an_end_date_or_lines(host
     path = host_dir / "ca.pem"
     path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     check = DesiredCheck("etcd", 2.0, tcp_host="127.0.0.1", tcp_port=1)  # refused: must stay failing
-    snap = parse_observation("h", observe({}, checks=(check,), certs=(str(path),)), [check])
+    snap = parse_observation("h", observe({}, checks=(check,), certs=(str(path),)), [check], certificates=[str(path)])
     fact_ = snap.certificates[str(path)]
     assert fact_.not_after == datetime.datetime(2020, 1, 3, tzinfo=datetime.UTC).timestamp()
     assert "\n" not in fact_.subject and "\x1b" not in fact_.subject  # openssl escapes control characters
@@ -464,7 +464,7 @@ def test_certificate_paths_that_are_fifos_or_links_to_secrets_leak_nothing_and_n
     os.symlink(host_dir / "secret", link)
     status, out, _ = run_bounded(observe_argv((), (), (), [str(fifo), str(link)]), timeout=20)
     assert status == 0 and CANARY.encode() not in out
-    certs = parse_observation("h", out.decode()).certificates
+    certs = parse_observation("h", out.decode(), certificates=[str(fifo), str(link)]).certificates
     assert certs[str(fifo)].error == "not a regular file" and certs[str(link)].error == "not a readable PEM certificate"
 
 

@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from reconciler.apply.executor import ATTRS_SCRIPT
 from reconciler.errors import PermanentHostError
 from reconciler.observe.facts import observe_argv, parse_observation
+from reconciler.observe.snapshot import CertFact, FileFact, HostSnapshot
 from reconciler.plan.actions import Kind
 from reconciler.plan.diff import plan_host
 from reconciler.spec.desired import DesiredFile, DesiredHost, Target
@@ -160,6 +161,13 @@ def test_garbage_observations_are_a_clear_error_or_a_snapshot(text: str) -> None
         assert set(snap.files) <= {"/etc/a"}
 
 
+KNOWN = HostSnapshot(
+    "h",
+    {"/etc/a": FileFact("/etc/a", True, content=b"abc", size=3, stamp="1:2:3:1.5:1.5")},
+    certificates={"/etc/c": CertFact("/etc/c", True, 1.0, stamp="1:2:3:1.5:1.5")},
+)
+
+
 @settings(max_examples=300, deadline=None)
 @given(
     st.lists(
@@ -172,10 +180,16 @@ def test_garbage_observations_are_a_clear_error_or_a_snapshot(text: str) -> None
                 "@@OTHER fifo",
                 "@@BIG",
                 "644 root root 1.5 3",
+                "644 root root 1.5 3 1:2:3:1.5:1.5",
+                "@@SAME",
+                "@@NOW 1000.5",
                 "YWJj",
                 "@@H c 0 200",
-                "@@C /etc/c",
+                "@@C 0 1:2:3:1.5:1.5\tsame",
+                "@@C 0 -\tmissing",
+                "@@C 1 1:2:3:1.5:1.5\tnotAfter=Nov 24 02:46:57 2036 GMT",
                 "@@U",
+                "@@UEND",
                 "Id=x.service",
                 "MainPID=1",
                 "@@ERR unreadable",
@@ -189,7 +203,7 @@ def test_garbage_observations_are_a_clear_error_or_a_snapshot(text: str) -> None
 )
 def test_any_observation_output_parses_or_is_a_value_error(lines: list[str]) -> None:
     try:
-        snap = parse_observation("h", "\n".join(lines), paths=["/etc/a"])
+        snap = parse_observation("h", "\n".join(lines), paths=["/etc/a"], certificates=["/etc/c"], known=KNOWN)
     except ValueError:
         return
     assert set(snap.files) <= {"/etc/a"}
