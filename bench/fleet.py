@@ -100,12 +100,13 @@ def stamp(event: dict[str, Any]) -> float:
     return datetime.fromisoformat(event["timestamp"].replace("Z", "+00:00")).timestamp()
 
 
-def run_fleet(n: int, work: Path, base_port: int = 23000, noop_passes: int = 5) -> dict[str, Any]:
+def run_fleet(n: int, work: Path, base_port: int = 23000, noop_passes: int = 5, repo: Path = REPO) -> dict[str, Any]:
+    """The fleet of `n` against the daemon (and simulator) of `repo`: this checkout, or another commit's worktree."""
     keys, specs = work / "keys", work / "specs"
     specs.mkdir(parents=True)
     sim = subprocess.Popen(
         [sys.executable, "-m", "bench.fleetsim", "--hosts", str(n), "--base-port", str(base_port), "--dir", str(keys)],
-        cwd=REPO,
+        cwd=repo,
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
@@ -122,7 +123,7 @@ def run_fleet(n: int, work: Path, base_port: int = 23000, noop_passes: int = 5) 
         began = time.perf_counter()
         load = subprocess.run(
             [sys.executable, "-m", "reconciler.cli", "validate", str(specs)],
-            cwd=REPO,
+            cwd=repo,
             capture_output=True,
             text=True,
             check=True,
@@ -150,7 +151,7 @@ def run_fleet(n: int, work: Path, base_port: int = 23000, noop_passes: int = 5) 
                     "--state-dir",
                     str(work / "state"),
                 ],
-                cwd=REPO,
+                cwd=repo,
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )

@@ -1,19 +1,19 @@
-"""Peer comparison on the 3 testbed hosts: ansible-playbook (bench/ansible) against reconciler, plus the floor,
-the daemon's no-op pass and the spec-edit latency.
+"""Peer comparison on the 3 testbed hosts: ansible-playbook (bench/ansible) and pyinfra (bench/pyinfra) against
+reconciler, plus the floor, the daemon's no-op pass and the spec-edit latency.
 
     .venv/bin/python -m bench.peer --rounds 5            # prints JSON; bench/run.py puts it in RESULTS.md
 
-Scenarios, the tools alternating within each round (A, R, A, R, ...):
+Scenarios, the tools rotating within each round (A, P, R; P, R, A; R, A, P; ...):
 - bare: every managed file, unit and etcd's data removed, then a full converge (3 rounds at most: slow);
 - noop: a pass over converged hosts;
 - repair: /etc/kubernetes/scheduler hand-edited on master-2, then a pass (it is rewritten, kube-scheduler
   restarted on master-2 only);
-- check: the same hand edit, then `ansible-playbook --check --diff` against `reconciler plan` (both must
-  report the change; the edit is undone afterwards by an apply that is not timed).
+- check: the same hand edit, then `ansible-playbook --check --diff`, `pyinfra --dry --diff` and `reconciler plan`
+  (each must report the change; the edit is undone afterwards by an apply that is not timed).
 Each run: wall time, CPU seconds of the tool (its process tree, and ansible's ssh ControlPersist masters),
 SSH connections and session channels the hosts' sshd accepted (from sshd's own DEBUG1 log).
-Equivalence is checked both ways: after ansible's converge from bare, `reconciler plan` finds nothing to
-do, and after reconciler's, ansible reports changed=0 on its next pass.
+Equivalence is checked every way: after each tool's converge from bare, the other two find nothing to do
+(`reconciler plan`, `ansible-playbook --check`, `pyinfra --dry`).
 
 The floor: one batched observation command per host (reconciler's own observe script, files, units, checks
 and certificates) over a kept asyncssh connection, the 3 hosts in parallel. The daemon's no-op pass is
@@ -52,6 +52,11 @@ ANSIBLE_DIR = REPO / "bench/ansible"
 ANSIBLE_VENV = REPO / "bench/.venv-ansible"
 ANSIBLE_PLAYBOOK = ANSIBLE_VENV / "bin/ansible-playbook"
 CONTROL_DIR = Path("/tmp/reconciler-bench-ansible-cp")
+PYINFRA_DIR = REPO / "bench/pyinfra"
+PYINFRA_VENV = REPO / "bench/.venv-pyinfra"
+PYINFRA = PYINFRA_VENV / "bin/pyinfra"
+TOOLS = ("ansible", "pyinfra", "reconciler")
+PEERS = ("ansible", "pyinfra")
 UNITS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler")
 MANAGED = (
     "/etc/systemd/system/etcd.service",
@@ -76,6 +81,15 @@ def install_ansible() -> str:
         subprocess.run([str(ANSIBLE_VENV / "bin/pip"), "install", "-q", "ansible-core"], check=True)
     out = subprocess.run([str(ANSIBLE_PLAYBOOK), "--version"], capture_output=True, text=True, check=True).stdout
     return out.splitlines()[0].strip()
+
+
+def install_pyinfra() -> str:
+    """pyinfra 3 from PyPI into its own venv (bench/.venv-pyinfra), once."""
+    if not PYINFRA.exists():
+        subprocess.run([sys.executable, "-m", "venv", str(PYINFRA_VENV)], check=True)
+        subprocess.run([str(PYINFRA_VENV / "bin/pip"), "install", "-q", "pyinfra>=3,<4"], check=True)
+    out = subprocess.run([str(PYINFRA), "--version"], capture_output=True, text=True, check=True).stdout
+    return out.strip().splitlines()[0]
 
 
 def on_all(bed: Testbed, cmd: str) -> list[str]:
@@ -193,6 +207,20 @@ class Tools:
         run["changed"] = sum(int(c) for c in recap)
         return run
 
+    def pyinfra(self, *extra: str) -> dict[str, Any]:
+        argv = [str(PYINFRA), "-y", "--no-wait", *extra, "inventory.py", "deploy.py"]
+        run = timed(argv, self.sshd, cwd=PYINFRA_DIR)
+        run["changed"] = pyinfra_changes(run["stdout"])
+        return run
+
+    def run(self, tool: str, check: bool = False) -> dict[str, Any]:
+        """A pass of `tool`; with `check`, its check mode (what it would change, with a diff)."""
+        if tool == "ansible":
+            return self.ansible("--check", "--diff") if check else self.ansible()
+        if tool == "pyinfra":
+            return self.pyinfra("--dry", "--diff") if check else self.pyinfra()
+        return self.reconciler("plan" if check else "apply")
+
     def reconciler(self, command: str) -> dict[str, Any]:
         argv = [sys.executable, "-m", "reconciler.cli", command, str(self.specs), "--state-dir", str(self.state)]
         run = timed(argv, self.sshd, ok=lambda p: p.returncode in ((0, 2) if command == "plan" else (0,)))
@@ -202,6 +230,20 @@ class Tools:
             else sum(int(n) for n in re.findall(r"converged \((\d+) change", run["stdout"]))
         )
         return run
+
+
+# The operations of deploy.py that change nothing when the hosts are converged (the checks always run).
+_PYINFRA_CHECKS = ("wait until the restarted member is healthy", "components healthy")
+
+
+def pyinfra_changes(stdout: str) -> int:
+    """Operations pyinfra reports as changed on some host, the always-run checks left out."""
+    changed = 0
+    for line in stdout.splitlines():
+        found = re.match(r"\s*\[(master-\d+)\] (Success|Changed)\b", line)
+        if found and not any(c in line for c in _PYINFRA_CHECKS):
+            changed += 1
+    return changed
 
 
 def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -216,56 +258,71 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def _order(i: int) -> tuple[str, ...]:
+    return TOOLS[i % 3 :] + TOOLS[: i % 3]
+
+
 def compare(bed: Testbed, tools: Tools, rounds: int, bare_rounds: int) -> dict[str, Any]:
     results: dict[str, dict[str, list[dict[str, Any]]]] = {
-        s: {"ansible": [], "reconciler": []} for s in ("bare", "noop", "repair", "check")
+        s: {t: [] for t in TOOLS} for s in ("bare", "noop", "repair", "check")
     }
+    plans: list[dict[str, Any]] = []  # `reconciler plan` on converged hosts, against the peers' no-op passes
     m2 = bed.hosts[1]
     for i in range(bare_rounds):
-        for tool in ("ansible", "reconciler") if i % 2 == 0 else ("reconciler", "ansible"):
+        for tool in _order(i):
             make_bare(bed)
-            run = tools.ansible() if tool == "ansible" else tools.reconciler("apply")
-            results["bare"][tool].append(run)
-            # the other tool must find nothing to do: both do the same job
-            if tool == "ansible":
-                plan = tools.reconciler("plan")
-                if plan["changed"]:
-                    raise RuntimeError(f"reconciler finds work after ansible's converge:\n{plan['stdout']}")
-            else:
-                check = tools.ansible("--check")
-                if check["changed"]:
-                    raise RuntimeError(f"ansible finds work after reconciler's converge:\n{check['stdout'][-3000:]}")
+            results["bare"][tool].append(tools.run(tool))
+            for other in TOOLS:  # the others must find nothing to do: all do the same job
+                if other != tool:
+                    look = tools.run(other, check=True) if other != "ansible" else tools.ansible("--check")
+                    if look["changed"]:
+                        raise RuntimeError(f"{other} finds work after {tool}'s converge:\n{look['stdout'][-3000:]}")
     for i in range(rounds):
-        order = ("ansible", "reconciler") if i % 2 == 0 else ("reconciler", "ansible")
+        order = _order(i)
         for tool in order:
-            run = tools.ansible() if tool == "ansible" else tools.reconciler("apply")
+            run = tools.run(tool)
             if run["changed"]:
                 raise RuntimeError(f"{tool}'s no-op pass changed something:\n{run['stdout'][-3000:]}")
             results["noop"][tool].append(run)
+            if tool == "reconciler":
+                plans.append(tools.reconciler("plan"))
+                if plans[-1]["changed"]:
+                    raise RuntimeError(f"reconciler plan found work on converged hosts:\n{plans[-1]['stdout']}")
         for tool in order:
             m2.ssh(HAND_EDIT)
-            run = tools.ansible() if tool == "ansible" else tools.reconciler("apply")
+            run = tools.run(tool)
             if "--hand-edit" in m2.ssh("cat /etc/kubernetes/scheduler").stdout:
                 raise RuntimeError(f"{tool} did not repair the hand edit")
             results["repair"][tool].append(run)
         for tool in order:
             m2.ssh(HAND_EDIT)
-            run = tools.ansible("--check", "--diff") if tool == "ansible" else tools.reconciler("plan")
+            run = tools.run(tool, check=True)
             if "--hand-edit" not in run["stdout"]:
                 raise RuntimeError(f"{tool}'s check mode did not show the hand edit:\n{run['stdout'][-3000:]}")
             results["check"][tool].append(run)
             tools.reconciler("apply")  # undo the edit, untimed
     out: dict[str, Any] = {}
     for scenario, by_tool in results.items():
-        if not by_tool["ansible"]:
+        if not by_tool["reconciler"]:
             continue
-        a, r = summarize(by_tool["ansible"]), summarize(by_tool["reconciler"])
-        out[scenario] = {"ansible": a, "reconciler": r, "speedup": round(a["wall_median"] / r["wall_median"], 1)}
+        summary = {t: summarize(runs) for t, runs in by_tool.items()}
+        mine = summary["reconciler"]["wall_median"]
+        out[scenario] = {
+            **summary,
+            "speedup": {p: round(summary[p]["wall_median"] / mine, 1) for p in PEERS},
+        }
+    if plans:
+        plan = summarize(plans)
+        out["plan"] = {
+            "reconciler": plan,
+            "speedup": {p: round(out["noop"][p]["wall_median"] / plan["wall_median"], 1) for p in PEERS},
+        }
     return out
 
 
-async def floor(bed_specs: Path, repeats: int) -> dict[str, Any]:
-    """One observe command per host over kept connections, 3 hosts in parallel; median of `repeats`."""
+async def floor(bed_specs: Path, repeats: int, probes: bool = True) -> dict[str, Any]:
+    """One observe command per host over kept connections, 3 hosts in parallel; median of `repeats`. Without
+    `probes`: files and units only (no health checks, no certificates), the bare observation."""
     from reconciler.observe.facts import observe_host
     from reconciler.spec.isolate import load_desired
     from reconciler.transport.session import Session
@@ -278,7 +335,7 @@ async def floor(bed_specs: Path, repeats: int) -> dict[str, Any]:
     try:
         for _ in range(repeats + 2):
             began = time.perf_counter()
-            snapshots = await asyncio.gather(*(observe_host(c, h) for c, h in zip(conns, hosts)))
+            snapshots = await asyncio.gather(*(observe_host(c, h, with_checks=probes) for c, h in zip(conns, hosts)))
             times.append(time.perf_counter() - began)
             assert all(s.healthy for s in snapshots)
     finally:
@@ -293,7 +350,9 @@ def _percentile(values: list[float], q: float) -> float:
 
 
 class Daemon:
-    def __init__(self, specs: Path, work: Path):
+    """`reconciler run` on the testbed's specs, from `repo` (this checkout, or another commit's worktree)."""
+
+    def __init__(self, specs: Path, work: Path, repo: Path = REPO):
         self.port = 19480
         self.log = work / "daemon.log"
         with self.log.open("w") as log:
@@ -314,7 +373,7 @@ class Daemon:
                     "--state-dir",
                     str(work / "state"),
                 ],
-                cwd=REPO,
+                cwd=repo,
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
@@ -424,7 +483,7 @@ def latency(daemon: Daemon, specs: Path, edits: int) -> dict[str, Any]:
 
 
 def run(rounds: int = 5, bare_rounds: int = 2, edits: int = 20, floor_repeats: int = 30) -> dict[str, Any]:
-    versions = {"ansible": install_ansible()}
+    versions = {"ansible": install_ansible(), "pyinfra": install_pyinfra()}
     work = Path(tempfile.mkdtemp(prefix="reconciler-peer-"))
     specs = work / "specs"
     shutil.copytree(REPO / "specs", specs)
@@ -437,7 +496,8 @@ def run(rounds: int = 5, bare_rounds: int = 2, edits: int = 20, floor_repeats: i
         result["compare"] = compare(bed, tools, rounds, bare_rounds)
         sshd.restore()
         subprocess.run(["pkill", "-f", f"ssh: {CONTROL_DIR}"], check=False)
-        result["floor"] = asyncio.run(floor(specs, floor_repeats))
+        result["floor"] = asyncio.run(floor(specs, floor_repeats, probes=False))
+        result["observation"] = asyncio.run(floor(specs, floor_repeats))
         daemon = Daemon(specs, work)
         try:
             daemon.wait_ready()
