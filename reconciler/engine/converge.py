@@ -25,6 +25,7 @@ from reconciler.plan.diff import plan_host
 from reconciler.spec.desired import DesiredHost, DesiredState
 from reconciler.transport.base import Connection
 from reconciler.transport.session import Session
+from reconciler.waits import looks
 
 log = structlog.get_logger(__name__)
 
@@ -206,7 +207,7 @@ async def _verify(session: Session, host: DesiredHost, wait: float, interval: fl
     """Observe again (checks included) until the plan is empty and every check passes, or `wait` runs out."""
     began = time.monotonic()
     deadline = began + wait
-    while True:
+    for pause in looks(interval):  # a restarted unit is seen as soon as it answers, not a whole interval later
         try:
             snapshot = await observe_host(await session.connection(host.target), host)
         except HostError as exc:
@@ -225,7 +226,8 @@ async def _verify(session: Session, host: DesiredHost, wait: float, interval: fl
                 remaining=remaining,
                 seconds=time.monotonic() - began,
             )
-        await asyncio.sleep(interval)
+        await asyncio.sleep(pause)
+    raise AssertionError("unreachable")
 
 
 async def observe_status(desired: DesiredState, session: Session, only: list[str] | None = None) -> RunResult:

@@ -19,6 +19,7 @@ from reconciler.observe.snapshot import CheckResult
 from reconciler.plan.actions import Action
 from reconciler.spec.desired import DesiredHost, DesiredState, DesiredUnit
 from reconciler.transport.session import Session
+from reconciler.waits import looks
 
 log = structlog.get_logger(__name__)
 
@@ -42,11 +43,12 @@ async def wait_healthy(
     session: Session, host: DesiredHost, check_name: str, timeout: float, interval: float = 0.5
 ) -> CheckResult:
     deadline = time.monotonic() + timeout
-    while True:
+    for pause in looks(interval):
         result = await _health(session, host, check_name)
         if result.ok or time.monotonic() >= deadline:
             return result
-        await asyncio.sleep(interval)
+        await asyncio.sleep(pause)
+    raise AssertionError("unreachable")
 
 
 async def guard(session: Session, desired: DesiredState, unit: DesiredUnit, host: str) -> None:

@@ -17,6 +17,7 @@ its sockets are bound, and exits 0 on SIGTERM.
 from __future__ import annotations
 
 import argparse
+import http.client
 import http.server
 import os
 import signal
@@ -25,8 +26,7 @@ import ssl
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
+import urllib.parse
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 
@@ -72,46 +72,74 @@ def build_parser(component: str) -> argparse.ArgumentParser:
 
 
 class EtcdProbe:
-    """Asks every --etcd-servers member for /health in parallel; healthy when any answers 200."""
+    """Asks every --etcd-servers member for /health in parallel; healthy when any answers 200.
+
+    As a real kube-apiserver asks etcd over the client connections it keeps (not a TLS handshake per
+    /healthz), the TLS context is built once and each member's connection is kept and reused; a broken one
+    is replaced once per ask (a restarted member), so a member that is down still fails its ask at once.
+    """
 
     def __init__(self, args: argparse.Namespace) -> None:
         self.servers = [s.strip().rstrip("/") for s in args.etcd_servers.split(",") if s.strip()]
         self.cafile, self.certfile, self.keyfile = args.etcd_cafile, args.etcd_certfile, args.etcd_keyfile
+        self._context: ssl.SSLContext | None = None
+        self._kept: dict[str, http.client.HTTPConnection] = {}
+        self._locks = {server: threading.Lock() for server in self.servers}
+        self._pool = ThreadPoolExecutor(max_workers=max(1, len(self.servers)))
 
-    def _opener(self) -> urllib.request.OpenerDirector:
-        context = ssl.create_default_context(cafile=self.cafile)
-        if self.certfile:
-            context.load_cert_chain(self.certfile, self.keyfile)
-        return urllib.request.build_opener(
-            urllib.request.ProxyHandler({}), urllib.request.HTTPSHandler(context=context)
-        )
+    def context(self) -> ssl.SSLContext:
+        if self._context is None:
+            context = ssl.create_default_context(cafile=self.cafile)
+            if self.certfile:
+                context.load_cert_chain(self.certfile, self.keyfile)
+            self._context = context
+        return self._context
 
-    def _ask(self, opener: urllib.request.OpenerDirector, server: str) -> tuple[bool, str]:
-        try:
-            with opener.open(f"{server}/health", timeout=ETCD_TIMEOUT) as response:
-                return response.status == 200, f"{server}: HTTP {response.status}"
-        except urllib.error.HTTPError as exc:
-            return False, f"{server}: HTTP {exc.code}"
-        except (OSError, ValueError) as exc:
-            return False, f"{server}: {getattr(exc, 'reason', exc)}"
+    def _connect(self, server: str) -> http.client.HTTPConnection:
+        url = urllib.parse.urlsplit(server)
+        if url.scheme == "https":
+            return http.client.HTTPSConnection(url.netloc, timeout=ETCD_TIMEOUT, context=self.context())
+        return http.client.HTTPConnection(url.netloc, timeout=ETCD_TIMEOUT)
+
+    def _get(self, server: str) -> int:
+        conn = self._kept.pop(server, None)
+        for attempt in (0, 1):
+            fresh = conn is None
+            conn = conn or self._connect(server)
+            try:
+                conn.request("GET", "/health")
+                response = conn.getresponse()
+                response.read()
+                self._kept[server] = conn
+                return response.status
+            except (OSError, http.client.HTTPException):
+                conn.close()
+                if fresh or attempt:
+                    raise
+                conn = None  # a kept connection the member closed: once more on a new one
+        raise AssertionError("unreachable")
+
+    def _ask(self, server: str) -> tuple[bool, str]:
+        with self._locks[server]:
+            try:
+                status = self._get(server)
+            except (OSError, ValueError, http.client.HTTPException) as exc:
+                return False, f"{server}: {getattr(exc, 'reason', exc) or type(exc).__name__}"
+        return status == 200, f"{server}: HTTP {status}"
 
     def __call__(self) -> tuple[bool, str]:
         if not self.servers:
             return False, "no --etcd-servers configured"
         try:
-            opener = self._opener()
+            self.context()
         except (OSError, ssl.SSLError) as exc:
             return False, f"etcd client TLS setup failed: {exc}"
-        pool = ThreadPoolExecutor(max_workers=len(self.servers))
         reasons: list[str] = []
-        try:
-            for future in as_completed([pool.submit(self._ask, opener, s) for s in self.servers]):
-                healthy, reason = future.result()
-                if healthy:
-                    return True, "ok"
-                reasons.append(reason)
-        finally:
-            pool.shutdown(wait=False, cancel_futures=True)
+        for future in as_completed([self._pool.submit(self._ask, s) for s in self.servers]):
+            healthy, reason = future.result()
+            if healthy:
+                return True, "ok"
+            reasons.append(reason)
         return False, "etcd unreachable: " + "; ".join(sorted(reasons))
 
 

@@ -85,6 +85,38 @@ def test_apiserver_standin_unhealthy_without_etcd(testbed: Testbed) -> None:
         host.ssh("systemctl stop t-api")
 
 
+ETCD_HEALTH = (
+    "curl -sf -o /dev/null --cacert /etc/kubernetes/ssl/ca.pem --cert /etc/kubernetes/ssl/kubernetes.pem"
+    " --key /etc/kubernetes/ssl/kubernetes-key.pem https://{address}:2379/health"
+)
+
+
+def test_apiserver_standin_follows_its_etcd_over_kept_connections(converged: Testbed) -> None:
+    """The stand-in keeps its etcd connection (as a real apiserver does): a member stopped after a healthy answer
+    still makes /healthz fail at once, and a member started again makes it pass (a new connection)."""
+    host = converged.hosts[2]
+    ssl = "/etc/kubernetes/ssl"
+    host.ssh(
+        f"systemd-run --unit=t-api2 -p Type=notify /usr/local/bin/kube-apiserver --etcd-servers=https://{host.address}:2379"
+        f" --insecure-bind-address=127.0.0.1 --insecure-port=28081 --etcd-cafile={ssl}/ca.pem"
+        f" --etcd-certfile={ssl}/kubernetes.pem --etcd-keyfile={ssl}/kubernetes-key.pem"
+    )
+    status = "curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:28081/healthz"
+    try:
+        assert host.ssh(status).stdout == "200"
+        assert host.ssh(status).stdout == "200"  # on the kept connection
+        host.ssh("systemctl stop etcd")
+        assert host.ssh(status).stdout == "500"
+        host.ssh("systemctl start etcd")
+        # the member answers 200 once it has rejoined its cluster: wait for that, then the stand-in must follow
+        host.ssh(
+            f"for i in $(seq 300); do {ETCD_HEALTH.format(address=host.address)} && exit 0; sleep 0.1; done; exit 1"
+        )
+        assert host.ssh(status).stdout == "200"
+    finally:
+        host.ssh("systemctl stop t-api2; systemctl start etcd", check=False)
+
+
 def test_host_stop_and_start(testbed: Testbed) -> None:
     host, other = testbed.hosts[:2]
     host.ssh("echo persisted > /root/marker")

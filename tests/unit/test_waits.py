@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import random
 
-from reconciler.waits import backoff, pause
+from reconciler.waits import backoff, looks, pause
 
 
 def test_backoff_doubles_to_its_cap_within_the_upper_half_of_each_delay() -> None:
@@ -24,3 +24,9 @@ async def test_pause_ends_early_on_stopping_and_says_so() -> None:
     began = asyncio.get_running_loop().time()
     assert await pause(stopping, 60) is True
     assert asyncio.get_running_loop().time() - began < 30
+
+
+def test_looks_start_quick_and_slow_down_to_the_interval() -> None:
+    pauses = looks(1.0)
+    assert [next(pauses) for _ in range(7)] == [0.1, 0.2, 0.4, 0.8, 1.0, 1.0, 1.0]
+    assert next(looks(0.05)) == 0.05  # an interval below the first pause wins
