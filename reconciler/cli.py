@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 from reconciler.errors import SpecError
 from reconciler.settings import DaemonSettings, default_state_dir
 from reconciler.spec.desired import DesiredHost, DesiredState
-from reconciler.spec.isolate import load_desired
+from reconciler.spec.isolate import begin_load, load_desired
 from reconciler.status.logs import configure_logging
 from reconciler.tuning import overlay as overlay_store
 
@@ -200,7 +200,12 @@ def _load(spec_dir: Path, state_dir: Path | None) -> tuple[DesiredState, str]:
     except ValueError as exc:
         print(f"warning: {exc}; ignoring it", file=sys.stderr)
         overlay = None
-    desired = load_desired(spec_dir, overlay=overlay.as_env() if overlay else None)
+    pending = begin_load(spec_dir, overlay=overlay.as_env() if overlay else None)
+    # while the load's child imports the loader and reads the specs, this process imports what it will run
+    import reconciler.engine.converge
+    import reconciler.transport.session  # noqa: F401
+
+    desired = pending.result()
     if overlay is None or desired.tuning is None:
         return desired, ""
     return desired, (

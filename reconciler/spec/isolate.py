@@ -29,14 +29,14 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from reconciler.errors import SpecError, SpecIssue
-from reconciler.spec.cache import SpecCache
-from reconciler.spec.desired import DesiredState
 from reconciler.spec.limits import MAX_HOSTS, MAX_READ_SECONDS, LoadExpired, load_budget
-from reconciler.spec.load import load_documents
-from reconciler.spec.render import build_desired
+
+if TYPE_CHECKING:  # the child imports the loader itself: a CLI imports SSH meanwhile (`begin_load`)
+    from reconciler.spec.cache import SpecCache
+    from reconciler.spec.desired import DesiredState
 
 # The budgets are CPU time: a loaded machine slows a load down without making it costlier, and a legitimate
 # spec must not fail because the machine is busy. Wall time only backs them up, generously.
@@ -58,7 +58,41 @@ def load_desired(
 
     The daemon passes the same `cache` to every load, so a reload renders only what changed; the child's
     updates to it are copied back. Setting `abort` (the daemon stopping) kills the child: SpecError.
+    The loader is imported here, once: every child inherits it (a child importing it could also block on a
+    module lock another of the daemon's threads held when it forked).
     """
+    import reconciler.spec.load
+    import reconciler.spec.render  # noqa: F401
+
+    return begin_load(directory, overlay, cache).result(abort)
+
+
+class PendingLoad:
+    """A load under way in its child: `result()` waits for it. Started early, it overlaps with the caller's own
+    work (the CLI imports SSH and the engine while the child imports the loader and reads the specs)."""
+
+    def __init__(self, directory: Path, cache: SpecCache | None, pid: int, fd: int, began: float):
+        self.directory, self._cache, self._pid, self._fd, self._began = directory, cache, pid, fd, began
+
+    def result(self, abort: threading.Event | None = None) -> DesiredState:
+        try:
+            answer = _collect(self._fd, self._pid, self._began, abort)
+        finally:
+            os.close(self._fd)
+        if isinstance(answer, str):
+            raise SpecError([_issue(self.directory, answer)])
+        kind, value, state = answer
+        if self._cache is not None and state is not None:
+            _apply_delta(self._cache, state)
+        if kind == "error":
+            raise SpecError(value)
+        return value  # type: ignore[no-any-return]
+
+
+def begin_load(
+    directory: Path, overlay: Mapping[str, int] | None = None, cache: SpecCache | None = None
+) -> PendingLoad:
+    """Fork the load's child and return at once; `load_desired` is this and its `result()`."""
     read, write = os.pipe()
     began = time.monotonic()
     try:
@@ -75,18 +109,7 @@ def load_desired(
         finally:
             os._exit(status)
     os.close(write)
-    try:
-        answer = _collect(read, pid, began, abort)
-    finally:
-        os.close(read)
-    if isinstance(answer, str):
-        raise SpecError([_issue(directory, answer)])
-    kind, value, state = answer
-    if cache is not None and state is not None:
-        _apply_delta(cache, state)
-    if kind == "error":
-        raise SpecError(value)
-    return value  # type: ignore[no-any-return]
+    return PendingLoad(directory, cache, pid, read, began)
 
 
 # -- the child ---------------------------------------------------------------------------------------
@@ -103,7 +126,10 @@ def _child(fd: int, directory: Path, overlay: Mapping[str, int] | None, cache: S
     # (whose reader would then wait for this child to end before it saw its own child's end).
     os.closerange(3, fd)
     os.closerange(fd + 1, 1 << 20)
-    inherited = _mapped_bytes()
+    from reconciler.spec.load import load_documents  # here: a CLI's parent imports SSH meanwhile
+    from reconciler.spec.render import build_desired
+
+    inherited = _mapped_bytes()  # the loader's own code is not the load's memory
 
     def expire(signum: int, frame: FrameType | None) -> None:
         raise LoadExpired(message)

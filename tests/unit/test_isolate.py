@@ -21,6 +21,7 @@ import pytest
 
 from reconciler.errors import SpecError
 from reconciler.spec import isolate
+from reconciler.spec import load as spec_load
 from reconciler.spec.isolate import load_desired
 
 HOST = """\
@@ -80,7 +81,7 @@ def test_a_child_that_dies_is_an_error_not_a_hang(specs: Path, monkeypatch: pyte
     def die(*args: Any, **kwargs: Any) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
-    monkeypatch.setattr(isolate, "load_documents", die)  # the fork inherits it: the child dies while reading
+    monkeypatch.setattr(spec_load, "load_documents", die)  # the fork inherits it: the child dies while reading
     assert issues(specs) == [f"{specs}:0: loading the specs ended without an answer (its process died)"]
 
 
@@ -89,7 +90,7 @@ def test_a_child_deaf_to_its_alarm_is_killed_at_its_wall_clock(specs: Path, monk
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGPROF})
         time.sleep(60)
 
-    monkeypatch.setattr(isolate, "load_documents", stuck)
+    monkeypatch.setattr(spec_load, "load_documents", stuck)
     monkeypatch.setattr(isolate, "MAX_READ_SECONDS", 0.2)
     monkeypatch.setattr(isolate, "GRACE_SECONDS", 0.2)
     began = time.monotonic()
@@ -103,7 +104,7 @@ def test_a_loader_bug_in_the_child_is_reported_by_kind(specs: Path, monkeypatch:
     def bug(*args: Any, **kwargs: Any) -> None:
         raise RuntimeError("a bug, with /etc/shadow's content in its message")
 
-    monkeypatch.setattr(isolate, "load_documents", bug)
+    monkeypatch.setattr(spec_load, "load_documents", bug)
     assert issues(specs) == [f"{specs}:0: internal error while loading: RuntimeError"]
 
 
@@ -140,7 +141,7 @@ def test_the_child_keeps_no_fd_of_its_parent_but_its_pipe(
         seen.write_text(" ".join(sorted(os.listdir("/proc/self/fd"))))
         raise RuntimeError("done")
 
-    monkeypatch.setattr(isolate, "load_documents", report_fds)
+    monkeypatch.setattr(spec_load, "load_documents", report_fds)
     with socket.socket() as listening:  # as the daemon's HTTP port would be
         listening.bind(("127.0.0.1", 0))
         listening.listen()
@@ -203,3 +204,20 @@ def test_a_reload_keeps_what_the_daemon_already_holds(specs: Path) -> None:
     assert all(cache.parsed[k] is v for k, v in parsed.items())  # the same objects, not copies
     assert all(cache.rendered[k] is v for k, v in rendered.items())
     assert "specs/other.yaml" in cache.parsed
+
+
+def test_a_cli_leaves_the_loader_to_the_child(specs: Path) -> None:
+    """`begin_load` forks before the loader (pydantic models, yaml, jinja2) is imported: the CLI imports SSH and
+    the engine meanwhile, and never the loader itself."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from pathlib import Path; import reconciler.cli; from reconciler.spec.isolate import begin_load\n"
+        f"pending = begin_load(Path({str(specs)!r}))\n"
+        "assert not {'reconciler.spec.load', 'reconciler.spec.render', 'jinja2', 'yaml'} & set(sys.modules)\n"
+        "print(len(pending.result().hosts))"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert int(proc.stdout) >= 1
