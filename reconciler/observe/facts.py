@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import base64
 import shlex
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime
+from typing import Any
 from weakref import WeakKeyDictionary
 
 from reconciler.errors import TransientHostError
@@ -44,14 +45,16 @@ def curl_tls(ca_file: str | None, cert_file: str | None, key_file: str | None) -
 
 
 # Inputs arrive as "$@" in groups: F <path> <max bytes> <stamp> | U <unit> | C <path> <stamp> (a certificate: its
-# end date and subject) | H <name> <timeout> <url> <ca> <cert> <key> | T <name> <timeout> <host> <port>
+# PEM block, parsed here, not on the host) | H <name> <timeout> <url> <ca> <cert> <key> | T <name> <timeout> <host> <port>
 # A stamp is what a file's `stat` said when it was last read (device:inode:size:mtime:ctime; "-" for none): a file
 # whose stamp is unchanged is answered @@SAME and not read again, a certificate `same` and not parsed again.
 # A managed path is never followed if it is a symlink: its target is reported (base64), not read; any other
 # non-regular file (directory, fifo, socket, device) is reported by its type. A regular file is read with
 # O_NOFOLLOW (dd iflag=nofollow), and only when it is not larger than the limit given for it.
-# Certificates and probes run concurrently (each job prints one line, < PIPE_BUF, so lines never interleave) while
-# the files and units are read; their lines follow the units'.
+# Of a certificate only its first CERTIFICATE block is sent, and only its base64 lines: nothing else of a file
+# that is not one (a secret behind a link, a key) leaves the host, nor a line the parser could take for its own.
+# Probes run concurrently (each job prints one line, < PIPE_BUF, so lines never interleave) while the files,
+# certificates and units are read; their lines follow the units'.
 _OBSERVE_SCRIPT = r"""
 export LC_ALL=C
 printf '@@NOW %s\n' "$EPOCHREALTIME"
@@ -77,23 +80,8 @@ tcp() {  # name timeout host port
   timeout "$2" bash -c 'exec 3<>"/dev/tcp/$1/$2"' _ "$3" "$4" 2>/dev/null
   printf '@@H %s %s -\n' "$1" "$?"
 }
-cert() {  # index path stamp
-  local st out size
-  if ! st=$(stat -L -c '%d:%i:%s:%.9Y:%.9Z' -- "$2" 2>/dev/null); then
-    if [ -L "$2" ] || [ -e "$2" ]; then out='error unreadable'; else out=missing; fi
-  elif [ ! -f "$2" ]; then out='error not a regular file'
-  elif IFS=: read -r _ _ size _ <<< "$st" && [ "$size" -gt 65536 ]; then out='error larger than 64 KiB, not a certificate'
-  elif [ "$st" = "$3" ]; then out=same
-  elif ! command -v openssl >/dev/null; then out='error no openssl on the host'
-  elif ! out=$(timeout 10 openssl x509 -noout -enddate -subject -in "$2" 2>/dev/null); then
-    out='error not a readable PEM certificate'
-  fi
-  out=${out//$'\n'/$'\t'}
-  printf '@@C %s %s\t%s\n' "$1" "${st:--}" "${out:0:2000}"
-}
-if [ ${#certs[@]} -gt 0 ] || [ ${#probes[@]} -gt 0 ]; then
+if [ ${#probes[@]} -gt 0 ]; then
   exec 3< <(
-    for ((k = 0; k < ${#certs[@]}; k += 2)); do cert $((k / 2)) "${certs[k]}" "${certs[k + 1]}" & done
     for ((k = 0; k < ${#probes[@]}; )); do
       if [ "${probes[k]}" = H ]; then http "${probes[@]:k+1:6}" & k=$((k + 7)); else tcp "${probes[@]:k+1:4}" & k=$((k + 5)); fi
     done
@@ -128,12 +116,25 @@ if [ ${#files[@]} -gt 0 ]; then
     fi
   done
 fi
+for ((k = 0; k < ${#certs[@]}; k += 2)); do
+  c=${certs[k]}
+  printf '@@C %s\n' "$c"
+  if ! st=$(stat -L -c '%d:%i:%s:%.9Y:%.9Z' -- "$c" 2>/dev/null); then
+    if [ -L "$c" ] || [ -e "$c" ]; then echo 'error unreadable'; else echo missing; fi
+  elif [ ! -f "$c" ]; then echo 'error not a regular file'
+  elif IFS=: read -r _ _ size _ <<< "$st" && [ "$size" -gt 65536 ]; then echo 'error larger than 64 KiB, not a certificate'
+  elif [ "$st" = "${certs[k + 1]}" ]; then printf 'same %s\n' "$st"
+  else
+    printf 'stamp %s\n' "$st"
+    timeout 10 sed -n '/^-----BEGIN CERTIFICATE-----/,/^-----END CERTIFICATE-----/{/^-----\(BEGIN\|END\) CERTIFICATE-----\r\?$/p;/^[A-Za-z0-9+\/=]*\r\?$/p;/^-----END/q}' -- "$c" 2>/dev/null
+  fi
+done
 if [ ${#units[@]} -gt 0 ]; then
   echo '@@U'
   systemctl show --timestamp=us+utc -p PROPS -- "${units[@]}"
   echo '@@UEND'
 fi
-if [ ${#certs[@]} -gt 0 ] || [ ${#probes[@]} -gt 0 ]; then
+if [ ${#probes[@]} -gt 0 ]; then
   while IFS= read -r line <&3; do printf '%s\n' "$line"; done
 fi
 echo '@@END'
@@ -241,18 +242,41 @@ def parse_units(text: str) -> dict[str, UnitFact]:
     return units
 
 
-def parse_cert(path: str, lines: list[str]) -> CertFact:
-    """`openssl x509 -noout -enddate -subject` output (or the script's missing/error line) -> CertFact."""
-    if lines[:1] == ["missing"]:
+def parse_cert(path: str, lines: list[str], now: float | None = None, known: CertFact | None = None) -> CertFact:
+    """What the observe script says of a certificate -> CertFact: `missing`, `error <why>`, `same <stamp>` (the
+    `known` fact holds), or `stamp <stamp>` and the file's CERTIFICATE block, parsed here (cryptography)."""
+    first = lines[0] if lines else ""
+    if first == "missing":
         return CertFact(path, exists=False)
-    if lines and lines[0].startswith("error "):
-        return CertFact(path, True, error=lines[0][6:])
-    props = dict(line.split("=", 1) for line in lines if "=" in line)
+    if first.startswith("error "):
+        return CertFact(path, True, error=first[6:][:200])
+    word, _, stamp = first.partition(" ")
+    if word == "same":
+        if known is None or not known.stamp or known.stamp != stamp:
+            raise ObservationError(f"{path}: the host answered 'unchanged' for a certificate it was not asked about")
+        return known
+    if word != "stamp":
+        raise ObservationError(f"{path}: the certificate's answer is garbled")
+    from cryptography import x509  # asyncssh's own dependency; here, not at import: `validate` needs no SSH
+
     try:
-        end = datetime.strptime(" ".join(props.get("notAfter", "").split()), "%b %d %H:%M:%S %Y GMT")
-    except ValueError:
-        return CertFact(path, True, error="cannot read its end date")
-    return CertFact(path, True, end.replace(tzinfo=UTC).timestamp(), props.get("subject", "").strip())
+        cert = x509.load_pem_x509_certificate("\n".join(lines[1:]).encode())
+        not_after = cert.not_valid_after_utc.timestamp()
+        subject = _subject(cert)
+    except Exception:  # anything a host's bytes make the parser raise: the file is just not a certificate
+        return CertFact(path, True, error="not a readable PEM certificate")
+    return CertFact(path, True, not_after, subject, stamp=_trusted(stamp, now))
+
+
+def _subject(cert: Any) -> str:
+    """The subject in `openssl x509 -subject`'s words ("O = k8s, CN = kubernetes"), control characters escaped."""
+    parts = []
+    for rdn in cert.subject.rdns:
+        for attr in rdn:
+            value = attr.value if isinstance(attr.value, str) else attr.value.hex()
+            parts.append(f"{attr.rfc4514_attribute_name} = {value}")
+    text = ", ".join(parts)[:1000]
+    return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in text)
 
 
 def parse_observation(
@@ -261,7 +285,7 @@ def parse_observation(
     checks: Iterable[DesiredCheck] = (),
     paths: Iterable[str] | None = None,
     *,
-    certificates: Sequence[str] = (),
+    certificates: Iterable[str] | None = None,
     known: HostSnapshot | None = None,
 ) -> HostSnapshot:
     """Pure: the observe script's output -> HostSnapshot. Raises ValueError on a truncated or garbled output
@@ -269,7 +293,12 @@ def parse_observation(
     and `known` are what `observe_argv` was given: what the host answers unchanged is taken from `known`."""
     try:
         return _parse_observation(
-            host, stdout, checks, None if paths is None else set(paths), certificates, known or HostSnapshot(host)
+            host,
+            stdout,
+            checks,
+            None if paths is None else set(paths),
+            None if certificates is None else set(certificates),
+            known or HostSnapshot(host),
         )
     except ObservationError:
         raise
@@ -316,27 +345,12 @@ def _file_fact(path: str, header: str, body: list[str], now: float | None, known
     return FileFact(path, True, int(mode, 8), owner, group, float(mtime), content, int(size), stamp=trusted)
 
 
-def _cert_fact(line: str, certificates: Sequence[str], now: float | None, known: HostSnapshot) -> CertFact:
-    """`@@C <index> <stamp>\t<openssl's lines or the script's word, tab-separated>` -> CertFact."""
-    head, _, rest = line.partition("\t")
-    _, index, stamp = head.split(" ")
-    path = certificates[int(index)]
-    lines = rest.split("\t")
-    if lines == ["same"]:
-        was = known.certificates.get(path)
-        if was is None or was.stamp != stamp:
-            raise ObservationError(f"{path}: the host answered 'unchanged' for a certificate it was not asked about")
-        return was
-    fact = parse_cert(path, lines)
-    return replace(fact, stamp=_trusted(stamp, now)) if fact.not_after is not None and stamp != "-" else fact
-
-
 def _parse_observation(
     host: str,
     stdout: str,
     checks: Iterable[DesiredCheck],
     paths: set[str] | None,
-    certificates: Sequence[str],
+    certificates: set[str] | None,
     known: HostSnapshot,
 ) -> HostSnapshot:
     by_name = {c.name: c for c in checks}
@@ -368,10 +382,14 @@ def _parse_observation(
         if line.startswith("@@NOW "):
             now = float(line[6:]) if line[6:].strip() else None  # empty: a bash older than 5 (no stamps trusted)
         elif line.startswith("@@C "):
-            fact = _cert_fact(line, certificates, now, known)
-            if fact.path in certs:
-                raise ObservationError(f"{fact.path} was answered twice")
-            certs[fact.path] = fact
+            path, block = line[4:], []
+            while i + 1 < len(lines) and not lines[i + 1].startswith("@@"):
+                i += 1
+                block.append(lines[i].rstrip("\r"))
+            if path in certs:
+                raise ObservationError(f"{path} was answered twice")
+            if certificates is None or path in certificates:
+                certs[path] = parse_cert(path, block, now, known.certificates.get(path))
         elif line.startswith("@@H "):
             _, name, rc, code = line.split(" ", 3)
             # a name answered twice fails: the second line could only be spoofed (e.g. by a unit's property)

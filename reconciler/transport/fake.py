@@ -18,6 +18,8 @@ Session to a dict of them; a host in `down` refuses the connection like a stoppe
 from __future__ import annotations
 
 import base64
+import datetime
+import functools
 import hashlib
 import itertools
 import shlex
@@ -66,6 +68,29 @@ def _stamp(t: float | None) -> str:
     return time.strftime("%a %Y-%m-%d %H:%M:%S", time.gmtime(t)) + f".{int(t * 1e6) % 1_000_000:06d} UTC"
 
 
+@functools.cache
+def _certificate() -> str:
+    """A self-signed certificate valid until 2036-11-20 (PEM): what every emulated host has at every path."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "emulated")])
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(1)
+        .not_valid_before(datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC))
+        .not_valid_after(datetime.datetime(2036, 11, 20, tzinfo=datetime.UTC))
+        .sign(key, hashes.SHA256())
+    )
+    return cert.public_bytes(serialization.Encoding.PEM).decode().strip()
+
+
 def _b64(content: bytes) -> str:
     """GNU base64's layout: lines of 76 characters."""
     text = base64.b64encode(content).decode()
@@ -98,7 +123,7 @@ class SimHost:
         out: list[str] = [f"@@NOW {time.time():.6f}"]
         units: list[str] = []
         late: list[str] = []  # what the script's concurrent jobs print after the units
-        certs = 0
+        certs: list[str] = []
         i = 0
         while i < len(args):
             tag = args[i]
@@ -122,11 +147,8 @@ class SimHost:
                 i += 2
             elif tag == "C":  # every certificate is the same unchanging file, valid until 2036
                 stamp = "0:1:1000:1000000000.000000000:1000000000.000000000"
-                said = (
-                    "same" if args[i + 2] == stamp else f"notAfter=Nov 20 00:00:00 2036 GMT\tsubject=CN = {self.name}"
-                )
-                late.append(f"@@C {certs} {stamp}\t{said}")
-                certs += 1
+                said = f"same {stamp}" if args[i + 2] == stamp else f"stamp {stamp}\n{_certificate()}"
+                certs.append(f"@@C {args[i + 1]}\n{said}")
                 i += 3
             elif tag == "H":
                 ok = self._healthy(args[i + 1])
@@ -138,6 +160,7 @@ class SimHost:
             else:
                 out.append(f"@@ERR bad argument {tag}")
                 return "\n".join(out) + "\n"
+        out += certs
         if units:
             out.append("@@U")
             out.append("\n\n".join(self._show(u) for u in units))

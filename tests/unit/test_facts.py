@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import datetime
 
 import pytest
 
@@ -81,17 +82,37 @@ def test_values_travel_as_arguments_not_script_text() -> None:
     assert argv[argv.index("F") + 1] == hostile
 
 
-def test_certificates_are_parsed_from_openssl_output_missing_and_errors() -> None:
+def _pem(not_after: datetime.datetime, *names: tuple[str, str]) -> str:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    oids = {"CN": NameOID.COMMON_NAME, "O": NameOID.ORGANIZATION_NAME}
+    name = x509.Name([x509.NameAttribute(oids[k], v) for k, v in names])
+    builder = x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+    builder = builder.serial_number(1).not_valid_before(not_after - datetime.timedelta(days=365))
+    cert = builder.not_valid_after(not_after).sign(key, hashes.SHA256())
+    return cert.public_bytes(serialization.Encoding.PEM).decode().strip()
+
+
+def test_certificates_are_parsed_here_missing_and_errors() -> None:
     from reconciler.observe.facts import parse_cert
 
-    ok = parse_cert("/c.pem", ["notAfter=Nov  6 12:00:00 2036 GMT", "subject=CN = kubernetes"])
-    assert ok.exists and ok.subject == "CN = kubernetes" and ok.not_after == 2109585600.0
+    end = datetime.datetime(2036, 11, 6, 12, tzinfo=datetime.UTC)
+    pem = _pem(end, ("O", "k8s"), ("CN", "kubernetes"))
+    ok = parse_cert("/c.pem", ["stamp 1:2:3:4:5", *pem.splitlines()], now=100.0)
+    assert ok.exists and ok.subject == "O = k8s, CN = kubernetes" and ok.not_after == 2109585600.0  # openssl's words
+    assert ok.stamp == "1:2:3:4:5"  # changed long before the observation (@@NOW): trusted
     assert ok.state(2109585600.0 - 40 * 86400, 30) == "ok" and ok.state(2109585600.0 - 5 * 86400, 30) == "expiring"
     assert ok.state(2109585600.0 + 1, 30) == "expired" and ok.days_left(2109585600.0 - 86400) == 1.0
     assert parse_cert("/m.pem", ["missing"]).state(0, 30) == "missing"
-    bad = parse_cert("/b.pem", ["error not a readable PEM certificate"])
-    assert bad.exists and bad.error == "not a readable PEM certificate" and bad.state(0, 30) == "unreadable"
-    assert parse_cert("/g.pem", ["notAfter=garbage"]).error == "cannot read its end date"
+    bad = parse_cert("/b.pem", ["error not a regular file"])
+    assert bad.exists and bad.error == "not a regular file" and bad.state(0, 30) == "unreadable"
+    garbage = ["stamp 1:2:3:4:5", "-----BEGIN CERTIFICATE-----", "AAAA", "-----END CERTIFICATE-----"]
+    assert parse_cert("/g.pem", garbage).error == "not a readable PEM certificate"
+    assert parse_cert("/e.pem", ["stamp 1:2:3:4:5"]).error == "not a readable PEM certificate"  # no block at all
 
 
 def test_certificate_section_of_the_observation() -> None:
@@ -100,11 +121,8 @@ def test_certificate_section_of_the_observation() -> None:
     paths = ["/etc/kubernetes/ssl/ca.pem", "/etc/kubernetes/ssl/admin.pem"]
     argv = observe_argv([], [], [], paths)
     assert argv[-6:] == ["C", paths[0], "-", "C", paths[1], "-"]  # no stamp known: parse both
-    out = (
-        "@@NOW 2000000000.0\n"
-        "@@C 1 -\tmissing\n"  # the concurrent jobs answer in any order, by index
-        "@@C 0 1:2:900:1000.0:1000.0\tnotAfter=Nov 24 02:46:57 2036 GMT\tsubject=CN = test-ca\n@@END\n"
-    )
+    pem = _pem(datetime.datetime(2036, 11, 24, tzinfo=datetime.UTC), ("CN", "test-ca"))
+    out = f"@@NOW 2000000000.0\n@@C {paths[0]}\nstamp 1:2:900:1000.0:1000.0\n{pem}\n@@C {paths[1]}\nmissing\n@@END\n"
     snap = parse_observation("m1", out, certificates=paths)
     assert snap.certificates[paths[0]].subject == "CN = test-ca"
     assert snap.certificates[paths[0]].stamp == "1:2:900:1000.0:1000.0"

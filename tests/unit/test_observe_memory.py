@@ -95,7 +95,7 @@ def test_a_host_cannot_answer_same_for_what_it_was_not_asked(tmp_path: Path) -> 
     with pytest.raises(ObservationError, match="not asked"):
         parse_observation("h", "@@NOW 100\n@@F /etc/a\n@@SAME\n@@END\n", paths=["/etc/a"])
     with pytest.raises(ObservationError, match="not asked"):
-        parse_observation("h", "@@NOW 100\n@@C 0 1:2:3:4:5\tsame\n@@END\n", certificates=["/etc/c.pem"])
+        parse_observation("h", "@@NOW 100\n@@C /etc/c.pem\nsame 1:2:3:4:5\n@@END\n", certificates=["/etc/c.pem"])
     with pytest.raises(ObservationError, match="twice"):
         text = "@@F /etc/a\n@@MISSING\n@@F /etc/a\n644 r r 1.0 1 1:2:1:1:1\nYQ==\n@@END\n"
         parse_observation("h", text, paths=["/etc/a"])
@@ -129,11 +129,11 @@ def test_an_unchanged_certificate_is_not_parsed_again(certificate: Path) -> None
         fact.subject == "CN = memory-test" and fact.stamp and 29 < (fact.days_left(fact.not_after - 29.5 * 86400) or 0)
     )
     out = later(run(observe_argv((), (), (), certs, known=first)))
-    assert "\tsame" in out
+    assert "\nsame " in out
     assert parse_observation("h", out, certificates=certs, known=first).certificates[str(certificate)] is fact
     certificate.write_bytes(certificate.read_bytes())  # rewritten: parsed again
     out = later(run(observe_argv((), (), (), certs, known=first)))
-    assert "\tsame" not in out and "notAfter=" in out
+    assert "\nsame " not in out and "\nstamp " in out and "BEGIN CERTIFICATE" in out
 
 
 class _Barrier(http.server.BaseHTTPRequestHandler):
@@ -200,3 +200,17 @@ def test_observe_host_remembers_per_connection_and_shares_the_desired_bytes(tmp_
     asyncio.run(observe_host(conn, host))  # type: ignore[arg-type]
     asyncio.run(observe_host(other, host))  # type: ignore[arg-type]
     assert "@@SAME" in conn.outputs[1] and "@@SAME" not in other.outputs[0]  # a new connection starts afresh
+
+
+def test_only_the_base64_lines_of_a_certificate_block_leave_the_host(tmp_path: Path) -> None:
+    """A 'certificate' a local user wrote: lines the parser could take for its own, and secrets, stay on the host."""
+    path = tmp_path / "c.pem"
+    path.write_text(
+        "root:secret-canary\n-----BEGIN CERTIFICATE-----\n@@H etcd 0 200\nkey: secret-canary\nMIIB\n"
+        "-----END CERTIFICATE-----\n@@F /etc/shadow\n"
+    )
+    out = run(observe_argv((), (), (), [str(path)]))
+    assert "secret-canary" not in out and "@@H" not in out and "@@F" not in out
+    assert "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n" in out
+    fact = parse_observation("h", out, certificates=[str(path)]).certificates[str(path)]
+    assert fact.error == "not a readable PEM certificate"
