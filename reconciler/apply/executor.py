@@ -23,8 +23,9 @@ log = structlog.get_logger(__name__)
 BACKUP_DIR = "/var/backups/reconciler"
 BACKUPS_KEPT = 5
 
-# $1 path, $2 mode, $3 owner, $4 group, $5 backup dir, $6 stamp, $7 backups kept, $8 sha256 of the content;
-# content on stdin. A cut connection ends stdin early: the checksum catches it and nothing is installed.
+# $1 path, $2 mode, $3 owner, $4 group, $5 backup dir, $6 stamp, $7 backups kept, $8 sha256 of the content,
+# $9 "keep-mtime" to give the new file the replaced file's mtime (a format-only change: what the process reads
+# is the same, so the file's meaning dates from then, and no restart is due for it); content on stdin. A cut connection ends stdin early: the checksum catches it and nothing is installed.
 # No link is ever followed: the temp file gets a fresh random name and is created exclusively (dd conv=excl:
 # O_CREAT|O_EXCL, which fails on any name planted there, a symlink included), owner-only until its mode is set;
 # chown -h; only a regular file is backed up (cp -P); rename replaces whatever is at the path, a symlink
@@ -46,6 +47,7 @@ sum=$(sha256sum < /proc/self/fd/3); sum=${sum%% *}
 if [ "$sum" != "$8" ]; then echo "content arrived incomplete (sha256 $sum, expected $8); nothing installed" >&2; exit 3; fi
 chown -- "$3:$4" /proc/self/fd/3
 chmod -- "$2" /proc/self/fd/3
+if [ "${9:-}" = keep-mtime ] && [ -f "$path" ] && [ ! -L "$path" ]; then touch -m -r "$path" /proc/self/fd/3; fi
 sync -- /proc/self/fd/3
 if [ -f "$path" ] && [ ! -L "$path" ]; then
   bdir="$5$path"
@@ -135,6 +137,7 @@ def action_argv(action: Action, desired: DesiredHost, stamp: str) -> tuple[list[
                 stamp,
                 str(BACKUPS_KEPT),
                 hashlib.sha256(f.content).hexdigest(),
+                "keep-mtime" if action.keep_mtime else "-",
             ],
             f.content,
         )

@@ -239,3 +239,160 @@ def _origin(word: str, env: dict[str, Setting], path: str, line: int) -> tuple[s
         setting = env[m.group(1) or m.group(2)]
         return setting.path, setting.line, setting.key
     return path, line, ""
+
+
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_NEWLINE, _SPACE, _NEED_ESCAPE = "\n\r", " \t\n\r", '"\\`$'
+
+
+def environment_of(text: str, *, comment_continues: bool) -> dict[str, str]:
+    """The environment a service gets from an EnvironmentFile= of this text: systemd's own state machine
+    (env-file.c, parse_env_file_internal), then its clean-up (invalid names and values dropped, the last of a
+    name wins). `comment_continues`: a comment ending in a backslash swallows the next line (systemd < 254)."""
+    pairs: list[tuple[str, str]] = []
+    key: list[str] = []
+    value: list[str] = []
+    key_ws = value_ws = -1  # where trailing whitespace of the key / of an unquoted value begins (-1: none)
+    state = "pre_key"
+
+    def push(chomp: bool) -> None:
+        k = "".join(key[:key_ws] if key_ws >= 0 else key)
+        pairs.append((k, "".join(value[:value_ws] if chomp and value_ws >= 0 else value)))
+
+    for c in text:
+        if state == "pre_key":
+            if c in "#;":
+                state = "comment"
+            elif c not in _SPACE:
+                state, key, key_ws = "key", [c], -1
+        elif state == "key":
+            if c in _NEWLINE:
+                state, key = "pre_key", []
+            elif c == "=":
+                state, value, value_ws = "pre_value", [], -1
+            else:
+                if c not in _SPACE:
+                    key_ws = -1
+                elif key_ws < 0:
+                    key_ws = len(key)
+                key.append(c)
+        elif state in ("pre_value", "value"):
+            if c in _NEWLINE:
+                push(chomp=state == "value")
+                state, key = "pre_key", []
+            elif c == "\\":
+                state, value_ws = "value_escape", -1
+            elif state == "pre_value" and c == "'":
+                state = "single"
+            elif state == "pre_value" and c == '"':
+                state = "double"
+            elif state == "pre_value" and c in _SPACE:
+                pass
+            else:
+                if state == "value" and c in _SPACE:
+                    value_ws = len(value) if value_ws < 0 else value_ws
+                else:
+                    value_ws = -1
+                state = "value"
+                value.append(c)
+        elif state == "value_escape":
+            state = "value"
+            if c not in _NEWLINE:
+                value.append(c)
+        elif state == "single":
+            if c == "'":
+                state = "pre_value"
+            else:
+                value.append(c)
+        elif state == "double":
+            if c == '"':
+                state = "pre_value"
+            elif c == "\\":
+                state = "double_escape"
+            else:
+                value.append(c)
+        elif state == "double_escape":
+            state = "double"
+            if c in _NEED_ESCAPE:
+                value.append(c)
+            elif c != "\n":
+                value += ["\\", c]
+        elif state == "comment":
+            if c == "\\":
+                state = "comment_escape"
+            elif c in _NEWLINE:
+                state = "pre_key"
+        elif state == "comment_escape":
+            state = "comment" if comment_continues or c not in _NEWLINE else "pre_key"
+    if state not in ("pre_key", "key", "comment", "comment_escape"):
+        push(chomp=state == "value")
+    env: dict[str, str] = {}
+    for k, v in pairs:  # as loaded: a later assignment replaces an earlier one, valid or not
+        env.pop(k, None)
+        env[k] = v
+    # then strv_env_clean: invalid names, and values with control characters other than tab and newline, dropped
+    return {
+        k: v
+        for k, v in env.items()
+        if _NAME.fullmatch(k) and not any(ord(ch) < 32 and ch not in "\t\n" or ord(ch) == 127 for ch in v)
+    }
+
+
+def same_environment(old: bytes, new: bytes) -> bool:
+    """Whether a service reading either text as its EnvironmentFile= gets the same environment, whichever systemd
+    reads it (before and since 254). Text that is not UTF-8 is never the same: systemd refuses to load it."""
+    try:
+        a, b = old.decode("utf-8"), new.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return all(environment_of(a, comment_continues=v) == environment_of(b, comment_continues=v) for v in (False, True))
+
+
+def _unit_assignments(text: str, *, skip_comments_in_continuation: bool) -> tuple[tuple[str, str, str], ...]:
+    """(section, key, value) of every assignment of a unit file, in order, as systemd's config parser reads it
+    (conf-parser.c): a line ending in an unescaped backslash continues (the backslash becomes a space), lines are
+    stripped, `#`/`;` lines are comments, `[Section]` opens a section, a line without `=` is ignored."""
+    out: list[tuple[str, str, str]] = []
+    section = ""
+    continuation: str | None = None
+    for raw in text.removeprefix("\ufeff").split("\n"):
+        if continuation is not None and skip_comments_in_continuation and raw.lstrip(" \t")[:1] in ("#", ";"):
+            continue
+        line = raw if continuation is None else continuation + raw
+        escaped = False
+        for c in line:
+            escaped = not escaped and c == "\\"
+        if escaped:
+            continuation = line[:-1] + " "
+            continue
+        continuation = None
+        line = line.strip(" \t\n\r")
+        if not line or line[0] in "#;":
+            continue
+        if line[0] == "[":
+            section = line[1:-1] if line.endswith("]") else "\0invalid"
+            continue
+        key, sep, value = line.partition("=")
+        if sep:
+            out.append((section, key.strip(" \t\n\r"), value.strip(" \t\n\r")))
+    if continuation is not None:  # the last line ended in a backslash
+        line = continuation.strip(" \t\n\r")
+        key, sep, value = line.partition("=")
+        if line and line[0] not in "#;[" and sep:
+            out.append((section, key.strip(" \t\n\r"), value.strip(" \t\n\r")))
+    return tuple(out)
+
+
+def same_unit(old: bytes, new: bytes) -> bool:
+    """Whether systemd reads the same unit from either text (comments, blank lines, whitespace at the ends of lines
+    and around `=` aside), whichever systemd reads it. Not UTF-8, or a carriage return anywhere: never the same."""
+    try:
+        a, b = old.decode("utf-8"), new.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    if "\r" in a or "\r" in b:
+        return a == b
+    return all(
+        _unit_assignments(a, skip_comments_in_continuation=v) == _unit_assignments(b, skip_comments_in_continuation=v)
+        for v in (False, True)
+    )

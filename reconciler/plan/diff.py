@@ -11,6 +11,7 @@ from __future__ import annotations
 import difflib
 from dataclasses import replace
 
+from reconciler.components.systemd import same_environment, same_unit, unit_directives
 from reconciler.observe.snapshot import FileFact, HostSnapshot
 from reconciler.plan.actions import Action, Kind, Plan
 from reconciler.spec.desired import DesiredFile, DesiredHost, DesiredUnit
@@ -39,7 +40,25 @@ def file_diff(path: str, old: FileFact | None, new: DesiredFile) -> str:
     )
 
 
+def _format_only(desired: DesiredHost, path: str, old: bytes, new: bytes) -> list[str]:
+    """The units that read `path` when none of them would see the change from `old` to `new` (systemd reads the
+    same unit, or the same environment from it as an EnvironmentFile=); [] when one would, or none reads it."""
+    readers = [u for u in desired.units if path in u.restart_on]
+    for unit in readers:
+        if path == unit.path:
+            if not same_unit(old, new):
+                return []
+            continue
+        text = desired.files[unit.path].content.decode(errors="replace") if unit.path in desired.files else ""
+        sources = {d.value.removeprefix("-") for d in unit_directives(text) if d.key == "EnvironmentFile"}
+        if path not in sources or not same_environment(old, new):
+            return []
+    return [u.name for u in readers]
+
+
 def _file_actions(desired: DesiredHost, observed: HostSnapshot) -> tuple[list[Action], set[str]]:
+    """The writes and attribute fixes, and the paths whose writes change what a unit reads (a format-only write,
+    which changes nothing a process sees, is not among them: it restarts nothing)."""
     actions: list[Action] = []
     written: set[str] = set()
     for path, want in sorted(desired.files.items()):
@@ -58,6 +77,11 @@ def _file_actions(desired: DesiredHost, observed: HostSnapshot) -> tuple[list[Ac
             )
             written.add(path)
         elif not have.complete or have.content != want.content:
+            readers = _format_only(desired, path, have.content, want.content) if have.complete else []
+            if readers:
+                why = f"format only, no restart: {', '.join(readers)} read(s) the same ({want.source})"
+                actions.append(Action(Kind.WRITE, path, why, file_diff(path, have, want), keep_mtime=True))
+                continue
             actions.append(Action(Kind.WRITE, path, f"content differs ({want.source})", file_diff(path, have, want)))
             written.add(path)
         elif (have.mode, have.owner, have.group) != (want.mode, want.owner, want.group):

@@ -111,8 +111,8 @@ class SimHost:
         self.commands += 1
         if argv[:2] == ["bash", "-c"] and len(argv) >= 4 and argv[3] == "reconciler-observe":
             return 0, self._observe(argv[4:]).encode(), b""
-        if argv[:2] == ["bash", "-c"] and len(argv) >= 12 and argv[3] == "reconciler-write":
-            return self._write(argv[4:12], stdin)
+        if argv[:2] == ["bash", "-c"] and len(argv) >= 13 and argv[3] == "reconciler-write":
+            return self._write(argv[4:13], stdin)
         if argv[:2] == ["sh", "-c"] and len(argv) == 7 and argv[3] == "reconciler-attrs":
             return self._attrs(argv[4], argv[5], argv[6])
         if argv[:1] == ["systemctl"]:
@@ -194,10 +194,12 @@ class SimHost:
         )
 
     def _write(self, args: list[str], stdin: bytes) -> tuple[int, bytes, bytes]:
-        path, mode, owner, group, _backups, _stamp_, _kept, sha = args
+        path, mode, owner, group, _backups, _stamp_, _kept, sha, keep = args
         if hashlib.sha256(stdin).hexdigest() != sha:
             return 3, b"", b"content arrived incomplete; nothing installed\n"
-        self.files[path] = SimFile(stdin, int(mode, 8), owner, group, time.time())
+        old = self.files.get(path)
+        mtime = old.mtime if keep == "keep-mtime" and old is not None else time.time()
+        self.files[path] = SimFile(stdin, int(mode, 8), owner, group, mtime)
         return 0, b"", b""
 
     def _attrs(self, owner_group: str, mode: str, path: str) -> tuple[int, bytes, bytes]:

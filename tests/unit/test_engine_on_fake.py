@@ -125,3 +125,24 @@ async def test_the_daemon_converges_the_fleet_backs_off_a_down_host_and_converge
     finally:
         daemon.stop()
         assert await asyncio.wait_for(task, 30) == 0
+
+
+async def test_a_format_only_spec_edit_is_written_and_restarts_nothing_then_or_later(specs: Path) -> None:
+    desired = load_desired(specs)
+    hosts = fleet(desired)
+    await converge(desired, Session(fake_connector(hosts)), wait=1.0, interval=0.01)
+    started = {n: list(h.restarted) for n, h in hosts.items()}
+    kube = specs / "kubernetes.yaml"
+    old = '    KUBE_SCHEDULER_ARGS="--leader-elect=true --address=127.0.0.1"'
+    assert old in kube.read_text()
+    kube.write_text(kube.read_text().replace(old, "    # reformatted\n" + old.replace('"', "'")))
+    result = await converge(load_desired(specs), Session(fake_connector(hosts)), wait=1.0, interval=0.01)
+    for outcome in result.outcomes.values():
+        assert [a.headline() for a in outcome.applied] == [
+            "~ write /etc/kubernetes/scheduler: format only, no restart: kube-scheduler.service read(s) the same "
+            "(File/kube-scheduler-env)"
+        ]
+    assert all(b"# reformatted" in h.files["/etc/kubernetes/scheduler"].content for h in hosts.values())
+    again = await converge(load_desired(specs), Session(fake_connector(hosts)), wait=1.0, interval=0.01)
+    assert all(not o.applied and o.status == "converged" for o in again.outcomes.values())
+    assert {n: list(h.restarted) for n, h in hosts.items()} == started

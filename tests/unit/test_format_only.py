@@ -1,0 +1,181 @@
+"""Restart only when what the process sees changes: systemd's own reading of EnvironmentFile= and of unit files.
+
+`environment_of` is systemd's env-file state machine (env-file.c) plus its clean-up; the cases below are the
+rules it implements. tests/integration/test_format_only.py checks the same texts against a real systemd.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from reconciler.apply.executor import WRITE_SCRIPT
+from reconciler.components.systemd import environment_of, same_environment, same_unit
+from reconciler.plan.actions import Kind
+from reconciler.plan.diff import plan_host
+from reconciler.spec.desired import DesiredHost
+from tests.unit.test_plan import STARTED, converged, desired, edit
+from tests.unit.test_write_script import GROUP, USER
+
+# (text, the environment systemd gives the service); both systemd versions read these alike
+ENV_CASES = [
+    ("A=1\n", {"A": "1"}),
+    ("  A = 1  \n", {"A": "1"}),  # whitespace around the key and after the value
+    ('A="x y"\n', {"A": "x y"}),
+    ("A='x \"y\" $Z'\n", {"A": 'x "y" $Z'}),  # nothing is special in single quotes
+    ('A="a\\"b\\\\c\\$d\\`e\\nf"\n', {"A": 'a"b\\c$d`e\\nf'}),  # only "\\`$ are escapes in double quotes
+    ('A="x" "y" z\n', {"A": "xyz"}),  # quoted parts and words join
+    ("A=a \\\n  b\n", {"A": "a   b"}),  # a continuation: the newline is eaten, the next line's spaces kept
+    ('A="a\\\nb"\n', {"A": "ab"}),
+    ("A=x\\ \n", {"A": "x "}),  # an escaped space survives the trailing-space chomp
+    ("A=a\\tb\n", {"A": "atb"}),  # outside quotes a backslash just takes the next character
+    ("# c\n; c\nA=1\n", {"A": "1"}),
+    ("A=1 # not a comment\n", {"A": "1 # not a comment"}),
+    ("A=1\nA=2\n", {"A": "2"}),  # the last wins
+    ("A=1\nA=\x01\n", {}),  # ... even when it is invalid: then none
+    ("1A=x\nA-B=y\nA B=z\nC=ok\n", {"C": "ok"}),  # invalid names are dropped
+    ("NOEQUALS\nA\n=x\n", {}),
+    ("A=\n", {"A": ""}),
+    ("A=1", {"A": "1"}),  # no newline at the end
+    ('A="unterminated\n', {"A": "unterminated\n"}),
+    ("A=1\r\nB=2\r\n", {"A": "1", "B": "2"}),
+]
+
+
+@pytest.mark.parametrize("text, env", ENV_CASES)
+def test_environment_as_systemd_reads_it(text: str, env: dict[str, str]) -> None:
+    assert environment_of(text, comment_continues=False) == env
+    assert environment_of(text, comment_continues=True) == env
+
+
+def test_a_comment_ending_in_a_backslash_differs_between_systemd_versions() -> None:
+    text = "# note \\\nA=1\n"
+    assert environment_of(text, comment_continues=False) == {"A": "1"}  # systemd >= 254
+    assert environment_of(text, comment_continues=True) == {}  # Debian 12's 252: the comment goes on
+    assert not same_environment(b"A=1\n", text.encode())  # either could read it: not the same
+
+
+SEED_SCHEDULER = b"""###
+# kubernetes scheduler config
+
+# default config should be adequate
+
+# Add your own!
+KUBE_SCHEDULER_ARGS="--leader-elect=true --address=127.0.0.1"
+"""
+
+
+@pytest.mark.parametrize(
+    "old, new, same",
+    [
+        (SEED_SCHEDULER, b"KUBE_SCHEDULER_ARGS='--leader-elect=true --address=127.0.0.1'\n", True),
+        (SEED_SCHEDULER, b"KUBE_SCHEDULER_ARGS=--leader-elect=true\\ --address=127.0.0.1", True),
+        (b"A=1\nB=2\n", b"\n# reordered\nB=2\n\nA=1\n", True),
+        (b'A="1"\n', b"A=1 \n", True),
+        (SEED_SCHEDULER, SEED_SCHEDULER.replace(b"127.0.0.1", b"0.0.0.0"), False),
+        (b"A=1\n", b"A=1\nB=\n", False),  # an empty variable is still a variable
+        (b"A=1\n", b"A='1 '\n", False),
+        (b"A=1\n", b"A=1\n#\xff\n", False),  # not UTF-8: systemd would refuse the file
+    ],
+)
+def test_same_environment(old: bytes, new: bytes, same: bool) -> None:
+    assert same_environment(old, new) is same
+
+
+UNIT = b"""[Unit]
+Description=Kubernetes Scheduler
+
+[Service]
+EnvironmentFile=-/etc/kubernetes/scheduler
+ExecStart=/usr/local/bin/kube-scheduler \\
+            $KUBE_SCHEDULER_ARGS
+Restart=on-failure
+"""
+
+
+@pytest.mark.parametrize(
+    "new, same",
+    [
+        (b"# managed\n" + UNIT.replace(b"\n\n", b"\n\n\n") + b"; trailing comment\n", True),
+        (UNIT.replace(b"Restart=on-failure", b"Restart = on-failure   "), True),
+        (UNIT.replace(b"Restart=on-failure", b"Restart=always"), False),
+        (UNIT.replace(b"            $KUBE", b"  $KUBE"), False),  # inside a value: not ours to judge
+        (UNIT.replace(b"Restart=on-failure\n", b"") + b"\n\nRestart=on-failure\n", True),  # same section, same order
+        (UNIT.replace(b"Restart=on-failure\n", b"").replace(b"[Service]\n", b"[Service]\nRestart=on-failure\n"), False),
+        (UNIT.replace(b"\n", b"\r\n"), False),
+    ],
+)
+def test_same_unit(new: bytes, same: bool) -> None:
+    assert same_unit(UNIT, new) is same
+
+
+def respecified(host: DesiredHost, path: str, content: bytes) -> DesiredHost:
+    """The host as a spec edit would render it: `path` with new content."""
+    return replace(host, files={**host.files, path: replace(host.files[path], content=content)})
+
+
+def test_a_format_only_spec_edit_is_written_keeping_the_mtime_and_restarts_nothing() -> None:
+    host = desired()
+    path = "/etc/kubernetes/scheduler"
+    reformatted = b"# edited\n" + host.files[path].content.replace(b'"', b"'") + b"\n\n"
+    plan = plan_host(respecified(host, path, reformatted), converged(host))
+    assert [(a.kind, a.target, a.keep_mtime) for a in plan.actions] == [(Kind.WRITE, path, True)]
+    assert "format only, no restart: kube-scheduler.service" in plan.actions[0].reason
+
+
+def test_a_real_spec_edit_still_restarts_and_a_token_file_is_never_format_only() -> None:
+    host = desired()
+    path = "/etc/kubernetes/scheduler"
+    plan = plan_host(respecified(host, path, b'KUBE_SCHEDULER_ARGS="--leader-elect=false"\n'), converged(host))
+    assert [(a.kind, a.keep_mtime) for a in plan.actions] == [(Kind.WRITE, False), (Kind.RESTART, False)]
+    token = "/etc/kubernetes/token.csv"  # not an env file: any byte counts
+    plan = plan_host(respecified(host, token, host.files[token].content + b"\n"), converged(host))
+    assert [a.kind for a in plan.actions] == [Kind.WRITE, Kind.RESTART]
+
+
+def test_a_format_only_unit_file_edit_needs_neither_reload_nor_restart() -> None:
+    host = desired()
+    path = "/etc/systemd/system/kube-scheduler.service"
+    plan = plan_host(respecified(host, path, b"# hand-made\n" + host.files[path].content), converged(host))
+    assert [(a.kind, a.keep_mtime) for a in plan.actions] == [(Kind.WRITE, True)]
+
+
+def test_a_host_file_reformatted_after_its_unit_started_is_still_restarted_once() -> None:
+    """The level rule cannot tell a reformat from a pass cut short between a real write and its restart (the
+    unit may run an older config): a file newer than the unit's start restarts it, format or not."""
+    host = desired()
+    path = "/etc/kubernetes/scheduler"
+    snap = edit(converged(host), path, b"# x\n" + host.files[path].content, mtime=STARTED + 5)
+    kinds = [(a.kind, a.keep_mtime) for a in plan_host(host, snap).actions]
+    assert kinds == [(Kind.WRITE, True), (Kind.RESTART, False)]
+
+
+def test_the_kept_mtime_is_what_spares_the_next_pass_a_restart() -> None:
+    """After a format-only write the file has the desired content and its old mtime: nothing to do. Had the write
+    taken a new mtime, the level rule (a file changed after its unit started) would restart the unit next pass."""
+    host = desired()
+    path = "/etc/kubernetes/scheduler"
+    kept = edit(converged(host), path, host.files[path].content, mtime=STARTED - 10)
+    assert plan_host(host, kept).empty
+    fresh = edit(converged(host), path, host.files[path].content, mtime=STARTED + 5)
+    assert [(a.kind, a.target) for a in plan_host(host, fresh).actions] == [(Kind.RESTART, "kube-scheduler.service")]
+
+
+def test_the_write_script_keeps_the_replaced_file_s_mtime_when_asked(tmp_path: Path) -> None:
+    import hashlib
+    import os
+
+    path = tmp_path / "env"
+    path.write_bytes(b"A=1\n")
+    os.utime(path, ns=(1_000_000_000_123_456_789, 1_000_000_000_123_456_789))
+    for keep, expect_kept in (("keep-mtime", True), ("-", False)):
+        content = f"# {keep}\nA=1\n".encode()
+        argv = [str(path), "0644", USER, GROUP, str(tmp_path / "bak"), f"s{keep}", "5"]
+        argv += [hashlib.sha256(content).hexdigest(), keep]
+        proc = subprocess.run(["bash", "-c", WRITE_SCRIPT, "w", *argv], input=content, capture_output=True, timeout=30)
+        assert proc.returncode == 0, proc.stderr
+        assert path.read_bytes() == content
+        assert (path.stat().st_mtime_ns == 1_000_000_000_123_456_789) is expect_kept
