@@ -177,7 +177,15 @@ def timed(
     mux_before = _mux_cpu()
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     began = time.perf_counter()
-    proc = subprocess.run(argv, cwd=cwd, env={**os.environ, **(env or {})}, capture_output=True, text=True, timeout=900)
+    proc = subprocess.run(
+        argv,
+        cwd=cwd,
+        env={**os.environ, **(env or {})},
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     wall = time.perf_counter() - began
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     mux = sum(cpu - mux_before.get(pid, 0.0) for pid, cpu in _mux_cpu().items())
@@ -192,6 +200,7 @@ def timed(
         "connections": connections,
         "sessions": sessions,
         "stdout": proc.stdout,
+        "stderr": proc.stderr,
         "exit": proc.returncode,
     }
 
@@ -208,8 +217,10 @@ class Tools:
         return run
 
     def pyinfra(self, *extra: str) -> dict[str, Any]:
-        argv = [str(PYINFRA), "-y", "--no-wait", *extra, "inventory.py", "deploy.py"]
+        # -y skips the change detection --dry needs; without -y and with no terminal, pyinfra does not prompt
+        argv = [str(PYINFRA), *(extra or ("-y",)), "--no-wait", "inventory.py", "deploy.py"]
         run = timed(argv, self.sshd, cwd=PYINFRA_DIR)
+        run["stdout"] += run.pop("stderr")  # pyinfra reports on stderr
         run["changed"] = pyinfra_changes(run["stdout"])
         return run
 
@@ -237,11 +248,18 @@ _PYINFRA_CHECKS = ("wait until the restarted member is healthy", "components hea
 
 
 def pyinfra_changes(stdout: str) -> int:
-    """Operations pyinfra reports as changed on some host, the always-run checks left out."""
-    changed = 0
+    """Operations pyinfra changed on some host (its "Results" table's Success column) or would change (its
+    "Detected changes" table's Change column, in --dry mode), the always-run checks left out."""
+    changed, table = 0, ""
     for line in stdout.splitlines():
-        found = re.match(r"\s*\[(master-\d+)\] (Success|Changed)\b", line)
-        if found and not any(c in line for c in _PYINFRA_CHECKS):
+        if line.startswith("--> "):
+            table = line[4:].strip()
+            continue
+        cells = re.split(r"\s{2,}", line.strip())
+        if cells[0] in ("Operation", "Grand total") or len(cells) < 3 or cells[0].startswith(_PYINFRA_CHECKS):
+            continue
+        column = {"Results:": 2, "Detected changes:": 1}.get(table)
+        if column is not None and cells[column] != "-":
             changed += 1
     return changed
 

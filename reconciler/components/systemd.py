@@ -330,12 +330,12 @@ def environment_of(text: str, *, comment_continues: bool) -> dict[str, str]:
     for k, v in pairs:  # as loaded: a later assignment replaces an earlier one, valid or not
         env.pop(k, None)
         env[k] = v
-    # then strv_env_clean: invalid names, and values with control characters other than tab and newline, dropped
-    return {
-        k: v
-        for k, v in env.items()
-        if _NAME.fullmatch(k) and not any(ord(ch) < 32 and ch not in "\t\n" or ord(ch) == 127 for ch in v)
-    }
+    return {k: v for k, v in env.items() if _NAME.fullmatch(k)}  # then invalid names are dropped
+
+
+def _odd(env: dict[str, str]) -> bool:
+    """A value with a control character other than tab and newline: systemd versions differ on keeping it."""
+    return any(ord(ch) < 32 and ch not in "\t\n" or ord(ch) == 127 for v in env.values() for ch in v)
 
 
 def same_environment(old: bytes, new: bytes) -> bool:
@@ -345,7 +345,11 @@ def same_environment(old: bytes, new: bytes) -> bool:
         a, b = old.decode("utf-8"), new.decode("utf-8")
     except UnicodeDecodeError:
         return False
-    return all(environment_of(a, comment_continues=v) == environment_of(b, comment_continues=v) for v in (False, True))
+    for continues in (False, True):
+        env_a, env_b = environment_of(a, comment_continues=continues), environment_of(b, comment_continues=continues)
+        if env_a != env_b or _odd(env_a) or _odd(env_b):
+            return False
+    return True
 
 
 def _unit_assignments(text: str, *, skip_comments_in_continuation: bool) -> tuple[tuple[str, str, str], ...]:

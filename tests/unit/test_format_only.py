@@ -35,7 +35,7 @@ ENV_CASES = [
     ("# c\n; c\nA=1\n", {"A": "1"}),
     ("A=1 # not a comment\n", {"A": "1 # not a comment"}),
     ("A=1\nA=2\n", {"A": "2"}),  # the last wins
-    ("A=1\nA=\x01\n", {}),  # ... even when it is invalid: then none
+    ("A=1\nA=\x01\n", {"A": "\x01"}),  # ... even one with a control character (252 keeps it)
     ("1A=x\nA-B=y\nA B=z\nC=ok\n", {"C": "ok"}),  # invalid names are dropped
     ("NOEQUALS\nA\n=x\n", {}),
     ("A=\n", {"A": ""}),
@@ -79,6 +79,7 @@ KUBE_SCHEDULER_ARGS="--leader-elect=true --address=127.0.0.1"
         (b"A=1\n", b"A=1\nB=\n", False),  # an empty variable is still a variable
         (b"A=1\n", b"A='1 '\n", False),
         (b"A=1\n", b"A=1\n#\xff\n", False),  # not UTF-8: systemd would refuse the file
+        (b"A=\x01\n", b"A='\x01'\n", False),  # a control character: versions differ on keeping it
     ],
 )
 def test_same_environment(old: bytes, new: bytes, same: bool) -> None:
