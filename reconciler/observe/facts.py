@@ -88,6 +88,22 @@ if [ ${#probes[@]} -gt 0 ]; then
     wait
   )
 fi
+# A stamp is offered for trust only where no one but root can change the file unseen: the file root's and not
+# group/other-writable (an mmap write by its owner leaves ctime alone), under directories likewise (whoever may
+# rename a directory on the path could swap it between the stat and the read); elsewhere the stamp is "-".
+declare -A seen safe
+paths=("${files[@]}"); for ((k = 0; k < ${#certs[@]}; k += 2)); do paths+=("${certs[k]}"); done
+for p in "${paths[@]}"; do d=${p%/*}; while [ "$d" != "${d%/*}" ]; do seen[$d]=1; d=${d%/*}; done; done
+if [ ${#files[@]} -gt 0 ] || [ ${#certs[@]} -gt 0 ]; then
+  while IFS='|' read -r name uid mode; do
+    [ "$uid" = 0 ] && ! (( 8#$mode & 8#022 )) && safe[$name]=1
+  done < <(stat -L -c '%n|%u|%a' -- / "${!seen[@]}" 2>/dev/null)
+fi
+pinnable() {  # path uid mode
+  [ "$2" = 0 ] && ! (( 8#$3 & 8#022 )) && [ -n "${safe[/]-}" ] || return 1
+  local d=${1%/*}
+  while [ "$d" != "${d%/*}" ]; do [ -n "${safe[$d]-}" ] || return 1; d=${d%/*}; done
+}
 if [ ${#files[@]} -gt 0 ]; then
   declare -A canon meta  # each file's directory -> its real path; each file -> what one stat of them all said
   dirs=("${files[@]%/*}")
@@ -95,16 +111,17 @@ if [ ${#files[@]} -gt 0 ]; then
   mapfile -t real < <(realpath -m -- "${dirs[@]}")
   for ((i = 0; i < ${#dirs[@]}; i++)); do canon[${files[i]}]=${real[i]}; done
   while IFS='|' read -r name kind rest; do meta[$name]="$kind|$rest"; done \
-    < <(stat -c '%n|%F|%a %U %G %.9Y %s %d:%i:%s:%.9Y:%.9Z' -- "${files[@]}" 2>/dev/null)
+    < <(stat -c '%n|%F|%u|%a %U %G %.9Y %s %d:%i:%s:%.9Y:%.9Z' -- "${files[@]}" 2>/dev/null)
   for ((i = 0; i < ${#files[@]}; i++)); do
-    f=${files[i]}; m=${meta[$f]-}; kind=${m%%|*}; m=${m#*|}
+    f=${files[i]}; m=${meta[$f]-}; kind=${m%%|*}; m=${m#*|}; uid=${m%%|*}; m=${m#*|}
+    pinnable "$f" "$uid" "${m%% *}" || m="${m% *} -"
     printf '@@F %s\n' "$f"
     if [ "${canon[$f]}" != "${dirs[i]}" ]; then echo '@@OTHER path through a symlinked directory'
     elif [ -z "$kind" ]; then
       if [ -L "$f" ] || [ -e "$f" ]; then echo '@@ERR unreadable'; else echo '@@MISSING'; fi
     elif [ "$kind" = 'symbolic link' ]; then printf '@@LINK %s\n' "$(readlink -n -- "$f" | base64 -w0)"
     elif [ "$kind" != 'regular file' ] && [ "$kind" != 'regular empty file' ]; then printf '@@OTHER %s\n' "$kind"
-    elif [ "${m##* }" = "${known[i]}" ]; then echo '@@SAME'
+    elif [ "${m##* }" != - ] && [ "${m##* }" = "${known[i]}" ]; then echo '@@SAME'
     else
       read -r _ _ _ _ size _ <<< "$m"
       if [ "$size" -gt "${limits[i]}" ]; then printf '%s\n@@BIG\n' "$m"
@@ -119,14 +136,16 @@ fi
 for ((k = 0; k < ${#certs[@]}; k += 2)); do
   c=${certs[k]}
   printf '@@C %s\n' "$c"
-  if ! st=$(stat -L -c '%d:%i:%s:%.9Y:%.9Z' -- "$c" 2>/dev/null); then
+  read -r full uid mode < <(stat -L -c '%d:%i:%s:%.9Y:%.9Z %u %a' -- "$c" 2>/dev/null)
+  st=$full; [ ! -L "$c" ] && pinnable "$c" "$uid" "$mode" || st=-  # a link could be swapped: never pinned
+  if [ -z "$full" ]; then
     if [ -L "$c" ] || [ -e "$c" ]; then echo 'error unreadable'; else echo missing; fi
   elif [ ! -f "$c" ]; then echo 'error not a regular file'
-  elif IFS=: read -r _ _ size _ <<< "$st" && [ "$size" -gt 65536 ]; then echo 'error larger than 64 KiB, not a certificate'
-  elif [ "$st" = "${certs[k + 1]}" ]; then printf 'same %s\n' "$st"
+  elif IFS=: read -r _ _ size _ <<< "$full" && [ "$size" -gt 65536 ]; then echo 'error larger than 64 KiB, not a certificate'
+  elif [ "$st" != - ] && [ "$st" = "${certs[k + 1]}" ]; then printf 'same %s\n' "$st"
   else
-    printf 'stamp %s\n' "$st"
-    timeout 10 sed -n '/^-----BEGIN CERTIFICATE-----/,/^-----END CERTIFICATE-----/{/^-----\(BEGIN\|END\) CERTIFICATE-----\r\?$/p;/^[A-Za-z0-9+\/=]*\r\?$/p;/^-----END/q}' -- "$c" 2>/dev/null
+    printf 'stamp %s\n' "$st"  # at most 64 KiB is read (a file swapped in after the stat is cut there)
+    timeout 10 dd if="$c" iflag=nonblock,count_bytes count=65536 bs=64K status=none 2>/dev/null | sed -n '/^-----BEGIN CERTIFICATE-----/,/^-----END CERTIFICATE-----/{/^-----\(BEGIN\|END\) CERTIFICATE-----\r\?$/p;/^[A-Za-z0-9+\/=]*\r\?$/p;/^-----END/q}'
   fi
 done
 if [ ${#units[@]} -gt 0 ]; then
@@ -318,6 +337,8 @@ RACY_SECONDS = 2.0
 
 def _trusted(stamp: str, now: float | None) -> str:
     """The stamp if the file last changed well before `now` (the host's clock), else "" (read it again next time)."""
+    if stamp == "-":  # the host found it changeable by someone other than root: never pinned
+        return ""
     changed = float(stamp.rsplit(":", 1)[-1])
     return stamp if now is not None and changed < now - RACY_SECONDS else ""
 
@@ -413,7 +434,8 @@ def _parse_observation(
 
 # Each open connection's last snapshot: what its host's files and certificates were, by stamp. It lives as long as
 # the connection (a reconnect starts afresh) and holds only what the host's desired state names.
-_LAST: WeakKeyDictionary[Connection, HostSnapshot] = WeakKeyDictionary()
+_LAST: WeakKeyDictionary[Connection, tuple[HostSnapshot, int]] = WeakKeyDictionary()
+FULL_READ_EVERY = 20  # and every this many observations of a connection, everything is read anyway
 
 
 async def observe_host(conn: Connection, desired: DesiredHost, *, with_checks: bool = True) -> HostSnapshot:
@@ -422,7 +444,9 @@ async def observe_host(conn: Connection, desired: DesiredHost, *, with_checks: b
     checks = desired.checks if with_checks else ()
     certs = [c.path for c in desired.certificates] if with_checks else []
     limits = {path: max(len(f.content), READ_LIMIT) for path, f in sorted(desired.files.items())}
-    known = _LAST.get(conn)
+    known, count = _LAST.get(conn, (None, 0))
+    if count % FULL_READ_EVERY == FULL_READ_EVERY - 1:
+        known = None  # belt and braces: whatever a pinned stamp could miss is seen within this many passes
     argv = observe_argv(limits, [u.name for u in desired.units], checks, certs, known)
     # What an honest host can answer: base64 of every file read (4/3, newlines), plus units, checks, certificates.
     most = sum(limits.values()) * 3 // 2 + 64 * 1024 * (1 + len(desired.units) + len(certs) + len(checks))
@@ -442,7 +466,8 @@ async def observe_host(conn: Connection, desired: DesiredHost, *, with_checks: b
         for path, fact in snapshot.files.items()
     }
     snapshot = replace(snapshot, files=files)
-    _LAST[conn] = snapshot if with_checks or known is None else replace(snapshot, certificates=known.certificates)
+    kept = snapshot if with_checks or known is None else replace(snapshot, certificates=known.certificates)
+    _LAST[conn] = (kept, count + 1)
     return snapshot
 
 

@@ -11,7 +11,9 @@ from __future__ import annotations
 import http.server
 import os
 import re
+import shutil
 import subprocess
+import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from reconciler.observe.facts import (
+    FULL_READ_EVERY,
     RACY_SECONDS,
     ObservationError,
     observe_argv,
@@ -28,6 +31,21 @@ from reconciler.observe.facts import (
 from reconciler.observe.snapshot import HostSnapshot
 from reconciler.spec.desired import DesiredCheck, DesiredFile, DesiredHost, Target
 from reconciler.transport.base import CommandResult
+
+
+@pytest.fixture
+def safe(tmp_path: Path) -> Iterator[Path]:
+    """A directory only root can change, on a path only root can change (pytest's tmp_path is under /tmp, which
+    anyone may write: nothing there is ever pinned)."""
+    if os.geteuid() != 0:
+        pytest.skip("pinning needs files only root can change")
+    home = Path("/root")
+    if home.stat().st_uid != 0 or home.stat().st_mode & 0o022:
+        pytest.skip("/root is not root's alone here")
+    d = Path(tempfile.mkdtemp(prefix=".reconciler-observe-", dir=home))
+    d.chmod(0o755)
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
 
 
 def run(argv: list[str]) -> str:
@@ -47,8 +65,8 @@ def observe_files(paths: list[str], known: HostSnapshot | None = None, shift: bo
     return out, parse_observation("h", out, paths=paths, known=known)
 
 
-def test_an_unchanged_file_is_answered_same_and_not_read_again(tmp_path: Path) -> None:
-    path = tmp_path / "env"
+def test_an_unchanged_file_is_answered_same_and_not_read_again(safe: Path) -> None:
+    path = safe / "env"
     path.write_bytes(b"A=1\n")
     _, first = observe_files([str(path)])
     assert first.files[str(path)].stamp and first.files[str(path)].content == b"A=1\n"
@@ -67,8 +85,8 @@ def test_an_unchanged_file_is_answered_same_and_not_read_again(tmp_path: Path) -
     ],
     ids=["rewritten", "chmod", "mtime-restored", "replaced"],
 )
-def test_a_changed_file_is_read_again(tmp_path: Path, change: object) -> None:
-    path = tmp_path / "env"
+def test_a_changed_file_is_read_again(safe: Path, change: object) -> None:
+    path = safe / "env"
     path.write_bytes(b"A=1\n")
     _, first = observe_files([str(path)])
     os.utime(path, ns=(0, 1_000_000_000))  # an old mtime: only the stamp's other parts can tell the change
@@ -81,9 +99,9 @@ def test_a_changed_file_is_read_again(tmp_path: Path, change: object) -> None:
     assert fact.content == path.read_bytes() and fact.mode == path.stat().st_mode & 0o777
 
 
-def test_a_file_changed_just_before_the_observation_is_not_trusted(tmp_path: Path) -> None:
+def test_a_file_changed_just_before_the_observation_is_not_trusted(safe: Path) -> None:
     """Racy: a second write in the same clock tick would keep the stamp, so a fresh stamp is not sent back."""
-    path = tmp_path / "env"
+    path = safe / "env"
     path.write_bytes(b"A=1\n")
     _, first = observe_files([str(path)], shift=False)  # the observation's clock: right after the write
     assert first.files[str(path)].stamp == ""
@@ -108,11 +126,11 @@ def test_a_check_answered_twice_fails(tmp_path: Path) -> None:
 
 
 @pytest.fixture
-def certificate(tmp_path: Path) -> Path:
-    path = tmp_path / "ca.pem"
+def certificate(safe: Path) -> Path:
+    path = safe / "ca.pem"
     subprocess.run(
         ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
-        + ["-keyout", str(tmp_path / "ca-key.pem"), "-out", str(path), "-days", "30", "-subj", "/CN=memory-test"],
+        + ["-keyout", str(path.parent / "ca-key.pem"), "-out", str(path), "-days", "30", "-subj", "/CN=memory-test"],
         check=True,
         capture_output=True,
         timeout=60,
@@ -185,10 +203,10 @@ class LocalConnection:
         return CommandResult(tuple(argv), 0, out.encode(), b"")
 
 
-def test_observe_host_remembers_per_connection_and_shares_the_desired_bytes(tmp_path: Path) -> None:
+def test_observe_host_remembers_per_connection_and_shares_the_desired_bytes(safe: Path) -> None:
     import asyncio
 
-    path = tmp_path / "env"
+    path = safe / "env"
     want = b"A=1\n"
     path.write_bytes(want)
     host = DesiredHost(
@@ -200,6 +218,10 @@ def test_observe_host_remembers_per_connection_and_shares_the_desired_bytes(tmp_
     asyncio.run(observe_host(conn, host))  # type: ignore[arg-type]
     asyncio.run(observe_host(other, host))  # type: ignore[arg-type]
     assert "@@SAME" in conn.outputs[1] and "@@SAME" not in other.outputs[0]  # a new connection starts afresh
+    for _ in range(FULL_READ_EVERY - 2):
+        asyncio.run(observe_host(conn, host))  # type: ignore[arg-type]
+    said = ["@@SAME" in out for out in conn.outputs]
+    assert said == [False] + [True] * (FULL_READ_EVERY - 2) + [False]  # and every so often, read anyway
 
 
 def test_only_the_base64_lines_of_a_certificate_block_leave_the_host(tmp_path: Path) -> None:
@@ -214,3 +236,22 @@ def test_only_the_base64_lines_of_a_certificate_block_leave_the_host(tmp_path: P
     assert "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n" in out
     fact = parse_observation("h", out, certificates=[str(path)]).certificates[str(path)]
     assert fact.error == "not a readable PEM certificate"
+
+
+@pytest.mark.parametrize("how", ["others-may-write-its-directory", "not-root-s", "group-writable", "through-a-link"])
+def test_what_someone_but_root_could_change_unseen_is_never_pinned(safe: Path, tmp_path: Path, how: str) -> None:
+    """An mmap write by a file's owner leaves its ctime alone; whoever may rename a directory on the path can swap
+    it between the stat and the read; a link can be re-pointed: such files and certificates are read every time."""
+    path = (tmp_path if how == "others-may-write-its-directory" else safe) / "env"
+    path.write_bytes(b"A=1\n")
+    if how == "not-root-s":
+        os.chown(path, 65534, 65534)
+    if how == "group-writable":
+        path.chmod(0o664)
+    if how == "through-a-link":
+        (safe / "real").write_bytes(b"A=1\n")
+        path.unlink()
+        path.symlink_to(safe / "real")
+    out, first = observe_files([str(path)])
+    assert "@@SAME" not in out and not first.files[str(path)].stamp
+    assert "\nstamp -\n" in run(observe_argv((), (), (), [str(path)]))  # as a certificate: no stamp offered
