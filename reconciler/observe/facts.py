@@ -466,7 +466,12 @@ async def observe_host(conn: Connection, desired: DesiredHost, *, with_checks: b
         for path, fact in snapshot.files.items()
     }
     snapshot = replace(snapshot, files=files)
-    kept = snapshot if with_checks or known is None else replace(snapshot, certificates=known.certificates)
+    certs_now = snapshot.certificates if with_checks or known is None else known.certificates
+    kept = HostSnapshot(  # only what can be answered "unchanged": files and certificates with a trusted stamp
+        desired.name,
+        {p: f for p, f in files.items() if f.stamp},
+        certificates={p: c for p, c in certs_now.items() if c.stamp},
+    )
     _LAST[conn] = (kept, count + 1)
     return snapshot
 
