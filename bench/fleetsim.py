@@ -15,39 +15,17 @@ import argparse
 import asyncio
 import json
 import resource
-import shlex
 import sys
 from functools import partial
 from pathlib import Path
 
 import asyncssh
 
-from reconciler.transport.fake import SimHost
-
-
-def _prefixes() -> list[tuple[str, list[str]]]:
-    from reconciler.apply.executor import RESTORE_SCRIPT, WRITE_SCRIPT
-    from reconciler.observe.facts import OBSERVE_SCRIPT
-
-    return [
-        (shlex.join(["bash", "-c", s]) + " ", ["bash", "-c", s]) for s in (OBSERVE_SCRIPT, WRITE_SCRIPT, RESTORE_SCRIPT)
-    ]
-
-
-_PREFIXES = _prefixes()
-
-
-def split(command: str) -> list[str]:
-    """The argv of a command line, as sshd's shell would split it; the constant scripts are recognised rather than
-    re-parsed by shlex character by character (most of the simulator's CPU at 1000 hosts otherwise)."""
-    for prefix, argv in _PREFIXES:
-        if command.startswith(prefix):
-            return argv + shlex.split(command[len(prefix) :])
-    return shlex.split(command)
+from reconciler.transport.fake import SimHost, split_command
 
 
 async def _handle(host: SimHost, process: asyncssh.SSHServerProcess[bytes]) -> None:
-    argv = split(process.command or "")
+    argv = split_command(process.command or "")
     stdin = await process.stdin.read() if "reconciler-write" in argv[3:4] else b""
     status, out, err = host.execute(argv, stdin)
     process.stdout.write(out)

@@ -7,6 +7,9 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+from hypothesis import given
+from hypothesis import strategies as st
+
 from bench.fleet import inventory
 from reconciler.engine.converge import converge
 from reconciler.spec.isolate import load_desired
@@ -44,3 +47,13 @@ def test_simulated_hosts_converge_stay_converged_and_are_repaired(tmp_path: Path
     assert b"--hand-edit" not in sim.files["/etc/kubernetes/scheduler"].content
     assert sim.units["kube-scheduler.service"].active_enter != started
     assert sim.execute(["uname"])[0] == 127  # anything else fails loudly
+
+
+@given(st.lists(st.text(max_size=30), max_size=8))
+def test_the_fake_reads_a_command_line_back_as_a_shell_would(argv: list[str]) -> None:
+    import shlex
+
+    from reconciler.transport.fake import split_command
+
+    line = shlex.join(argv)
+    assert split_command(line) == shlex.split(line) == argv
