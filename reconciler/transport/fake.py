@@ -27,6 +27,7 @@ import shlex
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from reconciler.errors import TransientHostError
 from reconciler.spec.desired import Target
@@ -69,27 +70,27 @@ def _stamp(t: float | None) -> str:
     return time.strftime("%a %Y-%m-%d %H:%M:%S", time.gmtime(t)) + f".{int(t * 1e6) % 1_000_000:06d} UTC"
 
 
-@functools.cache
-def _certificate() -> str:
-    """A self-signed certificate valid until 2036-11-20 (PEM): what every emulated host has at every path."""
+def self_signed(name: Any, not_before: datetime.datetime, not_after: datetime.datetime) -> str:
+    """A self-signed certificate (PEM) for the x509.Name `name`: what the emulated hosts have, and tests' input."""
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
 
     key = ec.generate_private_key(ec.SECP256R1())
+    builder = x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+    builder = builder.serial_number(1).not_valid_before(not_before).not_valid_after(not_after)
+    return builder.sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM).decode().strip()
+
+
+@functools.cache
+def _certificate() -> str:
+    """What every emulated host has at every certificate path: valid until 2036-11-20."""
+    from cryptography import x509
+    from cryptography.x509.oid import NameOID
+
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "emulated")])
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(1)
-        .not_valid_before(datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC))
-        .not_valid_after(datetime.datetime(2036, 11, 20, tzinfo=datetime.UTC))
-        .sign(key, hashes.SHA256())
-    )
-    return cert.public_bytes(serialization.Encoding.PEM).decode().strip()
+    utc = datetime.UTC
+    return self_signed(name, datetime.datetime(2026, 1, 1, tzinfo=utc), datetime.datetime(2036, 11, 20, tzinfo=utc))
 
 
 def _b64(content: bytes) -> str:

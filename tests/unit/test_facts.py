@@ -84,17 +84,13 @@ def test_values_travel_as_arguments_not_script_text() -> None:
 
 def _pem(not_after: datetime.datetime, *names: tuple[str, str]) -> str:
     from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.x509.oid import NameOID
 
-    key = ec.generate_private_key(ec.SECP256R1())
+    from reconciler.transport.fake import self_signed
+
     oids = {"CN": NameOID.COMMON_NAME, "O": NameOID.ORGANIZATION_NAME}
     name = x509.Name([x509.NameAttribute(oids[k], v) for k, v in names])
-    builder = x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-    builder = builder.serial_number(1).not_valid_before(not_after - datetime.timedelta(days=365))
-    cert = builder.not_valid_after(not_after).sign(key, hashes.SHA256())
-    return cert.public_bytes(serialization.Encoding.PEM).decode().strip()
+    return self_signed(name, not_after - datetime.timedelta(days=365), not_after)
 
 
 def test_certificates_are_parsed_here_missing_and_errors() -> None:

@@ -253,26 +253,15 @@ def test_file_content_with_marker_lines_is_read_exactly_never_as_markers(host_di
 @pytest.mark.filterwarnings("ignore:Attribute's length")
 def test_certificate_subject_with_newlines_cannot_fake_an_end_date_or_lines(host_dir: Path) -> None:
     x509 = pytest.importorskip("cryptography.x509")
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.x509.oid import NameOID
 
-    key = ec.generate_private_key(ec.SECP256R1())
+    from reconciler.transport.fake import self_signed
+
     cn = "x\nnotAfter=Dec 31 00:00:00 2099 GMT\n@@H etcd 0 200\n@@U\n@@END\n\u2028\x1b[31m"
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn, _validate=False)])
     start = datetime.datetime(2020, 1, 1)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(1)
-        .not_valid_before(start)
-        .not_valid_after(start + datetime.timedelta(days=2))
-        .sign(key, hashes.SHA256())
-    )
     path = host_dir / "ca.pem"
-    path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    path.write_text(self_signed(name, start, start + datetime.timedelta(days=2)) + "\n")
     check = DesiredCheck("etcd", 2.0, tcp_host="127.0.0.1", tcp_port=1)  # refused: must stay failing
     snap = parse_observation("h", observe({}, checks=(check,), certs=(str(path),)), [check], certificates=[str(path)])
     fact_ = snap.certificates[str(path)]
