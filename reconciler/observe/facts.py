@@ -444,9 +444,9 @@ async def observe_host(conn: Connection, desired: DesiredHost, *, with_checks: b
     checks = desired.checks if with_checks else ()
     certs = [c.path for c in desired.certificates] if with_checks else []
     limits = {path: max(len(f.content), READ_LIMIT) for path, f in sorted(desired.files.items())}
-    known, count = _LAST.get(conn, (None, 0))
-    if count % FULL_READ_EVERY == FULL_READ_EVERY - 1:
-        known = None  # belt and braces: whatever a pinned stamp could miss is seen within this many passes
+    previous, count = _LAST.get(conn, (None, 0))
+    # belt and braces: whatever a pinned stamp could miss is seen within FULL_READ_EVERY observations
+    known = None if count % FULL_READ_EVERY == FULL_READ_EVERY - 1 else previous
     argv = observe_argv(limits, [u.name for u in desired.units], checks, certs, known)
     # What an honest host can answer: base64 of every file read (4/3, newlines), plus units, checks, certificates.
     most = sum(limits.values()) * 3 // 2 + 64 * 1024 * (1 + len(desired.units) + len(certs) + len(checks))
@@ -466,7 +466,7 @@ async def observe_host(conn: Connection, desired: DesiredHost, *, with_checks: b
         for path, fact in snapshot.files.items()
     }
     snapshot = replace(snapshot, files=files)
-    certs_now = snapshot.certificates if with_checks or known is None else known.certificates
+    certs_now = snapshot.certificates if with_checks else previous.certificates if previous else {}
     kept = HostSnapshot(  # only what can be answered "unchanged": files and certificates with a trusted stamp
         desired.name,
         {p: f for p, f in files.items() if f.stamp},
