@@ -40,6 +40,7 @@ if [ -d "$path" ] && [ ! -L "$path" ]; then echo "$path is a directory; reconcil
 umask 077
 tmp=$(mktemp -u -- "$dir/.$base.reconciler.XXXXXXXXXX")
 trap 'rm -f -- "$tmp"' EXIT
+trap 'exit 1' HUP INT PIPE TERM  # a cut session (SIGPIPE on stderr) still removes the temp file
 dd of="$tmp" conv=excl oflag=nofollow bs=1M status=none
 exec 3<"$tmp"  # from here on the file we created, through its descriptor: a name swapped meanwhile is not followed
 if [ "$(stat -c %d:%i -- "$tmp")" != "$(stat -L -c %d:%i /proc/self/fd/3)" ]; then echo "$tmp was replaced" >&2; exit 4; fi
@@ -57,7 +58,7 @@ if [ -f "$path" ] && [ ! -L "$path" ]; then
   ls -1t -- "$bdir" | tail -n +$(($7 + 1)) | while IFS= read -r old; do rm -f -- "$bdir/$old"; done
 fi
 mv -f -T -- "$tmp" "$path"
-trap - EXIT
+trap - EXIT HUP INT PIPE TERM
 sync -- "$dir"
 """
 
@@ -80,12 +81,13 @@ if [ "$2" = - ]; then rm -f -- "$path"; sync -- "$dir"; exit 0; fi
 if [ -L "$2" ] || [ ! -f "$2" ]; then echo "backup $2 is not there; $path not restored" >&2; exit 4; fi
 tmp=$(mktemp -u -- "$dir/.$base.reconciler.XXXXXXXXXX")
 trap 'rm -f -- "$tmp"' EXIT
+trap 'exit 1' HUP INT PIPE TERM  # a cut session (SIGPIPE on stderr) still removes the temp file
 dd if="$2" of="$tmp" iflag=nofollow oflag=nofollow conv=excl bs=1M status=none
 chown -h --reference="$2" -- "$tmp"
 chmod --reference="$2" -- "$tmp"
 sync -- "$tmp"
 mv -f -T -- "$tmp" "$path"
-trap - EXIT
+trap - EXIT HUP INT PIPE TERM
 sync -- "$dir"
 """
 

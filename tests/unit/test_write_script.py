@@ -61,3 +61,27 @@ def test_content_cut_short_is_never_installed(tmp_path: Path) -> None:
     assert result.returncode == 3 and b"arrived incomplete" in result.stderr
     assert target.read_bytes() == b"old\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["app.conf"]  # no temp file left behind
+
+
+def test_a_cut_session_still_removes_the_temp_file(tmp_path: Path) -> None:
+    """A killed SSH session closes the script's stderr too: its "arrived incomplete" message then raises
+    SIGPIPE, which ends the shell without its EXIT trap unless the script traps the signal itself."""
+    target = tmp_path / "app.conf"
+    target.write_bytes(b"old\n")
+    content = os.urandom(64 * 1024)
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # nobody reads the script's stderr any more
+    try:
+        result = subprocess.run(
+            ["sh", "-c", WRITE_SCRIPT, "w", str(target), "0640", USER, GROUP, str(tmp_path / "bak"), "1", "5"]
+            + [hashlib.sha256(content).hexdigest()],
+            input=content[:1000],
+            stdout=subprocess.DEVNULL,
+            stderr=write_end,
+            timeout=30,
+        )
+    finally:
+        os.close(write_end)
+    assert result.returncode != 0
+    assert target.read_bytes() == b"old\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["app.conf"]  # no temp file left behind
