@@ -1,4 +1,4 @@
-"""The `reconciler` command: validate | plan | apply | check | run (the daemon) | status (of the daemon) | tuning.
+"""The `reconciler` command: validate | plan | apply | check | import | run (the daemon) | status | tuning.
 
 Owns argument parsing, exit codes and human output; the work is done by spec.load and engine.converge.
 Exit codes: validate 0 valid / 1 invalid; plan 0 no changes / 2 changes pending / 1 error;
@@ -27,6 +27,7 @@ from reconciler.status.logs import configure_logging
 from reconciler.tuning import overlay as overlay_store
 
 if TYPE_CHECKING:  # each command imports what it runs: `validate` needs neither SSH nor the engine
+    from reconciler.adopt.importer import ImportResult
     from reconciler.observe.snapshot import HostSnapshot
     from reconciler.outcome import RunResult
 
@@ -85,6 +86,7 @@ def _parser() -> argparse.ArgumentParser:
         if name == "apply":
             p.add_argument("--wait", type=float, default=120.0, help="seconds to wait for health checks after applying")
     _run_parser(sub)
+    _import_parser(sub)
     st = sub.add_parser(
         "status",
         help="the running daemon's view: every host's last pass, health, backoff, tuning",
@@ -123,6 +125,91 @@ def _run_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     )
     p.add_argument("--connect-attempts", type=int, default=d.connect_attempts, help="SSH attempts within one pass")
     p.add_argument("--state-dir", type=Path, default=d.state_dir, help="where the etcd tuning overlay is kept")
+
+
+def _import_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    help_text = "read masters built by hand and write a spec directory describing them exactly"
+    p = sub.add_parser("import", help=help_text, description=help_text, formatter_class=_Help)
+    p.add_argument("out", type=Path, help="the spec directory to write (must not exist yet)")
+    p.add_argument("--inventory", type=Path, help="a spec file or directory whose Host documents say how to reach them")
+    p.add_argument("--host", action="append", default=[], metavar="NAME=ADDRESS", help="a host (repeatable)")
+    p.add_argument("--user", default="root", help="SSH user for --host")
+    p.add_argument("--port", type=int, default=22, help="SSH port for --host")
+    p.add_argument("--identity-file", help="SSH key for --host")
+    p.add_argument("--known-hosts", help="known_hosts for --host (default: ~/.ssh/known_hosts)")
+    p.add_argument("--unit", action="append", default=[], help="a further unit to import (repeatable)")
+    p.add_argument("--connect-attempts", type=int, default=4, help="SSH connection attempts per host")
+    p.add_argument(
+        "--force", action="store_true", help="write the directory even where it is not exact (then say what is not)"
+    )
+
+
+def _import_command(args: argparse.Namespace) -> int:
+    from reconciler.adopt.describe import HostInfo
+    from reconciler.adopt.importer import hosts_from_inventory, run_import
+    from reconciler.transport.session import Session, ssh_connector
+
+    if args.out.exists() and (not args.out.is_dir() or any(args.out.iterdir())):
+        print(f"{args.out} exists and is not an empty directory: import writes a new one", file=sys.stderr)
+        return 1
+    hosts: list[HostInfo] = []
+    if args.inventory:
+        try:
+            hosts = hosts_from_inventory(args.inventory)
+        except SpecError as exc:
+            print("\n".join(f"  {i}" for i in exc.issues), file=sys.stderr)
+            return 1
+    for item in args.host:
+        name, sep, address = item.partition("=")
+        if not sep:
+            print(f"--host {item!r}: expected NAME=ADDRESS", file=sys.stderr)
+            return 1
+        spec: dict[str, object] = {"address": address}
+        if args.port != 22:
+            spec["port"] = args.port
+        if args.user != "root":
+            spec["user"] = args.user
+        for key, value in (("identityFile", args.identity_file), ("knownHosts", args.known_hosts)):
+            if value:
+                spec[key] = str(Path(value).expanduser().absolute())
+        hosts.append(HostInfo(name, address, {}, spec))
+    if not hosts:
+        print("no hosts: give --inventory or --host NAME=ADDRESS", file=sys.stderr)
+        return 1
+
+    async def run() -> int:
+        session = Session(ssh_connector(attempts=args.connect_attempts))
+        try:
+            result = await run_import(hosts, args.out, session, units=tuple(args.unit), force=args.force)
+        finally:
+            await session.close()
+        return _print_import(result, args.out)
+
+    return asyncio.run(run())
+
+
+def _print_import(result: ImportResult, out: Path) -> int:
+    for host, why in result.failed_hosts.items():
+        print(f"{host}: cannot be read: {why}", file=sys.stderr)
+    if result.failed_hosts:
+        print("nothing written", file=sys.stderr)
+        return 1
+    for name, docs in result.adoption.files.items():
+        print(f"{name}: " + ", ".join(f"{d.kind}/{d.name}" for d in docs))
+    for note in result.adoption.notes:
+        print(f"note: {note}")
+    problems = [*result.adoption.problems, *(f"validate: {i}" for i in result.invalid)]
+    problems += [f"plan on {h}: {a}" for h, actions in result.pending.items() for a in actions]
+    for problem in problems:
+        print(f"not exact: {problem}", file=sys.stderr)
+    if result.exact:
+        print(f"{out}: written; it validates and `reconciler plan {out}` finds nothing to change on any host")
+        return 0
+    if result.written:
+        print(f"{out}: written anyway (--force); it is not exact where said above", file=sys.stderr)
+        return 0
+    print("nothing written: import describes hosts exactly or not at all (--force writes it anyway)", file=sys.stderr)
+    return 1
 
 
 def _daemon_settings(args: argparse.Namespace) -> DaemonSettings:
@@ -303,6 +390,8 @@ def main(argv: list[str] | None = None) -> int:
         return _tuning_command(args)
     if args.command == "status":
         return _status_command(args)
+    if args.command == "import":
+        return _import_command(args)
     overlay_line = ""
     try:
         if args.command == "validate":

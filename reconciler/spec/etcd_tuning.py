@@ -6,12 +6,32 @@ etcd tuner's overlay, never lowered. Called by `spec.render`; read by the tuner 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 
 from reconciler.components.etcd import ELECTION_KEY, HEARTBEAT_KEY, MIN_ELECTION_FACTOR
 from reconciler.errors import SpecIssue
 from reconciler.spec.desired import DesiredTuning, TuningPolicy
 from reconciler.spec.model import Document, EtcdTuningSpec, unit_name
+
+_TIMING_LINE = re.compile(rf'^({HEARTBEAT_KEY}|{ELECTION_KEY})=("?)([0-9]{{1,9}})\2([ \t]*)$', re.MULTILINE)
+
+
+def content_timings(content: str) -> dict[str, int]:
+    """The two timings of an env File given as `content`: each as exactly one literal `KEY=<ms>` line (quoted
+    or not); a key written any other way, or twice, is not one the tuner can raise in place."""
+    found: dict[str, list[int]] = {}
+    for m in _TIMING_LINE.finditer(content):
+        found.setdefault(m.group(1), []).append(int(m.group(3)))
+    other = {k for k in (HEARTBEAT_KEY, ELECTION_KEY) if content.count(k) != len(found.get(k, []))}
+    return {k: v[0] for k, v in found.items() if len(v) == 1 and k not in other}
+
+
+def with_timings(content: str, values: Mapping[str, int]) -> str:
+    """`content` with the timings' lines holding `values` (quoting and everything else kept)."""
+    return _TIMING_LINE.sub(
+        lambda m: f"{m.group(1)}={m.group(2)}{values.get(m.group(1), m.group(3))}{m.group(2)}{m.group(4)}", content
+    )
 
 
 def resolve_tuning(
@@ -38,19 +58,22 @@ def resolve_tuning(
                 f"no Unit named {ts.unit!r} with a rollout (members restart one at a time)",
             )
         )
-    if file is None or file.spec.env is None:
+    if file is None:
         issues.append(SpecIssue(doc.file, doc.line_of("spec", "file"), "spec.file", f"no env File named {ts.file!r}"))
         return None
     spec_values: dict[str, int] = {}
+    timings = content_timings(file.spec.content or "") if file.spec.env is None else {}
     for key in (HEARTBEAT_KEY, ELECTION_KEY):
-        value = file.spec.env.get(key)
+        value = file.spec.env.get(key) if file.spec.env is not None else timings.get(key)
         if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            where = ("spec", "env", key) if file.spec.env is not None else ("spec", "content")
             issues.append(
                 SpecIssue(
                     file.file,
-                    file.line_of("spec", "env", key),
-                    f"spec.env.{key}",
-                    f"EtcdTuning {doc.metadata.name!r} needs {key} here as a plain number of ms",
+                    file.line_of(*where),
+                    ".".join(where),
+                    f"EtcdTuning {doc.metadata.name!r} needs {key} here as a plain number of ms"
+                    + ("" if file.spec.env is not None else f" (one line {key}=<ms> of the content)"),
                 )
             )
         else:

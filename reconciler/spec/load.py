@@ -80,7 +80,7 @@ def _regular(entry: os.DirEntry[str]) -> bool:
         return False
 
 
-def _read(path: Path, display: str, budget: int) -> tuple[str | None, SpecIssue | None]:
+def read_spec_file(path: Path, display: str, budget: int = MAX_SPEC_BYTES) -> tuple[str | None, SpecIssue | None]:
     """A spec file's text, read no further than the limits allow (a 10 GB file costs nothing)."""
     try:  # O_NONBLOCK: a file swapped for a fifo after it was listed is refused, not waited on forever
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
@@ -352,7 +352,7 @@ def load_documents(directory: Path, cache: SpecCache | None = None) -> list[Docu
     builder = _Builder()
     for path in files:
         display = str(path.relative_to(base)) if path.is_relative_to(base) else str(path)
-        text, problem = _read(path, display, budget)
+        text, problem = read_spec_file(path, display, budget)
         if text is None:
             issues.append(problem)  # type: ignore[arg-type]
             continue

@@ -27,7 +27,7 @@ from reconciler.spec.desired import (
     DesiredUnit,
     Target,
 )
-from reconciler.spec.etcd_tuning import resolve_tuning
+from reconciler.spec.etcd_tuning import resolve_tuning, with_timings
 from reconciler.spec.model import (
     CertificateSpec,
     Document,
@@ -160,7 +160,10 @@ def _render_host(
                     break  # past MAX_RENDERED_TOTAL_BYTES, reported; the rest of this body would be built for nothing
                 body += env_line(key, rendered) + "\n"
         else:
-            body = renderer.located(fs.content or "", host, doc, ("spec", "content"), issues)
+            content = fs.content or ""
+            if tuning and doc.metadata.name == tuning.file:  # the timings' own lines, raised in place
+                content = with_timings(content, tuning.effective)
+            body = renderer.located(content, host, doc, ("spec", "content"), issues)
         paths.add(
             DesiredFile(fs.path, body.encode(), int(fs.effective_mode, 8), fs.owner, fs.group, fs.sensitive, source),
             doc,

@@ -1,0 +1,310 @@
+"""What `reconciler import` reads from a host built by hand: its units, the files they read, its certificates.
+
+Owns the read-only commands import runs (a few round trips per host, never a write) and their pure parsers.
+Every path asked for is one a spec could name (`spec.model.PATH_RE`); a symlink, a path reached through one, or
+a file larger than MAX_FILE is reported, never followed or read. Called by `adopt.importer`.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
+
+from reconciler.components.systemd import Service, service, unit_directives
+from reconciler.errors import TransientHostError
+from reconciler.spec.model import PATH_RE
+from reconciler.transport.base import Connection
+
+SEED_UNITS = ("etcd.service", "kube-apiserver.service", "kube-controller-manager.service", "kube-scheduler.service")
+CERT_DIR = "/etc/kubernetes/ssl"
+MAX_FILE = 1024 * 1024  # a config file import copies: larger is refused (the read stops just past it)
+MAX_PATHS = 256  # paths one host may make import read
+_UNIT_FIELDS = "Id,LoadState,ActiveState,UnitFileState,FragmentPath,DropInPaths"
+
+# Flags naming a config file the component reads (copied; sensitive ones marked so), and flags naming a
+# certificate (reported as Certificate documents, never copied). Flags naming keys are never read at all.
+CONFIG_FLAGS = {
+    "token-auth-file": True,  # value: sensitive
+    "basic-auth-file": True,
+    "encryption-provider-config": True,
+    "kubeconfig": True,
+    "authentication-token-webhook-config-file": True,
+    "authorization-webhook-config-file": True,
+    "authorization-policy-file": False,
+    "audit-policy-file": False,
+    "admission-control-config-file": False,
+}
+CERT_FLAGS = (
+    "tls-cert-file",
+    "client-ca-file",
+    "etcd-cafile",
+    "etcd-certfile",
+    "cluster-signing-cert-file",
+    "root-ca-file",
+    "requestheader-client-ca-file",
+    "proxy-client-cert-file",
+    "kubelet-client-certificate",
+    "kubelet-certificate-authority",
+    "cert-file",
+    "trusted-ca-file",
+    "peer-cert-file",
+    "peer-trusted-ca-file",
+)
+
+_LIST_SCRIPT = r"""
+fields=$1; dir=$2; shift 2
+systemctl show -p "$fields" -- "$@" | sed -n '1,4000p'
+echo @@CERTS
+for f in "$dir"/*.pem "$dir"/*.crt; do
+  if [ -f "$f" ] && [ ! -L "$f" ] && [ "$(dd if="$f" iflag=nofollow bs=27 count=1 status=none)" = "-----BEGIN CERTIFICATE-----" ]; then
+    printf '%s\n' "$f"
+  fi
+done | head -n 256
+"""
+
+# One line per path: "@@F <path> <state> [size mode owner group]", then for a regular file its first
+# MAX_FILE + 1 bytes in base64 on one line. Never through a symlink (the path's or a directory's).
+_READ_SCRIPT = r"""
+for p in "$@"; do
+  d=$(dirname -- "$p")
+  if [ "$(realpath -m -- "$d")" != "$d" ]; then echo "@@F $p dirlink"; continue; fi
+  if [ -L "$p" ]; then echo "@@F $p link"; continue; fi
+  if [ ! -e "$p" ]; then echo "@@F $p missing"; continue; fi
+  if [ ! -f "$p" ]; then echo "@@F $p notfile"; continue; fi
+  echo "@@F $p file $(stat -c '%s %a %U %G' -- "$p")"
+  dd if="$p" iflag=nofollow bs=65536 count=@BLOCKS@ status=none | head -c @LIMIT@ | base64 -w0; echo
+done
+""".replace("@BLOCKS@", str(MAX_FILE // 65536 + 1)).replace("@LIMIT@", str(MAX_FILE + 1))
+
+# Each unit file's path with its directory as the kernel resolves it: systemd may report a unit under a
+# directory that is a link (Debian's merged /usr: /lib -> usr/lib); a spec names where the file really is.
+_CANONICAL_SCRIPT = r"""
+for p in "$@"; do printf '%s\n' "$(realpath -e -- "$(dirname -- "$p")")/$(basename -- "$p")"; done
+"""
+
+# Whether each path holds a certificate: its first line, read without following a link (a key's first line
+# says only that it is a key; nothing more of it is read).
+_CERT_SCRIPT = r"""
+for p in "$@"; do
+  if [ -f "$p" ] && [ ! -L "$p" ] && [ "$(dd if="$p" iflag=nofollow bs=27 count=1 status=none)" = "-----BEGIN CERTIFICATE-----" ]; then
+    printf '%s\n' "$p"
+  fi
+done
+"""
+
+
+@dataclass(frozen=True)
+class FoundUnit:
+    name: str
+    load_state: str
+    active_state: str
+    unit_file_state: str
+    fragment_path: str
+    drop_ins: tuple[str, ...] = ()
+
+    @property
+    def present(self) -> bool:
+        return self.load_state == "loaded" and bool(self.fragment_path)
+
+
+@dataclass(frozen=True)
+class FoundFile:
+    path: str
+    state: str  # "file", or why it was not read: link, dirlink, missing, notfile, large
+    content: bytes = b""
+    mode: int = 0o644
+    owner: str = "root"
+    group: str = "root"
+
+    @property
+    def ok(self) -> bool:
+        return self.state == "file"
+
+    def why(self) -> str:
+        return {
+            "link": "is a symlink (import follows no link)",
+            "dirlink": "is reached through a symlinked directory (import follows no link)",
+            "missing": "does not exist",
+            "notfile": "is not a regular file",
+            "large": f"is larger than {MAX_FILE} bytes",
+        }.get(self.state, self.state)
+
+
+@dataclass
+class FoundHost:
+    """What one host has: units by name, files by path (unit files and the files they read), certificates."""
+
+    name: str
+    units: dict[str, FoundUnit] = field(default_factory=dict)
+    files: dict[str, FoundFile] = field(default_factory=dict)
+    reads: dict[str, tuple[str, ...]] = field(default_factory=dict)  # unit -> config files it reads, in order
+    sensitive: set[str] = field(default_factory=set)
+    certificates: tuple[str, ...] = ()
+    services: dict[str, Service] = field(default_factory=dict)  # unit -> what its process sees
+    problems: list[str] = field(default_factory=list)
+
+    def texts(self) -> dict[str, str]:
+        return {p: f.content.decode("utf-8", "replace") for p, f in self.files.items() if f.ok}
+
+
+def parse_units(text: str) -> dict[str, FoundUnit]:
+    units: dict[str, FoundUnit] = {}
+    for block in text.strip().split("\n\n"):
+        props = dict(line.split("=", 1) for line in block.splitlines() if "=" in line)
+        if "Id" not in props:
+            continue
+        drop_ins = tuple(p for p in props.get("DropInPaths", "").split() if p)
+        units[props["Id"]] = FoundUnit(
+            props["Id"],
+            props.get("LoadState", ""),
+            props.get("ActiveState", ""),
+            props.get("UnitFileState", ""),
+            props.get("FragmentPath", ""),
+            drop_ins,
+        )
+    return units
+
+
+def parse_reads(text: str) -> dict[str, FoundFile]:
+    """The read script's output: one FoundFile per path it answered for."""
+    found: dict[str, FoundFile] = {}
+    lines = text.split("\n")
+    i = 0
+    while i < len(lines):
+        line = lines[i]
+        i += 1
+        if not line.startswith("@@F "):
+            continue
+        words = line.split(" ")
+        if len(words) < 3:
+            continue
+        path, state = words[1], words[2]
+        if state != "file":
+            found[path] = FoundFile(path, state)
+            continue
+        if len(words) != 7 or i >= len(lines):
+            found[path] = FoundFile(path, "unreadable stat output")
+            continue
+        try:
+            content = base64.b64decode(lines[i], validate=True)
+            mode = int(words[4], 8)
+        except (binascii.Error, ValueError):
+            found[path] = FoundFile(path, "unreadable content")
+            continue
+        finally:
+            i += 1
+        if len(content) > MAX_FILE:
+            found[path] = FoundFile(path, "large")
+            continue
+        found[path] = FoundFile(path, "file", content, mode, words[5], words[6])
+    return found
+
+
+def _valid_paths(paths: Iterable[str], host: FoundHost, why: str) -> list[str]:
+    out: list[str] = []
+    for p in dict.fromkeys(paths):
+        if PATH_RE.fullmatch(p) and "/../" not in p + "/" and "/./" not in p + "/" and "//" not in p:
+            out.append(p)
+        else:
+            host.problems.append(f"{why} {p[:200]!r} is not a path a spec can name; not imported")
+    if len(out) > MAX_PATHS:
+        host.problems.append(f"more than {MAX_PATHS} paths to read ({why}); the rest were not imported")
+    return out[:MAX_PATHS]
+
+
+async def _run(conn: Connection, script: str, args: list[str], max_output: int = 4 * 1024 * 1024) -> str:
+    result = await conn.run(["sh", "-c", script, "reconciler-import", *args], timeout=60, max_output=max_output)
+    if not result.ok:
+        raise TransientHostError(f"import's read failed: {result.describe()}")
+    return result.stdout.decode("utf-8", "replace")
+
+
+async def _read(conn: Connection, host: FoundHost, paths: list[str]) -> None:
+    if paths:
+        text = await _run(conn, _READ_SCRIPT, paths, max_output=len(paths) * (MAX_FILE * 4 // 3 + 4096))
+        host.files.update(parse_reads(text))
+
+
+def environment_files(unit_text: str, drop_ins: list[str]) -> list[str]:
+    """EnvironmentFile= paths of a unit and its drop-ins, in systemd's order (an empty assignment resets)."""
+    paths: list[str] = []
+    for text in [unit_text, *drop_ins]:
+        for d in unit_directives(text):
+            if d.section == "Service" and d.key == "EnvironmentFile":
+                paths = paths + [d.value.lstrip("-")] if d.value else []
+    return paths
+
+
+def etcd_options(svc: Service) -> dict[str, str]:
+    """etcd's options as it takes them: a flag wins over its ETCD_* variable."""
+    flags = {k: s.value for k, s in svc.flags().items()}
+    env = {
+        k[len("ETCD_") :].lower().replace("_", "-"): s.value
+        for k, s in svc.environment.items()
+        if k.startswith("ETCD_")
+    }
+    return {**env, **flags}
+
+
+def referenced(svc: Service) -> tuple[dict[str, bool], list[str]]:
+    """Config files (path -> sensitive) and certificates the service's flags and etcd options name."""
+    configs: dict[str, bool] = {}
+    certs: list[str] = []
+    options = etcd_options(svc) if svc.program == "etcd" else {k: s.value for k, s in svc.flags().items()}
+    for name, value in options.items():
+        if not value.startswith("/"):
+            continue
+        if name in CONFIG_FLAGS:
+            configs[value] = CONFIG_FLAGS[name]
+        elif name in CERT_FLAGS:
+            certs.append(value)
+    return configs, certs
+
+
+async def discover(conn: Connection, name: str, extra_units: tuple[str, ...] = ()) -> FoundHost:
+    """Read one host: five round trips, nothing written."""
+    host = FoundHost(name)
+    wanted = list(dict.fromkeys(SEED_UNITS + extra_units))
+    text = await _run(conn, _LIST_SCRIPT, [_UNIT_FIELDS, CERT_DIR, *wanted])
+    units_text, _, certs_text = text.partition("@@CERTS\n")
+    host.units = {n: u for n, u in parse_units(units_text).items() if n in wanted and u.present}
+    fragments = _valid_paths((u.fragment_path for u in host.units.values()), host, "unit file")
+    canonical = (await _run(conn, _CANONICAL_SCRIPT, fragments)).split("\n")[: len(fragments)] if fragments else []
+    for path, real in zip(fragments, canonical, strict=False):
+        seen = next(u for u in host.units.values() if u.fragment_path == path)
+        if real != path and _valid_paths([real], host, "unit file"):
+            host.units[seen.name] = replace(seen, fragment_path=real)
+    unit_paths = [u.fragment_path for u in host.units.values()] + [p for u in host.units.values() for p in u.drop_ins]
+    await _read(conn, host, _valid_paths(unit_paths, host, "unit file"))
+    env_paths: dict[str, list[str]] = {}
+    for u in host.units.values():
+        unit = host.files.get(u.fragment_path)
+        if unit is None or not unit.ok:
+            continue
+        drop_ins = [host.files[p].content.decode("utf-8", "replace") for p in u.drop_ins if p in host.files]
+        env_paths[u.name] = environment_files(unit.content.decode("utf-8", "replace"), drop_ins)
+    await _read(conn, host, _valid_paths((p for ps in env_paths.values() for p in ps), host, "environment file"))
+    texts = host.texts()
+    configs: dict[str, bool] = {}
+    cert_paths = [line for line in certs_text.splitlines() if line]
+    for u in host.units.values():
+        if u.fragment_path not in texts:
+            continue
+        texts_with_drop_ins = dict(texts)
+        for i, p in enumerate(u.drop_ins):  # service() reads drop-ins named <unit>.d/*.conf
+            if p in texts:
+                texts_with_drop_ins[f"{u.fragment_path}.d/{i:04d}.conf"] = texts[p]
+        svc = host.services[u.name] = service(u.fragment_path, texts_with_drop_ins)
+        mine, certs = referenced(svc)
+        configs.update(mine)
+        cert_paths += certs
+        host.reads[u.name] = tuple(dict.fromkeys(env_paths.get(u.name, []) + list(mine)))
+    host.sensitive = {p for p, secret in configs.items() if secret}
+    await _read(conn, host, _valid_paths((p for p in configs if p not in host.files), host, "config file"))
+    certs = _valid_paths(cert_paths, host, "certificate")
+    if certs:
+        found = await _run(conn, _CERT_SCRIPT, certs)
+        host.certificates = tuple(sorted(set(found.split()) & set(certs)))
+    return host

@@ -1,0 +1,146 @@
+"""`reconciler import` on masters built by hand as the seed builds them: the imported directory is exact (plan
+finds nothing to change), keeps each host's own drift, and edits to it restart exactly what they should."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from testbed import Testbed
+
+from .conftest import SPECS, reconciler
+from .handbuilt import HAND_BUILT_DIFFERENCES, KUBE_UNIT_DIR, TOKEN_CSV, build_by_hand
+
+pytestmark = pytest.mark.testbed
+
+
+@pytest.fixture(scope="module")
+def hand_built(converged: Testbed) -> Iterator[Testbed]:
+    build_by_hand(converged)
+    yield converged
+    result = reconciler("apply", str(SPECS))  # the testbed as the bundled specs have it, for the tests after these
+    assert result.code == 0, result.out + result.err
+
+
+@pytest.fixture(scope="module")
+def imported(hand_built: Testbed, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("import") / "adopted"
+    result = reconciler("import", "--inventory", str(SPECS / "inventory.yaml"), str(out))
+    assert result.code == 0, result.out + result.err
+    assert "finds nothing to change on any host" in result.out
+    assert TOKEN_CSV.split(",")[0] not in result.out + result.err  # the secret is written, never printed
+    return out
+
+
+def documents(spec_dir: Path) -> list[dict]:  # type: ignore[type-arg]
+    return [d for f in sorted(spec_dir.glob("*.yaml")) for d in yaml.safe_load_all(f.read_text()) if d]
+
+
+def restarts(apply_out: str) -> list[tuple[str, str]]:
+    """(host, unit) of every restart the apply output reports."""
+    found, host = [], ""
+    for line in apply_out.splitlines():
+        if re.match(r"^master-\d+: ", line):
+            host = line.split(":")[0]
+        m = re.search(r" restart (\S+\.service)", line)
+        if m:
+            found.append((host, m.group(1)))
+    return found
+
+
+def test_the_imported_directory_is_exact(imported: Path) -> None:
+    assert reconciler("validate", str(imported)).code == 0
+    plan = reconciler("plan", str(imported))
+    assert plan.code == 0, plan.out + plan.err  # 0: nothing to change on any host (2 would mean changes)
+
+
+def test_each_hosts_own_drift_is_kept_in_a_document_for_that_host_alone(imported: Path) -> None:
+    docs = documents(imported)
+    for d in HAND_BUILT_DIFFERENCES.values():
+        files = [x for x in docs if x["kind"] == "File" and x["spec"]["path"] == d.path]
+        assert len(files) == 3, [f["metadata"]["name"] for f in files]  # one per host: they differ by more than values
+        for f in files:
+            host = f["spec"]["hosts"]["matchLabels"]["host"]
+            assert (d.text in f["spec"]["content"]) == (host == d.host), (d, f["metadata"]["name"])
+        assert any(
+            "by more than name and address" in line for line in (imported / "kubernetes.yaml").read_text().splitlines()
+        )
+    hosts = {x["metadata"]["name"]: x for x in docs if x["kind"] == "Host"}
+    assert all(h["metadata"]["labels"]["host"] == name for name, h in hosts.items())
+    assert all(h["metadata"]["labels"]["etcd"] == "member" for h in hosts.values())
+
+
+def test_units_files_certificates_checks_and_tuning_are_described(imported: Path) -> None:
+    docs = documents(imported)
+    units = {x["metadata"]["name"]: x["spec"] for x in docs if x["kind"] == "Unit"}
+    assert set(units) == {"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler"}
+    assert units["kube-apiserver"]["path"] == f"{KUBE_UNIT_DIR}/kube-apiserver.service"  # where the guide puts it
+    assert "path" not in units["etcd"]  # /etc/systemd/system/etcd.service, the default
+    assert units["etcd"]["rollout"]["healthCheck"] == "etcd"
+    assert "kubernetes-token-csv" in units["kube-apiserver"]["restartOn"]  # a flag's file restarts its reader
+    token = next(x for x in docs if x["kind"] == "File" and x["spec"]["path"] == "/etc/kubernetes/token.csv")
+    assert token["spec"]["sensitive"] is True and "mode" not in token["spec"]  # 0600, the sensitive default
+    assert (imported / "kubernetes.yaml").stat().st_mode & 0o077 == 0  # it holds the token: its owner's only
+    checks = {x["metadata"]["name"]: x["spec"]["http"] for x in docs if x["kind"] == "HealthCheck"}
+    assert checks["etcd"]["url"] == "https://{{ host.address }}:2379/health" and checks["etcd"]["keyFile"]
+    assert checks["kube-apiserver"]["url"] == "http://{{ host.address }}:8080/healthz"
+    certs = next(x for x in docs if x["kind"] == "Certificate")["spec"]["paths"]
+    assert "/etc/kubernetes/ssl/ca.pem" in certs and not any("key" in p for p in certs)
+    assert not any("PRIVATE KEY" in f.read_text() for f in imported.glob("*.yaml"))
+    tuning = next(x for x in docs if x["kind"] == "EtcdTuning")["spec"]
+    assert tuning == {"unit": "etcd", "file": "etcd-conf"}
+
+
+def test_a_real_edit_restarts_its_reader_and_a_format_only_edit_restarts_nothing(
+    imported: Path, hand_built: Testbed, tmp_path: Path
+) -> None:
+    specs = tmp_path / "specs"
+    shutil.copytree(imported, specs)
+    kube = specs / "kubernetes.yaml"
+    kube.write_text(kube.read_text().replace("--event-ttl=1h", "--event-ttl=2h"))
+    result = reconciler("apply", str(specs))
+    assert result.code == 0, result.out + result.err
+    assert sorted(restarts(result.out)) == [(h, "kube-apiserver.service") for h in ("master-1", "master-2", "master-3")]
+
+    etcd_pids = [h.ssh("systemctl show -p MainPID --value etcd").stdout.strip() for h in hand_built.hosts]
+    etcd = specs / "etcd.yaml"
+    text = etcd.read_text()
+    assert "    ETCD_HEARTBEAT_INTERVAL=100\n" in text
+    etcd.write_text(
+        text.replace(
+            "    ETCD_HEARTBEAT_INTERVAL=100\n", "    # adopted by reconciler\n    ETCD_HEARTBEAT_INTERVAL=100\n"
+        )
+    )
+    result = reconciler("apply", str(specs))
+    assert result.code == 0, result.out + result.err
+    assert restarts(result.out) == [] and result.out.count("format only") == 3, result.out
+    assert [h.ssh("systemctl show -p MainPID --value etcd").stdout.strip() for h in hand_built.hosts] == etcd_pids
+    assert all(b"# adopted by reconciler\n" in (h.root / "etc/etcd/etcd.conf").read_bytes() for h in hand_built.hosts)
+
+
+def test_import_writes_nothing_where_it_cannot_be_exact(hand_built: Testbed, tmp_path: Path) -> None:
+    m1, m2 = hand_built.hosts[0], hand_built.hosts[1]
+    out = tmp_path / "adopted"
+    # a file edited after its unit started: the running process may not be what the file says
+    m1.ssh("touch /etc/kubernetes/scheduler")
+    # a managed path that is a symlink: never followed
+    m2.ssh(
+        "mv /etc/kubernetes/controller-manager /etc/kubernetes/cm.real && ln -s cm.real /etc/kubernetes/controller-manager"
+    )
+    try:
+        result = reconciler("import", "--inventory", str(SPECS / "inventory.yaml"), str(out))
+        assert result.code == 1 and not out.exists(), result.out + result.err
+        assert "master-2: /etc/kubernetes/controller-manager is a symlink (import follows no link)" in result.err
+        assert re.search(r"plan on master-1: .*restart kube-scheduler\.service", result.err), result.err
+        assert "nothing written" in result.err
+        forced = reconciler("import", "--force", "--inventory", str(SPECS / "inventory.yaml"), str(out))
+        assert forced.code == 0 and (out / "kubernetes.yaml").exists(), forced.out + forced.err
+        assert "written anyway (--force)" in forced.err
+    finally:
+        m2.ssh("rm /etc/kubernetes/controller-manager && mv /etc/kubernetes/cm.real /etc/kubernetes/controller-manager")
+        m1.ssh("systemctl restart kube-scheduler")
