@@ -135,6 +135,7 @@ def _import_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[typ
     p.add_argument("--host", action="append", default=[], metavar="NAME=ADDRESS", help="a host (repeatable)")
     p.add_argument("--user", default="root", help="SSH user for --host")
     p.add_argument("--port", type=int, default=22, help="SSH port for --host")
+    p.add_argument("--become", choices=["sudo"], help="for --host: run every command through passwordless sudo")
     p.add_argument("--identity-file", help="SSH key for --host")
     p.add_argument("--known-hosts", help="known_hosts for --host (default: ~/.ssh/known_hosts)")
     p.add_argument("--unit", action="append", default=[], help="a further unit to import (repeatable)")
@@ -169,6 +170,8 @@ def _import_command(args: argparse.Namespace) -> int:
             spec["port"] = args.port
         if args.user != "root":
             spec["user"] = args.user
+        if args.become:
+            spec["become"] = args.become
         for key, value in (("identityFile", args.identity_file), ("knownHosts", args.known_hosts)):
             if value:
                 spec[key] = str(Path(value).expanduser().absolute())

@@ -47,6 +47,7 @@ def target_of(info: HostInfo) -> Target:
         identity_file=spec.get("identityFile"),
         known_hosts=spec.get("knownHosts") or os.path.expanduser("~/.ssh/known_hosts"),
         unsafe_skip_host_key_verification=bool(spec.get("unsafeSkipHostKeyVerification", False)),
+        become=spec.get("become"),
     )
 
 
@@ -101,6 +102,7 @@ async def run_import(
             with os.fdopen(fd, "w") as f:
                 f.write(text)
         invalid, pending = await _pending(staging, session)
+        invalid = [i.replace(staging.name + "/", dest.name + "/") for i in invalid]
         result = ImportResult(None, adoption, invalid=invalid, pending=pending)
         if result.exact or force:
             staging.rename(dest)

@@ -37,6 +37,7 @@ class Target:
     identity_file: str | None = None
     known_hosts: str | None = None
     unsafe_skip_host_key_verification: bool = False
+    become: str | None = None  # "sudo": every command runs through `sudo -n --` (SSH as a non-root user)
 
 
 @dataclass(frozen=True)

@@ -82,6 +82,10 @@ class HostSpec(Strict):
         default=False,
         description="UNSAFE: accept any host key (man-in-the-middle possible). Never use outside a lab.",
     )
+    become: Literal["sudo"] | None = Field(
+        default=None,
+        description="sudo: SSH as `user` and run every command as root through `sudo -n` (passwordless sudo)",
+    )
     vars: dict[str, Any] = {}
 
 

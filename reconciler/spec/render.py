@@ -127,6 +127,7 @@ def _render_host(
         identity_file=_local_path(hs.identity_file, host, spec_dir),
         known_hosts=_local_path(hs.known_hosts, host, spec_dir) or os.path.expanduser("~/.ssh/known_hosts"),
         unsafe_skip_host_key_verification=hs.unsafe_skip_host_key_verification,
+        become=hs.become,
     )
 
     paths = _Paths(name, issues)

@@ -70,8 +70,27 @@ class SSHConnection:
         )
         async for attempt in retrying:
             with attempt:
-                return cls(target, await _connect(target, files))
-        raise AssertionError("unreachable")
+                conn = cls(target, await _connect(target, files))
+        await conn._check_become()
+        return conn
+
+    def _elevated(self, argv: Sequence[str]) -> str:
+        """The command line for argv: with `become: sudo`, run by sudo (never asking for a password) as root."""
+        if self.target.become == "sudo":
+            return command_line(["sudo", "-n", "--", *argv])
+        return command_line(argv)
+
+    async def _check_become(self) -> None:
+        """With `become: sudo`, refuse the host at once (permanently) when sudo would ask for a password."""
+        if self.target.become != "sudo":
+            return
+        result = await self.run(["true"], timeout=30)
+        if not result.ok:
+            await self.close()
+            raise PermanentHostError(
+                f"{self.target.name}: become: sudo, but `sudo -n true` as {self.target.user} failed "
+                f"({result.describe().removeprefix('true ')}): it needs passwordless sudo for every command"
+            )
 
     async def run(
         self,
@@ -97,7 +116,7 @@ class SSHConnection:
     async def _run(self, argv: Sequence[str], input: bytes | None, max_output: int) -> CommandResult:
         """Run argv, reading its stdout up to `max_output` bytes (a host answering gigabytes costs nothing more)
         and keeping the tail of its stderr."""
-        proc = await self._conn.create_process(command_line(argv), encoding=None)
+        proc = await self._conn.create_process(self._elevated(argv), encoding=None)
         try:
             try:  # buffered by the channel and sent as the window allows, as asyncssh's own run() does
                 if input:
@@ -131,7 +150,7 @@ class SSHConnection:
     async def lines(self, argv: Sequence[str]) -> AsyncIterator[bytes]:
         """Run a long-lived command (e.g. `journalctl -f`) and yield its stdout line by line."""
         try:
-            proc = await self._conn.create_process(command_line(argv), encoding=None)
+            proc = await self._conn.create_process(self._elevated(argv), encoding=None)
         except (asyncssh.Error, OSError) as exc:
             raise TransientHostError(f"{self.target.name}: {argv[0]} could not start: {exc}", ssh=True) from exc
         try:

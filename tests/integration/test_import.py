@@ -144,3 +144,85 @@ def test_import_writes_nothing_where_it_cannot_be_exact(hand_built: Testbed, tmp
     finally:
         m2.ssh("rm /etc/kubernetes/controller-manager && mv /etc/kubernetes/cm.real /etc/kubernetes/controller-manager")
         m1.ssh("systemctl restart kube-scheduler")
+
+
+def test_hosts_given_on_the_command_line(hand_built: Testbed, tmp_path: Path) -> None:
+    keys = ["--identity-file", str(hand_built.key_path), "--known-hosts", str(hand_built.known_hosts_path)]
+    out = tmp_path / "all"
+    hosts = [a for h in hand_built.hosts for a in ("--host", f"{h.name}={h.address}")]
+    result = reconciler("import", *hosts, *keys, str(out))
+    assert result.code == 0, result.out + result.err
+    host = next(d for d in documents(out) if d["kind"] == "Host")
+    assert host["metadata"]["labels"] == {"role": "master", "etcd": "member", "host": "master-1"}
+    assert host["spec"]["identityFile"] == str(hand_built.key_path)
+    assert reconciler("plan", str(out)).code == 0
+    assert reconciler("import", *hosts, *keys, str(out)).code == 1  # never over a directory
+
+    # one member alone: its etcd.conf names members the directory does not declare
+    one = reconciler("import", "--host", "master-2=198.18.0.12", *keys, str(tmp_path / "one"))
+    assert one.code == 1 and not (tmp_path / "one").exists()
+    assert "not exact: validate: one/etcd.yaml:" in one.err and "initial cluster must list every member" in one.err
+
+
+def test_an_unknown_host_key_is_refused(hand_built: Testbed, tmp_path: Path) -> None:
+    empty = tmp_path / "known_hosts"
+    empty.write_text("")
+    result = reconciler(
+        "import",
+        "--host",
+        "master-1=198.18.0.11",
+        "--identity-file",
+        str(hand_built.key_path),
+        "--known-hosts",
+        str(empty),
+        "--connect-attempts",
+        "1",
+        str(tmp_path / "out"),
+    )
+    assert result.code == 1 and "master-1: cannot be read" in result.err and not (tmp_path / "out").exists()
+
+
+SUDO_USER_SETUP = """
+id {user} >/dev/null 2>&1 || useradd -m -s /bin/bash {user}
+install -d -m 700 -o {user} -g {user} /home/{user}/.ssh
+install -m 600 -o {user} -g {user} /root/.ssh/authorized_keys /home/{user}/.ssh/authorized_keys
+"""
+
+
+def test_a_non_root_user_with_sudo(hand_built: Testbed, tmp_path: Path) -> None:
+    """Masters reached as `ops` with passwordless sudo: import, plan and apply all run every command as root
+    through `sudo -n`; a user without it is refused at once with the reason."""
+    for h in hand_built.hosts:
+        h.ssh(SUDO_USER_SETUP.format(user="ops") + SUDO_USER_SETUP.format(user="nosudo"))
+        h.ssh("echo 'ops ALL=(ALL) NOPASSWD:ALL' > /etc/sudoers.d/ops && chmod 440 /etc/sudoers.d/ops")
+    inventory = tmp_path / "inventory.yaml"
+    docs = list(yaml.safe_load_all((SPECS / "inventory.yaml").read_text()))
+    for d in docs:
+        d["spec"].update(user="ops", become="sudo")
+        for key in ("identityFile", "knownHosts"):
+            d["spec"][key] = str((SPECS / d["spec"][key]).resolve())
+    inventory.write_text(yaml.safe_dump_all(docs))
+    out = tmp_path / "adopted"
+    result = reconciler("import", "--inventory", str(inventory), str(out))
+    assert result.code == 0, result.out + result.err
+    hosts = [d for d in documents(out) if d["kind"] == "Host"]
+    assert all(h["spec"]["user"] == "ops" and h["spec"]["become"] == "sudo" for h in hosts)
+    assert reconciler("plan", str(out)).code == 0
+
+    kube = out / "kubernetes.yaml"
+    kube.write_text(kube.read_text().replace("--apiserver-count=3", "--apiserver-count=4"))
+    applied = reconciler("apply", str(out))
+    assert applied.code == 0, applied.out + applied.err
+    assert sorted(restarts(applied.out)) == [
+        (h, "kube-apiserver.service") for h in ("master-1", "master-2", "master-3")
+    ]
+    m1 = hand_built.hosts[0]
+    assert m1.ssh("stat -c %U:%G:%a /etc/kubernetes/apiserver").stdout.split() == ["root:root:644"]
+    assert b"--apiserver-count=4" in (m1.root / "etc/kubernetes/apiserver").read_bytes()
+
+    for d in docs:
+        d["spec"]["user"] = "nosudo"
+    inventory.write_text(yaml.safe_dump_all(docs))
+    refused = reconciler("import", "--inventory", str(inventory), str(tmp_path / "refused"))
+    assert refused.code == 1 and "needs passwordless sudo" in refused.err, refused.out + refused.err
+    assert refused.err.count("cannot be read") == 3 and "connect retry" not in refused.err  # permanent: no retries
