@@ -199,6 +199,7 @@ def describe(hosts: list[HostInfo], found: Mapping[str, FoundHost]) -> Adoption:
         out.problems += [f"{info.name}: {p}" for p in found[info.name].problems]
     ctx = _Context(out, found, _Grouper(hosts), {h for h, f in found.items() if "etcd.service" in f.units})
     file_names = _files(ctx)
+    _directories(ctx)
     check_names = _health_checks(ctx)
     _units(ctx, file_names, check_names)
     _certificates(ctx)
@@ -247,6 +248,37 @@ def _files(ctx: _Context) -> dict[str, list[str]]:
             file_names.setdefault(path, []).append(name)
             ctx.out.add(_component_file(readers[path]), Doc("File", name, spec, why))
     return file_names
+
+
+def _directories(ctx: _Context) -> None:
+    """Directory documents for where the units work (WorkingDirectory=, etcd's data directory), as they are."""
+    owner: dict[str, str] = {}  # path -> the first unit working in it
+    for f in ctx.found.values():
+        for unit, dirs in f.directories.items():
+            for d in dirs:
+                owner.setdefault(d, unit)
+    for path in sorted(owner):
+        per_host: dict[str, dict[str, Any]] = {}
+        for host, f in ctx.found.items():
+            got = f.files.get(path)
+            if got is None or got.state == "missing":
+                continue
+            if got.state != "dir" or got.mode < 0:
+                ctx.out.problems.append(f"{host}: {path} {got.why()}, not a directory")
+                continue
+            spec: dict[str, Any] = {"path": path}
+            if got.mode != 0o755:
+                spec["mode"] = f"{got.mode:04o}"
+            if got.mode & 0o7000:
+                spec["specialBits"] = True
+            if got.owner != "root":
+                spec["owner"] = got.owner
+            if got.group != "root":
+                spec["group"] = got.group
+            per_host[host] = spec
+        etcd = owner[path] == "etcd.service"
+        for name, spec, why, _ in ctx.grouper.group(doc_name(path), per_host, None, ctx.members, etcd=etcd):
+            ctx.out.add(_component_file(owner[path]), Doc("Directory", name, spec, why))
 
 
 def _health_checks(ctx: _Context) -> dict[str, dict[str, str]]:

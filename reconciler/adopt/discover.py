@@ -72,6 +72,7 @@ for p in "$@"; do
   if [ "$(realpath -m -- "$d")" != "$d" ]; then echo "@@F $p dirlink"; continue; fi
   if [ -L "$p" ]; then echo "@@F $p link"; continue; fi
   if [ ! -e "$p" ]; then echo "@@F $p missing"; continue; fi
+  if [ -d "$p" ]; then echo "@@F $p dir $(stat -c '0 %a %U %G' -- "$p")"; continue; fi
   if [ ! -f "$p" ]; then echo "@@F $p notfile"; continue; fi
   echo "@@F $p file $(stat -c '%s %a %U %G' -- "$p")"
   dd if="$p" iflag=nofollow bs=65536 count=@BLOCKS@ status=none | head -c @LIMIT@ | base64 -w0; echo
@@ -112,7 +113,7 @@ class FoundUnit:
 @dataclass(frozen=True)
 class FoundFile:
     path: str
-    state: str  # "file", or why it was not read: link, dirlink, missing, notfile, large
+    state: str  # "file", "dir" (no content), or why it was not read: link, dirlink, missing, notfile, large
     content: bytes = b""
     mode: int = 0o644
     owner: str = "root"
@@ -128,6 +129,7 @@ class FoundFile:
             "dirlink": "is reached through a symlinked directory (import follows no link)",
             "missing": "does not exist",
             "notfile": "is not a regular file",
+            "dir": "is a directory",
             "large": f"is larger than {MAX_FILE} bytes",
         }.get(self.state, self.state)
 
@@ -143,6 +145,7 @@ class FoundHost:
     sensitive: set[str] = field(default_factory=set)
     certificates: tuple[str, ...] = ()
     services: dict[str, Service] = field(default_factory=dict)  # unit -> what its process sees
+    directories: dict[str, tuple[str, ...]] = field(default_factory=dict)  # unit -> the directories it works in
     problems: list[str] = field(default_factory=list)
 
     def texts(self) -> dict[str, str]:
@@ -181,6 +184,9 @@ def parse_reads(text: str) -> dict[str, FoundFile]:
         if len(words) < 3:
             continue
         path, state = words[1], words[2]
+        if state == "dir" and len(words) == 7:
+            found[path] = FoundFile(path, "dir", b"", _octal(words[4]), words[5], words[6])
+            continue
         if state != "file":
             found[path] = FoundFile(path, state)
             continue
@@ -200,6 +206,13 @@ def parse_reads(text: str) -> dict[str, FoundFile]:
             continue
         found[path] = FoundFile(path, "file", content, mode, words[5], words[6])
     return found
+
+
+def _octal(text: str) -> int:
+    try:
+        return int(text, 8)
+    except ValueError:
+        return -1
 
 
 def _valid_paths(paths: Iterable[str], host: FoundHost, why: str) -> list[str]:
@@ -246,6 +259,19 @@ def etcd_options(svc: Service) -> dict[str, str]:
         if k.startswith("ETCD_")
     }
     return {**env, **flags}
+
+
+def work_directories(unit_text: str, svc: Service) -> tuple[str, ...]:
+    """The directories a unit works in that a person creates by hand: WorkingDirectory= (an absolute one) and
+    etcd's data directory (`--data-dir` / ETCD_DATA_DIR)."""
+    found = [
+        d.value.lstrip("-").rstrip("/") or "/"
+        for d in unit_directives(unit_text)
+        if d.section == "Service" and d.key == "WorkingDirectory" and d.value.lstrip("-").startswith("/")
+    ]
+    if svc.program == "etcd" and etcd_options(svc).get("data-dir", "").startswith("/"):
+        found.append(etcd_options(svc)["data-dir"].rstrip("/"))
+    return tuple(dict.fromkeys(d for d in found if d != "/"))
 
 
 def referenced(svc: Service) -> tuple[dict[str, bool], list[str]]:
@@ -297,12 +323,15 @@ async def discover(conn: Connection, name: str, extra_units: tuple[str, ...] = (
             if p in texts:
                 texts_with_drop_ins[f"{u.fragment_path}.d/{i:04d}.conf"] = texts[p]
         svc = host.services[u.name] = service(u.fragment_path, texts_with_drop_ins)
+        host.directories[u.name] = work_directories(texts[u.fragment_path], svc)
         mine, certs = referenced(svc)
         configs.update(mine)
         cert_paths += certs
         host.reads[u.name] = tuple(dict.fromkeys(env_paths.get(u.name, []) + list(mine)))
     host.sensitive = {p for p, secret in configs.items() if secret}
-    await _read(conn, host, _valid_paths((p for p in configs if p not in host.files), host, "config file"))
+    dirs = {d for ds in host.directories.values() for d in ds}
+    wanted_paths = [p for p in list(configs) + sorted(dirs) if p not in host.files]
+    await _read(conn, host, _valid_paths(wanted_paths, host, "config file or directory"))
     certs = _valid_paths(cert_paths, host, "certificate")
     if certs:
         found = await _run(conn, _CERT_SCRIPT, certs)

@@ -23,7 +23,7 @@ HEADERS = {
     "units.yaml": "Further units given with --unit, and the files they read.",
 }
 ORDER = ("inventory.yaml", "etcd.yaml", "kubernetes.yaml", "units.yaml", "certificates.yaml")
-KIND_ORDER = ("Host", "File", "Unit", "HealthCheck", "EtcdTuning", "Certificate")
+KIND_ORDER = ("Host", "Directory", "File", "Unit", "HealthCheck", "EtcdTuning", "Certificate")
 
 
 class _Dumper(yaml.SafeDumper):

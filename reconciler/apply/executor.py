@@ -62,6 +62,26 @@ trap - EXIT HUP INT PIPE TERM
 sync -- "$dir"
 """
 
+# A directory with its mode and owner ($1 path, $2 mode, $3 owner:group): created (parents with 0755) unless
+# there, a symlink at the path replaced (never followed), anything else refused; mode and owner set through a
+# descriptor of the directory itself, so a name swapped meanwhile is not followed. Created 0700: never more open
+# than asked while its owner is set.
+DIRECTORY_SCRIPT = r"""
+set -eu
+path=$1; parent=$(dirname -- "$path")
+if [ "$(realpath -m -- "$parent")" != "$parent" ]; then echo "$parent goes through a symlink; not created" >&2; exit 4; fi
+(umask 022; mkdir -p -- "$parent")
+if [ -L "$path" ]; then rm -f -- "$path"; fi
+if [ -e "$path" ] && [ ! -d "$path" ]; then echo "$path is not a directory; reconciler does not replace it" >&2; exit 4; fi
+[ -d "$path" ] || mkdir -m 0700 -- "$path"
+exec 3<"$path"
+if [ ! -d /proc/self/fd/3 ] || [ "$(stat -c %d:%i -- "$path")" != "$(stat -L -c %d:%i /proc/self/fd/3)" ]; then
+  echo "$path was replaced" >&2; exit 4
+fi
+chown -- "$3" /proc/self/fd/3
+chmod -- "$2" /proc/self/fd/3
+"""
+
 # Mode and owner of a file whose content is right; never through a symlink (the plan rewrites those).
 ATTRS_SCRIPT = (
     'd=$(dirname -- "$3"); if [ "$(realpath -m -- "$d")" != "$d" ] || [ -L "$3" ] || [ ! -f "$3" ]; then '
@@ -143,6 +163,9 @@ def action_argv(action: Action, desired: DesiredHost, stamp: str) -> tuple[list[
             ],
             f.content,
         )
+    if action.kind is Kind.DIRECTORY:
+        d = desired.directories[action.target]
+        return (["sh", "-c", DIRECTORY_SCRIPT, "reconciler-dir", d.path, f"{d.mode:04o}", f"{d.owner}:{d.group}"], None)
     if action.kind is Kind.ATTRS:
         f = desired.files[action.target]
         return (["sh", "-c", ATTRS_SCRIPT, "reconciler-attrs", f"{f.owner}:{f.group}", f"{f.mode:04o}", f.path], None)

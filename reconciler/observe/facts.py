@@ -120,6 +120,7 @@ if [ ${#files[@]} -gt 0 ]; then
     elif [ -z "$kind" ]; then
       if [ -L "$f" ] || [ -e "$f" ]; then echo '@@ERR unreadable'; else echo '@@MISSING'; fi
     elif [ "$kind" = 'symbolic link' ]; then printf '@@LINK %s\n' "$(readlink -n -- "$f" | base64 -w0)"
+    elif [ "$kind" = directory ]; then read -r dmode downer dgroup _ <<< "$m"; printf '@@DIR %s %s %s\n' "$dmode" "$downer" "$dgroup"
     elif [ "$kind" != 'regular file' ] && [ "$kind" != 'regular empty file' ]; then printf '@@OTHER %s\n' "$kind"
     elif [ "${m##* }" != - ] && [ "${m##* }" = "${known[i]}" ]; then echo '@@SAME'
     else
@@ -354,6 +355,9 @@ def _file_fact(path: str, header: str, body: list[str], now: float | None, known
     if header.startswith("@@LINK "):
         target = base64.b64decode(header[7:], validate=True).decode("utf-8", errors="replace")
         return FileFact(path, True, kind="symbolic link", target=target)
+    if header.startswith("@@DIR "):
+        mode, owner, group = header[6:].split(" ")
+        return FileFact(path, True, int(mode, 8), owner, group, kind="directory")
     if header.startswith("@@OTHER "):
         return FileFact(path, True, kind=header[8:].strip()[:40] or "special file")
     if header.startswith("@@ERR"):
@@ -444,6 +448,7 @@ async def observe_host(conn: Connection, desired: DesiredHost, *, with_checks: b
     checks = desired.checks if with_checks else ()
     certs = [c.path for c in desired.certificates] if with_checks else []
     limits = {path: max(len(f.content), READ_LIMIT) for path, f in sorted(desired.files.items())}
+    limits.update({path: 0 for path in desired.directories})  # a directory's stat; a file there is not read
     previous, count = _LAST.get(conn, (None, 0))
     # belt and braces: whatever a pinned stamp could miss is seen within FULL_READ_EVERY observations
     known = None if count % FULL_READ_EVERY == FULL_READ_EVERY - 1 else previous
@@ -461,7 +466,9 @@ async def observe_host(conn: Connection, desired: DesiredHost, *, with_checks: b
     # Content the host has as desired is kept as the desired bytes (one copy in memory, not two).
     files = {
         path: replace(fact, content=desired.files[path].content)
-        if fact.content == desired.files[path].content and fact.content is not desired.files[path].content
+        if path in desired.files
+        and fact.content == desired.files[path].content
+        and fact.content is not desired.files[path].content
         else fact
         for path, fact in snapshot.files.items()
     }

@@ -10,6 +10,7 @@ from enum import Enum
 
 
 class Kind(str, Enum):
+    DIRECTORY = "directory"  # create a directory (and its parents), or fix its mode and owner
     WRITE = "write"  # atomic write of content, mode and owner
     ATTRS = "attrs"  # content right, mode/owner wrong
     DAEMON_RELOAD = "daemon-reload"
@@ -21,6 +22,7 @@ class Kind(str, Enum):
 
 
 SYMBOL = {
+    Kind.DIRECTORY: "+",
     Kind.WRITE: "~",
     Kind.ATTRS: "~",
     Kind.DAEMON_RELOAD: "*",
@@ -35,7 +37,7 @@ SYMBOL = {
 @dataclass(frozen=True)
 class Action:
     kind: Kind
-    target: str  # a path for WRITE/ATTRS, a unit name otherwise, "" for daemon-reload
+    target: str  # a path for DIRECTORY/WRITE/ATTRS, a unit name otherwise, "" for daemon-reload
     reason: str
     diff: str = ""  # unified diff (redacted for sensitive files)
     rollout: bool = False  # a RESTART that must go host by host, health-gated

@@ -56,6 +56,21 @@ def _format_only(desired: DesiredHost, path: str, old: bytes, new: bytes) -> lis
     return [u.name for u in readers]
 
 
+def _directory_actions(desired: DesiredHost, observed: HostSnapshot) -> list[Action]:
+    """Directories to create, or whose mode or owner to fix: parents before children."""
+    actions: list[Action] = []
+    for path, want in sorted(desired.directories.items()):
+        have = observed.files.get(path)
+        attrs = f"{want.mode:04o} {want.owner}:{want.group}"
+        if have is None or not have.exists:
+            actions.append(Action(Kind.DIRECTORY, path, f"create, {attrs} ({want.source})"))
+        elif have.kind != "directory":
+            actions.append(Action(Kind.DIRECTORY, path, f"{have.describe()}: want a directory ({want.source})"))
+        elif (have.mode, have.owner, have.group) != (want.mode, want.owner, want.group):
+            actions.append(Action(Kind.DIRECTORY, path, f"{have.mode:04o} {have.owner}:{have.group} -> {attrs}"))
+    return actions
+
+
 def _file_actions(desired: DesiredHost, observed: HostSnapshot) -> tuple[list[Action], set[str]]:
     """The writes and attribute fixes, and the paths whose writes change what a unit reads (a format-only write,
     which changes nothing a process sees, is not among them: it restarts nothing)."""
@@ -128,7 +143,7 @@ def plan_host(desired: DesiredHost, observed: HostSnapshot) -> Plan:
     file_actions, written = _file_actions(desired, observed)
     staged = _staged(desired, observed, written)
     staged_paths = {p for paths in staged.values() for p in paths}
-    actions = [a for a in file_actions if a.target not in staged_paths]
+    actions = _directory_actions(desired, observed) + [a for a in file_actions if a.target not in staged_paths]
     unit_paths = {u.path for u in desired.units}
     reload_reasons = sorted((written - staged_paths) & unit_paths)
     stale = sorted(

@@ -52,6 +52,15 @@ class DesiredFile:
 
 
 @dataclass(frozen=True)
+class DesiredDirectory:
+    path: str
+    mode: int
+    owner: str
+    group: str
+    source: str  # "Directory/etcd-data"
+
+
+@dataclass(frozen=True)
 class DesiredUnit:
     name: str  # systemd unit name, e.g. "etcd.service"
     spec_name: str  # metadata.name, e.g. "etcd"
@@ -94,6 +103,7 @@ class DesiredHost:
     units: tuple[DesiredUnit, ...] = ()
     checks: tuple[DesiredCheck, ...] = ()
     certificates: tuple[DesiredCert, ...] = ()  # reported (presence, days to expiry), never written
+    directories: dict[str, DesiredDirectory] = field(default_factory=dict)  # by path
 
     @property
     def name(self) -> str:

@@ -1,6 +1,7 @@
 """The spec documents as operators write them: one pydantic model per `kind`.
 
-Owns the shape and the per-field rules of `Host`, `File`, `Unit` and `HealthCheck` documents.
+Owns the shape and the per-field rules of every kind: `Host`, `File`, `Directory`, `Unit`, `HealthCheck`,
+`Certificate`, `EtcdTuning`.
 `spec.load` validates raw YAML against these models; nothing here knows about files, lines or hosts.
 """
 
@@ -121,6 +122,23 @@ class FileSpec(Strict):
         return self
 
 
+class DirectorySpec(Strict):
+    """A directory a host must have, with its mode and owner (created with its parents; never removed)."""
+
+    path: AbsPath
+    hosts: HostSelector = "all"
+    mode: Mode = "0755"
+    owner: Account = "root"
+    group: Account = "root"
+    special_bits: bool = False
+
+    @model_validator(mode="after")
+    def _bits(self) -> DirectorySpec:
+        if int(self.mode, 8) & 0o7000 and not self.special_bits:
+            raise ValueError(f"mode {self.mode} sets setuid, setgid or sticky bits; say so with 'specialBits: true'")
+        return self
+
+
 class Rollout(Strict):
     strategy: Literal["OneAtATime"] = "OneAtATime"
     health_check: Name
@@ -198,6 +216,7 @@ class EtcdTuningSpec(Strict):
 SPEC_MODELS: dict[str, type[Strict]] = {
     "Host": HostSpec,
     "File": FileSpec,
+    "Directory": DirectorySpec,
     "Unit": UnitSpec,
     "HealthCheck": HealthCheckSpec,
     "EtcdTuning": EtcdTuningSpec,

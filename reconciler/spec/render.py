@@ -20,6 +20,7 @@ from reconciler.spec.checks import check_hosts, check_references, component_issu
 from reconciler.spec.desired import (
     DesiredCert,
     DesiredCheck,
+    DesiredDirectory,
     DesiredFile,
     DesiredHost,
     DesiredState,
@@ -30,6 +31,7 @@ from reconciler.spec.desired import (
 from reconciler.spec.etcd_tuning import resolve_tuning, with_timings
 from reconciler.spec.model import (
     CertificateSpec,
+    DirectorySpec,
     Document,
     FileSpec,
     HealthCheckSpec,
@@ -270,7 +272,32 @@ def _render_host(
         units=tuple(units),
         checks=tuple(checks),
         certificates=tuple(certificates.values()),
+        directories=_directories(host, by_kind, paths.files, issues),
     )
+
+
+def _directories(
+    host: Document, by_kind: dict[str, dict[str, Document]], files: dict[str, DesiredFile], issues: list[SpecIssue]
+) -> dict[str, DesiredDirectory]:
+    out: dict[str, DesiredDirectory] = {}
+    for doc in by_kind["Directory"].values():
+        ds: DirectorySpec = doc.spec
+        if not selects(ds.hosts, host.metadata.labels):
+            continue
+        other = files.get(ds.path) or out.get(ds.path)
+        if other is not None:
+            issues.append(
+                SpecIssue(
+                    doc.file,
+                    doc.line_of("spec", "path"),
+                    "spec.path",
+                    f"{ds.path} on host {host.metadata.name!r} is also {other.source}",
+                )
+            )
+            continue
+        source = f"Directory/{doc.metadata.name}"
+        out[ds.path] = DesiredDirectory(ds.path, int(ds.mode, 8), ds.owner, ds.group, source)
+    return out
 
 
 _HOSTNAME = re.compile(r"[A-Za-z0-9.:-]{1,253}|\[[0-9A-Fa-f:.]{2,45}\]")

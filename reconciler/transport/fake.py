@@ -126,6 +126,7 @@ class SimHost:
     def __init__(self, name: str):
         self.name = name
         self.files: dict[str, SimFile] = {}
+        self.dirs: dict[str, tuple[int, str, str]] = {}  # path -> (mode, owner, group); parents are implied
         self.units: dict[str, SimUnit] = {}
         self.commands = 0  # commands answered (one per SSH exec session)
         self.restarted: list[tuple[float, str]] = []  # (monotonic time, unit) of every `systemctl restart`
@@ -140,6 +141,13 @@ class SimHost:
             return self._write(argv[4:13], stdin)
         if argv[:2] == ["sh", "-c"] and len(argv) == 7 and argv[3] == "reconciler-attrs":
             return self._attrs(argv[4], argv[5], argv[6])
+        if argv[:2] == ["sh", "-c"] and len(argv) == 7 and argv[3] == "reconciler-dir":
+            path, mode, owner_group = argv[4:7]
+            if path in self.files:
+                return 4, b"", f"{path} is not a directory; reconciler does not replace it\n".encode()
+            owner, group = owner_group.split(":", 1)
+            self.dirs[path] = (int(mode, 8), owner, group)
+            return 0, b"", b""
         if argv[:1] == ["systemctl"]:
             return self._systemctl(argv[1:])
         return 127, b"", f"fake host: not emulated: {argv[:1]}\n".encode()
@@ -156,7 +164,10 @@ class SimHost:
                 path, limit, known = args[i + 1], int(args[i + 2]), args[i + 3]
                 out.append(f"@@F {path}")
                 f = self.files.get(path)
-                if f is None:
+                if path in self.dirs:
+                    mode, owner, group = self.dirs[path]
+                    out.append(f"@@DIR {mode:o} {owner} {group}")
+                elif f is None:
                     out.append("@@MISSING")
                 elif f.stamp == known:
                     out.append("@@SAME")

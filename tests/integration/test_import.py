@@ -94,6 +94,9 @@ def test_units_files_certificates_checks_and_tuning_are_described(imported: Path
     assert not any("PRIVATE KEY" in f.read_text() for f in imported.glob("*.yaml"))
     tuning = next(x for x in docs if x["kind"] == "EtcdTuning")["spec"]
     assert tuning == {"unit": "etcd", "file": "etcd-conf"}
+    dirs = {x["spec"]["path"]: x["spec"] for x in docs if x["kind"] == "Directory"}
+    assert set(dirs) == {"/var/lib/etcd", "/var/lib/etcd/default.etcd"}  # etcd's WorkingDirectory= and data dir
+    assert dirs["/var/lib/etcd/default.etcd"]["mode"] == "0700"  # as etcd made it
 
 
 def test_a_real_edit_restarts_its_reader_and_a_format_only_edit_restarts_nothing(
@@ -103,9 +106,18 @@ def test_a_real_edit_restarts_its_reader_and_a_format_only_edit_restarts_nothing
     shutil.copytree(imported, specs)
     kube = specs / "kubernetes.yaml"
     kube.write_text(kube.read_text().replace("--event-ttl=1h", "--event-ttl=2h"))
+    (specs / "logs.yaml").write_text(
+        "apiVersion: reconciler/v1\nkind: Directory\nmetadata: {name: kube-logs}\n"
+        "spec: {path: /var/log/kubernetes/audit, mode: '0750', group: adm}\n"
+    )
     result = reconciler("apply", str(specs))
     assert result.code == 0, result.out + result.err
     assert sorted(restarts(result.out)) == [(h, "kube-apiserver.service") for h in ("master-1", "master-2", "master-3")]
+    for h in hand_built.hosts:  # a directory the seed makes by hand: created with its parent, restarting nothing
+        assert h.ssh("stat -c %F:%a:%U:%G /var/log/kubernetes/audit /var/log/kubernetes").stdout.split() == [
+            "directory:750:root:adm",
+            "directory:755:root:root",
+        ]
 
     etcd_pids = [h.ssh("systemctl show -p MainPID --value etcd").stdout.strip() for h in hand_built.hosts]
     etcd = specs / "etcd.yaml"
