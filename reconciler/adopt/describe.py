@@ -309,8 +309,6 @@ def _unit_spec(ctx: _Context, host: str, u: FoundUnit) -> dict[str, Any] | None:
         if frag is not None:
             ctx.out.problems.append(f"{host}: unit {u.name}: {u.fragment_path} {frag.why()}")
         return None
-    for d in u.drop_ins:
-        ctx.out.problems.append(f"{host}: unit {u.name} has drop-in {d}; import does not describe drop-ins yet")
     text = _text(frag, host, ctx.out.problems)
     if text is None:
         return None

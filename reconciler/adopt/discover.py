@@ -296,14 +296,17 @@ async def discover(conn: Connection, name: str, extra_units: tuple[str, ...] = (
     text = await _run(conn, _LIST_SCRIPT, [_UNIT_FIELDS, CERT_DIR, *wanted])
     units_text, _, certs_text = text.partition("@@CERTS\n")
     host.units = {n: u for n, u in parse_units(units_text).items() if n in wanted and u.present}
-    fragments = _valid_paths((u.fragment_path for u in host.units.values()), host, "unit file")
-    canonical = (await _run(conn, _CANONICAL_SCRIPT, fragments)).split("\n")[: len(fragments)] if fragments else []
-    for path, real in zip(fragments, canonical, strict=False):
-        seen = next(u for u in host.units.values() if u.fragment_path == path)
-        if real != path and _valid_paths([real], host, "unit file"):
-            host.units[seen.name] = replace(seen, fragment_path=real)
-    unit_paths = [u.fragment_path for u in host.units.values()] + [p for u in host.units.values() for p in u.drop_ins]
-    await _read(conn, host, _valid_paths(unit_paths, host, "unit file"))
+    paths = [u.fragment_path for u in host.units.values()] + [p for u in host.units.values() for p in u.drop_ins]
+    paths = _valid_paths(paths, host, "unit file")
+    answer = (await _run(conn, _CANONICAL_SCRIPT, paths)).split("\n")[: len(paths)] if paths else []
+    real = {p: r for p, r in zip(paths, answer, strict=False) if r == p or _valid_paths([r], host, "unit file")}
+    for name, u in list(host.units.items()):
+        host.units[name] = replace(
+            u,
+            fragment_path=real.get(u.fragment_path, u.fragment_path),
+            drop_ins=tuple(real.get(p, p) for p in u.drop_ins),
+        )
+    await _read(conn, host, [real.get(p, p) for p in paths])
     env_paths: dict[str, list[str]] = {}
     for u in host.units.values():
         unit = host.files.get(u.fragment_path)
@@ -327,7 +330,7 @@ async def discover(conn: Connection, name: str, extra_units: tuple[str, ...] = (
         mine, certs = referenced(svc)
         configs.update(mine)
         cert_paths += certs
-        host.reads[u.name] = tuple(dict.fromkeys(env_paths.get(u.name, []) + list(mine)))
+        host.reads[u.name] = tuple(dict.fromkeys(list(u.drop_ins) + env_paths.get(u.name, []) + list(mine)))
     host.sensitive = {p for p, secret in configs.items() if secret}
     dirs = {d for ds in host.directories.values() for d in ds}
     wanted_paths = [p for p in list(configs) + sorted(dirs) if p not in host.files]

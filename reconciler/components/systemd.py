@@ -241,6 +241,23 @@ def _origin(word: str, env: dict[str, Setting], path: str, line: int) -> tuple[s
     return path, line, ""
 
 
+UNIT_DIRS = (
+    "/etc/systemd/system",
+    "/run/systemd/system",
+    "/usr/local/lib/systemd/system",
+    "/usr/lib/systemd/system",
+    "/lib/systemd/system",
+)
+
+
+def is_drop_in(path: str, unit: str) -> bool:
+    """Whether `path` is a drop-in of `unit` (`<unit directory>/<unit>.d/<name>.conf`), which systemd reads as
+    part of the unit: its change needs a daemon-reload like the unit file's."""
+    directory, _, name = path.rpartition("/")
+    parent, _, own = directory.rpartition("/")
+    return own == f"{unit}.d" and parent in UNIT_DIRS and name.endswith(".conf")
+
+
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _NEWLINE, _SPACE, _NEED_ESCAPE = "\n\r", " \t\n\r", '"\\`$'
 

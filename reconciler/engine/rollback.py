@@ -131,7 +131,7 @@ async def roll_back(
         await restore(conn, host.name, path, applied.backups[path])
     # reset-failed: the failed start (and systemd's own Restart= attempts) must not leave the unit past its
     # StartLimitBurst, or systemd would refuse the very restart that puts the old config back.
-    steps = ([["systemctl", "daemon-reload"]] if unit.path in written else []) + [
+    steps = ([["systemctl", "daemon-reload"]] if set(unit.unit_files) & set(written) else []) + [
         ["systemctl", "reset-failed", "--", unit.name],
         ["systemctl", "restart", "--", unit.name],
     ]

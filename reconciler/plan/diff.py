@@ -45,7 +45,7 @@ def _format_only(desired: DesiredHost, path: str, old: bytes, new: bytes) -> lis
     same unit, or the same environment from it as an EnvironmentFile=); [] when one would, or none reads it."""
     readers = [u for u in desired.units if path in u.restart_on]
     for unit in readers:
-        if path == unit.path:
+        if path in unit.unit_files:
             if not same_unit(old, new):
                 return []
             continue
@@ -144,7 +144,7 @@ def plan_host(desired: DesiredHost, observed: HostSnapshot) -> Plan:
     staged = _staged(desired, observed, written)
     staged_paths = {p for paths in staged.values() for p in paths}
     actions = _directory_actions(desired, observed) + [a for a in file_actions if a.target not in staged_paths]
-    unit_paths = {u.path for u in desired.units}
+    unit_paths = {p for u in desired.units for p in u.unit_files}
     reload_reasons = sorted((written - staged_paths) & unit_paths)
     stale = sorted(
         u.name for u in desired.units if observed.units.get(u.name) and observed.units[u.name].need_daemon_reload
@@ -203,7 +203,9 @@ def plan_host(desired: DesiredHost, observed: HostSnapshot) -> Plan:
             continue
         mine = staged.get(unit.name, [])
         group = [replace(a, rollout=True) for a in file_actions if a.target in mine]
-        if unit.path in mine:
-            group.append(Action(Kind.DAEMON_RELOAD, "", f"unit file changed: {unit.path}", rollout=True))
+        changed_units = [p for p in unit.unit_files if p in mine]
+        if changed_units:
+            why = "unit file changed: " + ", ".join(changed_units)
+            group.append(Action(Kind.DAEMON_RELOAD, "", why, rollout=True))
         rollouts.extend([*group, restart])
     return Plan(desired.name, tuple(actions + stops + starts + restarts + rollouts))

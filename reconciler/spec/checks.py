@@ -11,6 +11,7 @@ import posixpath
 from pathlib import Path
 
 from reconciler.components.check import problems as component_problems
+from reconciler.components.systemd import UNIT_DIRS
 from reconciler.errors import SpecIssue
 from reconciler.spec.desired import DesiredHost
 from reconciler.spec.limits import MAX_DESIRED_ITEMS, MAX_HOSTS, UNIT_NAME_MAX
@@ -55,13 +56,6 @@ def check_hosts(hosts: list[Document], issues: list[SpecIssue]) -> None:
 
 
 # Where systemd loads system units from (systemd.unit(5)); Debian's /lib is /usr/lib on merged-/usr systems.
-UNIT_DIRS = (
-    "/etc/systemd/system",
-    "/run/systemd/system",
-    "/usr/local/lib/systemd/system",
-    "/usr/lib/systemd/system",
-    "/lib/systemd/system",
-)
 
 
 def _check_unit(doc: Document, issues: list[SpecIssue]) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from reconciler.components.etcd import MAX_ELECTION_MS
+from reconciler.components.systemd import is_drop_in
 
 
 @dataclass(frozen=True)
@@ -71,6 +72,11 @@ class DesiredUnit:
     rollout_check: str | None = None  # HealthCheck name gating one-at-a-time restarts
     rollout_timeout: float = 120.0
     rollback: bool = True  # restore the previous config when a restart onto new config fails
+
+    @property
+    def unit_files(self) -> tuple[str, ...]:
+        """The unit file and the drop-ins among its files: what systemd must reload when they change."""
+        return (self.path, *(p for p in self.restart_on if is_drop_in(p, self.name)))
 
 
 @dataclass(frozen=True)

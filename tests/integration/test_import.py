@@ -19,10 +19,21 @@ from .handbuilt import HAND_BUILT_DIFFERENCES, KUBE_UNIT_DIR, TOKEN_CSV, build_b
 pytestmark = pytest.mark.testbed
 
 
+DROP_IN = "/etc/systemd/system/kube-scheduler.service.d/10-limits.conf"
+DROP_IN_YAML = "    [Service]\n    LimitNOFILE=65536\n"  # its content as import writes it
+
+
 @pytest.fixture(scope="module")
 def hand_built(converged: Testbed) -> Iterator[Testbed]:
     build_by_hand(converged)
+    for h in converged.hosts:  # and, as people do, a drop-in
+        h.ssh(
+            f"mkdir -p {DROP_IN.rsplit('/', 1)[0]} && printf '[Service]\\nLimitNOFILE=65536\\n' > {DROP_IN} && "
+            "systemctl daemon-reload && systemctl restart kube-scheduler"
+        )
     yield converged
+    for h in converged.hosts:
+        h.ssh(f"rm -rf {DROP_IN.rsplit('/', 1)[0]} && systemctl daemon-reload")
     result = reconciler("apply", str(SPECS))  # the testbed as the bundled specs have it, for the tests after these
     assert result.code == 0, result.out + result.err
 
@@ -83,6 +94,9 @@ def test_units_files_certificates_checks_and_tuning_are_described(imported: Path
     assert "path" not in units["etcd"]  # /etc/systemd/system/etcd.service, the default
     assert units["etcd"]["rollout"]["healthCheck"] == "etcd"
     assert "kubernetes-token-csv" in units["kube-apiserver"]["restartOn"]  # a flag's file restarts its reader
+    drop_in = next(x for x in docs if x["kind"] == "File" and x["spec"]["path"] == DROP_IN)
+    assert drop_in["spec"]["content"] == "[Service]\nLimitNOFILE=65536\n"
+    assert drop_in["metadata"]["name"] in units["kube-scheduler"]["restartOn"]
     token = next(x for x in docs if x["kind"] == "File" and x["spec"]["path"] == "/etc/kubernetes/token.csv")
     assert token["spec"]["sensitive"] is True and "mode" not in token["spec"]  # 0600, the sensitive default
     assert (imported / "kubernetes.yaml").stat().st_mode & 0o077 == 0  # it holds the token: its owner's only
@@ -105,14 +119,25 @@ def test_a_real_edit_restarts_its_reader_and_a_format_only_edit_restarts_nothing
     specs = tmp_path / "specs"
     shutil.copytree(imported, specs)
     kube = specs / "kubernetes.yaml"
-    kube.write_text(kube.read_text().replace("--event-ttl=1h", "--event-ttl=2h"))
+    kube.write_text(
+        kube.read_text()
+        .replace("--event-ttl=1h", "--event-ttl=2h")
+        .replace(DROP_IN_YAML, DROP_IN_YAML.replace("65536", "4096"))
+    )
     (specs / "logs.yaml").write_text(
         "apiVersion: reconciler/v1\nkind: Directory\nmetadata: {name: kube-logs}\n"
         "spec: {path: /var/log/kubernetes/audit, mode: '0750', group: adm}\n"
     )
     result = reconciler("apply", str(specs))
     assert result.code == 0, result.out + result.err
-    assert sorted(restarts(result.out)) == [(h, "kube-apiserver.service") for h in ("master-1", "master-2", "master-3")]
+    assert sorted(restarts(result.out)) == [
+        (h, u)
+        for h in ("master-1", "master-2", "master-3")
+        for u in ("kube-apiserver.service", "kube-scheduler.service")
+    ]
+    assert result.out.count("daemon-reload: unit file changed: " + DROP_IN) == 3  # a drop-in is part of its unit
+    for h in hand_built.hosts:
+        assert h.ssh("systemctl show -p LimitNOFILE --value kube-scheduler").stdout.strip() == "4096"
     for h in hand_built.hosts:  # a directory the seed makes by hand: created with its parent, restarting nothing
         assert h.ssh("stat -c %F:%a:%U:%G /var/log/kubernetes/audit /var/log/kubernetes").stdout.split() == [
             "directory:750:root:adm",

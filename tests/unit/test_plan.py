@@ -163,3 +163,40 @@ def test_stopped_unit_is_started_not_restarted() -> None:
         (Kind.WRITE, "/etc/kubernetes/scheduler"),
         (Kind.START, "kube-scheduler.service"),
     ]
+
+
+DROP_IN = "/etc/systemd/system/kube-scheduler.service.d/10-limits.conf"
+
+
+def with_drop_in(host: DesiredHost, etcd: bool = False) -> DesiredHost:
+    """The host with a drop-in File for kube-scheduler (or etcd, a rollout unit) in its unit's restartOn."""
+    unit = "etcd.service" if etcd else "kube-scheduler.service"
+    path = DROP_IN.replace("kube-scheduler.service", unit)
+    content = b"[Service]\nLimitNOFILE=65536\n"
+    files = {**host.files, path: replace(next(iter(host.files.values())), path=path, content=content)}
+    units = tuple(replace(u, restart_on=(*u.restart_on, path)) if u.name == unit else u for u in host.units)
+    return replace(host, files=files, units=units)
+
+
+def test_a_drop_in_change_reloads_systemd_before_restarting_its_unit() -> None:
+    host = with_drop_in(desired())
+    snap = edit(converged(host), DROP_IN, b"[Service]\nLimitNOFILE=1024\n")
+    assert [(a.kind, a.target) for a in plan_host(host, snap).actions] == [
+        (Kind.WRITE, DROP_IN),
+        (Kind.DAEMON_RELOAD, ""),
+        (Kind.RESTART, "kube-scheduler.service"),
+    ]
+    comment = edit(converged(host), DROP_IN, b"# limits\n[Service]\nLimitNOFILE=65536\n", mtime=STARTED - 5)
+    actions = plan_host(host, comment).actions
+    assert [a.kind for a in actions] == [Kind.WRITE] and "format only" in actions[0].reason
+
+
+def test_a_rollout_units_drop_in_is_reloaded_in_its_turn() -> None:
+    host = with_drop_in(desired(), etcd=True)
+    path = DROP_IN.replace("kube-scheduler.service", "etcd.service")
+    actions = plan_host(host, edit(converged(host), path, b"[Service]\nLimitNOFILE=1\n")).actions
+    assert [(a.kind, a.target, a.rollout) for a in actions] == [
+        (Kind.WRITE, path, True),
+        (Kind.DAEMON_RELOAD, "", True),
+        (Kind.RESTART, "etcd.service", True),
+    ]
