@@ -15,7 +15,8 @@ from typing import Any
 
 from reconciler.adopt.discover import FoundFile, FoundHost, FoundUnit, etcd_options
 from reconciler.adopt.templating import literal, template_for
-from reconciler.components import etcd, kube
+from reconciler.components import kube
+from reconciler.components.etcd import ELECTION_KEY, HEARTBEAT_KEY, MIN_ELECTION_FACTOR
 from reconciler.components.systemd import Service
 from reconciler.spec.etcd_tuning import content_timings
 from reconciler.spec.model import NAME_RE, unit_name
@@ -77,13 +78,16 @@ class _Grouper:
         self.labels_needed: set[str] = set()  # hosts that need their `host: NAME` label
 
     def selector(self, names: list[str], members: set[str], etcd: bool = False) -> Any:
-        if etcd and set(names) == members:
+        """A selector for exactly these hosts by the labels they will have (`_labels`), or None."""
+        labels = _labels(list(self.hosts.values()), members, set())
+        role_everywhere = all(lb.get(ROLE[0]) == ROLE[1] for lb in labels.values())
+        # the member label selects exactly the members only if no other host already carries it
+        member_label = {h for h, lb in labels.items() if lb.get(MEMBER[0]) == MEMBER[1]} == members
+        if etcd and set(names) == members and member_label:
             return {"matchLabels": {MEMBER[0]: MEMBER[1]}}
-        if set(names) == set(self.hosts) and all(h.labels.get(ROLE[0]) == ROLE[1] for h in self.hosts.values()):
-            return {"matchLabels": {ROLE[0]: ROLE[1]}}
         if set(names) == set(self.hosts):
-            return "all"
-        if set(names) == members and members:
+            return {"matchLabels": {ROLE[0]: ROLE[1]}} if role_everywhere else "all"
+        if set(names) == members and members and member_label:
             return {"matchLabels": {MEMBER[0]: MEMBER[1]}}
         return None
 
@@ -228,6 +232,7 @@ def _files(ctx: _Context) -> dict[str, list[str]]:
         for unit, paths in f.reads.items():
             for p in paths:
                 readers.setdefault(p, unit)
+    used: set[str] = set()  # File names taken (two paths may look alike: /etc/a/config, /srv/a/config)
     for path in sorted(set(readers) - unit_files):
         per_host: dict[str, dict[str, Any]] = {}
         for host, f in ctx.found.items():
@@ -238,13 +243,21 @@ def _files(ctx: _Context) -> dict[str, list[str]]:
                 if got.state != "missing":  # a missing env file is a unit's optional one ("-/path"): nothing
                     ctx.out.problems.append(f"{host}: {path} {got.why()}")
                 continue
+            if path in f.sensitive and got.mode & 0o077:
+                ctx.out.problems.append(
+                    f"{host}: {path} holds secrets but its mode is {got.mode:04o}: make it owner-only (chmod 600)"
+                )
+                continue
             text = _text(got, host, ctx.out.problems)
             if text is not None:
                 per_host[host] = {**_file_spec(got, path in f.sensitive), "content": text}
         if not per_host:
             continue
         etcd = readers[path] == "etcd.service"
-        for name, spec, why, _ in ctx.grouper.group(file_doc_name(path), per_host, "content", ctx.members, etcd=etcd):
+        base = file_doc_name(path)
+        base = next(n for n in (base, *(f"{base[:59]}-{i}" for i in range(2, 10000))) if n not in used)
+        for name, spec, why, _ in ctx.grouper.group(base, per_host, "content", ctx.members, etcd=etcd):
+            used.add(name)
             file_names.setdefault(path, []).append(name)
             ctx.out.add(_component_file(readers[path]), Doc("File", name, spec, why))
     return file_names
@@ -263,8 +276,9 @@ def _directories(ctx: _Context) -> None:
             got = f.files.get(path)
             if got is None or got.state == "missing":
                 continue
-            if got.state != "dir" or got.mode < 0:
-                ctx.out.problems.append(f"{host}: {path} {got.why()}, not a directory")
+            if got.state != "dir":
+                why = "is a regular file, not a directory" if got.ok else got.why()
+                ctx.out.problems.append(f"{host}: {path} {why}")
                 continue
             spec: dict[str, Any] = {"path": path}
             if got.mode != 0o755:
@@ -338,6 +352,9 @@ def _units(ctx: _Context, file_names: dict[str, list[str]], check_names: dict[st
             units.setdefault(u.name, {})[host] = spec
     for unit, per_host in sorted(units.items()):
         base = doc_name(unit.removesuffix(".service")) if unit.endswith(".service") else doc_name(unit)
+        if unit_name(base) != unit:
+            ctx.out.problems.append(f"unit {unit}: a Unit document cannot name it (names are [a-z0-9.-])")
+            continue
         docs = ctx.grouper.group(base, per_host, "content", ctx.members, switch=True, etcd=unit == "etcd.service")
         if len(docs) > 1:  # a Unit document's name is the unit's: one document must serve every host
             ctx.out.problems.append(
@@ -421,9 +438,12 @@ def _tuning(out: Adoption, file_names: dict[str, list[str]], found: Mapping[str,
     elif found and any("etcd.service" in f.units for f in found.values()):
         out.notes.append(
             "no EtcdTuning document: the etcd members' env file is not one document with literal "
-            f"{etcd.env_name('heartbeat-interval')}= and {etcd.env_name('election-timeout')}= lines"
+            f"{HEARTBEAT_KEY}=<ms> and {ELECTION_KEY}=<ms> lines that etcd accepts (election >= 5 x heartbeat)"
         )
 
 
 def _holds_timings(content: str) -> bool:
-    return len(content_timings(content)) == 2
+    """Both timings as literal lines, with values etcd (and the loader) accept."""
+    timings = content_timings(content)
+    heartbeat, election = timings.get(HEARTBEAT_KEY, 0), timings.get(ELECTION_KEY, 0)
+    return heartbeat > 0 and election >= MIN_ELECTION_FACTOR * heartbeat

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Iterable
+import posixpath
+import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 
 from reconciler.components.systemd import Service, service, unit_directives
 from reconciler.errors import TransientHostError
-from reconciler.spec.model import PATH_RE
+from reconciler.spec.model import is_spec_path
 from reconciler.transport.base import Connection
 
 SEED_UNITS = ("etcd.service", "kube-apiserver.service", "kube-controller-manager.service", "kube-scheduler.service")
@@ -64,25 +66,30 @@ for f in "$dir"/*.pem "$dir"/*.crt; do
 done | head -n 256
 """
 
-# One line per path: "@@F <path> <state> [size mode owner group]", then for a regular file its first
-# MAX_FILE + 1 bytes in base64 on one line. Never through a symlink (the path's or a directory's).
+# One line per path asked, in order: "@@F <path> <state>", for a regular file or a directory followed by
+# "<size> <mode> <base64 owner> <base64 group>" (names may hold anything: NSS), and for a regular file then its
+# first MAX_FILE + 1 bytes in base64 on one line. Never through a symlink (the path's or a directory's).
 _READ_SCRIPT = r"""
 for p in "$@"; do
   d=$(dirname -- "$p")
   if [ "$(realpath -m -- "$d")" != "$d" ]; then echo "@@F $p dirlink"; continue; fi
   if [ -L "$p" ]; then echo "@@F $p link"; continue; fi
   if [ ! -e "$p" ]; then echo "@@F $p missing"; continue; fi
-  if [ -d "$p" ]; then echo "@@F $p dir $(stat -c '0 %a %U %G' -- "$p")"; continue; fi
-  if [ ! -f "$p" ]; then echo "@@F $p notfile"; continue; fi
-  echo "@@F $p file $(stat -c '%s %a %U %G' -- "$p")"
-  dd if="$p" iflag=nofollow bs=65536 count=@BLOCKS@ status=none | head -c @LIMIT@ | base64 -w0; echo
+  if [ -d "$p" ]; then kind=dir; elif [ -f "$p" ]; then kind=file; else echo "@@F $p notfile"; continue; fi
+  if ! st=$(stat -c '%s %a' -- "$p") || ! u=$(stat -c %U -- "$p") || ! g=$(stat -c %G -- "$p"); then
+    echo "@@F $p unreadable"; continue
+  fi
+  echo "@@F $p $kind $st $(printf %s "$u" | base64 -w0) $(printf %s "$g" | base64 -w0)"
+  if [ "$kind" = file ]; then
+    dd if="$p" iflag=nofollow bs=65536 count=@BLOCKS@ status=none | head -c @LIMIT@ | base64 -w0; echo
+  fi
 done
 """.replace("@BLOCKS@", str(MAX_FILE // 65536 + 1)).replace("@LIMIT@", str(MAX_FILE + 1))
 
 # Each unit file's path with its directory as the kernel resolves it: systemd may report a unit under a
 # directory that is a link (Debian's merged /usr: /lib -> usr/lib); a spec names where the file really is.
 _CANONICAL_SCRIPT = r"""
-for p in "$@"; do printf '%s\n' "$(realpath -e -- "$(dirname -- "$p")")/$(basename -- "$p")"; done
+for p in "$@"; do printf '%s/%s\0' "$(realpath -e -- "$(dirname -- "$p")")" "$(basename -- "$p")"; done
 """
 
 # Whether each path holds a certificate: its first line, read without following a link (a key's first line
@@ -152,73 +159,75 @@ class FoundHost:
         return {p: f.content.decode("utf-8", "replace") for p, f in self.files.items() if f.ok}
 
 
-def parse_units(text: str) -> dict[str, FoundUnit]:
-    units: dict[str, FoundUnit] = {}
+def parse_units(text: str) -> list[FoundUnit]:
+    """`systemctl show` of several units: one FoundUnit per block, in the order asked."""
+    units: list[FoundUnit] = []
     for block in text.strip().split("\n\n"):
         props = dict(line.split("=", 1) for line in block.splitlines() if "=" in line)
-        if "Id" not in props:
-            continue
         drop_ins = tuple(p for p in props.get("DropInPaths", "").split() if p)
-        units[props["Id"]] = FoundUnit(
-            props["Id"],
-            props.get("LoadState", ""),
-            props.get("ActiveState", ""),
-            props.get("UnitFileState", ""),
-            props.get("FragmentPath", ""),
-            drop_ins,
+        units.append(
+            FoundUnit(
+                props.get("Id", ""),
+                props.get("LoadState", ""),
+                props.get("ActiveState", ""),
+                props.get("UnitFileState", ""),
+                props.get("FragmentPath", ""),
+                drop_ins,
+            )
         )
     return units
 
 
-def parse_reads(text: str) -> dict[str, FoundFile]:
-    """The read script's output: one FoundFile per path it answered for."""
+_ACCOUNT = re.compile(r"[a-z_][a-z0-9_.-]{0,30}\$?")
+
+
+def parse_reads(text: str, asked: Sequence[str]) -> dict[str, FoundFile]:
+    """The read script's answers, taken strictly in the order the paths were asked: an answer for another path,
+    or out of step, makes it and every later path unreadable (a host cannot give one path another's content)."""
     found: dict[str, FoundFile] = {}
     lines = text.split("\n")
     i = 0
-    while i < len(lines):
-        line = lines[i]
+    for n, path in enumerate(asked):
+        words = lines[i].split(" ") if i < len(lines) else []
         i += 1
-        if not line.startswith("@@F "):
+        if len(words) < 3 or words[:2] != ["@@F", path]:
+            found.update({p: FoundFile(p, "answered out of order") for p in asked[n:]})
+            break
+        state = words[2]
+        if state not in ("file", "dir"):
+            found[path] = FoundFile(path, state if len(words) == 3 else "unreadable")
             continue
-        words = line.split(" ")
-        if len(words) < 3:
-            continue
-        path, state = words[1], words[2]
-        if state == "dir" and len(words) == 7:
-            found[path] = FoundFile(path, "dir", b"", _octal(words[4]), words[5], words[6])
-            continue
-        if state != "file":
-            found[path] = FoundFile(path, state)
-            continue
-        if len(words) != 7 or i >= len(lines):
-            found[path] = FoundFile(path, "unreadable stat output")
-            continue
-        try:
-            content = base64.b64decode(lines[i], validate=True)
-            mode = int(words[4], 8)
-        except (binascii.Error, ValueError):
-            found[path] = FoundFile(path, "unreadable content")
-            continue
-        finally:
-            i += 1
-        if len(content) > MAX_FILE:
-            found[path] = FoundFile(path, "large")
-            continue
-        found[path] = FoundFile(path, "file", content, mode, words[5], words[6])
+        body = lines[i] if state == "file" and i < len(lines) else ""
+        i += state == "file"
+        found[path] = _read_answer(path, state, words[3:], body)
     return found
 
 
-def _octal(text: str) -> int:
+def _read_answer(path: str, state: str, fields: list[str], body: str) -> FoundFile:
+    if len(fields) != 4:
+        return FoundFile(path, "unreadable stat output")
     try:
-        return int(text, 8)
-    except ValueError:
-        return -1
+        size, mode = int(fields[0]), int(fields[1], 8)
+        owner, group = (base64.b64decode(f, validate=True).decode() for f in fields[2:])
+        content = base64.b64decode(body, validate=True)
+    except (binascii.Error, ValueError):
+        return FoundFile(path, "unreadable answer")
+    if not (_ACCOUNT.fullmatch(owner) and _ACCOUNT.fullmatch(group)):
+        return FoundFile(path, "owned by a user or group whose name a spec cannot hold")
+    if len(content) > MAX_FILE or size > MAX_FILE:
+        return FoundFile(path, "large")
+    return FoundFile(path, state, content, mode, owner, group)
+
+
+def _canonical_ok(path: str, real: str, host: FoundHost) -> bool:
+    """A resolved unit file path is believed only as the same file name in a directory a spec can name."""
+    return posixpath.basename(real) == posixpath.basename(path) and bool(_valid_paths([real], host, "unit file"))
 
 
 def _valid_paths(paths: Iterable[str], host: FoundHost, why: str) -> list[str]:
     out: list[str] = []
     for p in dict.fromkeys(paths):
-        if PATH_RE.fullmatch(p) and "/../" not in p + "/" and "/./" not in p + "/" and "//" not in p:
+        if is_spec_path(p):
             out.append(p)
         else:
             host.problems.append(f"{why} {p[:200]!r} is not a path a spec can name; not imported")
@@ -237,7 +246,7 @@ async def _run(conn: Connection, script: str, args: list[str], max_output: int =
 async def _read(conn: Connection, host: FoundHost, paths: list[str]) -> None:
     if paths:
         text = await _run(conn, _READ_SCRIPT, paths, max_output=len(paths) * (MAX_FILE * 4 // 3 + 4096))
-        host.files.update(parse_reads(text))
+        host.files.update(parse_reads(text, paths))
 
 
 def environment_files(unit_text: str, drop_ins: list[str]) -> list[str]:
@@ -275,9 +284,11 @@ def work_directories(unit_text: str, svc: Service) -> tuple[str, ...]:
 
 
 def referenced(svc: Service) -> tuple[dict[str, bool], list[str]]:
-    """Config files (path -> sensitive) and certificates the service's flags and etcd options name."""
+    """Config files (path -> sensitive) and certificates the service's flags and etcd options name. A config file
+    in a directory that holds one of the service's keys is sensitive too (whatever sits beside keys is)."""
     configs: dict[str, bool] = {}
     certs: list[str] = []
+    key_dirs: set[str] = set()
     options = etcd_options(svc) if svc.program == "etcd" else {k: s.value for k, s in svc.flags().items()}
     for name, value in options.items():
         if not value.startswith("/"):
@@ -286,7 +297,9 @@ def referenced(svc: Service) -> tuple[dict[str, bool], list[str]]:
             configs[value] = CONFIG_FLAGS[name]
         elif name in CERT_FLAGS:
             certs.append(value)
-    return configs, certs
+        elif "key" in name:
+            key_dirs.add(value.rsplit("/", 1)[0])
+    return {p: secret or p.rsplit("/", 1)[0] in key_dirs for p, secret in configs.items()}, certs
 
 
 async def discover(conn: Connection, name: str, extra_units: tuple[str, ...] = ()) -> FoundHost:
@@ -295,11 +308,18 @@ async def discover(conn: Connection, name: str, extra_units: tuple[str, ...] = (
     wanted = list(dict.fromkeys(SEED_UNITS + extra_units))
     text = await _run(conn, _LIST_SCRIPT, [_UNIT_FIELDS, CERT_DIR, *wanted])
     units_text, _, certs_text = text.partition("@@CERTS\n")
-    host.units = {n: u for n, u in parse_units(units_text).items() if n in wanted and u.present}
+    for asked, u in zip(wanted, parse_units(units_text), strict=False):
+        if u.name != asked and u.present:  # an alias: systemd answers with the unit's own name
+            host.problems.append(f"{asked} is another name for {u.name}; import it by its own name (--unit {u.name})")
+        elif u.name == asked and u.present:
+            host.units[asked] = u
     paths = [u.fragment_path for u in host.units.values()] + [p for u in host.units.values() for p in u.drop_ins]
     paths = _valid_paths(paths, host, "unit file")
-    answer = (await _run(conn, _CANONICAL_SCRIPT, paths)).split("\n")[: len(paths)] if paths else []
-    real = {p: r for p, r in zip(paths, answer, strict=False) if r == p or _valid_paths([r], host, "unit file")}
+    answer = (await _run(conn, _CANONICAL_SCRIPT, paths)).split("\0") if paths else [""]
+    if len(answer) != len(paths) + 1:  # one NUL-ended answer per path, or none is believed
+        host.problems.append("the unit files' directories could not be resolved")
+        answer = paths + [""]
+    real = {p: r for p, r in zip(paths, answer, strict=False) if r == p or _canonical_ok(p, r, host)}
     for name, u in list(host.units.items()):
         host.units[name] = replace(
             u,

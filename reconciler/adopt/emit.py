@@ -30,8 +30,14 @@ class _Dumper(yaml.SafeDumper):
     pass
 
 
+_YAML_BREAKS = ("\x85", "\u2028", "\u2029")  # line breaks to YAML 1.1, written raw by PyYAML unless double-quoted
+
+
 def _str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
-    style = "|" if "\n" in value else None  # PyYAML falls back to quoting where a block cannot hold the text
+    if any(c in value for c in _YAML_BREAKS):
+        style: str | None = '"'
+    else:  # PyYAML falls back to quoting where a block cannot hold the text
+        style = "|" if "\n" in value else None
     return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
 
 

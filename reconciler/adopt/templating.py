@@ -14,12 +14,14 @@ NAME_EXPR = "{{ host.name }}"
 
 
 def literal(text: str) -> str:
-    """`text` as a template that renders to itself (Jinja sees no `{{`, `{%` or `{#` in it)."""
+    """`text` as a template that renders to itself: as is without a `{`, else one raw block; where a raw block
+    cannot hold it (it says `endraw`, or has a carriage return, which Jinja turns into a newline in template
+    text) every `{` and carriage return becomes an expression that prints it."""
     if "{" not in text:
         return text
     if "endraw" not in text and "\r" not in text:
         return "{% raw %}" + text + "{% endraw %}"
-    return text.replace("{", '{{ "{" }}')
+    return text.replace("{", '{{ "{" }}').replace("\r", '{{ "\\r" }}')
 
 
 def _value_pattern(value: str) -> re.Pattern[str]:
@@ -65,12 +67,16 @@ def template_for(texts: Mapping[str, str], hosts: Mapping[str, tuple[str, str]],
         return None
     split = {h: t.split("\n") for h, t in texts.items()}
     if len({len(lines) for lines in split.values()}) != 1:
-        return _switch({h: _escape_piece(t) for h, t in texts.items()}) if switch else None
+        return _switch({h: literal(t) for h, t in texts.items()}) if switch else None
     out: list[str] = []
+    alike: list[str] = []  # a run of lines all hosts hold alike: one literal (one raw block, not a tag per brace)
     for row in zip(*split.values(), strict=True):
         if all(line == row[0] for line in row):
-            out.append(_escape_piece(row[0]))
+            alike.append(row[0])
             continue
+        if alike:
+            out.append(literal("\n".join(alike)))
+            alike = []
         candidates = {_line_template(line, *hosts[h]) for h, line in zip(split, row, strict=True)}
         if len(candidates) == 1:
             out.append(candidates.pop())
@@ -78,6 +84,8 @@ def template_for(texts: Mapping[str, str], hosts: Mapping[str, tuple[str, str]],
             out.append(_switch({h: _line_template(line, *hosts[h]) for h, line in zip(split, row, strict=True)}))
         else:
             return None
+    if alike:
+        out.append(literal("\n".join(alike)))
     return "\n".join(out)
 
 

@@ -14,7 +14,8 @@ from reconciler.errors import SpecIssue
 from reconciler.spec.desired import DesiredTuning, TuningPolicy
 from reconciler.spec.model import Document, EtcdTuningSpec, unit_name
 
-_TIMING_LINE = re.compile(rf'^({HEARTBEAT_KEY}|{ELECTION_KEY})=("?)([0-9]{{1,9}})\2([ \t]*)$', re.MULTILINE)
+# A number as etcd and our rewrite both print it (no leading zero: "0100" would be rewritten as "100").
+_TIMING_LINE = re.compile(rf'^({HEARTBEAT_KEY}|{ELECTION_KEY})=("?)([1-9][0-9]{{0,8}})\2([ \t]*)$', re.MULTILINE)
 
 
 def content_timings(content: str) -> dict[str, int]:

@@ -50,6 +50,17 @@ def _octal_mode(mode: str) -> str:
 
 
 AbsPath = Annotated[str, AfterValidator(_normalised_absolute)]
+
+
+def is_spec_path(path: str) -> bool:
+    """Whether a spec could name this path (what AbsPath accepts)."""
+    try:
+        _normalised_absolute(path)
+    except ValueError:
+        return False
+    return True
+
+
 Mode = Annotated[str, AfterValidator(_octal_mode)]
 Name = Annotated[str, Field(pattern=NAME_RE, max_length=253)]
 Account = Annotated[str, Field(pattern=r"^[a-z_][a-z0-9_.-]*\$?$", max_length=32)]
