@@ -111,7 +111,10 @@ trap - EXIT HUP INT PIPE TERM
 sync -- "$dir"
 """
 
-RESTARTS = (Kind.START, Kind.RESTART, Kind.STOP)
+RESTARTS = (Kind.START, Kind.RESTART, Kind.STOP, Kind.RELOAD)
+
+# $1 the unit, $2 its reload stamp: reloaded, then the stamp touched (what the plan compares the files' mtimes with).
+RELOAD_SCRIPT = 'systemctl reload -- "$1" && mkdir -p -m 0700 -- "${2%/*}" && touch -- "$2"'
 
 
 @dataclass
@@ -169,6 +172,9 @@ def action_argv(action: Action, desired: DesiredHost, stamp: str) -> tuple[list[
     if action.kind is Kind.ATTRS:
         f = desired.files[action.target]
         return (["sh", "-c", ATTRS_SCRIPT, "reconciler-attrs", f"{f.owner}:{f.group}", f"{f.mode:04o}", f.path], None)
+    if action.kind is Kind.RELOAD:
+        unit = next(u for u in desired.units if u.name == action.target)
+        return (["sh", "-c", RELOAD_SCRIPT, "reconciler-reload", unit.name, unit.reload_stamp], None)
     if action.kind is Kind.DAEMON_RELOAD:
         return (["systemctl", "daemon-reload"], None)
     return (["systemctl", action.kind.value, "--", action.target], None)

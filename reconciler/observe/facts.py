@@ -449,6 +449,7 @@ async def observe_host(conn: Connection, desired: DesiredHost, *, with_checks: b
     certs = [c.path for c in desired.certificates] if with_checks else []
     limits = {path: max(len(f.content), READ_LIMIT) for path, f in sorted(desired.files.items())}
     limits.update({path: 0 for path in desired.directories})  # a directory's stat; a file there is not read
+    limits.update({u.reload_stamp: 0 for u in desired.units if u.reload_on})  # only its mtime counts
     previous, count = _LAST.get(conn, (None, 0))
     # belt and braces: whatever a pinned stamp could miss is seen within FULL_READ_EVERY observations
     known = None if count % FULL_READ_EVERY == FULL_READ_EVERY - 1 else previous

@@ -19,6 +19,7 @@ class Kind(str, Enum):
     STOP = "stop"
     START = "start"
     RESTART = "restart"
+    RELOAD = "reload"  # systemctl reload: the unit re-reads its files without stopping
 
 
 SYMBOL = {
@@ -31,6 +32,7 @@ SYMBOL = {
     Kind.STOP: "-",
     Kind.START: "+",
     Kind.RESTART: "*",
+    Kind.RELOAD: "*",
 }
 
 
@@ -62,12 +64,13 @@ class Plan:
         return tuple(a for a in self.actions if not a.rollout)
 
     def rollouts(self) -> tuple[tuple[Action, ...], ...]:
-        """Groups the engine runs one host at a time, behind a health gate: staged writes, then a restart."""
+        """Groups the engine runs one host at a time, behind a health gate: staged writes, then a restart (or
+        reload)."""
         groups: list[tuple[Action, ...]] = []
         group: list[Action] = []
         for action in (a for a in self.actions if a.rollout):
             group.append(action)
-            if action.kind is Kind.RESTART:
+            if action.kind in (Kind.RESTART, Kind.RELOAD):
                 groups.append(tuple(group))
                 group = []
         return tuple(groups)

@@ -12,7 +12,7 @@ import difflib
 from dataclasses import replace
 
 from reconciler.components.systemd import same_environment, same_unit, unit_directives
-from reconciler.observe.snapshot import FileFact, HostSnapshot
+from reconciler.observe.snapshot import FileFact, HostSnapshot, UnitFact
 from reconciler.plan.actions import Action, Kind, Plan
 from reconciler.spec.desired import DesiredFile, DesiredHost, DesiredUnit
 from reconciler.terminal import printable
@@ -110,6 +110,24 @@ def _file_actions(desired: DesiredHost, observed: HostSnapshot) -> tuple[list[Ac
     return actions, written
 
 
+def _reload(unit: DesiredUnit, observed: HostSnapshot, written: set[str], fact: UnitFact | None) -> Action | None:
+    """A reload when one of the unit's reloadOn files is written now, or changed since the unit's last reload
+    from us (its stamp), or since it started when there is no stamp (level-based, like restarts)."""
+    changed = [p for p in unit.reload_on if p in written]
+    stamp = observed.files.get(unit.reload_stamp)
+    since = max(fact.active_enter or 0.0 if fact else 0.0, stamp.mtime if stamp and stamp.regular else 0.0)
+    if not changed and since:
+        changed = [
+            p
+            for p in unit.reload_on
+            if p in observed.files and observed.files[p].regular and observed.files[p].mtime > since
+        ]
+    if not changed:
+        return None
+    why = "changed since its last reload: " + ", ".join(changed)
+    return Action(Kind.RELOAD, unit.name, why, rollout=unit.rollout_check is not None)
+
+
 def _staged(desired: DesiredHost, observed: HostSnapshot, written: set[str]) -> dict[str, list[str]]:
     """Rollout unit -> the written files that wait for its turn (written just before its guarded restart).
 
@@ -118,7 +136,7 @@ def _staged(desired: DesiredHost, observed: HostSnapshot, written: set[str]) -> 
     """
     readers: dict[str, list[DesiredUnit]] = {}
     for unit in desired.units:
-        for path in unit.restart_on:
+        for path in (*unit.restart_on, *unit.reload_on):
             readers.setdefault(path, []).append(unit)
     staged: dict[str, list[str]] = {}
     for path in sorted(written):
@@ -190,14 +208,18 @@ def plan_host(desired: DesiredHost, observed: HostSnapshot) -> Plan:
                 for p in unit.restart_on
                 if p in observed.files and observed.files[p].regular and observed.files[p].mtime > fact.active_enter
             ]
-        if not changed:
-            continue
-        restart = Action(
-            Kind.RESTART,
-            unit.name,
-            "changed since it started: " + ", ".join(changed),
-            rollout=unit.rollout_check is not None,
-        )
+        if changed:
+            restart = Action(
+                Kind.RESTART,
+                unit.name,
+                "changed since it started: " + ", ".join(changed),
+                rollout=unit.rollout_check is not None,
+            )
+        else:
+            reload = _reload(unit, observed, written, fact)
+            if reload is None:
+                continue
+            restart = reload
         if not restart.rollout:
             restarts.append(restart)
             continue

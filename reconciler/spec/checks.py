@@ -101,13 +101,21 @@ def check_references(by_kind: dict[str, dict[str, Document]], issues: list[SpecI
     for doc in by_kind["Unit"].values():
         spec: UnitSpec = doc.spec
         _check_unit(doc, issues)
-        for i, name in enumerate(spec.restart_on):
-            if name not in by_kind["File"]:
-                issues.append(
-                    SpecIssue(
-                        doc.file, doc.line_of("spec", "restartOn", i), f"spec.restartOn[{i}]", f"no File named {name!r}"
+        for key, names in (("restartOn", spec.restart_on), ("reloadOn", spec.reload_on)):
+            for i, name in enumerate(names):
+                if name not in by_kind["File"]:
+                    issues.append(
+                        SpecIssue(doc.file, doc.line_of("spec", key, i), f"spec.{key}[{i}]", f"no File named {name!r}")
                     )
-                )
+                elif key == "reloadOn" and name in spec.restart_on:
+                    issues.append(
+                        SpecIssue(
+                            doc.file,
+                            doc.line_of("spec", key, i),
+                            f"spec.{key}[{i}]",
+                            f"File {name!r} is in restartOn too: a change either restarts or reloads",
+                        )
+                    )
         if spec.rollout and spec.rollout.health_check not in by_kind["HealthCheck"]:
             issues.append(
                 SpecIssue(

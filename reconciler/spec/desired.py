@@ -61,6 +61,9 @@ class DesiredDirectory:
     source: str  # "Directory/etcd-data"
 
 
+RELOAD_STAMPS = "/run/reconciler/reloaded"  # tmpfs: gone at boot, when every unit starts on its files anyway
+
+
 @dataclass(frozen=True)
 class DesiredUnit:
     name: str  # systemd unit name, e.g. "etcd.service"
@@ -72,6 +75,12 @@ class DesiredUnit:
     rollout_check: str | None = None  # HealthCheck name gating one-at-a-time restarts
     rollout_timeout: float = 120.0
     rollback: bool = True  # restore the previous config when a restart onto new config fails
+    reload_on: tuple[str, ...] = ()  # paths of files whose change reloads the unit (systemctl reload) instead
+
+    @property
+    def reload_stamp(self) -> str:
+        """Left on the host by each reload this unit gets from us: a file changed later is due for another."""
+        return f"{RELOAD_STAMPS}/{self.name}"
 
     @property
     def unit_files(self) -> tuple[str, ...]:

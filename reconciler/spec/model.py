@@ -163,6 +163,7 @@ class UnitSpec(Strict):
     enabled: bool = True
     state: Literal["running", "stopped"] = "running"
     restart_on: list[Name] = []
+    reload_on: list[Name] = []  # files whose change `systemctl reload`s the unit instead of restarting it
     rollout: Rollout | None = None
     rollback: bool = True  # a restart onto new config that fails puts the previous config back
 

@@ -258,6 +258,7 @@ def _render_host(
                 check,
                 us.rollout.timeout_seconds if us.rollout else 120.0,
                 us.rollback,
+                tuple(file_paths[f] for f in us.reload_on if f in file_paths),
             )
         )
     certificates: dict[str, DesiredCert] = {}

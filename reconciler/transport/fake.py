@@ -130,6 +130,7 @@ class SimHost:
         self.units: dict[str, SimUnit] = {}
         self.commands = 0  # commands answered (one per SSH exec session)
         self.restarted: list[tuple[float, str]] = []  # (monotonic time, unit) of every `systemctl restart`
+        self.reloaded: list[tuple[float, str]] = []  # (monotonic time, unit) of every reload from reconciler
         self._pids = 1000
 
     # -- commands -------------------------------------------------------------------------
@@ -141,6 +142,13 @@ class SimHost:
             return self._write(argv[4:13], stdin)
         if argv[:2] == ["sh", "-c"] and len(argv) == 7 and argv[3] == "reconciler-attrs":
             return self._attrs(argv[4], argv[5], argv[6])
+        if argv[:2] == ["sh", "-c"] and len(argv) == 6 and argv[3] == "reconciler-reload":
+            unit = self.units.get(argv[4])
+            if unit is None or not unit.active:
+                return 1, b"", f"Job for {argv[4]} failed: not active\n".encode()
+            self.reloaded.append((time.monotonic(), argv[4]))
+            self.files[argv[5]] = SimFile(b"", 0o644)
+            return 0, b"", b""
         if argv[:2] == ["sh", "-c"] and len(argv) == 7 and argv[3] == "reconciler-dir":
             path, mode, owner_group = argv[4:7]
             if path in self.files:

@@ -85,7 +85,7 @@ class EtcdProbe:
         self._context: ssl.SSLContext | None = None
         self._kept: dict[str, http.client.HTTPConnection] = {}
         self._locks = {server: threading.Lock() for server in self.servers}
-        self._pool = ThreadPoolExecutor(max_workers=max(1, len(self.servers)))
+        self._pool = ThreadPoolExecutor(max_workers=4 * max(1, len(self.servers)))
 
     def context(self) -> ssl.SSLContext:
         if self._context is None:
@@ -120,11 +120,16 @@ class EtcdProbe:
         raise AssertionError("unreachable")
 
     def _ask(self, server: str) -> tuple[bool, str]:
-        with self._locks[server]:
-            try:
-                status = self._get(server)
-            except (OSError, ValueError, http.client.HTTPException) as exc:
-                return False, f"{server}: {getattr(exc, 'reason', exc) or type(exc).__name__}"
+        # Asks of one member take turns on its kept connection, but never queue behind an ask that waits on an
+        # unreachable member (up to ETCD_TIMEOUT): a real apiserver's /healthz does not hang on one dead member.
+        if not self._locks[server].acquire(timeout=0.2):
+            return False, f"{server}: no answer yet to the last ask"
+        try:
+            status = self._get(server)
+        except (OSError, ValueError, http.client.HTTPException) as exc:
+            return False, f"{server}: {getattr(exc, 'reason', exc) or type(exc).__name__}"
+        finally:
+            self._locks[server].release()
         return status == 200, f"{server}: HTTP {status}"
 
     def __call__(self) -> tuple[bool, str]:

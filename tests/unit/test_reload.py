@@ -1,0 +1,103 @@
+"""reloadOn: a File whose change reloads its unit (systemctl reload) instead of restarting it, level-based through
+the stamp each reload leaves on the host; planned, validated, and converged on in-process hosts."""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from reconciler.engine.converge import converge
+from reconciler.errors import SpecError
+from reconciler.observe.snapshot import FileFact, HostSnapshot, UnitFact
+from reconciler.plan.actions import Kind
+from reconciler.plan.diff import plan_host
+from reconciler.spec.desired import DesiredHost
+from reconciler.spec.isolate import load_desired
+from reconciler.transport.fake import SimHost, fake_connector
+from reconciler.transport.session import Session
+
+REPO = Path(__file__).resolve().parents[2]
+STARTED = 1000.0
+CFG = "/etc/kubernetes/scheduler"
+UNIT = "kube-scheduler.service"
+
+
+@pytest.fixture
+def specs(tmp_path: Path) -> Path:
+    d = tmp_path / "specs"
+    shutil.copytree(REPO / "specs", d)
+    kube = d / "kubernetes.yaml"
+    kube.write_text(
+        kube.read_text().replace(
+            "restartOn: [kube-config, kube-scheduler-env]", "restartOn: [kube-config]\n  reloadOn: [kube-scheduler-env]"
+        )
+    )
+    return d
+
+
+def host_of(specs: Path) -> DesiredHost:
+    return load_desired(specs).hosts["master-1"]
+
+
+def snapshot(
+    host: DesiredHost, cfg: bytes | None = None, cfg_mtime: float = STARTED - 10, stamp: float | None = None
+) -> HostSnapshot:
+    files = {p: FileFact(p, True, f.mode, f.owner, f.group, STARTED - 10, f.content) for p, f in host.files.items()}
+    if cfg is not None:
+        files[CFG] = replace(files[CFG], content=cfg, mtime=cfg_mtime)
+    unit = next(u for u in host.units if u.name == UNIT)
+    if stamp is not None:
+        files[unit.reload_stamp] = FileFact(unit.reload_stamp, True, 0o644, "root", "root", stamp, b"")
+    units = {u.name: UnitFact(u.name, "loaded", "active", "running", "enabled", STARTED) for u in host.units}
+    return HostSnapshot(host.name, files, units)
+
+
+def test_a_change_reloads_instead_of_restarting(specs: Path) -> None:
+    host = host_of(specs)
+    assert plan_host(host, snapshot(host)).empty
+    actions = plan_host(host, snapshot(host, cfg=b"KUBE_SCHEDULER_ARGS=--v=9\n")).actions
+    assert [(a.kind, a.target) for a in actions] == [(Kind.WRITE, CFG), (Kind.RELOAD, UNIT)]
+
+
+def test_level_based_a_file_newer_than_the_last_reload_is_reloaded_once(specs: Path) -> None:
+    host = host_of(specs)
+    right = host.files[CFG].content
+    # written (by us or by hand) after the unit started and never reloaded since: reload it
+    pending = plan_host(host, snapshot(host, cfg=right, cfg_mtime=STARTED + 5)).actions
+    assert [(a.kind, a.target) for a in pending] == [(Kind.RELOAD, UNIT)]
+    # reloaded after the write: nothing more, pass after pass
+    assert plan_host(host, snapshot(host, cfg=right, cfg_mtime=STARTED + 5, stamp=STARTED + 6)).empty
+
+
+def test_a_file_in_both_lists_is_a_located_error(specs: Path) -> None:
+    kube = specs / "kubernetes.yaml"
+    kube.write_text(kube.read_text().replace("reloadOn: [kube-scheduler-env]", "reloadOn: [kube-config]"))
+    with pytest.raises(SpecError) as err:
+        load_desired(specs)
+    assert any("is in restartOn too" in str(i) and "reloadOn[0]" in str(i) for i in err.value.issues)
+
+
+async def test_converged_on_in_process_hosts_reloads_and_never_restarts(specs: Path) -> None:
+    desired = load_desired(specs)
+    hosts = {name: SimHost(name) for name in desired.hosts}
+    assert {
+        o.status
+        for o in (await converge(desired, Session(fake_connector(hosts)), wait=1.0, interval=0.01)).outcomes.values()
+    } == {"converged"}
+    env = specs / "kubernetes.yaml"
+    env.write_text(
+        env.read_text().replace(
+            'KUBE_SCHEDULER_ARGS="--leader-elect=true', 'KUBE_SCHEDULER_ARGS="--v=2 --leader-elect=true'
+        )
+    )
+    changed = load_desired(specs)
+    restarts_before = [len(h.restarted) for h in hosts.values()]
+    result = await converge(changed, Session(fake_connector(hosts)), wait=1.0, interval=0.01)
+    assert {o.status for o in result.outcomes.values()} == {"converged"}
+    assert [len(h.restarted) for h in hosts.values()] == restarts_before
+    assert all([u for _, u in h.reloaded] == [UNIT] for h in hosts.values())
+    again = await converge(changed, Session(fake_connector(hosts)), wait=1.0, interval=0.01)
+    assert all(not o.applied for o in again.outcomes.values()) and all(len(h.reloaded) == 1 for h in hosts.values())
