@@ -316,6 +316,8 @@ def health_table(snapshot: HostSnapshot, host: DesiredHost, now: float | None = 
         lines.append(f"    unit  {unit.name:<32} {unit.active_state}/{unit.sub_state}, {unit.unit_file_state or '-'}")
     for check in snapshot.checks:
         lines.append(f"    check {check.name:<32} {'Healthy' if check.ok else 'Unhealthy'}  {check.detail}")
+    for vip, held in snapshot.addresses.items():
+        lines.append(f"    vip   {vip:<32} {'held here' if held else 'not held here'} ({host.addresses.get(vip, '')})")
     for path, cert in certificate_report(host, snapshot, time.time() if now is None else now).items():
         subject = f"  ({cert['subject']})" if cert["subject"] else ""
         lines.append(f"    cert  {path:<32} {certificate_text(cert)}{subject}")

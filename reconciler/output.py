@@ -173,6 +173,13 @@ def render_status(doc: dict[str, Any], source: str, style: Style, now: float | N
         out += ["", "certificates needing attention:"]
         for name, path, c in certs:
             out.append(f"  {name}  {path}  {style(certificate_text(c), CERT_COLOUR.get(c['state'], 'red'))}")
+    for vip, seen in (doc.get("virtual_ips") or {}).items():
+        holders = seen["holders"]
+        text = f"virtual IP {vip}: held by {', '.join(holders)}" if holders else f"virtual IP {vip}: held by NO host"
+        out += [
+            "",
+            style(text, "green" if len(holders) == 1 else "red") + (" (more than one!)" if len(holders) > 1 else ""),
+        ]
     tuning = doc.get("tuning") or {}
     if tuning.get("enabled"):
         eff = tuning["effective"]

@@ -58,12 +58,13 @@ def curl_tls(ca_file: str | None, cert_file: str | None, key_file: str | None) -
 _OBSERVE_SCRIPT = r"""
 export LC_ALL=C
 printf '@@NOW %s\n' "$EPOCHREALTIME"
-files=(); limits=(); known=(); units=(); certs=(); probes=()
+files=(); limits=(); known=(); units=(); certs=(); probes=(); addrs=()
 while [ $# -gt 0 ]; do
   case "$1" in
   F) files+=("$2"); limits+=("$3"); known+=("$4"); shift 4 ;;
   U) units+=("$2"); shift 2 ;;
   C) certs+=("$2" "$3"); shift 3 ;;
+  A) addrs+=("$2" "$3"); shift 3 ;;
   H) probes+=("${@:1:7}"); shift 7 ;;
   T) probes+=("${@:1:5}"); shift 5 ;;
   *) echo "@@ERR bad argument $1"; exit 2 ;;
@@ -149,6 +150,10 @@ for ((k = 0; k < ${#certs[@]}; k += 2)); do
     timeout 10 dd if="$c" iflag=nonblock,count_bytes count=65536 bs=64K status=none 2>/dev/null | sed -n '/^-----BEGIN CERTIFICATE-----/,/^-----END CERTIFICATE-----/{/^-----\(BEGIN\|END\) CERTIFICATE-----\r\?$/p;/^[A-Za-z0-9+\/=]*\r\?$/p;/^-----END/q}'
   fi
 done
+for ((k = 0; k < ${#addrs[@]}; k += 2)); do  # whether this host holds each virtual IP
+  held=0; [ -n "$(ip -o addr show to "${addrs[k + 1]}" 2>/dev/null)" ] && held=1
+  printf '@@A %s %s\n' "${addrs[k]}" "$held"
+done
 if [ ${#units[@]} -gt 0 ]; then
   echo '@@U'
   systemctl show --timestamp=us+utc -p PROPS -- "${units[@]}"
@@ -186,6 +191,7 @@ def observe_argv(
     checks: Iterable[DesiredCheck],
     certificates: Iterable[str] = (),
     known: HostSnapshot | None = None,
+    addresses: Mapping[str, str] | None = None,
 ) -> list[str]:
     """The observe command; `paths` maps each file to the most bytes worth reading (READ_LIMIT when a list).
     With `known` (the host's last snapshot), a file or certificate whose stamp is unchanged is not read again."""
@@ -199,6 +205,8 @@ def observe_argv(
     for path, limit in limits.items():
         was = files.get(path)
         argv += ["F", path, str(limit), was.stamp if was and was.stamp and was.complete else "-"]
+    for name, address in (addresses or {}).items():
+        argv += ["A", name, address]
     for unit in units:
         argv += ["U", unit]
     for check in checks:
@@ -383,6 +391,7 @@ def _parse_observation(
     results: dict[str, CheckResult] = {}
     units: dict[str, UnitFact] = {}
     certs: dict[str, CertFact] = {}
+    held_by: dict[str, bool] = {}
     lines = stdout.split("\n")
     if "@@END" not in lines:
         raise ObservationError("observation output is truncated (no @@END)")
@@ -415,6 +424,11 @@ def _parse_observation(
                 raise ObservationError(f"{path} was answered twice")
             if certificates is None or path in certificates:
                 certs[path] = parse_cert(path, block, now, known.certificates.get(path))
+        elif line.startswith("@@A "):
+            _, name, held = line.split(" ", 2)
+            if name in held_by:
+                raise ObservationError(f"address {name} was answered twice")
+            held_by[name] = held == "1"
         elif line.startswith("@@H "):
             _, name, rc, code = line.split(" ", 3)
             # a name answered twice fails: the second line could only be spoofed (e.g. by a unit's property)
@@ -433,7 +447,7 @@ def _parse_observation(
             continue
         i += 1
     ordered = [results.get(name) or CheckResult(name, False, "no result") for name in by_name]
-    return HostSnapshot(host, files, units, tuple(ordered), certs)
+    return HostSnapshot(host, files, units, tuple(ordered), certs, held_by)
 
 
 # Each open connection's last snapshot: what its host's files and certificates were, by stamp. It lives as long as
@@ -453,7 +467,8 @@ async def observe_host(conn: Connection, desired: DesiredHost, *, with_checks: b
     previous, count = _LAST.get(conn, (None, 0))
     # belt and braces: whatever a pinned stamp could miss is seen within FULL_READ_EVERY observations
     known = None if count % FULL_READ_EVERY == FULL_READ_EVERY - 1 else previous
-    argv = observe_argv(limits, [u.name for u in desired.units], checks, certs, known)
+    addresses = desired.addresses if with_checks else {}
+    argv = observe_argv(limits, [u.name for u in desired.units], checks, certs, known, addresses)
     # What an honest host can answer: base64 of every file read (4/3, newlines), plus units, checks, certificates.
     most = sum(limits.values()) * 3 // 2 + 64 * 1024 * (1 + len(desired.units) + len(certs) + len(checks))
     result = await conn.run(argv, timeout=60 + max((c.timeout for c in checks), default=0), max_output=most)

@@ -99,6 +99,7 @@ class HostSnapshot:
     units: dict[str, UnitFact] = field(default_factory=dict)
     checks: tuple[CheckResult, ...] = ()
     certificates: dict[str, CertFact] = field(default_factory=dict)
+    addresses: dict[str, bool] = field(default_factory=dict)  # VirtualIP name -> whether this host holds it
 
     @property
     def healthy(self) -> bool:

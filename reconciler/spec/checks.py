@@ -21,7 +21,7 @@ from reconciler.spec.model import Document, UnitSpec, unit_name
 def index_documents(docs: list[Document], issues: list[SpecIssue]) -> dict[str, dict[str, Document]]:
     """Documents by kind and name; a second document of a kind and name is reported, not kept."""
     by_kind: dict[str, dict[str, Document]] = {
-        k: {} for k in ("Host", "File", "Directory", "Unit", "HealthCheck", "EtcdTuning", "Certificate")
+        k: {} for k in ("Host", "File", "Directory", "Unit", "HealthCheck", "EtcdTuning", "Certificate", "VirtualIP")
     }
     for doc in docs:
         seen = by_kind[doc.kind].get(doc.metadata.name)
@@ -135,7 +135,7 @@ def within_size(hosts: list[Document], by_kind: dict[str, dict[str, Document]], 
         issues.append(SpecIssue(doc.file, doc.line, "kind", f"more than {MAX_HOSTS} Host documents (limit MAX_HOSTS)"))
         return False
     total = 0
-    for kind in ("File", "Directory", "Unit", "HealthCheck", "Certificate"):
+    for kind in ("File", "Directory", "Unit", "HealthCheck", "Certificate", "VirtualIP"):
         for doc in by_kind[kind].values():
             total += len(hosts) * (len(doc.spec.paths) if kind == "Certificate" else 1)
             if total > MAX_DESIRED_ITEMS:

@@ -119,6 +119,7 @@ class DesiredHost:
     checks: tuple[DesiredCheck, ...] = ()
     certificates: tuple[DesiredCert, ...] = ()  # reported (presence, days to expiry), never written
     directories: dict[str, DesiredDirectory] = field(default_factory=dict)  # by path
+    addresses: dict[str, str] = field(default_factory=dict)  # VirtualIP name -> the address; observed, never set
 
     @property
     def name(self) -> str:

@@ -150,6 +150,14 @@ class DirectorySpec(Strict):
         return self
 
 
+class VirtualIPSpec(Strict):
+    """An address that exactly one of the selected hosts should hold (keepalived's VIP): observed on each of
+    them, reported (/status, `reconciler_vip_held`), never assigned by reconciler."""
+
+    hosts: HostSelector = "all"
+    address: Annotated[str, Field(min_length=1, max_length=253)]  # a template, rendered per host: an IP address
+
+
 class Rollout(Strict):
     strategy: Literal["OneAtATime"] = "OneAtATime"
     health_check: Name
@@ -233,6 +241,7 @@ SPEC_MODELS: dict[str, type[Strict]] = {
     "HealthCheck": HealthCheckSpec,
     "EtcdTuning": EtcdTuningSpec,
     "Certificate": CertificateSpec,
+    "VirtualIP": VirtualIPSpec,
 }
 
 

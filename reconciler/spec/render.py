@@ -8,6 +8,7 @@ rendering a template (`spec.templates`). Called by `spec.isolate.load_desired`.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from collections.abc import Mapping
@@ -274,7 +275,31 @@ def _render_host(
         checks=tuple(checks),
         certificates=tuple(certificates.values()),
         directories=_directories(host, by_kind, paths.files, issues),
+        addresses=_addresses(host, by_kind, renderer, issues),
     )
+
+
+def _addresses(
+    host: Document, by_kind: dict[str, dict[str, Document]], renderer: Renderer, issues: list[SpecIssue]
+) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for doc in by_kind["VirtualIP"].values():
+        if not selects(doc.spec.hosts, host.metadata.labels):
+            continue
+        address = renderer.located(doc.spec.address, host, doc, ("spec", "address"), issues)
+        try:
+            out[doc.metadata.name] = str(ipaddress.ip_address(address))
+        except ValueError:
+            if address:
+                issues.append(
+                    SpecIssue(
+                        doc.file,
+                        doc.line_of("spec", "address"),
+                        "spec.address",
+                        f"rendered for host {host.metadata.name!r} to {address[:100]!r}, not an IP address",
+                    )
+                )
+    return out
 
 
 def _directories(

@@ -68,6 +68,7 @@ class Ledger:
         record.update(outcome, finished=time.time(), seconds=seconds, reconcile_id=reconcile_id, generation=generation)
         self.metrics.record_pass(outcome, seconds, outcome.ssh_error)
         self.metrics.record_components(host, {n: bool(c["healthy"]) for n, c in record.components.items()})
+        self.metrics.record_addresses(host, record.addresses)
         snapshot = outcome.snapshot
         if snapshot is not None and snapshot.certificates:
             record.certificates = certificate_report(desired.hosts[host], snapshot, time.time())

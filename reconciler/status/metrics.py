@@ -93,6 +93,14 @@ class Metrics:
             ["host", "unit"],
             registry=r,
         )
+        self.vip_held = Gauge(
+            "reconciler_vip_held",
+            "1 when the host holds the VirtualIP (keepalived's VIP), 0 when it was seen without it. Exactly one "
+            "holder per vip is healthy: alerts fire on none and on more than one.",
+            ["vip", "host"],
+            registry=r,
+        )
+        self._vips: dict[str, set[str]] = {}  # host -> the VirtualIPs it reported (to drop with the host)
         self.component_healthy = Gauge(
             "reconciler_component_healthy",
             "Health check result by host and component (HealthCheck name).",
@@ -203,7 +211,16 @@ class Metrics:
         for name, healthy in components.items():
             self.component_healthy.labels(host, name).set(1 if healthy else 0)
 
+    def record_addresses(self, host: str, held: Mapping[str, bool]) -> None:
+        """The host's VirtualIPs as last observed; a VIP it no longer reports (its pass failed: unknown) is dropped."""
+        for vip in self._vips.get(host, set()) - set(held):
+            self.vip_held.remove(vip, host)
+        for vip, holds in held.items():
+            self.vip_held.labels(vip, host).set(1 if holds else 0)
+        self._vips[host] = set(held)
+
     def forget_host(self, host: str, components: list[str]) -> None:
+        self.record_addresses(host, {})
         for metric in (self.drift, self.converged, self.last_success, self.backoff, self.rolled_back):
             try:
                 metric.remove(host)

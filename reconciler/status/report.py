@@ -30,6 +30,7 @@ class HostRecord:
     components: dict[str, dict[str, Any]] = field(default_factory=dict)
     units: dict[str, str] = field(default_factory=dict)
     certificates: dict[str, dict[str, Any]] = field(default_factory=dict)  # path -> state, days_left, ...
+    addresses: dict[str, bool] = field(default_factory=dict)  # VirtualIP name -> held by this host (last seen)
     failures: int = 0
     retry_in_seconds: float | None = None
     reconcile_id: str = ""
@@ -52,9 +53,12 @@ class HostRecord:
             self.components = {
                 name: {"healthy": False, "detail": "unknown: the last pass failed"} for name in self.components
             }
+            self.addresses = {}
         elif outcome.snapshot is not None:
             self.units = {u.name: f"{u.active_state}/{u.sub_state}" for u in outcome.snapshot.units.values()}
             self.components = {c.name: {"healthy": c.ok, "detail": c.detail} for c in outcome.snapshot.checks}
+            if outcome.snapshot.addresses or outcome.snapshot.checks:  # observed with its checks: addresses too
+                self.addresses = dict(outcome.snapshot.addresses)
 
 
 def certificate_entry(fact: CertFact, warn_days: float, now: float, source: str = "") -> dict[str, Any]:
@@ -101,4 +105,16 @@ def status_document(
             "in_flight": sorted(in_flight),
         },
         "hosts": {name: asdict(record) for name, record in sorted(hosts.items())},
+        "virtual_ips": virtual_ips(hosts),
     }
+
+
+def virtual_ips(hosts: dict[str, HostRecord]) -> dict[str, dict[str, list[str]]]:
+    """Each VirtualIP: the hosts that hold it and those last seen without it (a host whose pass failed is in
+    neither: unknown). Exactly one holder is the healthy state."""
+    out: dict[str, dict[str, list[str]]] = {}
+    for name, record in sorted(hosts.items()):
+        for vip, held in sorted(record.addresses.items()):
+            entry = out.setdefault(vip, {"holders": [], "not_holding": []})
+            entry["holders" if held else "not_holding"].append(name)
+    return out

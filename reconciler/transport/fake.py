@@ -127,6 +127,7 @@ class SimHost:
         self.name = name
         self.files: dict[str, SimFile] = {}
         self.dirs: dict[str, tuple[int, str, str]] = {}  # path -> (mode, owner, group); parents are implied
+        self.addresses: set[str] = set()  # the virtual IPs this host holds
         self.units: dict[str, SimUnit] = {}
         self.commands = 0  # commands answered (one per SSH exec session)
         self.restarted: list[tuple[float, str]] = []  # (monotonic time, unit) of every `systemctl restart`
@@ -189,6 +190,9 @@ class SimHost:
             elif tag == "U":
                 units.append(args[i + 1])
                 i += 2
+            elif tag == "A":
+                late.append(f"@@A {args[i + 1]} {1 if args[i + 2] in self.addresses else 0}")
+                i += 3
             elif tag == "C":  # every certificate is the same unchanging file, valid until 2036
                 stamp = "0:1:1000:1000000000.000000000:1000000000.000000000"
                 said = f"same {stamp}" if args[i + 2] == stamp else f"stamp {stamp}\n{_certificate()}"

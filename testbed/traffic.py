@@ -1,0 +1,77 @@
+"""A client sending requests through the testbed's virtual IP the whole time a fault runs (tests and bench).
+
+Bounded in count and time; records each request's start (monotonic) and whether it succeeded, so a caller can
+count failures in a window and measure the time from a fault to the first success after it.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from types import TracebackType
+
+VIP = "198.18.0.100"
+VIP_URL = f"http://{VIP}:8081/healthz"  # the HA front's insecure frontend (specs/ha/haproxy.yaml)
+
+
+@dataclass
+class Traffic:
+    """`with Traffic() as t:` sends GET `url` every `pause` seconds until the block ends (at most `limit`
+    requests or `seconds`), each with `timeout`."""
+
+    url: str = VIP_URL
+    pause: float = 0.02
+    timeout: float = 2.0
+    limit: int = 5000
+    seconds: float = 180.0
+    results: list[tuple[float, bool, str]] = field(default_factory=list)  # (start, ok, error)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def __enter__(self) -> Traffic:
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(self.timeout + 5)
+
+    def _run(self) -> None:
+        end = time.monotonic() + self.seconds
+        while not self._stop.is_set() and len(self.results) < self.limit and time.monotonic() < end:
+            began = time.monotonic()
+            try:
+                with urllib.request.urlopen(self.url, timeout=self.timeout) as resp:  # noqa: S310 (testbed only)
+                    resp.read()
+                self.results.append((began, True, ""))
+            except (OSError, urllib.error.URLError) as exc:
+                self.results.append((began, False, str(getattr(exc, "code", "")) or type(exc).__name__))
+            self._stop.wait(self.pause)
+
+    def failed(self, since: float = 0.0) -> list[tuple[float, bool, str]]:
+        return [r for r in list(self.results) if not r[1] and r[0] >= since]
+
+    def sent(self, since: float = 0.0) -> int:
+        return sum(1 for r in list(self.results) if r[0] >= since)
+
+    def first_success_after(self, t: float) -> float | None:
+        """Seconds from `t` to the start of the first successful request that began after the last failure
+        following `t` (the end of the outage); None if none succeeded yet."""
+        after = [r for r in list(self.results) if r[0] >= t]
+        last_failure = max((r[0] for r in after if not r[1]), default=t)
+        ok = next((r[0] for r in after if r[1] and r[0] >= last_failure), None)
+        return None if ok is None else ok - t
+
+    def wait_success_after(self, t: float, timeout: float = 60.0) -> float | None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            recent = [r for r in list(self.results) if r[0] >= t]
+            if len(recent) >= 5 and all(r[1] for r in recent[-5:]):  # five in a row: the outage is over
+                return self.first_success_after(t)
+            time.sleep(0.05)
+        return None

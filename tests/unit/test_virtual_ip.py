@@ -1,0 +1,86 @@
+"""VirtualIP: which front host holds the VIP, observed on in-process hosts and reported in /status, the status
+table and `reconciler_vip_held` (the alert rules on it are tested by promtool: test_prometheus_files)."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from reconciler.engine.converge import converge
+from reconciler.errors import SpecError
+from reconciler.output import Style, render_status
+from reconciler.spec.isolate import load_desired
+from reconciler.status.ledger import Ledger
+from reconciler.status.metrics import Metrics
+from reconciler.transport.fake import SimHost, fake_connector
+from reconciler.transport.session import Session
+
+REPO = Path(__file__).resolve().parents[2]
+VIP = "198.18.0.100"
+
+
+@pytest.fixture
+def specs(tmp_path: Path) -> Path:
+    """The bundled specs with the HA front enabled on every master, as README's HA section says."""
+    d = tmp_path / "specs"
+    shutil.copytree(REPO / "specs", d)
+    docs = list(yaml.safe_load_all((d / "inventory.yaml").read_text()))
+    for doc, priority in zip(docs, (150, 140, 130), strict=True):
+        doc["metadata"]["labels"]["ha"] = "front"
+        doc["spec"]["vars"].update(vip=VIP, vip_interface="host0", vrrp_priority=priority)
+    (d / "inventory.yaml").write_text(yaml.safe_dump_all(docs))
+    return d
+
+
+def test_the_ha_front_renders_for_labelled_hosts_only(specs: Path) -> None:
+    desired = load_desired(specs)
+    m1 = desired.hosts["master-1"]
+    assert m1.addresses == {"apiserver": VIP}
+    cfg = m1.files["/etc/keepalived/keepalived.conf"].content.decode()
+    assert "priority 150" in cfg and "unicast_src_ip 198.18.0.11" in cfg and "198.18.0.12\n" in cfg
+    assert "198.18.0.11\n" not in cfg.split("unicast_peer")[1].split("}")[0]  # never its own peer
+    haproxy = m1.files["/etc/haproxy/haproxy.cfg"].content.decode()
+    assert "server master-3 198.18.0.13:6443" in haproxy and "check-ssl" in haproxy and "httpchk" in haproxy
+    plain = load_desired(REPO / "specs").hosts["master-1"]  # the bundled inventory does not enable it
+    assert not plain.addresses and "/etc/haproxy/haproxy.cfg" not in plain.files
+
+
+def test_an_address_that_is_not_an_ip_is_a_located_error(specs: Path) -> None:
+    inv = specs / "inventory.yaml"
+    inv.write_text(inv.read_text().replace(f"vip: {VIP}", "vip: not-an-address", 1))
+    with pytest.raises(SpecError) as err:
+        load_desired(specs)
+    assert any(
+        "keepalived.yaml" in i.file and i.field == "spec.address" and "not an IP address" in i.message
+        for i in err.value.issues
+    ), err.value.issues
+
+
+async def test_the_holder_is_reported_in_status_and_metrics(specs: Path) -> None:
+    desired = load_desired(specs)
+    hosts = {name: SimHost(name) for name in desired.hosts}
+    hosts["master-2"].addresses.add(VIP)
+    result = await converge(desired, Session(fake_connector(hosts)), wait=1.0, interval=0.01)
+    ledger = Ledger("specs", Metrics())
+    ledger.spec_loaded(desired.hosts, [])
+    for outcome in result.outcomes.values():
+        ledger.pass_done(desired, outcome, seconds=0.1, reconcile_id="r", generation=1)
+    doc = ledger.status_document(ready=True, queue_depth=0, in_flight=[], retry_in={})
+    assert doc["virtual_ips"] == {"apiserver": {"holders": ["master-2"], "not_holding": ["master-1", "master-3"]}}
+    metrics = ledger.metrics.exposition().decode()
+    assert 'reconciler_vip_held{host="master-2",vip="apiserver"} 1.0' in metrics
+    assert 'reconciler_vip_held{host="master-1",vip="apiserver"} 0.0' in metrics
+    assert "virtual IP apiserver: held by master-2" in render_status(doc, "x", Style(False), time.time())
+
+    hosts["master-3"].addresses.add(VIP)  # split brain: two holders, said so
+    result = await converge(desired, Session(fake_connector(hosts)), wait=1.0, interval=0.01)
+    ledger.pass_done(desired, result.outcomes["master-3"], seconds=0.1, reconcile_id="r", generation=1)
+    doc = ledger.status_document(ready=True, queue_depth=0, in_flight=[], retry_in={})
+    assert doc["virtual_ips"]["apiserver"]["holders"] == ["master-2", "master-3"]
+    assert "(more than one!)" in render_status(doc, "x", Style(False), time.time())
+    ledger.spec_loaded(["master-1", "master-2"], ["master-3"])  # a host that leaves takes its series along
+    assert 'reconciler_vip_held{host="master-3"' not in ledger.metrics.exposition().decode()
