@@ -26,7 +26,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench import fleet, hostile, peer, startup, versus  # noqa: E402
+from bench import fleet, ha, hostile, peer, startup, versus  # noqa: E402
 
 
 def machine() -> dict[str, str]:
@@ -135,6 +135,8 @@ def targets(results: dict[str, Any]) -> list[tuple[str, str, bool]]:
                     growth <= 11,
                 )
             )
+    if results.get("ha"):
+        out += ha_targets(results["ha"])
     if results.get("hostile"):
         cases = results["hostile"]["cases"]
         failed = [c["case"] for c in cases if not c["pass"]]
@@ -147,6 +149,61 @@ def targets(results: dict[str, Any]) -> list[tuple[str, str, bool]]:
             )
         )
     return out
+
+
+def ha_targets(h: dict[str, Any]) -> list[tuple[str, str, bool]]:
+    rounds = len(h["haproxy"]["rounds"])
+    out = []
+    for key, what in (("haproxy", "HAProxy stopped on the holder"), ("cut", "the holder cut off the network")):
+        worst = h[key]["seconds"]["max"]
+        out.append(
+            (
+                f"VIP failover <= 3 s from the fault to the first successful request: {what}",
+                f"median {h[key]['seconds']['median']} s, worst {worst} s over {rounds} rounds",
+                worst <= 3,
+            )
+        )
+    for key, what in (("etcd", "an apiserver's etcd stopped"), ("reload", "an HAProxy config rollout")):
+        failed = sum(r["failed"] for r in h[key]["rounds"])
+        sent = sum(r["sent"] for r in h[key]["rounds"])
+        out.append((f"zero failed requests through the VIP: {what}", f"{failed} of {sent} failed", failed == 0))
+    two = max(r["most_holders_after"] for key in ("haproxy", "cut") for r in h[key]["rounds"])
+    back = sum(r["taken_back"] for r in h["haproxy"]["rounds"])
+    out.append(("never two VIP holders after recovery", f"at most {two} holder(s) seen", two <= 1))
+    out.append(("a recovered host does not take the VIP back", f"taken back {back} times in {rounds}", back == 0))
+    return out
+
+
+def render_ha(h: dict[str, Any]) -> list[str]:
+    lines = [
+        "",
+        "## The HA front: failover through the VIP",
+        "",
+        "bench/ha.py: specs/ha/ on the three testbed masters, a client sending GET /healthz through the VIP "
+        "every 20 ms (2 s timeout). Seconds: from the fault to the first successful request of the run that "
+        "ends the outage.",
+        "",
+        _row(["fault", "failover median", "worst", "failed requests (median / worst)", "rounds"]),
+        _row(["---"] * 5),
+    ]
+    for key, what in (("haproxy", "HAProxy stopped on the holder"), ("cut", "holder's link down 6 s")):
+        r = h[key]
+        lines.append(
+            _row(
+                [
+                    what,
+                    f"{r['seconds']['median']} s",
+                    f"{r['seconds']['max']} s",
+                    f"{r['failed']['median']} / {r['failed']['max']}",
+                    len(r["rounds"]),
+                ]
+            )
+        )
+    for key, what in (("etcd", "an apiserver's etcd stopped"), ("reload", "HAProxy config edit, rolled out")):
+        r = h[key]
+        sent = sum(x["sent"] for x in r["rounds"])
+        lines.append(_row([what, "-", "-", f"{sum(x['failed'] for x in r['rounds'])} of {sent}", len(r["rounds"])]))
+    return lines
 
 
 def render_hostile(h: dict[str, Any]) -> list[str]:
@@ -355,6 +412,8 @@ def render(results: dict[str, Any]) -> str:
             + "; ".join(f"{name} {seconds:.3f} s" for name, seconds in st["median_seconds"].items())
             + f". `import reconciler.cli` = **{st['cli_over_floor']} x** the floor.",
         ]
+    if results.get("ha"):
+        lines += render_ha(results["ha"])
     if results.get("hostile"):
         lines += render_hostile(results["hostile"])
     lines += ["", results.get("notes", "").strip(), ""]
@@ -367,7 +426,7 @@ def main() -> int:
     parser.add_argument("--render", action="store_true", help="only write RESULTS.md again from bench/results.json")
     parser.add_argument(
         "--only",
-        choices=("peer", "fleet", "hostile", "startup", "versus"),
+        choices=("peer", "fleet", "hostile", "startup", "versus", "ha"),
         help="run one part, keep the others from bench/results.json",
     )
     args = parser.parse_args()
@@ -400,6 +459,7 @@ def main() -> int:
     for part, measure in (
         ("startup", lambda: startup.run(9)),
         ("versus", lambda: versus.run(blocks=1, fleet_runs=1) if args.quick else versus.run()),
+        ("ha", lambda: ha.run(2 if args.quick else 5)),
     ):
         if args.only not in (None, part):
             if kept.get(part):

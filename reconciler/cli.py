@@ -125,6 +125,12 @@ def _run_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     )
     p.add_argument("--connect-attempts", type=int, default=d.connect_attempts, help="SSH attempts within one pass")
     p.add_argument("--state-dir", type=Path, default=d.state_dir, help="where the etcd tuning overlay is kept")
+    p.add_argument(
+        "--leader-election",
+        action="store_true",
+        help="run as one of several replicas: only the one elected on the cluster's etcd changes hosts",
+    )
+    p.add_argument("--name", default=d.name, help="this replica's name in the election")
 
 
 def _import_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -231,6 +237,8 @@ def _daemon_settings(args: argparse.Namespace) -> DaemonSettings:
         shutdown_timeout=args.shutdown_timeout,
         connect_attempts=args.connect_attempts,
         state_dir=args.state_dir,
+        leader_election=args.leader_election,
+        name=args.name,
     )
 
 

@@ -6,6 +6,7 @@ Plain pydantic, built by the CLI from flags; the defaults are the documented one
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -34,3 +35,8 @@ class DaemonSettings(BaseModel):
         default_factory=lambda: default_state_dir(), description="where the etcd tuning overlay is kept"
     )
     connect_attempts: int = Field(2, ge=1, description="SSH connection attempts within one pass")
+    leader_election: bool = Field(False, description="elect one leader among replicas on the cluster's etcd")
+    name: str = Field(default_factory=socket.gethostname, min_length=1, description="this replica's name")
+    leader_ttl: int = Field(15, ge=2, le=300, description="lease asked of etcd, seconds (it may grant more)")
+    renew_deadline: float = Field(10.0, gt=0, description="a leader not renewed for this long stops acting")
+    leader_retry: float = Field(2.0, gt=0, description="seconds between campaigns / renewals")

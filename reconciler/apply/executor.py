@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import structlog
@@ -190,9 +191,21 @@ async def run_action(conn: Connection, desired: DesiredHost, action: Action) -> 
     return result
 
 
-async def apply_actions(conn: Connection, desired: DesiredHost, actions: tuple[Action, ...], applied: ApplyLog) -> None:
-    """Run actions in order; stop at the first failure (raises), recording what was done."""
+Fence = Callable[[], Awaitable[bool]]  # whether host-changing actions may go on (leader election: still ours)
+
+
+async def apply_actions(
+    conn: Connection,
+    desired: DesiredHost,
+    actions: tuple[Action, ...],
+    applied: ApplyLog,
+    fence: Fence | None = None,
+) -> None:
+    """Run actions in order; stop at the first failure (raises), recording what was done. With a fence, each
+    action first asks it, and none runs once it says no (a replica that no longer leads stops at once)."""
     for action in actions:
+        if fence is not None and not await fence():
+            raise PermanentHostError(f"{desired.name}: no longer the leader: stopped before {action.headline()}")
         began = time.monotonic()
         result = await run_action(conn, desired, action)
         if action.kind is Kind.WRITE:

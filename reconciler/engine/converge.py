@@ -13,7 +13,7 @@ from dataclasses import replace
 
 import structlog
 
-from reconciler.apply.executor import ApplyLog, apply_actions
+from reconciler.apply.executor import ApplyLog, Fence, apply_actions
 from reconciler.engine.rollback import Held, RolledBack, fingerprint, roll_back
 from reconciler.engine.rollout import restart_one
 from reconciler.errors import HostError
@@ -81,7 +81,9 @@ def _held_back(host: DesiredHost, actions: tuple[Action, ...], held: Held) -> tu
     return kept, why
 
 
-async def _apply_now(session: Session, host: DesiredHost, plan: Plan | None, held: Held) -> Step:
+async def _apply_now(
+    session: Session, host: DesiredHost, plan: Plan | None, held: Held, fence: Fence | None = None
+) -> Step:
     """The plan's actions that need no turn (writes, enables, restarts of units without a rollout policy), minus
     what was rolled back before on the same config; a failed restart of a unit is rolled back here."""
     actions, why = _held_back(host, plan.now() if plan else (), held)
@@ -92,7 +94,7 @@ async def _apply_now(session: Session, host: DesiredHost, plan: Plan | None, hel
     began = time.monotonic()
     try:
         conn = await session.connection(host.target)
-        await apply_actions(conn, host, actions, applied)
+        await apply_actions(conn, host, actions, applied, fence)
     except HostError as exc:
         failed = actions[len(applied.done)] if len(applied.done) < len(actions) else None
         unit = next(
@@ -124,6 +126,9 @@ async def _active(conn: Connection, unit: str) -> CheckResult:
     return CheckResult(unit, state == "active", state)
 
 
+FOLLOWER = "this replica does not lead: it observes and applies nothing (see /status leader)"
+
+
 class Rollouts:
     """One lock per rollout unit, shared by every host of a run (or of the daemon): one restart at a time; what was
     rolled back (held per host) and which rollouts stopped because of it, until the specs change."""
@@ -132,6 +137,7 @@ class Rollouts:
         self._locks: dict[str, asyncio.Lock] = {}
         self.stopping = asyncio.Event()  # set on shutdown: no new rollout restart begins
         self.held = Held()  # configs rolled back: not tried again on that host until the specs change
+        self.fence: Fence | None = None  # with leader election: asked before the pass applies, and before each action
         self._stopped: dict[str, tuple[frozenset[tuple[str, str, str]], str]] = {}  # unit -> (its config, why)
 
     def stop(self, desired: DesiredState, unit: str, why: str) -> None:
@@ -186,7 +192,7 @@ async def _rollout(
             applied = ApplyLog(host.name)
             began = time.monotonic()
             try:
-                await restart_one(session, desired, host, unit, group, applied)
+                await restart_one(session, desired, host, unit, group, applied, rollouts.fence)
             except RolledBack as exc:
                 if tried:
                     rollouts.held.hold(host.name, unit.name, tried, str(exc))
@@ -258,8 +264,10 @@ async def reconcile_host(
         outcome = first
     elif first.status == "converged" and first.snapshot is not None and first.snapshot.healthy:
         outcome = replace(first, remaining=first.plan)  # nothing to do, every check passes: no second look
+    elif rollouts.fence is not None and first.plan is not None and first.plan.actions and not await rollouts.fence():
+        outcome = replace(first, status="pending", remaining=first.plan, error=FOLLOWER)
     else:
-        steps = [await _apply_now(session, host, first.plan, rollouts.held)]
+        steps = [await _apply_now(session, host, first.plan, rollouts.held, rollouts.fence)]
         if steps[-1].status != "failed":
             steps.append(await _rollout(session, desired, host, first.plan, rollouts))
         stopped = Step.last_stop(steps).status

@@ -23,6 +23,7 @@ from reconciler.engine.converge import Rollouts, reconcile_host
 from reconciler.engine.memory import TRIM_PERIOD_S, pin_malloc_thresholds, release_free_memory
 from reconciler.engine.queue import Backoff, WorkQueue
 from reconciler.errors import SpecError, SpecIssue
+from reconciler.leader.leadership import Leadership
 from reconciler.settings import DaemonSettings
 from reconciler.spec.cache import SpecCache
 from reconciler.spec.desired import DesiredState
@@ -48,6 +49,16 @@ class Daemon:
         self.backoff = Backoff(settings.backoff_base, settings.backoff_cap)
         self.session = Session(connector or ssh_connector(attempts=settings.connect_attempts))
         self.rollouts = Rollouts()
+        self.leadership: Leadership | None = None
+        if settings.leader_election:
+            self.leadership = Leadership(
+                settings.name,
+                self.metrics,
+                ttl=settings.leader_ttl,
+                renew_deadline=settings.renew_deadline,
+                retry=settings.leader_retry,
+            )
+            self.rollouts.fence = self.leadership.fenced
         self.notifier = Notifier()
         self.desired: DesiredState | None = None
         self.spec_cache = SpecCache()
@@ -174,6 +185,8 @@ class Daemon:
             if outcome.status == "converged":
                 self.backoff.succeeded(host)
                 self.ledger.converged(host)
+            elif outcome.status == "pending":  # a follower: nothing failed, the next resync looks again
+                pass
             elif not self.stopping.is_set():
                 self._retry(host)
             self._first_pass.discard(host)
@@ -245,6 +258,15 @@ class Daemon:
             asyncio.create_task(self._resync(), name="resync"),
             asyncio.create_task(self._heartbeat(), name="heartbeat"),
             asyncio.create_task(self.tuner.run(self.stopping), name="tuner"),
+            *(
+                [
+                    asyncio.create_task(
+                        self.leadership.run(lambda: self.desired, self.stopping, self._queue_all), name="leader"
+                    )
+                ]
+                if self.leadership
+                else []
+            ),
             asyncio.create_task(
                 watch_specs(self.settings.spec_dir, self._on_spec_change, self.stopping, self.settings.debounce_ms),
                 name="watch",
@@ -313,4 +335,5 @@ class Daemon:
             ready=self.ready, queue_depth=self.queue.depth(), in_flight=list(self.queue.in_flight), retry_in=backing_off
         )
         doc["tuning"] = tuning_document(self.tuner, self.ledger.records)
+        doc["leader"] = self.leadership.status() if self.leadership else {"enabled": False}
         return Response(200, json.dumps(doc, indent=2).encode() + b"\n", "application/json")

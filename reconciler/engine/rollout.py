@@ -11,7 +11,7 @@ import time
 
 import structlog
 
-from reconciler.apply.executor import ApplyLog, apply_actions
+from reconciler.apply.executor import ApplyLog, Fence, apply_actions
 from reconciler.engine.rollback import roll_back
 from reconciler.errors import HostError
 from reconciler.observe.facts import probe
@@ -71,6 +71,7 @@ async def restart_one(
     unit: DesiredUnit,
     group: tuple[Action, ...],
     applied: ApplyLog,
+    fence: Fence | None = None,
 ) -> None:
     """Guarded turn of one member: its staged writes, then its restart, then wait until it is healthy.
 
@@ -90,7 +91,7 @@ async def restart_one(
     )
     began = time.monotonic()
     try:
-        await apply_actions(conn, host, group, applied)
+        await apply_actions(conn, host, group, applied, fence)
     except HostError as exc:
         if len(applied.done) < len(group) - 1 or not (unit.rollback and applied.backups):
             raise  # failed before the restart (nothing runs on the new config), or nothing to roll back

@@ -93,6 +93,18 @@ class Metrics:
             ["host", "unit"],
             registry=r,
         )
+        self.leader = Gauge(
+            "reconciler_leader",
+            "1 while this replica leads (leader election on: `run --leader-election`), 0 while it follows.",
+            ["replica"],
+            registry=r,
+        )
+        self.leader_transitions = Counter(
+            "reconciler_leader_transitions",
+            "Times the leader this replica saw changed.",
+            ["replica"],
+            registry=r,
+        )
         self.vip_held = Gauge(
             "reconciler_vip_held",
             "1 when the host holds the VirtualIP (keepalived's VIP), 0 when it was seen without it. Exactly one "

@@ -5,49 +5,20 @@ holds it afterwards, and an edit to HAProxy's config rolls out (reloads) without
 
 from __future__ import annotations
 
-import re
 import shutil
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import yaml
 
 from testbed import Testbed, TestHost
-from testbed.traffic import VIP, Traffic
+from testbed.ha import Traffic, enable_ha, holders
 
 from .conftest import SPECS, reconciler
 from .test_daemon import wait_for
 
 pytestmark = pytest.mark.testbed
-
-
-def enable_ha(spec_dir: Path) -> None:
-    """As README's HA section says: label the masters `ha: front`, give them the VIP and priorities. And, as
-    stacked masters often run, each apiserver on its own etcd member (so stopping one member fails one apiserver)."""
-    docs = list(yaml.safe_load_all((spec_dir / "inventory.yaml").read_text()))
-    for doc, priority in zip(docs, (150, 140, 130), strict=True):
-        doc["metadata"]["labels"]["ha"] = "front"
-        doc["spec"]["vars"].update(vip=VIP, vip_interface="host0", vrrp_priority=priority)
-    (spec_dir / "inventory.yaml").write_text(yaml.safe_dump_all(docs, sort_keys=False))
-    kube = spec_dir / "kubernetes.yaml"
-    local = 'KUBE_ETCD_SERVERS="--etcd-servers=https://{{ host.address }}:2379"'
-    kube.write_text(re.sub(r'KUBE_ETCD_SERVERS="--etcd-servers=[^"]*"', lambda _: local, kube.read_text()))
-
-
-def holders(bed: Testbed) -> list[str]:
-    """The hosts that hold the VIP now (a host that does not answer SSH counts as not holding it)."""
-    out = []
-    for h in bed.hosts:
-        try:
-            proc = h.ssh(f"ip -o addr show to {VIP}", check=False, timeout=5)
-        except subprocess.TimeoutExpired:
-            continue
-        if proc.returncode == 0 and proc.stdout.strip():
-            out.append(h.name)
-    return out
 
 
 def holder(bed: Testbed) -> TestHost:

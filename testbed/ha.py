@@ -1,20 +1,54 @@
-"""A client sending requests through the testbed's virtual IP the whole time a fault runs (tests and bench).
+"""The HA front on the testbed (tests and bench): enabling specs/ha/ in a spec directory, who holds the VIP,
+and a client sending requests through the VIP the whole time a fault runs.
 
-Bounded in count and time; records each request's start (monotonic) and whether it succeeded, so a caller can
-count failures in a window and measure the time from a fault to the first success after it.
+`Traffic` is bounded in count and time; it records each request's start (monotonic) and whether it succeeded,
+so a caller can count failures in a window and measure the time from a fault to the first success after it.
 """
 
 from __future__ import annotations
 
+import re
+import subprocess
 import threading
 import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import TracebackType
+
+import yaml
+
+from testbed.hosts import Testbed
 
 VIP = "198.18.0.100"
 VIP_URL = f"http://{VIP}:8081/healthz"  # the HA front's insecure frontend (specs/ha/haproxy.yaml)
+
+
+def enable_ha(spec_dir: Path) -> None:
+    """As README's HA section says: label the masters `ha: front`, give them the VIP and priorities. And, as
+    stacked masters often run, each apiserver on its own etcd member (so stopping one member fails one apiserver)."""
+    docs = list(yaml.safe_load_all((spec_dir / "inventory.yaml").read_text()))
+    for doc, priority in zip(docs, (150, 140, 130), strict=False):
+        doc["metadata"]["labels"]["ha"] = "front"
+        doc["spec"]["vars"].update(vip=VIP, vip_interface="host0", vrrp_priority=priority)
+    (spec_dir / "inventory.yaml").write_text(yaml.safe_dump_all(docs, sort_keys=False))
+    kube = spec_dir / "kubernetes.yaml"
+    local = 'KUBE_ETCD_SERVERS="--etcd-servers=https://{{ host.address }}:2379"'
+    kube.write_text(re.sub(r'KUBE_ETCD_SERVERS="--etcd-servers=[^"]*"', lambda _: local, kube.read_text()))
+
+
+def holders(bed: Testbed) -> list[str]:
+    """The hosts that hold the VIP now (a host that does not answer SSH counts as not holding it)."""
+    out = []
+    for h in bed.hosts:
+        try:
+            proc = h.ssh(f"ip -o addr show to {VIP}", check=False, timeout=5)
+        except subprocess.TimeoutExpired:
+            continue
+        if proc.returncode == 0 and proc.stdout.strip():
+            out.append(h.name)
+    return out
 
 
 @dataclass

@@ -1,0 +1,166 @@
+"""The HA front's failover on the testbed (issue 17's goals): specs/ha/ enabled on the three masters, a client
+sending a request through the VIP every 20 ms (2 s timeout) the whole time, and per round:
+
+- haproxy: `systemctl stop haproxy` on the VIP holder: seconds from the fault to the first successful request
+  of the run that ends the outage, failed requests; then HAProxy is started again (it must not take the VIP back);
+- cut: the holder's link down for 6 s: the same two numbers; after it is back, the hosts holding the VIP are
+  sampled for 5 s (never two);
+- etcd: a non-holder's etcd stopped until HAProxy marks its apiserver down: failed requests (goal: none);
+- reload: an edit of HAProxy's config applied to all three (reload, one host at a time): failed requests (none).
+
+    .venv/bin/python -m bench.ha [--rounds N]     # root; boots the testbed (scripts/install-deps)
+
+Medians and worst cases go to stdout and bench/ha-last.json; `bench.run --only ha` keeps them in RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from testbed import Testbed  # noqa: E402
+from testbed.ha import Traffic, enable_ha, holders  # noqa: E402
+
+
+def reconciler(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "reconciler.cli", *args], cwd=REPO, capture_output=True, text=True, timeout=600
+    )
+
+
+def wait(what: str, condition: Any, timeout: float = 180) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise RuntimeError(f"timed out waiting for {what}")
+
+
+def one_holder(bed: Testbed) -> str:
+    def one() -> str:
+        found = holders(bed)
+        return found[0] if len(found) == 1 else ""
+
+    return str(wait("exactly one VIP holder", one))
+
+
+def healthy(specs: Path) -> None:
+    try:
+        wait("every check healthy", lambda: reconciler("check", str(specs)).returncode == 0)
+    except RuntimeError:
+        print(reconciler("check", str(specs)).stdout, file=sys.stderr)
+        raise
+
+
+def fault_round(bed: Testbed, specs: Path, kind: str) -> dict[str, Any]:
+    old = bed.host(one_holder(bed))
+    with Traffic() as traffic:
+        wait("traffic", lambda: traffic.sent() > 5)
+        began = time.monotonic()
+        if kind == "haproxy":
+            old.ssh("systemctl stop haproxy")
+        else:
+            old.ssh("nohup sh -c 'ip link set host0 down; sleep 6; ip link set host0 up' >/dev/null 2>&1 &")
+        wait("the VIP on another host", lambda: [h for h in holders(bed) if h != old.name], timeout=60)
+        seconds = traffic.wait_success_after(began, timeout=60)
+        failed = len(traffic.failed(began))
+    if kind == "haproxy":
+        old.ssh("systemctl start haproxy")
+    else:
+        time.sleep(max(0.0, began + 7 - time.monotonic()))  # the link is down for 6 s
+        wait("the cut host back", lambda: old.port_open(22), timeout=60)
+    two = 0
+    end = time.monotonic() + 5
+    while time.monotonic() < end:  # after recovery: never two holders
+        two = max(two, len(holders(bed)))
+        time.sleep(0.5)
+    healthy(specs)
+    taken_back = kind == "haproxy" and holders(bed) == [old.name]
+    return {"seconds": seconds, "failed": failed, "most_holders_after": two, "taken_back": taken_back}
+
+
+def etcd_round(bed: Testbed, specs: Path) -> dict[str, Any]:
+    at = bed.host(one_holder(bed))
+    victim = next(h for h in bed.hosts if h.name != at.name)
+    log = "journalctl -u haproxy -o cat --no-pager --since=-30s"
+    with Traffic() as traffic:
+        wait("traffic", lambda: traffic.sent() > 5)
+        began = time.monotonic()
+        victim.ssh("systemctl stop etcd")
+        wait("the apiserver marked down", lambda: f"{victim.name} is DOWN" in at.ssh(log, check=False).stdout)
+        time.sleep(1)
+        failed, sent = len(traffic.failed(began)), traffic.sent(began)
+    victim.ssh("systemctl start etcd")
+    healthy(specs)
+    return {"failed": failed, "sent": sent}
+
+
+def reload_round(specs: Path, n: int) -> dict[str, Any]:
+    cfg = specs / "ha" / "haproxy.yaml"  # the edit stays: the specs and the hosts agree after the round
+    cfg.write_text(re.sub(r"timeout client \d+s", f"timeout client {61 + n}s", cfg.read_text()))
+    with Traffic() as traffic:
+        wait("traffic", lambda: traffic.sent() > 5)
+        began = time.monotonic()
+        result = reconciler("apply", str(specs))
+        time.sleep(1)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return {
+        "failed": len(traffic.failed(began)),
+        "sent": traffic.sent(began),
+        "reloads": result.stdout.count("reload haproxy"),
+    }
+
+
+def summary(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {"rounds": rounds}
+    for key in ("seconds", "failed"):
+        values = [r[key] for r in rounds if r.get(key) is not None]
+        if values:
+            out[key] = {"median": round(statistics.median(values), 3), "max": round(max(values), 3)}
+    return out
+
+
+def run(rounds: int = 5) -> dict[str, Any]:
+    with Testbed(n=3) as bed, tempfile.TemporaryDirectory(prefix="reconciler-ha-") as tmp:
+        specs = Path(tmp) / "specs"
+        shutil.copytree(REPO / "specs", specs)
+        enable_ha(specs)
+        result = reconciler("apply", str(specs))
+        assert result.returncode == 0, result.stdout + result.stderr
+        healthy(specs)
+        parts: dict[str, list[dict[str, Any]]] = {"haproxy": [], "cut": [], "etcd": [], "reload": []}
+        for n in range(rounds):
+            parts["haproxy"].append(fault_round(bed, specs, "haproxy"))
+            parts["cut"].append(fault_round(bed, specs, "cut"))
+            parts["etcd"].append(etcd_round(bed, specs))
+            parts["reload"].append(reload_round(specs, n))
+            print(f"round {n + 1}: " + json.dumps({k: v[-1] for k, v in parts.items()}), flush=True)
+        return {k: summary(v) for k, v in parts.items()}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=5)
+    args = parser.parse_args()
+    results = run(args.rounds)
+    (REPO / "bench/ha-last.json").write_text(json.dumps(results, indent=2) + "\n")
+    print(json.dumps({k: {m: v for m, v in r.items() if m != "rounds"} for k, r in results.items()}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,118 @@
+"""One leader among the daemon's replicas, elected on the cluster's etcd: a key held under a lease.
+
+Owns the campaign (grant a lease, put the key if nobody holds it), the renewals (every `retry` seconds), when a
+leader stops acting (no renewal for `renew_deadline` seconds on the monotonic clock: before its lease can expire
+elsewhere) and the fencing check (`fenced`: the key is still ours, under the revision we won it with). The
+defaults are client-go's (lease 15 s, renew deadline 10 s, retry 2 s); the renew deadline is cut to 2/3 of the
+TTL etcd actually grants. Read by the daemon: `acting`, `fenced`, `state`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import structlog
+
+from reconciler.leader.gateway import EtcdGateway, EtcdUnavailable
+
+log = structlog.get_logger(__name__)
+
+KEY = "/reconciler/leader"
+
+
+@dataclass
+class LeaderState:
+    leader: str = ""  # who holds the key ("" unknown or nobody)
+    since: float | None = None  # wall time this replica saw that leader take over
+    ours: bool = False  # this replica holds the key and has renewed within the deadline
+    token: int = 0  # the key's create revision while ours (the fencing token)
+    transitions: int = 0  # times the leader this replica saw changed
+    error: str = ""  # why there is no leader, as far as this replica knows (etcd unreachable, no quorum)
+
+
+class Elector:
+    def __init__(
+        self,
+        gateway: EtcdGateway,
+        name: str,
+        *,
+        key: str = KEY,
+        ttl: int = 15,
+        renew_deadline: float = 10.0,
+        retry: float = 2.0,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        self.gateway, self.name, self.key = gateway, name, key
+        self.ttl, self.retry, self.clock = ttl, retry, clock
+        self.renew_deadline = renew_deadline
+        self.state = LeaderState()
+        self._lease = 0
+        self._renewed: float | None = None  # monotonic time of the last renewal (or the win)
+
+    def acting(self) -> bool:
+        """Leader now: the key is ours and was renewed within the renew deadline (checked on every call)."""
+        return self._renewed is not None and self.clock() - self._renewed < self.renew_deadline
+
+    async def fenced(self) -> bool:
+        """Whether a host-changing action may go ahead: acting, and etcd still shows our key and revision."""
+        if not self.acting():
+            return False
+        try:
+            holder = await self.gateway.holder(self.key)
+        except EtcdUnavailable:
+            return False
+        return holder is not None and holder.value == self.name and holder.create_revision == self.state.token
+
+    async def step(self) -> None:
+        """One round: renew if leading, else campaign; keep `state` in step. Never raises EtcdUnavailable."""
+        try:
+            if self._renewed is not None:
+                ttl = await self.gateway.keepalive(self._lease)
+                if ttl > 0:
+                    self._renewed = self.clock()
+                    self._settle(self.name, ours=True)
+                    return
+                self._lost("lease expired")
+            if not self._lease:
+                lease = await self.gateway.grant(self.ttl)
+                self._lease = lease.id
+                self.renew_deadline = min(self.renew_deadline, lease.ttl * 2 / 3)
+            holder = await self.gateway.campaign(self.key, self.name, self._lease)
+            if holder.value == self.name and holder.lease == self._lease:
+                self._renewed = self.clock()
+                self.state.token = holder.create_revision
+                self._settle(self.name, ours=True)
+            else:
+                self._settle(holder.value, ours=False)
+        except EtcdUnavailable as exc:
+            self.state.error = f"etcd unavailable: {exc}"
+            if not self.acting():
+                self._lost(self.state.error)
+
+    def _settle(self, leader: str, *, ours: bool) -> None:
+        if leader != self.state.leader:
+            self.state.transitions += self.state.leader != ""
+            self.state.since = time.time()
+            log.info("leader", leader=leader or None, ours=ours)
+        self.state.leader, self.state.ours, self.state.error = leader, ours, ""
+
+    def _lost(self, why: str) -> None:
+        if self._renewed is not None:
+            log.warning("leadership lost", why=why)
+        self._renewed, self._lease = None, 0
+        self.state.ours, self.state.token = False, 0
+        if self.state.leader == self.name:
+            self._settle("", ours=False)
+        self.state.error = why
+
+    async def resign(self) -> None:
+        """Give the key up at once (revoke the lease), so another replica need not wait for it to expire."""
+        lease, self._lease, self._renewed = self._lease, 0, None
+        if lease:
+            try:
+                await asyncio.wait_for(self.gateway.revoke(lease), 2)
+            except (EtcdUnavailable, TimeoutError):
+                pass

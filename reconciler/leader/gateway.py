@@ -1,0 +1,124 @@
+"""etcd's v3 JSON gateway, the part leader election needs: leases, and one key held under a lease.
+
+Owns the HTTP calls (httpx: async, keeps connections, client-certificate TLS; etcd 3.4's gateway works with it
+and no maintained async gRPC client covers 3.4 with TLS) and their JSON (base64 keys and values, 64-bit numbers
+as strings, fields left out when zero or false). Endpoints are tried in turn; the last one that answered first.
+Called by `leader.elector`.
+"""
+
+from __future__ import annotations
+
+import base64
+import ssl
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+
+class EtcdUnavailable(Exception):
+    """No endpoint answered (or all answered with an error): no quorum, or no network to any member."""
+
+
+@dataclass(frozen=True)
+class Lease:
+    id: int
+    ttl: int  # seconds, as etcd granted it (at least ~1.5 x its election timeout, whatever was asked)
+
+
+@dataclass(frozen=True)
+class Holder:
+    value: str  # who holds the key
+    create_revision: int  # the fencing token: a new holding always has a higher one
+    lease: int
+
+
+def _b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
+
+def _holder(kv: dict[str, Any]) -> Holder:
+    return Holder(
+        base64.b64decode(kv.get("value", "")).decode(errors="replace"),
+        int(kv["create_revision"]),
+        int(kv.get("lease", 0)),
+    )
+
+
+class EtcdGateway:
+    def __init__(
+        self,
+        endpoints: list[str],
+        *,
+        ca_file: str | None = None,
+        cert_file: str | None = None,
+        key_file: str | None = None,
+        timeout: float = 2.0,
+    ):
+        if not endpoints:
+            raise ValueError("no etcd endpoint")
+        self.endpoints = [e.rstrip("/") for e in endpoints]
+        verify: ssl.SSLContext | bool = True
+        if any(e.startswith("https:") for e in self.endpoints):
+            context = ssl.create_default_context(cafile=ca_file)
+            if cert_file:
+                context.load_cert_chain(cert_file, key_file)
+            verify = context
+        self._client = httpx.AsyncClient(verify=verify, timeout=timeout, trust_env=False)
+        self._good = 0  # the endpoint that answered last
+
+    async def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        errors = []
+        for i in range(len(self.endpoints)):
+            n = (self._good + i) % len(self.endpoints)
+            try:
+                resp = await self._client.post(self.endpoints[n] + path, json=body)
+            except httpx.HTTPError as exc:
+                errors.append(f"{self.endpoints[n]}: {type(exc).__name__}")
+                continue
+            if resp.status_code != 200:
+                errors.append(f"{self.endpoints[n]}: HTTP {resp.status_code}")
+                continue
+            self._good = n
+            data: dict[str, Any] = resp.json()
+            return data
+        raise EtcdUnavailable("; ".join(errors))
+
+    async def grant(self, ttl: int) -> Lease:
+        data = await self._post("/v3/lease/grant", {"TTL": ttl})
+        return Lease(int(data["ID"]), int(data["TTL"]))
+
+    async def keepalive(self, lease: int) -> int:
+        """The lease's TTL after the renewal; 0 when it had expired (it cannot be renewed any more)."""
+        data = await self._post("/v3/lease/keepalive", {"ID": str(lease)})
+        return int(data.get("result", {}).get("TTL", 0))
+
+    async def revoke(self, lease: int) -> None:
+        await self._post("/v3/lease/revoke", {"ID": str(lease)})
+
+    async def campaign(self, key: str, value: str, lease: int) -> Holder:
+        """Put `key` = `value` under `lease` if nobody holds it; the holder either way (one transaction)."""
+        k = _b64(key)
+        data = await self._post(
+            "/v3/kv/txn",
+            {
+                "compare": [{"key": k, "target": "CREATE", "create_revision": "0"}],
+                "success": [{"requestPut": {"key": k, "value": _b64(value), "lease": str(lease)}}],
+                "failure": [{"requestRange": {"key": k}}],
+            },
+        )
+        if data.get("succeeded"):
+            revision = int(data["header"]["revision"])
+            return Holder(value, revision, lease)
+        kvs = data["responses"][0]["response_range"].get("kvs", [])
+        if not kvs:  # it went away between the compare and now: nobody holds it
+            return Holder("", 0, 0)
+        return _holder(kvs[0])
+
+    async def holder(self, key: str) -> Holder | None:
+        data = await self._post("/v3/kv/range", {"key": _b64(key)})
+        kvs = data.get("kvs", [])
+        return _holder(kvs[0]) if kvs else None
+
+    async def close(self) -> None:
+        await self._client.aclose()

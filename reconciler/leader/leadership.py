@@ -1,0 +1,123 @@
+"""The daemon's side of leader election: where etcd is (from the specs), the elector's loop, what it reports.
+
+Owns finding the cluster's etcd in the desired state (the client URLs and TLS files of the etcd members'
+rollout HealthCheck: the certificate the health check already uses), running the `Elector` every `retry`
+seconds, the leader metrics and the /status "leader" entry. Started by `engine.daemon` with
+`reconciler run --leader-election`; its `fenced` is the daemon's fence (`Rollouts.fence`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import structlog
+
+from reconciler.leader.elector import Elector
+from reconciler.leader.gateway import EtcdGateway
+from reconciler.spec.desired import DesiredState
+from reconciler.status.metrics import Metrics
+from reconciler.waits import pause
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class EtcdAccess:
+    endpoints: list[str]
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+
+
+def etcd_access(desired: DesiredState) -> EtcdAccess | None:
+    """The members of the etcd rollout unit (the EtcdTuning's unit, else etcd.service), through their
+    HealthCheck's URLs and TLS files; None when the specs name no such members."""
+    unit = desired.tuning.unit if desired.tuning else "etcd.service"
+    endpoints: list[str] = []
+    tls: tuple[str | None, str | None, str | None] = (None, None, None)
+    for host in desired.hosts_with_unit(unit):
+        member = next(u for u in host.units if u.name == unit)
+        check = host.check(member.rollout_check) if member.rollout_check else None
+        if check is None or not check.url:
+            continue
+        url = urlsplit(check.url)
+        endpoints.append(f"{url.scheme}://{url.netloc}")
+        tls = (check.ca_file, check.cert_file, check.key_file)
+    return EtcdAccess(endpoints, *tls) if endpoints else None
+
+
+class Leadership:
+    def __init__(self, name: str, metrics: Metrics, *, ttl: int, renew_deadline: float, retry: float):
+        self.name, self.metrics = name, metrics
+        self.ttl, self.renew_deadline, self.retry = ttl, renew_deadline, retry
+        self.elector: Elector | None = None
+        self._seen_transitions = 0
+        self.waiting = "waiting for specs naming the etcd members"  # why there is no elector yet
+
+    async def fenced(self) -> bool:
+        return self.elector is not None and await self.elector.fenced()
+
+    def acting(self) -> bool:
+        return self.elector is not None and self.elector.acting()
+
+    async def run(
+        self, desired: Callable[[], DesiredState | None], stopping: asyncio.Event, on_won: Callable[[], None]
+    ) -> None:
+        """Wait for the first good specs, then campaign and renew until stopped; give the key up at the end."""
+        while (gateway := self._gateway(desired())) is None:
+            await pause(stopping, self.retry)
+            if stopping.is_set():
+                return
+        elector = self.elector = Elector(
+            gateway, self.name, ttl=self.ttl, renew_deadline=self.renew_deadline, retry=self.retry
+        )
+        try:
+            while not stopping.is_set():
+                was = elector.acting()
+                await elector.step()
+                self._report(elector)
+                if elector.acting() and not was:
+                    on_won()  # a new leader looks at every host at once
+                await pause(stopping, self.retry)
+        finally:
+            await elector.resign()
+            await gateway.close()
+
+    def _gateway(self, desired: DesiredState | None) -> EtcdGateway | None:
+        access = etcd_access(desired) if desired is not None else None
+        if desired is not None and access is None:
+            self.waiting = "the specs name no etcd members with a rollout HealthCheck"
+        if access is None:
+            return None
+        try:
+            return EtcdGateway(
+                access.endpoints, ca_file=access.ca_file, cert_file=access.cert_file, key_file=access.key_file
+            )
+        except (OSError, ssl.SSLError) as exc:  # the TLS files are the health check's: on the masters
+            self.waiting = f"cannot use the etcd client TLS files here: {exc}"
+            log.error("leader election: no etcd client", error=self.waiting)
+            return None
+
+    def _report(self, elector: Elector) -> None:
+        self.metrics.leader.labels(self.name).set(1 if elector.acting() else 0)
+        delta = elector.state.transitions - self._seen_transitions
+        if delta > 0:
+            self.metrics.leader_transitions.labels(self.name).inc(delta)
+            self._seen_transitions = elector.state.transitions
+
+    def status(self) -> dict[str, Any]:
+        state = self.elector.state if self.elector else None
+        return {
+            "enabled": True,
+            "replica": self.name,
+            "leader": state.leader if state else "",
+            "this_replica_leads": self.acting(),
+            "since": state.since if state else None,
+            "transitions": state.transitions if state else 0,
+            "error": state.error if state else self.waiting,
+        }

@@ -1,0 +1,155 @@
+"""Leader election against a real etcd (3.4, Debian's, on loopback in a temporary directory): one leader, the
+fencing token, a leader that stops renewing stops acting before its lease can expire elsewhere, and no leader
+without etcd."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import subprocess
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from reconciler.leader.elector import KEY, Elector
+from reconciler.leader.gateway import EtcdGateway
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def etcd(tmp_path: Path) -> Iterator[str]:
+    client, peer = _free_port(), _free_port()
+    url = f"http://127.0.0.1:{client}"
+    proc = subprocess.Popen(
+        [
+            "etcd",
+            "--name=t",
+            f"--data-dir={tmp_path / 'data'}",
+            f"--listen-client-urls={url}",
+            f"--advertise-client-urls={url}",
+            f"--listen-peer-urls=http://127.0.0.1:{peer}",
+            f"--initial-advertise-peer-urls=http://127.0.0.1:{peer}",
+            f"--initial-cluster=t=http://127.0.0.1:{peer}",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", client), timeout=0.2):
+                    break
+            except OSError:
+                time.sleep(0.05)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@contextlib.asynccontextmanager
+async def two(url: str) -> AsyncIterator[tuple[EtcdGateway, EtcdGateway]]:
+    """Two replicas' clients (made in the test's own event loop)."""
+    a, b = EtcdGateway([url]), EtcdGateway([url])
+    try:
+        yield a, b
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def wait_ready(e: Elector) -> None:
+    for _ in range(100):  # etcd elects itself leader a moment after it listens
+        await e.step()
+        if not e.state.error:
+            return
+        time.sleep(0.05)
+    raise AssertionError(e.state.error)
+
+
+async def test_one_leader_and_its_fencing_token(etcd: str) -> None:
+    async with two(etcd) as gateways:
+        await _one_leader(gateways)
+
+
+async def _one_leader(gateways: tuple[EtcdGateway, EtcdGateway]) -> None:
+    a, b = Elector(gateways[0], "master-1", ttl=5), Elector(gateways[1], "master-2", ttl=5)
+    await wait_ready(a)
+    await b.step()
+    assert a.acting() and a.state.ours and a.state.leader == "master-1" and a.state.token > 0
+    assert not b.acting() and b.state.leader == "master-1" and not b.state.ours
+    assert await a.fenced() and not await b.fenced()
+    assert a.renew_deadline == pytest.approx(min(10.0, 5 * 2 / 3))  # sized from the TTL etcd granted
+    await a.step()  # a renewal keeps it
+    await b.step()
+    assert a.acting() and not b.acting()
+
+
+async def test_a_leader_that_cannot_renew_stops_acting_before_its_lease_can_expire(etcd: str) -> None:
+    async with two(etcd) as gateways:
+        await _stops_acting(gateways)
+
+
+async def _stops_acting(gateways: tuple[EtcdGateway, EtcdGateway]) -> None:
+    clock = Clock()
+    a = Elector(gateways[0], "master-1", ttl=3, clock=clock)
+    b = Elector(gateways[1], "master-2", ttl=3)
+    await wait_ready(a)
+    assert a.acting() and a.renew_deadline == pytest.approx(2.0)  # 2/3 of the 3 s lease
+    clock.now += a.renew_deadline  # no renewal for the whole deadline: it stops acting by itself ...
+    assert not a.acting() and not await a.fenced()
+    await b.step()
+    assert b.state.leader == "master-1" and not b.acting()  # ... while its lease still holds the key
+    deadline = time.monotonic() + 10
+    while not b.acting() and time.monotonic() < deadline:  # the lease expires: the other replica takes over
+        time.sleep(0.2)
+        await b.step()
+    assert b.acting() and b.state.leader == "master-2" and b.state.transitions == 1
+    await a.step()  # the old leader finds its lease gone and follows
+    assert not a.acting() and a.state.leader == "master-2" and b.state.token > 0
+
+
+async def test_fencing_refuses_a_leader_whose_key_was_taken_over(etcd: str) -> None:
+    async with two(etcd) as gateways:
+        await _fenced_out(gateways)
+
+
+async def _fenced_out(gateways: tuple[EtcdGateway, EtcdGateway]) -> None:
+    a, b = Elector(gateways[0], "master-1", ttl=5), Elector(gateways[1], "master-2", ttl=5)
+    await wait_ready(a)
+    await gateways[0].revoke(a._lease)  # its lease gone (as after a long pause): the key went with it
+    await b.step()
+    assert b.acting()
+    assert a.acting()  # a has not looked yet: within its deadline it believes it leads ...
+    assert not await a.fenced()  # ... but every action is fenced: the key is no longer ours
+    await a.step()
+    assert not a.acting() and a.state.leader == "master-2"
+
+
+async def test_no_etcd_no_leader() -> None:
+    gateway = EtcdGateway([f"http://127.0.0.1:{_free_port()}"], timeout=0.5)
+    e = Elector(gateway, "master-1")
+    await e.step()
+    assert not e.acting() and not await e.fenced()
+    assert e.state.error.startswith("etcd unavailable") and e.state.leader == ""
+    await gateway.close()
+
+
+def test_the_key_is_the_documented_one() -> None:
+    assert KEY == "/reconciler/leader"
