@@ -131,6 +131,11 @@ def _run_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
         help="run as one of several replicas: only the one elected on the cluster's etcd changes hosts",
     )
     p.add_argument("--name", default=d.name, help="this replica's name in the election")
+    p.add_argument(
+        "--accept-specs",
+        action="store_true",
+        help="as leader, make this replica's specs the agreed ones even where they differ from the published",
+    )
 
 
 def _import_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -239,6 +244,7 @@ def _daemon_settings(args: argparse.Namespace) -> DaemonSettings:
         state_dir=args.state_dir,
         leader_election=args.leader_election,
         name=args.name,
+        accept_specs=args.accept_specs,
     )
 
 

@@ -40,3 +40,4 @@ class DaemonSettings(BaseModel):
     leader_ttl: int = Field(15, ge=2, le=300, description="lease asked of etcd, seconds (it may grant more)")
     renew_deadline: float = Field(10.0, gt=0, description="a leader not renewed for this long stops acting")
     leader_retry: float = Field(2.0, gt=0, description="seconds between campaigns / renewals")
+    accept_specs: bool = Field(False, description="as leader, publish this replica's specs as the agreed ones")

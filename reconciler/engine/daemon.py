@@ -28,6 +28,7 @@ from reconciler.settings import DaemonSettings
 from reconciler.spec.cache import SpecCache
 from reconciler.spec.desired import DesiredState
 from reconciler.spec.isolate import load_desired
+from reconciler.spec.load import spec_digest
 from reconciler.spec.watch import watch_specs
 from reconciler.status.http import HTTPServer, Response
 from reconciler.status.ledger import Ledger
@@ -57,6 +58,7 @@ class Daemon:
                 ttl=settings.leader_ttl,
                 renew_deadline=settings.renew_deadline,
                 retry=settings.leader_retry,
+                accept_specs=settings.accept_specs,
             )
             self.rollouts.fence = self.leadership.fenced
         self.notifier = Notifier()
@@ -144,6 +146,8 @@ class Daemon:
             self._first_pass = set(desired.hosts)
         self.desired = desired
         self.tuner.sync(desired)
+        if self.leadership is not None:
+            self.leadership.digest = await asyncio.to_thread(spec_digest, self.settings.spec_dir)
         for name in changed:
             self.queue.add(name)
         log.info(

@@ -52,6 +52,11 @@ class Elector:
         self._lease = 0
         self._renewed: float | None = None  # monotonic time of the last renewal (or the win)
 
+    @property
+    def lease(self) -> int:
+        """This replica's lease (a follower keeps one too: what it publishes lives as long as it does)."""
+        return self._lease
+
     def acting(self) -> bool:
         """Leader now: the key is ours and was renewed within the renew deadline (checked on every call)."""
         return self._renewed is not None and self.clock() - self._renewed < self.renew_deadline
@@ -76,6 +81,8 @@ class Elector:
                     self._settle(self.name, ours=True)
                     return
                 self._lost("lease expired")
+            elif self._lease and await self.gateway.keepalive(self._lease) == 0:  # a follower's lease: kept too
+                self._lease = 0
             if not self._lease:
                 lease = await self.gateway.grant(self.ttl)
                 self._lease = lease.id

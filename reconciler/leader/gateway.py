@@ -115,6 +115,22 @@ class EtcdGateway:
             return Holder("", 0, 0)
         return _holder(kvs[0])
 
+    async def put(self, key: str, value: str, lease: int = 0) -> None:
+        """Put `key` = `value`, under `lease` (gone with it) or none (it outlives whoever wrote it)."""
+        body = {"key": _b64(key), "value": _b64(value)}
+        await self._post("/v3/kv/put", {**body, "lease": str(lease)} if lease else body)
+
+    async def prefixed(self, prefix: str) -> dict[str, str]:
+        """Every key under `prefix` with its value."""
+        end = prefix[:-1] + chr(ord(prefix[-1]) + 1)
+        data = await self._post("/v3/kv/range", {"key": _b64(prefix), "range_end": _b64(end)})
+        return {
+            base64.b64decode(kv["key"]).decode(errors="replace"): base64.b64decode(kv.get("value", "")).decode(
+                errors="replace"
+            )
+            for kv in data.get("kvs", [])
+        }
+
     async def holder(self, key: str) -> Holder | None:
         data = await self._post("/v3/kv/range", {"key": _b64(key)})
         kvs = data.get("kvs", [])

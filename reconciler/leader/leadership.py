@@ -9,7 +9,9 @@ seconds, the leader metrics and the /status "leader" entry. Started by `engine.d
 from __future__ import annotations
 
 import asyncio
+import json
 import ssl
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -18,7 +20,7 @@ from urllib.parse import urlsplit
 import structlog
 
 from reconciler.leader.elector import Elector
-from reconciler.leader.gateway import EtcdGateway
+from reconciler.leader.gateway import EtcdGateway, EtcdUnavailable
 from reconciler.spec.desired import DesiredState
 from reconciler.status.metrics import Metrics
 from reconciler.waits import pause
@@ -51,16 +53,72 @@ def etcd_access(desired: DesiredState) -> EtcdAccess | None:
     return EtcdAccess(endpoints, *tls) if endpoints else None
 
 
+SPECS_KEY = "/reconciler/specs"  # {"digest", "by", "at"}: the specs the cluster agreed on, as a leader published them
+REPLICAS = "/reconciler/replicas/"  # + name: each live replica's specs digest, under its lease
+
+
 class Leadership:
-    def __init__(self, name: str, metrics: Metrics, *, ttl: int, renew_deadline: float, retry: float):
+    def __init__(
+        self,
+        name: str,
+        metrics: Metrics,
+        *,
+        ttl: int,
+        renew_deadline: float,
+        retry: float,
+        accept_specs: bool = False,
+        replicas: int = 1,
+    ):
+        self.replicas = replicas  # how many replicas there are meant to be (one per etcd member)
         self.name, self.metrics = name, metrics
         self.ttl, self.renew_deadline, self.retry = ttl, renew_deadline, retry
+        self.accept_specs = accept_specs  # an operator's override: this replica's specs become the agreed ones
         self.elector: Elector | None = None
         self._seen_transitions = 0
         self.waiting = "waiting for specs naming the etcd members"  # why there is no elector yet
+        self.digest = ""  # this replica's specs (spec.load.spec_digest), set by the daemon after each good load
+        self.agreed: dict[str, Any] | None = None  # what etcd says the cluster agreed on
+        self._published: tuple[int, str] | None = None  # (leadership token, digest) this replica published
+        self.conflict = ""  # why this replica, though leader, must not apply its specs
 
     async def fenced(self) -> bool:
-        return self.elector is not None and await self.elector.fenced()
+        return self.elector is not None and not self.conflict and await self.elector.fenced()
+
+    async def _agree(self, elector: Elector) -> None:
+        """The leader publishes its specs' digest; a new leader whose specs differ from the published ones applies
+        nothing (they may be a stale copy) unless a majority of the replicas hold the same specs as it does (the
+        operator changed them everywhere while the old leader was away) or `accept_specs`. Every replica publishes
+        its own digest under its lease and reports whether it agrees."""
+        if elector.lease and self.digest:
+            await elector.gateway.put(REPLICAS + self.name, self.digest, elector.lease)
+        same = sum(d == self.digest for d in (await elector.gateway.prefixed(REPLICAS)).values())
+        majority = bool(self.digest) and same > self.replicas // 2
+        held = await elector.gateway.holder(SPECS_KEY)
+        self.agreed = json.loads(held.value) if held and held.value.startswith("{") else None
+        agreed = self.agreed.get("digest") if self.agreed else None
+        if not elector.acting():
+            self.conflict = ""
+        elif (
+            agreed in (None, self.digest)
+            or self.accept_specs
+            or majority
+            or (self._published is not None and self._published == (elector.state.token, agreed))
+        ):  # nothing agreed yet, the same specs, the operator says so, most replicas hold them, or its own
+            if agreed != self.digest and self.digest:
+                record = {"digest": self.digest, "by": self.name, "at": time.time()}
+                await elector.gateway.put(SPECS_KEY, json.dumps(record))
+                self.agreed, agreed = record, self.digest
+                log.info("specs published", digest=self.digest[:12])
+            self._published = (elector.state.token, self.digest)
+            self.conflict = ""
+        else:
+            by = self.agreed.get("by", "?") if self.agreed else "?"
+            self.conflict = (
+                f"this replica leads but its specs ({self.digest[:12]}) differ from the ones the cluster agreed on "
+                f"({str(agreed)[:12]}, published by {by}): it applies nothing until they match (or run with "
+                "--accept-specs to make them the agreed ones)"
+            )
+        self.metrics.specs_agree.labels(self.name).set(1 if agreed in (None, self.digest) else 0)
 
     def acting(self) -> bool:
         return self.elector is not None and self.elector.acting()
@@ -76,10 +134,15 @@ class Leadership:
         elector = self.elector = Elector(
             gateway, self.name, ttl=self.ttl, renew_deadline=self.renew_deadline, retry=self.retry
         )
+        self.replicas = len(gateway.endpoints)  # one replica per etcd member
         try:
             while not stopping.is_set():
                 was = elector.acting()
                 await elector.step()
+                try:
+                    await self._agree(elector)
+                except EtcdUnavailable:
+                    pass  # the election's own state says so
                 self._report(elector)
                 if elector.acting() and not was:
                     on_won()  # a new leader looks at every host at once
@@ -120,4 +183,8 @@ class Leadership:
             "since": state.since if state else None,
             "transitions": state.transitions if state else 0,
             "error": state.error if state else self.waiting,
+            "specs_digest": self.digest,
+            "agreed_specs": self.agreed,
+            "specs_agree": self.agreed is None or self.agreed.get("digest") == self.digest,
+            "conflict": self.conflict,
         }

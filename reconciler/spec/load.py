@@ -7,6 +7,7 @@ Called by `spec.isolate.load_desired`, which adds the cross-document checks of `
 
 from __future__ import annotations
 
+import hashlib
 import os
 import stat
 from pathlib import Path
@@ -331,6 +332,20 @@ _UNION_TAGS = {"str", "int", "float", "bool", "MatchLabels"}
 def _is_union_tag(part: str | int) -> bool:
     # pydantic names the union member in the location ("literal['all']", "MatchLabels"); operators never wrote it.
     return isinstance(part, str) and (part in _UNION_TAGS or part.startswith(("literal[", "function-")))
+
+
+def spec_digest(directory: Path) -> str:
+    """sha256 over the spec files' relative paths and bytes (what operators keep the same on every master);
+    "" when a file cannot be read."""
+    digest = hashlib.sha256()
+    budget = MAX_SPEC_BYTES
+    for path in spec_files(directory):
+        text, problem = read_spec_file(path, str(path), budget)
+        if text is None:
+            return ""
+        budget -= len(text.encode())
+        digest.update(str(path.relative_to(directory)).encode() + b"\0" + text.encode() + b"\0")
+    return digest.hexdigest()
 
 
 def load_documents(directory: Path, cache: SpecCache | None = None) -> list[Document]:

@@ -105,6 +105,12 @@ class Metrics:
             ["replica"],
             registry=r,
         )
+        self.specs_agree = Gauge(
+            "reconciler_specs_agree",
+            "1 while this replica's specs are the ones the cluster agreed on (the leader's published digest).",
+            ["replica"],
+            registry=r,
+        )
         self.vip_held = Gauge(
             "reconciler_vip_held",
             "1 when the host holds the VirtualIP (keepalived's VIP), 0 when it was seen without it. Exactly one "

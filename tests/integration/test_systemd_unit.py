@@ -40,20 +40,20 @@ def wait_until(what: str, condition: Callable[[], bool], host: TestHost, timeout
         time.sleep(0.2)
 
 
-@pytest.fixture
-def installed(converged: Testbed) -> Iterator[TestHost]:
-    host = converged.hosts[0]
+def install_unit(host: TestHost, bed: Testbed, run_args: str = "--listen 127.0.0.1:9479 --resync 5") -> None:
+    """The shipped unit on `host` with the bundled specs in /etc/reconciler (keys and known_hosts beside them),
+    running this checkout's `reconciler run` with `run_args`; loaded, not started."""
     etc = host.root / "etc/reconciler"
     shutil.rmtree(etc, ignore_errors=True)
     shutil.copytree(SPECS, etc / "specs")
     (etc / "ssh").mkdir(mode=0o700)
-    shutil.copy(converged.key_path, etc / "ssh/id_ed25519")
-    shutil.copy(converged.known_hosts_path, etc / "ssh/known_hosts")
+    shutil.copy(bed.key_path, etc / "ssh/id_ed25519")
+    shutil.copy(bed.known_hosts_path, etc / "ssh/known_hosts")
     inventory = etc / "specs/inventory.yaml"
     inventory.write_text(
         inventory.read_text()
-        .replace(str(converged.key_path), "/etc/reconciler/ssh/id_ed25519")
-        .replace(str(converged.known_hosts_path), "/etc/reconciler/ssh/known_hosts")
+        .replace(str(bed.key_path), "/etc/reconciler/ssh/id_ed25519")
+        .replace(str(bed.known_hosts_path), "/etc/reconciler/ssh/known_hosts")
     )
     unit_dir = host.root / "etc/systemd/system"
     shutil.copy(REPO / "deploy/systemd" / UNIT, unit_dir / UNIT)
@@ -64,20 +64,30 @@ def installed(converged: Testbed) -> Iterator[TestHost]:
     (unit_dir / f"{UNIT}.d/test.conf").write_text(
         "[Service]\nExecStart=\n"
         f"ExecStart={sys.executable} -m reconciler.cli --log-format json run --specs /etc/reconciler/specs "
-        "--listen 127.0.0.1:9479 --resync 5\n"
+        f"{run_args}\n"
         f"WorkingDirectory={REPO}\nUser=root\nGroup=root\nWatchdogSec=4s\nRestartSec=1s\n"
         + ("ProtectHome=read-only\n" if under_root else "")
         + ("PrivateTmp=no\nReadWritePaths=/tmp\n" if under_tmp else "")
     )  # a private /tmp would hide the checkout
     host.ssh("systemctl daemon-reload")
+
+
+def uninstall_unit(host: TestHost) -> None:
+    host.ssh(
+        f"systemctl stop {UNIT}; rm -rf /etc/systemd/system/{UNIT} /etc/systemd/system/{UNIT}.d "
+        "/etc/reconciler; systemctl daemon-reload; systemctl reset-failed",
+        check=False,
+    )
+
+
+@pytest.fixture
+def installed(converged: Testbed) -> Iterator[TestHost]:
+    host = converged.hosts[0]
+    install_unit(host, converged)
     try:
         yield host
     finally:
-        host.ssh(
-            f"systemctl stop {UNIT}; rm -rf /etc/systemd/system/{UNIT} /etc/systemd/system/{UNIT}.d "
-            "/etc/reconciler; systemctl daemon-reload; systemctl reset-failed",
-            check=False,
-        )
+        uninstall_unit(host)
 
 
 def test_runs_as_a_notify_service_with_watchdog_reload_and_clean_stop(installed: TestHost) -> None:

@@ -153,3 +153,57 @@ async def test_no_etcd_no_leader() -> None:
 
 def test_the_key_is_the_documented_one() -> None:
     assert KEY == "/reconciler/leader"
+
+
+async def test_a_new_leader_with_other_specs_applies_nothing_until_they_agree(etcd: str) -> None:
+    from reconciler.leader.leadership import Leadership
+    from reconciler.status.metrics import Metrics
+
+    async with two(etcd) as (ga, gb):
+        first = Leadership("master-1", Metrics(), ttl=5, renew_deadline=10, retry=2, replicas=3)
+        first.elector, first.digest = Elector(ga, "master-1", ttl=5), "a" * 64
+        await wait_ready(first.elector)
+        await first._agree(first.elector)
+        assert first.agreed is not None and first.agreed["digest"] == "a" * 64 and not first.conflict
+        assert await first.fenced()
+        first.digest = "c" * 64  # the operator changed the specs on every master: the leader publishes them
+        await first._agree(first.elector)
+        assert first.agreed["digest"] == "c" * 64 and not first.conflict
+
+        stale = Leadership("master-2", Metrics(), ttl=5, renew_deadline=10, retry=2, replicas=3)
+        stale.elector, stale.digest = Elector(gb, "master-2", ttl=5), "b" * 64  # an old copy of the specs
+        await stale.elector.step()
+        await stale._agree(stale.elector)
+        assert not stale.elector.acting() and not stale.conflict  # a follower: it only reports the difference
+        assert not stale.status()["specs_agree"]
+        await first.elector.resign()  # the leader goes away: the stale replica wins the key ...
+        await stale.elector.step()
+        await stale._agree(stale.elector)
+        assert stale.elector.acting() and "differ from the ones the cluster agreed on" in stale.conflict
+        assert not await stale.fenced()  # ... and applies nothing
+        assert stale.agreed is not None and stale.agreed["digest"] == "c" * 64  # nor published its own
+
+        third = Leadership("master-3", Metrics(), ttl=5, renew_deadline=10, retry=2, replicas=3)
+        third.elector, third.digest = Elector(EtcdGateway([etcd]), "master-3", ttl=5), "b" * 64
+        await third.elector.step()
+        await third._agree(third.elector)  # a second replica holds the same new specs: two of three agree
+        await stale._agree(stale.elector)
+        assert not stale.conflict and await stale.fenced() and stale.agreed["digest"] == "b" * 64
+        await third.elector.gateway.close()
+
+
+async def test_the_operators_override_makes_a_leaders_specs_the_agreed_ones(etcd: str) -> None:
+    from reconciler.leader.leadership import SPECS_KEY, Leadership
+    from reconciler.status.metrics import Metrics
+
+    async with two(etcd) as (ga, _):
+        await ga.put(SPECS_KEY, '{"digest": "' + "a" * 64 + '", "by": "master-9", "at": 0}')
+        alone = Leadership("master-2", Metrics(), ttl=5, renew_deadline=10, retry=2, replicas=3)
+        alone.elector, alone.digest = Elector(ga, "master-2", ttl=5), "b" * 64
+        await wait_ready(alone.elector)
+        await alone._agree(alone.elector)
+        assert "differ from the ones the cluster agreed on" in alone.conflict and not await alone.fenced()
+        alone.accept_specs = True  # `run --accept-specs`
+        await alone._agree(alone.elector)
+        assert not alone.conflict and await alone.fenced() and alone.agreed is not None
+        assert alone.agreed["digest"] == "b" * 64 and alone.agreed["by"] == "master-2"
