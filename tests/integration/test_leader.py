@@ -30,6 +30,11 @@ def status(host: TestHost) -> dict[str, Any] | None:
         return None
 
 
+def metrics(host: TestHost) -> str:
+    with urllib.request.urlopen(f"http://{host.address}:9479/metrics", timeout=3) as resp:
+        return str(resp.read().decode())
+
+
 def leaders(hosts: list[TestHost]) -> list[str]:
     return [h.name for h in hosts if (s := status(h)) is not None and s["leader"].get("this_replica_leads")]
 
@@ -52,7 +57,7 @@ def replicas(converged: Testbed) -> Iterator[Testbed]:
         yield converged
     finally:
         for h in converged.hosts:
-            if not h.is_running():
+            if not h.is_running:
                 h.start()
             uninstall_unit(h)
         result = reconciler("apply", str(SPECS))
@@ -66,8 +71,8 @@ def test_one_replica_leads_and_the_others_say_which(replicas: Testbed) -> None:
             f"{h.name} to see the leader", lambda h=h: (s := status(h)) and s["leader"]["leader"] == leader and s
         )
         assert doc["leader"]["this_replica_leads"] == (h.name == leader)
-        metrics = urllib.request.urlopen(f"http://{h.address}:9479/metrics", timeout=3).read().decode()
-        assert f'reconciler_leader{{replica="{h.name}"}} {1.0 if h.name == leader else 0.0}' in metrics
+        line = f'reconciler_leader{{replica="{h.name}"}} {1.0 if h.name == leader else 0.0}'
+        wait_for(f"{h.name}'s metric", lambda h=h, line=line: line in metrics(h), timeout=30)
     time.sleep(4)  # a few renewals later: still the same one, and only one
     assert leaders(replicas.hosts) == [leader]
 
@@ -94,6 +99,10 @@ def test_when_the_leaders_host_dies_another_replica_leads_and_converges_a_pendin
         timeout=120,
     )
     follower = next(h for h in others if h.name != new)
-    doc = status(follower)
-    assert doc is not None and doc["leader"]["leader"] == new and doc["leader"]["transitions"] >= 1
+    doc = wait_for(
+        f"{follower.name} to see {new} lead",
+        lambda: (s := status(follower)) and s["leader"]["leader"] == new and s["leader"],
+        timeout=30,
+    )
+    assert not doc["this_replica_leads"] and doc["transitions"] >= 1 and doc["specs_agree"]
     print(f"leader {old.name} killed; {new} led after {took:.1f} s")
