@@ -65,3 +65,7 @@ class TransientHostError(HostError):
 
 class PermanentHostError(HostError):
     """Retrying will not help until someone acts: wrong host key, authentication refused."""
+
+
+class NotLeader(HostError):
+    """This replica stopped leading mid-pass: it touches nothing more, rollbacks included (the leader decides)."""

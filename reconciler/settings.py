@@ -9,7 +9,7 @@ import os
 import socket
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 def default_state_dir() -> Path:
@@ -41,3 +41,12 @@ class DaemonSettings(BaseModel):
     renew_deadline: float = Field(10.0, gt=0, description="a leader not renewed for this long stops acting")
     leader_retry: float = Field(2.0, gt=0, description="seconds between campaigns / renewals")
     accept_specs: bool = Field(False, description="as leader, publish this replica's specs as the agreed ones")
+
+    @model_validator(mode="after")
+    def _leader_timings(self) -> DaemonSettings:
+        if not self.leader_retry * 2 <= self.renew_deadline < self.leader_ttl:
+            raise ValueError(
+                f"leader timings: retry ({self.leader_retry:g} s) must be at most half the renew deadline "
+                f"({self.renew_deadline:g} s), and that below the lease ({self.leader_ttl} s)"
+            )
+        return self

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import structlog
 
-from reconciler.errors import PermanentHostError
+from reconciler.errors import NotLeader, PermanentHostError
 from reconciler.plan.actions import Action, Kind
 from reconciler.spec.desired import DesiredHost
 from reconciler.transport.base import CommandResult, Connection
@@ -169,7 +169,11 @@ def action_argv(action: Action, desired: DesiredHost, stamp: str) -> tuple[list[
         )
     if action.kind is Kind.DIRECTORY:
         d = desired.directories[action.target]
-        return (["sh", "-c", DIRECTORY_SCRIPT, "reconciler-dir", d.path, f"{d.mode:04o}", f"{d.owner}:{d.group}"], None)
+        # "00755": GNU chmod keeps a directory's setgid bit on "0755"; a fifth digit sets the special bits exactly
+        return (
+            ["sh", "-c", DIRECTORY_SCRIPT, "reconciler-dir", d.path, f"0{d.mode:04o}", f"{d.owner}:{d.group}"],
+            None,
+        )
     if action.kind is Kind.ATTRS:
         f = desired.files[action.target]
         return (["sh", "-c", ATTRS_SCRIPT, "reconciler-attrs", f"{f.owner}:{f.group}", f"{f.mode:04o}", f.path], None)
@@ -205,7 +209,7 @@ async def apply_actions(
     action first asks it, and none runs once it says no (a replica that no longer leads stops at once)."""
     for action in actions:
         if fence is not None and not await fence():
-            raise PermanentHostError(f"{desired.name}: no longer the leader: stopped before {action.headline()}")
+            raise NotLeader(f"{desired.name}: no longer the leader: stopped before {action.headline()}")
         began = time.monotonic()
         result = await run_action(conn, desired, action)
         if action.kind is Kind.WRITE:

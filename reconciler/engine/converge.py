@@ -16,7 +16,7 @@ import structlog
 from reconciler.apply.executor import ApplyLog, Fence, apply_actions
 from reconciler.engine.rollback import Held, RolledBack, fingerprint, roll_back
 from reconciler.engine.rollout import restart_one
-from reconciler.errors import HostError
+from reconciler.errors import HostError, NotLeader
 from reconciler.observe.facts import observe_host
 from reconciler.observe.snapshot import CheckResult
 from reconciler.outcome import HostOutcome, Looked, RunResult, Status, Step
@@ -106,7 +106,7 @@ async def _apply_now(
             None,
         )
         written = [p for p in applied.backups if unit is not None and p in unit.restart_on]
-        if unit is None or not unit.rollback or not written or exc.ssh:
+        if unit is None or not unit.rollback or not written or exc.ssh or isinstance(exc, NotLeader):
             return Step.of(applied, "failed", str(exc), exc.ssh)
         tried = tuple(a for a in applied.done if a.target in written)
         try:

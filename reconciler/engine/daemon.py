@@ -147,7 +147,11 @@ class Daemon:
         self.desired = desired
         self.tuner.sync(desired)
         if self.leadership is not None:
-            self.leadership.digest = await asyncio.to_thread(spec_digest, self.settings.spec_dir)
+            try:
+                self.leadership.digest = await asyncio.to_thread(spec_digest, self.settings.spec_dir)
+            except SpecError:  # the directory went away meanwhile: no digest, so nothing is agreed or applied
+                self.leadership.digest = ""
+            await self.leadership.recheck()
         for name in changed:
             self.queue.add(name)
         log.info(
@@ -190,7 +194,7 @@ class Daemon:
                 self.backoff.succeeded(host)
                 self.ledger.converged(host)
             elif outcome.status == "pending":  # a follower: nothing failed, the next resync looks again
-                pass
+                self.backoff.succeeded(host)
             elif not self.stopping.is_set():
                 self._retry(host)
             self._first_pass.discard(host)
@@ -295,6 +299,8 @@ class Daemon:
         await asyncio.gather(*late, *background, return_exceptions=True)
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.remove_signal_handler(sig)
+        if self.leadership is not None:  # the key goes only now: no pass of this replica is in flight any more
+            await self.leadership.close()
         await self.http.stop()
         await self.session.close()
         log.info("daemon stopped", exit_code=1 if self.crashed else 0)

@@ -13,7 +13,7 @@ import structlog
 
 from reconciler.apply.executor import ApplyLog, Fence, apply_actions
 from reconciler.engine.rollback import roll_back
-from reconciler.errors import HostError
+from reconciler.errors import HostError, NotLeader
 from reconciler.observe.facts import probe
 from reconciler.observe.snapshot import CheckResult
 from reconciler.plan.actions import Action
@@ -93,8 +93,8 @@ async def restart_one(
     try:
         await apply_actions(conn, host, group, applied, fence)
     except HostError as exc:
-        if len(applied.done) < len(group) - 1 or not (unit.rollback and applied.backups):
-            raise  # failed before the restart (nothing runs on the new config), or nothing to roll back
+        if len(applied.done) < len(group) - 1 or not (unit.rollback and applied.backups) or isinstance(exc, NotLeader):
+            raise  # failed before the restart, nothing to roll back, or no longer the leader (it touches nothing)
         failure = str(exc)
     else:
         result = await wait_healthy(session, host, check, unit.rollout_timeout)

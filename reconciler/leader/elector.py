@@ -69,15 +69,17 @@ class Elector:
             holder = await self.gateway.holder(self.key)
         except EtcdUnavailable:
             return False
-        return holder is not None and holder.value == self.name and holder.create_revision == self.state.token
+        ours = holder is not None and holder.value == self.name and holder.create_revision == self.state.token
+        return ours and self.acting()  # the look at etcd took time: still within the deadline after it
 
     async def step(self) -> None:
         """One round: renew if leading, else campaign; keep `state` in step. Never raises EtcdUnavailable."""
+        asked = self.clock()  # etcd renews when it handles the request: the deadline counts from before it
         try:
             if self._renewed is not None:
                 ttl = await self.gateway.keepalive(self._lease)
                 if ttl > 0:
-                    self._renewed = self.clock()
+                    self._renewed = asked
                     self._settle(self.name, ours=True)
                     return
                 self._lost("lease expired")
@@ -89,7 +91,7 @@ class Elector:
                 self.renew_deadline = min(self.renew_deadline, lease.ttl * 2 / 3)
             holder = await self.gateway.campaign(self.key, self.name, self._lease)
             if holder.value == self.name and holder.lease == self._lease:
-                self._renewed = self.clock()
+                self._renewed = asked
                 self.state.token = holder.create_revision
                 self._settle(self.name, ours=True)
             else:

@@ -79,14 +79,24 @@ class EtcdGateway:
             if resp.status_code != 200:
                 errors.append(f"{self.endpoints[n]}: HTTP {resp.status_code}")
                 continue
+            try:
+                data = resp.json()
+            except ValueError:
+                errors.append(f"{self.endpoints[n]}: an answer that is not JSON")
+                continue
+            if not isinstance(data, dict):
+                errors.append(f"{self.endpoints[n]}: an answer that is not a JSON object")
+                continue
             self._good = n
-            data: dict[str, Any] = resp.json()
             return data
         raise EtcdUnavailable("; ".join(errors))
 
     async def grant(self, ttl: int) -> Lease:
         data = await self._post("/v3/lease/grant", {"TTL": ttl})
-        return Lease(int(data["ID"]), int(data["TTL"]))
+        try:
+            return Lease(int(data["ID"]), int(data["TTL"]))
+        except (KeyError, TypeError, ValueError):
+            raise EtcdUnavailable(f"a lease grant answer without ID and TTL: {data.get('error', '')}") from None
 
     async def keepalive(self, lease: int) -> int:
         """The lease's TTL after the renewal; 0 when it had expired (it cannot be renewed any more)."""
@@ -107,13 +117,15 @@ class EtcdGateway:
                 "failure": [{"requestRange": {"key": k}}],
             },
         )
-        if data.get("succeeded"):
-            revision = int(data["header"]["revision"])
-            return Holder(value, revision, lease)
-        kvs = data["responses"][0]["response_range"].get("kvs", [])
-        if not kvs:  # it went away between the compare and now: nobody holds it
-            return Holder("", 0, 0)
-        return _holder(kvs[0])
+        try:
+            if data.get("succeeded"):
+                return Holder(value, int(data["header"]["revision"]), lease)
+            kvs = data["responses"][0]["response_range"].get("kvs", [])
+            return _holder(kvs[0]) if kvs else Holder("", 0, 0)  # none: it went away since the compare
+        except (KeyError, IndexError, TypeError, ValueError):
+            raise EtcdUnavailable(
+                f"a transaction answer of an unknown shape: {str(data.get('error', ''))[:200]}"
+            ) from None
 
     async def put(self, key: str, value: str, lease: int = 0) -> None:
         """Put `key` = `value`, under `lease` (gone with it) or none (it outlives whoever wrote it)."""
@@ -124,17 +136,23 @@ class EtcdGateway:
         """Every key under `prefix` with its value."""
         end = prefix[:-1] + chr(ord(prefix[-1]) + 1)
         data = await self._post("/v3/kv/range", {"key": _b64(prefix), "range_end": _b64(end)})
-        return {
-            base64.b64decode(kv["key"]).decode(errors="replace"): base64.b64decode(kv.get("value", "")).decode(
-                errors="replace"
-            )
-            for kv in data.get("kvs", [])
-        }
+        try:
+            return {
+                base64.b64decode(kv["key"]).decode(errors="replace"): base64.b64decode(kv.get("value", "")).decode(
+                    errors="replace"
+                )
+                for kv in data.get("kvs", [])
+            }
+        except (KeyError, TypeError, ValueError):
+            raise EtcdUnavailable("a range answer of an unknown shape") from None
 
     async def holder(self, key: str) -> Holder | None:
         data = await self._post("/v3/kv/range", {"key": _b64(key)})
-        kvs = data.get("kvs", [])
-        return _holder(kvs[0]) if kvs else None
+        try:
+            kvs = data.get("kvs", [])
+            return _holder(kvs[0]) if kvs else None
+        except (KeyError, IndexError, TypeError, ValueError):
+            raise EtcdUnavailable("a range answer of an unknown shape") from None
 
     async def close(self) -> None:
         await self._client.aclose()

@@ -80,9 +80,14 @@ class Leadership:
         self.agreed: dict[str, Any] | None = None  # what etcd says the cluster agreed on
         self._published: tuple[int, str] | None = None  # (leadership token, digest) this replica published
         self.conflict = ""  # why this replica, though leader, must not apply its specs
+        self._checked: tuple[int, str] | None = None  # (leadership token, digest) whose agreement was checked
 
     async def fenced(self) -> bool:
-        return self.elector is not None and not self.conflict and await self.elector.fenced()
+        """Acting, the key ours, and this replica's specs checked as agreed in this leadership (fails closed)."""
+        e = self.elector
+        if e is None or self.conflict or self._checked != (e.state.token, self.digest):
+            return False
+        return await e.fenced()
 
     async def _agree(self, elector: Elector) -> None:
         """The leader publishes its specs' digest; a new leader whose specs differ from the published ones applies
@@ -94,7 +99,11 @@ class Leadership:
         same = sum(d == self.digest for d in (await elector.gateway.prefixed(REPLICAS)).values())
         majority = bool(self.digest) and same > self.replicas // 2
         held = await elector.gateway.holder(SPECS_KEY)
-        self.agreed = json.loads(held.value) if held and held.value.startswith("{") else None
+        try:
+            record = json.loads(held.value) if held else None
+        except ValueError:
+            record = None  # not a record this program wrote: as if none was agreed yet
+        self.agreed = record if isinstance(record, dict) and isinstance(record.get("digest"), str) else None
         agreed = self.agreed.get("digest") if self.agreed else None
         if not elector.acting():
             self.conflict = ""
@@ -111,7 +120,9 @@ class Leadership:
                 log.info("specs published", digest=self.digest[:12])
             self._published = (elector.state.token, self.digest)
             self.conflict = ""
+            self._checked = (elector.state.token, self.digest)
         else:
+            self._checked = None
             by = self.agreed.get("by", "?") if self.agreed else "?"
             self.conflict = (
                 f"this replica leads but its specs ({self.digest[:12]}) differ from the ones the cluster agreed on "
@@ -135,21 +146,35 @@ class Leadership:
             gateway, self.name, ttl=self.ttl, renew_deadline=self.renew_deadline, retry=self.retry
         )
         self.replicas = len(gateway.endpoints)  # one replica per etcd member
-        try:
-            while not stopping.is_set():
-                was = elector.acting()
+        while not stopping.is_set():
+            was = elector.acting()
+            try:
                 await elector.step()
-                try:
-                    await self._agree(elector)
-                except EtcdUnavailable:
-                    pass  # the election's own state says so
-                self._report(elector)
-                if elector.acting() and not was:
-                    on_won()  # a new leader looks at every host at once
-                await pause(stopping, self.retry)
-        finally:
-            await elector.resign()
-            await gateway.close()
+                await self._agree(elector)
+            except EtcdUnavailable:
+                self._checked = None  # the specs' agreement is not known: act on nothing
+            except Exception:  # whatever etcd answered, the election goes on (this task ending stops the daemon)
+                log.exception("leader election step failed")
+                self._checked = None
+            self._report(elector)
+            if elector.acting() and not was:
+                on_won()  # a new leader looks at every host at once
+            await pause(stopping, self.retry)
+        # the key is given up by `close`, once the passes in flight are done (the daemon calls it)
+
+    async def recheck(self) -> None:
+        """The specs changed: check their agreement now (the fence refuses them until then)."""
+        if self.elector is not None and self.elector.acting():
+            try:
+                await self._agree(self.elector)
+            except Exception:  # EtcdUnavailable or worse: the next round of the loop tries again
+                self._checked = None
+
+    async def close(self) -> None:
+        """Give the key up (another replica need not wait for the lease to expire) and close the client."""
+        if self.elector is not None:
+            await self.elector.resign()
+            await self.elector.gateway.close()
 
     def _gateway(self, desired: DesiredState | None) -> EtcdGateway | None:
         access = etcd_access(desired) if desired is not None else None

@@ -44,6 +44,8 @@ def _format_only(desired: DesiredHost, path: str, old: bytes, new: bytes) -> lis
     """The units that read `path` when none of them would see the change from `old` to `new` (systemd reads the
     same unit, or the same environment from it as an EnvironmentFile=); [] when one would, or none reads it."""
     readers = [u for u in desired.units if path in u.restart_on]
+    if any(path in u.reload_on for u in desired.units):  # a reload is due on any change: not "format only"
+        return []
     for unit in readers:
         if path in unit.unit_files:
             if not same_unit(old, new):

@@ -71,3 +71,22 @@ def test_the_election_goes_to_the_etcd_members_with_the_health_checks_tls_files(
         "/etc/kubernetes/ssl/kubernetes.pem",
         "/etc/kubernetes/ssl/kubernetes-key.pem",
     )
+
+
+async def test_a_leader_that_loses_the_key_before_a_start_rolls_nothing_back() -> None:
+    """Without the key, the rollback (restore, daemon-reload, restart) would change the host too: it never runs."""
+    desired = load_desired(SPECS)
+    hosts = {n: SimHost(n) for n in desired.hosts}
+    m1 = hosts["master-1"]
+    rollouts = Rollouts()
+
+    wanted = len(desired.hosts["master-1"].units)
+
+    async def until_enabled() -> bool:  # the key is lost once every unit is enabled: just before the first start
+        return sum(u.enabled for u in m1.units.values()) < wanted
+
+    rollouts.fence = until_enabled
+    outcome = await reconcile_host(desired, "master-1", Session(fake_connector(hosts)), rollouts, wait=0.1)
+    assert outcome.status == "failed" and "no longer the leader: stopped before + start" in outcome.error
+    assert outcome.rollbacks == () and "rolling back" not in outcome.error
+    assert not any(u.active for u in m1.units.values()) and m1.files  # written, not started, nothing restored
