@@ -315,6 +315,7 @@ def parse_observation(
     *,
     certificates: Iterable[str] | None = None,
     known: HostSnapshot | None = None,
+    addresses: Iterable[str] | None = None,
 ) -> HostSnapshot:
     """Pure: the observe script's output -> HostSnapshot. Raises ValueError on a truncated or garbled output
     (however hostile the host, nothing else); with `paths`, facts about other paths are ignored. `certificates`
@@ -327,6 +328,7 @@ def parse_observation(
             None if paths is None else set(paths),
             None if certificates is None else set(certificates),
             known or HostSnapshot(host),
+            None if addresses is None else set(addresses),
         )
     except ObservationError:
         raise
@@ -385,6 +387,7 @@ def _parse_observation(
     paths: set[str] | None,
     certificates: set[str] | None,
     known: HostSnapshot,
+    addresses: set[str] | None = None,
 ) -> HostSnapshot:
     by_name = {c.name: c for c in checks}
     files: dict[str, FileFact] = {}
@@ -428,7 +431,8 @@ def _parse_observation(
             _, name, held = line.split(" ", 2)
             if name in held_by:
                 raise ObservationError(f"address {name} was answered twice")
-            held_by[name] = held == "1"
+            if addresses is None or name in addresses:  # a VirtualIP it was not asked about is not its to report
+                held_by[name] = held == "1"
         elif line.startswith("@@H "):
             _, name, rc, code = line.split(" ", 3)
             # a name answered twice fails: the second line could only be spoofed (e.g. by a unit's property)
@@ -474,7 +478,9 @@ async def observe_host(conn: Connection, desired: DesiredHost, *, with_checks: b
     result = await conn.run(argv, timeout=60 + max((c.timeout for c in checks), default=0), max_output=most)
     try:
         text = result.stdout.decode("utf-8", errors="replace")
-        snapshot = parse_observation(desired.name, text, checks, limits, certificates=certs, known=known)
+        snapshot = parse_observation(
+            desired.name, text, checks, limits, certificates=certs, known=known, addresses=addresses
+        )
     except ValueError as exc:  # the exit status only: what the host wrote to stderr is not worth quoting here
         raise TransientHostError(
             f"{desired.name}: observation failed ({exc}); {argv[0]} exited {result.exit_status}"

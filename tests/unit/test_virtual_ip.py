@@ -84,3 +84,14 @@ async def test_the_holder_is_reported_in_status_and_metrics(specs: Path) -> None
     assert "(more than one!)" in render_status(doc, "x", Style(False), time.time())
     ledger.spec_loaded(["master-1", "master-2"], ["master-3"])  # a host that leaves takes its series along
     assert 'reconciler_vip_held{host="master-3"' not in ledger.metrics.exposition().decode()
+
+
+def test_a_host_cannot_report_a_virtual_ip_it_was_not_asked_about() -> None:
+    from reconciler.observe.facts import ObservationError, parse_observation
+
+    out = "@@NOW 1\n@@A apiserver 1\n@@A other-vip 1\n@@END\n"
+    snapshot = parse_observation("m", out, addresses=["apiserver"])
+    assert snapshot.addresses == {"apiserver": True}  # other-vip: not this host's to report, not counted
+    with pytest.raises(ValueError):
+        parse_observation("m", "@@NOW 1\n@@A apiserver 1\n@@A apiserver 0\n@@END\n", addresses=["apiserver"])
+    assert issubclass(ObservationError, ValueError)
