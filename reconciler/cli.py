@@ -11,7 +11,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import resource
+import socket
 import sys
 import time
 import urllib.request
@@ -85,6 +87,12 @@ def _parser() -> argparse.ArgumentParser:
             )
         if name == "apply":
             p.add_argument("--wait", type=float, default=120.0, help="seconds to wait for health checks after applying")
+            p.add_argument(
+                "--break-glass",
+                action="store_true",
+                help="etcd has lost quorum and a person repairs it: restart rollout units without the cluster-wide "
+                "restart lock, the quorum guard or a health wait between members (README: Lost quorum)",
+            )
     _run_parser(sub)
     _import_parser(sub)
     st = sub.add_parser(
@@ -365,7 +373,16 @@ async def _run(args: argparse.Namespace, desired: DesiredState) -> int:
         if args.command == "plan":
             result = await plan_all(desired, session, args.host)
         elif args.command == "apply":
-            result = await converge(desired, session, wait=args.wait, only=args.host)
+            if args.break_glass:
+                print(
+                    "break glass: no restart lock, no quorum guard; rollout units restart without waiting",
+                    file=sys.stderr,
+                )
+            user = os.environ.get("USER") or f"uid {os.getuid()}"
+            actor = f"reconciler apply ({user}@{socket.gethostname()}, pid {os.getpid()})"
+            result = await converge(
+                desired, session, wait=args.wait, only=args.host, actor=actor, break_glass=args.break_glass
+            )
         else:
             result = await observe_status(desired, session, args.host)
     finally:

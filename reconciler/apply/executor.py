@@ -182,16 +182,26 @@ def action_argv(action: Action, desired: DesiredHost, stamp: str) -> tuple[list[
         return (["sh", "-c", RELOAD_SCRIPT, "reconciler-reload", unit.name, unit.reload_stamp], None)
     if action.kind is Kind.DAEMON_RELOAD:
         return (["systemctl", "daemon-reload"], None)
-    return (["systemctl", action.kind.value, "--", action.target], None)
+    queued = ["--no-block"] if action.no_block else []
+    return (["systemctl", action.kind.value, *queued, "--", action.target], None)
 
 
 async def run_action(conn: Connection, desired: DesiredHost, action: Action) -> CommandResult:
+    began = time.monotonic()
     stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + f".{time.time_ns() % 1_000_000_000:09d}"
     argv, stdin = action_argv(action, desired, stamp)
     timeout = 300.0 if action.kind in RESTARTS else 60.0
     result = await conn.run(argv, input=stdin, timeout=timeout)
     _check(result, desired.name, action.headline() if action.kind is not Kind.WRITE else f"write {action.target}")
-    log.info("applied", host=desired.name, action=action.kind.value, target=action.target, reason=action.reason)
+    log.info(
+        "applied",
+        host=desired.name,
+        action=action.kind.value,
+        target=action.target,
+        reason=action.reason,
+        began=round(began, 3),  # the kernel's monotonic clock (shared by the hosts of one machine): who acted first
+        ended=round(time.monotonic(), 3),
+    )
     return result
 
 
@@ -209,7 +219,10 @@ async def apply_actions(
     action first asks it, and none runs once it says no (a replica that no longer leads stops at once)."""
     for action in actions:
         if fence is not None and not await fence():
-            raise NotLeader(f"{desired.name}: no longer the leader: stopped before {action.headline()}")
+            raise NotLeader(
+                f"{desired.name}: stopped before {action.headline()}: this actor no longer leads "
+                "(or no longer holds the restart lock)"
+            )
         began = time.monotonic()
         result = await run_action(conn, desired, action)
         if action.kind is Kind.WRITE:

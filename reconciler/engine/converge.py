@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import replace
 
 import structlog
@@ -17,12 +19,14 @@ from reconciler.apply.executor import ApplyLog, Fence, apply_actions
 from reconciler.engine.rollback import Held, RolledBack, fingerprint, roll_back
 from reconciler.engine.rollout import restart_one
 from reconciler.errors import HostError, NotLeader
+from reconciler.leader.on_host import EtcdOnHosts, etcd_members
+from reconciler.leader.restart_lock import RestartLock
 from reconciler.observe.facts import observe_host
 from reconciler.observe.snapshot import CheckResult
 from reconciler.outcome import HostOutcome, Looked, RunResult, Status, Step
 from reconciler.plan.actions import Action, Kind, Plan
 from reconciler.plan.diff import plan_host
-from reconciler.spec.desired import DesiredHost, DesiredState
+from reconciler.spec.desired import DesiredHost, DesiredState, DesiredUnit
 from reconciler.transport.base import Connection
 from reconciler.transport.session import Session
 from reconciler.waits import looks
@@ -138,6 +142,8 @@ class Rollouts:
         self.stopping = asyncio.Event()  # set on shutdown: no new rollout restart begins
         self.held = Held()  # configs rolled back: not tried again on that host until the specs change
         self.fence: Fence | None = None  # with leader election: asked before the pass applies, and before each action
+        self.actor: str | None = None  # who takes the cluster-wide restart lock in etcd (None: no such lock)
+        self.break_glass = False  # a person repairs a lost quorum: no restart lock, no quorum guard, no health wait
         self._stopped: dict[str, tuple[frozenset[tuple[str, str, str]], str]] = {}  # unit -> (its config, why)
 
     def stop(self, desired: DesiredState, unit: str, why: str) -> None:
@@ -163,6 +169,33 @@ def _unit_config(desired: DesiredState, unit: str) -> frozenset[tuple[str, str, 
             if u.name == unit:
                 out |= {(host.name, path, sha) for path, sha in fingerprint(host, u.restart_on)}
     return frozenset(out)
+
+
+@asynccontextmanager
+async def _cluster_turn(
+    session: Session, desired: DesiredState, rollouts: Rollouts, unit: DesiredUnit, host: str
+) -> AsyncIterator[Callable[[], bool] | None]:
+    """The cluster-wide restart lock in etcd for this turn (through curl on a member, `leader.on_host`), when there
+    is an actor to take it and the specs name etcd's members; whether it is still held, else None."""
+    members = etcd_members(desired) if rollouts.actor is not None and not rollouts.break_glass else []
+    if not members or rollouts.actor is None:
+        yield None
+        return
+    api = EtcdOnHosts(session, members)
+    lock = RestartLock(api, rollouts.actor)
+    async with lock.turn(unit.name, host, wait=2 * unit.rollout_timeout + 30) as held:
+        yield held
+
+
+def _with_lock(leader: Fence | None, held: Callable[[], bool] | None) -> Fence | None:
+    """The fence of a turn: the restart lock still held (checked first: no I/O), and the leader's fence."""
+    if held is None:
+        return leader
+
+    async def fence() -> bool:
+        return held() and (leader is None or await leader())
+
+    return fence
 
 
 async def _rollout(
@@ -192,7 +225,9 @@ async def _rollout(
             applied = ApplyLog(host.name)
             began = time.monotonic()
             try:
-                await restart_one(session, desired, host, unit, group, applied, rollouts.fence)
+                async with _cluster_turn(session, desired, rollouts, unit, host.name) as held:
+                    fence = _with_lock(rollouts.fence, held)
+                    await restart_one(session, desired, host, unit, group, applied, fence, rollouts.break_glass)
             except RolledBack as exc:
                 if tried:
                     rollouts.held.hold(host.name, unit.name, tried, str(exc))
@@ -288,12 +323,16 @@ async def converge(
     wait: float = 120.0,
     interval: float = 1.0,
     only: list[str] | None = None,
+    actor: str | None = None,
+    break_glass: bool = False,
 ) -> RunResult:
     """Bring every host (or those in `only`) to its desired state, in parallel; a host's failure never raises.
 
-    Hosts left out are still peers: the quorum guard checks them before any rollout restart.
+    Hosts left out are still peers: the quorum guard checks them before any rollout restart. With an `actor`, each
+    rollout turn holds the cluster-wide restart lock in etcd; `break_glass` skips the lock and the guard.
     """
     rollouts = Rollouts()
+    rollouts.actor, rollouts.break_glass = actor, break_glass
     outcomes = await asyncio.gather(
         *(reconcile_host(desired, n, session, rollouts, wait=wait, interval=interval) for n in _chosen(desired, only))
     )

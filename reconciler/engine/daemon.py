@@ -50,6 +50,7 @@ class Daemon:
         self.backoff = Backoff(settings.backoff_base, settings.backoff_cap)
         self.session = Session(connector or ssh_connector(attempts=settings.connect_attempts))
         self.rollouts = Rollouts()
+        self.rollouts.actor = f"reconciler run ({settings.name})"  # takes the cluster-wide restart lock per turn
         self.leadership: Leadership | None = None
         if settings.leader_election:
             self.leadership = Leadership(

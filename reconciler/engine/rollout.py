@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import replace
 
 import structlog
 
@@ -16,7 +17,7 @@ from reconciler.engine.rollback import roll_back
 from reconciler.errors import HostError, NotLeader
 from reconciler.observe.facts import probe
 from reconciler.observe.snapshot import CheckResult
-from reconciler.plan.actions import Action
+from reconciler.plan.actions import Action, Kind
 from reconciler.spec.desired import DesiredHost, DesiredState, DesiredUnit
 from reconciler.transport.session import Session
 from reconciler.waits import looks
@@ -72,15 +73,19 @@ async def restart_one(
     group: tuple[Action, ...],
     applied: ApplyLog,
     fence: Fence | None = None,
+    break_glass: bool = False,
 ) -> None:
     """Guarded turn of one member: its staged writes, then its restart, then wait until it is healthy.
+    With `break_glass` (a person repairing a lost quorum: no member can be healthy alone), neither the guard
+    nor the wait: the next member's turn follows at once, and the pass's verification waits for them all.
 
     Raises HostError on refusal (nothing was touched) or when the member does not come back healthy; then,
     with `rollback` (the default), its staged files are restored and it is restarted on them: RolledBack.
     """
     check = unit.rollout_check
     assert check is not None
-    await guard(session, desired, unit, host.name)
+    if not break_glass:
+        await guard(session, desired, unit, host.name)
     conn = await session.connection(host.target)
     log.info(
         "rollout restart",
@@ -88,15 +93,25 @@ async def restart_one(
         unit=unit.name,
         reason=group[-1].reason,
         staged=[a.target for a in group[:-1] if a.target],
+        break_glass=break_glass or None,
     )
+    if break_glass:
+        group = tuple(replace(a, no_block=True) if a.kind is Kind.RESTART else a for a in group)
     began = time.monotonic()
     try:
         await apply_actions(conn, host, group, applied, fence)
     except HostError as exc:
-        if len(applied.done) < len(group) - 1 or not (unit.rollback and applied.backups) or isinstance(exc, NotLeader):
-            raise  # failed before the restart, nothing to roll back, or no longer the leader (it touches nothing)
+        if (
+            len(applied.done) < len(group) - 1
+            or not (unit.rollback and applied.backups)
+            or isinstance(exc, NotLeader)
+            or break_glass
+        ):  # failed before the restart, nothing to roll back, no longer the leader, or a person repairs by hand
+            raise
         failure = str(exc)
     else:
+        if break_glass:
+            return
         result = await wait_healthy(session, host, check, unit.rollout_timeout)
         if result.ok:
             return

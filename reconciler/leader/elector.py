@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import structlog
 
-from reconciler.leader.gateway import EtcdGateway, EtcdUnavailable
+from reconciler.leader.gateway import EtcdApi, EtcdUnavailable
 
 log = structlog.get_logger(__name__)
 
@@ -36,7 +36,7 @@ class LeaderState:
 class Elector:
     def __init__(
         self,
-        gateway: EtcdGateway,
+        gateway: EtcdApi,
         name: str,
         *,
         key: str = KEY,

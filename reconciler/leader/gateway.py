@@ -3,7 +3,8 @@
 Owns the HTTP calls (httpx: async, keeps connections, client-certificate TLS; etcd 3.4's gateway works with it
 and no maintained async gRPC client covers 3.4 with TLS) and their JSON (base64 keys and values, 64-bit numbers
 as strings, fields left out when zero or false). Endpoints are tried in turn; the last one that answered first.
-Called by `leader.elector`.
+`EtcdApi` is the calls, whatever carries them; `EtcdGateway` carries them with httpx from this machine
+(`leader.on_host` through curl on a member). Called by `leader.elector` and `leader.restart_lock`.
 """
 
 from __future__ import annotations
@@ -45,51 +46,17 @@ def _holder(kv: dict[str, Any]) -> Holder:
     )
 
 
-class EtcdGateway:
-    def __init__(
-        self,
-        endpoints: list[str],
-        *,
-        ca_file: str | None = None,
-        cert_file: str | None = None,
-        key_file: str | None = None,
-        timeout: float = 2.0,
-    ):
-        if not endpoints:
-            raise ValueError("no etcd endpoint")
-        self.endpoints = [e.rstrip("/") for e in endpoints]
-        verify: ssl.SSLContext | bool = True
-        if any(e.startswith("https:") for e in self.endpoints):
-            context = ssl.create_default_context(cafile=ca_file)
-            if cert_file:
-                context.load_cert_chain(cert_file, key_file)
-            verify = context
-        self._client = httpx.AsyncClient(verify=verify, timeout=timeout, trust_env=False)
-        self._good = 0  # the endpoint that answered last
+class EtcdApi:
+    """The calls leader election and the restart lock make, over a transport the subclass owns (`_post`: one JSON
+    request to the gateway, its JSON object answer, or EtcdUnavailable when no endpoint answered)."""
+
+    endpoints: list[str]
 
     async def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        errors = []
-        for i in range(len(self.endpoints)):
-            n = (self._good + i) % len(self.endpoints)
-            try:
-                resp = await self._client.post(self.endpoints[n] + path, json=body)
-            except httpx.HTTPError as exc:
-                errors.append(f"{self.endpoints[n]}: {type(exc).__name__}")
-                continue
-            if resp.status_code != 200:
-                errors.append(f"{self.endpoints[n]}: HTTP {resp.status_code}")
-                continue
-            try:
-                data = resp.json()
-            except ValueError:
-                errors.append(f"{self.endpoints[n]}: an answer that is not JSON")
-                continue
-            if not isinstance(data, dict):
-                errors.append(f"{self.endpoints[n]}: an answer that is not a JSON object")
-                continue
-            self._good = n
-            return data
-        raise EtcdUnavailable("; ".join(errors))
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        pass
 
     async def grant(self, ttl: int) -> Lease:
         data = await self._post("/v3/lease/grant", {"TTL": ttl})
@@ -146,6 +113,9 @@ class EtcdGateway:
         except (KeyError, TypeError, ValueError):
             raise EtcdUnavailable("a range answer of an unknown shape") from None
 
+    async def delete(self, key: str) -> None:
+        await self._post("/v3/kv/deleterange", {"key": _b64(key)})
+
     async def holder(self, key: str) -> Holder | None:
         data = await self._post("/v3/kv/range", {"key": _b64(key)})
         try:
@@ -153,6 +123,55 @@ class EtcdGateway:
             return _holder(kvs[0]) if kvs else None
         except (KeyError, IndexError, TypeError, ValueError):
             raise EtcdUnavailable("a range answer of an unknown shape") from None
+
+
+class EtcdGateway(EtcdApi):
+    """Straight to the members from this machine (httpx, the TLS files read here): the daemon's elector."""
+
+    def __init__(
+        self,
+        endpoints: list[str],
+        *,
+        ca_file: str | None = None,
+        cert_file: str | None = None,
+        key_file: str | None = None,
+        timeout: float = 2.0,
+    ):
+        if not endpoints:
+            raise ValueError("no etcd endpoint")
+        self.endpoints = [e.rstrip("/") for e in endpoints]
+        verify: ssl.SSLContext | bool = True
+        if any(e.startswith("https:") for e in self.endpoints):
+            context = ssl.create_default_context(cafile=ca_file)
+            if cert_file:
+                context.load_cert_chain(cert_file, key_file)
+            verify = context
+        self._client = httpx.AsyncClient(verify=verify, timeout=timeout, trust_env=False)
+        self._good = 0  # the endpoint that answered last
+
+    async def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        errors = []
+        for i in range(len(self.endpoints)):
+            n = (self._good + i) % len(self.endpoints)
+            try:
+                resp = await self._client.post(self.endpoints[n] + path, json=body)
+            except httpx.HTTPError as exc:
+                errors.append(f"{self.endpoints[n]}: {type(exc).__name__}")
+                continue
+            if resp.status_code != 200:
+                errors.append(f"{self.endpoints[n]}: HTTP {resp.status_code}")
+                continue
+            try:
+                data = resp.json()
+            except ValueError:
+                errors.append(f"{self.endpoints[n]}: an answer that is not JSON")
+                continue
+            if not isinstance(data, dict):
+                errors.append(f"{self.endpoints[n]}: an answer that is not a JSON object")
+                continue
+            self._good = n
+            return data
+        raise EtcdUnavailable("; ".join(errors))
 
     async def close(self) -> None:
         await self._client.aclose()

@@ -15,12 +15,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
 import structlog
 
 from reconciler.leader.elector import Elector
 from reconciler.leader.gateway import EtcdGateway, EtcdUnavailable
+from reconciler.leader.on_host import client_url, etcd_members
 from reconciler.spec.desired import DesiredState
 from reconciler.status.metrics import Metrics
 from reconciler.waits import pause
@@ -37,20 +37,13 @@ class EtcdAccess:
 
 
 def etcd_access(desired: DesiredState) -> EtcdAccess | None:
-    """The members of the etcd rollout unit (the EtcdTuning's unit, else etcd.service), through their
-    HealthCheck's URLs and TLS files; None when the specs name no such members."""
-    unit = desired.tuning.unit if desired.tuning else "etcd.service"
-    endpoints: list[str] = []
-    tls: tuple[str | None, str | None, str | None] = (None, None, None)
-    for host in desired.hosts_with_unit(unit):
-        member = next(u for u in host.units if u.name == unit)
-        check = host.check(member.rollout_check) if member.rollout_check else None
-        if check is None or not check.url:
-            continue
-        url = urlsplit(check.url)
-        endpoints.append(f"{url.scheme}://{url.netloc}")
-        tls = (check.ca_file, check.cert_file, check.key_file)
-    return EtcdAccess(endpoints, *tls) if endpoints else None
+    """The etcd members' client URLs and TLS files (`leader.on_host.etcd_members`) for this machine's client;
+    None when the specs name no such members. The TLS files are the last member's: the same on every master."""
+    members = etcd_members(desired)
+    if not members:
+        return None
+    check = members[-1][1]
+    return EtcdAccess([client_url(c) for _, c in members], check.ca_file, check.cert_file, check.key_file)
 
 
 SPECS_KEY = "/reconciler/specs"  # {"digest", "by", "at"}: the specs the cluster agreed on, as a leader published them

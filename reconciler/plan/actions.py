@@ -44,6 +44,7 @@ class Action:
     diff: str = ""  # unified diff (redacted for sensitive files)
     rollout: bool = False  # a RESTART that must go host by host, health-gated
     keep_mtime: bool = False  # a format-only WRITE: the new file keeps the old one's mtime (no restart is due)
+    no_block: bool = False  # a RESTART queued, not waited for (--break-glass: a member without quorum never starts)
 
     def headline(self) -> str:
         target = f" {self.target}" if self.target else ""

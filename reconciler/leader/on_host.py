@@ -1,0 +1,89 @@
+"""etcd's JSON gateway reached through a member host: curl on the master, over the SSH connection we already have.
+
+Owns carrying `EtcdApi` calls where the client certificate lives: the etcd members' rollout HealthCheck names
+the URL and the TLS files as the master sees them, and they stay there (the key never leaves the host). Used for
+the cluster-wide restart lock by `reconciler apply` on an operator's machine and by the daemon alike. Members
+are tried in turn (the one being restarted does not answer); the last one that answered first. The request body
+goes on stdin, the URL after `--`: no spec value is ever parsed by a shell or taken as an option.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+from urllib.parse import urlsplit
+
+from reconciler.errors import HostError
+from reconciler.leader.gateway import EtcdApi, EtcdUnavailable
+from reconciler.observe.facts import CURL_SAFE, curl_tls
+from reconciler.spec.desired import DesiredCheck, DesiredHost, DesiredState
+from reconciler.transport.session import Session
+
+ANSWER_LIMIT = 1 << 20  # a range answer of our few keys is small; a host cannot make us read more
+
+
+def etcd_members(desired: DesiredState) -> list[tuple[DesiredHost, DesiredCheck]]:
+    """The members of the etcd rollout unit (the EtcdTuning's unit, else etcd.service) with the HealthCheck that
+    reaches them (an http(s) URL: its scheme and address are etcd's client URL, its TLS files the client's)."""
+    unit = desired.tuning.unit if desired.tuning else "etcd.service"
+    out = []
+    for host in desired.hosts_with_unit(unit):
+        member = next(u for u in host.units if u.name == unit)
+        check = host.check(member.rollout_check) if member.rollout_check else None
+        if check is not None and check.url:
+            out.append((host, check))
+    return out
+
+
+def client_url(check: DesiredCheck) -> str:
+    """etcd's client URL from a health check's URL (its scheme and address; any user:password dropped)."""
+    url = urlsplit(check.url or "")
+    host = url.hostname or ""
+    port = f":{url.port}" if url.port else ""
+    return f"{url.scheme}://[{host}]{port}" if ":" in host else f"{url.scheme}://{host}{port}"
+
+
+def _split(stdout: bytes) -> tuple[int, bytes]:
+    """curl's answer body and the HTTP status that `-w` printed on the last line."""
+    body, sep, code = stdout.rstrip(b"\n").rpartition(b"\n")
+    return (int(code), body) if sep and code.isdigit() and len(code) == 3 else (0, b"")
+
+
+class EtcdOnHosts(EtcdApi):
+    def __init__(self, session: Session, members: list[tuple[DesiredHost, DesiredCheck]], *, timeout: float = 2.0):
+        if not members:
+            raise ValueError("no etcd member")
+        self.session, self.members, self.timeout = session, members, timeout
+        self.endpoints = [f"{h.name}: {client_url(c)}" for h, c in members]
+        self._good = 0
+
+    async def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        errors = []
+        for i in range(len(self.members)):
+            n = (self._good + i) % len(self.members)
+            host, check = self.members[n]
+            argv = ["curl", *CURL_SAFE, "--max-time", f"{self.timeout:g}", "-w", "\n%{http_code}"]
+            argv += ["-X", "POST", "-H", "Content-Type: application/json", "--data-binary", "@-"]
+            argv += [*curl_tls(check.ca_file, check.cert_file, check.key_file), "--", client_url(check) + path]
+            try:
+                conn = await self.session.connection(host.target)
+                result = await conn.run(
+                    argv, input=json.dumps(body).encode(), timeout=self.timeout + 5, max_output=ANSWER_LIMIT
+                )
+            except HostError as exc:
+                errors.append(f"{host.name}: {exc}")
+                continue
+            status, answer = _split(result.stdout)
+            if result.exit_status != 0 or status != 200:
+                errors.append(f"{host.name}: " + (f"HTTP {status}" if status else f"curl exit {result.exit_status}"))
+                continue
+            try:
+                data = json.loads(answer)
+            except ValueError:
+                data = None
+            if not isinstance(data, dict):
+                errors.append(f"{host.name}: an answer that is not a JSON object")
+                continue
+            self._good = n
+            return data
+        raise EtcdUnavailable("; ".join(errors))

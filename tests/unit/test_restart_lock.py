@@ -1,0 +1,175 @@
+"""The cluster-wide restart lock against a real etcd (3.4 on loopback): two actors never hold a unit's lock at
+once, a waiter gets it when the holder's turn ends and names the holder while it waits, a bounded wait ends
+with the holder named, a turn whose lease cannot be renewed says so before the lease can expire, a dead
+holder's lock frees with its lease, and etcd unreachable is a clear refusal pointing at --break-glass.
+Also the curl transport's parsing (`leader.on_host`) on answers a hostile host could give."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import Any
+
+import pytest
+
+from reconciler.leader.gateway import EtcdApi, EtcdGateway, EtcdUnavailable
+from reconciler.leader.on_host import _split, client_url
+from reconciler.leader.restart_lock import PREFIX, LockNotTaken, RestartLock, describe
+from reconciler.spec.desired import DesiredCheck
+from tests.unit.test_elector import Clock, etcd, two
+
+__all__ = ["etcd"]  # the fixture, imported for its use here
+
+
+async def _ready(api: EtcdApi) -> None:
+    deadline = time.monotonic() + 10
+    while True:  # etcd elects itself a moment after it listens
+        try:
+            await api.holder("/ready")
+            return
+        except EtcdUnavailable:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.05)
+
+
+async def test_two_actors_take_turns_and_the_waiter_names_the_holder(etcd: str) -> None:
+    async with two(etcd) as (a, b):
+        await _ready(a)
+        first, second = RestartLock(a, "daemon on master-1", retry=0.2), RestartLock(b, "apply by ops", retry=0.2)
+        spans: list[tuple[str, float, float]] = []
+
+        async def turn(lock: RestartLock, host: str, hold: float) -> None:
+            async with lock.turn("etcd.service", host, wait=30) as held:
+                began = time.monotonic()
+                assert held()
+                await asyncio.sleep(hold)
+                assert held()  # kept alive through the turn (longer than a renewal period)
+                spans.append((host, began, time.monotonic()))
+
+        one = asyncio.create_task(turn(first, "master-1", 1.0))
+        await asyncio.sleep(0.2)
+        holder = await b.holder(PREFIX + "etcd.service")
+        assert (
+            holder is not None and describe(holder.value) == "daemon on master-1 (restarting etcd.service on master-1)"
+        )
+        await asyncio.gather(one, turn(second, "master-3", 0.1))
+        (h1, b1, e1), (h2, b2, e2) = spans
+        assert (h1, h2) == ("master-1", "master-3") and e1 <= b2  # never both
+        assert await a.holder(PREFIX + "etcd.service") is None  # given up at the end of the turn
+
+
+async def test_a_bounded_wait_ends_naming_the_holder(etcd: str) -> None:
+    async with two(etcd) as (a, b):
+        await _ready(a)
+        async with RestartLock(a, "daemon on master-1").turn("etcd.service", "master-1", wait=30):
+            with pytest.raises(LockNotTaken) as caught:
+                async with RestartLock(b, "apply by ops", retry=0.1).turn("etcd.service", "master-2", wait=0.5):
+                    raise AssertionError("taken while held")
+        assert "master-2: etcd.service not restarted" in str(caught.value)
+        assert "held by daemon on master-1 (restarting etcd.service on master-1)" in str(caught.value)
+        # another unit's lock is another key: not blocked by this one
+        async with RestartLock(b, "apply by ops").turn("kube-apiserver.service", "master-2", wait=0.5) as held:
+            assert held()
+
+
+async def test_a_turn_that_cannot_renew_says_so_before_its_lease_could_expire(etcd: str) -> None:
+    clock = Clock()
+    async with two(etcd) as (a, _):
+        await _ready(a)
+        lock = RestartLock(a, "daemon", ttl=6, retry=60, clock=clock)  # no renewal comes within the test
+        async with lock.turn("etcd.service", "master-1", wait=5) as held:
+            assert held()
+            clock.now += 3.9  # 2/3 of the granted 6 s is 4 s
+            assert held()
+            clock.now += 0.2
+            assert not held()
+
+
+async def test_a_dead_holders_lock_frees_with_its_lease(etcd: str) -> None:
+    async with two(etcd) as (a, b):
+        await _ready(a)
+        lease = await a.grant(2)  # etcd 3.4 may grant more than asked: the minimum TTL
+        assert (await a.campaign(PREFIX + "etcd.service", json.dumps({"actor": "gone"}), lease.id)).lease == lease.id
+        began = time.monotonic()
+        async with RestartLock(b, "apply by ops", retry=0.2).turn("etcd.service", "master-2", wait=60) as held:
+            assert held() and time.monotonic() - began >= 1.0
+
+
+async def test_etcd_unreachable_is_a_refusal_that_points_at_break_glass() -> None:
+    gateway = EtcdGateway(["http://127.0.0.1:9"], timeout=0.5)
+    try:
+        with pytest.raises(LockNotTaken) as caught:
+            async with RestartLock(gateway, "apply").turn("etcd.service", "master-1", wait=1):
+                raise AssertionError("taken without etcd")
+    finally:
+        await gateway.close()
+    assert "etcd did not answer" in str(caught.value) and "--break-glass" in str(caught.value)
+
+
+class Broken(EtcdApi):
+    """An etcd that answers the grant and then nothing (quorum lost mid-turn)."""
+
+    endpoints = ["x"]
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    async def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        self.calls.append(path)
+        if path == "/v3/lease/grant":
+            return {"ID": "7", "TTL": "3"}
+        if path == "/v3/kv/txn":
+            return {"succeeded": True, "header": {"revision": "5"}}
+        raise EtcdUnavailable("no quorum")
+
+
+async def test_renewals_that_fail_end_the_turns_fence_and_the_lease_is_given_up_anyway() -> None:
+    api = Broken()
+    async with RestartLock(api, "daemon", retry=0.1).turn("etcd.service", "master-1", wait=1) as held:
+        deadline = time.monotonic() + 5
+        while held() and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert not held()  # 2 s (2/3 of 3) without a renewal
+    assert api.calls.count("/v3/lease/keepalive") >= 2 and api.calls[-1] == "/v3/lease/revoke"
+
+
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [
+        ('{"actor": "a", "host": "h", "unit": "u"}', "a (restarting u on h)"),
+        ("x" * 10_000, repr("x" * 80)),  # another program's value: bounded
+        ('{"actor": 1}', repr('{"actor": 1}')),
+        ("[]", repr("[]")),
+    ],
+)
+def test_a_holders_description_is_bounded(value: str, shown: str) -> None:
+    assert describe(value) == shown
+
+
+@pytest.mark.parametrize(
+    ("stdout", "parsed"),
+    [
+        (b'{"a":1}\n200', (200, b'{"a":1}')),
+        (b'{"a":1}\n200\n', (200, b'{"a":1}')),
+        (b"\n503", (503, b"")),
+        (b"200", (0, b"")),  # no body line: not an answer
+        (b'{"a":1}\n20x', (0, b"")),
+        (b"", (0, b"")),
+    ],
+)
+def test_curls_answer_and_status_are_split_strictly(stdout: bytes, parsed: tuple[int, bytes]) -> None:
+    assert _split(stdout) == parsed
+
+
+@pytest.mark.parametrize(
+    ("url", "client"),
+    [
+        ("https://198.18.0.11:2379/health", "https://198.18.0.11:2379"),
+        ("https://root:secret@198.18.0.11:2379/health", "https://198.18.0.11:2379"),  # no password travels on
+        ("http://[::1]:2379/health", "http://[::1]:2379"),
+    ],
+)
+def test_the_client_url_is_the_checks_scheme_and_address(url: str, client: str) -> None:
+    assert client_url(DesiredCheck("etcd", 5, url=url)) == client
