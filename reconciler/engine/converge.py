@@ -130,7 +130,7 @@ async def _active(conn: Connection, unit: str) -> CheckResult:
     return CheckResult(unit, state == "active", state)
 
 
-FOLLOWER = "this replica does not lead: it observes and applies nothing (see /status leader)"
+FOLLOWER = "this replica applies nothing: it does not lead, or its specs are not the ones the cluster agreed on (see /status leader)"
 
 
 class Rollouts:
@@ -187,6 +187,16 @@ async def _cluster_turn(
         yield held
 
 
+async def _still_due(session: Session, host: DesiredHost, unit: str) -> tuple[Action, ...]:
+    """The host's turn of `unit` as it is due now (observed again), or () when nothing of it is left to do."""
+    try:
+        snapshot = await observe_host(await session.connection(host.target), host)
+    except HostError:
+        session.forget(host.name)
+        raise
+    return next((g for g in plan_host(host, snapshot).rollouts() if g[-1].target == unit), ())
+
+
 def _with_lock(leader: Fence | None, held: Callable[[], bool] | None) -> Fence | None:
     """The fence of a turn: the restart lock still held (checked first: no I/O), and the leader's fence."""
     if held is None:
@@ -226,8 +236,11 @@ async def _rollout(
             began = time.monotonic()
             try:
                 async with _cluster_turn(session, desired, rollouts, unit, host.name) as held:
-                    fence = _with_lock(rollouts.fence, held)
-                    await restart_one(session, desired, host, unit, group, applied, fence, rollouts.break_glass)
+                    if held is not None:  # another actor may have done this turn while we waited: look again
+                        group = await _still_due(session, host, unit.name)
+                    if group:
+                        fence = _with_lock(rollouts.fence, held)
+                        await restart_one(session, desired, host, unit, group, applied, fence, rollouts.break_glass)
             except RolledBack as exc:
                 if tried:
                     rollouts.held.hold(host.name, unit.name, tried, str(exc))

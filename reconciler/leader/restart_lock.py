@@ -110,7 +110,7 @@ class RestartLock:
                     f"{host}: {unit} not restarted: the cluster-wide restart lock is held by {who} (waited {wait:g}s)"
                 )
             if who != told:
-                log.info("waiting for the restart lock", unit=unit, host=host, held_by=who)
+                log.warning("waiting for the restart lock", unit=unit, host=host, held_by=who)
                 told = who
             await asyncio.sleep(pause)
 

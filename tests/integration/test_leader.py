@@ -1,20 +1,32 @@
 """Three replicas of the daemon, one per master as the shipped unit, with `--leader-election` on the cluster's own
-etcd: exactly one leads and the others say who; when the leader's host dies, another replica takes over and
-converges an edit the dead leader never saw."""
+etcd: exactly one leads and the others say who; the leader and a hand-run `apply` take turns on one restart lock
+(never two etcd members down); a replica with stale specs that wins applies nothing; a leader cut off from etcd
+stops acting before the next leader acts (the kernel's monotonic clock, shared by the hosts); when the leader's
+host dies, another replica takes over and converges an edit the dead leader never saw."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
+import subprocess
+import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from reconciler.leader.on_host import EtcdOnHosts, etcd_members
+from reconciler.leader.restart_lock import RestartLock
+from reconciler.spec.isolate import load_desired
+from reconciler.transport.session import Session, ssh_connector
 from testbed import Testbed, TestHost
 
-from .conftest import SPECS, reconciler
+from .conftest import REPO, SPECS, reconciler
 from .test_daemon import wait_for
 from .test_systemd_unit import UNIT, install_unit, uninstall_unit
 
@@ -75,6 +87,200 @@ def test_one_replica_leads_and_the_others_say_which(replicas: Testbed) -> None:
         wait_for(f"{h.name}'s metric", lambda h=h, line=line: line in metrics(h), timeout=30)
     time.sleep(4)  # a few renewals later: still the same one, and only one
     assert leaders(replicas.hosts) == [leader]
+
+
+STOPPING, STARTED = "de5b426a63be47a7b6ac3eaac82e2f6f", "39f53479d3a045ac8e11786248231fbf"  # systemd's message ids
+
+
+def down_spans(hosts: list[TestHost], unit: str, since: float) -> list[tuple[str, float, float]]:
+    """When `unit` was down on each host after `since`: from systemd's "Stopping" to its next "Started", in each
+    host's journal on the kernel's monotonic clock (one clock for every host of the testbed, and for this test)."""
+    spans = []
+    for h in hosts:
+        began = None
+        for line in h.ssh(f"journalctl -o json --no-pager UNIT={unit}").stdout.splitlines():
+            entry = json.loads(line)
+            at = int(entry["__MONOTONIC_TIMESTAMP"]) / 1e6
+            if at < since:
+                continue
+            if entry.get("MESSAGE_ID") == STOPPING:
+                began = at
+            elif entry.get("MESSAGE_ID") == STARTED and began is not None:
+                spans.append((h.name, began, at))
+                began = None
+        if began is not None:
+            spans.append((h.name, began, float("inf")))
+    return spans
+
+
+def events(host: TestHost, event: str) -> list[dict[str, Any]]:
+    """The replica's JSON log lines of `event` from its journal."""
+    out = []
+    for line in host.ssh(f"journalctl -o cat --no-pager -u {UNIT}").stdout.splitlines():
+        try:
+            doc = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(doc, dict) and doc.get("event") == event:
+            out.append(doc)
+    return out
+
+
+def edit_specs(hosts: list[TestHost], name: str, old: str, new: str) -> None:
+    for h in hosts:
+        spec = h.root / "etc/reconciler/specs" / name
+        text = spec.read_text()
+        assert old in text
+        spec.write_text(text.replace(old, new))
+
+
+@contextlib.contextmanager
+def holding_restart_lock(spec_dir: Path, unit: str) -> Iterator[None]:
+    """This test as a third actor holding `unit`'s cluster-wide restart lock (through curl on the members)."""
+    taken, release = threading.Event(), threading.Event()
+
+    async def hold() -> None:
+        session = Session(ssh_connector())
+        try:
+            api = EtcdOnHosts(session, etcd_members(load_desired(spec_dir)))
+            async with RestartLock(api, "the test").turn(unit, "no host", wait=30):
+                taken.set()
+                await asyncio.to_thread(release.wait)
+        finally:
+            await session.close()
+
+    thread = threading.Thread(target=asyncio.run, args=(hold(),))
+    thread.start()
+    try:
+        assert taken.wait(30), "the test could not take the restart lock"
+        yield
+    finally:
+        release.set()
+        thread.join(30)
+
+
+def test_the_leader_and_a_hand_run_apply_share_one_restart_lock(replicas: Testbed, spec_copy: Path) -> None:
+    leader = replicas.host(one_leader(replicas.hosts))
+    last = replicas.hosts[-1]
+    since = time.monotonic()
+    edit = ("    ETCD_ELECTION_TIMEOUT: 1000\n", "    ETCD_ELECTION_TIMEOUT: 1000\n    ETCD_MAX_SNAPSHOTS: 6\n")
+    (spec_copy / "etcd.yaml").write_text((spec_copy / "etcd.yaml").read_text().replace(*edit))
+    err = spec_copy.parent / "apply.err"
+    with holding_restart_lock(spec_copy, "etcd.service"):
+        edit_specs(replicas.hosts, "etcd.yaml", *edit)  # the leader starts its rollout of the change
+        with err.open("w") as stderr:
+            apply = subprocess.Popen(
+                [sys.executable, "-m", "reconciler.cli", "apply", str(spec_copy), "--host", last.name],
+                stdout=subprocess.PIPE,
+                stderr=stderr,
+                text=True,
+                cwd=REPO,
+            )
+        try:  # both wait for the lock the test holds: neither restarts a member meanwhile
+            wait_for(
+                "the hand-run apply to wait for the lock",
+                lambda: "the test (restarting etcd.service" in err.read_text(),
+                60,
+            )
+            wait_for(
+                "the leader to wait for the lock",
+                lambda: any("the test" in e.get("held_by", "") for e in events(leader, "waiting for the restart lock")),
+                60,
+            )
+            assert not down_spans(replicas.hosts, "etcd.service", since)
+        except BaseException:
+            apply.kill()
+            raise
+    out, _ = apply.communicate(timeout=300)
+    assert apply.returncode == 0, out + err.read_text()
+    wait_for(
+        "the leader to roll the change out to every member, and each member up again",
+        lambda: (
+            all(b"ETCD_MAX_SNAPSHOTS=6" in (h.root / "etc/etcd/etcd.conf").read_bytes() for h in replicas.hosts)
+            and len(spans := down_spans(replicas.hosts, "etcd.service", since)) >= len(replicas.hosts)
+            and all(up < float("inf") for _, _, up in spans)
+        ),
+        timeout=300,
+    )
+    wait_for(
+        "the leader to see every host converged",
+        lambda: (s := status(leader)) and all(s["hosts"][h.name]["status"] == "converged" for h in replicas.hosts),
+        timeout=120,
+    )
+    spans = sorted(down_spans(replicas.hosts, "etcd.service", since), key=lambda s: s[1])
+    assert sorted(h for h, _, _ in spans) == sorted(h.name for h in replicas.hosts)  # each member restarted once
+    for (a, _, a_up), (b, b_down, _) in zip(spans, spans[1:]):
+        assert a_up <= b_down, f"{a} and {b} were down at once: {spans}"
+    print(f"etcd members down one at a time: {[(h, round(u - d, 2)) for h, d, u in spans]}")
+
+
+def test_a_replica_with_stale_specs_that_wins_never_applies_them(replicas: Testbed) -> None:
+    leader = one_leader(replicas.hosts)
+    stale = next(h for h in replicas.hosts if h.name != leader)
+    others = [h for h in replicas.hosts if h is not stale]
+    flags = ('"--leader-elect=true --address=127.0.0.1"', '"--leader-elect=true --address=127.0.0.1 --v=9"')
+    edit_specs([stale], "kubernetes.yaml", *flags)  # only this replica's copy: the cluster agreed on the others
+    wait_for(
+        f"{stale.name} to report its specs differ",
+        lambda: (s := status(stale)) and not s["leader"]["specs_agree"],
+        timeout=30,
+    )
+    for h in others:  # the stale replica is left alone: it wins
+        h.ssh(f"systemctl stop {UNIT}")
+    try:
+        doc = wait_for(
+            f"{stale.name} to lead, refuse its specs and end a pass on every host",
+            lambda: (
+                (s := status(stale))
+                and s["leader"]["this_replica_leads"]
+                and s["leader"]["conflict"]
+                and all(r["status"] == "pending" and "applies nothing" in r["error"] for r in s["hosts"].values())
+                and s
+            ),
+            timeout=90,
+        )
+        assert "differ from the ones the cluster agreed on" in doc["leader"]["conflict"]
+        assert f'reconciler_specs_agree{{replica="{stale.name}"}} 0.0' in metrics(stale)
+        assert not any(b"--v=9" in (h.root / "etc/kubernetes/scheduler").read_bytes() for h in replicas.hosts)
+    finally:
+        edit_specs([stale], "kubernetes.yaml", flags[1], flags[0])
+        for h in others:
+            h.ssh(f"systemctl start {UNIT}")
+    wait_for(f"{stale.name} to agree again", lambda: (s := status(stale)) and s["leader"]["specs_agree"], 30)
+
+
+def test_a_leader_cut_off_from_etcd_acts_no_more_before_the_next_leader_acts(replicas: Testbed) -> None:
+    old = replicas.host(one_leader(replicas.hosts))
+    others = [h for h in replicas.hosts if h is not old]
+    since = time.monotonic()
+    drift = "while :; do chmod 0640 /etc/kubernetes/token.csv; sleep 0.5; done"  # repaired by whoever leads
+    for h in replicas.hosts:
+        h.ssh(f"systemd-run --unit drift --collect sh -c '{drift}'")
+    try:
+        wait_for(f"{old.name} to repair the drift", lambda: events(old, "applied"), 30)
+        old.ssh("systemd-run --unit cut --collect sh -c 'ip link set host0 down; sleep 35; ip link set host0 up'")
+        cut = time.monotonic()
+        new = one_leader(others)
+        wait_for(
+            f"{new} to repair the drift",
+            lambda: [e for e in events(replicas.host(new), "applied") if e["began"] > cut],
+            timeout=60,
+        )
+        wait_for(f"{old.name} back on the network", lambda: status(old) is not None, timeout=90)
+    finally:
+        for h in replicas.hosts:
+            if status(h) is not None:
+                h.ssh("systemctl stop drift", check=False)
+    old_acts = [e for e in events(old, "applied") if e["began"] > since]
+    new_acts = [e for e in events(replicas.host(new), "applied") if e["began"] > since]
+    last_old, first_new = max(e["ended"] for e in old_acts), min(e["began"] for e in new_acts)
+    assert last_old < first_new, f"{old.name} acted until {last_old}, {new} from {first_new}"
+    assert last_old - cut < 10.5  # within the renew deadline of the cut (or the last action before it)
+    print(
+        f"cut at {cut:.2f}; {old.name}'s last action ended {last_old - cut:+.2f} s from it, "
+        f"{new}'s first began {first_new - cut:+.2f} s"
+    )
+    wait_for(f"{old.name} to follow {new}", lambda: (s := status(old)) and s["leader"]["leader"] == new, 60)
 
 
 def test_when_the_leaders_host_dies_another_replica_leads_and_converges_a_pending_edit(replicas: Testbed) -> None:

@@ -15,8 +15,10 @@ from pathlib import Path
 
 import pytest
 
+from reconciler.apply.executor import action_argv
 from reconciler.engine.converge import converge
 from reconciler.engine.daemon import Daemon
+from reconciler.plan.actions import Kind
 from reconciler.settings import DaemonSettings
 from reconciler.spec.desired import DesiredState
 from reconciler.spec.isolate import load_desired
@@ -77,6 +79,29 @@ async def test_the_guard_refuses_a_turn_while_a_peer_is_down_then_members_restar
     assert {n: o.status for n, o in result.outcomes.items()} == dict.fromkeys(hosts, "converged")
     assert sorted(restarts(hosts)) == sorted(hosts)  # each member exactly once, one after the other
     assert all(b"ETCD_HEARTBEAT_INTERVAL=150" in h.files["/etc/etcd/etcd.conf"].content for h in hosts.values())
+
+
+async def test_breaking_the_glass_restarts_without_the_guard_or_a_wait(specs: Path) -> None:
+    desired = load_desired(specs)
+    hosts = fleet(desired)
+    await converge(desired, Session(fake_connector(hosts)), wait=1.0, interval=0.01)
+    conf = specs / "etcd.yaml"
+    conf.write_text(conf.read_text().replace("ETCD_HEARTBEAT_INTERVAL: 100", "ETCD_HEARTBEAT_INTERVAL: 150"))
+    changed = load_desired(specs)
+    for peer in ("master-2", "master-3"):  # etcd has lost quorum: the guard would refuse every turn
+        hosts[peer].units[ETCD].active = False
+    session = Session(fake_connector(hosts))
+    result = await converge(changed, session, wait=0.1, interval=0.01, only=["master-1"], break_glass=True)
+    assert restarts(hosts) == ["master-1"], result.outcomes["master-1"].error
+    assert b"ETCD_HEARTBEAT_INTERVAL=150" in hosts["master-1"].files["/etc/etcd/etcd.conf"].content
+    restart = next(a for a in result.outcomes["master-1"].applied if a.kind is Kind.RESTART)
+    assert restart.no_block and action_argv(restart, changed.hosts["master-1"], "x")[0] == [
+        "systemctl",
+        "restart",
+        "--no-block",
+        "--",
+        ETCD,
+    ]  # queued: a member without quorum never becomes ready, and the next must not wait for it
 
 
 async def test_the_daemon_converges_the_fleet_backs_off_a_down_host_and_converges_it_when_up(
