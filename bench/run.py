@@ -26,7 +26,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench import fleet, ha, hostile, peer, startup, versus  # noqa: E402
+from bench import fleet, ha, hostile, leader, peer, startup, versus  # noqa: E402
 
 
 def machine() -> dict[str, str]:
@@ -137,6 +137,22 @@ def targets(results: dict[str, Any]) -> list[tuple[str, str, bool]]:
             )
     if results.get("ha"):
         out += ha_targets(results["ha"])
+    if results.get("leader"):
+        le = results["leader"]
+        out.append(
+            (
+                "leader failover <= 20 s from the leader's death to the next leader's first action",
+                f"median {le['seconds']['median']} s, worst {le['seconds']['max']} s over {le['failovers']} failovers",
+                le["seconds"]["max"] <= 20,
+            )
+        )
+        out.append(
+            (
+                f"zero overlapping actors over {le['failovers']} forced failovers",
+                f"{le['overlaps']} overlaps in {le['actions']} actions by {le['processes']} processes",
+                le["overlaps"] == 0 and le["failovers"] >= 20,
+            )
+        )
     if results.get("hostile"):
         cases = results["hostile"]["cases"]
         failed = [c["case"] for c in cases if not c["pass"]]
@@ -172,6 +188,31 @@ def ha_targets(h: dict[str, Any]) -> list[tuple[str, str, bool]]:
     out.append(("never two VIP holders after recovery", f"at most {two} holder(s) seen", two <= 1))
     out.append(("a recovered host does not take the VIP back", f"taken back {back} times in {rounds}", back == 0))
     return out
+
+
+def render_leader(le: dict[str, Any]) -> list[str]:
+    lines = [
+        "",
+        "## Leader election: forced failovers",
+        "",
+        "bench/leader.py: three replicas (the shipped unit, --leader-election, lease 15 s) on the testbed masters, "
+        "drift on every host the whole time (repaired by whoever leads), failovers alternating between the "
+        "leader's replica SIGKILLed and the leader's host cut off the network for 30 s. Seconds: from the fault "
+        "to the first action of another process (kernel monotonic clock, shared by the hosts). Overlaps: an "
+        "action begun while another process's was under way, or an actor acting again after another took over.",
+        "",
+        _row(["fault", "failover median (s)", "worst (s)"]),
+        _row(["---"] * 3),
+    ]
+    for kind, what in (("kill", "leader's replica SIGKILLed"), ("cut", "leader's host cut off 30 s")):
+        if kind in le["by_kind"]:
+            lines.append(_row([what, le["by_kind"][kind]["median"], le["by_kind"][kind]["max"]]))
+    lines += [
+        "",
+        f"{le['failovers']} failovers, {le['actions']} actions by {le['processes']} processes: "
+        f"**{le['overlaps']} overlaps**.",
+    ]
+    return lines
 
 
 def render_ha(h: dict[str, Any]) -> list[str]:
@@ -414,6 +455,8 @@ def render(results: dict[str, Any]) -> str:
         ]
     if results.get("ha"):
         lines += render_ha(results["ha"])
+    if results.get("leader"):
+        lines += render_leader(results["leader"])
     if results.get("hostile"):
         lines += render_hostile(results["hostile"])
     lines += ["", results.get("notes", "").strip(), ""]
@@ -426,7 +469,7 @@ def main() -> int:
     parser.add_argument("--render", action="store_true", help="only write RESULTS.md again from bench/results.json")
     parser.add_argument(
         "--only",
-        choices=("peer", "fleet", "hostile", "startup", "versus", "ha"),
+        choices=("peer", "fleet", "hostile", "startup", "versus", "ha", "leader"),
         help="run one part, keep the others from bench/results.json",
     )
     args = parser.parse_args()
@@ -460,6 +503,7 @@ def main() -> int:
         ("startup", lambda: startup.run(9)),
         ("versus", lambda: versus.run(blocks=1, fleet_runs=1) if args.quick else versus.run()),
         ("ha", lambda: ha.run(2 if args.quick else 5)),
+        ("leader", lambda: leader.run(4 if args.quick else 20)),
     ):
         if args.only not in (None, part):
             if kept.get(part):

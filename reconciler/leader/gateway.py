@@ -99,6 +99,18 @@ class EtcdApi:
         body = {"key": _b64(key), "value": _b64(value)}
         await self._post("/v3/kv/put", {**body, "lease": str(lease)} if lease else body)
 
+    async def put_while(self, key: str, value: str, holder_key: str, create_revision: int) -> bool:
+        """Put `key` = `value` only while `holder_key` is held under `create_revision` (a fenced write: a leader
+        deposed meanwhile writes nothing); whether it was put."""
+        data = await self._post(
+            "/v3/kv/txn",
+            {
+                "compare": [{"key": _b64(holder_key), "target": "CREATE", "create_revision": str(create_revision)}],
+                "success": [{"requestPut": {"key": _b64(key), "value": _b64(value)}}],
+            },
+        )
+        return bool(data.get("succeeded"))
+
     async def prefixed(self, prefix: str) -> dict[str, str]:
         """Every key under `prefix` with its value."""
         end = prefix[:-1] + chr(ord(prefix[-1]) + 1)

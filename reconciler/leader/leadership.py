@@ -108,7 +108,9 @@ class Leadership:
         ):  # nothing agreed yet, the same specs, the operator says so, most replicas hold them, or its own
             if agreed != self.digest and self.digest:
                 record = {"digest": self.digest, "by": self.name, "at": time.time()}
-                await elector.gateway.put(SPECS_KEY, json.dumps(record))
+                if not await elector.gateway.put_while(SPECS_KEY, json.dumps(record), elector.key, elector.state.token):
+                    self._checked, self.conflict = None, ""  # deposed meanwhile: the next round finds out
+                    return
                 self.agreed, agreed = record, self.digest
                 log.info("specs published", digest=self.digest[:12])
             self._published = (elector.state.token, self.digest)

@@ -257,7 +257,12 @@ def test_a_leader_cut_off_from_etcd_acts_no_more_before_the_next_leader_acts(rep
     for h in replicas.hosts:
         h.ssh(f"systemd-run --unit drift --collect sh -c '{drift}'")
     try:
-        wait_for(f"{old.name} to repair the drift", lambda: events(old, "applied"), 30)
+        wait_for(
+            f"{old.name} to repair the drift",
+            lambda: [e for e in events(old, "applied") if e["began"] > since],
+            timeout=30,
+        )
+        assert leaders(replicas.hosts) == [old.name]
         old.ssh("systemd-run --unit cut --collect sh -c 'ip link set host0 down; sleep 35; ip link set host0 up'")
         cut = time.monotonic()
         new = one_leader(others)
@@ -275,6 +280,7 @@ def test_a_leader_cut_off_from_etcd_acts_no_more_before_the_next_leader_acts(rep
     new_acts = [e for e in events(replicas.host(new), "applied") if e["began"] > since]
     last_old, first_new = max(e["ended"] for e in old_acts), min(e["began"] for e in new_acts)
     assert last_old < first_new, f"{old.name} acted until {last_old}, {new} from {first_new}"
+    assert first_new > cut  # the next leader acted only once the old one was cut off
     assert last_old - cut < 10.5  # within the renew deadline of the cut (or the last action before it)
     print(
         f"cut at {cut:.2f}; {old.name}'s last action ended {last_old - cut:+.2f} s from it, "

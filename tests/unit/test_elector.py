@@ -207,3 +207,18 @@ async def test_the_operators_override_makes_a_leaders_specs_the_agreed_ones(etcd
         await alone._agree(alone.elector)
         assert not alone.conflict and await alone.fenced() and alone.agreed is not None
         assert alone.agreed["digest"] == "b" * 64 and alone.agreed["by"] == "master-2"
+
+
+async def test_a_deposed_leader_cannot_publish_specs(etcd: str) -> None:
+    async with two(etcd) as (ga, gb):
+        a = Elector(ga, "master-1", ttl=5)
+        await wait_ready(a)
+        token = a.state.token
+        assert await ga.put_while("/reconciler/specs", "mine", KEY, token)
+        await a.resign()  # the key goes: a write fenced by its revision is refused now
+        b = Elector(gb, "master-2", ttl=5)
+        await b.step()
+        assert b.state.ours and b.state.token != token
+        assert not await ga.put_while("/reconciler/specs", "stale", KEY, token)
+        held = await gb.holder("/reconciler/specs")
+        assert held is not None and held.value == "mine"
