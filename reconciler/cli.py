@@ -374,8 +374,19 @@ async def _run(args: argparse.Namespace, desired: DesiredState) -> int:
             result = await plan_all(desired, session, args.host)
         elif args.command == "apply":
             if args.break_glass:
+                from reconciler.leader.on_host import etcd_answers
+
+                answered = await etcd_answers(session, desired)
+                if answered:
+                    print(
+                        f"refusing --break-glass: etcd answers through {answered}, so it has its quorum; "
+                        "run `reconciler apply` without it (it takes the restart lock and the quorum guard)",
+                        file=sys.stderr,
+                    )
+                    return 1
                 print(
-                    "break glass: no restart lock, no quorum guard; rollout units restart without waiting",
+                    "break glass: etcd does not answer; no restart lock, no quorum guard, rollout units restart "
+                    "without waiting",
                     file=sys.stderr,
                 )
             user = os.environ.get("USER") or f"uid {os.getuid()}"

@@ -181,7 +181,7 @@ async def _cluster_turn(
     if not members or rollouts.actor is None:
         yield None
         return
-    api = EtcdOnHosts(session, members)
+    api = EtcdOnHosts(session, members, last=host)  # the member about to restart is asked last
     lock = RestartLock(api, rollouts.actor)
     async with lock.turn(unit.name, host, wait=2 * unit.rollout_timeout + 30) as held:
         yield held
@@ -238,6 +238,7 @@ async def _rollout(
                 async with _cluster_turn(session, desired, rollouts, unit, host.name) as held:
                     if held is not None:  # another actor may have done this turn while we waited: look again
                         group = await _still_due(session, host, unit.name)
+                        tried = fingerprint(host, [a.target for a in group if a.kind is Kind.WRITE])
                     if group:
                         fence = _with_lock(rollouts.fence, held)
                         await restart_one(session, desired, host, unit, group, applied, fence, rollouts.break_glass)

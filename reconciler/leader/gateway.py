@@ -61,14 +61,22 @@ class EtcdApi:
     async def grant(self, ttl: int) -> Lease:
         data = await self._post("/v3/lease/grant", {"TTL": ttl})
         try:
-            return Lease(int(data["ID"]), int(data["TTL"]))
+            lease = Lease(int(data["ID"]), int(data["TTL"]))
         except (KeyError, TypeError, ValueError):
-            raise EtcdUnavailable(f"a lease grant answer without ID and TTL: {data.get('error', '')}") from None
+            raise EtcdUnavailable(
+                f"a lease grant answer without ID and TTL: {str(data.get('error', ''))[:200]}"
+            ) from None
+        if lease.id <= 0 or lease.ttl <= 0:
+            raise EtcdUnavailable("a lease grant answer with no lease")
+        return lease
 
     async def keepalive(self, lease: int) -> int:
         """The lease's TTL after the renewal; 0 when it had expired (it cannot be renewed any more)."""
         data = await self._post("/v3/lease/keepalive", {"ID": str(lease)})
-        return int(data.get("result", {}).get("TTL", 0))
+        try:
+            return int((data.get("result") or {}).get("TTL", 0))
+        except (AttributeError, TypeError, ValueError):
+            raise EtcdUnavailable("a keepalive answer of an unknown shape") from None
 
     async def revoke(self, lease: int) -> None:
         await self._post("/v3/lease/revoke", {"ID": str(lease)})
@@ -125,9 +133,6 @@ class EtcdApi:
         except (KeyError, TypeError, ValueError):
             raise EtcdUnavailable("a range answer of an unknown shape") from None
 
-    async def delete(self, key: str) -> None:
-        await self._post("/v3/kv/deleterange", {"key": _b64(key)})
-
     async def holder(self, key: str) -> Holder | None:
         data = await self._post("/v3/kv/range", {"key": _b64(key)})
         try:
@@ -175,7 +180,7 @@ class EtcdGateway(EtcdApi):
                 continue
             try:
                 data = resp.json()
-            except ValueError:
+            except (ValueError, RecursionError):
                 errors.append(f"{self.endpoints[n]}: an answer that is not JSON")
                 continue
             if not isinstance(data, dict):

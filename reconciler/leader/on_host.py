@@ -9,6 +9,7 @@ goes on stdin, the URL after `--`: no spec value is ever parsed by a shell or ta
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 from urllib.parse import urlsplit
@@ -50,40 +51,69 @@ def _split(stdout: bytes) -> tuple[int, bytes]:
 
 
 class EtcdOnHosts(EtcdApi):
-    def __init__(self, session: Session, members: list[tuple[DesiredHost, DesiredCheck]], *, timeout: float = 2.0):
+    def __init__(
+        self,
+        session: Session,
+        members: list[tuple[DesiredHost, DesiredCheck]],
+        *,
+        timeout: float = 2.0,
+        last: str | None = None,
+    ):
+        """`last`: the member to try only when the others do not answer (the one about to be restarted)."""
         if not members:
             raise ValueError("no etcd member")
-        self.session, self.members, self.timeout = session, members, timeout
-        self.endpoints = [f"{h.name}: {client_url(c)}" for h, c in members]
+        self.session, self.timeout = session, timeout
+        self.members = sorted(members, key=lambda m: m[0].name == last)
+        self.endpoints = [f"{h.name}: {client_url(c)}" for h, c in self.members]
         self._good = 0
 
     async def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         errors = []
         for i in range(len(self.members)):
             n = (self._good + i) % len(self.members)
-            host, check = self.members[n]
-            argv = ["curl", *CURL_SAFE, "--max-time", f"{self.timeout:g}", "-w", "\n%{http_code}"]
-            argv += ["-X", "POST", "-H", "Content-Type: application/json", "--data-binary", "@-"]
-            argv += [*curl_tls(check.ca_file, check.cert_file, check.key_file), "--", client_url(check) + path]
-            try:
-                conn = await self.session.connection(host.target)
-                result = await conn.run(
-                    argv, input=json.dumps(body).encode(), timeout=self.timeout + 5, max_output=ANSWER_LIMIT
-                )
-            except HostError as exc:
+            host = self.members[n][0]
+            try:  # the connection counts too: an unreachable member costs at most this, then the next is asked
+                data = await asyncio.wait_for(self._ask(n, path, body), self.timeout + 5)
+            except (HostError, EtcdUnavailable) as exc:
                 errors.append(f"{host.name}: {exc}")
                 continue
-            status, answer = _split(result.stdout)
-            if result.exit_status != 0 or status != 200:
-                errors.append(f"{host.name}: " + (f"HTTP {status}" if status else f"curl exit {result.exit_status}"))
-                continue
-            try:
-                data = json.loads(answer)
-            except ValueError:
-                data = None
-            if not isinstance(data, dict):
-                errors.append(f"{host.name}: an answer that is not a JSON object")
+            except TimeoutError:
+                errors.append(f"{host.name}: no answer within {self.timeout + 5:g}s")
                 continue
             self._good = n
             return data
         raise EtcdUnavailable("; ".join(errors))
+
+    async def _ask(self, n: int, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        host, check = self.members[n]
+        argv = ["curl", *CURL_SAFE, "--max-time", f"{self.timeout:g}", "-w", "\n%{http_code}"]
+        argv += ["-X", "POST", "-H", "Content-Type: application/json", "--data-binary", "@-"]
+        argv += [*curl_tls(check.ca_file, check.cert_file, check.key_file), "--", client_url(check) + path]
+        conn = await self.session.connection(host.target)
+        result = await conn.run(
+            argv, input=json.dumps(body).encode(), timeout=self.timeout + 3, max_output=ANSWER_LIMIT
+        )
+        status, answer = _split(result.stdout)
+        if result.exit_status != 0 or status != 200:
+            raise EtcdUnavailable(f"HTTP {status}" if status else f"curl exit {result.exit_status}")
+        try:
+            data = json.loads(answer)
+        except (ValueError, RecursionError):  # garbage, or nesting deep enough to exhaust the parser
+            data = None
+        if not isinstance(data, dict):
+            raise EtcdUnavailable("an answer that is not a JSON object")
+        return data
+
+
+async def etcd_answers(session: Session, desired: DesiredState) -> str:
+    """Which member answered a linearizable read (one needs etcd's quorum), or "" when none did: whether a
+    lost quorum is what `apply --break-glass` is repairing."""
+    members = etcd_members(desired)
+    if not members:
+        return ""
+    api = EtcdOnHosts(session, members)
+    try:
+        await api.holder("/reconciler/leader")
+    except EtcdUnavailable:
+        return ""
+    return api.members[api._good][0].name

@@ -11,6 +11,7 @@ guard never races another process's restart. Used by `engine.converge` around `e
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections.abc import AsyncIterator, Callable
@@ -35,13 +36,31 @@ class LockNotTaken(HostError):
     """The restart lock could not be had: etcd did not answer, or another actor held it past the wait."""
 
 
+def _field(value: object) -> str:
+    """One field of another actor's lock value, as a bounded printable name."""
+    text = str(value)[:80]
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def describe(value: str) -> str:
-    """Who holds a lock, from its value (any value another program wrote is shown bounded, as a name)."""
+    """Who holds a lock, from its value (whatever another program wrote there is shown bounded and escaped)."""
     try:
-        v = json.loads(value)
-        return f"{v['actor']} (restarting {v['unit']} on {v['host']})"
-    except (ValueError, TypeError, KeyError):
-        return repr(value[:80])
+        v = json.loads(value[:4096])
+        return f"{_field(v['actor'])} (restarting {_field(v['unit'])} on {_field(v['host'])})"
+    except (ValueError, TypeError, KeyError, RecursionError):
+        return repr(_field(value))
+
+
+class _Held:
+    """Whether this turn still holds the lock: renewed within the deadline (the monotonic time of a request etcd
+    answered with a live lease, read before it was sent) and not seen lost (lease gone, key gone or another's)."""
+
+    def __init__(self, clock: Callable[[], float], renewed: float, deadline: float):
+        self.clock, self.renewed, self.deadline = clock, renewed, deadline
+        self.lost = ""
+
+    def __call__(self) -> bool:
+        return not self.lost and self.clock() - self.renewed < self.deadline
 
 
 class RestartLock:
@@ -56,54 +75,63 @@ class RestartLock:
     ):
         self.api, self.actor, self.ttl, self.retry, self.clock = api, actor, ttl, retry, clock
 
+    def _unanswered(self, host: str, unit: str, exc: Exception) -> LockNotTaken:
+        return LockNotTaken(
+            f"{host}: {unit} not restarted: cannot take the cluster-wide restart lock, etcd did not answer "
+            f"({exc}); {BREAK_GLASS}"
+        )
+
     @asynccontextmanager
     async def turn(self, unit: str, host: str, wait: float) -> AsyncIterator[Callable[[], bool]]:
         """Hold the lock of `unit` for `host`'s turn; yields whether it is still held (ask before each action).
         Raises LockNotTaken when etcd does not answer or another actor holds it for more than `wait` seconds."""
         key = PREFIX + unit
         value = json.dumps({"actor": self.actor, "host": host, "unit": unit, "at": time.time()})
+        asked = self.clock()
         try:
             lease = await self.api.grant(self.ttl)
         except EtcdUnavailable as exc:
-            raise LockNotTaken(
-                f"{host}: {unit} not restarted: cannot take the cluster-wide restart lock, etcd did not answer "
-                f"({exc}); {BREAK_GLASS}"
-            ) from None
-        deadline = lease.ttl * 2 / 3
-        renewed = [self.clock()]
+            raise self._unanswered(host, unit, exc) from None
+        held = _Held(self.clock, asked, lease.ttl * 2 / 3)
+        keeper: asyncio.Task[None] | None = None
         try:
-            await self._take(key, value, lease.id, renewed, host, unit, wait)
-            keeper = asyncio.create_task(self._keep(lease.id, renewed))
-            try:
-                yield lambda: self.clock() - renewed[0] < deadline
-            finally:
-                keeper.cancel()
+            await self._take(key, value, lease.id, held, host, unit, wait)
+            keeper = asyncio.create_task(self._keep(key, lease.id, held))
+            yield held
         finally:
+            if keeper is not None:
+                keeper.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await keeper
             try:  # revoking the lease deletes the key; if that fails, the lease runs out within its TTL
-                await asyncio.wait_for(self.api.revoke(lease.id), 2)
-            except (EtcdUnavailable, TimeoutError):
-                log.warning("restart lock not given up; it expires with its lease", unit=unit, ttl=lease.ttl)
+                await asyncio.wait_for(self.api.revoke(lease.id), 5)
+            except Exception as exc:  # never in place of what ended the turn
+                log.warning("restart lock not given up; it expires with its lease", unit=unit, error=str(exc)[:200])
 
-    async def _take(
-        self, key: str, value: str, lease: int, renewed: list[float], host: str, unit: str, wait: float
-    ) -> None:
+    async def _renew(self, lease: int, held: _Held) -> None:
+        asked = self.clock()  # etcd renews when it handles the request: the deadline counts from before it
+        if await self.api.keepalive(lease) > 0:
+            held.renewed = asked
+        else:
+            held.lost = "its lease expired"
+
+    async def _take(self, key: str, value: str, lease: int, held: _Held, host: str, unit: str, wait: float) -> None:
         """Put the key under our lease once nobody holds it; keep the lease alive while waiting."""
         began, told = self.clock(), ""
         for pause in looks(self.retry):
-            asked = self.clock()
             try:
                 holder = await self.api.campaign(key, value, lease)
-                if holder.lease == lease:
-                    renewed[0] = asked
+                if holder.lease == lease and holder.create_revision > 0:
+                    await self._renew(lease, held)  # the deadline counts from a renewal, not from the put
+                    if held.lost:
+                        raise EtcdUnavailable("the lease expired while the lock was taken")
                     log.info("restart lock taken", unit=unit, host=host, actor=self.actor)
                     return
-                if await self.api.keepalive(lease) > 0:
-                    renewed[0] = asked
+                await self._renew(lease, held)
+                if held.lost:
+                    raise EtcdUnavailable("the lease expired while waiting for the lock")
             except EtcdUnavailable as exc:
-                raise LockNotTaken(
-                    f"{host}: {unit} not restarted: cannot take the cluster-wide restart lock, etcd did not answer "
-                    f"({exc}); {BREAK_GLASS}"
-                ) from None
+                raise self._unanswered(host, unit, exc) from None
             who = describe(holder.value)
             if self.clock() - began >= wait:
                 raise LockNotTaken(
@@ -113,13 +141,20 @@ class RestartLock:
                 log.warning("waiting for the restart lock", unit=unit, host=host, held_by=who)
                 told = who
             await asyncio.sleep(pause)
+        raise AssertionError("unreachable")
 
-    async def _keep(self, lease: int, renewed: list[float]) -> None:
-        while True:
+    async def _keep(self, key: str, lease: int, held: _Held) -> None:
+        """Renew every `retry` seconds and look at the key: gone, or another's, and the turn stops."""
+        while not held.lost:
             await asyncio.sleep(self.retry)
-            asked = self.clock()  # etcd renews when it handles the request: the deadline counts from before it
             try:
-                if await self.api.keepalive(lease) > 0:
-                    renewed[0] = asked
+                await self._renew(lease, held)
+                holder = await self.api.holder(key)
+                if holder is None or holder.lease != lease:
+                    held.lost = "the lock's key was deleted or taken over"
             except EtcdUnavailable:
-                pass  # the fence says no once the deadline passes
+                continue  # the deadline says no once it passes
+            except Exception as exc:  # whatever else: the turn stops rather than act unfenced
+                held.lost = f"renewal failed: {type(exc).__name__}"
+            if held.lost:
+                log.warning("restart lock lost", key=key, why=held.lost)

@@ -1,4 +1,5 @@
-"""The lost-quorum runbook on the testbed: with two of three etcd members stopped, `apply` will not restart the
+"""The lost-quorum runbook on the testbed: `--break-glass` is refused while etcd answers; with two of three etcd
+members stopped, `apply` will not restart the
 third (no restart lock without quorum, and it says to break the glass, writing nothing of that turn);
 `apply --break-glass` restarts and starts the members on the new config and etcd has its quorum back."""
 
@@ -21,6 +22,9 @@ def test_a_lost_quorum_is_repaired_only_by_breaking_the_glass(converged: Testbed
     first, *rest = converged.hosts
     (spec_copy / "etcd.yaml").write_text((spec_copy / "etcd.yaml").read_text().replace(*EDIT))
     conf = "etc/etcd/etcd.conf"
+    healthy = reconciler("apply", str(spec_copy), "--break-glass", "--host", first.name)
+    assert healthy.code == 1 and "refusing --break-glass: etcd answers through" in healthy.err
+    assert b"ETCD_MAX_SNAPSHOTS" not in (first.root / conf).read_bytes()  # a quorum to lose: nothing done
     try:
         for h in rest:
             h.ssh("systemctl stop etcd")  # two of three: no quorum

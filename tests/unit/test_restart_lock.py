@@ -108,31 +108,92 @@ async def test_etcd_unreachable_is_a_refusal_that_points_at_break_glass() -> Non
     assert "etcd did not answer" in str(caught.value) and "--break-glass" in str(caught.value)
 
 
-class Broken(EtcdApi):
-    """An etcd that answers the grant and then nothing (quorum lost mid-turn)."""
+class Scripted(EtcdApi):
+    """An etcd whose answers the test chooses: the grant and the put succeed; keepalives answer `ttl` until
+    `failing` is set (then nothing answers); the key's holder is `holder`."""
 
     endpoints = ["x"]
 
-    def __init__(self) -> None:
+    def __init__(self, grant: dict[str, Any] | None = None) -> None:
         self.calls: list[str] = []
+        self.failing = False
+        self.ttl = "3"
+        self.grant_answer = grant or {"ID": "7", "TTL": "3"}
+        self.kv: list[dict[str, Any]] = [{"key": "", "value": "", "create_revision": "5", "lease": "7"}]
 
     async def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         self.calls.append(path)
         if path == "/v3/lease/grant":
-            return {"ID": "7", "TTL": "3"}
+            return self.grant_answer
         if path == "/v3/kv/txn":
             return {"succeeded": True, "header": {"revision": "5"}}
-        raise EtcdUnavailable("no quorum")
+        if self.failing and path != "/v3/lease/revoke":
+            raise EtcdUnavailable("no quorum")
+        if path == "/v3/lease/keepalive":
+            return {"result": {"TTL": self.ttl}}
+        if path == "/v3/kv/range":
+            return {"kvs": self.kv}
+        return {}
+
+
+async def wait_lost(held: Any) -> None:
+    deadline = time.monotonic() + 5
+    while held() and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
 
 
 async def test_renewals_that_fail_end_the_turns_fence_and_the_lease_is_given_up_anyway() -> None:
-    api = Broken()
+    api = Scripted()
     async with RestartLock(api, "daemon", retry=0.1).turn("etcd.service", "master-1", wait=1) as held:
-        deadline = time.monotonic() + 5
-        while held() and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
+        assert held()
+        api.failing = True
+        await wait_lost(held)
         assert not held()  # 2 s (2/3 of 3) without a renewal
-    assert api.calls.count("/v3/lease/keepalive") >= 2 and api.calls[-1] == "/v3/lease/revoke"
+    assert api.calls.count("/v3/lease/keepalive") >= 3 and api.calls[-1] == "/v3/lease/revoke"
+
+
+async def test_a_lease_that_expired_or_a_key_deleted_or_taken_over_ends_the_fence_at_once() -> None:
+    for spoil in ("ttl", "deleted", "taken"):
+        api = Scripted()
+        async with RestartLock(api, "daemon", retry=0.05).turn("etcd.service", "master-1", wait=1) as held:
+            assert held()
+            if spoil == "ttl":
+                api.ttl = "0"
+            elif spoil == "deleted":  # e.g. someone "freed a stuck lock" by hand while the lease lives
+                api.kv = []
+            else:
+                api.kv = [{"key": "", "value": "", "create_revision": "9", "lease": "8"}]
+            began = time.monotonic()
+            await wait_lost(held)
+            assert not held() and time.monotonic() - began < 1, spoil  # within a renewal, not the 2 s deadline
+
+
+@pytest.mark.parametrize(
+    "grant", [{"ID": "0", "TTL": "15"}, {"ID": "7", "TTL": "0"}, {"ID": "x", "TTL": "15"}, {"TTL": "15"}]
+)
+async def test_a_grant_without_a_live_lease_takes_no_lock(grant: dict[str, Any]) -> None:
+    with pytest.raises(LockNotTaken, match="etcd did not answer"):
+        async with RestartLock(Scripted(grant), "daemon").turn("etcd.service", "master-1", wait=1):
+            raise AssertionError("taken on no lease")
+
+
+@pytest.mark.parametrize(
+    ("answer", "ttl"), [({"result": None}, 0), ({"result": []}, 0), ({"result": {"TTL": "x"}}, None), ({}, 0)]
+)
+async def test_a_keepalive_answer_of_another_shape_fails_closed(answer: dict[str, Any], ttl: int | None) -> None:
+    """No live TTL in it: the lease counts as expired (0), or etcd as unavailable; never an error of another type."""
+
+    class Odd(EtcdApi):
+        endpoints = ["x"]
+
+        async def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+            return answer
+
+    if ttl is None:
+        with pytest.raises(EtcdUnavailable):
+            await Odd().keepalive(7)
+    else:
+        assert await Odd().keepalive(7) == ttl
 
 
 @pytest.mark.parametrize(
@@ -141,6 +202,9 @@ async def test_renewals_that_fail_end_the_turns_fence_and_the_lease_is_given_up_
         ('{"actor": "a", "host": "h", "unit": "u"}', "a (restarting u on h)"),
         ("x" * 10_000, repr("x" * 80)),  # another program's value: bounded
         ('{"actor": 1}', repr('{"actor": 1}')),
+        (json.dumps({"actor": "a" * 1000 + "\x1b[2J\n", "host": "h", "unit": "u"}), "a" * 80 + " (restarting u on h)"),
+        (json.dumps({"actor": "\x1b[31mred\n", "host": "h", "unit": "u"}), "\\x1b[31mred\\n (restarting u on h)"),
+        ("[" * 100_000, repr("[" * 80)),
         ("[]", repr("[]")),
     ],
 )
