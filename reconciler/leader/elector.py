@@ -51,11 +51,20 @@ class Elector:
         self.state = LeaderState()
         self._lease = 0
         self._renewed: float | None = None  # monotonic time of the last renewal (or the win)
+        self._holder_expires: float | None = None  # a follower: the earliest the leader's lease may be gone
 
     @property
     def lease(self) -> int:
         """This replica's lease (a follower keeps one too: what it publishes lives as long as it does)."""
         return self._lease
+
+    def next_step(self) -> float:
+        """Seconds until the next `step`: `retry`, or sooner for a follower whose leader's lease is about to run
+        out (etcd reports whole seconds and revokes expired leases twice a second: a look every 0.25 s from the
+        earliest moment it can be gone), so a dead leader is replaced within ~0.5 s of its lease, not ~`retry`."""
+        if self._holder_expires is None:
+            return self.retry
+        return max(0.25, min(self.retry, self._holder_expires - self.clock() + 0.25))
 
     def acting(self) -> bool:
         """Leader now: the key is ours and was renewed within the renew deadline (checked on every call)."""
@@ -75,6 +84,7 @@ class Elector:
     async def step(self) -> None:
         """One round: renew if leading, else campaign; keep `state` in step. Never raises EtcdUnavailable."""
         asked = self.clock()  # etcd renews when it handles the request: the deadline counts from before it
+        self._holder_expires = None
         try:
             if self._renewed is not None:
                 ttl = await self.gateway.keepalive(self._lease)
@@ -96,6 +106,8 @@ class Elector:
                 self._settle(self.name, ours=True)
             else:
                 self._settle(holder.value, ours=False)
+                if holder.lease:  # when to campaign next: as soon as the holder's lease can be gone
+                    self._holder_expires = asked + await self.gateway.time_to_live(holder.lease)
         except EtcdUnavailable as exc:
             self.state.error = f"etcd unavailable: {exc}"
             if not self.acting():

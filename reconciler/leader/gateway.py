@@ -78,6 +78,14 @@ class EtcdApi:
         except (AttributeError, TypeError, ValueError):
             raise EtcdUnavailable("a keepalive answer of an unknown shape") from None
 
+    async def time_to_live(self, lease: int) -> int:
+        """Whole seconds until `lease` expires (etcd rounds down; -1 once it has)."""
+        data = await self._post("/v3/lease/timetolive", {"ID": str(lease)})
+        try:
+            return int(data.get("TTL", -1))
+        except (TypeError, ValueError):
+            raise EtcdUnavailable("a time-to-live answer of an unknown shape") from None
+
     async def revoke(self, lease: int) -> None:
         await self._post("/v3/lease/revoke", {"ID": str(lease)})
 

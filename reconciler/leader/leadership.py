@@ -154,7 +154,7 @@ class Leadership:
             self._report(elector)
             if elector.acting() and not was:
                 on_won()  # a new leader looks at every host at once
-            await pause(stopping, self.retry)
+            await pause(stopping, elector.next_step())
         # the key is given up by `close`, once the passes in flight are done (the daemon calls it)
 
     async def recheck(self) -> None:

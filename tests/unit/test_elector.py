@@ -222,3 +222,23 @@ async def test_a_deposed_leader_cannot_publish_specs(etcd: str) -> None:
         assert not await ga.put_while("/reconciler/specs", "stale", KEY, token)
         held = await gb.holder("/reconciler/specs")
         assert held is not None and held.value == "mine"
+
+
+async def test_a_follower_looks_again_as_soon_as_the_leaders_lease_can_be_gone(etcd: str) -> None:
+    clock = Clock()
+    async with two(etcd) as (ga, gb):
+        a = Elector(ga, "master-1", ttl=6)
+        await wait_ready(a)
+        b = Elector(gb, "master-2", ttl=6, retry=2.0, clock=clock)
+        await b.step()
+        left = await gb.time_to_live((await gb.holder(KEY)).lease)  # type: ignore[union-attr]
+        assert not b.state.ours and 3 <= left <= 6
+        assert b.next_step() == 2.0  # the leader's lease has seconds to go: the usual retry
+        expires = b._holder_expires
+        assert expires is not None and expires - clock.now >= 3
+        clock.now = expires - 1
+        assert b.next_step() == pytest.approx(1.25)  # not a whole retry past the moment it can be gone
+        clock.now += 5
+        assert b.next_step() == 0.25  # past it: a look every 0.25 s until etcd has revoked it
+        await a.step()
+        assert a.next_step() == a.retry  # a leader renews every retry
