@@ -77,15 +77,36 @@ http() {  # name timeout url ca cert key
   code=$(timeout -k 1 "$2" curl "${opts[@]}" -- "$3"); rc=$?  # curl opens a fifo CA file before --max-time counts
   printf '@@H %s %s %s\n' "$1" "$rc" "${code:0:20}"
 }
+curl_parallel() {  # curl >= 7.75: transfers side by side in one process (-Z) with each one's exit code
+  local v; read -r _ v _ < <(curl --version 2>/dev/null) || return 1
+  local IFS=.; set -- $v
+  [ "${1:-0}" -gt 7 ] 2>/dev/null || { [ "${1:-0}" = 7 ] && [ "${2:-0}" -ge 75 ] 2>/dev/null; }
+}
+http_all() {  # the H probes' 6 words each: one curl process (one TLS library start), its transfers in parallel
+  # (a -w format must not begin with @, curl's "read it from a file": %{stdout} first, which prints nothing)
+  local args=() most=1 k t
+  for ((k = 0; k < ${#hprobes[@]}; k += 6)); do
+    [ $k -gt 0 ] && args+=(--next)
+    args+=(@CURL_SAFE@ -o /dev/null -w "%{stdout}@@H ${hprobes[k]} %{exitcode} %{http_code}\n" --max-time "${hprobes[k + 1]}")
+    [ "${hprobes[k + 3]}" != - ] && args+=(--cacert "${hprobes[k + 3]}")
+    [ "${hprobes[k + 4]}" != - ] && args+=(--cert "${hprobes[k + 4]}" --key "${hprobes[k + 5]}")
+    args+=(--url "${hprobes[k + 2]}")
+    t=${hprobes[k + 1]%.*}; [ $((${t:-0} + 1)) -gt "$most" ] && most=$((${t:-0} + 1))  # whole seconds, rounded up
+  done
+  timeout -k 1 "$most" curl -Z "${args[@]}" 2>/dev/null
+}
 tcp() {  # name timeout host port
   timeout "$2" bash -c 'exec 3<>"/dev/tcp/$1/$2"' _ "$3" "$4" 2>/dev/null
   printf '@@H %s %s -\n' "$1" "$?"
 }
 if [ ${#probes[@]} -gt 0 ]; then
   exec 3< <(
+    hprobes=()
     for ((k = 0; k < ${#probes[@]}; )); do
-      if [ "${probes[k]}" = H ]; then http "${probes[@]:k+1:6}" & k=$((k + 7)); else tcp "${probes[@]:k+1:4}" & k=$((k + 5)); fi
+      if [ "${probes[k]}" = H ]; then hprobes+=("${probes[@]:k+1:6}"); k=$((k + 7)); else tcp "${probes[@]:k+1:4}" & k=$((k + 5)); fi
     done
+    if [ ${#hprobes[@]} -gt 6 ] && curl_parallel; then http_all &
+    else for ((k = 0; k < ${#hprobes[@]}; k += 6)); do http "${hprobes[@]:k:6}" & done; fi
     wait
   )
 fi
@@ -224,6 +245,7 @@ _CURL_ERRORS = {
     58: "client certificate problem",
     60: "certificate not trusted",
     77: "cannot read CA file",
+    124: "timed out",  # timeout(1) ended curl (it can come first on a slow start, or a CA file that is a fifo)
 }
 
 

@@ -1,0 +1,83 @@
+"""The observe script's health probes, run here against loopback servers: every HTTP probe of a host in one curl
+process (transfers side by side) when curl can (>= 7.75), one curl each otherwise, with the same results either
+way: 200, 500, a refused port, a probe past its timeout, a TCP check beside them."""
+
+from __future__ import annotations
+
+import http.server
+import os
+import socketserver
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from reconciler.observe.facts import observe_argv, parse_observation
+from reconciler.spec.desired import DesiredCheck
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        if self.path == "/slow":
+            time.sleep(2)
+        self.send_response(500 if self.path == "/bad" else 200)
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def port() -> Iterator[int]:
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), _Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield int(server.server_address[1])
+    server.shutdown()
+
+
+def _curl_that_logs(tmp_path: Path, version: str | None) -> dict[str, str]:
+    """A PATH whose curl records each start (and claims `version` for --version, if given) and runs the real one."""
+    real = subprocess.run(["sh", "-c", "command -v curl"], capture_output=True, text=True, check=True).stdout.strip()
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake = f'[ "$1" = --version ] && echo "curl {version} (x86_64-pc-linux-gnu)" && exit 0\n' if version else ""
+    (bin_dir / "curl").write_text(f'#!/bin/sh\necho "$1" >> {tmp_path}/starts\n{fake}exec {real} "$@"\n')
+    (bin_dir / "curl").chmod(0o755)
+    return {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+
+
+@pytest.mark.parametrize(("version", "one_process"), [(None, True), ("7.74.0", False), ("7.29.0", False)])
+def test_every_http_probe_in_one_curl_when_it_can_with_the_same_results(
+    port: int, tmp_path: Path, version: str | None, one_process: bool
+) -> None:
+    checks = [
+        DesiredCheck("ok", 3, url=f"http://127.0.0.1:{port}/"),
+        DesiredCheck("bad", 3, url=f"http://127.0.0.1:{port}/bad"),
+        DesiredCheck("refused", 3, url="http://127.0.0.1:9/"),
+        DesiredCheck("slow", 0.5, url=f"http://127.0.0.1:{port}/slow"),
+        DesiredCheck("tcp", 1, tcp_host="127.0.0.1", tcp_port=port),
+    ]
+    env = _curl_that_logs(tmp_path, version)
+    out = subprocess.run(observe_argv((), (), checks), capture_output=True, text=True, env=env, timeout=30)
+    results = {c.name: (c.ok, c.detail) for c in parse_observation("h", out.stdout, checks).checks}
+    assert results == {
+        "ok": (True, "HTTP 200"),
+        "bad": (False, "HTTP 500, expected 200"),
+        "refused": (False, "connection refused"),
+        "slow": (False, "timed out"),
+        "tcp": (True, "port open"),
+    }
+    transfers = [s for s in (tmp_path / "starts").read_text().splitlines() if s != "--version"]
+    assert len(transfers) == (1 if one_process else 4)
+
+
+def test_a_single_probe_asks_no_version(port: int, tmp_path: Path) -> None:
+    checks = [DesiredCheck("ok", 3, url=f"http://127.0.0.1:{port}/")]
+    env = _curl_that_logs(tmp_path, None)
+    out = subprocess.run(observe_argv((), (), checks), capture_output=True, text=True, env=env, timeout=30)
+    assert parse_observation("h", out.stdout, checks).checks[0].ok
+    assert "--version" not in (tmp_path / "starts").read_text().splitlines()
