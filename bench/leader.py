@@ -71,6 +71,17 @@ def actions(host: TestHost) -> list[tuple[float, float, str, str]]:
     return out
 
 
+def wins(host: TestHost) -> list[tuple[float, str]]:
+    """(when, process) of every time a replica on `host` became leader (its "leader" event with ours), on the
+    journal's monotonic clock."""
+    done = host.ssh(f"journalctl -o json --no-pager -u {UNIT} --grep '\"ours\": true'", check=False, timeout=120)
+    out = []
+    for line in done.stdout.splitlines() if done.returncode == 0 else ():
+        entry = json.loads(line)
+        out.append((int(entry["__MONOTONIC_TIMESTAMP"]) / 1e6, f"{host.name}:{entry['_PID']}"))
+    return out
+
+
 def acting(bed: Testbed, since: float) -> tuple[TestHost, str]:
     """The host and pid of the process whose actions come last after `since` (the leader now)."""
 
@@ -115,10 +126,21 @@ def failover(bed: Testbed, kind: str) -> dict[str, Any]:
         return min(found) if found else None
 
     first = wait("another process acting", next_action, timeout=90)
+    by = next(a[2] for h in bed.hosts if h.port_open(22) for a in actions(h) if a[0] == first)
+    won = max(
+        (t for h in bed.hosts if h.port_open(22) for t, p in wins(h) if p == by and began < t <= first), default=None
+    )
     if kind == "cut":
         time.sleep(max(0.0, began + CUT_SECONDS + 1 - time.monotonic()))
         wait("the cut host back", lambda: old.port_open(22), timeout=60)
-    return {"kind": kind, "from": old.name, "process": pid, "seconds": round(first - began, 3), "began": began}
+    return {
+        "kind": kind,
+        "from": old.name,
+        "process": pid,
+        "seconds": round(first - began, 3),
+        "won": round(won - began, 3) if won is not None else None,  # the next leader's win, from the fault
+        "began": began,
+    }
 
 
 def run(failovers: int = 20) -> dict[str, Any]:

@@ -114,7 +114,7 @@ class Elector:
                 self._lost(self.state.error)
 
     def _settle(self, leader: str, *, ours: bool) -> None:
-        if leader != self.state.leader:
+        if leader != self.state.leader or ours != self.state.ours:  # a restarted replica may win under its own name
             self.state.transitions += self.state.leader != ""
             self.state.since = time.time()
             log.info("leader", leader=leader or None, ours=ours)
