@@ -93,7 +93,7 @@ http_all() {  # the H probes' 6 words each: one curl process (one TLS library st
     args+=(--url "${hprobes[k + 2]}")
     t=${hprobes[k + 1]%.*}; [ $((${t:-0} + 1)) -gt "$most" ] && most=$((${t:-0} + 1))  # whole seconds, rounded up
   done
-  timeout -k 1 "$most" curl -Z "${args[@]}" 2>/dev/null
+  timeout -k 1 "$most" curl -Z --parallel-immediate "${args[@]}" 2>/dev/null  # a connection each, at once
 }
 tcp() {  # name timeout host port
   timeout "$2" bash -c 'exec 3<>"/dev/tcp/$1/$2"' _ "$3" "$4" 2>/dev/null

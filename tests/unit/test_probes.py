@@ -81,3 +81,24 @@ def test_a_single_probe_asks_no_version(port: int, tmp_path: Path) -> None:
     out = subprocess.run(observe_argv((), (), checks), capture_output=True, text=True, env=env, timeout=30)
     assert parse_observation("h", out.stdout, checks).checks[0].ok
     assert "--version" not in (tmp_path / "starts").read_text().splitlines()
+
+
+@pytest.mark.parametrize("version", [None, "7.29.0"])
+def test_the_probes_run_side_by_side_either_way(tmp_path: Path, version: str | None) -> None:
+    """Three checks against a server that answers only when all three wait at once: one curl with a connection
+    per transfer opened at once (--parallel-immediate: curl would otherwise wait to multiplex on the first), or
+    three curls in the background."""
+    from tests.unit.test_observe_memory import _Barrier
+
+    handler = type("Handler", (_Barrier,), {"barrier": threading.Barrier(3)})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        checks = [DesiredCheck(f"c{i}", 5.0, url=f"http://127.0.0.1:{server.server_address[1]}/{i}") for i in range(3)]
+        env = _curl_that_logs(tmp_path, version)
+        out = subprocess.run(observe_argv((), (), checks), capture_output=True, text=True, env=env, timeout=30)
+        snap = parse_observation("h", out.stdout, checks)
+        assert snap.healthy, snap.checks
+    finally:
+        server.shutdown()
+        server.server_close()
