@@ -30,27 +30,12 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.ha import reconciler, wait  # noqa: E402
 from testbed import Testbed, TestHost  # noqa: E402
 from tests.integration.test_systemd_unit import UNIT, install_unit, uninstall_unit  # noqa: E402
 
 DRIFT = "while :; do chmod 0640 /etc/kubernetes/token.csv; sleep 0.5; done"
 CUT_SECONDS = 30
-
-
-def reconciler(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "reconciler.cli", *args], cwd=REPO, capture_output=True, text=True, timeout=600
-    )
-
-
-def wait(what: str, condition: Any, timeout: float = 180) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise RuntimeError(f"timed out waiting for {what}")
 
 
 def actions(host: TestHost) -> list[tuple[float, float, str, str]]:

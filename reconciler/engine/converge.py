@@ -177,7 +177,7 @@ async def _cluster_turn(
 ) -> AsyncIterator[Callable[[], bool] | None]:
     """The cluster-wide restart lock in etcd for this turn (through curl on a member, `leader.on_host`), when there
     is an actor to take it and the specs name etcd's members; whether it is still held, else None."""
-    members = etcd_members(desired) if rollouts.actor is not None and not rollouts.break_glass else []
+    members = etcd_members(desired) if not rollouts.break_glass else []
     if not members or rollouts.actor is None:
         yield None
         return

@@ -10,11 +10,14 @@ as strings, fields left out when zero or false). Endpoints are tried in turn; th
 from __future__ import annotations
 
 import base64
+import json
 import ssl
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
+
+from reconciler.errors import HostError
 
 
 class EtcdUnavailable(Exception):
@@ -47,13 +50,38 @@ def _holder(kv: dict[str, Any]) -> Holder:
 
 
 class EtcdApi:
-    """The calls leader election and the restart lock make, over a transport the subclass owns (`_post`: one JSON
-    request to the gateway, its JSON object answer, or EtcdUnavailable when no endpoint answered)."""
+    """The calls leader election and the restart lock make. The endpoints are tried in turn, the last one that
+    answered first; a subclass owns how one endpoint is asked (`_ask`: the answer's bytes, or EtcdUnavailable or
+    HostError saying why not). An answer that is not a JSON object counts as no answer."""
 
     endpoints: list[str]
+    _good = 0  # the endpoint that answered last
+
+    async def _ask(self, n: int, path: str, body: dict[str, Any]) -> bytes:
+        raise NotImplementedError
 
     async def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        raise NotImplementedError
+        errors = []
+        for i in range(len(self.endpoints)):
+            n = (self._good + i) % len(self.endpoints)
+            try:
+                data = json.loads(await self._ask(n, path, body))
+            except (EtcdUnavailable, HostError) as exc:
+                errors.append(f"{self.endpoints[n]}: {exc}")
+                continue
+            except (ValueError, RecursionError):  # garbage, or nesting deep enough to exhaust the parser
+                data = None
+            if not isinstance(data, dict):
+                errors.append(f"{self.endpoints[n]}: an answer that is not a JSON object")
+                continue
+            self._good = n
+            return data
+        raise EtcdUnavailable("; ".join(errors))
+
+    @property
+    def answered(self) -> str:
+        """The endpoint that answered last."""
+        return self.endpoints[self._good]
 
     async def close(self) -> None:
         pass
@@ -172,31 +200,15 @@ class EtcdGateway(EtcdApi):
                 context.load_cert_chain(cert_file, key_file)
             verify = context
         self._client = httpx.AsyncClient(verify=verify, timeout=timeout, trust_env=False)
-        self._good = 0  # the endpoint that answered last
 
-    async def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        errors = []
-        for i in range(len(self.endpoints)):
-            n = (self._good + i) % len(self.endpoints)
-            try:
-                resp = await self._client.post(self.endpoints[n] + path, json=body)
-            except httpx.HTTPError as exc:
-                errors.append(f"{self.endpoints[n]}: {type(exc).__name__}")
-                continue
-            if resp.status_code != 200:
-                errors.append(f"{self.endpoints[n]}: HTTP {resp.status_code}")
-                continue
-            try:
-                data = resp.json()
-            except (ValueError, RecursionError):
-                errors.append(f"{self.endpoints[n]}: an answer that is not JSON")
-                continue
-            if not isinstance(data, dict):
-                errors.append(f"{self.endpoints[n]}: an answer that is not a JSON object")
-                continue
-            self._good = n
-            return data
-        raise EtcdUnavailable("; ".join(errors))
+    async def _ask(self, n: int, path: str, body: dict[str, Any]) -> bytes:
+        try:
+            resp = await self._client.post(self.endpoints[n] + path, json=body)
+        except httpx.HTTPError as exc:
+            raise EtcdUnavailable(type(exc).__name__) from None
+        if resp.status_code != 200:
+            raise EtcdUnavailable(f"HTTP {resp.status_code}")
+        return resp.content
 
     async def close(self) -> None:
         await self._client.aclose()

@@ -14,7 +14,6 @@ import json
 from typing import Any
 from urllib.parse import urlsplit
 
-from reconciler.errors import HostError
 from reconciler.leader.gateway import EtcdApi, EtcdUnavailable
 from reconciler.observe.facts import CURL_SAFE, curl_tls
 from reconciler.spec.desired import DesiredCheck, DesiredHost, DesiredState
@@ -64,27 +63,15 @@ class EtcdOnHosts(EtcdApi):
             raise ValueError("no etcd member")
         self.session, self.timeout = session, timeout
         self.members = sorted(members, key=lambda m: m[0].name == last)
-        self.endpoints = [f"{h.name}: {client_url(c)}" for h, c in self.members]
-        self._good = 0
+        self.endpoints = [f"{h.name} ({client_url(c)})" for h, c in self.members]
 
-    async def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        errors = []
-        for i in range(len(self.members)):
-            n = (self._good + i) % len(self.members)
-            host = self.members[n][0]
-            try:  # the connection counts too: an unreachable member costs at most this, then the next is asked
-                data = await asyncio.wait_for(self._ask(n, path, body), self.timeout + 5)
-            except (HostError, EtcdUnavailable) as exc:
-                errors.append(f"{host.name}: {exc}")
-                continue
-            except TimeoutError:
-                errors.append(f"{host.name}: no answer within {self.timeout + 5:g}s")
-                continue
-            self._good = n
-            return data
-        raise EtcdUnavailable("; ".join(errors))
+    async def _ask(self, n: int, path: str, body: dict[str, Any]) -> bytes:
+        try:  # the connection counts too: an unreachable member costs at most this, then the next is asked
+            return await asyncio.wait_for(self._curl(n, path, body), self.timeout + 5)
+        except TimeoutError:
+            raise EtcdUnavailable(f"no answer within {self.timeout + 5:g}s") from None
 
-    async def _ask(self, n: int, path: str, body: dict[str, Any]) -> dict[str, Any]:
+    async def _curl(self, n: int, path: str, body: dict[str, Any]) -> bytes:
         host, check = self.members[n]
         argv = ["curl", *CURL_SAFE, "--max-time", f"{self.timeout:g}", "-w", "\n%{http_code}"]
         argv += ["-X", "POST", "-H", "Content-Type: application/json", "--data-binary", "@-"]
@@ -96,13 +83,7 @@ class EtcdOnHosts(EtcdApi):
         status, answer = _split(result.stdout)
         if result.exit_status != 0 or status != 200:
             raise EtcdUnavailable(f"HTTP {status}" if status else f"curl exit {result.exit_status}")
-        try:
-            data = json.loads(answer)
-        except (ValueError, RecursionError):  # garbage, or nesting deep enough to exhaust the parser
-            data = None
-        if not isinstance(data, dict):
-            raise EtcdUnavailable("an answer that is not a JSON object")
-        return data
+        return answer
 
 
 async def etcd_answers(session: Session, desired: DesiredState) -> str:
@@ -116,4 +97,4 @@ async def etcd_answers(session: Session, desired: DesiredState) -> str:
         await api.holder("/reconciler/leader")
     except EtcdUnavailable:
         return ""
-    return api.members[api._good][0].name
+    return api.answered
