@@ -17,12 +17,12 @@ import socket
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from reconciler.errors import SpecError
-from reconciler.settings import DaemonSettings, default_state_dir
 from reconciler.spec.desired import DesiredHost, DesiredState
 from reconciler.spec.isolate import begin_load, load_desired
 from reconciler.status.logs import configure_logging
@@ -32,6 +32,7 @@ if TYPE_CHECKING:  # each command imports what it runs: `validate` needs neither
     from reconciler.adopt.importer import ImportResult
     from reconciler.observe.snapshot import HostSnapshot
     from reconciler.outcome import RunResult
+    from reconciler.settings import DaemonSettings
 
 
 class _Help(argparse.ArgumentDefaultsHelpFormatter):
@@ -41,6 +42,48 @@ class _Help(argparse.ArgumentDefaultsHelpFormatter):
         if action.default in (None, False, [], argparse.SUPPRESS) or action.help is None:
             return action.help
         return super()._get_help_string(action)
+
+
+# `run` and `status` take these defaults from DaemonSettings, which is pydantic: read only when one of those runs (or
+# its --help), so that `plan` and `apply` leave pydantic to their spec-load child while they import SSH meanwhile.
+_SETTINGS_DEFAULTS: dict[str, Callable[[DaemonSettings], Any]] = {
+    "specs": lambda d: d.spec_dir,
+    "listen": lambda d: f"{d.listen_host}:{d.listen_port}",
+    "url": lambda d: f"http://127.0.0.1:{d.listen_port}",
+    "resync": lambda d: d.resync_interval,
+    "resync_jitter": lambda d: d.resync_jitter,
+    "workers": lambda d: d.workers,
+    "backoff_base": lambda d: d.backoff_base,
+    "backoff_cap": lambda d: d.backoff_cap,
+    "debounce_ms": lambda d: d.debounce_ms,
+    "verify_wait": lambda d: d.verify_wait,
+    "shutdown_timeout": lambda d: d.shutdown_timeout,
+    "connect_attempts": lambda d: d.connect_attempts,
+    "state_dir": lambda d: d.state_dir,
+    "name": lambda d: d.name,
+}
+
+
+def _settings_defaults(args: argparse.Namespace) -> argparse.Namespace:
+    """`run` and `status` options not given: DaemonSettings' defaults."""
+    from reconciler.settings import DaemonSettings
+
+    d = DaemonSettings()
+    for dest, default in _SETTINGS_DEFAULTS.items():
+        if getattr(args, dest, "") is None:
+            setattr(args, dest, default(d))
+    return args
+
+
+class _SettingsHelp(_Help):
+    """--help of `run` and `status`: their defaults are DaemonSettings'."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.dest not in _SETTINGS_DEFAULTS or action.help is None:
+            return super()._get_help_string(action)
+        from reconciler.settings import DaemonSettings
+
+        return f"{action.help} (default: {_SETTINGS_DEFAULTS[action.dest](DaemonSettings())})"
 
 
 def _version() -> str:
@@ -98,13 +141,9 @@ def _parser() -> argparse.ArgumentParser:
     st = sub.add_parser(
         "status",
         help="the running daemon's view: every host's last pass, health, backoff, tuning",
-        formatter_class=_Help,
+        formatter_class=_SettingsHelp,
     )
-    st.add_argument(
-        "--url",
-        default=f"http://127.0.0.1:{DaemonSettings().listen_port}",
-        help="the daemon's HTTP endpoint (its --listen)",
-    )
+    st.add_argument("--url", help="the daemon's HTTP endpoint (its --listen)")
     st.add_argument("--json", action="store_true", help="print /status as JSON instead of a table")
     t = sub.add_parser("tuning", help="show or clear the etcd tuning overlay the daemon keeps", formatter_class=_Help)
     t.add_argument("action", choices=["show", "clear"])
@@ -113,32 +152,29 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _run_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    d = DaemonSettings()
     p = sub.add_parser(
         "run",
         help="the daemon: watch specs, resync, converge continuously, serve /metrics and /status",
-        formatter_class=_Help,
+        formatter_class=_SettingsHelp,
     )
-    p.add_argument("--specs", type=Path, default=d.spec_dir, help="spec directory (watched)")
-    p.add_argument("--listen", default=f"{d.listen_host}:{d.listen_port}", help="HOST:PORT of the HTTP endpoint")
-    p.add_argument("--resync", type=float, default=d.resync_interval, help="seconds between full passes")
-    p.add_argument("--resync-jitter", type=float, default=d.resync_jitter, help="fraction of --resync, random +/-")
-    p.add_argument("--workers", type=int, default=d.workers, help="hosts reconciled in parallel")
-    p.add_argument("--backoff-base", type=float, default=d.backoff_base, help="first retry delay after a failure")
-    p.add_argument("--backoff-cap", type=float, default=d.backoff_cap, help="longest retry delay")
-    p.add_argument("--debounce-ms", type=int, default=d.debounce_ms, help="spec edits closer than this are one")
-    p.add_argument("--verify-wait", type=float, default=d.verify_wait, help="seconds to wait for health after applying")
-    p.add_argument(
-        "--shutdown-timeout", type=float, default=d.shutdown_timeout, help="seconds SIGTERM waits for passes in flight"
-    )
-    p.add_argument("--connect-attempts", type=int, default=d.connect_attempts, help="SSH attempts within one pass")
-    p.add_argument("--state-dir", type=Path, default=d.state_dir, help="where the etcd tuning overlay is kept")
+    p.add_argument("--specs", type=Path, help="spec directory (watched)")
+    p.add_argument("--listen", help="HOST:PORT of the HTTP endpoint")
+    p.add_argument("--resync", type=float, help="seconds between full passes")
+    p.add_argument("--resync-jitter", type=float, help="fraction of --resync, random +/-")
+    p.add_argument("--workers", type=int, help="hosts reconciled in parallel")
+    p.add_argument("--backoff-base", type=float, help="first retry delay after a failure")
+    p.add_argument("--backoff-cap", type=float, help="longest retry delay")
+    p.add_argument("--debounce-ms", type=int, help="spec edits closer than this are one")
+    p.add_argument("--verify-wait", type=float, help="seconds to wait for health after applying")
+    p.add_argument("--shutdown-timeout", type=float, help="seconds SIGTERM waits for passes in flight")
+    p.add_argument("--connect-attempts", type=int, help="SSH attempts within one pass")
+    p.add_argument("--state-dir", type=Path, help="where the etcd tuning overlay is kept")
     p.add_argument(
         "--leader-election",
         action="store_true",
         help="run as one of several replicas: only the one elected on the cluster's etcd changes hosts",
     )
-    p.add_argument("--name", default=d.name, help="this replica's name in the election")
+    p.add_argument("--name", help="this replica's name in the election")
     p.add_argument(
         "--accept-specs",
         action="store_true",
@@ -235,6 +271,8 @@ def _print_import(result: ImportResult, out: Path) -> int:
 
 
 def _daemon_settings(args: argparse.Namespace) -> DaemonSettings:
+    from reconciler.settings import DaemonSettings
+
     host, _, port = args.listen.rpartition(":")
     return DaemonSettings(
         spec_dir=args.specs,
@@ -285,7 +323,7 @@ def _status_command(args: argparse.Namespace) -> int:
 
 
 def _tuning_command(args: argparse.Namespace) -> int:
-    state_dir = args.state_dir or default_state_dir()
+    state_dir = args.state_dir or overlay_store.default_state_dir()
     if args.action == "clear":
         removed = overlay_store.clear(state_dir)
         print(
@@ -308,7 +346,7 @@ def _tuning_command(args: argparse.Namespace) -> int:
 def _load(spec_dir: Path, state_dir: Path | None) -> tuple[DesiredState, str]:
     """Specs plus the daemon's overlay (if any), and a line describing the overlay for humans."""
     try:
-        overlay = overlay_store.load(state_dir or default_state_dir())
+        overlay = overlay_store.load(state_dir or overlay_store.default_state_dir())
     except ValueError as exc:
         print(f"warning: {exc}; ignoring it", file=sys.stderr)
         overlay = None
@@ -419,6 +457,8 @@ def _raise_open_files_limit() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command in ("run", "status"):
+        args = _settings_defaults(args)
     if args.command == "run":
         from pydantic import ValidationError
 

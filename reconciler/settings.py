@@ -5,16 +5,12 @@ Plain pydantic, built by the CLI from flags; the defaults are the documented one
 
 from __future__ import annotations
 
-import os
 import socket
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-
-def default_state_dir() -> Path:
-    """$RECONCILER_STATE_DIR, else /var/lib/reconciler (systemd's StateDirectory for the service)."""
-    return Path(os.environ.get("RECONCILER_STATE_DIR") or os.environ.get("STATE_DIRECTORY") or "/var/lib/reconciler")
+from reconciler.tuning.overlay import default_state_dir
 
 
 class DaemonSettings(BaseModel):

@@ -1,21 +1,17 @@
 """etcd's v3 JSON gateway, the part leader election needs: leases, and one key held under a lease.
 
-Owns the HTTP calls (httpx: async, keeps connections, client-certificate TLS; etcd 3.4's gateway works with it
-and no maintained async gRPC client covers 3.4 with TLS) and their JSON (base64 keys and values, 64-bit numbers
-as strings, fields left out when zero or false). Endpoints are tried in turn; the last one that answered first.
-`EtcdApi` is the calls, whatever carries them; `EtcdGateway` carries them with httpx from this machine
-(`leader.on_host` through curl on a member). Called by `leader.elector` and `leader.restart_lock`.
+Owns the calls and their JSON (base64 keys and values, 64-bit numbers as strings, fields left out when zero
+or false). Endpoints are tried in turn; the last one that answered first. `EtcdApi` is the calls, whatever
+carries them: `leader.from_here` with httpx from this machine (the daemon), `leader.on_host` through curl on a
+member (the CLI, which so never imports httpx). Called by `leader.elector` and `leader.restart_lock`.
 """
 
 from __future__ import annotations
 
 import base64
 import json
-import ssl
 from dataclasses import dataclass
 from typing import Any
-
-import httpx
 
 from reconciler.errors import HostError
 
@@ -176,39 +172,3 @@ class EtcdApi:
             return _holder(kvs[0]) if kvs else None
         except (KeyError, IndexError, TypeError, ValueError):
             raise EtcdUnavailable("a range answer of an unknown shape") from None
-
-
-class EtcdGateway(EtcdApi):
-    """Straight to the members from this machine (httpx, the TLS files read here): the daemon's elector."""
-
-    def __init__(
-        self,
-        endpoints: list[str],
-        *,
-        ca_file: str | None = None,
-        cert_file: str | None = None,
-        key_file: str | None = None,
-        timeout: float = 2.0,
-    ):
-        if not endpoints:
-            raise ValueError("no etcd endpoint")
-        self.endpoints = [e.rstrip("/") for e in endpoints]
-        verify: ssl.SSLContext | bool = True
-        if any(e.startswith("https:") for e in self.endpoints):
-            context = ssl.create_default_context(cafile=ca_file)
-            if cert_file:
-                context.load_cert_chain(cert_file, key_file)
-            verify = context
-        self._client = httpx.AsyncClient(verify=verify, timeout=timeout, trust_env=False)
-
-    async def _ask(self, n: int, path: str, body: dict[str, Any]) -> bytes:
-        try:
-            resp = await self._client.post(self.endpoints[n] + path, json=body)
-        except httpx.HTTPError as exc:
-            raise EtcdUnavailable(type(exc).__name__) from None
-        if resp.status_code != 200:
-            raise EtcdUnavailable(f"HTTP {resp.status_code}")
-        return resp.content
-
-    async def close(self) -> None:
-        await self._client.aclose()

@@ -19,7 +19,8 @@ from typing import Any
 import structlog
 
 from reconciler.leader.elector import Elector
-from reconciler.leader.gateway import EtcdGateway, EtcdUnavailable
+from reconciler.leader.from_here import EtcdGateway
+from reconciler.leader.gateway import EtcdUnavailable
 from reconciler.leader.on_host import client_url, etcd_members
 from reconciler.spec.desired import DesiredState
 from reconciler.status.metrics import Metrics

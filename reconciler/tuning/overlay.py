@@ -32,6 +32,11 @@ class Overlay:
         return {HEARTBEAT_KEY: self.heartbeat_ms, ELECTION_KEY: self.election_ms}
 
 
+def default_state_dir() -> Path:
+    """$RECONCILER_STATE_DIR, else /var/lib/reconciler (systemd's StateDirectory for the service)."""
+    return Path(os.environ.get("RECONCILER_STATE_DIR") or os.environ.get("STATE_DIRECTORY") or "/var/lib/reconciler")
+
+
 def path_in(state_dir: Path) -> Path:
     return state_dir / FILENAME
 

@@ -44,3 +44,14 @@ def test_validate_does_not_import_ssh_or_the_engine() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO).stdout
     assert out.strip().endswith("[]"), out
+
+
+def test_plan_leaves_the_spec_libraries_to_its_load_child() -> None:
+    """`plan` and `apply` import SSH and the engine while their spec-load child imports pydantic, YAML and
+    Jinja and reads the specs: the parent imports none of those (nor httpx, the daemon's etcd client)."""
+    code = (
+        "import sys; from reconciler.cli import _load; from pathlib import Path; _load(Path('specs'), Path('/nonexistent')); "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('pydantic', 'yaml', 'jinja2', 'httpx')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO).stdout
+    assert out.strip().endswith("[]"), out

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from reconciler.leader.elector import KEY, Elector
-from reconciler.leader.gateway import EtcdGateway
+from reconciler.leader.from_here import EtcdGateway
 
 
 def _free_port() -> int:

@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 
-from reconciler.leader.gateway import EtcdApi, EtcdGateway, EtcdUnavailable
+from reconciler.leader.from_here import EtcdGateway
+from reconciler.leader.gateway import EtcdApi, EtcdUnavailable
 from reconciler.leader.on_host import _split, client_url
 from reconciler.leader.restart_lock import PREFIX, LockNotTaken, RestartLock, describe
 from reconciler.spec.desired import DesiredCheck

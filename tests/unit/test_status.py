@@ -155,10 +155,11 @@ def test_plan_colours_only_when_asked() -> None:
 
 
 def test_http_endpoint_binds_loopback_unless_told_otherwise() -> None:
-    from reconciler.cli import _daemon_settings, _parser
+    from reconciler.cli import _daemon_settings, _parser, _settings_defaults
 
-    args = _parser().parse_args(["run"])
+    args = _settings_defaults(_parser().parse_args(["run"]))
     assert args.listen == "127.0.0.1:9479"
     settings = _daemon_settings(args)
     assert settings.listen_host == "127.0.0.1" and DaemonSettings().listen_host == "127.0.0.1"
-    assert _daemon_settings(_parser().parse_args(["run", "--listen", "0.0.0.0:9100"])).listen_host == "0.0.0.0"
+    given = _settings_defaults(_parser().parse_args(["run", "--listen", "0.0.0.0:9100", "--workers", "3"]))
+    assert _daemon_settings(given).listen_host == "0.0.0.0" and _daemon_settings(given).workers == 3
