@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import compileall
 import json
 import os
 import re
@@ -72,6 +73,13 @@ MANAGED = (
 )
 EDIT_SPACING = 2.5
 HAND_EDIT = "echo 'KUBE_SCHEDULER_ARGS=--hand-edit' >> /etc/kubernetes/scheduler"
+
+
+def compile_tree(repo: Path) -> None:
+    """The tree's bytecode written once, as `pip install` does for an installed tool (the peers' own packages come
+    compiled that way): a run under PYTHONDONTWRITEBYTECODE=1 would otherwise compile the package every start."""
+    compileall.compile_dir(str(repo / "reconciler"), quiet=1)
+    compileall.compile_dir(str(repo / "bench"), quiet=1, maxlevels=0)  # the fleet simulator, for the same reason
 
 
 def install_ansible() -> str:

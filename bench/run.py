@@ -496,6 +496,7 @@ def main() -> int:
         (REPO / "bench/RESULTS.md").write_text(render(saved))
         return 0 if all(ok for _, _, ok in targets(saved)) else 1
     began = time.time()
+    peer.compile_tree(REPO)
     kept = json.loads((REPO / "bench/results.json").read_text()) if args.only else {}
     results: dict[str, Any] = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": machine()}
     if args.only not in (None, "peer"):

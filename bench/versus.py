@@ -35,6 +35,7 @@ BASE = "78c86a6"  # issue 18's starting commit: the code before any of its work
 def worktree(commit: str) -> Path:
     path = Path(tempfile.mkdtemp(prefix="reconciler-base-"))
     subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", str(path), commit], check=True)
+    peer.compile_tree(path)
     return path
 
 

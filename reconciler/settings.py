@@ -22,7 +22,7 @@ class DaemonSettings(BaseModel):
     workers: int = Field(16, ge=1, description="hosts reconciled at the same time")
     backoff_base: float = Field(1.0, gt=0, description="first retry delay after a failed pass, seconds")
     backoff_cap: float = Field(300.0, gt=0, description="longest retry delay, seconds")
-    debounce_ms: int = Field(300, ge=0, description="spec edits closer than this are one change")
+    debounce_ms: int = Field(100, ge=0, description="spec edits closer than this are one change")
     listen_host: str = "127.0.0.1"
     listen_port: int = Field(9479, ge=0, le=65535)
     verify_wait: float = Field(60.0, ge=0, description="seconds a pass waits for health checks after applying")

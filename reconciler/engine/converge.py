@@ -259,12 +259,17 @@ async def _rollout(
 
 
 async def _verify(session: Session, host: DesiredHost, wait: float, interval: float) -> Looked:
-    """Observe again (checks included) until the plan is empty and every check passes, or `wait` runs out."""
+    """Observe again (checks included) until the plan is empty and every check passes, or `wait` runs out.
+    Each look waits on the host up to `interval` for failing checks to pass (the host probes again every 50 ms): a
+    restarted unit is seen as soon as it answers, in one round trip. Between looks the pauses of `looks`, less
+    the time the look took."""
     began = time.monotonic()
     deadline = began + wait
-    for pause in looks(interval):  # a restarted unit is seen as soon as it answers, not a whole interval later
+    for pause in looks(interval):
+        look = time.monotonic()
         try:
-            snapshot = await observe_host(await session.connection(host.target), host)
+            conn = await session.connection(host.target)
+            snapshot = await observe_host(conn, host, settle=min(interval, max(0.0, deadline - look)))
         except HostError as exc:
             session.forget(host.name)
             return Looked("failed", str(exc), exc.ssh, seconds=time.monotonic() - began)
@@ -281,7 +286,7 @@ async def _verify(session: Session, host: DesiredHost, wait: float, interval: fl
                 remaining=remaining,
                 seconds=time.monotonic() - began,
             )
-        await asyncio.sleep(pause)
+        await asyncio.sleep(max(0.0, look + pause - time.monotonic()))
     raise AssertionError("unreachable")
 
 
@@ -300,18 +305,21 @@ async def reconcile_host(
     *,
     wait: float = 120.0,
     interval: float = 1.0,
+    changed: bool = False,
 ) -> HostOutcome:
     """One host, start to finish: observe, plan, apply, rollout restarts (serialised across hosts), verify.
 
     The first observation includes the health checks, so a host with nothing to do and every check
     passing is done in one round trip (the daemon's resync of a converged fleet); otherwise the
-    observation after applying decides. Each stage returns what it did; the outcome is built once.
+    observation after applying decides. When the host's desired state `changed` since its last pass, it
+    most likely has work: the first observation leaves the checks to that later one. Each stage returns what
+    it did; the outcome is built once.
     """
     host = desired.hosts[name]
-    first = await _observe_and_plan(session, host, with_checks=True)
+    first = await _observe_and_plan(session, host, with_checks=not changed)
     if first.status == "failed":
         outcome = first
-    elif first.status == "converged" and first.snapshot is not None and first.snapshot.healthy:
+    elif first.status == "converged" and not changed and first.snapshot is not None and first.snapshot.healthy:
         outcome = replace(first, remaining=first.plan)  # nothing to do, every check passes: no second look
     elif rollouts.fence is not None and first.plan is not None and first.plan.actions and not await rollouts.fence():
         outcome = replace(first, status="pending", remaining=first.plan, error=FOLLOWER)

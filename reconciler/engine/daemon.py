@@ -72,6 +72,7 @@ class Daemon:
         self.stopping = asyncio.Event()
         self.crashed = False  # an internal fault stopped the daemon: exit non-zero
         self._first_pass: set[str] = set()
+        self._changed: set[str] = set()  # hosts whose desired state changed since their last pass began
         self._beat = time.monotonic()
         self.tuner = Tuner(
             settings.state_dir,
@@ -155,6 +156,7 @@ class Daemon:
             await self.leadership.recheck()
         for name in changed:
             self.queue.add(name)
+        self._changed |= set(changed)
         log.info(
             "specs loaded",
             reason=reason,
@@ -186,7 +188,10 @@ class Daemon:
         reconcile_id = uuid.uuid4().hex[:12]
         with structlog.contextvars.bound_contextvars(host=host, reconcile_id=reconcile_id):
             began = time.monotonic()
-            outcome = await reconcile_host(desired, host, self.session, self.rollouts, wait=self.settings.verify_wait)
+            changed, self._changed = host in self._changed, self._changed - {host}
+            outcome = await reconcile_host(
+                desired, host, self.session, self.rollouts, wait=self.settings.verify_wait, changed=changed
+            )
             seconds = time.monotonic() - began
             record = self.ledger.pass_done(
                 desired, outcome, seconds=seconds, reconcile_id=reconcile_id, generation=generation

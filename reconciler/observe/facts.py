@@ -58,7 +58,7 @@ def curl_tls(ca_file: str | None, cert_file: str | None, key_file: str | None) -
 _OBSERVE_SCRIPT = r"""
 export LC_ALL=C
 printf '@@NOW %s\n' "$EPOCHREALTIME"
-files=(); limits=(); known=(); units=(); certs=(); probes=(); addrs=()
+files=(); limits=(); known=(); units=(); certs=(); probes=(); addrs=(); settle=0; declare -A expect
 while [ $# -gt 0 ]; do
   case "$1" in
   F) files+=("$2"); limits+=("$3"); known+=("$4"); shift 4 ;;
@@ -67,6 +67,8 @@ while [ $# -gt 0 ]; do
   A) addrs+=("$2" "$3"); shift 3 ;;
   H) probes+=("${@:1:7}"); shift 7 ;;
   T) probes+=("${@:1:5}"); shift 5 ;;
+  S) settle=$2; shift 2 ;;
+  E) expect[$2]=$3; shift 3 ;;
   *) echo "@@ERR bad argument $1"; exit 2 ;;
   esac
 done
@@ -99,15 +101,39 @@ tcp() {  # name timeout host port
   timeout "$2" bash -c 'exec 3<>"/dev/tcp/$1/$2"' _ "$3" "$4" 2>/dev/null
   printf '@@H %s %s -\n' "$1" "$?"
 }
+probe_round() {  # every probe once, side by side
+  hprobes=()
+  for ((k = 0; k < ${#probes[@]}; )); do
+    if [ "${probes[k]}" = H ]; then hprobes+=("${probes[@]:k+1:6}"); k=$((k + 7)); else tcp "${probes[@]:k+1:4}" & k=$((k + 5)); fi
+  done
+  if [ ${#hprobes[@]} -gt 6 ] && curl_parallel; then http_all &
+  else for ((k = 0; k < ${#hprobes[@]}; k += 6)); do http "${hprobes[@]:k:6}" & done; fi
+  wait
+}
+passing() {  # every probe line answered as its check wants: connected (TCP), the E status (HTTP)
+  local tag name rc code
+  while read -r tag name rc code; do
+    [ "$tag" = @@H ] && [ "$rc" = 0 ] && { [ "$code" = - ] || [ "$code" = "${expect[$name]-}" ]; } || return 1
+  done <<< "$1"
+}
 if [ ${#probes[@]} -gt 0 ]; then
+  # S microseconds: the failing probes again every 50 ms until they pass or S is over (a restarted unit is seen
+  # as soon as it answers); each check's last answer is printed
+  end=$((${EPOCHREALTIME/./} + settle))
   exec 3< <(
-    hprobes=()
-    for ((k = 0; k < ${#probes[@]}; )); do
-      if [ "${probes[k]}" = H ]; then hprobes+=("${probes[@]:k+1:6}"); k=$((k + 7)); else tcp "${probes[@]:k+1:4}" & k=$((k + 5)); fi
+    all=("${probes[@]}"); declare -A said
+    while :; do
+      while IFS= read -r line; do [ "${line:0:4}" = '@@H ' ] && name=${line:4} && said[${name%% *}]=$line; done < <(probe_round)
+      [ "$settle" -gt 0 ] && [ $((${EPOCHREALTIME/./} + 50000)) -lt "$end" ] || break
+      probes=()
+      for ((k = 0; k < ${#all[@]}; k += w)); do
+        w=5; [ "${all[k]}" = H ] && w=7
+        passing "${said[${all[k + 1]}]-}" || probes+=("${all[@]:k:w}")
+      done
+      [ ${#probes[@]} -gt 0 ] || break
+      sleep 0.05
     done
-    if [ ${#hprobes[@]} -gt 6 ] && curl_parallel; then http_all &
-    else for ((k = 0; k < ${#hprobes[@]}; k += 6)); do http "${hprobes[@]:k:6}" & done; fi
-    wait
+    for line in "${said[@]}"; do printf '%s\n' "$line"; done
   )
 fi
 # A stamp is offered for trust only where no one but root can change the file unseen: the file root's and not
@@ -187,6 +213,8 @@ echo '@@END'
 """.replace("PROPS", ",".join(UNIT_PROPERTIES))
 OBSERVE_SCRIPT = _OBSERVE_SCRIPT.replace("@CURL_SAFE@", shlex.join(CURL_SAFE))
 
+MAX_SETTLE = 10.0  # seconds a look waits on the host for its checks to pass, at most
+
 # A managed file is read whole only up to the larger of its desired size and this; past it, it differs anyway.
 READ_LIMIT = 1024 * 1024
 
@@ -213,10 +241,14 @@ def observe_argv(
     certificates: Iterable[str] = (),
     known: HostSnapshot | None = None,
     addresses: Mapping[str, str] | None = None,
+    settle: float = 0.0,
 ) -> list[str]:
     """The observe command; `paths` maps each file to the most bytes worth reading (READ_LIMIT when a list).
-    With `known` (the host's last snapshot), a file or certificate whose stamp is unchanged is not read again."""
+    With `known` (the host's last snapshot), a file or certificate whose stamp is unchanged is not read again.
+    With `settle` seconds, the host probes again every 50 ms while a check fails, until then: the answer comes as
+    soon as every check passes (a unit just restarted), or with the last probes' results."""
     limits = paths if isinstance(paths, Mapping) else {p: READ_LIMIT for p in paths}
+    checks = tuple(checks)
     files = known.files if known else {}
     certs = known.certificates if known else {}
     argv = ["bash", "-c", OBSERVE_SCRIPT, "reconciler-observe"]
@@ -232,6 +264,10 @@ def observe_argv(
         argv += ["U", unit]
     for check in checks:
         argv += check_args(check)
+        if settle > 0 and check.url is not None:
+            argv += ["E", check.name, str(check.expect_status)]
+    if settle > 0 and checks:
+        argv += ["S", str(round(min(settle, MAX_SETTLE) * 1_000_000))]
     return argv
 
 
@@ -482,9 +518,12 @@ _LAST: WeakKeyDictionary[Connection, tuple[HostSnapshot, int]] = WeakKeyDictiona
 FULL_READ_EVERY = 20  # and every this many observations of a connection, everything is read anyway
 
 
-async def observe_host(conn: Connection, desired: DesiredHost, *, with_checks: bool = True) -> HostSnapshot:
+async def observe_host(
+    conn: Connection, desired: DesiredHost, *, with_checks: bool = True, settle: float = 0.0
+) -> HostSnapshot:
     """One round trip: every managed file, every managed unit and (optionally) every health check and certificate.
-    A file or certificate unchanged since this connection's last observation is not read or parsed again."""
+    A file or certificate unchanged since this connection's last observation is not read or parsed again. With
+    `settle`, failing checks are probed again on the host until they pass or that many seconds went by."""
     checks = desired.checks if with_checks else ()
     certs = [c.path for c in desired.certificates] if with_checks else []
     limits = {path: max(len(f.content), READ_LIMIT) for path, f in sorted(desired.files.items())}
@@ -494,10 +533,11 @@ async def observe_host(conn: Connection, desired: DesiredHost, *, with_checks: b
     # belt and braces: whatever a pinned stamp could miss is seen within FULL_READ_EVERY observations
     known = None if count % FULL_READ_EVERY == FULL_READ_EVERY - 1 else previous
     addresses = desired.addresses if with_checks else {}
-    argv = observe_argv(limits, [u.name for u in desired.units], checks, certs, known, addresses)
+    argv = observe_argv(limits, [u.name for u in desired.units], checks, certs, known, addresses, settle)
     # What an honest host can answer: base64 of every file read (4/3, newlines), plus units, checks, certificates.
     most = sum(limits.values()) * 3 // 2 + 64 * 1024 * (1 + len(desired.units) + len(certs) + len(checks))
-    result = await conn.run(argv, timeout=60 + max((c.timeout for c in checks), default=0), max_output=most)
+    longest = max((c.timeout for c in checks), default=0)
+    result = await conn.run(argv, timeout=60 + longest + min(settle, MAX_SETTLE), max_output=most)
     try:
         text = result.stdout.decode("utf-8", errors="replace")
         snapshot = parse_observation(

@@ -20,8 +20,11 @@ def _is_spec(change: watchfiles.Change, path: str) -> bool:
     return path.endswith((".yaml", ".yml")) and not Path(path).name.startswith(".")
 
 
+STEP_MS = 50  # watchfiles' own quiet time: it hands over a batch once no change came for this long
+
+
 async def watch_specs(
-    spec_dir: Path, on_change: Callable[[list[str]], Awaitable[None]], stop: asyncio.Event, debounce_ms: int = 300
+    spec_dir: Path, on_change: Callable[[list[str]], Awaitable[None]], stop: asyncio.Event, debounce_ms: int = 100
 ) -> None:
     """Call `on_change(paths)` once the directory has been quiet for `debounce_ms` after edits, until `stop`.
 
@@ -32,12 +35,12 @@ async def watch_specs(
 
     async def watch() -> None:
         async for changes in watchfiles.awatch(
-            spec_dir, watch_filter=_is_spec, debounce=debounce_ms, step=50, stop_event=stop, recursive=True
+            spec_dir, watch_filter=_is_spec, debounce=debounce_ms, step=STEP_MS, stop_event=stop, recursive=True
         ):
             batches.put_nowait({p for _, p in changes})
 
     watcher = asyncio.create_task(watch(), name="watchfiles")
-    quiet, longest = debounce_ms / 1000, 10 * debounce_ms / 1000
+    quiet, longest = max(0, debounce_ms - STEP_MS) / 1000, 10 * debounce_ms / 1000  # watchfiles waited STEP_MS
     try:
         while not stop.is_set():
             getter = asyncio.ensure_future(batches.get())

@@ -205,6 +205,10 @@ class SimHost:
             elif tag == "T":
                 late.append(f"@@H {args[i + 1]} {0 if self._healthy(args[i + 1]) else 1} -")
                 i += 5
+            elif tag == "S":  # settle: health here changes only between commands, so nothing to wait for
+                i += 2
+            elif tag == "E":
+                i += 3
             else:
                 out.append(f"@@ERR bad argument {tag}")
                 return "\n".join(out) + "\n"

@@ -102,3 +102,51 @@ def test_the_probes_run_side_by_side_either_way(tmp_path: Path, version: str | N
     finally:
         server.shutdown()
         server.server_close()
+
+
+class _CountingHandler(http.server.BaseHTTPRequestHandler):
+    """500 for the first `failures` requests, then 200 (a unit still starting, then up)."""
+
+    failures = 0
+    seen = 0
+
+    def do_GET(self) -> None:
+        type(self).seen += 1
+        self.send_response(500 if type(self).seen <= self.failures else 200)
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.mark.parametrize("version", [None, "7.29.0"])
+def test_settle_probes_again_until_the_checks_pass(tmp_path: Path, version: str | None) -> None:
+    """With `settle`, one observation probes the failing checks again (50 ms apart) until they pass and answers
+    with each check's last result; without, it answers with the first round. A check that never passes ends the
+    settling at its deadline, and checks that passed are not asked again meanwhile."""
+    handler = type("Handler", (_CountingHandler,), {"failures": 3, "seen": 0})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/"
+        checks = [DesiredCheck("a", 3, url=url), DesiredCheck("b", 3, url=url + "x")]
+        env = _curl_that_logs(tmp_path, version)
+
+        def observe(checks: list[DesiredCheck], settle: float) -> dict[str, bool]:
+            argv = observe_argv((), (), checks, settle=settle)
+            out = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=30)
+            return {c.name: c.ok for c in parse_observation("h", out.stdout, checks).checks}
+
+        assert observe(checks, 0) == {"a": False, "b": False}  # requests 1 and 2: both 500
+        assert observe(checks, 5) == {"a": True, "b": True}  # 3 fails one of them, which is asked again: 5 passes
+        assert handler.seen == 5
+        starts = tmp_path / "starts"
+        starts.write_text("")
+        never = [DesiredCheck("refused", 1, url="http://127.0.0.1:9/"), *checks]
+        assert observe(never, 0.3) == {"refused": False, "a": True, "b": True}
+        assert handler.seen == 7  # a and b once each
+        rounds = [s for s in starts.read_text().splitlines() if s != "--version"]
+        assert len(rounds) > (1 if version is None else 3), rounds  # the refused one was asked again
+    finally:
+        server.shutdown()
+        server.server_close()
