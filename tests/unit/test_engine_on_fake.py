@@ -171,3 +171,23 @@ async def test_a_format_only_spec_edit_is_written_and_restarts_nothing_then_or_l
     again = await converge(load_desired(specs), Session(fake_connector(hosts)), wait=1.0, interval=0.01)
     assert all(not o.applied and o.status == "converged" for o in again.outcomes.values())
     assert {n: list(h.restarted) for n, h in hosts.items()} == started
+
+
+async def test_a_pass_after_a_spec_change_looks_at_the_checks_after_applying_only(specs: Path) -> None:
+    """A host whose desired state changed observes without its checks first (it most likely has work, and the
+    look after applying has them): on a converged host that is two looks, and it still ends converged with every
+    check seen; an unchanged host's pass is one look, checks included."""
+    from reconciler.engine.converge import Rollouts, reconcile_host
+
+    desired = load_desired(specs)
+    hosts = fleet(desired)
+    session = Session(fake_connector(hosts))
+    await converge(desired, session, wait=1.0, interval=0.01)
+    host = hosts["master-1"]
+    for changed, looks in ((False, 1), (True, 2)):
+        before = host.commands
+        outcome = await reconcile_host(
+            desired, "master-1", session, Rollouts(), wait=1.0, interval=0.01, changed=changed
+        )
+        assert outcome.status == "converged" and host.commands - before == looks, (changed, outcome)
+        assert outcome.snapshot is not None and len(outcome.snapshot.checks) == len(desired.hosts["master-1"].checks)
