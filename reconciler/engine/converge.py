@@ -334,7 +334,9 @@ async def reconcile_host(
         elif stopped != "failed":
             looked = await _verify(session, host, wait, interval)
         outcome = HostOutcome.of(first, steps, looked)
-    log.info("host result", host=name, status=outcome.status, applied=len(outcome.applied), error=outcome.error or None)
+    log.debug(
+        "host result", host=name, status=outcome.status, applied=len(outcome.applied), error=outcome.error or None
+    )
     return outcome
 
 

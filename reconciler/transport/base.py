@@ -6,6 +6,7 @@ real one, `fake.FakeConnection` an in-process host for tests and benchmarks; `se
 
 from __future__ import annotations
 
+import functools
 import shlex
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
@@ -55,6 +56,12 @@ class Connection(Protocol):
     async def close(self) -> None: ...
 
 
+@functools.lru_cache(maxsize=1024)
+def _quoted(word: str) -> str:
+    return shlex.quote(word)
+
+
 def command_line(argv: Sequence[str]) -> str:
-    """The single string an SSH server hands to the user's shell: every word quoted."""
-    return shlex.join(argv)
+    """The single string an SSH server hands to the user's shell: every word quoted (the same words, such as the
+    observe script, come back every pass: their quoting is remembered)."""
+    return " ".join(_quoted(word) for word in argv)

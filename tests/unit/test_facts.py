@@ -123,3 +123,25 @@ def test_certificate_section_of_the_observation() -> None:
     assert snap.certificates[paths[0]].subject == "CN = test-ca"
     assert snap.certificates[paths[0]].stamp == "1:2:900:1000.0:1000.0"
     assert not snap.certificates[paths[1]].exists
+
+
+@pytest.mark.parametrize(
+    "said",
+    [
+        "Thu 2026-11-26T23:40:01 UTC",  # ISO forms systemd never prints
+        "Thu 2026-11-26 23:40:01+01:00 UTC",
+        "Thu 2026-11-26 23:40:01.123456",  # not UTC
+        "2026-11-26 23:40:01 UTC",
+        "Thu \x1b[31mred\x1b[0m UTC",
+        "Thu " + "9" * 10_000 + " UTC",
+    ],
+)
+def test_a_unit_timestamp_not_in_systemds_form_is_refused_without_quoting_it(said: str) -> None:
+    with pytest.raises(ValueError) as exc:
+        parse_timestamp(said)
+    assert str(exc.value) == "a unit timestamp that is not systemd's UTC form"
+
+
+def test_unit_timestamps_with_and_without_microseconds() -> None:
+    assert parse_timestamp("Thu 2026-11-26 23:40:01.500000 UTC") == parse_timestamp("Thu 2026-11-26 23:40:01 UTC") + 0.5
+    assert parse_timestamp("") is None and parse_timestamp("n/a") is None
