@@ -14,17 +14,19 @@ import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from reconciler.leader.elector import Elector
-from reconciler.leader.from_here import EtcdGateway
 from reconciler.leader.gateway import EtcdUnavailable
 from reconciler.leader.on_host import client_url, etcd_members
 from reconciler.spec.desired import DesiredState
 from reconciler.status.metrics import Metrics
 from reconciler.waits import pause
+
+if TYPE_CHECKING:
+    from reconciler.leader.from_here import EtcdGateway
 
 log = structlog.get_logger(__name__)
 
@@ -173,6 +175,8 @@ class Leadership:
             await self.elector.gateway.close()
 
     def _gateway(self, desired: DesiredState | None) -> EtcdGateway | None:
+        from reconciler.leader.from_here import EtcdGateway  # httpx: only a daemon that runs elections needs it
+
         access = etcd_access(desired) if desired is not None else None
         if desired is not None and access is None:
             self.waiting = "the specs name no etcd members with a rollout HealthCheck"

@@ -45,6 +45,7 @@ GRACE_SECONDS = 5.0  # past that, for the child to report where it was (freeing 
 # handler that locates the error runs can take seconds on a busy machine)
 MAX_ANSWER_BYTES = 256 * 1024 * 1024  # the pickled answer the parent reads at most (renderings are 64 MiB at most)
 _BUDGET = struct.Struct("!cd")  # b"B", seconds from the start: the wall-clock deadline now in force
+_BUDGET_TAG = b"B"
 _ANSWER = b"A"  # then the answer, pickled, to the end of the pipe
 
 
@@ -145,7 +146,7 @@ def _child(fd: int, directory: Path, overlay: Mapping[str, int] | None, cache: S
         hosts = len({d.metadata.name for d in docs if d.kind == "Host"})  # copies buy nothing
         seconds, memory = load_budget(min(hosts, MAX_HOSTS))
         message = f"rendering and checking took more than {seconds:.1f} s of CPU (limit MAX_LOAD_SECONDS)"
-        os.write(fd, _BUDGET.pack(b"B", time.monotonic() - began + WALL_FACTOR * seconds))
+        os.write(fd, _BUDGET.pack(_BUDGET_TAG, time.monotonic() - began + WALL_FACTOR * seconds))
         _limit(seconds, memory, inherited)
         answer: tuple[str, Any] = ("ok", build_desired(docs, spec_dir=directory, overlay=overlay, cache=cache))
         state = _cache_delta(cache, *before)
@@ -231,46 +232,63 @@ def _die_with_parent() -> None:
 
 # -- the parent --------------------------------------------------------------------------------------
 def _collect(fd: int, pid: int, began: float, abort: threading.Event | None) -> tuple[str, Any, Any] | str:
-    """The child's answer, or why there is none; kills the child at its wall-clock deadline, and reaps it."""
-    seconds = WALL_FACTOR * MAX_READ_SECONDS
-    buffer = bytearray()
-    parsed, answer_at = 0, -1
-    poller = select.poll()
-    poller.register(fd, select.POLLIN)
+    """The child's answer, or why there is none; kills the child at its wall-clock deadline, and reaps it.
+    The answer is unpickled as it arrives, never held whole: a reload of a big fleet costs the new state, not also
+    its pickled bytes."""
+    pipe = _Pipe(fd, began, WALL_FACTOR * MAX_READ_SECONDS, abort)
     try:
-        while True:
-            left = began + seconds + GRACE_SECONDS - time.monotonic()
-            if left <= 0:
-                return (
-                    f"loading the specs took longer than {seconds + GRACE_SECONDS:.1f} s of wall time "
-                    "(limits MAX_READ_SECONDS, MAX_LOAD_SECONDS)"
-                )
-            if abort is not None and abort.is_set():
-                return "loading the specs was stopped (shutting down)"
-            if not poller.poll(min(left, 0.2) * 1000):
-                continue
-            chunk = os.read(fd, 1 << 20)
-            if not chunk:
-                break
-            buffer += chunk
-            if len(buffer) > MAX_ANSWER_BYTES:
-                return f"the load's answer is larger than {MAX_ANSWER_BYTES >> 20} MB (limit MAX_ANSWER_BYTES)"
-            while answer_at < 0 and parsed < len(buffer):
-                if buffer[parsed : parsed + 1] == _ANSWER:
-                    answer_at = parsed + 1
-                elif len(buffer) - parsed >= _BUDGET.size:
-                    seconds = _BUDGET.unpack_from(buffer, parsed)[1]
-                    parsed += _BUDGET.size
-                else:
-                    break
-    finally:
-        _reap(pid)
-    if answer_at < 0:
-        return "loading the specs ended without an answer (its process died)"
-    try:
-        return _AnswerUnpickler(io.BytesIO(memoryview(buffer)[answer_at:])).load()  # type: ignore[no-any-return]
+        while (tag := pipe.read(1)) == _BUDGET_TAG:  # the load's budget, once the files are read
+            pipe.seconds = _BUDGET.unpack(tag + pipe.read(_BUDGET.size - 1))[1]
+        if tag != _ANSWER:
+            return "loading the specs ended without an answer (its process died)"
+        return _AnswerUnpickler(io.BufferedReader(pipe, 1 << 16)).load()  # type: ignore[no-any-return]
+    except _Stopped as stopped:
+        return str(stopped)
     except Exception:  # cut short: the child died while sending it (out of memory, killed)
         return "loading the specs ended before its answer was complete (its process died)"
+    finally:
+        _reap(pid)
+
+
+class _Stopped(Exception):
+    """No answer in time, or too big: the reason."""
+
+
+class _Pipe(io.RawIOBase):
+    """The child's pipe as a file, every read under the wall-clock deadline, the abort event and MAX_ANSWER_BYTES."""
+
+    def __init__(self, fd: int, began: float, seconds: float, abort: threading.Event | None):
+        self._fd, self._began, self.seconds, self._abort, self._read = fd, began, seconds, abort, 0
+        self._poller = select.poll()
+        self._poller.register(fd, select.POLLIN)
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        while True:
+            left = self._began + self.seconds + GRACE_SECONDS - time.monotonic()
+            if left <= 0:
+                raise _Stopped(
+                    f"loading the specs took longer than {self.seconds + GRACE_SECONDS:.1f} s of wall time "
+                    "(limits MAX_READ_SECONDS, MAX_LOAD_SECONDS)"
+                )
+            if self._abort is not None and self._abort.is_set():
+                raise _Stopped("loading the specs was stopped (shutting down)")
+            if self._poller.poll(min(left, 0.2) * 1000):
+                break
+        chunk = os.read(self._fd, min(len(buffer), 1 << 20))
+        self._read += len(chunk)
+        if self._read > MAX_ANSWER_BYTES:
+            raise _Stopped(f"the load's answer is larger than {MAX_ANSWER_BYTES >> 20} MB (limit MAX_ANSWER_BYTES)")
+        buffer[: len(chunk)] = chunk
+        return len(chunk)
+
+    def read(self, size: int = -1) -> bytes:  # exactly `size` bytes unless the pipe ends (the budget message)
+        out = b""
+        while len(out) < size and (chunk := super().read(size - len(out))):
+            out += chunk
+        return out
 
 
 def _reap(pid: int) -> None:

@@ -85,6 +85,48 @@ def test_a_child_that_dies_is_an_error_not_a_hang(specs: Path, monkeypatch: pyte
     assert issues(specs) == [f"{specs}:0: loading the specs ended without an answer (its process died)"]
 
 
+def test_an_answer_larger_than_allowed_is_refused(specs: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(isolate, "MAX_ANSWER_BYTES", 256)  # the parent counts what it reads as it unpickles
+    assert issues(specs) == [f"{specs}:0: the load's answer is larger than 0 MB (limit MAX_ANSWER_BYTES)"]
+
+
+def test_a_child_that_dies_in_the_middle_of_its_answer_is_an_error(
+    specs: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = isolate.pickle.dumps
+
+    def half(obj: Any, out: Any, protocol: int) -> None:  # half the answer, then the child is killed
+        data = real(obj, protocol=protocol)
+        out.write(data[: len(data) // 2])
+        out.flush()
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    monkeypatch.setattr(isolate.pickle, "dump", half)
+    assert issues(specs) == [f"{specs}:0: loading the specs ended before its answer was complete (its process died)"]
+
+
+def test_a_child_that_stops_in_the_middle_of_its_answer_is_killed_at_its_wall_clock(
+    specs: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = isolate.pickle.dumps
+
+    def stalls(obj: Any, out: Any, protocol: int) -> None:
+        data = real(obj, protocol=protocol)
+        out.write(data[: len(data) // 2])
+        out.flush()
+        time.sleep(60)
+
+    monkeypatch.setattr(isolate.pickle, "dump", stalls)
+    monkeypatch.setattr(isolate, "load_budget", lambda hosts: (0.2, 1 << 30))
+    monkeypatch.setattr(isolate, "GRACE_SECONDS", 0.2)
+    began = time.monotonic()
+    (said,) = issues(specs)  # the deadline the budget message set: the reading's time plus 3 x 0.2 s, plus 0.2 s
+    assert said.startswith(f"{specs}:0: loading the specs took longer than ") and said.endswith(
+        " s of wall time (limits MAX_READ_SECONDS, MAX_LOAD_SECONDS)"
+    )
+    assert time.monotonic() - began < 30
+
+
 def test_a_child_deaf_to_its_alarm_is_killed_at_its_wall_clock(specs: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     def stuck(*args: Any, **kwargs: Any) -> None:  # as if inside one long C call: the alarm cannot interrupt it
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGPROF})
