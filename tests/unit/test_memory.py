@@ -88,3 +88,38 @@ def test_pin_malloc_thresholds_keeps_large_buffers_off_the_heap_and_trims_its_to
     assert dynamic[0] == 0 and dynamic[1] > 300_000  # glibc's own way: the buffer on the heap, the freed top kept
     assert pinned[0] >= 256 * 1024  # pinned: the buffer in a mapping of its own
     assert pinned[1] < 200_000  # and the freed top trimmed back
+
+
+ARENA_PROBE = """
+import ctypes, os, sys, tempfile, threading
+from reconciler.engine.memory import pin_malloc_thresholds
+
+if sys.argv[1] == "pin":
+    assert pin_malloc_thresholds()
+kept = []
+thread = threading.Thread(target=lambda: kept.extend(bytes(4000) for _ in range(2000)))  # 8 MB from a thread
+thread.start()
+thread.join()
+libc = ctypes.CDLL(None)
+libc.fopen.restype = ctypes.c_void_p
+libc.malloc_info.argtypes = [ctypes.c_int, ctypes.c_void_p]
+libc.fclose.argtypes = [ctypes.c_void_p]
+with tempfile.NamedTemporaryFile("r") as out:
+    stream = libc.fopen(out.name.encode(), b"w")
+    libc.malloc_info(0, stream)
+    libc.fclose(stream)
+    print(out.read().count("<heap nr="))
+"""
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's")
+def test_pin_malloc_thresholds_keeps_every_thread_on_one_heap() -> None:
+    """A worker thread's allocations (the spec load's answer, unpickled there) land in the main heap, not in an
+    arena of the thread's own; unpinned, glibc gives the thread a second heap."""
+
+    def heaps(mode: str) -> int:
+        argv = [sys.executable, "-c", ARENA_PROBE, mode]
+        return int(subprocess.run(argv, capture_output=True, text=True, check=True, cwd=REPO, env=CLEAN_ENV).stdout)
+
+    assert heaps("plain") == 2
+    assert heaps("pin") == 1
