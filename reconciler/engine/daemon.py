@@ -146,6 +146,8 @@ class Daemon:
         self.ledger.spec_loaded(changed, removed)
         if self.desired is None:  # the first good specs: ready once every host had a pass
             self._first_pass = set(desired.hosts)
+        else:  # (at start every host is "changed", and most are converged: a daemon restarted)
+            self._changed |= set(changed)
         self.desired = desired
         self.tuner.sync(desired)
         if self.leadership is not None:
@@ -156,7 +158,6 @@ class Daemon:
             await self.leadership.recheck()
         for name in changed:
             self.queue.add(name)
-        self._changed |= set(changed)
         log.info(
             "specs loaded",
             reason=reason,

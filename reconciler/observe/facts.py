@@ -8,6 +8,7 @@ constant bash script whose inputs are positional arguments (never spliced into t
 from __future__ import annotations
 
 import base64
+import re
 import shlex
 from collections.abc import Iterable, Mapping
 from dataclasses import replace
@@ -118,13 +119,15 @@ passing() {  # every probe line answered as its check wants: connected (TCP), th
 }
 if [ ${#probes[@]} -gt 0 ]; then
   # S microseconds: the failing probes again every 50 ms until they pass or S is over (a restarted unit is seen
-  # as soon as it answers); each check's last answer is printed
-  end=$((${EPOCHREALTIME/./} + settle))
+  # as soon as it answers); each check's last answer is printed. Bounded by the clock and by a count of rounds (a
+  # clock stepped back); a bash older than 5 has no $EPOCHREALTIME: it does not settle.
+  [ -n "${EPOCHREALTIME:-}" ] || settle=0
+  end=$((${EPOCHREALTIME/./} + settle)) rounds=$((settle / 50000))
   exec 3< <(
     all=("${probes[@]}"); declare -A said
     while :; do
       while IFS= read -r line; do [ "${line:0:4}" = '@@H ' ] && name=${line:4} && said[${name%% *}]=$line; done < <(probe_round)
-      [ "$settle" -gt 0 ] && [ $((${EPOCHREALTIME/./} + 50000)) -lt "$end" ] || break
+      [ $((rounds--)) -gt 0 ] && [ $((${EPOCHREALTIME/./} + 50000)) -lt "$end" ] || break
       probes=()
       for ((k = 0; k < ${#all[@]}; k += w)); do
         w=5; [ "${all[k]}" = H ] && w=7
@@ -246,7 +249,8 @@ def observe_argv(
     """The observe command; `paths` maps each file to the most bytes worth reading (READ_LIMIT when a list).
     With `known` (the host's last snapshot), a file or certificate whose stamp is unchanged is not read again.
     With `settle` seconds, the host probes again every 50 ms while a check fails, until then: the answer comes as
-    soon as every check passes (a unit just restarted), or with the last probes' results."""
+    soon as every check passes (a unit just restarted), or with the last probes' results. A check that passed is
+    not asked again within that look: each check's answer is its last, at most `settle` old."""
     limits = paths if isinstance(paths, Mapping) else {p: READ_LIMIT for p in paths}
     checks = tuple(checks)
     files = known.files if known else {}
@@ -299,19 +303,20 @@ def _check_result(name: str, rc: int, code: str, checks: dict[str, DesiredCheck]
     )
 
 
+_SYSTEMD_UTC = re.compile(r"[A-Z][a-z]{2} \d{4}-\d\d-\d\d \d\d:\d\d:\d\d(\.\d{1,6})? UTC", re.ASCII)
+
+
 def parse_timestamp(value: str) -> float | None:
     """systemd's `--timestamp=us+utc` form, e.g. 'Thu 2026-11-26 23:40:01.123456 UTC'; empty when never active."""
     value = value.strip()
     if not value or value == "n/a":
         return None
-    day, _, rest = value.partition(" ")
-    try:  # fromisoformat is C, where strptime was a tenth of a no-op pass's CPU; the host's words are not quoted
-        if len(day) != 3 or not day.isalpha() or not rest.endswith(" UTC") or "T" in rest[:-4]:
-            raise ValueError
-        stamp = datetime.fromisoformat(rest[:-4])
-        if stamp.tzinfo is not None:
-            raise ValueError
-    except ValueError:
+    # the form checked first, then fromisoformat (C: strptime was a tenth of a no-op pass's CPU); never quoted
+    if not _SYSTEMD_UTC.fullmatch(value):
+        raise ValueError("a unit timestamp that is not systemd's UTC form")
+    try:
+        stamp = datetime.fromisoformat(value[4:-4])
+    except ValueError:  # e.g. month 13
         raise ValueError("a unit timestamp that is not systemd's UTC form") from None
     return stamp.replace(tzinfo=UTC).timestamp()
 
@@ -533,6 +538,7 @@ async def observe_host(
     A file or certificate unchanged since this connection's last observation is not read or parsed again. With
     `settle`, failing checks are probed again on the host until they pass or that many seconds went by."""
     checks = desired.checks if with_checks else ()
+    settle = min(settle, MAX_SETTLE) if settle > 0 else 0.0
     certs = [c.path for c in desired.certificates] if with_checks else []
     limits = {path: max(len(f.content), READ_LIMIT) for path, f in sorted(desired.files.items())}
     limits.update({path: 0 for path in desired.directories})  # a directory's stat; a file there is not read
@@ -545,7 +551,7 @@ async def observe_host(
     # What an honest host can answer: base64 of every file read (4/3, newlines), plus units, checks, certificates.
     most = sum(limits.values()) * 3 // 2 + 64 * 1024 * (1 + len(desired.units) + len(certs) + len(checks))
     longest = max((c.timeout for c in checks), default=0)
-    result = await conn.run(argv, timeout=60 + longest + min(settle, MAX_SETTLE), max_output=most)
+    result = await conn.run(argv, timeout=60 + longest + settle, max_output=most)
     try:
         text = result.stdout.decode("utf-8", errors="replace")
         snapshot = parse_observation(

@@ -46,6 +46,7 @@ GRACE_SECONDS = 5.0  # past that, for the child to report where it was (freeing 
 MAX_ANSWER_BYTES = 256 * 1024 * 1024  # the pickled answer the parent reads at most (renderings are 64 MiB at most)
 _BUDGET = struct.Struct("!cd")  # b"B", seconds from the start: the wall-clock deadline now in force
 _BUDGET_TAG = b"B"
+_LONGEST = WALL_FACTOR * (MAX_READ_SECONDS + load_budget(MAX_HOSTS)[0])  # the wall time a load may be given
 _ANSWER = b"A"  # then the answer, pickled, to the end of the pipe
 
 
@@ -238,10 +239,14 @@ def _collect(fd: int, pid: int, began: float, abort: threading.Event | None) -> 
     pipe = _Pipe(fd, began, WALL_FACTOR * MAX_READ_SECONDS, abort)
     try:
         while (tag := pipe.read(1)) == _BUDGET_TAG:  # the load's budget, once the files are read
-            pipe.seconds = _BUDGET.unpack(tag + pipe.read(_BUDGET.size - 1))[1]
+            said = _BUDGET.unpack(tag + pipe.read(_BUDGET.size - 1))[1]
+            pipe.seconds = said if 0 <= said <= _LONGEST else _LONGEST  # nan, inf or negative: the most any load gets
         if tag != _ANSWER:
             return "loading the specs ended without an answer (its process died)"
-        return _AnswerUnpickler(io.BufferedReader(pipe, 1 << 16)).load()  # type: ignore[no-any-return]
+        answer = _AnswerUnpickler(io.BufferedReader(pipe, 1 << 16)).load()
+        if not (isinstance(answer, tuple) and len(answer) == 3 and answer[0] in ("ok", "error")):
+            return "loading the specs gave an answer of an unknown shape"
+        return answer
     except _Stopped as stopped:
         return str(stopped)
     except Exception:  # cut short: the child died while sending it (out of memory, killed)
@@ -302,7 +307,9 @@ def _reap(pid: int) -> None:
         pass
 
 
-_SAFE_BUILTINS = frozenset({"set", "frozenset", "bytearray", "complex", "slice", "range", "object"})
+# (set, frozenset and bytearray have opcodes of their own in the protocol used: called, a few bytes could ask for
+# gigabytes, e.g. bytearray(1 << 40))
+_SAFE_BUILTINS = frozenset({"complex", "slice", "range", "object"})
 _SAFE_ELSEWHERE = frozenset(
     {
         ("copyreg", "_reconstructor"),

@@ -127,6 +127,26 @@ def test_a_child_that_stops_in_the_middle_of_its_answer_is_killed_at_its_wall_cl
     assert time.monotonic() - began < 30
 
 
+def test_an_answer_of_another_shape_or_with_a_bytearray_is_refused(
+    specs: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What a child that ran hostile code could send: the answer's shape is checked, and builtins that build big
+    values from a few bytes (bytearray(n), a set of a range) are not among the classes an answer may name."""
+    real = isolate.pickle.dump
+
+    def other(obj: Any, out: Any, protocol: int) -> None:
+        real(("ok",), out, protocol=protocol)
+
+    monkeypatch.setattr(isolate.pickle, "dump", other)
+    assert issues(specs) == [f"{specs}:0: loading the specs gave an answer of an unknown shape"]
+
+    def big(obj: Any, out: Any, protocol: int) -> None:
+        out.write(b"\x80\x02c__builtin__\nbytearray\nJ\x00\x00\x00\x40\x85R.")  # bytearray(1 << 30), protocol 2
+
+    monkeypatch.setattr(isolate.pickle, "dump", big)
+    assert issues(specs) == [f"{specs}:0: loading the specs ended before its answer was complete (its process died)"]
+
+
 def test_a_child_deaf_to_its_alarm_is_killed_at_its_wall_clock(specs: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     def stuck(*args: Any, **kwargs: Any) -> None:  # as if inside one long C call: the alarm cannot interrupt it
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGPROF})

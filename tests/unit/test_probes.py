@@ -150,3 +150,18 @@ def test_settle_probes_again_until_the_checks_pass(tmp_path: Path, version: str 
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_a_bash_without_epochrealtime_does_not_settle(tmp_path: Path) -> None:
+    """bash older than 5 has no $EPOCHREALTIME: the settling has no clock, so it is not done (one round of probes),
+    rather than looping until the check passes."""
+    checks = [DesiredCheck("refused", 1, url="http://127.0.0.1:9/"), DesiredCheck("also", 1, url="http://127.0.0.1:9/")]
+    argv = observe_argv((), (), checks, settle=5)
+    argv[2] = "unset EPOCHREALTIME\n" + argv[2]
+    env = _curl_that_logs(tmp_path, None)
+    out = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=20)
+    assert {c.name: c.ok for c in parse_observation("h", out.stdout, checks).checks} == {
+        "refused": False,
+        "also": False,
+    }
+    assert [s for s in (tmp_path / "starts").read_text().splitlines() if s != "--version"] == ["-Z"]  # one round

@@ -1,0 +1,44 @@
+"""The spec watcher's debounce, on a real directory (watchfiles, inotify): a burst of edits that never pauses is a
+reload every 10 x --debounce-ms, not one per edit; a single edit is one reload."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+from reconciler.spec.watch import watch_specs
+
+
+async def test_a_burst_of_edits_is_a_few_reloads_and_one_edit_is_one(tmp_path: Path) -> None:
+    spec = tmp_path / "a.yaml"
+    spec.write_text("x")
+    calls: list[list[str]] = []
+    stop = asyncio.Event()
+
+    async def on_change(paths: list[str]) -> None:
+        calls.append(paths)
+
+    watcher = asyncio.create_task(watch_specs(tmp_path, on_change, stop, debounce_ms=100))
+    try:
+        await asyncio.sleep(0.5)  # the watcher is up
+        began = time.monotonic()
+        for i in range(200):  # an edit every ~10 ms: never 100 ms of quiet
+            spec.write_text(str(i))
+            await asyncio.sleep(0.01)
+        burst = time.monotonic() - began
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not calls:
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(1.2)  # longer than the cap: whatever the burst left is reported by now
+        reloads = len(calls)
+        assert 1 <= reloads <= burst / 1.0 + 2, (reloads, burst)  # every 10 x 100 ms at most, plus the tail
+        (tmp_path / ".a.yaml.swp").write_text("editor noise")  # not a spec: no reload
+        spec.write_text("one more")
+        while time.monotonic() < deadline and len(calls) == reloads:
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.5)
+        assert calls[reloads:] == [[str(spec)]]
+    finally:
+        stop.set()
+        await asyncio.wait_for(watcher, 10)
