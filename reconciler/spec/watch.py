@@ -21,6 +21,9 @@ def _is_spec(change: watchfiles.Change, path: str) -> bool:
 
 
 STEP_MS = 20  # how often watchfiles looks for changes
+# Under edits that never pause, a reload at least this often (or 10 x the debounce, if longer): each reload can
+# restart what the edits touch, and systemd refuses a unit's 6th start within 10 s
+LONGEST_BURST_S = 3.0
 
 
 async def watch_specs(
@@ -29,7 +32,7 @@ async def watch_specs(
     """Call `on_change(paths)` once the directory has been quiet for `debounce_ms` after edits, until `stop`.
 
     A burst of edits (a script, a checkout, an editor saving often) is one call; under edits that never
-    pause, one call every 10 x `debounce_ms` at most, so the daemon still follows along.
+    pause, one call every LONGEST_BURST_S (or 10 x `debounce_ms`, if longer), so the daemon still follows along.
     """
     batches: asyncio.Queue[set[str]] = asyncio.Queue()
 
@@ -47,7 +50,7 @@ async def watch_specs(
             batches.put_nowait({p for _, p in changes})
 
     watcher = asyncio.create_task(watch(), name="watchfiles")
-    quiet, longest = debounce_ms / 1000, 10 * debounce_ms / 1000
+    quiet, longest = debounce_ms / 1000, max(LONGEST_BURST_S, 10 * debounce_ms / 1000)
     try:
         while not stop.is_set():
             getter = asyncio.ensure_future(batches.get())
