@@ -111,11 +111,10 @@ probe_round() {  # every probe once, side by side
   else for ((k = 0; k < ${#hprobes[@]}; k += 6)); do http "${hprobes[@]:k:6}" & done; fi
   wait
 }
-passing() {  # every probe line answered as its check wants: connected (TCP), the E status (HTTP)
+passing() {  # a probe's line answered as its check wants: connected (TCP), the E status (HTTP)
   local tag name rc code
-  while read -r tag name rc code; do
-    [ "$tag" = @@H ] && [ "$rc" = 0 ] && { [ "$code" = - ] || [ "$code" = "${expect[$name]-}" ]; } || return 1
-  done <<< "$1"
+  read -r tag name rc code <<< "$1"
+  [ "$tag" = @@H ] && [ "$rc" = 0 ] && { [ "$code" = - ] || [ "$code" = "${expect[$name]-}" ]; }
 }
 if [ ${#probes[@]} -gt 0 ]; then
   # S microseconds: the failing probes again every 50 ms until they pass or S is over (a restarted unit is seen
