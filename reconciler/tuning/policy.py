@@ -4,7 +4,9 @@ Rules (DESIGN.md section 3): act when at least `warnings` heartbeat warnings fal
 one member, ignoring those around etcd restarts (ours or anyone's: no feedback loop); the new
 heartbeat covers the worst heartbeat gap seen, with a margin, rounded up; the election timeout is
 `election_multiplier` x heartbeat (never below 5 x, never above 50000 ms); values only ever go up,
-never above the operator's ceiling, and not again before the cooldown has passed. Called by the tuner.
+never above the operator's ceiling, and not again before the cooldown has passed; a burst of warnings is
+judged once it pauses (or has gone on for BURST_LONGEST_S), so its worst gap is in the one raise. Called
+by the tuner.
 """
 
 from __future__ import annotations
@@ -21,6 +23,11 @@ from reconciler.tuning.etcdlog import HeartbeatWarning
 
 __all__ = ["Decision", "TuningPolicy", "decide", "suspected_cause"]
 SLOW_DISK_FSYNC_P99_MS = 10.0
+# A burst of warnings is judged whole: a raise waits until no counted warning came for BURST_QUIET_S (the
+# worst gap of a burst may come last), or the warnings have gone on for BURST_LONGEST_S (overload that never
+# pauses). Deciding on the first few warnings of a burst and again on its worst one restarts every member twice.
+BURST_QUIET_S = 2.0
+BURST_LONGEST_S = 10.0
 
 
 Outcome = Literal["raised", "quiet", "covered", "cooldown", "ceiling"]
@@ -105,6 +112,14 @@ def decide(
             "ceiling",
             f"worst gap {worst.gap_ms:.0f} ms wants heartbeat {wanted} ms, but the ceiling is "
             f"{ceiling} ms and it is already {heartbeat} ms",
+            **base,
+        )
+    stamps = [w.at for ws in counted.values() for w in ws]
+    if now - max(stamps) < BURST_QUIET_S and now - min(stamps) < BURST_LONGEST_S:
+        return Decision(
+            "quiet",
+            f"would raise heartbeat to {new_heartbeat} ms; waiting for the burst of warnings to pause "
+            f"(the last {now - max(stamps):.1f}s ago)",
             **base,
         )
     new_election = election_for(new_heartbeat, policy, election)

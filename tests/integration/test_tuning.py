@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -146,16 +147,25 @@ def test_overload_raises_timeouts_on_every_member_one_at_a_time(
             "ETCD_ELECTION_TIMEOUT": str(overlay["election_ms"]),
         }
         assert overlay["heartbeat_ms"] > 100 and overlay["election_ms"] >= 10 * overlay["heartbeat_ms"]
-        raised_at = time.time()
-        wait_for(
-            "every member to run the raised values",
-            lambda: (
-                all_converged(daemon, after=raised_at)
-                and all(conf_values(h) == want and running_values(h) == want for h in converged.hosts)
-            ),
-            daemon=daemon,
-            timeout=240,
-        )
+        seen: dict[str, Any] = {}
+
+        def raised_everywhere() -> bool:
+            # Passes that finished after the decision (the daemon's clock, not when this test saw it: the first
+            # member's pass may end before a slow poll here returns).
+            seen["hosts"] = {
+                name: (record["status"], (record["last_run"] or 0) > overlay["decided_at"])
+                for name, record in daemon.status()["hosts"].items()
+            }
+            seen["values"] = {h.name: (conf_values(h), running_values(h)) for h in converged.hosts}
+            return bool(
+                all_converged(daemon, after=overlay["decided_at"])
+                and all(conf == want and running == want for conf, running in seen["values"].values())
+            )
+
+        try:
+            wait_for("every member to run the raised values", raised_everywhere, daemon=daemon, timeout=240)
+        except AssertionError as failed:
+            raise AssertionError(f"want {want}, last seen {seen}") from failed
     finally:
         writer.stop()
     # Exactly one restart per member, never two at once.

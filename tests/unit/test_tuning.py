@@ -13,7 +13,7 @@ from reconciler.spec.isolate import load_desired
 from reconciler.tuning import overlay as store
 from reconciler.tuning.etcdlog import HeartbeatWarning, Restart, go_duration_ms, parse_entry, parse_message
 from reconciler.tuning.follower import JournalFollower, histogram_quantile, parse_etcd_metrics
-from reconciler.tuning.policy import TuningPolicy, decide, suspected_cause
+from reconciler.tuning.policy import BURST_LONGEST_S, TuningPolicy, decide, suspected_cause
 
 SPECS = Path(__file__).resolve().parents[2] / "specs"
 V34 = "failed to send out heartbeat on time (exceeded the 100ms timeout for 401.80886ms, to e23bf6fd185b2dc5)"
@@ -132,6 +132,26 @@ def test_policy_needs_n_warnings_on_one_member_within_the_window() -> None:
     spread = {**warnings("m1", 2, 990.0), **warnings("m2", 2, 990.0)}
     assert decide(p, 1000.0, spread, [], (100, 1000), None).outcome == "quiet"
     assert decide(p, 1000.0, warnings("m1", 3, 900.0), [], (100, 1000), None).outcome == "quiet"  # outside the window
+
+
+def test_a_burst_is_judged_whole_once_it_pauses_or_has_gone_on_long_enough() -> None:
+    p = TuningPolicy()
+    first = warnings("m1", 3, 999.0, gap=480)  # the burst's first warnings, the last 0.8 s ago
+    waiting = decide(p, 1000.0, first, [], (100, 1000), None)
+    assert waiting.outcome == "quiet" and "would raise heartbeat to 400 ms" in waiting.reason
+    # Its worst warning came last: the one raise covers it (a decision on the first three would have
+    # raised to 400 ms, and this one to 500 ms, a second rolling restart of every member).
+    whole = {"m1": [*first["m1"], HeartbeatWarning(1000.5, 100.0, 620)]}
+    assert decide(p, 1001.0, whole, [], (100, 1000), None).outcome == "quiet"
+    raised = decide(p, 1002.6, whole, [], (100, 1000), None)
+    assert (raised.outcome, raised.heartbeat_ms) == ("raised", 500)
+    # Overload that never pauses: decided once the warnings have gone on for BURST_LONGEST_S.
+    steady = {"m1": [HeartbeatWarning(1000.0 + i * 0.5, 100.0, 480) for i in range(int(BURST_LONGEST_S * 2) + 1)]}
+    assert decide(p, 1000.0 + BURST_LONGEST_S - 0.5, steady, [], (100, 1000), None).outcome == "quiet"
+    assert decide(p, 1000.0 + BURST_LONGEST_S + 0.1, steady, [], (100, 1000), None).outcome == "raised"
+    # A warning near a restart neither counts nor keeps a burst open.
+    near = decide(TuningPolicy(restart_grace_seconds=0.2), 1001.5, whole, [(1000.4, 1000.45)], (100, 1000), None)
+    assert (near.outcome, near.heartbeat_ms, near.ignored) == ("raised", 400, 1)
 
 
 def test_warnings_around_restarts_do_not_count() -> None:
