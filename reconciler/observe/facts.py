@@ -561,15 +561,13 @@ async def observe_host(
             f"{desired.name}: observation failed ({exc}); {argv[0]} exited {result.exit_status}"
         ) from exc
     # Content the host has as desired is kept as the desired bytes (one copy in memory, not two).
-    files = {
-        path: replace(fact, content=desired.files[path].content)
-        if path in desired.files
-        and fact.content == desired.files[path].content
-        and fact.content is not desired.files[path].content
-        else fact
-        for path, fact in snapshot.files.items()
-    }
-    snapshot = replace(snapshot, files=files)
+    files, kept_desired = dict(snapshot.files), False
+    for path, fact in snapshot.files.items():
+        want = desired.files.get(path)
+        if want is not None and fact.content is not want.content and fact.content == want.content:
+            files[path], kept_desired = replace(fact, content=want.content), True
+    if kept_desired:
+        snapshot = replace(snapshot, files=files)
     certs_now = snapshot.certificates if with_checks else previous.certificates if previous else {}
     kept = HostSnapshot(  # only what can be answered "unchanged": files and certificates with a trusted stamp
         desired.name,

@@ -30,7 +30,6 @@ CONNECT_TIMEOUT = 10.0
 KEEPALIVE_INTERVAL = 10.0
 KEEPALIVE_COUNT = 3
 STDERR_KEPT = 64 * 1024  # the tail of a command's stderr kept for its error message
-READ_CHUNK = 256 * 1024
 
 
 class OutputTooLarge(Exception):
@@ -114,38 +113,22 @@ class SSHConnection:
                 raise TransientHostError(f"{self.target.name}: {argv[0]} timed out after {timeout}s", ssh=True) from exc
 
     async def _run(self, argv: Sequence[str], input: bytes | None, max_output: int) -> CommandResult:
-        """Run argv, reading its stdout up to `max_output` bytes (a host answering gigabytes costs nothing more)
-        and keeping the tail of its stderr."""
-        proc = await self._conn.create_process(self._elevated(argv), encoding=None)
+        """Run argv, keeping its stdout up to `max_output` bytes (a host answering more is cut off and costs
+        nothing further) and the tail of its stderr."""
+        session = _Collected(max_output)
+        chan, _ = await self._conn.create_session(lambda: session, self._elevated(argv), encoding=None)
         try:
-            try:  # buffered by the channel and sent as the window allows, as asyncssh's own run() does
+            try:  # buffered by the channel and sent as the window allows
                 if input:
-                    proc.stdin.write(input)
-                proc.stdin.write_eof()
+                    chan.write(input)
+                chan.write_eof()
             except (BrokenPipeError, ConnectionResetError):
                 pass  # the command ended without reading it all: its exit status says how
-
-            async def read_out() -> bytes:
-                chunks, size = [], 0
-                while chunk := await proc.stdout.read(READ_CHUNK):
-                    size += len(chunk)
-                    if size > max_output:
-                        raise OutputTooLarge()
-                    chunks.append(_bytes(chunk))
-                return b"".join(chunks)
-
-            async def read_err() -> bytes:
-                tail = b""
-                while chunk := await proc.stderr.read(READ_CHUNK):
-                    tail = (tail + _bytes(chunk))[-STDERR_KEPT:]
-                return tail
-
-            stdout, stderr = await asyncio.gather(read_out(), read_err())
-            await proc.wait_closed()
+            await session.closed
         finally:
-            proc.close()
-        status = proc.exit_status if proc.exit_status is not None else 255
-        return CommandResult(tuple(argv), status, stdout, stderr)
+            chan.close()
+        status = session.status if session.status is not None else 255
+        return CommandResult(tuple(argv), status, b"".join(session.out), session.err)
 
     async def lines(self, argv: Sequence[str]) -> AsyncIterator[bytes]:
         """Run a long-lived command (e.g. `journalctl -f`) and yield its stdout line by line."""
@@ -168,6 +151,50 @@ class SSHConnection:
             await asyncio.wait_for(self._conn.wait_closed(), 5)
         except (TimeoutError, OSError, asyncssh.Error):
             pass
+
+
+class _Collected(asyncssh.SSHClientSession[bytes]):
+    """One command's channel, kept as plain buffers: stdout up to a limit, the tail of stderr, the exit status.
+    (asyncssh's SSHClientProcess puts stream readers, writers and a task per stream on top of the same
+    channel; for one short command per host and pass that was most of a pass's Python work beyond SSH.)"""
+
+    def __init__(self, max_output: int):
+        self.max_output = max_output
+        self.out: list[bytes] = []
+        self.size = 0
+        self.err = b""
+        self.status: int | None = None
+        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._chan: asyncssh.SSHClientChannel[bytes] | None = None
+
+    def connection_made(self, chan: asyncssh.SSHClientChannel[bytes]) -> None:  # type: ignore[override]
+        self._chan = chan
+
+    def data_received(self, data: bytes, datatype: asyncssh.DataType) -> None:
+        if datatype == asyncssh.EXTENDED_DATA_STDERR:
+            self.err = (self.err + data)[-STDERR_KEPT:]
+            return
+        if self.closed.done():
+            return
+        self.size += len(data)
+        if self.size > self.max_output:  # not read further: answered at once, not when the host closes
+            self.out = []
+            self.closed.set_exception(OutputTooLarge())
+            if self._chan is not None:
+                self._chan.close()
+            return
+        self.out.append(data)
+
+    def exit_status_received(self, status: int) -> None:
+        self.status = status
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.closed.done():
+            return
+        if exc is None:
+            self.closed.set_result(None)
+        else:
+            self.closed.set_exception(exc)
 
 
 class ParsedFiles:
@@ -259,12 +286,6 @@ ENCRYPTION_ALGS = (
     "aes192-ctr",
     "aes128-ctr",
 )
-
-
-def _bytes(data: object) -> bytes:
-    if data is None:
-        return b""
-    return data if isinstance(data, bytes) else str(data).encode()
 
 
 async def _connect(target: Target, files: ParsedFiles | None = None) -> asyncssh.SSHClientConnection:

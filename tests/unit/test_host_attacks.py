@@ -715,40 +715,88 @@ def test_restore_never_reads_a_linked_backup_nor_writes_through_a_link(host_dir:
 # --------------------------------------------------------------- the transport: bounded answers
 
 
-async def test_a_host_answering_forever_is_cut_at_max_output() -> None:
-    class Endless:
-        async def read(self, n: int) -> bytes:
-            await asyncio.sleep(0)
-            return b"A" * n
+class LoopbackHost:
+    """A real SSH server on 127.0.0.1 (asyncssh, host key verified as with any host) whose commands are
+    answered by `handler`: the transport's channel handling is tested against real SSH packets."""
 
-    class Quiet:
-        async def read(self, n: int) -> bytes:
-            await asyncio.sleep(0.01)
-            return b""
+    def __init__(self, tmp: Path, handler: Any):
+        import asyncssh
 
-    class Stdin:
-        def write(self, data: bytes) -> None:
-            pass
+        self.tmp, self.handler, self.asyncssh = tmp, handler, asyncssh
 
-        def write_eof(self) -> None:
-            pass
+    async def __aenter__(self) -> Target:
+        asyncssh = self.asyncssh
+        host_key, client_key = (asyncssh.generate_private_key("ssh-ed25519") for _ in range(2))
+        self.server = await asyncssh.listen(
+            "127.0.0.1",
+            0,
+            server_host_keys=[host_key],
+            authorized_client_keys=asyncssh.import_authorized_keys(client_key.export_public_key().decode()),
+            encoding=None,
+            process_factory=self.handler,
+        )
+        port = self.server.sockets[0].getsockname()[1]
+        client_key.write_private_key(str(self.tmp / "id"))
+        (self.tmp / "id").chmod(0o600)
+        (self.tmp / "known").write_text(f"[127.0.0.1]:{port} {host_key.export_public_key().decode()}")
+        return Target(
+            "loop", "127.0.0.1", port=port, identity_file=str(self.tmp / "id"), known_hosts=str(self.tmp / "known")
+        )
 
-    class Proc:
-        stdin, stdout, stderr, exit_status = Stdin(), Endless(), Quiet(), 0
+    async def __aexit__(self, *exc: object) -> None:
+        self.server.close()
+        await self.server.wait_closed()
 
-        async def wait_closed(self) -> None:
-            pass
 
-        def close(self) -> None:
-            pass
+async def test_a_host_answering_forever_is_cut_at_max_output(tmp_path: Path) -> None:
+    async def endless(process: Any) -> None:  # never exits, never closes: only the limit ends it
+        try:
+            while True:
+                process.stdout.write(b"A" * 65536)
+                await process.stdout.drain()
+        except (BrokenPipeError, ConnectionError):
+            pass  # the client closed the channel
 
-    class Conn:
-        async def create_process(self, *args: Any, **kw: Any) -> Proc:
-            return Proc()
+    async with LoopbackHost(tmp_path, endless) as target:
+        conn = await SSHConnection.open(target, attempts=1)
+        try:
+            # Cut at the limit (not when the command's 30 s are up: that error would say "timed out").
+            with pytest.raises(TransientHostError, match="answered more than 1000000 bytes"):
+                await conn.run(["bash"], timeout=30, max_output=1_000_000)
+            # The connection is still good for the next command (the channel was closed, not the connection).
+            with pytest.raises(TransientHostError, match="answered more than 10 bytes"):
+                await conn.run(["bash"], timeout=30, max_output=10)
+        finally:
+            await conn.close()
 
-    conn = SSHConnection(Target("h", "127.0.0.1"), Conn())  # type: ignore[arg-type]
-    with pytest.raises(TransientHostError, match="answered more than 1000000 bytes"):
-        await conn.run(["bash"], timeout=10, max_output=1_000_000)
+
+async def test_a_command_gets_its_input_and_answers_output_stderr_tail_and_status(tmp_path: Path) -> None:
+    async def echo(process: Any) -> None:
+        data = await process.stdin.read()
+        process.stdout.write(b"got " + data)
+        process.stderr.write(b"E" * 100_000 + b"the end")
+        process.exit(3 if process.command.startswith("fail") else 0)
+
+    async def killed(process: Any) -> None:
+        process.exit_with_signal("KILL")
+
+    async with LoopbackHost(tmp_path, echo) as target:
+        conn = await SSHConnection.open(target, attempts=1)
+        try:
+            big = os.urandom(3 * 1024 * 1024)  # more than the channel's window: sent as the host reads it
+            ok = await conn.run(["cat"], input=big, timeout=30)
+            assert (ok.exit_status, ok.stdout) == (0, b"got " + big)
+            assert ok.stderr.endswith(b"the end") and len(ok.stderr) == 64 * 1024  # only the tail is kept
+            failed = await conn.run(["fail"], timeout=30)
+            assert (failed.exit_status, failed.stdout) == (3, b"got ")
+        finally:
+            await conn.close()
+    async with LoopbackHost(tmp_path, killed) as target:
+        conn = await SSHConnection.open(target, attempts=1)
+        try:
+            assert (await conn.run(["x"], timeout=30)).exit_status == 255  # no exit status: ended by a signal
+        finally:
+            await conn.close()
 
 
 # --------------------------------------------------- I, J: local known_hosts and identity files
