@@ -135,7 +135,7 @@ class Daemon:
             )
             return False
         old = self.desired.hosts if self.desired else {}
-        changed = [n for n, h in desired.hosts.items() if old.get(n) != h]
+        changed = [n for n, h in desired.hosts.items() if old.get(n) is not h and old.get(n) != h]
         removed = sorted(set(old) - set(desired.hosts))
         for name in removed:
             self.queue.discard(name)

@@ -7,7 +7,7 @@ inherited plus MAX_LOAD_MEMORY_BYTES (a MemoryError where the value is built) an
 LoadExpired where it fires): MAX_READ_SECONDS to read the files, then `limits.load_budget` for the hosts read
 to render and check. Handlers on the way locate either at the document, field and host. The answer (the
 DesiredState or the SpecError, and what the load changed in the SpecCache) is streamed back pickled through a
-pipe. A child still running WALL_FACTOR x its CPU budget plus GRACE_SECONDS of wall time (stuck inside one C
+pipe, or, when it is the answer the parent's SpecCache holds from the last load, only a word saying so. A child still running WALL_FACTOR x its CPU budget plus GRACE_SECONDS of wall time (stuck inside one C
 call, or starved), or dead without an answer, is killed and reported as a spec error naming the limit.
 
 The child is only the thread that forked; it touches nothing but the spec files and the pipe, and leaves by
@@ -17,6 +17,7 @@ os._exit (no atexit, no flush of the parent's buffers). Callers that must not bl
 from __future__ import annotations
 
 import ctypes
+import hashlib
 import io
 import os
 import pickle
@@ -47,7 +48,9 @@ MAX_ANSWER_BYTES = 256 * 1024 * 1024  # the pickled answer the parent reads at m
 _BUDGET = struct.Struct("!cd")  # b"B", seconds from the start: the wall-clock deadline now in force
 _BUDGET_TAG = b"B"
 _LONGEST = WALL_FACTOR * (MAX_READ_SECONDS + load_budget(MAX_HOSTS)[0])  # the wall time a load may be given
-_ANSWER = b"A"  # then the answer, pickled, to the end of the pipe
+_ANSWER = b"A"  # then the digest of (kind, value) pickled, then the answer, pickled, to the end of the pipe
+_SAME = b"S"  # the answer's (kind, value) is the one the parent holds (SpecCache.answer_digest): nothing follows
+_DIGEST_BYTES = 32
 
 
 def load_desired(
@@ -78,14 +81,22 @@ class PendingLoad:
 
     def result(self, abort: threading.Event | None = None) -> DesiredState:
         try:
-            answer = _collect(self._fd, self._pid, self._began, abort)
+            answer = _collect(
+                self._fd, self._pid, self._began, abort, self._cache is not None and self._cache.answer is not None
+            )
         finally:
             os.close(self._fd)
         if isinstance(answer, str):
             raise SpecError([_issue(self.directory, answer)])
-        kind, value, state = answer
-        if self._cache is not None and state is not None:
-            _apply_delta(self._cache, state)
+        if answer is _SAME_ANSWER:  # only ever sent when the cache holds an answer (the child saw its digest)
+            assert self._cache is not None and self._cache.answer is not None
+            kind, value = self._cache.answer
+        else:
+            digest, kind, value, state = answer
+            if self._cache is not None:
+                if state is not None:
+                    _apply_delta(self._cache, state)
+                self._cache.answer, self._cache.answer_digest = (kind, value), digest
         if kind == "error":
             raise SpecError(value)
         return value  # type: ignore[no-any-return]
@@ -165,9 +176,30 @@ def _child(fd: int, directory: Path, overlay: Mapping[str, int] | None, cache: S
         answer = ("error", [_issue(directory, f"internal error while loading: {type(exc).__name__}")])
     finally:
         signal.setitimer(signal.ITIMER_PROF, 0)
+    # The digest is of the answer pickled into a hash, not into memory; the same answer as the parent's last is
+    # not sent (a reload that changed nothing costs the parent no unpickling of every host's desired state).
+    digest = _Digest()
+    pickle.dump(answer, digest, protocol=pickle.HIGHEST_PROTOCOL)
     with os.fdopen(fd, "wb", buffering=1 << 16, closefd=False) as out:  # streamed: no copy of it in memory
-        out.write(_ANSWER)
+        if cache is not None and cache.answer_digest == digest.value():
+            out.write(_SAME)
+            return
+        out.write(_ANSWER + digest.value())
         pickle.dump((*answer, state), out, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+class _Digest:
+    """A file that only hashes what is written to it."""
+
+    def __init__(self) -> None:
+        self._hash = hashlib.blake2b(digest_size=_DIGEST_BYTES)
+
+    def write(self, data: bytes) -> int:
+        self._hash.update(data)
+        return len(data)
+
+    def value(self) -> bytes:
+        return self._hash.digest()
 
 
 def _cache_delta(cache: SpecCache | None, parsed: dict[str, Any], rendered: dict[Any, str]) -> dict[str, Any] | None:
@@ -232,7 +264,12 @@ def _die_with_parent() -> None:
 
 
 # -- the parent --------------------------------------------------------------------------------------
-def _collect(fd: int, pid: int, began: float, abort: threading.Event | None) -> tuple[str, Any, Any] | str:
+_SAME_ANSWER = ("same",)  # what _collect returns for _SAME
+
+
+def _collect(
+    fd: int, pid: int, began: float, abort: threading.Event | None, same_allowed: bool = False
+) -> tuple[Any, ...] | str:
     """The child's answer, or why there is none; kills the child at its wall-clock deadline, and reaps it.
     The answer is unpickled as it arrives, never held whole: a reload of a big fleet costs the new state, not also
     its pickled bytes."""
@@ -241,12 +278,15 @@ def _collect(fd: int, pid: int, began: float, abort: threading.Event | None) -> 
         while (tag := pipe.read(1)) == _BUDGET_TAG:  # the load's budget, once the files are read
             said = _BUDGET.unpack(tag + pipe.read(_BUDGET.size - 1))[1]
             pipe.seconds = said if 0 <= said <= _LONGEST else _LONGEST  # nan, inf or negative: the most any load gets
+        if tag == _SAME and same_allowed:
+            return _SAME_ANSWER
         if tag != _ANSWER:
             return "loading the specs ended without an answer (its process died)"
+        digest = pipe.read(_DIGEST_BYTES)
         answer = _AnswerUnpickler(io.BufferedReader(pipe, 1 << 16)).load()
         if not (isinstance(answer, tuple) and len(answer) == 3 and answer[0] in ("ok", "error")):
             return "loading the specs gave an answer of an unknown shape"
-        return answer
+        return (digest, *answer)
     except _Stopped as stopped:
         return str(stopped)
     except Exception:  # cut short: the child died while sending it (out of memory, killed)

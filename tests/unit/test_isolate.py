@@ -93,9 +93,11 @@ def test_an_answer_larger_than_allowed_is_refused(specs: Path, monkeypatch: pyte
 def test_a_child_that_dies_in_the_middle_of_its_answer_is_an_error(
     specs: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real = isolate.pickle.dumps
+    real, real_dump = isolate.pickle.dumps, isolate.pickle.dump
 
     def half(obj: Any, out: Any, protocol: int) -> None:  # half the answer, then the child is killed
+        if isinstance(out, isolate._Digest):  # the answer's digest: computed in the child, never sent
+            return real_dump(obj, out, protocol=protocol)
         data = real(obj, protocol=protocol)
         out.write(data[: len(data) // 2])
         out.flush()
@@ -108,9 +110,11 @@ def test_a_child_that_dies_in_the_middle_of_its_answer_is_an_error(
 def test_a_child_that_stops_in_the_middle_of_its_answer_is_killed_at_its_wall_clock(
     specs: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real = isolate.pickle.dumps
+    real, real_dump = isolate.pickle.dumps, isolate.pickle.dump
 
     def stalls(obj: Any, out: Any, protocol: int) -> None:
+        if isinstance(out, isolate._Digest):
+            return real_dump(obj, out, protocol=protocol)
         data = real(obj, protocol=protocol)
         out.write(data[: len(data) // 2])
         out.flush()
@@ -283,3 +287,41 @@ def test_a_cli_leaves_the_loader_to_the_child(specs: Path) -> None:
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert int(proc.stdout) >= 1
+
+
+def test_a_reload_with_the_answer_the_parent_holds_is_not_sent_again(
+    specs: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from reconciler.spec.cache import SpecCache
+
+    unpickled = 0
+    real_load = isolate._AnswerUnpickler.load
+
+    def counted(self: Any) -> Any:
+        nonlocal unpickled
+        unpickled += 1
+        return real_load(self)
+
+    monkeypatch.setattr(isolate._AnswerUnpickler, "load", counted)
+    cache = SpecCache()
+    first = load_desired(specs, cache=cache)
+    again = load_desired(specs, cache=cache)
+    assert again is first and unpickled == 1  # the child said "the same", nothing was unpickled
+    (specs / "hosts.yaml").write_text(HOST.replace("198.18.0.11", "198.18.0.12"))
+    edited = load_desired(specs, cache=cache)
+    assert edited is not first and edited.hosts["m1"].target.address == "198.18.0.12" and unpickled == 2
+    (specs / "hosts.yaml").write_text(HOST)  # back to the first answer: not the one held, so sent whole
+    assert load_desired(specs, cache=cache) == first and unpickled == 3
+    # The same error twice: the second is the held one, raised again.
+    (specs / "bad.yaml").write_text("kind: Nonsense\n")
+    with pytest.raises(SpecError) as one:
+        load_desired(specs, cache=cache)
+    with pytest.raises(SpecError) as two:
+        load_desired(specs, cache=cache)
+    assert [str(i) for i in one.value.issues] == [str(i) for i in two.value.issues] and unpickled == 4
+    # "The same" when the parent holds no answer (a child that lies, or a cache that lost it) is no answer.
+    (specs / "bad.yaml").unlink()
+    load_desired(specs, cache=cache)
+    cache.answer = None
+    with pytest.raises(SpecError, match="ended without an answer"):
+        load_desired(specs, cache=cache)
