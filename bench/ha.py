@@ -5,8 +5,14 @@ sending a request through the VIP every 20 ms (2 s timeout) the whole time, and 
   of the run that ends the outage, failed requests; then HAProxy is started again (it must not take the VIP back);
 - cut: the holder's link down for 6 s: the same two numbers; after it is back, the hosts holding the VIP are
   sampled for 5 s (never two);
-- etcd: a non-holder's etcd stopped until HAProxy marks its apiserver down: failed requests (goal: none);
-- reload: an edit of HAProxy's config applied to all three (reload, one host at a time): failed requests (none).
+- partition: the holder taken off the bridge for 6 s with its own link up (it keeps the VIP, unheard): the same
+  two numbers, then the seconds from its return until exactly one host holds the VIP and requests succeed, and
+  the most holders seen after that;
+- etcd: a non-holder's etcd stopped until HAProxy marks its secure apiserver down: failed requests on the HTTP
+  frontend (goal: none; it retries a 500 on another apiserver) and on the TLS one (TCP passthrough: a request
+  may fail until the check marks the apiserver down, none after);
+- reload: an edit of HAProxy's config applied to all three (reload, one host at a time): failed requests on
+  both frontends (none).
 
     .venv/bin/python -m bench.ha [--rounds N]     # root; boots the testbed (scripts/install-deps)
 
@@ -31,7 +37,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from testbed import Testbed  # noqa: E402
-from testbed.ha import Traffic, enable_ha, holders  # noqa: E402
+from testbed.ha import VIP_TLS_URL, Traffic, enable_ha, holders, partitioned  # noqa: E402
 
 
 def reconciler(*args: str) -> subprocess.CompletedProcess[str]:
@@ -68,19 +74,32 @@ def healthy(specs: Path) -> None:
 
 def fault_round(bed: Testbed, specs: Path, kind: str) -> dict[str, Any]:
     old = bed.host(one_holder(bed))
+    rejoin: float | None = None
     with Traffic() as traffic:
         wait("traffic", lambda: traffic.sent() > 5)
         began = time.monotonic()
-        if kind == "haproxy":
-            old.ssh("systemctl stop haproxy")
+        if kind == "partition":
+            with partitioned(old):
+                wait("the VIP on a reachable host", lambda: [h for h in holders(bed) if h != old.name], timeout=60)
+                seconds = traffic.wait_success_after(began, timeout=60)
+                failed = len(traffic.failed(began))
+                time.sleep(max(0.0, began + 6 - time.monotonic()))
+            back = time.monotonic()
+            wait("the partitioned host back", lambda: old.port_open(22), timeout=60)
+            wait("exactly one holder", lambda: len(holders(bed)) == 1, timeout=60)
+            settled = traffic.wait_success_after(back, timeout=60)
+            rejoin = None if settled is None else round(max(settled, time.monotonic() - back), 3)
         else:
-            old.ssh("nohup sh -c 'ip link set host0 down; sleep 6; ip link set host0 up' >/dev/null 2>&1 &")
-        wait("the VIP on another host", lambda: [h for h in holders(bed) if h != old.name], timeout=60)
-        seconds = traffic.wait_success_after(began, timeout=60)
-        failed = len(traffic.failed(began))
+            if kind == "haproxy":
+                old.ssh("systemctl stop haproxy")
+            else:
+                old.ssh("nohup sh -c 'ip link set host0 down; sleep 6; ip link set host0 up' >/dev/null 2>&1 &")
+            wait("the VIP on another host", lambda: [h for h in holders(bed) if h != old.name], timeout=60)
+            seconds = traffic.wait_success_after(began, timeout=60)
+            failed = len(traffic.failed(began))
     if kind == "haproxy":
         old.ssh("systemctl start haproxy")
-    else:
+    elif kind == "cut":
         time.sleep(max(0.0, began + 7 - time.monotonic()))  # the link is down for 6 s
         wait("the cut host back", lambda: old.port_open(22), timeout=60)
     two = 0
@@ -90,30 +109,44 @@ def fault_round(bed: Testbed, specs: Path, kind: str) -> dict[str, Any]:
         time.sleep(0.5)
     healthy(specs)
     taken_back = kind == "haproxy" and holders(bed) == [old.name]
-    return {"seconds": seconds, "failed": failed, "most_holders_after": two, "taken_back": taken_back}
+    out = {"seconds": seconds, "failed": failed, "most_holders_after": two, "taken_back": taken_back}
+    if kind == "partition":
+        out["rejoin_seconds"] = rejoin
+    return out
 
 
 def etcd_round(bed: Testbed, specs: Path) -> dict[str, Any]:
     at = bed.host(one_holder(bed))
     victim = next(h for h in bed.hosts if h.name != at.name)
     log = "journalctl -u haproxy -o cat --no-pager --since=-30s"
-    with Traffic() as traffic:
-        wait("traffic", lambda: traffic.sent() > 5)
+    with Traffic() as traffic, Traffic(url=VIP_TLS_URL) as tls:
+        wait("traffic", lambda: traffic.sent() > 5 and tls.sent() > 5)
         began = time.monotonic()
         victim.ssh("systemctl stop etcd")
-        wait("the apiserver marked down", lambda: f"{victim.name} is DOWN" in at.ssh(log, check=False).stdout)
+        wait(
+            "the apiserver marked down",
+            lambda: f"kube-apiserver/{victim.name} is DOWN" in at.ssh(log, check=False).stdout,
+        )
+        down = time.monotonic()
         time.sleep(1)
-        failed, sent = len(traffic.failed(began)), traffic.sent(began)
+        out = {
+            "failed": len(traffic.failed(began)),
+            "sent": traffic.sent(began),
+            "tls_failed": len(tls.failed(began)),
+            "tls_failed_after_down": len(tls.failed(down)),
+            "tls_sent": tls.sent(began),
+            "marked_down_seconds": round(down - began, 3),
+        }
     victim.ssh("systemctl start etcd")
     healthy(specs)
-    return {"failed": failed, "sent": sent}
+    return out
 
 
 def reload_round(specs: Path, n: int) -> dict[str, Any]:
     cfg = specs / "ha" / "haproxy.yaml"  # the edit stays: the specs and the hosts agree after the round
     cfg.write_text(re.sub(r"timeout client \d+s", f"timeout client {61 + n}s", cfg.read_text()))
-    with Traffic() as traffic:
-        wait("traffic", lambda: traffic.sent() > 5)
+    with Traffic() as traffic, Traffic(url=VIP_TLS_URL) as tls:
+        wait("traffic", lambda: traffic.sent() > 5 and tls.sent() > 5)
         began = time.monotonic()
         result = reconciler("apply", str(specs))
         time.sleep(1)
@@ -121,13 +154,15 @@ def reload_round(specs: Path, n: int) -> dict[str, Any]:
     return {
         "failed": len(traffic.failed(began)),
         "sent": traffic.sent(began),
+        "tls_failed": len(tls.failed(began)),
+        "tls_sent": tls.sent(began),
         "reloads": result.stdout.count("reload haproxy"),
     }
 
 
 def summary(rounds: list[dict[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {"rounds": rounds}
-    for key in ("seconds", "failed"):
+    for key in ("seconds", "failed", "rejoin_seconds", "marked_down_seconds"):
         values = [r[key] for r in rounds if r.get(key) is not None]
         if values:
             out[key] = {"median": round(statistics.median(values), 3), "max": round(max(values), 3)}
@@ -142,10 +177,11 @@ def run(rounds: int = 5) -> dict[str, Any]:
         result = reconciler("apply", str(specs))
         assert result.returncode == 0, result.stdout + result.stderr
         healthy(specs)
-        parts: dict[str, list[dict[str, Any]]] = {"haproxy": [], "cut": [], "etcd": [], "reload": []}
+        parts: dict[str, list[dict[str, Any]]] = {"haproxy": [], "cut": [], "partition": [], "etcd": [], "reload": []}
         for n in range(rounds):
             parts["haproxy"].append(fault_round(bed, specs, "haproxy"))
             parts["cut"].append(fault_round(bed, specs, "cut"))
+            parts["partition"].append(fault_round(bed, specs, "partition"))
             parts["etcd"].append(etcd_round(bed, specs))
             parts["reload"].append(reload_round(specs, n))
             print(f"round {n + 1}: " + json.dumps({k: v[-1] for k, v in parts.items()}), flush=True)

@@ -3,26 +3,33 @@ and a client sending requests through the VIP the whole time a fault runs.
 
 `Traffic` is bounded in count and time; it records each request's start (monotonic) and whether it succeeded,
 so a caller can count failures in a window and measure the time from a fault to the first success after it.
+`partitioned` cuts a host off the bridge from the machine's side: the host's own link stays up, so its keepalived
+sees no fault of its own and keeps the VIP while the others elect a holder (the real split brain).
 """
 
 from __future__ import annotations
 
+import contextlib
 import re
+import ssl
 import subprocess
 import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
 import yaml
 
-from testbed.hosts import Testbed
+from testbed.hosts import Testbed, TestHost
+from testbed.layout import BRIDGE
 
 VIP = "198.18.0.100"
 VIP_URL = f"http://{VIP}:8081/healthz"  # the HA front's insecure frontend (specs/ha/haproxy.yaml)
+VIP_TLS_URL = f"https://{VIP}:8443/healthz"  # its secure one: TCP through HAProxy to an apiserver's TLS port
 
 
 def enable_ha(spec_dir: Path) -> None:
@@ -51,6 +58,25 @@ def holders(bed: Testbed) -> list[str]:
     return out
 
 
+@contextlib.contextmanager
+def partitioned(host: TestHost) -> Iterator[None]:
+    """`host` off the testbed's bridge for the block (its veth taken out of the bridge on the machine's side),
+    back on it afterwards whatever happens."""
+    veth = f"vb-{host.name}"
+    subprocess.run(["ip", "link", "set", veth, "nomaster"], check=True, capture_output=True)
+    try:
+        yield
+    finally:
+        subprocess.run(["ip", "link", "set", veth, "master", BRIDGE], check=True, capture_output=True)
+
+
+def _unverified() -> ssl.SSLContext:
+    context = ssl.create_default_context()
+    context.check_hostname = False  # the testbed's apiserver certificates do not name the VIP
+    context.verify_mode = ssl.CERT_NONE
+    return context
+
+
 @dataclass
 class Traffic:
     """`with Traffic() as t:` sends GET `url` every `pause` seconds until the block ends (at most `limit`
@@ -77,13 +103,14 @@ class Traffic:
 
     def _run(self) -> None:
         end = time.monotonic() + self.seconds
+        context = _unverified() if self.url.startswith("https:") else None
         while not self._stop.is_set() and len(self.results) < self.limit and time.monotonic() < end:
             began = time.monotonic()
             try:
-                with urllib.request.urlopen(self.url, timeout=self.timeout) as resp:  # noqa: S310 (testbed only)
+                with urllib.request.urlopen(self.url, timeout=self.timeout, context=context) as resp:  # noqa: S310
                     resp.read()
                 self.results.append((began, True, ""))
-            except (OSError, urllib.error.URLError) as exc:
+            except (OSError, urllib.error.URLError, ssl.SSLError) as exc:
                 self.results.append((began, False, str(getattr(exc, "code", "")) or type(exc).__name__))
             self._stop.wait(self.pause)
 

@@ -1,7 +1,9 @@
-"""The seed's HA front (specs/ha/) on the testbed: HAProxy on every master, keepalived holding 198.18.0.100, a client
-sending requests through the VIP the whole time (testbed.traffic): an apiserver whose etcd stops is taken out
-without a failed request, the VIP moves when its holder's HAProxy dies or the holder is cut off, exactly one host
-holds it afterwards, and an edit to HAProxy's config rolls out (reloads) without a failed request."""
+"""The seed's HA front (specs/ha/) on the testbed: HAProxy on every master, keepalived holding 198.18.0.100, clients
+sending requests through the VIP the whole time (testbed.ha.Traffic, on the HTTP and the TLS frontend): an apiserver
+whose etcd stops is marked down by the TLS backend's own /healthz check (a handshake-only check would keep it up),
+the VIP moves when its holder's HAProxy dies, never to a host whose own check fails, and when the holder is cut off
+(its link down, or partitioned with its link up), exactly one host holds it afterwards, and an edit to HAProxy's
+config rolls out (reloads) without a failed request."""
 
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from testbed import Testbed, TestHost
-from testbed.ha import Traffic, enable_ha, holders
+from testbed.ha import VIP_TLS_URL, Traffic, enable_ha, holders, partitioned
 
 from .conftest import SPECS, reconciler
 from .test_daemon import wait_for
@@ -52,19 +54,23 @@ def front(converged: Testbed, tmp_path_factory: pytest.TempPathFactory) -> Itera
 def test_an_apiserver_whose_etcd_stops_is_taken_out_without_a_failed_request(front: Path, converged: Testbed) -> None:
     victim = next(h for h in converged.hosts if h.name != holder(converged).name)
     at = holder(converged)
-    with Traffic() as traffic:
-        wait_for("traffic through the VIP", lambda: traffic.sent() > 5)
+    log = "journalctl -u haproxy -o cat --no-pager -n 50"
+    with Traffic() as traffic, Traffic(url=VIP_TLS_URL) as tls:
+        wait_for("traffic through the VIP", lambda: traffic.sent() > 5 and tls.sent() > 5)
         began = time.monotonic()
         victim.ssh("systemctl stop etcd")
+        # the TLS backend's line: its check is GET /healthz through TLS, so a 500 behind a good handshake is down
         wait_for(
-            f"HAProxy on {at.name} to mark {victim.name}'s apiserver down",
-            lambda: (
-                f"{victim.name} is DOWN" in at.ssh("journalctl -u haproxy -o cat --no-pager -n 50", check=False).stdout
-            ),
+            f"HAProxy on {at.name} to mark {victim.name}'s secure apiserver down",
+            lambda: f"kube-apiserver/{victim.name} is DOWN" in at.ssh(log, check=False).stdout,
         )
+        down = time.monotonic()
         time.sleep(1)  # requests keep flowing past the moment it went down
     try:
+        # the HTTP frontend retries a 500 on another apiserver: nothing fails; the TLS one passes bytes through and
+        # cannot, so its requests may fail until the check marks the apiserver down, and none after
         assert traffic.sent(began) > 20 and traffic.failed(began) == [], traffic.failed(began)[:5]
+        assert tls.sent(down) > 10 and tls.failed(down) == [], tls.failed(down)[:5]
     finally:
         victim.ssh("systemctl start etcd")
         wait_for("every check healthy again", lambda: all_healthy(front), timeout=180)
@@ -79,9 +85,15 @@ def test_the_vip_moves_when_its_holders_haproxy_dies_and_is_not_taken_back(front
         moved = wait_for("the VIP on another host", lambda: [h for h in holders(converged) if h != old.name])
         assert traffic.wait_success_after(began) is not None
     assert moved != [old.name]
-    old.ssh("systemctl start haproxy")  # healthy again: it does not take the VIP back (nopreempt)
+    # the new holder fails too while the old one's check still fails: the VIP goes to the third host, not back
+    second = converged.host(moved[0])
+    second.ssh("systemctl stop haproxy")
+    third = wait_for("the VIP on the third host", lambda: [h for h in holders(converged) if h != second.name])
+    assert third == [next(h.name for h in converged.hosts if h.name not in (old.name, second.name))]
+    second.ssh("systemctl start haproxy")
+    old.ssh("systemctl start haproxy")  # healthy again: neither takes the VIP back (nopreempt)
     wait_for("every check healthy again", lambda: all_healthy(front), timeout=180)
-    assert holders(converged) == moved
+    assert holders(converged) == third
 
 
 def test_the_vip_moves_when_its_holder_is_cut_off_and_one_host_holds_it_after(front: Path, converged: Testbed) -> None:
@@ -99,15 +111,38 @@ def test_the_vip_moves_when_its_holder_is_cut_off_and_one_host_holds_it_after(fr
         time.sleep(1)
 
 
+def test_a_partitioned_holder_keeps_the_vip_alone_and_one_host_holds_it_when_it_returns(
+    front: Path, converged: Testbed
+) -> None:
+    old = holder(converged)
+    with Traffic() as traffic:
+        wait_for("traffic through the VIP", lambda: traffic.sent() > 5)
+        began = time.monotonic()
+        with partitioned(old):  # its link stays up: its keepalived sees no fault and keeps the VIP, unheard
+            wait_for("the VIP on a reachable host", lambda: [h for h in holders(converged) if h != old.name])
+            assert traffic.wait_success_after(began) is not None
+            assert (old.root / "etc/keepalived/keepalived.conf").exists()
+        back = time.monotonic()
+        wait_for(f"{old.name} back on the network", lambda: old.port_open(22), timeout=60)
+        # the two holders hear each other again: one gives the VIP up, and the clients follow the one left
+        wait_for("exactly one holder", lambda: len(holders(converged)) == 1, timeout=30)
+        assert traffic.wait_success_after(back) is not None
+    wait_for("every check healthy again", lambda: all_healthy(front), timeout=180)
+    for _ in range(3):  # exactly one holder, seen on every host, and staying so
+        assert len(holders(converged)) == 1, holders(converged)
+        time.sleep(1)
+
+
 def test_an_haproxy_edit_rolls_out_by_reload_without_a_failed_request(front: Path, converged: Testbed) -> None:
     cfg = front / "ha" / "haproxy.yaml"
     cfg.write_text(cfg.read_text().replace("timeout client 60s", "timeout client 90s"))
-    with Traffic() as traffic:
-        wait_for("traffic through the VIP", lambda: traffic.sent() > 5)
+    with Traffic() as traffic, Traffic(url=VIP_TLS_URL) as tls:
+        wait_for("traffic through the VIP", lambda: traffic.sent() > 5 and tls.sent() > 5)
         began = time.monotonic()
         result = reconciler("apply", str(front))
         time.sleep(1)
     assert result.code == 0, result.out + result.err
     assert result.out.count("reload haproxy.service") == 3 and "restart haproxy" not in result.out
     assert traffic.sent(began) > 20 and traffic.failed(began) == [], traffic.failed(began)[:5]
+    assert tls.sent(began) > 20 and tls.failed(began) == [], tls.failed(began)[:5]
     assert all("timeout client 90s" in (h.root / "etc/haproxy/haproxy.cfg").read_text() for h in converged.hosts)

@@ -228,7 +228,8 @@ install -m 600 -o {user} -g {user} /root/.ssh/authorized_keys /home/{user}/.ssh/
 
 def test_a_non_root_user_with_sudo(hand_built: Testbed, tmp_path: Path) -> None:
     """Masters reached as `ops` with passwordless sudo: import, plan and apply all run every command as root
-    through `sudo -n`; a user without it is refused at once with the reason."""
+    through `sudo -n` (a real edit restarts what it changes, a format-only one nothing); a user without it is
+    refused at once with the reason."""
     for h in hand_built.hosts:
         h.ssh(SUDO_USER_SETUP.format(user="ops") + SUDO_USER_SETUP.format(user="nosudo"))
         h.ssh("echo 'ops ALL=(ALL) NOPASSWD:ALL' > /etc/sudoers.d/ops && chmod 440 /etc/sudoers.d/ops")
@@ -256,6 +257,22 @@ def test_a_non_root_user_with_sudo(hand_built: Testbed, tmp_path: Path) -> None:
     m1 = hand_built.hosts[0]
     assert m1.ssh("stat -c %U:%G:%a /etc/kubernetes/apiserver").stdout.split() == ["root:root:644"]
     assert b"--apiserver-count=4" in (m1.root / "etc/kubernetes/apiserver").read_bytes()
+
+    # a format-only edit through sudo: etcd.conf rewritten on every member (as root), nothing restarted
+    etcd_pids = [h.ssh("systemctl show -p MainPID --value etcd").stdout.strip() for h in hand_built.hosts]
+    owner = m1.ssh("stat -c %U:%G:%a /etc/etcd/etcd.conf").stdout.split()
+    etcd = out / "etcd.yaml"
+    text = etcd.read_text()
+    assert "    ETCD_HEARTBEAT_INTERVAL=100\n" in text
+    etcd.write_text(
+        text.replace("    ETCD_HEARTBEAT_INTERVAL=100\n", "    # via sudo\n    ETCD_HEARTBEAT_INTERVAL=100\n")
+    )
+    formatted = reconciler("apply", str(out))
+    assert formatted.code == 0, formatted.out + formatted.err
+    assert restarts(formatted.out) == [] and formatted.out.count("format only") == 3, formatted.out
+    assert [h.ssh("systemctl show -p MainPID --value etcd").stdout.strip() for h in hand_built.hosts] == etcd_pids
+    assert all(b"# via sudo\n" in (h.root / "etc/etcd/etcd.conf").read_bytes() for h in hand_built.hosts)
+    assert m1.ssh("stat -c %U:%G:%a /etc/etcd/etcd.conf").stdout.split() == owner  # not ops's
 
     for d in docs:
         d["spec"]["user"] = "nosudo"

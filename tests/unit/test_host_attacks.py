@@ -883,3 +883,43 @@ def test_J_a_fifo_as_known_hosts_is_refused_not_waited_on(tmp_path: Path) -> Non
 def test_J_an_endless_known_hosts_is_refused_not_read(tmp_path: Path) -> None:
     status, out = _connect_in_subprocess(tmp_path, 30, rlimit_as=1 << 30, known_hosts="/dev/zero")
     assert status == 0 and "PERMANENT" in out, out
+
+
+async def test_become_sudo_runs_every_command_through_sudo_and_refuses_a_sudo_that_asks(tmp_path: Path) -> None:
+    """`become: sudo`: each command line is `sudo -n -- argv` (argv quoted, never asking for a password); a host
+    whose sudo would ask is refused at once, permanently, with what sudo said."""
+    import dataclasses
+
+    seen: list[str] = []
+    asks = [True]  # sudo asks for a password until the test says otherwise
+
+    async def sudo(process: Any) -> None:
+        seen.append(process.command)
+        if asks[0]:
+            process.stderr.write(b"sudo: a password is required\n")
+            process.exit(1)
+            return
+        process.stdout.write(b"ok")
+        process.exit(0)
+
+    async with LoopbackHost(tmp_path, sudo) as target:
+        become = dataclasses.replace(target, become="sudo")
+        with pytest.raises(PermanentHostError, match=r"become: sudo, but `sudo -n true` as root failed.*password"):
+            await SSHConnection.open(become, attempts=1)
+        assert seen == ["sudo -n -- true"]
+        asks[0] = False
+        seen.clear()
+        conn = await SSHConnection.open(become, attempts=1)
+        try:
+            result = await conn.run(["cat", "/etc/a b;rm -rf /"], timeout=30)
+            assert result.ok and result.stdout == b"ok"
+        finally:
+            await conn.close()
+        assert seen == ["sudo -n -- true", "sudo -n -- cat '/etc/a b;rm -rf /'"]
+        seen.clear()
+        plain = await SSHConnection.open(target, attempts=1)  # without become: the argv alone
+        try:
+            await plain.run(["cat", "/etc/x"], timeout=30)
+        finally:
+            await plain.close()
+        assert seen == ["cat /etc/x"]

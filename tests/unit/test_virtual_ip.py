@@ -4,6 +4,7 @@ table and `reconciler_vip_held` (the alert rules on it are tested by promtool: t
 from __future__ import annotations
 
 import shutil
+import subprocess
 import time
 from pathlib import Path
 
@@ -45,8 +46,21 @@ def test_the_ha_front_renders_for_labelled_hosts_only(specs: Path) -> None:
     assert "198.18.0.11\n" not in cfg.split("unicast_peer")[1].split("}")[0]  # never its own peer
     haproxy = m1.files["/etc/haproxy/haproxy.cfg"].content.decode()
     assert "server master-3 198.18.0.13:6443" in haproxy and "check-ssl" in haproxy and "httpchk" in haproxy
+    assert "ssl-hello-chk" not in haproxy  # kubeadm's mistake: a handshake-only check passes an apiserver's 500
     plain = load_desired(REPO / "specs").hosts["master-1"]  # the bundled inventory does not enable it
     assert not plain.addresses and "/etc/haproxy/haproxy.cfg" not in plain.files
+
+
+def test_haproxy_accepts_the_rendered_config(specs: Path, tmp_path: Path) -> None:
+    """Debian's haproxy (scripts/install-deps installs it) checks what specs/ha/ renders, as the unit's
+    ExecStartPre does on a host: a typo in an option fails here, not in a rollout."""
+    cfg = tmp_path / "haproxy.cfg"
+    cfg.write_bytes(load_desired(specs).hosts["master-2"].files["/etc/haproxy/haproxy.cfg"].content)
+    check = subprocess.run(["haproxy", "-c", "-f", str(cfg)], capture_output=True, text=True, timeout=30)
+    assert check.returncode == 0, check.stdout + check.stderr
+    broken = tmp_path / "broken.cfg"
+    broken.write_text(cfg.read_text().replace("fastinter 200ms", "fastinterval 200ms"))
+    assert subprocess.run(["haproxy", "-c", "-f", str(broken)], capture_output=True, timeout=30).returncode != 0
 
 
 def test_an_address_that_is_not_an_ip_is_a_located_error(specs: Path) -> None:
