@@ -8,6 +8,8 @@ sending a request through the VIP every 20 ms (2 s timeout) the whole time, and 
 - partition: the holder taken off the bridge for 6 s with its own link up (it keeps the VIP, unheard): the same
   two numbers, then the seconds from its return until exactly one host holds the VIP and requests succeed, and
   the most holders seen after that;
+- kill: the holder's HAProxy SIGKILLed (systemd starts it again, Restart=always): the same two numbers, and
+  whether the VIP moved;
 - etcd: a non-holder's etcd stopped until HAProxy marks its secure apiserver down: failed requests on the HTTP
   frontend (goal: none; it retries a 500 on another apiserver) and on the TLS one (TCP passthrough: a request
   may fail until the check marks the apiserver down, none after);
@@ -115,6 +117,19 @@ def fault_round(bed: Testbed, specs: Path, kind: str) -> dict[str, Any]:
     return out
 
 
+def kill_round(bed: Testbed, specs: Path) -> dict[str, Any]:
+    old = bed.host(one_holder(bed))
+    with Traffic() as traffic:
+        wait("traffic", lambda: traffic.sent() > 5)
+        began = time.monotonic()
+        old.ssh("systemctl kill --signal=SIGKILL haproxy")
+        seconds = traffic.wait_success_after(began, timeout=60)
+        time.sleep(max(0.0, began + 4 - time.monotonic()))  # past keepalived's 2 failed checks, had it seen them
+        failed = len(traffic.failed(began))
+    healthy(specs)
+    return {"seconds": seconds, "failed": failed, "moved": holders(bed) != [old.name]}
+
+
 def etcd_round(bed: Testbed, specs: Path) -> dict[str, Any]:
     at = bed.host(one_holder(bed))
     victim = next(h for h in bed.hosts if h.name != at.name)
@@ -177,11 +192,19 @@ def run(rounds: int = 5) -> dict[str, Any]:
         result = reconciler("apply", str(specs))
         assert result.returncode == 0, result.stdout + result.stderr
         healthy(specs)
-        parts: dict[str, list[dict[str, Any]]] = {"haproxy": [], "cut": [], "partition": [], "etcd": [], "reload": []}
+        parts: dict[str, list[dict[str, Any]]] = {
+            "haproxy": [],
+            "cut": [],
+            "partition": [],
+            "kill": [],
+            "etcd": [],
+            "reload": [],
+        }
         for n in range(rounds):
             parts["haproxy"].append(fault_round(bed, specs, "haproxy"))
             parts["cut"].append(fault_round(bed, specs, "cut"))
             parts["partition"].append(fault_round(bed, specs, "partition"))
+            parts["kill"].append(kill_round(bed, specs))
             parts["etcd"].append(etcd_round(bed, specs))
             parts["reload"].append(reload_round(specs, n))
             print(f"round {n + 1}: " + json.dumps({k: v[-1] for k, v in parts.items()}), flush=True)

@@ -299,6 +299,15 @@ def render_ha(h: dict[str, Any]) -> list[str]:
             f"{p['rejoin_seconds']['max']} s; most holders seen after: "
             f"{max(r['most_holders_after'] for r in p['rounds'])}.",
         ]
+    if "kill" in h:
+        k = h["kill"]
+        lines += [
+            "",
+            "HAProxy SIGKILLed on the holder (systemd starts it again, `Restart=always`): requests through the VIP "
+            f"fail for median {k['seconds']['median']} s (worst {k['seconds']['max']} s), "
+            f"{k['failed']['median']} failed (worst {k['failed']['max']}); the VIP moved in "
+            f"{sum(r['moved'] for r in k['rounds'])} of {len(k['rounds'])} rounds.",
+        ]
     if "tls_sent" in h["etcd"]["rounds"][0]:
         e, rl = h["etcd"]["rounds"], h["reload"]["rounds"]
         lines += [
