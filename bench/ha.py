@@ -3,11 +3,11 @@ sending a request through the VIP every 20 ms (2 s timeout) the whole time, and 
 
 - haproxy: `systemctl stop haproxy` on the VIP holder: seconds from the fault to the first successful request
   of the run that ends the outage, failed requests; then HAProxy is started again (it must not take the VIP back);
-- cut: the holder's link down for 6 s: the same two numbers; after it is back, the hosts holding the VIP are
-  sampled for 5 s (never two);
-- partition: the holder taken off the bridge for 6 s with its own link up (it keeps the VIP, unheard): the same
-  two numbers, then the seconds from its return until exactly one host holds the VIP and requests succeed, and
-  the most holders seen after that;
+- cut: the holder's link down for 6 s: the same two numbers (the outage: from the fault to 5 successes in a row
+  after the first request that failed or hung), then the same for what the host's return disturbs (etcd's own
+  election: a member that timed out rejoins with a higher term), and the hosts holding the VIP, sampled for 5 s
+  (never two);
+- partition: the holder taken off the bridge for 6 s with its own link up (it keeps the VIP, unheard): as cut;
 - kill: the holder's HAProxy SIGKILLed (systemd starts it again, Restart=always): the same two numbers, and
   whether the VIP moved;
 - etcd: a non-holder's etcd stopped until HAProxy marks its secure apiserver down: failed requests on the HTTP
@@ -74,46 +74,54 @@ def healthy(specs: Path) -> None:
         raise
 
 
+def outage(traffic: Traffic, since: float) -> float:
+    """The first outage after `since`, once it has ended (testbed.ha.Traffic.outage_after)."""
+    found: list[float] = wait(
+        "the outage to end", lambda: [] if (o := traffic.outage_after(since)) is None else [o], 60
+    )
+    return round(found[0], 3)
+
+
 def fault_round(bed: Testbed, specs: Path, kind: str) -> dict[str, Any]:
+    """One fault on the VIP's holder. The failover: from the fault to the end of the first outage (the first
+    request that fails or hangs begins it, 5 successes in a row end it) and the requests failed in it. For a
+    host cut off and back: the same for what its return disturbs (etcd's own election when a member that
+    timed out rejoins), counted apart."""
     old = bed.host(one_holder(bed))
-    rejoin: float | None = None
+    out: dict[str, Any] = {}
     with Traffic() as traffic:
         wait("traffic", lambda: traffic.sent() > 5)
         began = time.monotonic()
         if kind == "partition":
             with partitioned(old):
                 wait("the VIP on a reachable host", lambda: [h for h in holders(bed) if h != old.name], timeout=60)
-                seconds = traffic.wait_success_after(began, timeout=60)
-                failed = len(traffic.failed(began))
+                seconds = outage(traffic, began)
                 time.sleep(max(0.0, began + 6 - time.monotonic()))
             back = time.monotonic()
-            wait("the partitioned host back", lambda: old.port_open(22), timeout=60)
-            wait("exactly one holder", lambda: len(holders(bed)) == 1, timeout=60)
-            settled = traffic.wait_success_after(back, timeout=60)
-            rejoin = None if settled is None else round(max(settled, time.monotonic() - back), 3)
         else:
             if kind == "haproxy":
                 old.ssh("systemctl stop haproxy")
             else:
                 old.ssh("nohup sh -c 'ip link set host0 down; sleep 6; ip link set host0 up' >/dev/null 2>&1 &")
             wait("the VIP on another host", lambda: [h for h in holders(bed) if h != old.name], timeout=60)
-            seconds = traffic.wait_success_after(began, timeout=60)
-            failed = len(traffic.failed(began))
+            seconds = outage(traffic, began)
+            back = began + 6  # the cut host's link comes back up
+        out.update(seconds=seconds, failed=len([r for r in traffic.failed(began) if r[0] <= began + seconds]))
+        if kind in ("cut", "partition"):
+            time.sleep(max(0.0, back - time.monotonic()))
+            wait("the host back", lambda: old.port_open(22), timeout=60)
+            wait("exactly one holder", lambda: len(holders(bed)) == 1, timeout=60)
+            time.sleep(max(0.0, back + 5 - time.monotonic()))  # what the return disturbs begins within seconds
+            out.update(rejoin_seconds=outage(traffic, back), rejoin_failed=len(traffic.failed(back)))
     if kind == "haproxy":
         old.ssh("systemctl start haproxy")
-    elif kind == "cut":
-        time.sleep(max(0.0, began + 7 - time.monotonic()))  # the link is down for 6 s
-        wait("the cut host back", lambda: old.port_open(22), timeout=60)
     two = 0
     end = time.monotonic() + 5
     while time.monotonic() < end:  # after recovery: never two holders
         two = max(two, len(holders(bed)))
         time.sleep(0.5)
     healthy(specs)
-    taken_back = kind == "haproxy" and holders(bed) == [old.name]
-    out = {"seconds": seconds, "failed": failed, "most_holders_after": two, "taken_back": taken_back}
-    if kind == "partition":
-        out["rejoin_seconds"] = rejoin
+    out.update(most_holders_after=two, taken_back=kind == "haproxy" and holders(bed) == [old.name])
     return out
 
 
@@ -123,8 +131,8 @@ def kill_round(bed: Testbed, specs: Path) -> dict[str, Any]:
         wait("traffic", lambda: traffic.sent() > 5)
         began = time.monotonic()
         old.ssh("systemctl kill --signal=SIGKILL haproxy")
-        seconds = traffic.wait_success_after(began, timeout=60)
         time.sleep(max(0.0, began + 4 - time.monotonic()))  # past keepalived's 2 failed checks, had it seen them
+        seconds = outage(traffic, began)
         failed = len(traffic.failed(began))
     healthy(specs)
     return {"seconds": seconds, "failed": failed, "moved": holders(bed) != [old.name]}
@@ -177,7 +185,7 @@ def reload_round(specs: Path, n: int) -> dict[str, Any]:
 
 def summary(rounds: list[dict[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {"rounds": rounds}
-    for key in ("seconds", "failed", "rejoin_seconds", "marked_down_seconds"):
+    for key in ("seconds", "failed", "rejoin_seconds", "rejoin_failed", "marked_down_seconds"):
         values = [r[key] for r in rounds if r.get(key) is not None]
         if values:
             out[key] = {"median": round(statistics.median(values), 3), "max": round(max(values), 3)}

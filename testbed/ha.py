@@ -87,7 +87,7 @@ class Traffic:
     timeout: float = 2.0
     limit: int = 5000
     seconds: float = 180.0
-    results: list[tuple[float, bool, str]] = field(default_factory=list)  # (start, ok, error)
+    results: list[tuple[float, bool, str, float]] = field(default_factory=list)  # (start, ok, error, end)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
 
@@ -109,12 +109,13 @@ class Traffic:
             try:
                 with urllib.request.urlopen(self.url, timeout=self.timeout, context=context) as resp:  # noqa: S310
                     resp.read()
-                self.results.append((began, True, ""))
+                self.results.append((began, True, "", time.monotonic()))
             except (OSError, urllib.error.URLError, ssl.SSLError) as exc:
-                self.results.append((began, False, str(getattr(exc, "code", "")) or type(exc).__name__))
+                error = str(getattr(exc, "code", "")) or type(exc).__name__
+                self.results.append((began, False, error, time.monotonic()))
             self._stop.wait(self.pause)
 
-    def failed(self, since: float = 0.0) -> list[tuple[float, bool, str]]:
+    def failed(self, since: float = 0.0) -> list[tuple[float, bool, str, float]]:
         return [r for r in list(self.results) if not r[1] and r[0] >= since]
 
     def sent(self, since: float = 0.0) -> int:
@@ -127,6 +128,20 @@ class Traffic:
         last_failure = max((r[0] for r in after if not r[1]), default=t)
         ok = next((r[0] for r in after if r[1] and r[0] >= last_failure), None)
         return None if ok is None else ok - t
+
+    def outage_after(self, t: float, slow: float = 0.5, run: int = 5) -> float | None:
+        """Seconds from `t` to the end of the first outage after it: the first request begun after `t` that failed
+        or took longer than `slow` starts it (a request that hangs until the VIP moves is the outage too); it
+        ends when the first of `run` successes in a row completes. 0.0 when nothing was disturbed; None while it
+        has not ended. A later outage (e.g. etcd's own election when a cut host returns) is not this one."""
+        after = [r for r in list(self.results) if r[0] >= t]
+        first = next((i for i, r in enumerate(after) if not r[1] or r[3] - r[0] > slow), None)
+        if first is None:
+            return 0.0
+        for i in range(first, len(after) - run + 1):
+            if all(r[1] for r in after[i : i + run]):
+                return after[i][3] - t
+        return None
 
     def wait_success_after(self, t: float, timeout: float = 60.0) -> float | None:
         deadline = time.monotonic() + timeout
