@@ -8,8 +8,8 @@ sending a request through the VIP every 20 ms (2 s timeout) the whole time, and 
   election: a member that timed out rejoins with a higher term), and the hosts holding the VIP, sampled for 5 s
   (never two);
 - partition: the holder taken off the bridge for 6 s with its own link up (it keeps the VIP, unheard): as cut;
-- kill: the holder's HAProxy SIGKILLed (systemd starts it again, Restart=always): the same two numbers, and
-  whether the VIP moved;
+- kill: the holder's HAProxy SIGKILLed (systemd starts it again, Restart=always; its ExecStopPost has told
+  keepalived by then): the same two numbers, and whether the VIP moved;
 - etcd: a non-holder's etcd stopped until HAProxy marks its secure apiserver down: failed requests on the HTTP
   frontend (goal: none; it retries a 500 on another apiserver) and on the TLS one (TCP passthrough: a request
   may fail until the check marks the apiserver down, none after);
@@ -131,7 +131,7 @@ def kill_round(bed: Testbed, specs: Path) -> dict[str, Any]:
         wait("traffic", lambda: traffic.sent() > 5)
         began = time.monotonic()
         old.ssh("systemctl kill --signal=SIGKILL haproxy")
-        time.sleep(max(0.0, began + 4 - time.monotonic()))  # past keepalived's 2 failed checks, had it seen them
+        time.sleep(max(0.0, began + 4 - time.monotonic()))  # past systemd's restart and keepalived's checks
         seconds = outage(traffic, began)
         failed = len(traffic.failed(began))
     healthy(specs)

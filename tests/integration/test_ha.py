@@ -1,9 +1,10 @@
 """The seed's HA front (specs/ha/) on the testbed: HAProxy on every master, keepalived holding 198.18.0.100, clients
 sending requests through the VIP the whole time (testbed.ha.Traffic, on the HTTP and the TLS frontend): an apiserver
 whose etcd stops is marked down by the TLS backend's own /healthz check (a handshake-only check would keep it up),
-the VIP moves when its holder's HAProxy dies, never to a host whose own check fails, and when the holder is cut off
-(its link down, or partitioned with its link up), exactly one host holds it afterwards, and an edit to HAProxy's
-config rolls out (reloads) without a failed request."""
+the VIP moves when its holder's HAProxy is stopped or killed (at once: the unit tells keepalived), never to a
+host whose own check fails, and when the holder is cut off (its link down, or partitioned with its link up),
+exactly one host holds it afterwards, and an edit to HAProxy's config rolls out (reloads) without a failed
+request."""
 
 from __future__ import annotations
 
@@ -85,6 +86,10 @@ def test_the_vip_moves_when_its_holders_haproxy_dies_and_is_not_taken_back(front
         moved = wait_for("the VIP on another host", lambda: [h for h in holders(converged) if h != old.name])
         assert traffic.wait_success_after(began) is not None
     assert moved != [old.name]
+    # the unit's ExecStopPost told keepalived (its track_file): FAULT before the URI check could fail twice
+    log = old.ssh("journalctl -u keepalived -o cat --no-pager -n 30").stdout
+    fault = log.rindex("Entering FAULT STATE")
+    assert "VRRP_Script(haproxy) failed" not in log[:fault], log
     # the new holder fails too while the old one's check still fails: the VIP goes to the third host, not back
     second = converged.host(moved[0])
     second.ssh("systemctl stop haproxy")
@@ -94,6 +99,25 @@ def test_the_vip_moves_when_its_holders_haproxy_dies_and_is_not_taken_back(front
     old.ssh("systemctl start haproxy")  # healthy again: neither takes the VIP back (nopreempt)
     wait_for("every check healthy again", lambda: all_healthy(front), timeout=180)
     assert holders(converged) == third
+
+
+def test_the_vip_moves_when_its_holders_haproxy_is_killed(front: Path, converged: Testbed) -> None:
+    """SIGKILL: systemd starts HAProxy again at once (Restart=always), but its ExecStopPost has run first: the VIP
+    goes to a host whose HAProxy is up (the URI check alone would not have seen the gap)."""
+    old = holder(converged)
+    with Traffic() as traffic:
+        wait_for("traffic through the VIP", lambda: traffic.sent() > 5)
+        began = time.monotonic()
+        old.ssh("systemctl kill --signal=SIGKILL haproxy")
+        moved = wait_for("the VIP on another host", lambda: [h for h in holders(converged) if h != old.name])
+        assert traffic.wait_success_after(began) is not None
+    assert len(moved) == 1 and moved != [old.name]
+    wait_for(
+        f"HAProxy on {old.name} started again",
+        lambda: old.ssh("systemctl is-active haproxy", check=False).returncode == 0,
+    )
+    wait_for("every check healthy again", lambda: all_healthy(front), timeout=180)
+    assert holders(converged) == moved  # and not taken back
 
 
 def test_the_vip_moves_when_its_holder_is_cut_off_and_one_host_holds_it_after(front: Path, converged: Testbed) -> None:

@@ -44,6 +44,11 @@ def test_the_ha_front_renders_for_labelled_hosts_only(specs: Path) -> None:
     cfg = m1.files["/etc/keepalived/keepalived.conf"].content.decode()
     assert "priority 150" in cfg and "unicast_src_ip 198.18.0.11" in cfg and "198.18.0.12\n" in cfg
     assert "198.18.0.11\n" not in cfg.split("unicast_peer")[1].split("}")[0]  # never its own peer
+    # a stopped or killed HAProxy gives the VIP up at once: its unit sets the file keepalived watches
+    assert 'file "/run/haproxy-stopped"' in cfg and "track_file {\n    haproxy_stopped" in cfg
+    unit = m1.files["/etc/systemd/system/haproxy.service"].content.decode()
+    assert "ExecStopPost=/bin/sh -c 'echo 1 > /run/haproxy-stopped'" in unit
+    assert "ExecStartPost=/bin/sh -c 'echo 0 > /run/haproxy-stopped'" in unit
     haproxy = m1.files["/etc/haproxy/haproxy.cfg"].content.decode()
     assert "server master-3 198.18.0.13:6443" in haproxy and "check-ssl" in haproxy and "httpchk" in haproxy
     assert "ssl-hello-chk" not in haproxy  # kubeadm's mistake: a handshake-only check passes an apiserver's 500
