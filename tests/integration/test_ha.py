@@ -36,6 +36,19 @@ def all_healthy(spec_dir: Path) -> bool:
     return reconciler("check", str(spec_dir), timeout=120).code == 0
 
 
+def fail_haproxy_on_holder(bed: Testbed, command: str) -> tuple[TestHost, list[str]]:
+    """Run `command` (it stops or kills HAProxy) on the VIP holder with clients sending through the VIP; return
+    the old holder and the hosts holding the VIP once it moved and requests succeed again."""
+    old = holder(bed)
+    with Traffic() as traffic:
+        wait_for("traffic through the VIP", lambda: traffic.sent() > 5)
+        began = time.monotonic()
+        old.ssh(command)
+        moved = wait_for("the VIP on another host", lambda: [h for h in holders(bed) if h != old.name])
+        assert traffic.wait_success_after(began) is not None
+    return old, moved
+
+
 @pytest.fixture(scope="module")
 def front(converged: Testbed, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     spec_dir = tmp_path_factory.mktemp("ha") / "specs"
@@ -78,13 +91,7 @@ def test_an_apiserver_whose_etcd_stops_is_taken_out_without_a_failed_request(fro
 
 
 def test_the_vip_moves_when_its_holders_haproxy_dies_and_is_not_taken_back(front: Path, converged: Testbed) -> None:
-    old = holder(converged)
-    with Traffic() as traffic:
-        wait_for("traffic through the VIP", lambda: traffic.sent() > 5)
-        began = time.monotonic()
-        old.ssh("systemctl stop haproxy")
-        moved = wait_for("the VIP on another host", lambda: [h for h in holders(converged) if h != old.name])
-        assert traffic.wait_success_after(began) is not None
+    old, moved = fail_haproxy_on_holder(converged, "systemctl stop haproxy")
     assert moved != [old.name]
     # the unit's ExecStopPost told keepalived (its track_file): FAULT before the URI check could fail twice
     log = old.ssh("journalctl -u keepalived -o cat --no-pager -n 30").stdout
@@ -104,13 +111,7 @@ def test_the_vip_moves_when_its_holders_haproxy_dies_and_is_not_taken_back(front
 def test_the_vip_moves_when_its_holders_haproxy_is_killed(front: Path, converged: Testbed) -> None:
     """SIGKILL: systemd starts HAProxy again at once (Restart=always), but its ExecStopPost has run first: the VIP
     goes to a host whose HAProxy is up (the URI check alone would not have seen the gap)."""
-    old = holder(converged)
-    with Traffic() as traffic:
-        wait_for("traffic through the VIP", lambda: traffic.sent() > 5)
-        began = time.monotonic()
-        old.ssh("systemctl kill --signal=SIGKILL haproxy")
-        moved = wait_for("the VIP on another host", lambda: [h for h in holders(converged) if h != old.name])
-        assert traffic.wait_success_after(began) is not None
+    old, moved = fail_haproxy_on_holder(converged, "systemctl kill --signal=SIGKILL haproxy")
     assert len(moved) == 1 and moved != [old.name]
     wait_for(
         f"HAProxy on {old.name} started again",
