@@ -58,6 +58,18 @@ def _format_only(desired: DesiredHost, path: str, old: bytes, new: bytes) -> lis
     return [u.name for u in readers]
 
 
+def _new_install(have: FileFact | None, want: DesiredFile) -> bool:
+    """Whether writing `want` may change how the unit is enabled: the file is new (another file of that name, e.g.
+    the distribution's in /usr/lib, decided until now), unread, or its [Install] section differs."""
+    if have is None or not have.regular or not have.complete:
+        return True
+
+    def install(content: bytes) -> list[tuple[str, str]]:
+        return [(d.key, d.value) for d in unit_directives(content.decode(errors="replace")) if d.section == "Install"]
+
+    return install(have.content) != install(want.content)
+
+
 def _directory_actions(desired: DesiredHost, observed: HostSnapshot) -> list[Action]:
     """Directories to create, or whose mode or owner to fix: parents before children."""
     actions: list[Action] = []
@@ -185,14 +197,15 @@ def plan_host(desired: DesiredHost, observed: HostSnapshot) -> Plan:
         fact = observed.units.get(unit.name)
         enabled = fact.enabled if fact else False
         active = fact.active if fact else False
-        if unit.enabled and not enabled:
-            actions.append(
-                Action(
-                    Kind.ENABLE,
-                    unit.name,
-                    f"is {fact.unit_file_state if fact and fact.unit_file_state else 'not enabled'}",
-                )
-            )
+        reinstall = unit.path in written and _new_install(observed.files.get(unit.path), desired.files[unit.path])
+        in_turn = unit.path in staged_paths  # its unit file waits for its turn: enabled there, after the write
+        if unit.enabled and not in_turn and (not enabled or reinstall):
+            # a unit file written now has a new [Install] section: what it was before says nothing about what
+            # it will be (Debian's etcd.service, enabled with its etcd2.service alias, is `indirect` once ours
+            # replaces it), so enable it after the daemon-reload: `systemctl enable` is idempotent
+            state = fact.unit_file_state if fact and fact.unit_file_state else "not enabled"
+            why = f"unit file rewritten (was {state}): enable by its new [Install]" if enabled else f"is {state}"
+            actions.append(Action(Kind.ENABLE, unit.name, why))
         elif not unit.enabled and fact and fact.unit_file_state == "enabled":
             actions.append(Action(Kind.DISABLE, unit.name, "is enabled"))
         if not unit.running:
@@ -231,5 +244,11 @@ def plan_host(desired: DesiredHost, observed: HostSnapshot) -> Plan:
         if changed_units:
             why = "unit file changed: " + ", ".join(changed_units)
             group.append(Action(Kind.DAEMON_RELOAD, "", why, rollout=True))
+            if (
+                unit.enabled and unit.path in mine and reinstall
+            ):  # its new [Install] decides, as for a unit file written now
+                was = fact.unit_file_state if fact and fact.unit_file_state else "not enabled"
+                why = f"unit file rewritten (was {was}): enable by its new [Install]"
+                group.append(Action(Kind.ENABLE, unit.name, why, rollout=True))
         rollouts.extend([*group, restart])
     return Plan(desired.name, tuple(actions + stops + starts + restarts + rollouts))

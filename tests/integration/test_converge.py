@@ -55,9 +55,14 @@ def assert_files_match_specs(bed: Testbed, spec_dir: Path = SPECS) -> None:
 
 
 def test_converge_from_bare_hosts(testbed: Testbed) -> None:
+    for host in testbed.hosts:  # as Debian's etcd-server package leaves a host: its own etcd.service enabled
+        host.ssh("systemctl enable etcd.service")
+        assert host.ssh("systemctl is-enabled etcd.service").stdout.strip() == "enabled"
+        assert host.ssh("test ! -e /etc/systemd/system/etcd.service", check=False).returncode == 0
     plan = reconciler("plan", str(SPECS))
     assert plan.code == 2, plan.out + plan.err
     assert "+ start etcd.service" in plan.out and "<sensitive:" in plan.out
+    assert "+ enable etcd.service: unit file rewritten (was enabled)" in plan.out  # ours replaces Debian's
     assert "0b3c2a7e5f1d4c6b9a8e7d6c5b4a3f2e" not in plan.out  # the token never shows
 
     result = reconciler("apply", str(SPECS))

@@ -74,9 +74,15 @@ def test_shared_config_restarts_all_its_readers_once() -> None:
     assert restarts == ["kube-apiserver.service", "kube-controller-manager.service", "kube-scheduler.service"]
 
 
+def older(host: DesiredHost, path: str) -> bytes:
+    """The unit file as it was before an edit that left its [Install] section alone."""
+    return host.files[path].content.replace(b"[Service]\n", b"[Service]\nNice=1\n")
+
+
 def test_unit_file_change_brings_one_daemon_reload_and_its_restart() -> None:
     host = desired()
-    plan = plan_host(host, edit(converged(host), "/etc/systemd/system/kube-apiserver.service", b"[Service]\n"))
+    path = "/etc/systemd/system/kube-apiserver.service"
+    plan = plan_host(host, edit(converged(host), path, older(host, path)))
     assert [(a.kind, a.target) for a in plan.actions] == [
         (Kind.WRITE, "/etc/systemd/system/kube-apiserver.service"),
         (Kind.DAEMON_RELOAD, ""),
@@ -95,10 +101,44 @@ def test_etcd_config_waits_for_its_members_turn() -> None:
 
 def test_etcd_unit_file_change_reloads_inside_the_turn() -> None:
     host = desired()
-    plan = plan_host(host, edit(converged(host), "/etc/systemd/system/etcd.service", b"[Service]\n"))
+    path = "/etc/systemd/system/etcd.service"
+    plan = plan_host(host, edit(converged(host), path, older(host, path)))
     assert plan.now() == ()
     [group] = plan.rollouts()
     assert [a.kind for a in group] == [Kind.WRITE, Kind.DAEMON_RELOAD, Kind.RESTART]
+
+
+def test_a_unit_file_written_over_the_distributions_is_enabled_after_the_reload() -> None:
+    """Debian's etcd.service (in /usr/lib, enabled with its etcd2.service alias) counts as enabled until ours is
+    written in /etc: then it is `indirect`. Whether it is enabled is decided on the new unit file, in the same pass."""
+    host = desired()
+    path = "/etc/systemd/system/etcd.service"
+    files = dict(converged(host).files)
+    files[path] = FileFact(path, False)
+    plan = plan_host(host, HostSnapshot(host.name, files, converged(host).units))
+    assert plan.now() == ()
+    [group] = plan.rollouts()
+    assert [(a.kind, a.target) for a in group] == [
+        (Kind.WRITE, path),
+        (Kind.DAEMON_RELOAD, ""),
+        (Kind.ENABLE, "etcd.service"),
+        (Kind.RESTART, "etcd.service"),
+    ]
+    assert "was enabled" in group[2].reason
+
+
+def test_a_new_install_section_is_enabled_after_the_reload() -> None:
+    host = desired()
+    path = "/etc/systemd/system/kube-apiserver.service"
+    old = host.files[path].content.replace(b"WantedBy=multi-user.target", b"WantedBy=graphical.target")
+    assert old != host.files[path].content
+    plan = plan_host(host, edit(converged(host), path, old))
+    assert [(a.kind, a.target) for a in plan.actions] == [
+        (Kind.WRITE, path),
+        (Kind.DAEMON_RELOAD, ""),
+        (Kind.ENABLE, "kube-apiserver.service"),
+        (Kind.RESTART, "kube-apiserver.service"),
+    ]
 
 
 def test_file_shared_with_a_plain_unit_is_written_at_once() -> None:
