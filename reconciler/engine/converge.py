@@ -65,23 +65,34 @@ async def plan_all(desired: DesiredState, session: Session, only: list[str] | No
 
 
 def _held_back(host: DesiredHost, actions: tuple[Action, ...], held: Held) -> tuple[tuple[Action, ...], list[str]]:
-    """The actions without the writes (and restarts) of units whose same new config was rolled back before."""
+    """The actions without what a config rolled back before would bring again: the writes of its files, and the
+    restarts, reloads and re-enables of every unit that reads one of them (the failed unit's start too). A held
+    file stays as it is on the host, so the other units reading it have nothing new to read: restarting them
+    pass after pass would change nothing but their uptime."""
     paths: set[str] = set()
-    units: set[str] = set()
+    failed: set[str] = set()
     why: list[str] = []
     for unit in host.units:
         written = [a.target for a in actions if a.kind is Kind.WRITE and a.target in unit.restart_on]
         reason = held.why(host.name, unit.name, fingerprint(host, written)) if written else None
         if reason:
             paths.update(written)
-            units.add(unit.name)
+            failed.add(unit.name)
             why.append(reason + HELD)
+    if not paths:
+        return actions, why
+    readers = {u.name for u in host.units if paths & {*u.restart_on, *u.reload_on}}
+    unit_files = {p for u in host.units for p in u.unit_files}
     kept = tuple(
         a
         for a in actions
         if not (a.kind is Kind.WRITE and a.target in paths)
-        and not (a.kind in (Kind.START, Kind.RESTART) and a.target in units)
+        and not (a.kind in (Kind.RESTART, Kind.RELOAD) and a.target in readers)
+        and not (a.kind is Kind.START and a.target in failed)
+        and not (a.kind is Kind.ENABLE and "unit file rewritten" in a.reason and a.target in readers)
     )
+    if paths & unit_files and not any(a.kind is Kind.WRITE and a.target in unit_files for a in kept):
+        kept = tuple(a for a in kept if a.kind is not Kind.DAEMON_RELOAD or not a.reason.startswith("unit file"))
     return kept, why
 
 

@@ -6,8 +6,9 @@ the logic around them be tested in milliseconds.
 
 It answers the commands reconciler sends, by what they mean rather than by running them: the observe
 script (files, units, checks, certificates), the atomic write script (sha256 verified as on a real host),
-chown/chmod, and `systemctl daemon-reload|enable|disable|start|stop|restart`. A unit's health check
-(a check named like the unit) passes while the unit is active. Anything else exits 127, so a command
+chown/chmod, the restore of a backup, `systemctl daemon-reload|enable|disable|start|stop|restart|reset-failed|is-active`
+and a unit's journal (empty). A unit's health check (a check named like the unit) passes while the unit is
+active; `SimHost.fails` makes a unit's start fail while its host's files are such (a config it cannot run on). Anything else exits 127, so a command
 the emulator does not know fails loudly instead of being silently "emulated".
 
 Pure: `SimHost.execute(argv, stdin)` -> (exit status, stdout, stderr). `FakeConnection` runs commands on one
@@ -132,6 +133,9 @@ class SimHost:
         self.commands = 0  # commands answered (one per SSH exec session)
         self.restarted: list[tuple[float, str]] = []  # (monotonic time, unit) of every `systemctl restart`
         self.reloaded: list[tuple[float, str]] = []  # (monotonic time, unit) of every reload from reconciler
+        self.fails: dict[str, Callable[[SimHost], bool]] = {}  # unit -> whether it fails to start on these files
+        self.backups: dict[str, SimFile] = {}  # backup path -> the replaced file, as the write script keeps it
+        self.changes = 0  # commands that changed the host: writes, restores, attrs, systemctl verbs but reset-failed
         self._pids = 1000
 
     # -- commands -------------------------------------------------------------------------
@@ -142,7 +146,12 @@ class SimHost:
         if argv[:2] == ["bash", "-c"] and len(argv) >= 13 and argv[3] == "reconciler-write":
             return self._write(argv[4:13], stdin)
         if argv[:2] == ["sh", "-c"] and len(argv) == 7 and argv[3] == "reconciler-attrs":
+            self.changes += 1
             return self._attrs(argv[4], argv[5], argv[6])
+        if argv[:2] == ["bash", "-c"] and len(argv) == 6 and argv[3] == "reconciler-restore":
+            return self._restore(argv[4], argv[5])
+        if argv[:1] == ["journalctl"]:
+            return 0, b"", b""
         if argv[:2] == ["sh", "-c"] and len(argv) == 6 and argv[3] == "reconciler-reload":
             unit = self.units.get(argv[4])
             if unit is None or not unit.active:
@@ -158,6 +167,7 @@ class SimHost:
             self.dirs[path] = (int(mode, 8), owner, group)
             return 0, b"", b""
         if argv[:1] == ["systemctl"]:
+            self.changes += argv[1:2] not in (["reset-failed"], ["is-active"])
             return self._systemctl(argv[1:])
         return 127, b"", f"fake host: not emulated: {argv[:1]}\n".encode()
 
@@ -246,12 +256,28 @@ class SimHost:
         )
 
     def _write(self, args: list[str], stdin: bytes) -> tuple[int, bytes, bytes]:
-        path, mode, owner, group, _backups, _stamp_, _kept, sha, keep = args
+        path, mode, owner, group, backups, stamp, _kept, sha, keep = args
+        self.changes += 1
         if hashlib.sha256(stdin).hexdigest() != sha:
             return 3, b"", b"content arrived incomplete; nothing installed\n"
         old = self.files.get(path)
         mtime = old.mtime if keep == "keep-mtime" and old is not None else time.time()
         self.files[path] = SimFile(stdin, int(mode, 8), owner, group, mtime)
+        if old is None:
+            return 0, b"", b""
+        backup = f"{backups}{path}/{stamp}"
+        self.backups[backup] = old
+        return 0, f"backup {backup}\n".encode(), b""
+
+    def _restore(self, path: str, backup: str) -> tuple[int, bytes, bytes]:
+        self.changes += 1
+        if backup == "-":
+            self.files.pop(path, None)
+            return 0, b"", b""
+        old = self.backups.get(backup)
+        if old is None:
+            return 4, b"", f"backup {backup} is not there; {path} not restored\n".encode()
+        self.files[path] = SimFile(old.content, old.mode, old.owner, old.group)
         return 0, b"", b""
 
     def _attrs(self, owner_group: str, mode: str, path: str) -> tuple[int, bytes, bytes]:
@@ -279,9 +305,21 @@ class SimHost:
                 return 5, b"", f"Failed to {verb} {name}: Unit {name} not found.\n".encode()
             if verb in ("enable", "disable"):
                 unit.enabled = verb == "enable"
+            elif verb == "reset-failed":
+                pass
+            elif verb == "is-active":
+                return (0, b"active\n", b"") if unit.active else (3, b"failed\n", b"")
             elif verb in ("start", "restart") and (verb == "restart" or not unit.active):
                 if verb == "restart":
                     self.restarted.append((time.monotonic(), name))
+                fails = self.fails.get(name)
+                if fails is not None and fails(self):
+                    unit.active = False
+                    return (
+                        1,
+                        b"",
+                        f"Job for {name} failed because the control process exited with error code.\n".encode(),
+                    )
                 self._pids += 1
                 unit.active, unit.active_enter, unit.pid = True, time.time(), self._pids
             elif verb == "stop":

@@ -1,0 +1,101 @@
+"""Rollback on in-process hosts (reconciler.transport.fake): what a rolled-back config leaves behind.
+
+A file that several units read, edited so that only one of them fails on it: the failed unit is rolled back,
+and from then on the host sees no action at all for that content (no write, no restart of any reader) pass
+after pass, until the specs change.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from reconciler.engine.converge import Rollouts, reconcile_host
+from reconciler.spec.isolate import load_desired
+from reconciler.transport.fake import SimHost, fake_connector
+from reconciler.transport.session import Session
+
+REPO = Path(__file__).resolve().parents[2]
+APISERVER = "kube-apiserver.service"
+SHARED = "/etc/kubernetes/config"
+
+
+@pytest.fixture
+def specs(tmp_path: Path) -> Path:
+    d = tmp_path / "specs"
+    shutil.copytree(REPO / "specs", d)
+    return d
+
+
+def breaking(specs: Path, value: str) -> None:
+    """An edit of the file every kube component reads (that only kube-apiserver cannot start with)."""
+    kube = specs / "kubernetes.yaml"
+    kube.write_text(re.sub(r'KUBE_LOG_LEVEL="--v=\d+"', f'KUBE_LOG_LEVEL="--v={value}"', kube.read_text()))
+
+
+def apiserver_fails_on(value: str) -> Callable[[SimHost], bool]:
+    return lambda host: f"--v={value}".encode() in host.files[SHARED].content
+
+
+async def test_a_rolled_back_shared_file_brings_no_action_on_later_passes(specs: Path) -> None:
+    desired = load_desired(specs)
+    host = SimHost("master-1")
+    session = Session(fake_connector({"master-1": host}))
+    rollouts = Rollouts()
+    first = await reconcile_host(desired, "master-1", session, rollouts, wait=1.0, interval=0.01)
+    assert first.status == "converged", first.error
+
+    breaking(specs, "7")
+    host.fails[APISERVER] = apiserver_fails_on("7")
+    changed = load_desired(specs)
+    rolled = await reconcile_host(changed, "master-1", session, rollouts, wait=0.2, interval=0.01, changed=True)
+    assert rolled.status == "rolled-back", rolled.error
+    assert b"--v=0" in host.files[SHARED].content and host.units[APISERVER].active
+
+    changes, restarts = host.changes, list(host.restarted)
+    for _ in range(5):
+        again = await reconcile_host(changed, "master-1", session, rollouts, wait=0.2, interval=0.01)
+        assert again.status == "rolled-back" and "held" in again.error, again.error
+        assert again.applied == ()
+    assert host.changes == changes, "a held file made a later pass act on the host"
+    assert host.restarted == restarts  # kube-controller-manager and kube-scheduler included
+
+    breaking(specs, "2")  # new specs: the new content gets its chance, every reader restarts once
+    fixed = load_desired(specs)
+    done = await reconcile_host(fixed, "master-1", session, rollouts, wait=1.0, interval=0.01, changed=True)
+    assert done.status == "converged", done.error
+    assert sorted(u for _, u in host.restarted[len(restarts) :]) == [
+        "kube-apiserver.service",
+        "kube-controller-manager.service",
+        "kube-scheduler.service",
+    ]
+
+
+async def test_a_rolled_back_unit_file_brings_no_daemon_reload_on_later_passes(specs: Path) -> None:
+    unit_file = "/etc/systemd/system/kube-apiserver.service"
+    desired = load_desired(specs)
+    host = SimHost("master-1")
+    session = Session(fake_connector({"master-1": host}))
+    rollouts = Rollouts()
+    assert (await reconcile_host(desired, "master-1", session, rollouts, wait=1.0, interval=0.01)).status == "converged"
+
+    kube = specs / "kubernetes.yaml"
+    text = kube.read_text()
+    anchor = "    EnvironmentFile=-/etc/kubernetes/apiserver\n"
+    assert text.count(anchor) == 1
+    kube.write_text(text.replace(anchor, anchor + "    Environment=BROKEN=1\n"))
+    host.fails[APISERVER] = lambda h: b"BROKEN=1" in h.files[unit_file].content
+    changed = load_desired(specs)
+    rolled = await reconcile_host(changed, "master-1", session, rollouts, wait=0.2, interval=0.01, changed=True)
+    assert rolled.status == "rolled-back", rolled.error
+    assert b"BROKEN" not in host.files[unit_file].content and host.units[APISERVER].active
+
+    changes = host.changes
+    for _ in range(3):
+        again = await reconcile_host(changed, "master-1", session, rollouts, wait=0.2, interval=0.01)
+        assert again.status == "rolled-back" and again.applied == (), again.applied
+    assert host.changes == changes
