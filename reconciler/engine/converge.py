@@ -126,7 +126,7 @@ async def _apply_now(
         tried = tuple(a for a in applied.done if a.target in written)
         try:
             rolled = await roll_back(
-                conn, host, unit, tried, applied, str(exc), began, lambda: _active(conn, unit.name)
+                conn, host, unit, tried, applied, str(exc), began, lambda: _active(conn, unit.name), fence
             )
         except HostError as again:
             return Step.of(applied, "failed", f"{exc}; rolling back failed too: {again}", exc.ssh)

@@ -16,8 +16,8 @@ from collections.abc import Awaitable, Callable, Iterable
 
 import structlog
 
-from reconciler.apply.executor import ApplyLog, restore
-from reconciler.errors import HostError
+from reconciler.apply.executor import ApplyLog, Fence, restore
+from reconciler.errors import HostError, NotLeader
 from reconciler.observe.snapshot import CheckResult
 from reconciler.plan.actions import Action, Kind
 from reconciler.spec.desired import DesiredHost, DesiredUnit
@@ -122,13 +122,35 @@ async def roll_back(
     failure: str,
     began: float,
     healthy: Callable[[], Awaitable[CheckResult]],
+    fence: Fence | None = None,
 ) -> RolledBack:
-    """Put back what `applied` wrote for `unit`, restart it on that, wait for `healthy`; the error to report."""
+    """Put back what `applied` wrote for `unit`, restart it on that, wait for `healthy`; the error to report.
+
+    Each step that changes the host (every restore, the daemon-reload, the restart) and the health wait first
+    ask the `fence` (leadership, the restart lock), like every other action: a rollback whose actor lost it stops
+    there and raises NotLeader saying what was left (which files are back, whether the unit was restarted)."""
     written = [p for p in applied.backups if p in unit.restart_on]
     log.warning("rolling back", host=host.name, unit=unit.name, failure=failure, files=written)
+    restored: list[str] = []
+
+    async def fenced(before: str) -> None:
+        if fence is None or await fence():
+            return
+        left = [p for p in written if p not in restored]
+        message = (
+            f"{host.name}: rollback of {unit.name} not done: lock lost (this actor no longer leads or holds the "
+            f"restart lock) before {before}. Left: {unit.name} failed on the new config ({failure}); "
+            f"restored: {', '.join(restored) or 'nothing'}; still new: {', '.join(left) or 'nothing'}; "
+            f"{unit.name} not restarted by this rollback. The actor that holds the lock now decides."
+        )
+        log.error("rollback not done: lock lost", host=host.name, unit=unit.name, restored=restored, left=left)
+        raise NotLeader(message)
+
     why = explain(await unit_log(conn, unit.name, time.monotonic() - began))  # before the restart adds lines
     for path in reversed(written):
+        await fenced(f"restoring {path}")
         await restore(conn, host.name, path, applied.backups[path])
+        restored.append(path)
     # reset-failed: the failed start (and systemd's own Restart= attempts) must not leave the unit past its
     # StartLimitBurst, or systemd would refuse the very restart that puts the old config back.
     steps = ([["systemctl", "daemon-reload"]] if set(unit.unit_files) & set(written) else []) + [
@@ -137,8 +159,11 @@ async def roll_back(
     ]
     restarted = True
     for argv in steps:
+        await fenced(" ".join(argv))
         result = await conn.run(argv, timeout=300)
         restarted = restarted and (result.ok or argv[1] == "reset-failed")
+    if restarted:
+        await fenced(f"waiting for {unit.name} to be healthy")
     check = await healthy() if restarted else CheckResult(unit.name, False, "restart on the previous config failed")
     state = "healthy again" if check.ok else f"still unhealthy ({check.detail})"
     message = (

@@ -127,4 +127,5 @@ async def restart_one(
         failure,
         began,
         lambda: wait_healthy(session, host, check, unit.rollout_timeout),
+        fence,
     )

@@ -99,3 +99,43 @@ async def test_a_rolled_back_unit_file_brings_no_daemon_reload_on_later_passes(s
         again = await reconcile_host(changed, "master-1", session, rollouts, wait=0.2, interval=0.01)
         assert again.status == "rolled-back" and again.applied == (), again.applied
     assert host.changes == changes
+
+
+@pytest.mark.parametrize("unit", ["kube-apiserver.service", "etcd.service"])
+async def test_a_rollback_whose_fence_is_lost_acts_no_more(specs: Path, unit: str) -> None:
+    """The fence (leadership, restart lock) is lost while the restart on the new config fails: the rollback
+    restores nothing, restarts nothing, and says what it left."""
+    desired = load_desired(specs)
+    hosts = {name: SimHost(name) for name in desired.hosts}
+    session = Session(fake_connector(hosts))
+    rollouts = Rollouts()
+    for name in desired.hosts:
+        assert (await reconcile_host(desired, name, session, rollouts, wait=1.0, interval=0.01)).status == "converged"
+
+    lost = False
+
+    async def fence() -> bool:
+        return not lost
+
+    def fails(host: SimHost) -> bool:
+        nonlocal lost
+        lost = b"=123" in host.files[path].content  # the fence is lost as the restart on the new config fails
+        return lost
+
+    if unit == "etcd.service":
+        path, conf = "/etc/etcd/etcd.conf", specs / "etcd.yaml"
+        conf.write_text(conf.read_text().replace("ETCD_HEARTBEAT_INTERVAL: 100", "ETCD_HEARTBEAT_INTERVAL: 123"))
+    else:
+        path, conf = SHARED, specs / "kubernetes.yaml"
+        conf.write_text(conf.read_text().replace('KUBE_LOG_LEVEL="--v=0"', 'KUBE_LOG_LEVEL="--v=1234"'))
+    host = hosts["master-1"]
+    host.fails[unit] = fails
+    rollouts.fence = fence
+    changed = load_desired(specs)
+    restarts = list(host.restarted)
+    outcome = await reconcile_host(changed, "master-1", session, rollouts, wait=0.2, interval=0.01, changed=True)
+    assert outcome.status == "failed", outcome.error
+    assert f"rollback of {unit} not done: lock lost" in outcome.error and f"still new: {path}" in outcome.error
+    assert b"=123" in host.files[path].content  # nothing restored
+    assert [u for _, u in host.restarted[len(restarts) :]] == [unit]  # the failed restart only, none to roll back
+    assert not host.units[unit].active
