@@ -52,17 +52,31 @@ async def wait_healthy(
     raise AssertionError("unreachable")
 
 
-async def guard(session: Session, desired: DesiredState, unit: DesiredUnit, host: str) -> None:
-    """Raise RolloutRefused unless every other host running `unit` passes the unit's health check."""
+async def guard(session: Session, desired: DesiredState, unit: DesiredUnit, host: str) -> str:
+    """Raise RolloutRefused unless every other host running `unit` passes the unit's health check; or, for a unit
+    that is not etcd, unless this member fails its check itself: restarting a member that serves nothing takes
+    nothing away (a first rollout: HAProxy on Debian's default config answers no check on any host, and would
+    never come up one host at a time). Then the turn goes ahead and the returned note says why. etcd's guard is
+    never relaxed here: an unhealthy member among unhealthy ones is a quorum at stake (`apply --break-glass`)."""
     assert unit.rollout_check is not None
     peers = [h for h in desired.hosts_with_unit(unit.name) if h.name != host]
     results = await asyncio.gather(*(_health(session, p, unit.rollout_check) for p in peers))
     bad = [f"{p.name} ({r.detail})" for p, r in zip(peers, results) if not r.ok]
-    if bad:
-        raise RolloutRefused(
-            f"{host}: not restarting {unit.name}: other member(s) unhealthy: {', '.join(bad)}; "
-            "a restart now could lose quorum"
-        )
+    if not bad:
+        return ""
+    if unit.name != desired.etcd_unit:
+        mine = await _health(session, desired.hosts[host], unit.rollout_check)
+        if not mine.ok:
+            note = (
+                f"goes ahead with other member(s) unhealthy ({', '.join(bad)}): {host} fails its check too "
+                f"({mine.detail}), so restarting it takes nothing away, and {unit.name} is not etcd"
+            )
+            log.warning("rollout guard: nothing to protect", host=host, unit=unit.name, note=note)
+            return note
+    raise RolloutRefused(
+        f"{host}: not restarting {unit.name}: other member(s) unhealthy: {', '.join(bad)}; "
+        "a restart now could lose quorum"
+    )
 
 
 async def restart_one(
@@ -84,8 +98,9 @@ async def restart_one(
     """
     check = unit.rollout_check
     assert check is not None
-    if not break_glass:
-        await guard(session, desired, unit, host.name)
+    note = "" if break_glass else await guard(session, desired, unit, host.name)
+    if note:  # said where the turn's actions are shown
+        group = (*group[:-1], replace(group[-1], reason=f"{group[-1].reason} ({note})"))
     conn = await session.connection(host.target)
     log.info(
         "rollout restart",

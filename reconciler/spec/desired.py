@@ -7,9 +7,10 @@ Plain frozen dataclasses: no YAML, no templates, no I/O.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from reconciler.components.etcd import MAX_ELECTION_MS
-from reconciler.components.systemd import is_drop_in
+from reconciler.components.systemd import is_drop_in, program
 
 
 @dataclass(frozen=True)
@@ -150,3 +151,21 @@ class DesiredState:
 
     def hosts_with_unit(self, unit: str) -> list[DesiredHost]:
         return [h for _, h in sorted(self.hosts.items()) if any(u.name == unit for u in h.units)]
+
+    @cached_property
+    def etcd_unit(self) -> str | None:
+        """The unit that runs etcd: the EtcdTuning's, else one whose program (ExecStart's binary, drop-ins
+        included) is etcd, else etcd.service when a host has it; None when no host runs etcd. The one unit whose
+        members hold a quorum: its guard is relaxed only by `apply --break-glass`, never by itself."""
+        if self.tuning is not None:
+            return self.tuning.unit
+        for _, host in sorted(self.hosts.items()):
+            for unit in host.units:
+                texts = {
+                    p: f.content.decode(errors="replace")
+                    for p, f in host.files.items()
+                    if p == unit.path or p.startswith(unit.path + ".d/")
+                }
+                if program(unit.path, texts) == "etcd":
+                    return unit.name
+        return "etcd.service" if self.hosts_with_unit("etcd.service") else None

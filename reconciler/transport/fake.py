@@ -134,6 +134,7 @@ class SimHost:
         self.restarted: list[tuple[float, str]] = []  # (monotonic time, unit) of every `systemctl restart`
         self.reloaded: list[tuple[float, str]] = []  # (monotonic time, unit) of every reload from reconciler
         self.fails: dict[str, Callable[[SimHost], bool]] = {}  # unit -> whether it fails to start on these files
+        self.unhealthy: set[str] = set()  # units running but failing their check (another config), until restarted
         self.backups: dict[str, SimFile] = {}  # backup path -> the replaced file, as the write script keeps it
         self.changes = 0  # commands that changed the host: writes, restores, attrs, systemctl verbs but reset-failed
         self._pids = 1000
@@ -233,7 +234,8 @@ class SimHost:
 
     def _healthy(self, check: str) -> bool:
         unit = self.units.get(f"{check}.service")
-        return unit is None or unit.active  # checks not named after a unit always pass
+        # checks not named after a unit always pass
+        return unit is None or (unit.active and f"{check}.service" not in self.unhealthy)
 
     def _show(self, name: str) -> str:
         path = f"{UNIT_DIR}/{name}"
@@ -322,6 +324,7 @@ class SimHost:
                     )
                 self._pids += 1
                 unit.active, unit.active_enter, unit.pid = True, time.time(), self._pids
+                self.unhealthy.discard(name)
             elif verb == "stop":
                 unit.active = False
             elif verb != "start":
