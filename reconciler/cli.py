@@ -412,19 +412,15 @@ async def _run(args: argparse.Namespace, desired: DesiredState) -> int:
             result = await plan_all(desired, session, args.host)
         elif args.command == "apply":
             if args.break_glass:
-                from reconciler.leader.on_host import etcd_answers
+                from reconciler.engine.break_glass import refusal
 
-                answered = await etcd_answers(session, desired)
-                if answered:
-                    print(
-                        f"refusing --break-glass: etcd answers through {answered}, so it has its quorum; "
-                        "run `reconciler apply` without it (it takes the restart lock and the quorum guard)",
-                        file=sys.stderr,
-                    )
+                refused = await refusal(session, desired)
+                if refused:
+                    print(f"refusing --break-glass: {refused}", file=sys.stderr)
                     return 1
                 print(
-                    "break glass: etcd does not answer; no restart lock, no quorum guard, rollout units restart "
-                    "without waiting",
+                    f"break glass: etcd does not answer; no restart lock, and {desired.etcd_unit}'s members restart "
+                    "without the quorum guard or waiting (other rollout units keep their guard)",
                     file=sys.stderr,
                 )
             user = os.environ.get("USER") or f"uid {os.getuid()}"

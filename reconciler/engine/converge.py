@@ -154,7 +154,8 @@ class Rollouts:
         self.held = Held()  # configs rolled back: not tried again on that host until the specs change
         self.fence: Fence | None = None  # with leader election: asked before the pass applies, and before each action
         self.actor: str | None = None  # who takes the cluster-wide restart lock in etcd (None: no such lock)
-        self.break_glass = False  # a person repairs a lost quorum: no restart lock, no quorum guard, no health wait
+        # a person repairs a lost etcd quorum: no restart lock; etcd's members without the guard and the health wait
+        self.break_glass = False
         self._stopped: dict[str, tuple[frozenset[tuple[str, str, str]], str]] = {}  # unit -> (its config, why)
 
     def stop(self, desired: DesiredState, unit: str, why: str) -> None:
@@ -252,7 +253,8 @@ async def _rollout(
                         tried = fingerprint(host, [a.target for a in group if a.kind is Kind.WRITE])
                     if group:
                         fence = _with_lock(rollouts.fence, held)
-                        await restart_one(session, desired, host, unit, group, applied, fence, rollouts.break_glass)
+                        glass = rollouts.break_glass and unit.name == desired.etcd_unit  # its guard only
+                        await restart_one(session, desired, host, unit, group, applied, fence, glass)
             except RolledBack as exc:
                 if tried:
                     rollouts.held.hold(host.name, unit.name, tried, str(exc))

@@ -23,9 +23,11 @@ ANSWER_LIMIT = 1 << 20  # a range answer of our few keys is small; a host cannot
 
 
 def etcd_members(desired: DesiredState) -> list[tuple[DesiredHost, DesiredCheck]]:
-    """The members of the etcd rollout unit (the EtcdTuning's unit, else etcd.service) with the HealthCheck that
-    reaches them (an http(s) URL: its scheme and address are etcd's client URL, its TLS files the client's)."""
-    unit = desired.tuning.unit if desired.tuning else "etcd.service"
+    """The members of the etcd unit (`DesiredState.etcd_unit`) with the HealthCheck that reaches them (an http(s)
+    URL: its scheme and address are etcd's client URL, its TLS files the client's); members without one are left out."""
+    unit = desired.etcd_unit
+    if unit is None:
+        return []
     out = []
     for host in desired.hosts_with_unit(unit):
         member = next(u for u in host.units if u.name == unit)
