@@ -16,7 +16,8 @@ from dataclasses import replace
 import structlog
 
 from reconciler.apply.executor import ApplyLog, Fence, apply_actions
-from reconciler.engine.rollback import Held, RolledBack, fingerprint, roll_back
+from reconciler.engine.held import Config, Held
+from reconciler.engine.rollback import RolledBack, fingerprint, roll_back
 from reconciler.engine.rollout import restart_one
 from reconciler.errors import HostError, NotLeader
 from reconciler.leader.on_host import EtcdOnHosts, etcd_members
@@ -148,32 +149,28 @@ class Rollouts:
     """One lock per rollout unit, shared by every host of a run (or of the daemon): one restart at a time; what was
     rolled back (held per host) and which rollouts stopped because of it, until the specs change."""
 
-    def __init__(self) -> None:
+    def __init__(self, held: Held | None = None) -> None:
         self._locks: dict[str, asyncio.Lock] = {}
         self.stopping = asyncio.Event()  # set on shutdown: no new rollout restart begins
-        self.held = Held()  # configs rolled back: not tried again on that host until the specs change
+        # configs rolled back: not tried again on that host, and their rollout not gone on with, until the specs change
+        self.held = held if held is not None else Held()
         self.fence: Fence | None = None  # with leader election: asked before the pass applies, and before each action
         self.actor: str | None = None  # who takes the cluster-wide restart lock in etcd (None: no such lock)
         # a person repairs a lost etcd quorum: no restart lock; etcd's members without the guard and the health wait
         self.break_glass = False
-        self._stopped: dict[str, tuple[frozenset[tuple[str, str, str]], str]] = {}  # unit -> (its config, why)
 
     def stop(self, desired: DesiredState, unit: str, why: str) -> None:
         """A member was rolled back: no other member's turn of this unit begins on the same specs."""
-        self._stopped[unit] = (_unit_config(desired, unit), why)
+        self.held.stop(unit, _unit_config(desired, unit), why)
 
     def stopped(self, desired: DesiredState, unit: str) -> str | None:
-        stopped = self._stopped.get(unit)
-        if stopped is not None and stopped[0] != _unit_config(desired, unit):  # the specs changed: go on
-            del self._stopped[unit]
-            return None
-        return stopped[1] if stopped else None
+        return self.held.stopped(unit, _unit_config(desired, unit))
 
     def lock(self, unit: str) -> asyncio.Lock:
         return self._locks.setdefault(unit, asyncio.Lock())
 
 
-def _unit_config(desired: DesiredState, unit: str) -> frozenset[tuple[str, str, str]]:
+def _unit_config(desired: DesiredState, unit: str) -> Config:
     """What every host running `unit` is given for it: (host, path, content hash) of its unit and restartOn files."""
     out: set[tuple[str, str, str]] = set()
     for host in desired.hosts_with_unit(unit):

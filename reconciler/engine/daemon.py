@@ -20,6 +20,8 @@ import uuid
 import structlog
 
 from reconciler.engine.converge import Rollouts, reconcile_host
+from reconciler.engine.held import FILENAME as HELD_FILE
+from reconciler.engine.held import Held
 from reconciler.engine.memory import TRIM_PERIOD_S, pin_malloc_thresholds, release_free_memory
 from reconciler.engine.queue import Backoff, WorkQueue
 from reconciler.errors import SpecError, SpecIssue
@@ -49,7 +51,8 @@ class Daemon:
         self.queue = WorkQueue()
         self.backoff = Backoff(settings.backoff_base, settings.backoff_cap)
         self.session = Session(connector or ssh_connector(attempts=settings.connect_attempts))
-        self.rollouts = Rollouts()
+        # what was rolled back and held survives a restart of the daemon (its state dir) and a leader change (etcd)
+        self.rollouts = Rollouts(Held(settings.state_dir / HELD_FILE))
         self.rollouts.actor = f"reconciler run ({settings.name})"  # takes the cluster-wide restart lock per turn
         self.leadership: Leadership | None = None
         if settings.leader_election:

@@ -2,8 +2,7 @@
 
 Owns the rollback of one unit on one host: read why it failed (the unit's own journal), restore the files
 written for it from the backups the write just took, daemon-reload when its unit file was among them,
-restart it, and wait until it is healthy again. Also the memory that keeps a failed config from being
-tried again and again (`Held`): the same content is not applied to that host until the specs change.
+restart it, and wait until it is healthy again. What was rolled back is remembered by `engine.held`.
 Called by `engine.rollout` (members, health-gated) and `engine.converge` (other units).
 """
 
@@ -73,25 +72,6 @@ def changed_values(actions: Iterable[Action], host: DesiredHost) -> str:
 def fingerprint(host: DesiredHost, paths: Iterable[str]) -> frozenset[tuple[str, str]]:
     """What was tried: each path with the hash of the content the specs want there."""
     return frozenset((p, hashlib.sha256(host.files[p].content).hexdigest()) for p in paths if p in host.files)
-
-
-class Held:
-    """(host, unit) -> the content that failed and was rolled back, and why: not tried again until it changes."""
-
-    def __init__(self) -> None:
-        self._held: dict[tuple[str, str], tuple[frozenset[tuple[str, str]], str]] = {}
-
-    def why(self, host: str, unit: str, tried: frozenset[tuple[str, str]]) -> str | None:
-        held = self._held.get((host, unit))
-        if held is None:
-            return None
-        if held[0] != tried:  # the specs changed: the new content gets its chance
-            del self._held[(host, unit)]
-            return None
-        return held[1]
-
-    def hold(self, host: str, unit: str, tried: frozenset[tuple[str, str]], why: str) -> None:
-        self._held[(host, unit)] = (tried, why)
 
 
 async def unit_log(conn: Connection, unit: str, seconds: float) -> list[str]:

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from reconciler.engine.converge import Rollouts, reconcile_host
+from reconciler.engine.held import Held
 from reconciler.spec.isolate import load_desired
 from reconciler.transport.fake import SimHost, fake_connector
 from reconciler.transport.session import Session
@@ -139,3 +140,23 @@ async def test_a_rollback_whose_fence_is_lost_acts_no_more(specs: Path, unit: st
     assert b"=123" in host.files[path].content  # nothing restored
     assert [u for _, u in host.restarted[len(restarts) :]] == [unit]  # the failed restart only, none to roll back
     assert not host.units[unit].active
+
+
+async def test_what_was_held_is_still_held_after_the_daemon_restarts(specs: Path, tmp_path: Path) -> None:
+    desired = load_desired(specs)
+    host = SimHost("master-1")
+    session = Session(fake_connector({"master-1": host}))
+    state = tmp_path / "state" / "held.json"
+    rollouts = Rollouts(Held(state))
+    assert (await reconcile_host(desired, "master-1", session, rollouts, wait=1.0, interval=0.01)).status == "converged"
+    breaking(specs, "7")
+    host.fails[APISERVER] = apiserver_fails_on("7")
+    changed = load_desired(specs)
+    rolled = await reconcile_host(changed, "master-1", session, rollouts, wait=0.2, interval=0.01, changed=True)
+    assert rolled.status == "rolled-back", rolled.error
+
+    changes = host.changes
+    restarted = Rollouts(Held(state))  # a new daemon process on the same state dir
+    again = await reconcile_host(changed, "master-1", session, restarted, wait=0.2, interval=0.01, changed=True)
+    assert again.status == "rolled-back" and "held" in again.error, again.error
+    assert host.changes == changes  # the bad config was not tried once more

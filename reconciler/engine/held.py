@@ -1,0 +1,179 @@
+"""What was rolled back, remembered: a config that failed is not tried again until the specs change.
+
+Owns `Held`: per (host, unit) the content that was tried (each path with the sha256 of what the specs want there)
+and why it failed; per unit, the whole unit's config across its hosts when its rollout stopped on a member's
+rollback. An entry is dropped the first time it is asked about with other specs (the new content gets its chance).
+
+Kept in memory for a run of `reconciler apply`; the daemon gives it a file (`held.json` in its state directory),
+read at start and written atomically on every change, so a restarted daemon does not try the same bad config once
+more. `to_json`/`merge` carry it through etcd to the next leader (leader.leadership). Bounded: at most
+`MAX_ENTRIES` entries and `MAX_FILE_BYTES` read; a file that is damaged or too big is set aside with a warning.
+Called by `engine.converge` (the held-back actions, the stopped rollouts) and `engine.daemon`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+log = structlog.get_logger(__name__)
+
+FILENAME = "held.json"
+MAX_ENTRIES = 10000  # (host, unit) pairs and units: a fleet of 1000 hosts with a few units each
+MAX_FILE_BYTES = 8 << 20
+MAX_WHY = 4000  # characters of a reason kept (a rollback's message is ~1 kB)
+
+Tried = frozenset[tuple[str, str]]  # (path, sha256 of the content the specs want there)
+Config = frozenset[tuple[str, str, str]]  # (host, path, sha256): a rollout unit's config on every host
+
+
+class Held:
+    def __init__(self, path: Path | None = None) -> None:
+        self.path = path
+        self._held: dict[tuple[str, str], tuple[Tried, str]] = {}
+        self._stopped: dict[str, tuple[Config, str]] = {}
+        self.changed = 0  # counts changes: who carries it elsewhere (etcd) sends it again when this moved
+        if path is not None:
+            self._load(path)
+
+    # -- a host's unit ---------------------------------------------------------------------
+    def why(self, host: str, unit: str, tried: Tried) -> str | None:
+        """Why this content is held on this host's unit, or None (never held, or the specs changed since)."""
+        held = self._held.get((host, unit))
+        if held is None:
+            return None
+        if held[0] != tried:
+            del self._held[(host, unit)]
+            self._save()
+            return None
+        return held[1]
+
+    def hold(self, host: str, unit: str, tried: Tried, why: str) -> None:
+        if len(self._held) + len(self._stopped) < MAX_ENTRIES or (host, unit) in self._held:
+            self._held[(host, unit)] = (tried, why[:MAX_WHY])
+            self._save()
+
+    # -- a unit's rollout ------------------------------------------------------------------
+    def stop(self, unit: str, config: Config, why: str) -> None:
+        """A member was rolled back: no other member's turn of `unit` begins on the same config."""
+        if len(self._held) + len(self._stopped) < MAX_ENTRIES or unit in self._stopped:
+            self._stopped[unit] = (config, why[:MAX_WHY])
+            self._save()
+
+    def stopped(self, unit: str, config: Config) -> str | None:
+        stopped = self._stopped.get(unit)
+        if stopped is None:
+            return None
+        if stopped[0] != config:
+            del self._stopped[unit]
+            self._save()
+            return None
+        return stopped[1]
+
+    def __len__(self) -> int:
+        return len(self._held) + len(self._stopped)
+
+    # -- carried elsewhere -------------------------------------------------------------------
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "version": 1,
+                "held": [
+                    {"host": h, "unit": u, "tried": sorted(tried), "why": why}
+                    for (h, u), (tried, why) in sorted(self._held.items())
+                ],
+                "stopped": [
+                    {"unit": u, "config": sorted(config), "why": why}
+                    for u, (config, why) in sorted(self._stopped.items())
+                ],
+            },
+            separators=(",", ":"),
+        )
+
+    def merge(self, text: str | bytes, source: str) -> None:
+        """Take in what another copy remembers (another replica's, through etcd; the file at start); an entry
+        this one has already is kept. Raises ValueError on anything but the shape `to_json` writes."""
+        if len(text) > MAX_FILE_BYTES:
+            raise ValueError(f"{source}: larger than {MAX_FILE_BYTES} bytes")
+        held, stopped = _parse(json.loads(text))
+        before = len(self)
+        for key, value in held.items():
+            if key not in self._held and len(self) < MAX_ENTRIES:
+                self._held[key] = value
+        for unit, entry in stopped.items():
+            if unit not in self._stopped and len(self) < MAX_ENTRIES:
+                self._stopped[unit] = entry
+        if len(self) != before:
+            self._save()
+
+    def _load(self, path: Path) -> None:
+        try:
+            with open(path, "rb") as f:
+                text = f.read(MAX_FILE_BYTES + 1)
+            self.merge(text, str(path))
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError) as exc:  # damaged: set aside, so the next save does not lose the evidence
+            log.error("held rollbacks unreadable: starting without them", path=str(path), error=str(exc)[:300])
+            try:
+                os.replace(path, path.with_name(path.name + ".damaged"))
+            except OSError:
+                pass
+
+    def _save(self) -> None:
+        self.changed += 1
+        if self.path is None:
+            return
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.")
+            try:
+                with os.fdopen(fd, "w") as f:
+                    f.write(self.to_json())
+                    f.flush()
+                    os.fsync(f.fileno())
+                os.replace(tmp, self.path)
+            except BaseException:
+                os.unlink(tmp)
+                raise
+        except OSError as exc:  # the memory in this process still holds; a restart would try once more
+            log.error("held rollbacks not saved", path=str(self.path), error=str(exc)[:300])
+
+
+def _pairs(value: Any, width: int) -> frozenset[Any]:
+    if not isinstance(value, list) or len(value) > MAX_ENTRIES:
+        raise ValueError("a list of entries expected")
+    out = []
+    for item in value:
+        if not (isinstance(item, list) and len(item) == width and all(isinstance(v, str) for v in item)):
+            raise ValueError(f"entries of {width} strings expected")
+        out.append(tuple(item))
+    return frozenset(out)
+
+
+def _parse(raw: Any) -> tuple[dict[tuple[str, str], tuple[Tried, str]], dict[str, tuple[Config, str]]]:
+    if not isinstance(raw, dict) or raw.get("version") != 1:
+        raise ValueError("not a held-rollbacks document of version 1")
+    held_in, stopped_in = raw.get("held", []), raw.get("stopped", [])
+    if (
+        not isinstance(held_in, list)
+        or not isinstance(stopped_in, list)
+        or len(held_in) + len(stopped_in) > MAX_ENTRIES
+    ):
+        raise ValueError("held and stopped must be lists of at most MAX_ENTRIES")
+    held: dict[tuple[str, str], tuple[Tried, str]] = {}
+    for e in held_in:
+        if not isinstance(e, dict) or not all(isinstance(e.get(k), str) for k in ("host", "unit", "why")):
+            raise ValueError("a held entry needs host, unit and why")
+        held[(e["host"], e["unit"])] = (_pairs(e.get("tried"), 2), e["why"][:MAX_WHY])
+    stopped: dict[str, tuple[Config, str]] = {}
+    for e in stopped_in:
+        if not isinstance(e, dict) or not all(isinstance(e.get(k), str) for k in ("unit", "why")):
+            raise ValueError("a stopped entry needs unit and why")
+        stopped[e["unit"]] = (_pairs(e.get("config"), 3), e["why"][:MAX_WHY])
+    return held, stopped
