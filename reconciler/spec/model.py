@@ -111,6 +111,9 @@ class FileSpec(Strict):
     group: Account = "root"
     sensitive: bool = False
     special_bits: bool = False  # the mode may set setuid, setgid or sticky
+    # a sensitive file may keep a mode others can read: as a hand-built host has it (`reconciler import` writes it
+    # so, and says how to tighten it: `mode: "0600"`, one attrs change, no restart)
+    wide_mode: bool = False
 
     @property
     def effective_mode(self) -> str:
@@ -121,9 +124,10 @@ class FileSpec(Strict):
         mode = int(self.effective_mode, 8)
         if mode & 0o7000 and not self.special_bits:
             raise ValueError(f"mode {self.mode} sets setuid, setgid or sticky bits; say so with 'specialBits: true'")
-        if self.sensitive and mode & 0o077:
+        if self.sensitive and mode & 0o077 and not self.wide_mode:
             raise ValueError(
-                f"a sensitive file must be readable by its owner only (mode 0600 or 0400), not {self.mode}"
+                f"a sensitive file must be readable by its owner only (mode 0600 or 0400), not {self.mode} "
+                "(to keep a wider mode a host already has, say so with 'wideMode: true')"
             )
         if (self.content is None) == (self.env is None):
             raise ValueError("exactly one of 'content' or 'env' must be given")

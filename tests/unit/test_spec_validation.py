@@ -243,6 +243,10 @@ def test_sensitive_files_default_to_0600_and_refuse_wider_modes(tmp_path: Path) 
     with pytest.raises(SpecError) as err:
         load_desired(spec_dir)
     assert any("kubernetes.yaml:" in str(i) and "readable by its owner only" in str(i) for i in err.value.issues)
+    assert any("wideMode: true" in str(i) for i in err.value.issues)  # the way to keep what a host has
+    kube.write_text(kube.read_text().replace('  mode: "0640"', '  mode: "0644"\n  wideMode: true'))
+    kept = load_desired(spec_dir).hosts["master-1"].files["/etc/kubernetes/token.csv"]
+    assert kept.mode == 0o644 and kept.sensitive
 
 
 def test_spec_cache_gives_the_same_state_and_follows_every_input(tmp_path: Path) -> None:
