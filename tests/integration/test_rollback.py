@@ -108,7 +108,9 @@ def test_the_daemon_holds_a_rolled_back_config_until_the_specs_change(
     good = etcd.read_text()
     etcd.write_text(good.replace("ETCD_DATA_DIR: /var/lib/etcd/default.etcd", f"ETCD_DATA_DIR: {BAD_DATA_DIR}"))
     began = time.time()
-    daemon = run_daemon(specs, "--resync", "1", "--backoff-base", "0.5", "--backoff-cap", "1")
+    state = spec_copy.parent / "state"  # what is held is kept here: a restarted daemon must not try it again
+    args = ("--resync", "1", "--backoff-base", "0.5", "--backoff-cap", "1", "--state-dir", str(state))
+    daemon = run_daemon(specs, *args)
     status = wait_for(
         "a member rolled back",
         lambda: (s := daemon.status()) and any(h["status"] == "rolled-back" for h in s["hosts"].values()) and s,
@@ -128,6 +130,15 @@ def test_the_daemon_holds_a_rolled_back_config_until_the_specs_change(
     )
     assert starts_since(first, "etcd.service", began) == 1  # the rollback's start only: no restart loop
     assert daemon.sample("reconciler_rollbacks", "_total", host=name, unit="etcd.service") == 1
+    assert "held: not tried again" in daemon.status()["hosts"][name]["error"]
+    assert daemon.stop() == 0
+    daemon = run_daemon(specs, *args)  # a new daemon on the same state dir: the held config stays held
+    wait_for(
+        "3 passes of the new daemon over the held member",
+        lambda: daemon.sample("reconciler_reconciles", "_total", host=name, result="rolled-back") >= 3,
+        daemon=daemon,
+    )
+    assert starts_since(first, "etcd.service", began) == 1  # still only the rollback's start
     assert "held: not tried again" in daemon.status()["hosts"][name]["error"]
     fixed = time.time()
     etcd.write_text(good)  # the specs change (back): the member converges, nothing left held
