@@ -1,23 +1,28 @@
 """etcd's v3 JSON gateway, the part leader election needs: leases, and one key held under a lease.
 
 Owns the calls and their JSON (base64 keys and values, 64-bit numbers as strings, fields left out when zero
-or false). Endpoints are tried in turn; the last one that answered first. `EtcdApi` is the calls, whatever
-carries them: `leader.from_here` with httpx from this machine (the daemon), `leader.on_host` through curl on a
-member (the CLI, which so never imports httpx). Called by `leader.elector` and `leader.restart_lock`.
+or false; every answer's shape checked with `leader.answers`), and what every exchange may cost: each request
+to an endpoint ends within `deadline` seconds, whole (connecting, sending, reading every byte of the answer), and
+an answer of more than ANSWER_LIMIT bytes is not read further. Endpoints are tried in turn; the last one that
+answered first. `EtcdApi` is the calls, whatever carries them: `leader.from_here` with httpx from this machine
+(the daemon), `leader.on_host` through curl on a member (the CLI, which so never imports httpx). Called by
+`leader.elector` and `leader.restart_lock`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 from dataclasses import dataclass
 from typing import Any
 
 from reconciler.errors import HostError
+from reconciler.leader.answers import EtcdUnavailable, error, flag, items, number, obj, sub, text
 
+__all__ = ["ANSWER_LIMIT", "EtcdApi", "EtcdUnavailable", "Holder", "Lease"]
 
-class EtcdUnavailable(Exception):
-    """No endpoint answered (or all answered with an error): no quorum, or no network to any member."""
+ANSWER_LIMIT = 1 << 20  # bytes of one answer, at most: ours are a few keys of a few hundred bytes
 
 
 @dataclass(frozen=True)
@@ -37,20 +42,26 @@ def _b64(text: str) -> str:
     return base64.b64encode(text.encode()).decode()
 
 
-def _holder(kv: dict[str, Any]) -> Holder:
-    return Holder(
-        base64.b64decode(kv.get("value", "")).decode(errors="replace"),
-        int(kv["create_revision"]),
-        int(kv.get("lease", 0)),
-    )
+def _holder(kv: object, what: str) -> Holder:
+    kv = obj(kv, what)
+    held = Holder(text(kv, "value", what), number(kv, "create_revision", what), number(kv, "lease", what, 0))
+    if held.create_revision <= 0:
+        raise EtcdUnavailable(f"{what}: a key with no create revision")
+    return held
+
+
+def _first(kvs: list[Any], what: str) -> Holder | None:
+    return _holder(kvs[0], what) if kvs else None
 
 
 class EtcdApi:
     """The calls leader election and the restart lock make. The endpoints are tried in turn, the last one that
-    answered first; a subclass owns how one endpoint is asked (`_ask`: the answer's bytes, or EtcdUnavailable or
-    HostError saying why not). An answer that is not a JSON object counts as no answer."""
+    answered first; a subclass owns how one endpoint is asked (`_ask`: the answer's bytes, at most ANSWER_LIMIT
+    of them read, or EtcdUnavailable or HostError saying why not) and sets `deadline`. An answer that is late,
+    too large or not a JSON object counts as no answer."""
 
     endpoints: list[str]
+    deadline = 5.0  # seconds one request to one endpoint may take, whole
     _good = 0  # the endpoint that answered last
 
     async def _ask(self, n: int, path: str, body: dict[str, Any]) -> bytes:
@@ -61,7 +72,14 @@ class EtcdApi:
         for i in range(len(self.endpoints)):
             n = (self._good + i) % len(self.endpoints)
             try:
-                data = json.loads(await self._ask(n, path, body))
+                async with asyncio.timeout(self.deadline):
+                    answer = await self._ask(n, path, body)
+                if len(answer) > ANSWER_LIMIT:
+                    raise EtcdUnavailable(f"an answer of more than {ANSWER_LIMIT} bytes")
+                data = json.loads(answer)
+            except TimeoutError:
+                errors.append(f"{self.endpoints[n]}: no answer within {self.deadline:g}s")
+                continue
             except (EtcdUnavailable, HostError) as exc:
                 errors.append(f"{self.endpoints[n]}: {exc}")
                 continue
@@ -84,12 +102,8 @@ class EtcdApi:
 
     async def grant(self, ttl: int) -> Lease:
         data = await self._post("/v3/lease/grant", {"TTL": ttl})
-        try:
-            lease = Lease(int(data["ID"]), int(data["TTL"]))
-        except (KeyError, TypeError, ValueError):
-            raise EtcdUnavailable(
-                f"a lease grant answer without ID and TTL: {str(data.get('error', ''))[:200]}"
-            ) from None
+        what = f"a lease grant {error(data)!r}" if error(data) else "a lease grant"
+        lease = Lease(number(data, "ID", what), number(data, "TTL", what))
         if lease.id <= 0 or lease.ttl <= 0:
             raise EtcdUnavailable("a lease grant answer with no lease")
         return lease
@@ -97,18 +111,12 @@ class EtcdApi:
     async def keepalive(self, lease: int) -> int:
         """The lease's TTL after the renewal; 0 when it had expired (it cannot be renewed any more)."""
         data = await self._post("/v3/lease/keepalive", {"ID": str(lease)})
-        try:
-            return int((data.get("result") or {}).get("TTL", 0))
-        except (AttributeError, TypeError, ValueError):
-            raise EtcdUnavailable("a keepalive answer of an unknown shape") from None
+        return max(0, number(sub(data, "result", "a keepalive"), "TTL", "a keepalive", 0))
 
     async def time_to_live(self, lease: int) -> int:
         """Whole seconds until `lease` expires (etcd rounds down; -1 once it has)."""
         data = await self._post("/v3/lease/timetolive", {"ID": str(lease)})
-        try:
-            return int(data.get("TTL", -1))
-        except (TypeError, ValueError):
-            raise EtcdUnavailable("a time-to-live answer of an unknown shape") from None
+        return number(data, "TTL", "a time-to-live", -1)
 
     async def revoke(self, lease: int) -> None:
         await self._post("/v3/lease/revoke", {"ID": str(lease)})
@@ -124,15 +132,17 @@ class EtcdApi:
                 "failure": [{"requestRange": {"key": k}}],
             },
         )
-        try:
-            if data.get("succeeded"):
-                return Holder(value, int(data["header"]["revision"]), lease)
-            kvs = data["responses"][0]["response_range"].get("kvs", [])
-            return _holder(kvs[0]) if kvs else Holder("", 0, 0)  # none: it went away since the compare
-        except (KeyError, IndexError, TypeError, ValueError):
-            raise EtcdUnavailable(
-                f"a transaction answer of an unknown shape: {str(data.get('error', ''))[:200]}"
-            ) from None
+        what = f"a transaction {error(data)!r}" if error(data) else "a transaction"
+        if flag(data, "succeeded", what):
+            revision = number(sub(data, "header", what), "revision", what)
+            if revision <= 0:
+                raise EtcdUnavailable(f"{what}: a put with no revision")
+            return Holder(value, revision, lease)
+        responses = items(data, "responses", what)
+        if not responses:
+            raise EtcdUnavailable(f"{what}: neither put nor read")
+        read = sub(obj(responses[0], what), "response_range", what)
+        return _first(items(read, "kvs", what), what) or Holder("", 0, 0)  # none: gone since the compare
 
     async def put(self, key: str, value: str, lease: int = 0) -> None:
         """Put `key` = `value`, under `lease` (gone with it) or none (it outlives whoever wrote it)."""
@@ -149,26 +159,20 @@ class EtcdApi:
                 "success": [{"requestPut": {"key": _b64(key), "value": _b64(value)}}],
             },
         )
-        return bool(data.get("succeeded"))
+        return flag(data, "succeeded", "a fenced put")
 
     async def prefixed(self, prefix: str) -> dict[str, str]:
         """Every key under `prefix` with its value."""
         end = prefix[:-1] + chr(ord(prefix[-1]) + 1)
         data = await self._post("/v3/kv/range", {"key": _b64(prefix), "range_end": _b64(end)})
-        try:
-            return {
-                base64.b64decode(kv["key"]).decode(errors="replace"): base64.b64decode(kv.get("value", "")).decode(
-                    errors="replace"
-                )
-                for kv in data.get("kvs", [])
-            }
-        except (KeyError, TypeError, ValueError):
-            raise EtcdUnavailable("a range answer of an unknown shape") from None
+        out = {}
+        for kv in items(data, "kvs", "a range"):
+            kv = obj(kv, "a range")
+            if "key" not in kv:
+                raise EtcdUnavailable("a range: a key without its name")
+            out[text(kv, "key", "a range")] = text(kv, "value", "a range")
+        return out
 
     async def holder(self, key: str) -> Holder | None:
         data = await self._post("/v3/kv/range", {"key": _b64(key)})
-        try:
-            kvs = data.get("kvs", [])
-            return _holder(kvs[0]) if kvs else None
-        except (KeyError, IndexError, TypeError, ValueError):
-            raise EtcdUnavailable("a range answer of an unknown shape") from None
+        return _first(items(data, "kvs", "a range"), "a range")

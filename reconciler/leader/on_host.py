@@ -4,22 +4,21 @@ Owns carrying `EtcdApi` calls where the client certificate lives: the etcd membe
 the URL and the TLS files as the master sees them, and they stay there (the key never leaves the host). Used for
 the cluster-wide restart lock by `reconciler apply` on an operator's machine and by the daemon alike. Members
 are tried in turn (the one being restarted does not answer); the last one that answered first. The request body
-goes on stdin, the URL after `--`: no spec value is ever parsed by a shell or taken as an option.
+goes on stdin, the URL after `--`: no spec value is ever parsed by a shell or taken as an option. An exchange
+ends within `deadline` (curl's --max-time, plus the connection and the command: kept by `EtcdApi._post`), and
+the transport reads no more of curl's output than an answer of ANSWER_LIMIT bytes and its status line.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 from typing import Any
 from urllib.parse import urlsplit
 
-from reconciler.leader.gateway import EtcdApi, EtcdUnavailable
+from reconciler.leader.gateway import ANSWER_LIMIT, EtcdApi, EtcdUnavailable
 from reconciler.observe.facts import CURL_SAFE, curl_tls
 from reconciler.spec.desired import DesiredCheck, DesiredHost, DesiredState
 from reconciler.transport.session import Session
-
-ANSWER_LIMIT = 1 << 20  # a range answer of our few keys is small; a host cannot make us read more
 
 
 def etcd_members(desired: DesiredState) -> list[tuple[DesiredHost, DesiredCheck]]:
@@ -64,23 +63,18 @@ class EtcdOnHosts(EtcdApi):
         if not members:
             raise ValueError("no etcd member")
         self.session, self.timeout = session, timeout
+        self.deadline = timeout + 5  # the connection counts too: an unreachable member costs this, then the next
         self.members = sorted(members, key=lambda m: m[0].name == last)
         self.endpoints = [f"{h.name} ({client_url(c)})" for h, c in self.members]
 
     async def _ask(self, n: int, path: str, body: dict[str, Any]) -> bytes:
-        try:  # the connection counts too: an unreachable member costs at most this, then the next is asked
-            return await asyncio.wait_for(self._curl(n, path, body), self.timeout + 5)
-        except TimeoutError:
-            raise EtcdUnavailable(f"no answer within {self.timeout + 5:g}s") from None
-
-    async def _curl(self, n: int, path: str, body: dict[str, Any]) -> bytes:
         host, check = self.members[n]
         argv = ["curl", *CURL_SAFE, "--max-time", f"{self.timeout:g}", "-w", "\n%{http_code}"]
         argv += ["-X", "POST", "-H", "Content-Type: application/json", "--data-binary", "@-"]
         argv += [*curl_tls(check.ca_file, check.cert_file, check.key_file), "--", client_url(check) + path]
         conn = await self.session.connection(host.target)
         result = await conn.run(
-            argv, input=json.dumps(body).encode(), timeout=self.timeout + 3, max_output=ANSWER_LIMIT
+            argv, input=json.dumps(body).encode(), timeout=self.timeout + 3, max_output=ANSWER_LIMIT + 8
         )
         status, answer = _split(result.stdout)
         if result.exit_status != 0 or status != 200:

@@ -179,7 +179,7 @@ async def test_a_grant_without_a_live_lease_takes_no_lock(grant: dict[str, Any])
 
 
 @pytest.mark.parametrize(
-    ("answer", "ttl"), [({"result": None}, 0), ({"result": []}, 0), ({"result": {"TTL": "x"}}, None), ({}, 0)]
+    ("answer", "ttl"), [({"result": None}, 0), ({"result": []}, None), ({"result": {"TTL": "x"}}, None), ({}, 0)]
 )
 async def test_a_keepalive_answer_of_another_shape_fails_closed(answer: dict[str, Any], ttl: int | None) -> None:
     """No live TTL in it: the lease counts as expired (0), or etcd as unavailable; never an error of another type."""
