@@ -1,8 +1,10 @@
 """One leader among the daemon's replicas, elected on the cluster's etcd: a key held under a lease.
 
 Owns the campaign (grant a lease, put the key if nobody holds it), the renewals (every `retry` seconds), when a
-leader stops acting (no renewal for `renew_deadline` seconds on the monotonic clock: before its lease can expire
-elsewhere) and the fencing check (`fenced`: the key is still ours, under the revision we won it with). The
+leader stops acting (no renewal for `renew_deadline` seconds on CLOCK_BOOTTIME, `leader.clock`: before its lease
+can expire elsewhere, suspended or not), the fencing check (`fenced`: the key is still ours, under the revision we
+won it with) and that every renewal looks at the key too: a leader whose key was deleted or taken steps down at
+its next renewal, not when its lease runs out (the lease lives on without the key). The
 defaults are client-go's (lease 15 s, renew deadline 10 s, retry 2 s); the renew deadline is cut to 2/3 of the
 TTL etcd actually grants. Read by the daemon: `acting`, `fenced`, `state`.
 """
@@ -16,7 +18,8 @@ from dataclasses import dataclass
 
 import structlog
 
-from reconciler.leader.gateway import EtcdApi, EtcdUnavailable
+from reconciler.leader.clock import boottime
+from reconciler.leader.gateway import EtcdApi, EtcdUnavailable, Holder
 
 log = structlog.get_logger(__name__)
 
@@ -43,14 +46,14 @@ class Elector:
         ttl: int = 15,
         renew_deadline: float = 10.0,
         retry: float = 2.0,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Callable[[], float] = boottime,
     ):
         self.gateway, self.name, self.key = gateway, name, key
         self.ttl, self.retry, self.clock = ttl, retry, clock
         self.renew_deadline = renew_deadline
         self.state = LeaderState()
         self._lease = 0
-        self._renewed: float | None = None  # monotonic time of the last renewal (or the win)
+        self._renewed: float | None = None  # `clock` time of the last renewal (or the win)
         self._holder_expires: float | None = None  # a follower: the earliest the leader's lease may be gone
 
     @property
@@ -78,8 +81,16 @@ class Elector:
             holder = await self.gateway.holder(self.key)
         except EtcdUnavailable:
             return False
-        ours = holder is not None and holder.value == self.name and holder.create_revision == self.state.token
-        return ours and self.acting()  # the look at etcd took time: still within the deadline after it
+        return self._ours(holder) and self.acting()  # the look at etcd took time: still within the deadline after it
+
+    def _ours(self, holder: Holder | None) -> bool:
+        """The key as etcd shows it is this replica's holding: its name, the revision it won, its lease."""
+        return (
+            holder is not None
+            and holder.value == self.name
+            and holder.create_revision == self.state.token
+            and holder.lease == self._lease
+        )
 
     async def step(self) -> None:
         """One round: renew if leading, else campaign; keep `state` in step. Never raises EtcdUnavailable."""
@@ -87,11 +98,16 @@ class Elector:
         self._holder_expires = None
         try:
             if self._renewed is not None:
-                ttl = await self.gateway.keepalive(self._lease)
-                if ttl > 0:
-                    self._renewed = asked
-                    self._settle(self.name, ours=True)
-                    return
+                if await self.gateway.keepalive(self._lease) > 0:
+                    holder = await self.gateway.holder(self.key)  # the lease lives without the key: look at it
+                    if self._ours(holder):
+                        self._renewed = asked
+                        self._settle(self.name, ours=True)
+                        return
+                    self._lost(f"the leader key was {'taken' if holder else 'deleted'}", keep_lease=True)
+                    if holder is not None:
+                        self._settle(holder.value, ours=False)
+                    return  # a follower now: it campaigns at its next step, as any replica would
                 self._lost("lease expired")
             elif self._lease and await self.gateway.keepalive(self._lease) == 0:  # a follower's lease: kept too
                 self._lease = 0
@@ -120,10 +136,12 @@ class Elector:
             log.info("leader", leader=leader or None, ours=ours)
         self.state.leader, self.state.ours, self.state.error = leader, ours, ""
 
-    def _lost(self, why: str) -> None:
+    def _lost(self, why: str, *, keep_lease: bool = False) -> None:
         if self._renewed is not None:
             log.warning("leadership lost", why=why)
-        self._renewed, self._lease = None, 0
+        self._renewed = None
+        if not keep_lease:
+            self._lease = 0
         self.state.ours, self.state.token = False, 0
         if self.state.leader == self.name:
             self._settle("", ours=False)

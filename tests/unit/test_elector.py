@@ -242,3 +242,43 @@ async def test_a_follower_looks_again_as_soon_as_the_leaders_lease_can_be_gone(e
         assert b.next_step() == 0.25  # past it: a look every 0.25 s until etcd has revoked it
         await a.step()
         assert a.next_step() == a.retry  # a leader renews every retry
+
+
+def etcdctl(url: str, *args: str) -> None:
+    subprocess.run(["etcdctl", f"--endpoints={url}", *args], check=True, capture_output=True, env={"ETCDCTL_API": "3"})
+
+
+async def test_a_leader_whose_key_was_deleted_steps_down_at_its_next_renewal(etcd: str) -> None:
+    async with two(etcd) as (ga, gb):
+        a, b = Elector(ga, "master-1", ttl=5), Elector(gb, "master-2", ttl=5)
+        await wait_ready(a)
+        token = a.state.token
+        etcdctl(etcd, "del", KEY)  # an operator "frees" the key by hand; the leader's lease lives on
+        await b.step()  # the other replica finds the key free and takes it
+        assert b.acting() and b.state.ours and b.state.token > token
+        await a.step()  # one renewal: the key is not its own any more
+        assert not a.acting() and not a.state.ours and a.state.leader == "master-2" and a.state.token == 0
+        assert not await a.fenced() and await b.fenced()
+        await a.step()
+        assert not a.acting() and b.acting()  # and stays a follower
+
+
+async def test_a_leader_whose_key_was_deleted_and_left_free_takes_it_again_under_a_new_token(etcd: str) -> None:
+    async with two(etcd) as (ga, _):
+        a = Elector(ga, "master-1", ttl=5)
+        await wait_ready(a)
+        token = a.state.token
+        etcdctl(etcd, "del", KEY)
+        await a.step()  # the renewal sees the key gone: it steps down ...
+        assert not a.acting() and a.state.token == 0 and "deleted" in a.state.error
+        await a.step()  # ... and campaigns again as anyone would: a new holding, a new fencing token
+        assert a.acting() and a.state.token > token and await a.fenced()
+
+
+async def test_a_leader_whose_key_was_overwritten_steps_down(etcd: str) -> None:
+    async with two(etcd) as (ga, _):
+        a = Elector(ga, "master-1", ttl=5)
+        await wait_ready(a)
+        etcdctl(etcd, "put", KEY, "master-9")  # same key, same create revision, another value and no lease
+        await a.step()
+        assert not a.acting() and not a.state.ours and a.state.leader == "master-9"
