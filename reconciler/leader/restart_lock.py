@@ -2,10 +2,13 @@
 
 Owns taking the lock (a lease, then a transaction that puts the key only if nobody holds it), waiting for it
 while another actor holds it (bounded), keeping its lease alive during the turn, the fence the turn's actions
-ask (renewed within 2/3 of the granted TTL on the monotonic clock; a turn that cannot renew stops before its
-lease could expire and let another actor in) and giving it up (revoking the lease deletes the key). Every
-actor that restarts rollout units takes it: the daemon's leader and `reconciler apply` alike, so the quorum
-guard never races another process's restart. Used by `engine.converge` around `engine.rollout.restart_one`.
+ask and giving it up (revoking the lease deletes the key). The fence (`turn` yields it: `await held()`) is
+first local: renewed within 2/3 of the granted TTL on CLOCK_BOOTTIME (`leader.clock`: a suspended machine's
+time counts, as it does for the lease in etcd), so a turn that cannot renew stops before its lease could
+expire and let another actor in; then one etcd round trip: the key still holds our value under the create
+revision we took and our lease. Every actor that restarts rollout units takes it: the daemon's leader and
+`reconciler apply` alike, so the quorum guard never races another process's restart. Used by `engine.converge`
+around `engine.rollout.restart_one`.
 """
 
 from __future__ import annotations
@@ -14,13 +17,15 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import structlog
 
 from reconciler.errors import HostError
-from reconciler.leader.gateway import EtcdApi, EtcdUnavailable
+from reconciler.leader.clock import boottime
+from reconciler.leader.gateway import EtcdApi, EtcdUnavailable, Holder
 from reconciler.waits import looks
 
 log = structlog.get_logger(__name__)
@@ -52,15 +57,73 @@ def describe(value: str) -> str:
 
 
 class _Held:
-    """Whether this turn still holds the lock: renewed within the deadline (the monotonic time of a request etcd
-    answered with a live lease, read before it was sent) and not seen lost (lease gone, key gone or another's)."""
+    """Whether this turn still holds the lock. `fresh`: renewed within the deadline (the `clock` time of a request
+    etcd answered with a live lease, read before it was sent) and not seen lost (lease gone, key gone or
+    another's). Called, an awaitable `confirm`: fresh, and etcd shows the key as ours (one round trip)."""
 
-    def __init__(self, clock: Callable[[], float], renewed: float, deadline: float):
+    def __init__(
+        self,
+        api: EtcdApi,
+        key: str,
+        value: str,
+        lease: int,
+        clock: Callable[[], float],
+        renewed: float,
+        deadline: float,
+    ):
+        self.api, self.key, self.value, self.lease = api, key, value, lease
         self.clock, self.renewed, self.deadline = clock, renewed, deadline
+        self.revision = 0  # the key's create revision once taken: this holding and no later one
         self.lost = ""
 
-    def __call__(self) -> bool:
+    def fresh(self) -> bool:
         return not self.lost and self.clock() - self.renewed < self.deadline
+
+    def mine(self, holder: Holder | None) -> bool:
+        return (
+            holder is not None
+            and holder.value == self.value
+            and holder.create_revision == self.revision
+            and holder.lease == self.lease
+        )
+
+    def __call__(self) -> _Confirm:
+        return _Confirm(self)
+
+    async def confirm(self) -> bool:
+        """Fresh, then one etcd round trip: the key is still ours; then fresh still (the look took time). No
+        answer from etcd is a no for this ask (fails closed); a key gone or another's is a no from now on."""
+        if not self.fresh():
+            return False
+        try:
+            holder = await self.api.holder(self.key)
+        except EtcdUnavailable:
+            return False
+        if not self.mine(holder):
+            self.lose("the lock's key was deleted or taken over")
+        return self.fresh()
+
+    def lose(self, why: str) -> None:
+        if not self.lost:
+            self.lost = why
+            log.warning("restart lock lost", key=self.key, why=why)
+
+
+class _Confirm:
+    """One ask of the fence: awaited, `_Held.confirm`. Its truth value is the local check alone (`fresh`), what
+    the fence was before it confirmed with etcd, for a caller that does not await it yet (no coroutine is made
+    then)."""
+
+    __slots__ = ("held",)
+
+    def __init__(self, held: _Held):
+        self.held = held
+
+    def __await__(self) -> Generator[Any, None, bool]:
+        return self.held.confirm().__await__()
+
+    def __bool__(self) -> bool:
+        return self.held.fresh()
 
 
 class RestartLock:
@@ -71,7 +134,7 @@ class RestartLock:
         *,
         ttl: int = 15,
         retry: float = 2.0,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Callable[[], float] = boottime,
     ):
         self.api, self.actor, self.ttl, self.retry, self.clock = api, actor, ttl, retry, clock
 
@@ -82,9 +145,11 @@ class RestartLock:
         )
 
     @asynccontextmanager
-    async def turn(self, unit: str, host: str, wait: float) -> AsyncIterator[Callable[[], bool]]:
-        """Hold the lock of `unit` for `host`'s turn; yields whether it is still held (ask before each action).
-        Raises LockNotTaken when etcd does not answer or another actor holds it for more than `wait` seconds."""
+    async def turn(self, unit: str, host: str, wait: float) -> AsyncIterator[Callable[[], Awaitable[bool]]]:
+        """Hold the lock of `unit` for `host`'s turn; yields the fence: `await held()` before each action, whether
+        the lock is still held (renewed in time, and confirmed with etcd by one round trip; False when etcd does
+        not answer). Raises LockNotTaken when etcd does not answer or another actor holds it for more than `wait`
+        seconds."""
         key = PREFIX + unit
         value = json.dumps({"actor": self.actor, "host": host, "unit": unit, "at": time.time()})
         asked = self.clock()
@@ -92,11 +157,11 @@ class RestartLock:
             lease = await self.api.grant(self.ttl)
         except EtcdUnavailable as exc:
             raise self._unanswered(host, unit, exc) from None
-        held = _Held(self.clock, asked, lease.ttl * 2 / 3)
+        held = _Held(self.api, key, value, lease.id, self.clock, asked, lease.ttl * 2 / 3)
         keeper: asyncio.Task[None] | None = None
         try:
-            await self._take(key, value, lease.id, held, host, unit, wait)
-            keeper = asyncio.create_task(self._keep(key, lease.id, held))
+            await self._take(held, host, unit, wait)
+            keeper = asyncio.create_task(self._keep(held))
             yield held
         finally:
             if keeper is not None:
@@ -108,27 +173,27 @@ class RestartLock:
             except Exception as exc:  # never in place of what ended the turn
                 log.warning("restart lock not given up; it expires with its lease", unit=unit, error=str(exc)[:200])
 
-    async def _renew(self, lease: int, held: _Held) -> None:
+    async def _renew(self, held: _Held) -> bool:
+        """Keep the lease alive; whether it still was."""
         asked = self.clock()  # etcd renews when it handles the request: the deadline counts from before it
-        if await self.api.keepalive(lease) > 0:
-            held.renewed = asked
-        else:
-            held.lost = "its lease expired"
+        if await self.api.keepalive(held.lease) <= 0:
+            return False
+        held.renewed = asked
+        return True
 
-    async def _take(self, key: str, value: str, lease: int, held: _Held, host: str, unit: str, wait: float) -> None:
+    async def _take(self, held: _Held, host: str, unit: str, wait: float) -> None:
         """Put the key under our lease once nobody holds it; keep the lease alive while waiting."""
         began, told = self.clock(), ""
         for pause in looks(self.retry):
             try:
-                holder = await self.api.campaign(key, value, lease)
-                if holder.lease == lease and holder.create_revision > 0:
-                    await self._renew(lease, held)  # the deadline counts from a renewal, not from the put
-                    if held.lost:
+                holder = await self.api.campaign(held.key, held.value, held.lease)
+                if holder.lease == held.lease and holder.create_revision > 0:
+                    held.revision = holder.create_revision
+                    if not await self._renew(held):  # the deadline counts from a renewal, not from the put
                         raise EtcdUnavailable("the lease expired while the lock was taken")
                     log.info("restart lock taken", unit=unit, host=host, actor=self.actor)
                     return
-                await self._renew(lease, held)
-                if held.lost:
+                if not await self._renew(held):
                     raise EtcdUnavailable("the lease expired while waiting for the lock")
             except EtcdUnavailable as exc:
                 raise self._unanswered(host, unit, exc) from None
@@ -143,18 +208,16 @@ class RestartLock:
             await asyncio.sleep(pause)
         raise AssertionError("unreachable")
 
-    async def _keep(self, key: str, lease: int, held: _Held) -> None:
+    async def _keep(self, held: _Held) -> None:
         """Renew every `retry` seconds and look at the key: gone, or another's, and the turn stops."""
         while not held.lost:
             await asyncio.sleep(self.retry)
             try:
-                await self._renew(lease, held)
-                holder = await self.api.holder(key)
-                if holder is None or holder.lease != lease:
-                    held.lost = "the lock's key was deleted or taken over"
+                if not await self._renew(held):
+                    held.lose("its lease expired")
+                elif not held.mine(await self.api.holder(held.key)):
+                    held.lose("the lock's key was deleted or taken over")
             except EtcdUnavailable:
                 continue  # the deadline says no once it passes
             except Exception as exc:  # whatever else: the turn stops rather than act unfenced
-                held.lost = f"renewal failed: {type(exc).__name__}"
-            if held.lost:
-                log.warning("restart lock lost", key=key, why=held.lost)
+                held.lose(f"renewal failed: {type(exc).__name__}")

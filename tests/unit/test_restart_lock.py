@@ -1,7 +1,9 @@
 """The cluster-wide restart lock against a real etcd (3.4 on loopback): two actors never hold a unit's lock at
 once, a waiter gets it when the holder's turn ends and names the holder while it waits, a bounded wait ends
 with the holder named, a turn whose lease cannot be renewed says so before the lease can expire, a dead
-holder's lock frees with its lease, and etcd unreachable is a clear refusal pointing at --break-glass.
+holder's lock frees with its lease, and etcd unreachable is a clear refusal pointing at --break-glass. The
+turn's fence (`await held()`) confirms with etcd: a key deleted or taken behind its back is a no at the next ask,
+etcd not answering is a no for that ask, and the local deadline is on CLOCK_BOOTTIME (a suspend counts).
 Also the curl transport's parsing (`leader.on_host`) on answers a hostile host could give."""
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Awaitable
 from typing import Any
 
 import pytest
@@ -18,7 +21,7 @@ from reconciler.leader.gateway import EtcdApi, EtcdUnavailable
 from reconciler.leader.on_host import _split, client_url
 from reconciler.leader.restart_lock import PREFIX, LockNotTaken, RestartLock, describe
 from reconciler.spec.desired import DesiredCheck
-from tests.unit.test_elector import Clock, etcd, two
+from tests.unit.test_elector import Clock, etcd, etcdctl, two
 
 __all__ = ["etcd"]  # the fixture, imported for its use here
 
@@ -44,9 +47,9 @@ async def test_two_actors_take_turns_and_the_waiter_names_the_holder(etcd: str) 
         async def turn(lock: RestartLock, host: str, hold: float) -> None:
             async with lock.turn("etcd.service", host, wait=30) as held:
                 began = time.monotonic()
-                assert held()
+                assert await held()
                 await asyncio.sleep(hold)
-                assert held()  # kept alive through the turn (longer than a renewal period)
+                assert await held()  # kept alive through the turn (longer than a renewal period)
                 spans.append((host, began, time.monotonic()))
 
         one = asyncio.create_task(turn(first, "master-1", 1.0))
@@ -72,7 +75,7 @@ async def test_a_bounded_wait_ends_naming_the_holder(etcd: str) -> None:
         assert "held by daemon on master-1 (restarting etcd.service on master-1)" in str(caught.value)
         # another unit's lock is another key: not blocked by this one
         async with RestartLock(b, "apply by ops").turn("kube-apiserver.service", "master-2", wait=0.5) as held:
-            assert held()
+            assert await held()
 
 
 async def test_a_turn_that_cannot_renew_says_so_before_its_lease_could_expire(etcd: str) -> None:
@@ -81,11 +84,11 @@ async def test_a_turn_that_cannot_renew_says_so_before_its_lease_could_expire(et
         await _ready(a)
         lock = RestartLock(a, "daemon", ttl=6, retry=60, clock=clock)  # no renewal comes within the test
         async with lock.turn("etcd.service", "master-1", wait=5) as held:
-            assert held()
+            assert await held()
             clock.now += 3.9  # 2/3 of the granted 6 s is 4 s
-            assert held()
+            assert await held()
             clock.now += 0.2
-            assert not held()
+            assert not await held()
 
 
 async def test_a_dead_holders_lock_frees_with_its_lease(etcd: str) -> None:
@@ -95,7 +98,7 @@ async def test_a_dead_holders_lock_frees_with_its_lease(etcd: str) -> None:
         assert (await a.campaign(PREFIX + "etcd.service", json.dumps({"actor": "gone"}), lease.id)).lease == lease.id
         began = time.monotonic()
         async with RestartLock(b, "apply by ops", retry=0.2).turn("etcd.service", "master-2", wait=60) as held:
-            assert held() and time.monotonic() - began >= 1.0
+            assert await held() and time.monotonic() - began >= 1.0
 
 
 async def test_etcd_unreachable_is_a_refusal_that_points_at_break_glass() -> None:
@@ -111,24 +114,27 @@ async def test_etcd_unreachable_is_a_refusal_that_points_at_break_glass() -> Non
 
 class Scripted(EtcdApi):
     """An etcd whose answers the test chooses: the grant and the put succeed; keepalives answer `ttl` until
-    `failing` is set (then nothing answers); the key's holder is `holder`."""
+    `failing` is set (then nothing answers but a revoke; with `failing` = "keepalive", only keepalives go
+    unanswered); the key's holder is `kv` (the put's, once put)."""
 
     endpoints = ["x"]
 
     def __init__(self, grant: dict[str, Any] | None = None) -> None:
         self.calls: list[str] = []
-        self.failing = False
+        self.failing: bool | str = False
         self.ttl = "3"
         self.grant_answer = grant or {"ID": "7", "TTL": "3"}
-        self.kv: list[dict[str, Any]] = [{"key": "", "value": "", "create_revision": "5", "lease": "7"}]
+        self.kv: list[dict[str, Any]] = []
 
     async def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         self.calls.append(path)
         if path == "/v3/lease/grant":
             return self.grant_answer
-        if path == "/v3/kv/txn":
+        if path == "/v3/kv/txn":  # the put succeeds: the key is ours
+            put = body["success"][0]["requestPut"]
+            self.kv = [{"key": put["key"], "value": put["value"], "create_revision": "5", "lease": put["lease"]}]
             return {"succeeded": True, "header": {"revision": "5"}}
-        if self.failing and path != "/v3/lease/revoke":
+        if (self.failing is True and path != "/v3/lease/revoke") or self.failing == path.rpartition("/")[2]:
             raise EtcdUnavailable("no quorum")
         if path == "/v3/lease/keepalive":
             return {"result": {"TTL": self.ttl}}
@@ -139,17 +145,18 @@ class Scripted(EtcdApi):
 
 async def wait_lost(held: Any) -> None:
     deadline = time.monotonic() + 5
-    while held() and time.monotonic() < deadline:
+    while await held() and time.monotonic() < deadline:
         await asyncio.sleep(0.02)
 
 
 async def test_renewals_that_fail_end_the_turns_fence_and_the_lease_is_given_up_anyway() -> None:
     api = Scripted()
     async with RestartLock(api, "daemon", retry=0.1).turn("etcd.service", "master-1", wait=1) as held:
-        assert held()
-        api.failing = True
+        assert await held()
+        api.failing = "keepalive"  # the key still shows as ours: the fence ends on its local deadline
+        began = time.monotonic()
         await wait_lost(held)
-        assert not held()  # 2 s (2/3 of 3) without a renewal
+        assert not await held() and time.monotonic() - began >= 1.5  # 2 s (2/3 of 3) without a renewal
     assert api.calls.count("/v3/lease/keepalive") >= 3 and api.calls[-1] == "/v3/lease/revoke"
 
 
@@ -157,7 +164,7 @@ async def test_a_lease_that_expired_or_a_key_deleted_or_taken_over_ends_the_fenc
     for spoil in ("ttl", "deleted", "taken"):
         api = Scripted()
         async with RestartLock(api, "daemon", retry=0.05).turn("etcd.service", "master-1", wait=1) as held:
-            assert held()
+            assert await held()
             if spoil == "ttl":
                 api.ttl = "0"
             elif spoil == "deleted":  # e.g. someone "freed a stuck lock" by hand while the lease lives
@@ -166,7 +173,59 @@ async def test_a_lease_that_expired_or_a_key_deleted_or_taken_over_ends_the_fenc
                 api.kv = [{"key": "", "value": "", "create_revision": "9", "lease": "8"}]
             began = time.monotonic()
             await wait_lost(held)
-            assert not held() and time.monotonic() - began < 1, spoil  # within a renewal, not the 2 s deadline
+            assert not await held() and time.monotonic() - began < 1, spoil  # within a renewal, not the 2 s deadline
+
+
+async def ask(held: Any) -> bool:
+    """The turn's fence, as the engine asks it (awaited; the fence before issue 26 was a plain call)."""
+    answer = held()
+    return bool(await answer) if isinstance(answer, Awaitable) else bool(answer)
+
+
+async def test_the_fence_confirms_with_etcd_a_key_deleted_behind_its_back_is_no_at_once(etcd: str) -> None:
+    async with two(etcd) as (a, _):
+        await _ready(a)
+        lock = RestartLock(a, "daemon", retry=60)  # no renewal (and no look by the keeper) within the test
+        async with lock.turn("etcd.service", "master-1", wait=5) as held:
+            assert await held()
+            etcdctl(etcd, "del", PREFIX + "etcd.service")  # "freeing a stuck lock" by hand, lease still alive
+            assert not await held()  # the next ask, not the next renewal
+            assert not await held()
+
+
+async def test_the_fence_confirms_with_etcd_a_key_another_actor_took_is_no(etcd: str) -> None:
+    async with two(etcd) as (a, b):
+        await _ready(a)
+        async with RestartLock(a, "daemon", retry=60).turn("etcd.service", "master-1", wait=5) as held:
+            etcdctl(etcd, "del", PREFIX + "etcd.service")
+            async with RestartLock(b, "apply by ops", retry=60).turn("etcd.service", "master-2", wait=5) as theirs:
+                assert await theirs() and not await held()
+
+
+async def test_etcd_not_answering_the_confirm_is_no_for_that_ask() -> None:
+    api = Scripted()
+    async with RestartLock(api, "daemon", retry=60).turn("etcd.service", "master-1", wait=1) as held:
+        assert await held()
+        api.failing = True
+        assert not await held()  # at once, not after the 2 s deadline
+        api.failing = False
+        assert await held()  # nothing was lost meanwhile: it was only not confirmed
+
+
+async def test_the_turn_is_timed_on_boottime_which_counts_a_suspend(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A laptop suspended mid-turn: CLOCK_MONOTONIC stood still, CLOCK_BOOTTIME (and etcd's lease) went on."""
+    asleep = 0.0
+    real = time.clock_gettime
+
+    def clock_gettime(clock: int) -> float:
+        return real(clock) + (asleep if clock == time.CLOCK_BOOTTIME else 0.0)
+
+    monkeypatch.setattr(time, "clock_gettime", clock_gettime)
+    api = Scripted()  # the lease's TTL is 3 s: the fence holds for 2 s after a renewal
+    async with RestartLock(api, "apply", retry=60).turn("etcd.service", "master-1", wait=1) as held:
+        assert await ask(held)
+        asleep = 10.0  # resumed after 10 s: the lease may have long expired in etcd
+        assert not await ask(held)
 
 
 @pytest.mark.parametrize(
