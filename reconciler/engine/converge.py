@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import replace
 
@@ -183,7 +183,7 @@ def _unit_config(desired: DesiredState, unit: str) -> Config:
 @asynccontextmanager
 async def _cluster_turn(
     session: Session, desired: DesiredState, rollouts: Rollouts, unit: DesiredUnit, host: str
-) -> AsyncIterator[Callable[[], bool] | None]:
+) -> AsyncIterator[Callable[[], Awaitable[bool]] | None]:
     """The cluster-wide restart lock in etcd for this turn (through curl on a member, `leader.on_host`), when there
     is an actor to take it and the specs name etcd's members; whether it is still held, else None."""
     members = etcd_members(desired) if not rollouts.break_glass else []
@@ -206,13 +206,14 @@ async def _still_due(session: Session, host: DesiredHost, unit: str) -> tuple[Ac
     return next((g for g in plan_host(host, snapshot).rollouts() if g[-1].target == unit), ())
 
 
-def _with_lock(leader: Fence | None, held: Callable[[], bool] | None) -> Fence | None:
-    """The fence of a turn: the restart lock still held (checked first: no I/O), and the leader's fence."""
+def _with_lock(leader: Fence | None, held: Callable[[], Awaitable[bool]] | None) -> Fence | None:
+    """The fence of a turn: the restart lock still held (renewed in time, then confirmed with etcd: one round trip),
+    and the leader's fence."""
     if held is None:
         return leader
 
     async def fence() -> bool:
-        return held() and (leader is None or await leader())
+        return await held() and (leader is None or await leader())
 
     return fence
 

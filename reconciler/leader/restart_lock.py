@@ -17,9 +17,8 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Generator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Any
 
 import structlog
 
@@ -87,8 +86,8 @@ class _Held:
             and holder.lease == self.lease
         )
 
-    def __call__(self) -> _Confirm:
-        return _Confirm(self)
+    async def __call__(self) -> bool:
+        return await self.confirm()
 
     async def confirm(self) -> bool:
         """Fresh, then one etcd round trip: the key is still ours; then fresh still (the look took time). No
@@ -107,23 +106,6 @@ class _Held:
         if not self.lost:
             self.lost = why
             log.warning("restart lock lost", key=self.key, why=why)
-
-
-class _Confirm:
-    """One ask of the fence: awaited, `_Held.confirm`. Its truth value is the local check alone (`fresh`), what
-    the fence was before it confirmed with etcd, for a caller that does not await it yet (no coroutine is made
-    then)."""
-
-    __slots__ = ("held",)
-
-    def __init__(self, held: _Held):
-        self.held = held
-
-    def __await__(self) -> Generator[Any, None, bool]:
-        return self.held.confirm().__await__()
-
-    def __bool__(self) -> bool:
-        return self.held.fresh()
 
 
 class RestartLock:

@@ -420,9 +420,8 @@ def test_any_answer_leaves_the_restart_lock_taken_or_refused_never_an_error(answ
 
 
 async def _ask(held: Callable[[], Any]) -> bool:
-    """The turn's fence: awaited (an async confirm), or called (the fence before issue 26)."""
-    answer = held()
-    return bool(await answer) if isinstance(answer, Awaitable) else bool(answer)
+    """The turn's fence, as the engine asks it."""
+    return bool(await held())
 
 
 @pytest.mark.parametrize("kvs", [["x"], [None], "x", [{"value": 5}], [{**GOOD_KV, "create_revision": {}}]])

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Awaitable
 from typing import Any
 
 import pytest
@@ -177,9 +176,8 @@ async def test_a_lease_that_expired_or_a_key_deleted_or_taken_over_ends_the_fenc
 
 
 async def ask(held: Any) -> bool:
-    """The turn's fence, as the engine asks it (awaited; the fence before issue 26 was a plain call)."""
-    answer = held()
-    return bool(await answer) if isinstance(answer, Awaitable) else bool(answer)
+    """The turn's fence, as the engine asks it."""
+    return bool(await held())
 
 
 async def test_the_fence_confirms_with_etcd_a_key_deleted_behind_its_back_is_no_at_once(etcd: str) -> None:
