@@ -14,7 +14,7 @@ import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import structlog
 
@@ -50,7 +50,19 @@ def etcd_access(desired: DesiredState) -> EtcdAccess | None:
 
 
 SPECS_KEY = "/reconciler/specs"  # {"digest", "by", "at"}: the specs the cluster agreed on, as a leader published them
+HELD_KEY = "/reconciler/held"  # what leaders rolled back and hold (engine.held), for the next leader
+MAX_HELD_VALUE = 1 << 20  # under etcd's default request limit (1.5 MiB); more stays in the leader's own state dir
 REPLICAS = "/reconciler/replicas/"  # + name: each live replica's specs digest, under its lease
+
+
+class Memory(Protocol):
+    """What a leader carries to the next one (engine.held.Held): a JSON document, merged in by the next."""
+
+    changed: int
+
+    def to_json(self) -> str: ...
+
+    def merge(self, text: str | bytes, source: str) -> None: ...
 
 
 class Leadership:
@@ -77,6 +89,9 @@ class Leadership:
         self._published: tuple[int, str] | None = None  # (leadership token, digest) this replica published
         self.conflict = ""  # why this replica, though leader, must not apply its specs
         self._checked: tuple[int, str] | None = None  # (leadership token, digest) whose agreement was checked
+        self.held: Memory | None = None  # the daemon's memory of rollbacks: taken over from etcd, published there
+        self._held_taken = 0  # the leadership token under which the previous leaders' memory was merged
+        self._held_sent = -1  # `held.changed` when last published
 
     async def fenced(self) -> bool:
         """Acting, the key ours, and this replica's specs checked as agreed in this leadership (fails closed)."""
@@ -118,6 +133,7 @@ class Leadership:
                 log.info("specs published", digest=self.digest[:12])
             self._published = (elector.state.token, self.digest)
             self.conflict = ""
+            await self._carry_held(elector)
             self._checked = (elector.state.token, self.digest)
         else:
             self._checked = None
@@ -128,6 +144,29 @@ class Leadership:
                 "--accept-specs to make them the agreed ones)"
             )
         self.metrics.specs_agree.labels(self.name).set(1 if agreed in (None, self.digest) else 0)
+
+    async def _carry_held(self, elector: Elector) -> None:
+        """A new leader takes in what the previous leaders rolled back and hold before it acts (the fence opens
+        only after this); a leader publishes its memory when it changed, fenced on its key's revision."""
+        held = self.held
+        if held is None:
+            return
+        token = elector.state.token
+        if self._held_taken != token:
+            record = await elector.gateway.holder(HELD_KEY)
+            if record is not None:
+                try:
+                    held.merge(record.value[: MAX_HELD_VALUE + 1], HELD_KEY)
+                except (ValueError, RecursionError) as exc:  # not what a leader wrote: the own memory stays
+                    log.error("held rollbacks in etcd unreadable", key=HELD_KEY, error=str(exc)[:200])
+            self._held_taken = token
+        if held.changed != self._held_sent:
+            value = held.to_json()
+            if len(value) > MAX_HELD_VALUE:
+                log.warning("held rollbacks too large for etcd: kept in the state dir only", size=len(value))
+            elif not await elector.gateway.put_while(HELD_KEY, value, elector.key, token):
+                return  # deposed meanwhile
+            self._held_sent = held.changed
 
     def acting(self) -> bool:
         return self.elector is not None and self.elector.acting()

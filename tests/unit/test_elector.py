@@ -282,3 +282,42 @@ async def test_a_leader_whose_key_was_overwritten_steps_down(etcd: str) -> None:
         etcdctl(etcd, "put", KEY, "master-9")  # same key, same create revision, another value and no lease
         await a.step()
         assert not a.acting() and not a.state.ours and a.state.leader == "master-9"
+
+
+async def test_what_a_leader_rolled_back_is_held_by_the_next_leader_before_it_acts(etcd: str, tmp_path: Path) -> None:
+    """Issue 26: the memory of rollbacks lived in the leader's process; a new leader tried the same bad config
+    once more. The leader publishes it (fenced on its key) and the next one merges it before its fence opens."""
+    from reconciler.engine.held import Held
+    from reconciler.leader.leadership import HELD_KEY, Leadership
+    from reconciler.status.metrics import Metrics
+
+    tried = frozenset({("/etc/etcd/etcd.conf", "a" * 64)})
+    async with two(etcd) as (ga, gb):
+        first = Leadership("master-1", Metrics(), ttl=5, renew_deadline=10, retry=2, replicas=3)
+        first.elector, first.digest, first.held = Elector(ga, "master-1", ttl=5), "a" * 64, Held()
+        await wait_ready(first.elector)
+        await first._agree(first.elector)
+        assert await first.fenced()
+        first.held.hold("master-2", "etcd.service", tried, "rolled back: bad data dir")
+        await first._agree(first.elector)  # a renewal round: the changed memory is published
+        assert (await ga.holder(HELD_KEY)) is not None
+
+        second = Leadership("master-2", Metrics(), ttl=5, renew_deadline=10, retry=2, replicas=3)
+        second.elector, second.digest = Elector(gb, "master-2", ttl=5), "a" * 64
+        second.held = Held(tmp_path / "held.json")  # its own state dir knows nothing of it
+        await first.elector.resign()
+        await wait_ready(second.elector)
+        await second._agree(second.elector)
+        assert await second.fenced()
+        assert second.held.why("master-2", "etcd.service", tried) == "rolled back: bad data dir"
+        assert Held(tmp_path / "held.json").why("master-2", "etcd.service", tried)  # and kept in its state dir
+
+        etcdctl_put = subprocess.run(  # a value no leader wrote: the new leader's own memory stays, no traceback
+            ["etcdctl", f"--endpoints={etcd}", "put", HELD_KEY, '{"version": 1, "held": "x"}'],
+            capture_output=True,
+            env={"ETCDCTL_API": "3", "PATH": "/usr/bin:/bin"},
+        )
+        assert etcdctl_put.returncode == 0, etcdctl_put.stderr
+        second._held_taken = 0  # as at a new leadership
+        await second._agree(second.elector)
+        assert await second.fenced() and second.held.why("master-2", "etcd.service", tried)
