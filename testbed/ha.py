@@ -32,13 +32,17 @@ VIP_URL = f"http://{VIP}:8081/healthz"  # the HA front's insecure frontend (spec
 VIP_TLS_URL = f"https://{VIP}:8443/healthz"  # its secure one: TCP through HAProxy to an apiserver's TLS port
 
 
-def enable_ha(spec_dir: Path) -> None:
+def enable_ha(spec_dir: Path, insecure_on_vip: bool = True) -> None:
     """As README's HA section says: label the masters `ha: front`, give them the VIP and priorities. And, as
-    stacked masters often run, each apiserver on its own etcd member (so stopping one member fails one apiserver)."""
+    stacked masters often run, each apiserver on its own etcd member (so stopping one member fails one apiserver).
+    `insecure_on_vip`: the operator's opt-in (`lb_insecure_bind: "*"`) to the seed's insecure port on every address,
+    the VIP included, which `Traffic` on VIP_URL needs; without it that port is on loopback only."""
     docs = list(yaml.safe_load_all((spec_dir / "inventory.yaml").read_text()))
     for doc, priority in zip(docs, (150, 140, 130), strict=False):
         doc["metadata"]["labels"]["ha"] = "front"
         doc["spec"]["vars"].update(vip=VIP, vip_interface="host0", vrrp_priority=priority)
+        if insecure_on_vip:
+            doc["spec"]["vars"]["lb_insecure_bind"] = "*"
     (spec_dir / "inventory.yaml").write_text(yaml.safe_dump_all(docs, sort_keys=False))
     kube = spec_dir / "kubernetes.yaml"
     local = 'KUBE_ETCD_SERVERS="--etcd-servers=https://{{ host.address }}:2379"'

@@ -4,19 +4,23 @@ whose etcd stops is marked down by the TLS backend's own /healthz check (a hands
 the VIP moves when its holder's HAProxy is stopped or killed (at once: the unit tells keepalived), never to a
 host whose own check fails, and when the holder is cut off (its link down, or partitioned with its link up),
 exactly one host holds it afterwards, and an edit to HAProxy's config rolls out (reloads) without a failed
-request."""
+request. Hardened (issue 26): the seed's insecure port is refused on the VIP unless the operator opts in (the
+module's specs opt in: its clients use that port), and HAProxy serves as the haproxy user in a chroot."""
 
 from __future__ import annotations
 
 import shutil
+import socket
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
 from testbed import Testbed, TestHost
-from testbed.ha import VIP_TLS_URL, Traffic, enable_ha, holders, partitioned
+from testbed.ha import VIP, VIP_TLS_URL, VIP_URL, Traffic, enable_ha, holders, partitioned
 
 from .conftest import SPECS, reconciler
 from .test_daemon import wait_for
@@ -47,6 +51,17 @@ def fail_haproxy_on_holder(bed: Testbed, command: str) -> tuple[TestHost, list[s
         moved = wait_for("the VIP on another host", lambda: [h for h in holders(bed) if h != old.name])
         assert traffic.wait_success_after(began) is not None
     return old, moved
+
+
+VIP_CHECK_URL = f"http://{VIP}:8404/apiserver/healthz"  # specs/ha's vip check: an apiserver's /healthz only
+
+
+def through_vip(url: str = VIP_URL) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as resp:  # noqa: S310 (the testbed's VIP)
+            return bool(resp.status == 200)
+    except OSError:
+        return False
 
 
 @pytest.fixture(scope="module")
@@ -171,3 +186,48 @@ def test_an_haproxy_edit_rolls_out_by_reload_without_a_failed_request(front: Pat
     assert traffic.sent(began) > 20 and traffic.failed(began) == [], traffic.failed(began)[:5]
     assert tls.sent(began) > 20 and tls.failed(began) == [], tls.failed(began)[:5]
     assert all("timeout client 90s" in (h.root / "etc/haproxy/haproxy.cfg").read_text() for h in converged.hosts)
+
+
+def test_haproxy_serves_as_the_haproxy_user_in_a_chroot(front: Path, converged: Testbed) -> None:
+    """Root only binds the ports: the master process keeps root (and the unit's master socket), the worker that
+    serves runs as haproxy in /var/lib/haproxy; the unit's ExecStartPost (as root) still told keepalived."""
+    for h in converged.hosts:
+        master = h.ssh("systemctl show -p MainPID --value haproxy").stdout.strip()
+        workers = h.ssh(f"pgrep -P {master} -x haproxy").stdout.split()
+        assert workers, f"{h.name}: no HAProxy worker under {master}"
+        for pid in workers:
+            assert h.ssh(f"ps -o user= -p {pid}").stdout.strip() == "haproxy"
+            assert h.ssh(f"readlink /proc/{pid}/root").stdout.strip() == "/var/lib/haproxy"
+        assert h.ssh(f"ps -o user= -p {master}").stdout.strip() == "root"
+        assert h.ssh("cat /run/haproxy-stopped").stdout.strip() == "0"
+        ask = (
+            'python3 -c "import socket; s = socket.socket(socket.AF_UNIX); s.settimeout(10); '
+            "s.connect('/run/haproxy-master.sock'); "
+            "s.sendall(b'show proc\\n'); s.shutdown(socket.SHUT_WR); print(s.makefile().read())\""
+        )
+        assert "worker" in h.ssh(ask).stdout  # the master CLI answers
+
+
+def test_the_insecure_port_is_refused_on_the_vip_unless_the_operator_opts_in(front: Path, converged: Testbed) -> None:
+    inventory = front / "inventory.yaml"
+    opted_in = inventory.read_text()
+    docs = list(yaml.safe_load_all(opted_in))
+    for doc in docs:
+        del doc["spec"]["vars"]["lb_insecure_bind"]  # README's defaults
+    inventory.write_text(yaml.safe_dump_all(docs, sort_keys=False))
+    try:
+        result = reconciler("apply", str(front))
+        assert result.code == 0, result.out + result.err
+        assert result.out.count("reload haproxy.service") == 3, result.out
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection((VIP, 8081), timeout=5).close()
+        for h in converged.hosts:  # on each master itself it serves, as the seed's own port does
+            assert h.ssh("curl -sf -o /dev/null http://127.0.0.1:8081/healthz", check=False).returncode == 0
+        # the TLS frontend and the vip check (the monitor port's /apiserver/healthz) need no opt-in
+        assert through_vip(VIP_CHECK_URL)
+        assert all_healthy(front)
+    finally:
+        inventory.write_text(opted_in)
+        result = reconciler("apply", str(front))
+        assert result.code == 0, result.out + result.err
+    assert wait_for("the insecure port on the VIP again (opted in)", through_vip)
