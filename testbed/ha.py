@@ -5,19 +5,22 @@ and a client sending requests through the VIP the whole time a fault runs.
 so a caller can count failures in a window and measure the time from a fault to the first success after it.
 `partitioned` cuts a host off the bridge from the machine's side: the host's own link stays up, so its keepalived
 sees no fault of its own and keeps the VIP while the others elect a holder (the real split brain).
+`send_adverts` plays a stranger on the masters' network: VRRPv3 adverts claiming the VIP, from the machine's side.
 """
 
 from __future__ import annotations
 
 import contextlib
 import re
+import socket
 import ssl
+import struct
 import subprocess
 import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -25,11 +28,12 @@ from types import TracebackType
 import yaml
 
 from testbed.hosts import Testbed, TestHost
-from testbed.layout import BRIDGE
+from testbed.layout import BRIDGE, GATEWAY
 
 VIP = "198.18.0.100"
 VIP_URL = f"http://{VIP}:8081/healthz"  # the HA front's insecure frontend (specs/ha/haproxy.yaml)
 VIP_TLS_URL = f"https://{VIP}:8443/healthz"  # its secure one: TCP through HAProxy to an apiserver's TLS port
+IPPROTO_VRRP = 112
 
 
 def enable_ha(spec_dir: Path, insecure_on_vip: bool = True) -> None:
@@ -72,6 +76,58 @@ def partitioned(host: TestHost) -> Iterator[None]:
         yield
     finally:
         subprocess.run(["ip", "link", "set", veth, "master", BRIDGE], check=True, capture_output=True)
+
+
+def _checksum(data: bytes) -> int:
+    if len(data) % 2:
+        data += b"\0"
+    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return ~total & 0xFFFF
+
+
+def vrrp_advert(src: str, dst: str, vrid: int, priority: int, addresses: list[str], ttl: int = 255) -> bytes:
+    """One VRRPv3 advertisement (RFC 5798) in its IPv4 packet, header included (advert interval 0.5 s)."""
+    body = struct.pack("!BBBBH", 0x31, vrid, priority, len(addresses), 50) + b"\0\0"
+    body += b"".join(socket.inet_aton(a) for a in addresses)
+    pseudo = socket.inet_aton(src) + socket.inet_aton(dst) + struct.pack("!BBH", 0, IPPROTO_VRRP, len(body))
+    body = body[:6] + struct.pack("!H", _checksum(pseudo + body)) + body[8:]
+    header = struct.pack(
+        "!BBHHHBBH4s4s",
+        0x45,
+        0xC0,
+        20 + len(body),
+        0,
+        0,
+        ttl,
+        IPPROTO_VRRP,
+        0,
+        socket.inet_aton(src),
+        socket.inet_aton(dst),
+    )
+    header = header[:10] + struct.pack("!H", _checksum(header)) + header[12:]
+    return header + body
+
+
+def send_adverts(
+    dst: str, until: Callable[[], bool], src: str = GATEWAY, priority: int = 254, ttl: int = 255, seconds: float = 15
+) -> int:
+    """Send VRRPv3 adverts for the VIP (router id 51, as specs/ha/ renders by default) from `src` to `dst` every
+    0.1 s, until `until()` is true (or `seconds`); return how many were sent. Needs root (a raw socket); the
+    machine's side of the bridge (GATEWAY) is the stranger, or any `src` forged in the IP header."""
+    packet = vrrp_advert(src, dst, 51, priority, [VIP], ttl)
+    sent = 0
+    end = time.monotonic() + seconds
+    with socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW) as sock:
+        sock.setsockopt(socket.IPPROTO_IP, socket.IP_HDRINCL, 1)
+        while time.monotonic() < end:
+            sock.sendto(packet, (dst, 0))
+            sent += 1
+            if sent % 5 == 0 and until():
+                break
+            time.sleep(0.1)
+    return sent
 
 
 def _unverified() -> ssl.SSLContext:

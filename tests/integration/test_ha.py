@@ -5,22 +5,25 @@ the VIP moves when its holder's HAProxy is stopped or killed (at once: the unit 
 host whose own check fails, and when the holder is cut off (its link down, or partitioned with its link up),
 exactly one host holds it afterwards, and an edit to HAProxy's config rolls out (reloads) without a failed
 request. Hardened (issue 26): the seed's insecure port is refused on the VIP unless the operator opts in (the
-module's specs opt in: its clients use that port), and HAProxy serves as the haproxy user in a chroot."""
+module's specs opt in: its clients use that port), HAProxy serves as the haproxy user in a chroot, adverts from a
+stranger or over a router do not move the VIP, and a cold start gives the VIP only to a host whose HAProxy
+answers."""
 
 from __future__ import annotations
 
+import shlex
 import shutil
 import socket
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 import yaml
 
 from testbed import Testbed, TestHost
-from testbed.ha import VIP, VIP_TLS_URL, VIP_URL, Traffic, enable_ha, holders, partitioned
+from testbed.ha import VIP, VIP_TLS_URL, VIP_URL, Traffic, enable_ha, holders, partitioned, send_adverts
 
 from .conftest import SPECS, reconciler
 from .test_daemon import wait_for
@@ -51,6 +54,14 @@ def fail_haproxy_on_holder(bed: Testbed, command: str) -> tuple[TestHost, list[s
         moved = wait_for("the VIP on another host", lambda: [h for h in holders(bed) if h != old.name])
         assert traffic.wait_success_after(began) is not None
     return old, moved
+
+
+def journal_after(host: TestHost, unit: str) -> Callable[[], str]:
+    """A function that returns what `unit` logged on `host` since now (from the journal's cursor)."""
+    out = host.ssh(f"journalctl -u {unit} -n 1 -o cat --no-pager --show-cursor", check=False).stdout
+    cursor = next((line[len("-- cursor: ") :] for line in out.splitlines() if line.startswith("-- cursor: ")), "")
+    after = f"--after-cursor={shlex.quote(cursor)}" if cursor else ""
+    return lambda: host.ssh(f"journalctl -u {unit} -o cat --no-pager {after}", check=False).stdout
 
 
 VIP_CHECK_URL = f"http://{VIP}:8404/apiserver/healthz"  # specs/ha's vip check: an apiserver's /healthz only
@@ -231,3 +242,67 @@ def test_the_insecure_port_is_refused_on_the_vip_unless_the_operator_opts_in(fro
         result = reconciler("apply", str(front))
         assert result.code == 0, result.out + result.err
     assert wait_for("the insecure port on the VIP again (opted in)", through_vip)
+
+
+def test_adverts_from_a_stranger_or_over_a_router_do_not_move_the_vip(front: Path, converged: Testbed) -> None:
+    """VRRPv3 adverts claiming the VIP with priority 254 sent to the holder: from the machine's side of the bridge
+    (an address that is no peer), then with a peer's address forged but a TTL of 254 (routed). Without the checks
+    the holder steps down for either (and stays down while they come)."""
+    at = holder(converged)
+    peer = next(h for h in converged.hosts if h.name != at.name)
+    log = journal_after(at, "keepalived")
+    send_adverts(at.address, until=lambda: "not a unicast peer" in log() or "higher priority" in log())
+    assert "unicast source address 198.18.0.1 not a unicast peer" in log(), log()
+    send_adverts(at.address, src=peer.address, ttl=254, until=lambda: "TTL/HL" in log() or "higher priority" in log())
+    assert "TTL/HL 254 not in range 255 - 255" in log(), log()
+    assert "higher priority" not in log() and "Entering BACKUP STATE" not in log(), log()
+    assert holders(converged) == [at.name]
+
+
+ANSWERS_ONCE = """
+import socket
+listening = socket.socket()
+listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+listening.bind(("127.0.0.1", 8404))
+listening.listen(64)
+held = []
+while True:  # the first request is answered 200; every later one is accepted and never answered (a hang)
+    conn, _ = listening.accept()
+    held.append(conn)
+    if len(held) == 1:
+        conn.recv(4096)
+        conn.sendall(b"HTTP/1.0 200 OK\\r\\nContent-Length: 0\\r\\n\\r\\n")
+        conn.close()
+    with open("/run/answers-once.count", "w") as out:
+        out.write(str(len(held)))
+"""
+
+
+def test_a_cold_start_gives_the_vip_only_to_a_host_whose_haproxy_answers(front: Path, converged: Testbed) -> None:
+    """Every keepalived started at once, as at boot, while on the preferred host (priority 150) HAProxy's unit has
+    not said it is ready (/run as empty as after a boot) and its monitor port answers once, then hangs (a HAProxy
+    that dies or hangs as it starts). Without init_fail one answer made its check good, the missing file was
+    created as "ready", and it took the VIP ~1.7 s after the start, before two failed checks took it away."""
+    first = converged.hosts[0]
+    for h in converged.hosts:
+        h.ssh("systemctl stop keepalived")
+    wait_for("no VIP holder", lambda: not holders(converged))
+    (first.root / "root/answers_once.py").write_text(ANSWERS_ONCE)
+    first.ssh("systemctl stop haproxy && rm -f /run/haproxy-stopped /run/answers-once.count")
+    first.ssh("systemd-run --unit=answers-once /usr/bin/python3 /root/answers_once.py")
+    count = "cat /run/answers-once.count 2>/dev/null || echo 0"
+    try:
+        wait_for("the stand-in listening", lambda: first.ssh("ss -Hltn 'sport = :8404'").stdout.strip())
+        log = journal_after(first, "keepalived")
+        for h in converged.hosts:
+            h.ssh("systemctl start keepalived")
+        # two checks came after its one answer (both hung): a MASTER it was going to take, it has taken by now
+        wait_for("keepalived's third check", lambda: int(first.ssh(count).stdout.strip() or 0) >= 3, timeout=30)
+        new = holder(converged)
+        assert new.name != first.name
+        assert through_vip()  # the holder's HAProxy answers
+        assert "Entering MASTER STATE" not in log(), log()
+    finally:
+        first.ssh("systemctl stop answers-once; systemctl reset-failed answers-once", check=False)
+        first.ssh("systemctl start haproxy")
+        wait_for("every check healthy again", lambda: all_healthy(front), timeout=180)

@@ -3,6 +3,7 @@ table and `reconciler_vip_held` (the alert rules on it are tested by promtool: t
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import time
@@ -42,10 +43,17 @@ def test_the_ha_front_renders_for_labelled_hosts_only(specs: Path) -> None:
     m1 = desired.hosts["master-1"]
     assert m1.addresses == {"apiserver": VIP}
     cfg = m1.files["/etc/keepalived/keepalived.conf"].content.decode()
-    assert "priority 150" in cfg and "unicast_src_ip 198.18.0.11" in cfg and "198.18.0.12\n" in cfg
-    assert "198.18.0.11\n" not in cfg.split("unicast_peer")[1].split("}")[0]  # never its own peer
+    peers = cfg.split("unicast_peer {")[1].split("}")[0]
+    assert "priority 150" in cfg and "unicast_src_ip 198.18.0.11" in cfg
+    # its peers, whose adverts come over no router (VRRP sends TTL 255: one that crossed a router is forged)
+    assert "198.18.0.12 min_ttl 255 max_ttl 255\n" in peers and "198.18.0.13 min_ttl 255 max_ttl 255\n" in peers
+    assert "198.18.0.11" not in peers  # never its own peer
     # a stopped or killed HAProxy gives the VIP up at once: its unit sets the file keepalived watches
     assert 'file "/run/haproxy-stopped"' in cfg and "track_file {\n    haproxy_stopped" in cfg
+    # issue 26: adverts only from the other front hosts; on a cold start both trackers fail until HAProxy answered
+    assert "vrrp_check_unicast_src" in cfg.split("global_defs {")[1].split("}")[0]
+    assert "init_fail" in cfg.split("vrrp_script haproxy {")[1].split("}")[0]
+    assert "init_file 1\n" in cfg.split("track_file haproxy_stopped {")[1].split("}")[0]
     unit = m1.files["/etc/systemd/system/haproxy.service"].content.decode()
     assert "ExecStopPost=/bin/sh -c 'echo 1 > /run/haproxy-stopped'" in unit
     assert "ExecStartPost=/bin/sh -c 'echo 0 > /run/haproxy-stopped'" in unit
@@ -66,6 +74,27 @@ def test_haproxy_accepts_the_rendered_config(specs: Path, tmp_path: Path) -> Non
     broken = tmp_path / "broken.cfg"
     broken.write_text(cfg.read_text().replace("fastinter 200ms", "fastinterval 200ms"))
     assert subprocess.run(["haproxy", "-c", "-f", str(broken)], capture_output=True, timeout=30).returncode != 0
+
+
+def test_keepalived_accepts_the_rendered_config(specs: Path, tmp_path: Path) -> None:
+    """Debian's keepalived checks what specs/ha/ renders (`keepalived -t`): a misspelt keyword (it would be
+    ignored with a line in the journal, and the protection with it) fails here. As root, in a network namespace
+    of its own with the config's interface (host0) in it, the whole check must pass."""
+    conf = tmp_path / "keepalived.conf"
+    conf.write_bytes(load_desired(specs).hosts["master-1"].files["/etc/keepalived/keepalived.conf"].content)
+    broken = tmp_path / "broken.conf"
+    broken.write_text(conf.read_text().replace("init_fail", "init_failed"))
+
+    def check(path: Path) -> subprocess.CompletedProcess[str]:
+        if os.geteuid() != 0:  # no namespace: only the keywords are checked (the interface is missing)
+            return subprocess.run(["keepalived", "-t", "-f", str(path)], capture_output=True, text=True, timeout=30)
+        script = f"ip link add host0 type veth peer name peer0 && ip link set host0 up && keepalived -t -f {path}"
+        return subprocess.run(["unshare", "-n", "sh", "-c", script], capture_output=True, text=True, timeout=30)
+
+    good, bad = check(conf), check(broken)
+    assert "Unknown keyword" not in good.stdout + good.stderr, good.stdout + good.stderr
+    assert os.geteuid() != 0 or good.returncode == 0, good.stdout + good.stderr
+    assert bad.returncode != 0 and "Unknown keyword 'init_failed'" in bad.stdout + bad.stderr
 
 
 def test_an_address_that_is_not_an_ip_is_a_located_error(specs: Path) -> None:
