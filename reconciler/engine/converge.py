@@ -66,35 +66,31 @@ async def plan_all(desired: DesiredState, session: Session, only: list[str] | No
 
 
 def _held_back(host: DesiredHost, actions: tuple[Action, ...], held: Held) -> tuple[tuple[Action, ...], list[str]]:
-    """The actions without what a config rolled back before would bring again: the writes of its files, and the
-    restarts, reloads and re-enables of every unit that reads one of them (the failed unit's start too). A held
-    file stays as it is on the host, so the other units reading it have nothing new to read: restarting them
-    pass after pass would change nothing but their uptime."""
+    """The actions without what a config rolled back before would bring again: the writes of its rolled-back files,
+    and every restart, reload, daemon-reload or re-enable that those files alone bring, whichever unit reads them.
+    A held file stays as it is on the host, so the other units reading it have nothing new to read: restarting them
+    pass after pass would change nothing but their uptime. What else brings an action still does (a unit's own
+    new file, a unit found stopped, systemd asking for a daemon-reload)."""
     paths: set[str] = set()
-    failed: set[str] = set()
     why: list[str] = []
     for unit in host.units:
-        written = [a.target for a in actions if a.kind is Kind.WRITE and a.target in unit.restart_on]
-        reason = held.why(host.name, unit.name, fingerprint(host, written)) if written else None
-        if reason:
-            paths.update(written)
-            failed.add(unit.name)
-            why.append(reason + HELD)
+        entry = held.lookup(host.name, unit.name, fingerprint(host, unit.restart_on))
+        if entry is not None:
+            paths |= entry.paths
+            why.append(entry.why + HELD)
     if not paths:
         return actions, why
-    readers = {u.name for u in host.units if paths & {*u.restart_on, *u.reload_on}}
-    unit_files = {p for u in host.units for p in u.unit_files}
-    kept = tuple(
-        a
-        for a in actions
-        if not (a.kind is Kind.WRITE and a.target in paths)
-        and not (a.kind in (Kind.RESTART, Kind.RELOAD) and a.target in readers)
-        and not (a.kind is Kind.START and a.target in failed)
-        and not (a.kind is Kind.ENABLE and "unit file rewritten" in a.reason and a.target in readers)
-    )
-    if paths & unit_files and not any(a.kind is Kind.WRITE and a.target in unit_files for a in kept):
-        kept = tuple(a for a in kept if a.kind is not Kind.DAEMON_RELOAD or not a.reason.startswith("unit file"))
-    return kept, why
+
+    def brought_by_held(a: Action) -> bool:
+        if a.kind is Kind.WRITE:
+            return a.target in paths
+        return (
+            a.kind in (Kind.RESTART, Kind.RELOAD, Kind.DAEMON_RELOAD, Kind.ENABLE)
+            and bool(a.because)
+            and (set(a.because) <= paths)
+        )
+
+    return tuple(a for a in actions if not brought_by_held(a)), why
 
 
 async def _apply_now(
@@ -131,7 +127,7 @@ async def _apply_now(
             )
         except HostError as again:
             return Step.of(applied, "failed", f"{exc}; rolling back failed too: {again}", exc.ssh)
-        held.hold(host.name, unit.name, fingerprint(host, written), str(rolled))
+        held.hold(host.name, unit.name, fingerprint(host, unit.restart_on), str(rolled), written)
         return Step.of(applied, "rolled-back", str(rolled), rollbacks=(unit.name,))
     return Step.of(applied, stopped.status, stopped.error)
 
@@ -230,12 +226,11 @@ async def _rollout(
     ) -> Step:
         return Step(status, error, ssh_error, tuple(done), seconds, rollbacks)
 
-    for group in plan.rollouts() if plan else ():
-        unit = next(u for u in host.units if u.name == group[-1].target)
-        tried = fingerprint(host, [a.target for a in group if a.kind is Kind.WRITE])
-        reason = rollouts.held.why(host.name, unit.name, tried) if tried else None
-        if reason:  # this member already failed on exactly this config: its turn waits for new specs
-            return step("rolled-back", reason + HELD)
+    for planned in plan.rollouts() if plan else ():
+        unit = next(u for u in host.units if u.name == planned[-1].target)
+        group, why = _held_back(host, planned, rollouts.held)
+        if group[-1:] != planned[-1:]:  # its restart is brought by a held config only: the turn waits for new specs
+            return step("rolled-back", "; ".join(why))
         async with rollouts.lock(unit.name):
             if rollouts.stopping.is_set():  # staged writes wait too: the host stays consistent
                 return step("failed", f"{host.name}: shutting down before restarting {unit.name}")
@@ -248,14 +243,16 @@ async def _rollout(
                 async with _cluster_turn(session, desired, rollouts, unit, host.name) as held:
                     if held is not None:  # another actor may have done this turn while we waited: look again
                         group = await _still_due(session, host, unit.name)
-                        tried = fingerprint(host, [a.target for a in group if a.kind is Kind.WRITE])
+                        kept = _held_back(host, group, rollouts.held)[0]
+                        group = kept if kept[-1:] == group[-1:] else ()
                     if group:
                         fence = _with_lock(rollouts.fence, held)
                         glass = rollouts.break_glass and unit.name == desired.etcd_unit  # its guard only
                         await restart_one(session, desired, host, unit, group, applied, fence, glass)
             except RolledBack as exc:
-                if tried:
-                    rollouts.held.hold(host.name, unit.name, tried, str(exc))
+                paths = [a.target for a in applied.done if a.kind is Kind.WRITE]
+                if paths:
+                    rollouts.held.hold(host.name, unit.name, fingerprint(host, unit.restart_on), str(exc), paths)
                 rollouts.stop(desired, unit.name, str(exc))
                 log.warning("rollout stopped: rolled back", host=host.name, unit=unit.name, error=str(exc))
                 return step("rolled-back", str(exc), rollbacks=(unit.name,))

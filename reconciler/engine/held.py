@@ -1,8 +1,10 @@
 """What was rolled back, remembered: a config that failed is not tried again until the specs change.
 
-Owns `Held`: per (host, unit) the content that was tried (each path with the sha256 of what the specs want there)
-and why it failed; per unit, the whole unit's config across its hosts when its rollout stopped on a member's
-rollback. An entry is dropped the first time it is asked about with other specs (the new content gets its chance).
+Owns `Held`: per (host, unit) the config that was tried (each file the unit reads with the sha256 of what the
+specs want there: drift on the host does not change it, a spec edit does), the files that were rolled back, and
+why it failed; per unit, the whole unit's config across its hosts when its rollout stopped on a member's rollback.
+An entry is dropped the first time it is asked about with other specs (the new content gets its chance). Each
+entry carries when it was made: of two copies of the same entry, the newer wins.
 
 Kept in memory for a run of `reconciler apply`; the daemon gives it a file (`held.json` in its state directory),
 read at start and written atomically on every change, so a restarted daemon does not try the same bad config once
@@ -16,6 +18,9 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,41 +33,55 @@ MAX_ENTRIES = 10000  # (host, unit) pairs and units: a fleet of 1000 hosts with 
 MAX_FILE_BYTES = 8 << 20
 MAX_WHY = 4000  # characters of a reason kept (a rollback's message is ~1 kB)
 
-Tried = frozenset[tuple[str, str]]  # (path, sha256 of the content the specs want there)
+Tried = frozenset[tuple[str, str]]  # (path, sha256 of the content the specs want there), every file the unit reads
 Config = frozenset[tuple[str, str, str]]  # (host, path, sha256): a rollout unit's config on every host
+
+
+@dataclass(frozen=True)
+class Entry:
+    tried: Tried
+    paths: frozenset[str]  # the files rolled back: not written again while held
+    why: str
+    at: float  # when it was held (wall clock: copies from other replicas are compared by it)
 
 
 class Held:
     def __init__(self, path: Path | None = None) -> None:
         self.path = path
-        self._held: dict[tuple[str, str], tuple[Tried, str]] = {}
-        self._stopped: dict[str, tuple[Config, str]] = {}
+        self._held: dict[tuple[str, str], Entry] = {}
+        self._stopped: dict[str, tuple[Config, str, float]] = {}
         self.changed = 0  # counts changes: who carries it elsewhere (etcd) sends it again when this moved
         if path is not None:
             self._load(path)
 
     # -- a host's unit ---------------------------------------------------------------------
-    def why(self, host: str, unit: str, tried: Tried) -> str | None:
-        """Why this content is held on this host's unit, or None (never held, or the specs changed since)."""
+    def lookup(self, host: str, unit: str, tried: Tried) -> Entry | None:
+        """What is held on this host's unit for this config, or None (never held, or the specs changed since)."""
         held = self._held.get((host, unit))
         if held is None:
             return None
-        if held[0] != tried:
+        if held.tried != tried:
             del self._held[(host, unit)]
             self._save()
             return None
-        return held[1]
+        return held
 
-    def hold(self, host: str, unit: str, tried: Tried, why: str) -> None:
+    def why(self, host: str, unit: str, tried: Tried) -> str | None:
+        entry = self.lookup(host, unit, tried)
+        return entry.why if entry else None
+
+    def hold(self, host: str, unit: str, tried: Tried, why: str, paths: Iterable[str] = ()) -> None:
+        """Hold `tried` on this host's unit: `paths` (the files rolled back) are not written again, and nothing
+        they alone bring (a restart, reload, daemon-reload or re-enable) happens, until the specs change."""
         if len(self._held) + len(self._stopped) < MAX_ENTRIES or (host, unit) in self._held:
-            self._held[(host, unit)] = (tried, why[:MAX_WHY])
+            self._held[(host, unit)] = Entry(tried, frozenset(paths), why[:MAX_WHY], time.time())
             self._save()
 
     # -- a unit's rollout ------------------------------------------------------------------
     def stop(self, unit: str, config: Config, why: str) -> None:
         """A member was rolled back: no other member's turn of `unit` begins on the same config."""
         if len(self._held) + len(self._stopped) < MAX_ENTRIES or unit in self._stopped:
-            self._stopped[unit] = (config, why[:MAX_WHY])
+            self._stopped[unit] = (config, why[:MAX_WHY], time.time())
             self._save()
 
     def stopped(self, unit: str, config: Config) -> str | None:
@@ -84,31 +103,33 @@ class Held:
             {
                 "version": 1,
                 "held": [
-                    {"host": h, "unit": u, "tried": sorted(tried), "why": why}
-                    for (h, u), (tried, why) in sorted(self._held.items())
+                    {"host": h, "unit": u, "tried": sorted(e.tried), "paths": sorted(e.paths), "why": e.why, "at": e.at}
+                    for (h, u), e in sorted(self._held.items())
                 ],
                 "stopped": [
-                    {"unit": u, "config": sorted(config), "why": why}
-                    for u, (config, why) in sorted(self._stopped.items())
+                    {"unit": u, "config": sorted(config), "why": why, "at": at}
+                    for u, (config, why, at) in sorted(self._stopped.items())
                 ],
             },
             separators=(",", ":"),
         )
 
     def merge(self, text: str | bytes, source: str) -> None:
-        """Take in what another copy remembers (another replica's, through etcd; the file at start); an entry
-        this one has already is kept. Raises ValueError on anything but the shape `to_json` writes."""
+        """Take in what another copy remembers (another replica's, through etcd; the file at start): of two
+        entries for the same unit the newer wins. Raises ValueError on anything but the shape `to_json` writes."""
         if len(text) > MAX_FILE_BYTES:
             raise ValueError(f"{source}: larger than {MAX_FILE_BYTES} bytes")
         held, stopped = _parse(json.loads(text))
-        before = len(self)
-        for key, value in held.items():
-            if key not in self._held and len(self) < MAX_ENTRIES:
-                self._held[key] = value
-        for unit, entry in stopped.items():
-            if unit not in self._stopped and len(self) < MAX_ENTRIES:
-                self._stopped[unit] = entry
-        if len(self) != before:
+        moved = False
+        for key, entry in held.items():
+            mine = self._held.get(key)
+            if (mine is None and len(self) < MAX_ENTRIES) or (mine is not None and entry.at > mine.at):
+                self._held[key], moved = entry, True
+        for unit, item in stopped.items():
+            have = self._stopped.get(unit)
+            if (have is None and len(self) < MAX_ENTRIES) or (have is not None and item[2] > have[2]):
+                self._stopped[unit], moved = item, True
+        if moved:
             self._save()
 
     def _load(self, path: Path) -> None:
@@ -156,7 +177,19 @@ def _pairs(value: Any, width: int) -> frozenset[Any]:
     return frozenset(out)
 
 
-def _parse(raw: Any) -> tuple[dict[tuple[str, str], tuple[Tried, str]], dict[str, tuple[Config, str]]]:
+def _at(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < 1e11:
+        raise ValueError("an entry's time must be a number of seconds")
+    return float(value)
+
+
+def _paths(value: Any) -> frozenset[str]:
+    if not isinstance(value, list) or len(value) > MAX_ENTRIES or not all(isinstance(p, str) for p in value):
+        raise ValueError("paths must be a list of strings")
+    return frozenset(value)
+
+
+def _parse(raw: Any) -> tuple[dict[tuple[str, str], Entry], dict[str, tuple[Config, str, float]]]:
     if not isinstance(raw, dict) or raw.get("version") != 1:
         raise ValueError("not a held-rollbacks document of version 1")
     held_in, stopped_in = raw.get("held", []), raw.get("stopped", [])
@@ -166,14 +199,15 @@ def _parse(raw: Any) -> tuple[dict[tuple[str, str], tuple[Tried, str]], dict[str
         or len(held_in) + len(stopped_in) > MAX_ENTRIES
     ):
         raise ValueError("held and stopped must be lists of at most MAX_ENTRIES")
-    held: dict[tuple[str, str], tuple[Tried, str]] = {}
+    held: dict[tuple[str, str], Entry] = {}
     for e in held_in:
         if not isinstance(e, dict) or not all(isinstance(e.get(k), str) for k in ("host", "unit", "why")):
             raise ValueError("a held entry needs host, unit and why")
-        held[(e["host"], e["unit"])] = (_pairs(e.get("tried"), 2), e["why"][:MAX_WHY])
-    stopped: dict[str, tuple[Config, str]] = {}
+        tried = _pairs(e.get("tried"), 2)
+        held[(e["host"], e["unit"])] = Entry(tried, _paths(e.get("paths")), e["why"][:MAX_WHY], _at(e.get("at")))
+    stopped: dict[str, tuple[Config, str, float]] = {}
     for e in stopped_in:
         if not isinstance(e, dict) or not all(isinstance(e.get(k), str) for k in ("unit", "why")):
             raise ValueError("a stopped entry needs unit and why")
-        stopped[e["unit"]] = (_pairs(e.get("config"), 3), e["why"][:MAX_WHY])
+        stopped[e["unit"]] = (_pairs(e.get("config"), 3), e["why"][:MAX_WHY], _at(e.get("at")))
     return held, stopped

@@ -45,6 +45,9 @@ class Action:
     rollout: bool = False  # a RESTART that must go host by host, health-gated
     keep_mtime: bool = False  # a format-only WRITE: the new file keeps the old one's mtime (no restart is due)
     no_block: bool = False  # a RESTART queued, not waited for (--break-glass: a member without quorum never starts)
+    # the files whose change brings a RESTART, RELOAD, DAEMON_RELOAD or ENABLE (empty: brought by something else,
+    # e.g. a unit found stopped, systemd asking for a reload): a rolled-back file held from a host brings none
+    because: tuple[str, ...] = ()
 
     def headline(self) -> str:
         target = f" {self.target}" if self.target else ""

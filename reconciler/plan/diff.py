@@ -139,7 +139,7 @@ def _reload(unit: DesiredUnit, observed: HostSnapshot, written: set[str], fact: 
     if not changed:
         return None
     why = "changed since its last reload: " + ", ".join(changed)
-    return Action(Kind.RELOAD, unit.name, why, rollout=unit.rollout_check is not None)
+    return Action(Kind.RELOAD, unit.name, why, rollout=unit.rollout_check is not None, because=tuple(changed))
 
 
 def _staged(desired: DesiredHost, observed: HostSnapshot, written: set[str]) -> dict[str, list[str]]:
@@ -187,7 +187,7 @@ def plan_host(desired: DesiredHost, observed: HostSnapshot) -> Plan:
             if reload_reasons
             else "systemd reports changed unit files: " + ", ".join(stale)
         )
-        actions.append(Action(Kind.DAEMON_RELOAD, "", why))
+        actions.append(Action(Kind.DAEMON_RELOAD, "", why, because=() if stale else tuple(reload_reasons)))
 
     stops: list[Action] = []
     starts: list[Action] = []
@@ -205,7 +205,7 @@ def plan_host(desired: DesiredHost, observed: HostSnapshot) -> Plan:
             # replaces it), so enable it after the daemon-reload: `systemctl enable` is idempotent
             state = fact.unit_file_state if fact and fact.unit_file_state else "not enabled"
             why = f"unit file rewritten (was {state}): enable by its new [Install]" if enabled else f"is {state}"
-            actions.append(Action(Kind.ENABLE, unit.name, why))
+            actions.append(Action(Kind.ENABLE, unit.name, why, because=(unit.path,) if enabled else ()))
         elif not unit.enabled and fact and fact.unit_file_state == "enabled":
             actions.append(Action(Kind.DISABLE, unit.name, "is enabled"))
         if not unit.running:
@@ -229,6 +229,7 @@ def plan_host(desired: DesiredHost, observed: HostSnapshot) -> Plan:
                 unit.name,
                 "changed since it started: " + ", ".join(changed),
                 rollout=unit.rollout_check is not None,
+                because=tuple(changed),
             )
         else:
             reload = _reload(unit, observed, written, fact)
@@ -243,12 +244,11 @@ def plan_host(desired: DesiredHost, observed: HostSnapshot) -> Plan:
         changed_units = [p for p in unit.unit_files if p in mine]
         if changed_units:
             why = "unit file changed: " + ", ".join(changed_units)
-            group.append(Action(Kind.DAEMON_RELOAD, "", why, rollout=True))
-            if (
-                unit.enabled and unit.path in mine and reinstall
-            ):  # its new [Install] decides, as for a unit file written now
+            group.append(Action(Kind.DAEMON_RELOAD, "", why, rollout=True, because=tuple(changed_units)))
+            if unit.enabled and unit.path in mine and (reinstall or not enabled):  # enabled by its new unit file
                 was = fact.unit_file_state if fact and fact.unit_file_state else "not enabled"
-                why = f"unit file rewritten (was {was}): enable by its new [Install]"
-                group.append(Action(Kind.ENABLE, unit.name, why, rollout=True))
+                why = f"unit file rewritten (was {was}): enable by its new [Install]" if enabled else f"is {was}"
+                because = (unit.path,) if enabled else ()
+                group.append(Action(Kind.ENABLE, unit.name, why, rollout=True, because=because))
         rollouts.extend([*group, restart])
     return Plan(desired.name, tuple(actions + stops + starts + restarts + rollouts))

@@ -30,14 +30,22 @@ def test_what_is_held_survives_a_restart_until_the_specs_change(tmp_path: Path) 
     assert Held(path).stopped("etcd.service", CONFIG) == "master-1 rolled back"
 
 
-def test_another_replicas_memory_is_merged_without_overwriting(tmp_path: Path) -> None:
+def test_another_replicas_memory_is_merged_the_newer_entry_winning(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = iter([100.0, 200.0, 300.0, 400.0])
+    monkeypatch.setattr("reconciler.engine.held.time.time", lambda: next(clock))
     mine, theirs = Held(), Held()
-    mine.hold("master-1", "etcd.service", TRIED, "mine")
-    theirs.hold("master-1", "etcd.service", TRIED, "theirs")
-    theirs.hold("master-2", "etcd.service", TRIED, "only theirs")
+    mine.hold("master-1", "etcd.service", TRIED, "mine, older")  # at 100
+    theirs.hold("master-1", "etcd.service", TRIED, "theirs, newer")  # at 200
+    theirs.hold("master-2", "etcd.service", TRIED, "only theirs")  # at 300
+    mine.hold("master-3", "etcd.service", TRIED, "mine, newest")  # at 400
+    older = Held()
+    older.merge(mine.to_json(), "test")
     mine.merge(theirs.to_json(), "etcd")
-    assert mine.why("master-1", "etcd.service", TRIED) == "mine"
+    assert mine.why("master-1", "etcd.service", TRIED) == "theirs, newer"
     assert mine.why("master-2", "etcd.service", TRIED) == "only theirs"
+    theirs.merge(older.to_json(), "etcd")  # a failover back: the newer entry is not undone by the older copy
+    assert theirs.why("master-1", "etcd.service", TRIED) == "theirs, newer"
+    assert theirs.why("master-3", "etcd.service", TRIED) == "mine, newest"
 
 
 @pytest.mark.parametrize(
