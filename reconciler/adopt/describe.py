@@ -2,7 +2,10 @@
 for what differs only by each host's name and address, per-host documents for what differs otherwise.
 
 Pure. Input: each host's `FoundHost` (adopt.discover) and how it is reached; output: documents as plain data
-(`Doc`), grouped into the files `adopt.emit` writes, and the problems that keep the import from being exact.
+(`Doc`), grouped into the files `adopt.emit` writes, the problems that keep the import from being exact, and
+warnings: what import copied exactly but should not stay so (a secret others can read, a secret in a unit file).
+A sensitive file is described as its host has it, mode included (`wideMode` where others than its owner may read
+it); never a word of what it holds in a comment, problem or warning.
 """
 
 from __future__ import annotations
@@ -48,6 +51,8 @@ class Adoption:
     files: dict[str, list[Doc]] = field(default_factory=dict)  # output file name -> documents
     problems: list[str] = field(default_factory=list)  # what import cannot describe exactly
     notes: list[str] = field(default_factory=list)  # what it left out on purpose
+    warnings: list[str] = field(default_factory=list)  # described exactly, but should not stay so
+    private: set[str] = field(default_factory=set)  # output files holding a secret (written 0600)
 
     def add(self, file: str, doc: Doc) -> None:
         self.files.setdefault(file, []).append(doc)
@@ -155,7 +160,33 @@ def _file_spec(f: FoundFile, sensitive: bool) -> dict[str, Any]:
         spec["group"] = f.group
     if sensitive:
         spec["sensitive"] = True
+        if f.mode & 0o077:  # as the host has it: a sensitive file's mode is owner-only unless the spec says so
+            spec["wideMode"] = True
     return spec
+
+
+def tighter_mode(mode: int, group: str) -> int:
+    """The mode a secret others can read should have: owner-only, or owner and group for a group of its own
+    (a service's group reads it: `root:etcd 0640`)."""
+    return mode & (0o7700 if group == "root" else 0o7750)
+
+
+def _open_secret(name: str, spec: dict[str, Any], hosts: list[str], file: str) -> tuple[str, str] | None:
+    """(the document's comment, a warning) for a sensitive File others can read on its hosts; None otherwise."""
+    mode = int(spec.get("mode", "0600"), 8)
+    if not (spec.get("sensitive") and mode & 0o006):
+        return None
+    tight = f'mode: "{tighter_mode(mode, spec.get("group", "root")):04o}"'
+    path, can = spec["path"], "read" if mode & 0o004 else "write"
+    comment = (
+        f"holds secrets, but others can {can} it on the host (mode {mode:04o}): copied as it is (wideMode);\n"
+        f"tighten it: {tight} here, and apply (only its mode changes: one attrs change, no restart)"
+    )
+    warning = (
+        f"{', '.join(hosts)}: {path} holds secrets but others can {can} it (mode {mode:04o}); imported as it is. "
+        f"Tighten it with one line in {file}, File/{name}: {tight} (plan then shows one attrs change, no restart)"
+    )
+    return comment, warning
 
 
 def _component_file(unit: str) -> str:
@@ -243,11 +274,6 @@ def _files(ctx: _Context) -> dict[str, list[str]]:
                 if got.state != "missing":  # a missing env file is a unit's optional one ("-/path"): nothing
                     ctx.out.problems.append(f"{host}: {path} {got.why()}")
                 continue
-            if path in f.sensitive and got.mode & 0o077:
-                ctx.out.problems.append(
-                    f"{host}: {path} holds secrets but its mode is {got.mode:04o}: make it owner-only (chmod 600)"
-                )
-                continue
             text = _text(got, host, ctx.out.problems)
             if text is not None:
                 per_host[host] = {**_file_spec(got, path in f.sensitive), "content": text}
@@ -256,10 +282,17 @@ def _files(ctx: _Context) -> dict[str, list[str]]:
         etcd = readers[path] == "etcd.service"
         base = file_doc_name(path)
         base = next(n for n in (base, *(f"{base[:59]}-{i}" for i in range(2, 10000))) if n not in used)
-        for name, spec, why, _ in ctx.grouper.group(base, per_host, "content", ctx.members, etcd=etcd):
+        file = _component_file(readers[path])
+        for name, spec, why, selected in ctx.grouper.group(base, per_host, "content", ctx.members, etcd=etcd):
             used.add(name)
             file_names.setdefault(path, []).append(name)
-            ctx.out.add(_component_file(readers[path]), Doc("File", name, spec, why))
+            if spec.get("sensitive"):
+                ctx.out.private.add(file)
+            said = _open_secret(name, spec, selected, file)
+            if said is not None:
+                why = f"{why}\n{said[0]}" if why else said[0]
+                ctx.out.warnings.append(said[1])
+            ctx.out.add(file, Doc("File", name, spec, why))
     return file_names
 
 
@@ -341,6 +374,7 @@ def _units(ctx: _Context, file_names: dict[str, list[str]], check_names: dict[st
     units: dict[str, dict[str, dict[str, Any]]] = {}
     restart_on: dict[str, list[str]] = {}  # unit -> the File documents it reads on any host
     rollout_checks: dict[str, set[str | None]] = {}
+    secrets: dict[str, list[str]] = {}  # unit -> where its file holds what looks like a secret
     for host, f in ctx.found.items():
         for u in f.units.values():
             spec = _unit_spec(ctx, host, u)
@@ -350,6 +384,8 @@ def _units(ctx: _Context, file_names: dict[str, list[str]], check_names: dict[st
             restart_on[u.name] += [n for p in f.reads.get(u.name, ()) for n in file_names.get(p, [])]
             rollout_checks.setdefault(u.name, set()).add(check_names.get(u.name, {}).get(host))
             units.setdefault(u.name, {})[host] = spec
+            if u.fragment_path in f.unit_secrets:
+                secrets.setdefault(u.name, []).append(f"{host}: {u.fragment_path} {f.unit_secrets[u.fragment_path]}")
     for unit, per_host in sorted(units.items()):
         base = doc_name(unit.removesuffix(".service")) if unit.endswith(".service") else doc_name(unit)
         if unit_name(base) != unit:
@@ -370,6 +406,13 @@ def _units(ctx: _Context, file_names: dict[str, list[str]], check_names: dict[st
             spec["rollout"] = {"strategy": "OneAtATime", "healthCheck": gates.pop(), "timeoutSeconds": 120}
         elif unit == "etcd.service":
             ctx.out.problems.append("etcd.service: no one HealthCheck for all its members; its rollout cannot be gated")
+        if unit in secrets:  # a Unit cannot be sensitive: its text shows in plan's diffs
+            ctx.out.private.add(_component_file(unit))
+            ctx.out.warnings.append(
+                f"unit {unit}: " + "; ".join(secrets[unit]) + ": a unit file is no place for a secret (plan shows "
+                "its lines when they change); move it into a drop-in or an EnvironmentFile= only its owner can "
+                "read, which import then marks sensitive"
+            )
         ctx.out.add(_component_file(unit), Doc("Unit", base, _ordered(spec), why))
 
 

@@ -49,6 +49,10 @@ class FlowList(list):  # type: ignore[type-arg]
     """A short list written on one line: `restartOn: [etcd-conf]`."""
 
 
+class Quoted(str):
+    """A string written in double quotes: `mode: "0644"`, as the README writes modes (and warnings quote them)."""
+
+
 def _flow(dumper: yaml.SafeDumper, value: dict[str, Any]) -> yaml.MappingNode:
     return dumper.represent_mapping("tag:yaml.org,2002:map", value, flow_style=True)
 
@@ -60,6 +64,9 @@ def _flow_list(dumper: yaml.SafeDumper, value: list[Any]) -> yaml.SequenceNode:
 _Dumper.add_representer(str, _str)
 _Dumper.add_representer(Flow, _flow)
 _Dumper.add_representer(FlowList, _flow_list)
+_Dumper.add_representer(
+    Quoted, lambda dumper, value: dumper.represent_scalar("tag:yaml.org,2002:str", str(value), style='"')
+)
 
 
 def _readable(spec: dict[str, Any]) -> dict[str, Any]:
@@ -71,6 +78,8 @@ def _readable(spec: dict[str, Any]) -> dict[str, Any]:
     for key in ("restartOn", "paths"):
         if isinstance(out.get(key), list) and len(out[key]) <= 4:
             out[key] = FlowList(out[key])
+    if isinstance(out.get("mode"), str):
+        out["mode"] = Quoted(out["mode"])
     return out
 
 

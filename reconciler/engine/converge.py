@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import replace
 
@@ -21,7 +21,7 @@ from reconciler.engine.rollback import RolledBack, fingerprint, roll_back
 from reconciler.engine.rollout import restart_one
 from reconciler.errors import HostError, NotLeader
 from reconciler.leader.on_host import EtcdOnHosts, etcd_members
-from reconciler.leader.restart_lock import RestartLock
+from reconciler.leader.restart_lock import RestartLock, Turn
 from reconciler.observe.facts import observe_host
 from reconciler.observe.snapshot import CheckResult
 from reconciler.outcome import HostOutcome, Looked, RunResult, Status, Step
@@ -94,7 +94,12 @@ def _held_back(host: DesiredHost, actions: tuple[Action, ...], held: Held) -> tu
 
 
 async def _apply_now(
-    session: Session, host: DesiredHost, plan: Plan | None, held: Held, fence: Fence | None = None
+    session: Session,
+    host: DesiredHost,
+    plan: Plan | None,
+    held: Held,
+    fence: Fence | None = None,
+    deposed: Fence | None = None,
 ) -> Step:
     """The plan's actions that need no turn (writes, enables, restarts of units without a rollout policy), minus
     what was rolled back before on the same config; a failed restart of a unit is rolled back here."""
@@ -123,7 +128,7 @@ async def _apply_now(
         tried = tuple(a for a in applied.done if a.target in written)
         try:
             rolled = await roll_back(
-                conn, host, unit, tried, applied, str(exc), began, lambda: _active(conn, unit.name), fence
+                conn, host, unit, tried, applied, str(exc), began, lambda: _active(conn, unit.name), deposed
             )
         except HostError as again:
             return Step.of(applied, "failed", f"{exc}; rolling back failed too: {again}", exc.ssh)
@@ -151,6 +156,7 @@ class Rollouts:
         # configs rolled back: not tried again on that host, and their rollout not gone on with, until the specs change
         self.held = held if held is not None else Held()
         self.fence: Fence | None = None  # with leader election: asked before the pass applies, and before each action
+        self.deposed: Fence | None = None  # with leader election: whether etcd shows another leads (asked by rollbacks)
         self.actor: str | None = None  # who takes the cluster-wide restart lock in etcd (None: no such lock)
         # a person repairs a lost etcd quorum: no restart lock; etcd's members without the guard and the health wait
         self.break_glass = False
@@ -179,7 +185,7 @@ def _unit_config(desired: DesiredState, unit: str) -> Config:
 @asynccontextmanager
 async def _cluster_turn(
     session: Session, desired: DesiredState, rollouts: Rollouts, unit: DesiredUnit, host: str
-) -> AsyncIterator[Callable[[], Awaitable[bool]] | None]:
+) -> AsyncIterator[Turn | None]:
     """The cluster-wide restart lock in etcd for this turn (through curl on a member, `leader.on_host`), when there
     is an actor to take it and the specs name etcd's members; whether it is still held, else None."""
     members = etcd_members(desired) if not rollouts.break_glass else []
@@ -202,7 +208,7 @@ async def _still_due(session: Session, host: DesiredHost, unit: str) -> tuple[Ac
     return next((g for g in plan_host(host, snapshot).rollouts() if g[-1].target == unit), ())
 
 
-def _with_lock(leader: Fence | None, held: Callable[[], Awaitable[bool]] | None) -> Fence | None:
+def _with_lock(leader: Fence | None, held: Turn | None) -> Fence | None:
     """The fence of a turn: the restart lock still held (renewed in time, then confirmed with etcd: one round trip),
     and the leader's fence."""
     if held is None:
@@ -212,6 +218,17 @@ def _with_lock(leader: Fence | None, held: Callable[[], Awaitable[bool]] | None)
         return await held() and (leader is None or await leader())
 
     return fence
+
+
+def _lost(leader: Fence | None, held: Turn | None) -> Fence | None:
+    """Whether a turn's actor is known to have lost its restart lock or its leadership (what stops a rollback)."""
+    if held is None:
+        return leader
+
+    async def deposed() -> bool:
+        return await held.deposed() or (leader is not None and await leader())
+
+    return deposed
 
 
 async def _rollout(
@@ -247,8 +264,9 @@ async def _rollout(
                         group = kept if kept[-1:] == group[-1:] else ()
                     if group:
                         fence = _with_lock(rollouts.fence, held)
+                        deposed = _lost(rollouts.deposed, held)
                         glass = rollouts.break_glass and unit.name == desired.etcd_unit  # its guard only
-                        await restart_one(session, desired, host, unit, group, applied, fence, glass)
+                        await restart_one(session, desired, host, unit, group, applied, fence, glass, deposed)
             except RolledBack as exc:
                 paths = [a.target for a in applied.done if a.kind is Kind.WRITE]
                 if paths:
@@ -332,7 +350,7 @@ async def reconcile_host(
     elif rollouts.fence is not None and first.plan is not None and first.plan.actions and not await rollouts.fence():
         outcome = replace(first, status="pending", remaining=first.plan, error=FOLLOWER)
     else:
-        steps = [await _apply_now(session, host, first.plan, rollouts.held, rollouts.fence)]
+        steps = [await _apply_now(session, host, first.plan, rollouts.held, rollouts.fence, rollouts.deposed)]
         if steps[-1].status != "failed":
             steps.append(await _rollout(session, desired, host, first.plan, rollouts))
         stopped = Step.last_stop(steps).status

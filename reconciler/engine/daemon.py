@@ -65,6 +65,7 @@ class Daemon:
                 accept_specs=settings.accept_specs,
             )
             self.rollouts.fence = self.leadership.fenced
+            self.rollouts.deposed = self.leadership.deposed
             self.leadership.held = self.rollouts.held  # carried to the next leader through etcd
         self.notifier = Notifier()
         self.desired: DesiredState | None = None

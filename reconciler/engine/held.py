@@ -98,21 +98,30 @@ class Held:
         return len(self._held) + len(self._stopped)
 
     # -- carried elsewhere -------------------------------------------------------------------
-    def to_json(self) -> str:
-        return json.dumps(
-            {
-                "version": 1,
-                "held": [
-                    {"host": h, "unit": u, "tried": sorted(e.tried), "paths": sorted(e.paths), "why": e.why, "at": e.at}
-                    for (h, u), e in sorted(self._held.items())
-                ],
-                "stopped": [
-                    {"unit": u, "config": sorted(config), "why": why, "at": at}
-                    for u, (config, why, at) in sorted(self._stopped.items())
-                ],
-            },
-            separators=(",", ":"),
-        )
+    def to_json(self, max_bytes: int | None = None) -> str:
+        """The whole memory as JSON; with `max_bytes`, the newest entries that fit in it."""
+        held: list[dict[str, Any]] = [
+            {"host": h, "unit": u, "tried": sorted(e.tried), "paths": sorted(e.paths), "why": e.why, "at": e.at}
+            for (h, u), e in sorted(self._held.items())
+        ]
+        stopped: list[dict[str, Any]] = [
+            {"unit": u, "config": sorted(config), "why": why, "at": at}
+            for u, (config, why, at) in sorted(self._stopped.items())
+        ]
+        text = _document(held, stopped)
+        if max_bytes is None or len(text) <= max_bytes:
+            return text
+        kept: list[tuple[str, dict[str, Any]]] = []
+        size = len(_document([], []))
+        for kind, entry in sorted(
+            [("held", e) for e in held] + [("stopped", e) for e in stopped], key=lambda k: -float(k[1]["at"])
+        ):
+            cost = len(json.dumps(entry, separators=(",", ":"))) + 1
+            if size + cost > max_bytes:
+                break
+            kept.append((kind, entry))
+            size += cost
+        return _document([e for k, e in kept if k == "held"], [e for k, e in kept if k == "stopped"])
 
     def merge(self, text: str | bytes, source: str) -> None:
         """Take in what another copy remembers (another replica's, through etcd; the file at start): of two
@@ -175,6 +184,10 @@ def _pairs(value: Any, width: int) -> frozenset[Any]:
             raise ValueError(f"entries of {width} strings expected")
         out.append(tuple(item))
     return frozenset(out)
+
+
+def _document(held: list[dict[str, Any]], stopped: list[dict[str, Any]]) -> str:
+    return json.dumps({"version": 1, "held": held, "stopped": stopped}, separators=(",", ":"))
 
 
 def _at(value: Any) -> float:

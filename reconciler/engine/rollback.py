@@ -102,19 +102,22 @@ async def roll_back(
     failure: str,
     began: float,
     healthy: Callable[[], Awaitable[CheckResult]],
-    fence: Fence | None = None,
+    deposed: Fence | None = None,
 ) -> RolledBack:
     """Put back what `applied` wrote for `unit`, restart it on that, wait for `healthy`; the error to report.
 
     Each step that changes the host (every restore, the daemon-reload, the restart) and the health wait first
-    ask the `fence` (leadership, the restart lock), like every other action: a rollback whose actor lost it stops
-    there and raises NotLeader saying what was left (which files are back, whether the unit was restarted)."""
+    ask whether this actor is `deposed` (etcd, answering, shows its leadership or its restart lock another's): a
+    rollback whose actor lost them stops there and raises NotLeader saying what was left (which files are back,
+    whether the unit was restarted). etcd not answering is no proof of that, and does not stop it: the member
+    being rolled back may be why etcd does not answer (a single member, two of two), and putting back a member
+    that failed to start takes nothing from a quorum."""
     written = [p for p in applied.backups if p in unit.restart_on]
     log.warning("rolling back", host=host.name, unit=unit.name, failure=failure, files=written)
     restored: list[str] = []
 
     async def fenced(before: str) -> None:
-        if fence is None or await fence():
+        if deposed is None or not await deposed():
             return
         left = [p for p in written if p not in restored]
         message = (

@@ -88,6 +88,7 @@ async def restart_one(
     applied: ApplyLog,
     fence: Fence | None = None,
     break_glass: bool = False,
+    deposed: Fence | None = None,
 ) -> None:
     """Guarded turn of one member: its staged writes, then its restart, then wait until it is healthy.
     With `break_glass` (a person repairing a lost quorum: no member can be healthy alone), neither the guard
@@ -142,5 +143,5 @@ async def restart_one(
         failure,
         began,
         lambda: wait_healthy(session, host, check, unit.rollout_timeout),
-        fence,
+        deposed,
     )

@@ -83,6 +83,17 @@ class Elector:
             return False
         return self._ours(holder) and self.acting()  # the look at etcd took time: still within the deadline after it
 
+    async def deposed(self) -> bool:
+        """Whether etcd, answering, shows the key is no longer this replica's (or it never led). A rollback stops
+        only on that: etcd not answering says nothing of who leads, and may be the very member being rolled back."""
+        if self.state.token == 0:
+            return True
+        try:
+            holder = await self.gateway.holder(self.key)
+        except EtcdUnavailable:
+            return False
+        return not self._ours(holder)
+
     def _ours(self, holder: Holder | None) -> bool:
         """The key as etcd shows it is this replica's holding: its name, the revision it won, its lease."""
         return (

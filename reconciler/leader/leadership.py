@@ -51,7 +51,9 @@ def etcd_access(desired: DesiredState) -> EtcdAccess | None:
 
 SPECS_KEY = "/reconciler/specs"  # {"digest", "by", "at"}: the specs the cluster agreed on, as a leader published them
 HELD_KEY = "/reconciler/held"  # what leaders rolled back and hold (engine.held), for the next leader
-MAX_HELD_VALUE = 1 << 20  # under etcd's default request limit (1.5 MiB); more stays in the leader's own state dir
+# etcd answers a value in base64 (4/3 of it) and an answer over 1 MiB is not read (leader.answers): what a leader
+# publishes must stay readable by the next; more stays in the leader's own state dir
+MAX_HELD_VALUE = 512 << 10
 REPLICAS = "/reconciler/replicas/"  # + name: each live replica's specs digest, under its lease
 
 
@@ -60,7 +62,7 @@ class Memory(Protocol):
 
     changed: int
 
-    def to_json(self) -> str: ...
+    def to_json(self, max_bytes: int | None = None) -> str: ...
 
     def merge(self, text: str | bytes, source: str) -> None: ...
 
@@ -99,6 +101,10 @@ class Leadership:
         if e is None or self.conflict or self._checked != (e.state.token, self.digest):
             return False
         return await e.fenced()
+
+    async def deposed(self) -> bool:
+        """Whether etcd shows this replica no longer leads (the rollback's fence: etcd not answering is no proof)."""
+        return self.elector is None or await self.elector.deposed()
 
     async def _agree(self, elector: Elector) -> None:
         """The leader publishes its specs' digest; a new leader whose specs differ from the published ones applies
@@ -153,7 +159,11 @@ class Leadership:
             return
         token = elector.state.token
         if self._held_taken != token:
-            record = await elector.gateway.holder(HELD_KEY)
+            try:
+                record = await elector.gateway.holder(HELD_KEY)
+            except EtcdUnavailable as exc:  # too large to read, or etcd away: the fence asks etcd anyway
+                log.error("held rollbacks in etcd not read", key=HELD_KEY, error=str(exc)[:200])
+                record = None
             if record is not None:
                 try:
                     held.merge(record.value[: MAX_HELD_VALUE + 1], HELD_KEY)
@@ -161,10 +171,8 @@ class Leadership:
                     log.error("held rollbacks in etcd unreadable", key=HELD_KEY, error=str(exc)[:200])
             self._held_taken = token
         if held.changed != self._held_sent:
-            value = held.to_json()
-            if len(value) > MAX_HELD_VALUE:
-                log.warning("held rollbacks too large for etcd: kept in the state dir only", size=len(value))
-            elif not await elector.gateway.put_while(HELD_KEY, value, elector.key, token):
+            value = held.to_json(MAX_HELD_VALUE)  # the newest entries that fit: all are in the state dir
+            if not await elector.gateway.put_while(HELD_KEY, value, elector.key, token):
                 return  # deposed meanwhile
             self._held_sent = held.changed
 

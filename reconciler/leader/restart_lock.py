@@ -17,8 +17,9 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from typing import Protocol
 
 import structlog
 
@@ -53,6 +54,14 @@ def describe(value: str) -> str:
         return f"{_field(v['actor'])} (restarting {_field(v['unit'])} on {_field(v['host'])})"
     except (ValueError, TypeError, KeyError, RecursionError):
         return repr(_field(value))
+
+
+class Turn(Protocol):
+    """A held turn: awaited, whether it may act (fresh and confirmed by etcd); `deposed`, whether it is known lost."""
+
+    async def __call__(self) -> bool: ...
+
+    async def deposed(self) -> bool: ...
 
 
 class _Held:
@@ -102,6 +111,20 @@ class _Held:
             self.lose("the lock's key was deleted or taken over")
         return self.fresh()
 
+    async def deposed(self) -> bool:
+        """Whether this turn is known to have lost the lock: seen lost, or etcd, answering, shows the key gone or
+        another's. A rollback stops only on that: etcd not answering is no proof that another actor holds it (and
+        the member being rolled back may be why etcd does not answer: a single member, or two of two)."""
+        if self.lost:
+            return True
+        try:
+            holder = await self.api.holder(self.key)
+        except EtcdUnavailable:
+            return False
+        if not self.mine(holder):
+            self.lose("the lock's key was deleted or taken over")
+        return bool(self.lost)
+
     def lose(self, why: str) -> None:
         if not self.lost:
             self.lost = why
@@ -127,7 +150,7 @@ class RestartLock:
         )
 
     @asynccontextmanager
-    async def turn(self, unit: str, host: str, wait: float) -> AsyncIterator[Callable[[], Awaitable[bool]]]:
+    async def turn(self, unit: str, host: str, wait: float) -> AsyncIterator[Turn]:
         """Hold the lock of `unit` for `host`'s turn; yields the fence: `await held()` before each action, whether
         the lock is still held (renewed in time, and confirmed with etcd by one round trip; False when etcd does
         not answer). Raises LockNotTaken when etcd does not answer or another actor holds it for more than `wait`

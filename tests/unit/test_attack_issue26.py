@@ -182,12 +182,6 @@ async def test_a_failover_back_to_a_replica_with_an_older_entry_does_not_try_the
     assert "held" in again.error and host.changes == changes, "the newer bad config was tried once more"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="MAX_HELD_VALUE (1 MiB) is checked on the JSON, but the range answer carries it base64 (4/3) under "
-    "ANSWER_LIMIT (1 MiB): a leader publishes a ~800 KB memory, and every later leader's read of /reconciler/held "
-    "is 'etcd unavailable', so its fence never opens: no replica ever acts again",
-)
 async def test_a_large_held_memory_published_by_one_leader_does_not_shut_every_later_leaders_fence(etcd: str) -> None:
     from reconciler.leader.elector import Elector
     from reconciler.leader.leadership import MAX_HELD_VALUE, Leadership
@@ -196,7 +190,7 @@ async def test_a_large_held_memory_published_by_one_leader_does_not_shut_every_l
     memory = Held()
     for i in range(750):  # a fleet-wide bad kube-apiserver config, rolled back on 750 masters (~1 kB each)
         memory.hold(f"master-{i}", APISERVER, frozenset({(SHARED, "ab" * 32)}), "rolled back: " + "x" * 1000)
-    assert 3 * MAX_HELD_VALUE // 4 < len(memory.to_json()) < MAX_HELD_VALUE
+    assert len(memory.to_json()) > MAX_HELD_VALUE  # more than etcd can carry: the newest entries that fit go
     async with two(etcd) as (ga, gb):
         first = Leadership("r1", Metrics(), ttl=5, renew_deadline=10, retry=2, replicas=2)
         first.elector, first.digest, first.held = Elector(ga, "r1", ttl=5), "a" * 64, memory
@@ -216,6 +210,9 @@ async def test_a_large_held_memory_published_by_one_leader_does_not_shut_every_l
                 errors.append(str(exc)[-80:])
                 second._checked = None
         assert await second.fenced(), f"the new leader's fence stays shut: {errors}"
+        assert 300 < len(second.held) < 750 and second.held.why(
+            "master-749", APISERVER, frozenset({(SHARED, "ab" * 32)})
+        )  # the newest
 
 
 @pytest.mark.parametrize(
@@ -323,12 +320,6 @@ def etcd_ready(url: str) -> None:
         time.sleep(0.1)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the rollback's fence is the restart lock confirmed in etcd; when the member that failed is what etcd "
-    "needs for its quorum (a single master, or two members), etcd cannot answer the confirm, and the rollback is "
-    "'not done: lock lost': etcd is left down on the config it refuses, though nobody else can hold the lock",
-)
 async def test_a_single_etcd_members_rollback_is_not_stopped_by_the_etcd_it_is_repairing(
     specs: Path, etcd: str
 ) -> None:
@@ -677,13 +668,13 @@ async def test_a_hanging_curl_on_every_member_ends_within_the_deadline(specs: Pa
 
 
 async def test_a_held_memory_that_fits_the_answer_limit_reaches_the_next_leader(etcd: str) -> None:
-    """Holds (control for the large-memory test above): ~500 kB of held entries are read by the next leader."""
+    """Holds (control for the large-memory test above): ~350 kB of held entries are read whole by the next leader."""
     from reconciler.leader.elector import Elector
     from reconciler.leader.leadership import Leadership
     from reconciler.status.metrics import Metrics
 
     memory = Held()
-    for i in range(450):
+    for i in range(300):
         memory.hold(f"master-{i}", APISERVER, frozenset({(SHARED, "ab" * 32)}), "rolled back: " + "x" * 1000)
     async with two(etcd) as (ga, gb):
         first = Leadership("r1", Metrics(), ttl=5, renew_deadline=10, retry=2, replicas=2)
@@ -695,4 +686,4 @@ async def test_a_held_memory_that_fits_the_answer_limit_reaches_the_next_leader(
         second.elector, second.digest, second.held = Elector(gb, "r2", ttl=5), "a" * 64, Held()
         await second.elector.step()
         await second._agree(second.elector)
-        assert await second.fenced() and len(second.held) == 450
+        assert await second.fenced() and len(second.held) == 300

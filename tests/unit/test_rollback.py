@@ -104,8 +104,8 @@ async def test_a_rolled_back_unit_file_brings_no_daemon_reload_on_later_passes(s
 
 @pytest.mark.parametrize("unit", ["kube-apiserver.service", "etcd.service"])
 async def test_a_rollback_whose_fence_is_lost_acts_no_more(specs: Path, unit: str) -> None:
-    """The fence (leadership, restart lock) is lost while the restart on the new config fails: the rollback
-    restores nothing, restarts nothing, and says what it left."""
+    """The fence (leadership, restart lock) is lost, etcd showing another actor, while the restart on the new config
+    fails: the rollback restores nothing, restarts nothing, and says what it left."""
     desired = load_desired(specs)
     hosts = {name: SimHost(name) for name in desired.hosts}
     session = Session(fake_connector(hosts))
@@ -117,6 +117,9 @@ async def test_a_rollback_whose_fence_is_lost_acts_no_more(specs: Path, unit: st
 
     async def fence() -> bool:
         return not lost
+
+    async def deposed() -> bool:  # etcd answers: another actor leads, or holds the lock
+        return lost
 
     def fails(host: SimHost) -> bool:
         nonlocal lost
@@ -131,7 +134,7 @@ async def test_a_rollback_whose_fence_is_lost_acts_no_more(specs: Path, unit: st
         conf.write_text(conf.read_text().replace('KUBE_LOG_LEVEL="--v=0"', 'KUBE_LOG_LEVEL="--v=1234"'))
     host = hosts["master-1"]
     host.fails[unit] = fails
-    rollouts.fence = fence
+    rollouts.fence, rollouts.deposed = fence, deposed
     changed = load_desired(specs)
     restarts = list(host.restarted)
     outcome = await reconcile_host(changed, "master-1", session, rollouts, wait=0.2, interval=0.01, changed=True)
