@@ -1,5 +1,6 @@
 """The HA front's failover on the testbed (issue 17's goals): specs/ha/ enabled on the three masters, a client
-sending a request through the VIP every 20 ms (2 s timeout) the whole time, and per round:
+sending a request through the VIP every 20 ms (2 s timeout) the whole time, and per round (the specs opt in to the
+insecure port on the VIP, `lb_insecure_bind: "*"`, which that client uses; by default it is on loopback only):
 
 - haproxy: `systemctl stop haproxy` on the VIP holder: seconds from the fault to the first successful request
   of the run that ends the outage, failed requests; then HAProxy is started again (it must not take the VIP back);
