@@ -1,17 +1,55 @@
 """Whether a person may break the glass: `reconciler apply --break-glass` repairs a lost etcd quorum, and only that.
 
-Owns the refusal. The glass is broken only when this run asked etcd itself (a linearizable read, through curl on
-each member over its SSH session: `leader.on_host`) and no member answered. Without an etcd unit in the specs, or
-without a way to ask it (a member whose rollout check is not an http(s) URL of etcd, e.g. a `tcp:` check), it
-refuses and says why: a guard that cannot see etcd must not be dropped on a cluster that may be healthy. Called by
-the CLI before `engine.converge.converge(..., break_glass=True)`, which then relaxes the etcd unit's guard only.
+Owns the refusal. The glass is broken only when this run asked etcd itself (a linearizable read of a key, through
+curl on every member over its SSH session: `leader.on_host`) and every member was silent the way a member without
+a quorum is: its port refused or timed out, its host unreachable, or etcd's own "etcdserver: ..." error. An
+answer is a quorum: refused. Anything else (a 4xx: the URL is not etcd's client API, or etcd refused the client;
+a 200 that is not etcd's answer; a TLS failure) cannot tell: refused, saying why. Without an etcd unit in the
+specs, or without a way to ask it (a member whose rollout check is not an http(s) URL, e.g. a `tcp:` check), it
+refuses too: a guard that cannot see etcd must not be dropped on a cluster that may be healthy. Called by the CLI
+before `engine.converge.converge(..., break_glass=True)`, which then relaxes the etcd unit's guard only.
 """
 
 from __future__ import annotations
 
-from reconciler.leader.on_host import etcd_answers, etcd_members
+import asyncio
+import base64
+import json
+
+from reconciler.errors import HostError
+from reconciler.leader.on_host import EtcdOnHosts, etcd_members
 from reconciler.spec.desired import DesiredState
 from reconciler.transport.session import Session
+
+# curl's exit statuses for a member that does not serve: refused, timed out, nothing or a reset back
+SILENT = {7: "connection refused", 28: "timed out", 52: "empty reply", 56: "connection reset"}
+QUORUM_READ = ("/v3/kv/range", {"key": base64.b64encode(b"/reconciler/leader").decode()})  # linearizable
+
+
+async def _ask(api: EtcdOnHosts, n: int) -> tuple[str, str]:
+    """("answered" | "silent" | "unclear", what member `n` said) to a read that needs etcd's quorum."""
+    try:
+        async with asyncio.timeout(api.deadline):
+            exit_status, status, body = await api.exchange(n, *QUORUM_READ)
+    except TimeoutError:
+        return "silent", f"no answer within {api.deadline:g}s"
+    except HostError:
+        return "silent", "its host cannot be reached"
+    if status == 200:
+        try:
+            data = json.loads(body)
+        except (ValueError, RecursionError):
+            data = None
+        if isinstance(data, dict) and isinstance(data.get("header"), dict):
+            return "answered", ""
+        return "unclear", "HTTP 200 with an answer that is not etcd's"
+    if status == 0:
+        if exit_status in SILENT:
+            return "silent", SILENT[exit_status]
+        return "unclear", f"curl exit {exit_status} (TLS or address trouble)"
+    if status >= 500 and b"etcdserver:" in body:
+        return "silent", f"HTTP {status} from etcd itself"
+    return "unclear", f"HTTP {status}: not etcd's client API, or etcd refused this client"
 
 
 def cannot_ask(desired: DesiredState) -> str:
@@ -34,14 +72,22 @@ def cannot_ask(desired: DesiredState) -> str:
 
 
 async def refusal(session: Session, desired: DesiredState) -> str:
-    """Why `--break-glass` is refused on this cluster now, or "" when etcd was asked and did not answer."""
+    """Why `--break-glass` is refused on this cluster now, or "" when every member was asked and was silent."""
     why = cannot_ask(desired)
     if why:
         return why
-    answered = await etcd_answers(session, desired)
+    api = EtcdOnHosts(session, etcd_members(desired))
+    said = await asyncio.gather(*(_ask(api, n) for n in range(len(api.endpoints))))
+    answered = [api.endpoints[n] for n, (kind, _) in enumerate(said) if kind == "answered"]
     if answered:
         return (
-            f"etcd answers through {answered}, so it has its quorum; run `reconciler apply` without it (it takes "
+            f"etcd answers through {answered[0]}, so it has its quorum; run `reconciler apply` without it (it takes "
             "the restart lock and the quorum guard)"
+        )
+    unclear = [f"{api.endpoints[n]}: {detail}" for n, (kind, detail) in enumerate(said) if kind == "unclear"]
+    if unclear:
+        return (
+            "cannot tell whether etcd lost its quorum: " + "; ".join(unclear) + " (a member without a quorum refuses "
+            "the connection, times out or says so: fix its rollout check's URL and TLS files, or etcd's access)"
         )
     return ""

@@ -64,7 +64,7 @@ async def guard(session: Session, desired: DesiredState, unit: DesiredUnit, host
     bad = [f"{p.name} ({r.detail})" for p, r in zip(peers, results) if not r.ok]
     if not bad:
         return ""
-    if unit.name != desired.etcd_unit:
+    if unit.name not in desired.etcd_units:
         mine = await _health(session, desired.hosts[host], unit.rollout_check)
         if not mine.ok:
             note = (
@@ -73,9 +73,15 @@ async def guard(session: Session, desired: DesiredState, unit: DesiredUnit, host
             )
             log.warning("rollout guard: nothing to protect", host=host, unit=unit.name, note=note)
             return note
+    hint = ""
+    if len(bad) == len(peers) and unit.name in desired.etcd_units:
+        hint = (
+            f"; no other member answers: if {unit.name} lost its quorum, or is forming for the first time over a "
+            "distribution's own etcd, see `reconciler apply --break-glass`"
+        )
     raise RolloutRefused(
         f"{host}: not restarting {unit.name}: other member(s) unhealthy: {', '.join(bad)}; "
-        "a restart now could lose quorum"
+        f"a restart now could lose quorum{hint}"
     )
 
 

@@ -68,6 +68,14 @@ class EtcdOnHosts(EtcdApi):
         self.endpoints = [f"{h.name} ({client_url(c)})" for h, c in self.members]
 
     async def _ask(self, n: int, path: str, body: dict[str, Any]) -> bytes:
+        exit_status, status, answer = await self.exchange(n, path, body)
+        if exit_status != 0 or status != 200:
+            raise EtcdUnavailable(f"HTTP {status}" if status else f"curl exit {exit_status}")
+        return answer
+
+    async def exchange(self, n: int, path: str, body: dict[str, Any]) -> tuple[int, int, bytes]:
+        """One request to member `n`, as curl on it saw it: curl's exit status, the HTTP status (0: none), the
+        body. Raises HostError when the member's host cannot be reached."""
         host, check = self.members[n]
         argv = ["curl", *CURL_SAFE, "--max-time", f"{self.timeout:g}", "-w", "\n%{http_code}"]
         argv += ["-X", "POST", "-H", "Content-Type: application/json", "--data-binary", "@-"]
@@ -77,20 +85,4 @@ class EtcdOnHosts(EtcdApi):
             argv, input=json.dumps(body).encode(), timeout=self.timeout + 3, max_output=ANSWER_LIMIT + 8
         )
         status, answer = _split(result.stdout)
-        if result.exit_status != 0 or status != 200:
-            raise EtcdUnavailable(f"HTTP {status}" if status else f"curl exit {result.exit_status}")
-        return answer
-
-
-async def etcd_answers(session: Session, desired: DesiredState) -> str:
-    """Which member answered a linearizable read (one needs etcd's quorum), or "" when none did: whether a
-    lost quorum is what `apply --break-glass` is repairing."""
-    members = etcd_members(desired)
-    if not members:
-        return ""
-    api = EtcdOnHosts(session, members)
-    try:
-        await api.holder("/reconciler/leader")
-    except EtcdUnavailable:
-        return ""
-    return api.answered
+        return result.exit_status, status, answer

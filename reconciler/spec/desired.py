@@ -153,19 +153,32 @@ class DesiredState:
         return [h for _, h in sorted(self.hosts.items()) if any(u.name == unit for u in h.units)]
 
     @cached_property
-    def etcd_unit(self) -> str | None:
-        """The unit that runs etcd: the EtcdTuning's, else one whose program (ExecStart's binary, drop-ins
-        included) is etcd, else etcd.service when a host has it; None when no host runs etcd. The one unit whose
-        members hold a quorum: its guard is relaxed only by `apply --break-glass`, never by itself."""
-        if self.tuning is not None:
-            return self.tuning.unit
+    def etcd_units(self) -> frozenset[str]:
+        """Every unit that runs etcd: the EtcdTuning's, each whose program (ExecStart's binary, drop-ins included)
+        is etcd (a second cluster, e.g. for events, included), and etcd.service when a host has it. Their members
+        hold a quorum: the rollout guard is never relaxed for them but by `apply --break-glass`."""
+        found = {self.tuning.unit} if self.tuning is not None else set()
         for _, host in sorted(self.hosts.items()):
             for unit in host.units:
+                if unit.name in found:
+                    continue
                 texts = {
                     p: f.content.decode(errors="replace")
                     for p, f in host.files.items()
                     if p == unit.path or p.startswith(unit.path + ".d/")
                 }
                 if program(unit.path, texts) == "etcd":
-                    return unit.name
-        return "etcd.service" if self.hosts_with_unit("etcd.service") else None
+                    found.add(unit.name)
+        if self.hosts_with_unit("etcd.service"):
+            found.add("etcd.service")
+        return frozenset(found)
+
+    @cached_property
+    def etcd_unit(self) -> str | None:
+        """The cluster's etcd (the one leader election, the restart lock and `--break-glass` use): the EtcdTuning's
+        unit, else etcd.service, else the first unit that runs etcd; None when no host runs etcd."""
+        if self.tuning is not None:
+            return self.tuning.unit
+        if "etcd.service" in self.etcd_units:
+            return "etcd.service"
+        return min(self.etcd_units, default=None)
