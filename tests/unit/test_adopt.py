@@ -704,6 +704,7 @@ class Box:
     ids: dict[str, str] = field(default_factory=dict)  # unit asked for -> the Id systemd answers (an alias's)
     read: list[str] = field(default_factory=list)  # every path the read script was asked for
     probed: list[str] = field(default_factory=list)  # every path whose first line the cert script read
+    ignore_budget: bool = False  # a hostile shell: sends every file whole, whatever budget it is given
 
     def real(self, path: str) -> str:
         d = posixpath.dirname(path)
@@ -717,8 +718,7 @@ class Box:
                 return self.canonical_answer
             return "".join(self.real(p) + "\0" for p in args)
         if script == disc._READ_SCRIPT:
-            self.read += args
-            return "".join(self._read(p) for p in args)
+            return self._read_all(int(args[0]), args[1:])
         if script == disc._CERT_SCRIPT:
             self.probed += args
             return "".join(p + "\n" for p in args if self._cert(p))
@@ -743,21 +743,35 @@ class Box:
     def _cert(self, path: str) -> bool:
         return path not in self.links and self.files.get(path, b"").startswith(b"-----BEGIN CERTIFICATE-----")
 
-    def _read(self, p: str) -> str:
+    def _read_all(self, left: int, paths: list[str]) -> str:
+        """The read script's answer: each file's content while the budget `left` takes it, then "@@BUDGET"."""
+        self.read += paths
+        out = []
+        for p in paths:
+            answer, size = self._read(p)
+            if size is not None and size <= MAX_FILE and not self.ignore_budget:
+                if size > left:
+                    return "".join(out) + f"@@BUDGET {p}\n"
+                left -= size
+            out.append(answer)
+        return "".join(out)
+
+    def _read(self, p: str) -> tuple[str, int | None]:
         d = posixpath.dirname(p)
         if self.real_dirs.get(d, d) != d:
-            return f"@@F {p} dirlink\n"
+            return f"@@F {p} dirlink\n", None
         if p in self.links:
-            return f"@@F {p} link\n"
+            return f"@@F {p} link\n", None
         if p in self.dirs:
             mode, owner, group = self.dirs[p]
-            return f"@@F {p} dir 0 {mode:o} {b64(owner)} {b64(group)}\n"
+            return f"@@F {p} dir 0 {mode:o} {b64(owner)} {b64(group)}\n", None
         if p not in self.files:
-            return f"@@F {p} missing\n"
+            return f"@@F {p} missing\n", None
         mode, owner, group = self.stats.get(p, (0o644, "root", "root"))
         content = self.files[p]
-        head = base64.b64encode(content[: MAX_FILE + 1]).decode()
-        return f"@@F {p} file {len(content)} {mode:o} {b64(owner)} {b64(group)}\n{head}\n"
+        sent = content if self.ignore_budget or len(content) <= MAX_FILE else b""  # the script reads no large file
+        head = base64.b64encode(sent).decode()
+        return f"@@F {p} file {len(content)} {mode:o} {b64(owner)} {b64(group)}\n{head}\n", len(content)
 
 
 class BoxConnection:
@@ -1632,13 +1646,18 @@ def test_any_contents_on_any_hosts_load_back_as_each_hosts_bytes(
         assert got.content == texts[n].encode() and got.sensitive == sens, (n, texts[n])
 
 
-def test_a_world_readable_secret_is_a_problem_that_says_so_without_the_secret(tmp_path: Path) -> None:
+def test_a_world_readable_secret_is_imported_as_it_is_with_a_warning_without_the_secret(tmp_path: Path) -> None:
+    """Issue 26 item 13: the seed's guide leaves token.csv 0644; import must not ask for the host to change first."""
     boxes = fleet(1)
     boxes[0].stats["/etc/kubernetes/token.csv"] = (0o644, "root", "root")
     imported = run_import(boxes, tmp_path)
-    assert not any(d["spec"]["path"] == "/etc/kubernetes/token.csv" for d in imported.docs("File"))
-    problem = next(p for p in imported.adoption.problems if "/etc/kubernetes/token.csv" in p)
-    assert "chmod 600" in problem and TOKEN.decode().split(",")[0] not in problem
+    assert imported.adoption.problems == []
+    token = next(d["spec"] for d in imported.docs("File") if d["spec"]["path"] == "/etc/kubernetes/token.csv")
+    assert token["sensitive"] is True and token["mode"] == "0644" and token["wideMode"] is True
+    desired = assert_exact(boxes, imported)  # the mode kept: 0644 on the host, 0644 in the spec
+    assert desired.hosts["master-1"].files["/etc/kubernetes/token.csv"].sensitive
+    (warning,) = imported.adoption.warnings
+    assert "chmod" not in warning and 'mode: "0600"' in warning and TOKEN.decode().split(",")[0] not in warning
 
 
 def test_timings_with_leading_zeros_import_exactly(tmp_path: Path) -> None:
