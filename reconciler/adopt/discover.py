@@ -164,11 +164,12 @@ class OverBudget(PermanentHostError):
     """A host holds more for import to read than MAX_HOST_BYTES: nothing of it is imported."""
 
     def __init__(self, host: str, at: str = ""):
-        where = f" (it ran out at {at[:200]})" if at else ""
+        where = f"; it ran out at {at[:200]}" if at else ""
         super().__init__(
-            f"{host} holds more for import to read than its budget of {MAX_HOST_BYTES // MIB} MiB per host "
-            f"(MAX_HOST_BYTES){where}: not read further; nothing imported"
+            f"more to read than import's budget of {MAX_HOST_BYTES // MIB} MiB per host (MAX_HOST_BYTES{where}): "
+            "not read further"
         )
+        self.host = host
 
 
 @dataclass

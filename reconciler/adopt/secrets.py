@@ -17,6 +17,7 @@ from reconciler.components.systemd import parse_environment_file, unit_directive
 _WORDS = ("TOKEN", "SECRET", "PASSWORD", "PASSWD", "PASSPHRASE", "CREDENTIAL", "PRIVATE_KEY", "ACCESS_KEY", "API_KEY")
 _LAST = ("KEY", "PASS", "PWD", "PW", "PSK", "AUTH")  # DB_PASS, WIFI_PSK, APP_KEY: the name's last word
 _PATHS = ("FILE", "FILES", "PATH", "PATHS", "DIR", "DIRS", "TTL", "TIMEOUT", "EXPIRY")  # a file or a duration
+_TRIGGER = re.compile("|".join(_WORDS + _LAST).replace("_", "[^A-Za-z0-9]*"), re.IGNORECASE)
 _NOT_SECRET = ("INITIAL_CLUSTER_TOKEN",)  # etcd's cluster id: in every member's flags
 _SWITCH = {"", "true", "false", "yes", "no", "on", "off", "0", "1", "enabled", "disabled"}
 _PATH_VALUE = re.compile(r"/[\w.@-]+(/[\w.@-]+)+")  # an absolute path of two or more parts: names a file
@@ -27,6 +28,8 @@ _UNQUOTE = re.compile(r"""\\(.)|["']""")
 
 def secret_name(name: str, value: str) -> bool:
     """Whether `name=value` looks like a secret: by the name, unless the value is empty, a switch or a path."""
+    if not _TRIGGER.search(name):  # most names: nothing to look at further
+        return False
     words = [w for w in re.split(r"[^A-Z0-9]+", name.upper()) if w]
     key = "_".join(words)
     if not words or words[-1].endswith(_PATHS) or any(key == n or key.endswith(f"_{n}") for n in _NOT_SECRET):

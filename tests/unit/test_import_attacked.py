@@ -247,6 +247,26 @@ def test_secrets_are_found_by_name_in_env_files_and_units_never_by_value() -> No
     assert env_file_secrets(seed_env) == [] and unit_file_secrets("[Service]\nExecStart=/usr/bin/etcd\n") == []
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        "X=" + "a" * 2**20,
+        'X="' + "a b " * 2**18,
+        "X=" + "://" + "a" * 2**20,
+        "X=" + "://a:" * 2**18,
+        "[Service]\nExecStart=/bin/x " + "--a " * 2**18,
+        "[Service]\nEnvironment=" + "'" * 2**20,
+        "[Service]\nEnvironment=" + "\\" * 2**20,
+    ],
+)
+def test_looking_for_secrets_takes_time_linear_in_the_text(text: str) -> None:
+    """A host's file is up to 1 MiB of anything: shlex took 15 s on one long word, a scheme before `://` 20 s."""
+    began = time.process_time()
+    env_file_secrets(text)
+    unit_file_secrets(text)
+    assert time.process_time() - began < 5  # about 0.1 s; quadratic would be minutes
+
+
 def test_a_unit_file_holding_a_secret_is_written_0600_with_a_warning_that_names_the_key_only(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str], reset_logging: None
 ) -> None:
@@ -310,6 +330,23 @@ def test_a_host_with_more_to_read_than_the_budget_is_refused_without_reading_pas
     assert "xxxx" not in message
     # what import let the host send, over all its round trips: the budget in base64, and little besides
     assert conn.accepted <= disc.MAX_HOST_BYTES * 4 // 3 + 4 * 1024 * 1024, conn.accepted
+
+
+def test_the_cli_names_the_host_and_the_budget_and_writes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str], reset_logging: None
+) -> None:
+    box = hostile()
+
+    async def connect(target: Target) -> Connection:
+        return BoxConnection(box)
+
+    monkeypatch.setattr(session_module, "ssh_connector", lambda **_: connect)
+    out = tmp_path / "adopted"
+    code = cli.main(["import", "--host", f"{box.name}={box.address}", str(out)])
+    stdout, stderr = capfd.readouterr()
+    assert code == 1 and not out.exists() and not list(tmp_path.iterdir())
+    assert f"{box.name}: cannot be read: more to read than import's budget of 16 MiB per host" in stderr, stderr
+    assert "nothing written" in stderr and "xxxx" not in stdout + stderr
 
 
 def test_a_host_that_lies_about_the_budget_is_cut_off_at_it() -> None:
