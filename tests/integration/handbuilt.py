@@ -5,7 +5,8 @@
 leaves:
 
 - the four env files under /etc/kubernetes with the guide's own comments and commented-out lines, values in
-  double quotes, /etc/kubernetes/token.csv (mode 0600), and /etc/etcd/etcd.conf in the etcd package's style
+  double quotes, /etc/kubernetes/token.csv (mode 0644, TOKEN_MODE: the guide writes it with `cat >` under umask
+  022 and never tightens it), and /etc/etcd/etcd.conf in the etcd package's style
   (`#[member]`, `#[cluster]`, `#[security]` sections, commented-out defaults, the heartbeat lines appended
   at the end as the guide adds them);
 - the three kube units at /usr/lib/systemd/system/kube-*.service, the guide's location (KUBE_UNIT_DIR).
@@ -34,6 +35,7 @@ KUBE_UNITS = ("kube-apiserver", "kube-controller-manager", "kube-scheduler")
 UNITS = ("etcd", *KUBE_UNITS)
 SSL_DIR = "/etc/kubernetes/ssl"
 TOKEN_CSV = '0b3c2a7e5f1d4c6b9a8e7d6c5b4a3f2e,kubelet-bootstrap,10001,"system:kubelet-bootstrap"\n'
+TOKEN_MODE = "0644"  # as the guide leaves token.csv (a new file under umask 022; the guide has no chmod)
 WAIT_SECONDS = 60
 
 
@@ -365,7 +367,7 @@ def _write_script(files: dict[str, str]) -> str:
         f"rm -f {shadowing}\n"
         "mkdir -p /etc/kubernetes /etc/etcd\n"
         f"{writes}"
-        "chmod 600 /etc/kubernetes/token.csv\n"
+        f"chmod {TOKEN_MODE} /etc/kubernetes/token.csv\n"  # whatever mode an earlier owner gave it
         "systemctl daemon-reload\n"
         f"systemctl enable {' '.join(UNITS)}\n"
     )

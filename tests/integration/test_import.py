@@ -1,5 +1,6 @@
 """`reconciler import` on masters built by hand as the seed builds them: the imported directory is exact (plan
-finds nothing to change), keeps each host's own drift, and edits to it restart exactly what they should."""
+finds nothing to change), keeps each host's own drift, and edits to it restart exactly what they should. The
+guide leaves token.csv 0644: import takes it as it is (sensitive, its mode kept) and says how to tighten it."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import yaml
 from testbed import Testbed
 
 from .conftest import SPECS, reconciler
-from .handbuilt import HAND_BUILT_DIFFERENCES, KUBE_UNIT_DIR, TOKEN_CSV, build_by_hand
+from .handbuilt import HAND_BUILT_DIFFERENCES, KUBE_UNIT_DIR, TOKEN_CSV, TOKEN_MODE, build_by_hand
 
 pytestmark = pytest.mark.testbed
 
@@ -45,6 +46,10 @@ def imported(hand_built: Testbed, tmp_path_factory: pytest.TempPathFactory) -> P
     assert result.code == 0, result.out + result.err
     assert "finds nothing to change on any host" in result.out
     assert TOKEN_CSV.split(",")[0] not in result.out + result.err  # the secret is written, never printed
+    # the guide's 0644 token.csv: imported as it is, and said loudly, with the one line that tightens it
+    warning = next(line for line in result.err.splitlines() if "/etc/kubernetes/token.csv" in line)
+    assert warning.startswith("warning: master-1, master-2, master-3: ") and f"(mode {TOKEN_MODE})" in warning
+    assert 'mode: "0600"' in warning and "one attrs change, no restart" in warning
     return out
 
 
@@ -98,7 +103,8 @@ def test_units_files_certificates_checks_and_tuning_are_described(imported: Path
     assert drop_in["spec"]["content"] == "[Service]\nLimitNOFILE=65536\n"
     assert drop_in["metadata"]["name"] in units["kube-scheduler"]["restartOn"]
     token = next(x for x in docs if x["kind"] == "File" and x["spec"]["path"] == "/etc/kubernetes/token.csv")
-    assert token["spec"]["sensitive"] is True and "mode" not in token["spec"]  # 0600, the sensitive default
+    assert token["spec"]["sensitive"] is True and token["spec"]["mode"] == TOKEN_MODE  # as the host has it
+    assert token["spec"]["wideMode"] is True
     assert (imported / "kubernetes.yaml").stat().st_mode & 0o077 == 0  # it holds the token: its owner's only
     checks = {x["metadata"]["name"]: x["spec"]["http"] for x in docs if x["kind"] == "HealthCheck"}
     assert checks["etcd"]["url"] == "https://{{ host.address }}:2379/health" and checks["etcd"]["keyFile"]
@@ -158,6 +164,25 @@ def test_a_real_edit_restarts_its_reader_and_a_format_only_edit_restarts_nothing
     assert restarts(result.out) == [] and result.out.count("format only") == 3, result.out
     assert [h.ssh("systemctl show -p MainPID --value etcd").stdout.strip() for h in hand_built.hosts] == etcd_pids
     assert all(b"# adopted by reconciler\n" in (h.root / "etc/etcd/etcd.conf").read_bytes() for h in hand_built.hosts)
+
+
+def test_the_guides_token_file_is_tightened_by_one_spec_line_one_attrs_change_and_no_restart(
+    hand_built: Testbed, tmp_path: Path
+) -> None:
+    specs = tmp_path / "specs"  # imported afresh: the hosts as they are now (tests before may have changed them)
+    result = reconciler("import", "--inventory", str(SPECS / "inventory.yaml"), str(specs))
+    assert result.code == 0 and 'mode: "0600"' in result.err, result.out + result.err
+    kube = specs / "kubernetes.yaml"
+    text = kube.read_text()
+    assert text.count(f'  mode: "{TOKEN_MODE}"\n') == 1  # the token's: no other File here keeps a mode
+    kube.write_text(text.replace(f'  mode: "{TOKEN_MODE}"\n', '  mode: "0600"\n'))
+    plan = reconciler("plan", str(specs))
+    assert plan.code == 2, plan.out + plan.err  # 2: changes to make
+    for h in ("master-1", "master-2", "master-3"):
+        assert f"{h}: 1 change(s)" in plan.out, plan.out
+    attrs = [line.strip() for line in plan.out.splitlines() if line.strip().startswith("~ attrs ")]
+    assert attrs == [f"~ attrs /etc/kubernetes/token.csv: {TOKEN_MODE} root:root -> 0600 root:root"] * 3, plan.out
+    assert "restart" not in plan.out and TOKEN_CSV.split(",")[0] not in plan.out + plan.err
 
 
 def test_import_writes_nothing_where_it_cannot_be_exact(hand_built: Testbed, tmp_path: Path) -> None:
