@@ -305,15 +305,18 @@ class _Reader:
         left = self.left
         # the host answers at most `left` bytes of content, in base64 (4 characters for every 3 bytes, at most 4
         # more per file), each after one header line; a host sending more is cut off by the transport
-        cap = (left + len(paths)) * 4 // 3 + sum(2 * len(p) + _ANSWER_OVERHEAD for p in paths)
+        headers = sum(2 * len(p) + _ANSWER_OVERHEAD for p in paths)
+        cap = (left + len(paths)) * 4 // 3 + headers
         result = await self.conn.run(
             ["sh", "-c", _READ_SCRIPT, "reconciler-import", str(left), *paths], timeout=60, max_output=cap
         )
         if not result.ok:
             raise TransientHostError(f"import's read failed: {result.describe()}")
+        sent = len(result.stdout)
         found = parse_reads(result.stdout.decode("utf-8", "replace"), paths)
         del result
-        self.host.read_bytes += sum(len(f.content) for f in found.values())
+        # what it sent counts, kept or not: content refused (larger than its stat said) is not read again for free
+        self.host.read_bytes += max(sum(len(f.content) for f in found.values()), (sent - headers) * 3 // 4)
         over = next((p for p in paths if found[p].state == "budget"), None)
         if over is not None or self.host.read_bytes > MAX_HOST_BYTES:
             raise OverBudget(self.host.name, over or "")

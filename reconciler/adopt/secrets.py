@@ -24,6 +24,7 @@ _PATH_VALUE = re.compile(r"/[\w.@-]+(/[\w.@-]+)+")  # an absolute path of two or
 _URL_PASSWORD = re.compile(r"://[^\s/:@]{1,256}:[^\s/@]{1,256}@")  # scheme://user:password@: linear in the text
 _WORD = re.compile(r"""(?:[^\s'"\\]+|'[^']*'?|"(?:[^"\\]|\\.)*"?|\\.?)+""")  # a shell word, quotes and all
 _UNQUOTE = re.compile(r"""\\(.)|["']""")
+_COMMENT = re.compile(r"^[ \t]*(?:[#;][#; \t]*|export[ \t]+)", re.MULTILINE)  # what starts a skipped line
 
 
 def secret_name(name: str, value: str) -> bool:
@@ -66,29 +67,39 @@ def url_password(text: str) -> bool:
     return bool(_URL_PASSWORD.search(text))
 
 
+def _uncommented(text: str) -> str:
+    """The lines systemd skips, as it would read them if they were not: a secret commented out (or after an
+    `export`) is still in the file, and in any diff of it."""
+    return _COMMENT.sub("", text)
+
+
 def env_file_secrets(text: str) -> list[str]:
-    """The secret-looking names an EnvironmentFile= holds: keys, flags in values, or a URL with a password."""
+    """The secret-looking names an EnvironmentFile= holds: keys, flags in values, or a URL with a password; in
+    its comments too."""
     out: list[str] = []
-    for key, setting in parse_environment_file(text).items():
-        if secret_name(key, setting.value) or url_password(setting.value):
-            out.append(key)
-        out += _flags(setting.value)
+    for source in (text, _uncommented(text)):
+        for key, setting in parse_environment_file(source).items():
+            if secret_name(key, setting.value) or url_password(setting.value):
+                out.append(key)
+            out += _flags(setting.value)
     if not out and url_password(text):  # e.g. on a line systemd does not take as an assignment
         out.append("a URL with a password")
     return list(dict.fromkeys(out))
 
 
 def unit_file_secrets(text: str) -> list[str]:
-    """The secret-looking names a unit file or drop-in holds: Environment= keys and flags of its commands."""
+    """The secret-looking names a unit file or drop-in holds: Environment= keys and flags of its commands; in its
+    comments too."""
     out: list[str] = []
-    for d in unit_directives(text):
-        if d.key == "Environment":
-            for word in _split(d.value):
-                key, sep, value = word.partition("=")
-                if sep and (secret_name(key, value) or url_password(value)):
-                    out.append(key)
-        elif d.key.startswith("Exec"):
-            out += _flags(d.value)
+    for source in (text, _uncommented(text)):
+        for d in unit_directives(source):
+            if d.key == "Environment":
+                for word in _split(d.value):
+                    key, sep, value = word.partition("=")
+                    if sep and (secret_name(key, value) or url_password(value)):
+                        out.append(key)
+            elif d.key.startswith("Exec"):
+                out += _flags(d.value)
     if not out and url_password(text):
         out.append("a URL with a password")
     return list(dict.fromkeys(out))

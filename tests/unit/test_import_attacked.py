@@ -233,16 +233,19 @@ def test_secrets_are_found_by_name_in_env_files_and_units_never_by_value() -> No
     env = (
         'KUBE_API_ARGS="--etcd-servers=https://10.0.0.1:2379 --oidc-client-secret=abc --token-auth-file=/x/t.csv"\n'
         "DATABASE_URL=postgres://app:hunter2@db:5432/app\n"
-        "# VAULT_TOKEN=commented-out\n"
+        "# VAULT_TOKEN=commented-out\n"  # still in the file, and in any diff of it
+        "export DB_PASSWORD=hunter2\n"  # systemd skips the line; the file still holds it
         "PLAIN=1\n"
+        '#ETCD_WAL_DIR=""\n'
     )
-    assert env_file_secrets(env) == ["--oidc-client-secret", "DATABASE_URL"]
+    assert env_file_secrets(env) == ["--oidc-client-secret", "DATABASE_URL", "VAULT_TOKEN", "DB_PASSWORD"]
     unit = (
         "[Service]\n"
         'Environment="VAULT_TOKEN=s.x" LOG=info\n'
         "ExecStart=/usr/bin/app --password hunter2 --key-file=/etc/app.key --verbose\n"
     )
     assert unit_file_secrets(unit) == ["VAULT_TOKEN", "--password"]
+    assert unit_file_secrets("[Service]\n#Environment=API_KEY=abc\n") == ["API_KEY"]
     seed_env = 'KUBE_API_ARGS="--experimental-bootstrap-token-auth --token-auth-file=/etc/kubernetes/token.csv"\n'
     assert env_file_secrets(seed_env) == [] and unit_file_secrets("[Service]\nExecStart=/usr/bin/etcd\n") == []
 
@@ -357,6 +360,29 @@ def test_a_host_that_lies_about_the_budget_is_cut_off_at_it() -> None:
     with pytest.raises(HostError):
         asyncio.run(disc.discover(conn, box.name))
     assert conn.accepted <= disc.MAX_HOST_BYTES * 4 // 3 + 4 * 1024 * 1024, conn.accepted
+
+
+def test_what_a_host_sends_counts_against_its_budget_even_when_refused() -> None:
+    """A host whose stat says 1 byte and whose read sends 1 MiB: each file is refused ("changed while it was
+    read"), and the bytes still count, so a later round is not given the whole budget again."""
+    accepted = [0]
+
+    class Liar:
+        async def run(self, argv: Sequence[str], *, max_output: int = MAX_OUTPUT, **_: Any) -> CommandResult:
+            body = base64.b64encode(b"x" * 1024 * 1024).decode()
+            out = "".join(f"@@F {p} file 1 644 cm9vdA== cm9vdA==\n{body}\n" for p in argv[5:]).encode()
+            accepted[0] += min(len(out), max_output)
+            if len(out) > max_output:
+                raise HostError("answered more than asked for")
+            return CommandResult(tuple(argv), 0, out, b"")
+
+    host = disc.FoundHost("liar")
+    reader = disc._Reader(Liar(), host)  # type: ignore[arg-type]
+    with pytest.raises(HostError):
+        for i in range(10):  # rounds of 8 files: import has three, a hostile host would want more
+            asyncio.run(reader.read([f"/etc/{i}/x{k}" for k in range(8)]))
+    assert all(f.state == "changed while it was read" for f in host.files.values())
+    assert accepted[0] <= disc.MAX_HOST_BYTES * 4 // 3 + 1024 * 1024, accepted[0]
 
 
 def test_a_host_within_the_budget_imports_as_before(tmp_path: Path) -> None:
