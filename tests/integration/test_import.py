@@ -105,6 +105,8 @@ def test_units_files_certificates_checks_and_tuning_are_described(imported: Path
     token = next(x for x in docs if x["kind"] == "File" and x["spec"]["path"] == "/etc/kubernetes/token.csv")
     assert token["spec"]["sensitive"] is True and token["spec"]["mode"] == TOKEN_MODE  # as the host has it
     assert token["spec"]["wideMode"] is True
+    sensitive = [x["spec"]["path"] for x in docs if x["kind"] == "File" and x["spec"].get("sensitive")]
+    assert sensitive == ["/etc/kubernetes/token.csv"]  # the guide's env files hold names, paths and switches only
     assert (imported / "kubernetes.yaml").stat().st_mode & 0o077 == 0  # it holds the token: its owner's only
     checks = {x["metadata"]["name"]: x["spec"]["http"] for x in docs if x["kind"] == "HealthCheck"}
     assert checks["etcd"]["url"] == "https://{{ host.address }}:2379/health" and checks["etcd"]["keyFile"]
