@@ -260,6 +260,9 @@ def _print_import(result: ImportResult, out: Path) -> int:
     problems += [f"plan on {h}: {a}" for h, actions in result.pending.items() for a in actions]
     for problem in problems:
         print(f"not exact: {problem}", file=sys.stderr)
+    if result.refused:
+        print(f"{result.refused}; nothing written", file=sys.stderr)
+        return 1
     if result.exact:
         print(f"{out}: written; it validates and `reconciler plan {out}` finds nothing to change on any host")
         return 0

@@ -40,6 +40,7 @@ class ImportResult:
     failed_hosts: dict[str, str] = field(default_factory=dict)
     invalid: list[str] = field(default_factory=list)  # `validate`'s errors on the written directory
     pending: dict[str, list[str]] = field(default_factory=dict)  # host -> what `plan` would still change
+    refused: str = ""  # why nothing was put at the destination although it was ready (it appeared meanwhile)
 
     @property
     def exact(self) -> bool:
@@ -112,7 +113,7 @@ async def run_import(
 ) -> ImportResult:
     given_empty = _empty_directory(dest)  # the CLI takes an empty directory as OUT: replaced if still empty
     if not given_empty and (dest.exists() or dest.is_symlink()):
-        return ImportResult(None, Adoption(problems=[f"{dest} exists: import writes a new directory, never into one"]))
+        return ImportResult(None, Adoption(), refused=f"{dest} exists: import writes a new directory, never into one")
     found, failed = await _read_all(session, hosts, units)
     if failed:
         return ImportResult(None, Adoption(), failed_hosts=failed)
@@ -134,10 +135,8 @@ async def run_import(
         invalid = [i.replace(staging.name + "/", dest.name + "/") for i in invalid]
         result = ImportResult(None, adoption, invalid=invalid, pending=pending)
         if result.exact or force:
-            refused = _put_in_place(staging, dest, given_empty)
-            if refused:
-                adoption.problems.append(refused)
-            else:
+            result.refused = _put_in_place(staging, dest, given_empty)
+            if not result.refused:
                 result.written = dest
         return result
     finally:
