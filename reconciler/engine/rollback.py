@@ -16,9 +16,11 @@ from collections.abc import Awaitable, Callable, Iterable
 import structlog
 
 from reconciler.apply.executor import ApplyLog, Fence, restore
+from reconciler.components.systemd import unit_directives
 from reconciler.errors import HostError, NotLeader
 from reconciler.observe.snapshot import CheckResult
 from reconciler.plan.actions import Action, Kind
+from reconciler.secrets import known_words, scrub
 from reconciler.spec.desired import DesiredHost, DesiredUnit
 from reconciler.terminal import printable
 from reconciler.transport.base import Connection
@@ -43,17 +45,40 @@ class RolledBack(HostError):
         self.healthy = healthy
 
 
-def explain(lines: Iterable[str]) -> str:
-    """Pure: the unit's own line that best says why it failed: the last one that sounds like a reason,
-    else its last line."""
+def explain(lines: Iterable[str], known: frozenset[str] = frozenset()) -> str:
+    """Pure: the unit's own line that best says why it failed: the last one that sounds like a reason, else its
+    last line; secrets taken out (`reconciler.secrets.scrub`: secret-looking values, URL passwords, the `known`
+    words of the sensitive files the unit reads), before it is cut to length (a secret is never half shown)."""
     kept = [printable(line).strip() for line in lines if line.strip()]
     reasons = [line for line in kept if _WHY.search(line)]
     chosen = reasons[-1] if reasons else (kept[-1] if kept else "")
-    return chosen[:LOG_LINE_CHARS]
+    return scrub(chosen[: 8 * LOG_LINE_CHARS], known)[:LOG_LINE_CHARS]
+
+
+def withheld(host: DesiredHost, unit: DesiredUnit) -> bool:
+    """Whether a unit's journal is kept out of messages altogether: its unit file, a drop-in or an env file it is
+    started with is sensitive, so what it echoes of its own configuration (flags, connection strings) is secret."""
+    started_with = {*unit.unit_files, *_environment_files(host, unit)}
+    return any(host.files[p].sensitive for p in started_with if p in host.files)
+
+
+def _environment_files(host: DesiredHost, unit: DesiredUnit) -> list[str]:
+    text = b"\n".join(host.files[p].content for p in unit.unit_files if p in host.files).decode(errors="replace")
+    return [d.value.lstrip("-") for d in unit_directives(text) if d.key == "EnvironmentFile"]
+
+
+def secret_words(host: DesiredHost, unit: DesiredUnit) -> frozenset[str]:
+    """The words of the sensitive files the unit reads: taken out of whatever it wrote to its journal."""
+    return known_words(
+        host.files[p].content
+        for p in (*unit.restart_on, *unit.reload_on)
+        if p in host.files and host.files[p].sensitive
+    )
 
 
 def changed_values(actions: Iterable[Action], host: DesiredHost) -> str:
-    """Pure: the new lines the failed writes brought (a sensitive file by its path only), for the error."""
+    """Pure: the new lines the failed writes brought (a sensitive file by its path only; secret-looking values
+    taken out of the others), for the error."""
     out: list[str] = []
     for action in actions:
         if action.kind is not Kind.WRITE:
@@ -65,7 +90,7 @@ def changed_values(actions: Iterable[Action], host: DesiredHost) -> str:
         added = [
             line[1:].strip() for line in action.diff.splitlines() if line.startswith("+") and not line.startswith("+++")
         ]
-        out.extend(f"{action.target}: {line[:120]}" for line in added[:3] if not line.startswith("#"))
+        out.extend(f"{action.target}: {scrub(line[:4096])[:120]}" for line in added[:3] if not line.startswith("#"))
     return "; ".join(out[:6]) or "no content change"
 
 
@@ -129,7 +154,10 @@ async def roll_back(
         log.error("rollback not done: lock lost", host=host.name, unit=unit.name, restored=restored, left=left)
         raise NotLeader(message)
 
-    why = explain(await unit_log(conn, unit.name, time.monotonic() - began))  # before the restart adds lines
+    if withheld(host, unit):
+        why = f"(not shown: it is started with sensitive files; see journalctl -u {unit.name} on {host.name})"
+    else:  # read before the restart adds lines
+        why = explain(await unit_log(conn, unit.name, time.monotonic() - began), secret_words(host, unit))
     for path in reversed(written):
         await fenced(f"restoring {path}")
         await restore(conn, host.name, path, applied.backups[path])

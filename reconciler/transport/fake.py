@@ -134,6 +134,7 @@ class SimHost:
         self.restarted: list[tuple[float, str]] = []  # (monotonic time, unit) of every `systemctl restart`
         self.reloaded: list[tuple[float, str]] = []  # (monotonic time, unit) of every reload from reconciler
         self.fails: dict[str, Callable[[SimHost], bool]] = {}  # unit -> whether it fails to start on these files
+        self.journal: dict[str, list[str]] = {}  # unit -> what its processes wrote to the journal
         self.unhealthy: set[str] = set()  # units running but failing their check (another config), until restarted
         self.backups: dict[str, SimFile] = {}  # backup path -> the replaced file, as the write script keeps it
         self.changes = 0  # commands that changed the host: writes, restores, attrs, systemctl verbs but reset-failed
@@ -151,8 +152,9 @@ class SimHost:
             return self._attrs(argv[4], argv[5], argv[6])
         if argv[:2] == ["bash", "-c"] and len(argv) == 6 and argv[3] == "reconciler-restore":
             return self._restore(argv[4], argv[5])
-        if argv[:1] == ["journalctl"]:
-            return 0, b"", b""
+        if argv[:1] == ["journalctl"]:  # the unit's own lines (_SYSTEMD_UNIT=...), as journalctl -o cat prints them
+            unit = next((a.split("=", 1)[1] for a in argv if a.startswith("_SYSTEMD_UNIT=")), "")
+            return 0, "".join(f"{line}\n" for line in self.journal.get(unit, [])).encode(), b""
         if argv[:2] == ["sh", "-c"] and len(argv) == 6 and argv[3] == "reconciler-reload":
             unit = self.units.get(argv[4])
             if unit is None or not unit.active:

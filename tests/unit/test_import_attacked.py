@@ -27,7 +27,8 @@ from reconciler.adopt import discover as disc
 from reconciler.adopt.describe import describe
 from reconciler.adopt.emit import spec_files
 from reconciler.adopt.importer import run_import
-from reconciler.adopt.secrets import env_file_secrets, secret_name, unit_file_secrets
+from reconciler.adopt.secrets import env_file_secrets, unit_file_secrets
+from reconciler.secrets import secret_name
 from reconciler.engine.converge import plan_all
 from reconciler.errors import HostError
 from reconciler.plan.actions import Kind

@@ -163,3 +163,42 @@ async def test_what_was_held_is_still_held_after_the_daemon_restarts(specs: Path
     again = await reconcile_host(changed, "master-1", session, restarted, wait=0.2, interval=0.01, changed=True)
     assert again.status == "rolled-back" and "held" in again.error, again.error
     assert host.changes == changes  # the bad config was not tried once more
+
+
+async def test_a_rollback_reports_no_secret_its_unit_wrote_to_the_journal(specs: Path) -> None:
+    """Issue 26: the message copied up to 300 characters of the unit's journal into /status and the logs."""
+    desired = load_desired(specs)
+    host = SimHost("master-1")
+    session = Session(fake_connector({"master-1": host}))
+    rollouts = Rollouts()
+    assert (await reconcile_host(desired, "master-1", session, rollouts, wait=1.0, interval=0.01)).status == "converged"
+    breaking(specs, "7")
+    host.fails[APISERVER] = apiserver_fails_on("7")
+    token = "0b3c2a7e5f1d4c6b9a8e7d6c5b4a3f2e"  # the bundled token.csv's, which kube-apiserver reads
+    host.journal[APISERVER] = [
+        "starting",
+        f"error: cannot reach postgres://kube:pa55-w0rd-xyz@db:5432, token {token} refused, DB_PASSWORD=hunter22",
+    ]
+    rolled = await reconcile_host(load_desired(specs), "master-1", session, rollouts, wait=0.2, interval=0.01)
+    assert rolled.status == "rolled-back" and "kube-apiserver.service said: error: cannot reach" in rolled.error
+    for secret in ("pa55-w0rd-xyz", token, "hunter22"):
+        assert secret not in rolled.error
+
+
+async def test_a_unit_started_with_a_sensitive_file_has_its_journal_withheld(specs: Path) -> None:
+    kube = specs / "kubernetes.yaml"
+    text = kube.read_text()
+    anchor = "  name: kube-apiserver-env\nspec:\n  path: /etc/kubernetes/apiserver\n"
+    assert text.count(anchor) == 1
+    kube.write_text(text.replace(anchor, anchor + "  sensitive: true\n"))  # its flags hold a secret
+    desired = load_desired(specs)
+    host = SimHost("master-1")
+    session = Session(fake_connector({"master-1": host}))
+    rollouts = Rollouts()
+    assert (await reconcile_host(desired, "master-1", session, rollouts, wait=1.0, interval=0.01)).status == "converged"
+    breaking(specs, "7")
+    host.fails[APISERVER] = apiserver_fails_on("7")
+    host.journal[APISERVER] = ["flags: --etcd-password=plain-and-simple"]
+    rolled = await reconcile_host(load_desired(specs), "master-1", session, rollouts, wait=0.2, interval=0.01)
+    assert rolled.status == "rolled-back" and "plain-and-simple" not in rolled.error
+    assert "kube-apiserver.service said: (not shown: it is started with sensitive files" in rolled.error
