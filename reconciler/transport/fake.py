@@ -153,8 +153,8 @@ class SimHost:
         if argv[:2] == ["bash", "-c"] and len(argv) == 6 and argv[3] == "reconciler-restore":
             return self._restore(argv[4], argv[5])
         if argv[:1] == ["journalctl"]:  # the unit's own lines (_SYSTEMD_UNIT=...), as journalctl -o cat prints them
-            unit = next((a.split("=", 1)[1] for a in argv if a.startswith("_SYSTEMD_UNIT=")), "")
-            return 0, "".join(f"{line}\n" for line in self.journal.get(unit, [])).encode(), b""
+            name = next((a.split("=", 1)[1] for a in argv if a.startswith("_SYSTEMD_UNIT=")), "")
+            return 0, "".join(f"{line}\n" for line in self.journal.get(name, [])).encode(), b""
         if argv[:2] == ["sh", "-c"] and len(argv) == 6 and argv[3] == "reconciler-reload":
             unit = self.units.get(argv[4])
             if unit is None or not unit.active:
