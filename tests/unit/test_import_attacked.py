@@ -28,10 +28,10 @@ from reconciler.adopt.describe import describe
 from reconciler.adopt.emit import spec_files
 from reconciler.adopt.importer import run_import
 from reconciler.adopt.secrets import env_file_secrets, unit_file_secrets
-from reconciler.secrets import secret_name
 from reconciler.engine.converge import plan_all
 from reconciler.errors import HostError
 from reconciler.plan.actions import Kind
+from reconciler.secrets import secret_name
 from reconciler.spec.desired import Target
 from reconciler.spec.isolate import load_desired
 from reconciler.transport import session as session_module
