@@ -32,7 +32,7 @@ sys.path.insert(0, str(REPO))
 
 from bench.ha import reconciler, wait  # noqa: E402
 from testbed import Testbed, TestHost  # noqa: E402
-from tests.integration.test_systemd_unit import UNIT, install_unit, uninstall_unit  # noqa: E402
+from tests.support.unit_file import UNIT, install_unit, uninstall_unit  # noqa: E402
 
 DRIFT = "while :; do chmod 0640 /etc/kubernetes/token.csv; sleep 0.5; done"
 CUT_SECONDS = 30

@@ -1,40 +1,24 @@
-"""Integration fixtures: one 3-host testbed for the session, and helpers to run the real CLI against it."""
+"""Integration fixtures: one 3-host testbed for the session, the testbed after a first apply, a copy of the specs,
+the daemon in a process of its own. What tests build on lives in tests/support."""
 
 from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import sys
 import tempfile
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from testbed import Testbed
+from tests.support.cli import reconciler
+from tests.support.daemon import RunningDaemon
+from tests.support.specs import BUNDLED as SPECS
 
-REPO = Path(__file__).resolve().parents[2]
-SPECS = REPO / "specs"
 # The CLI and daemons started by tests keep their etcd tuning overlay here, never in /var/lib/reconciler;
 # tests that tune pass a --state-dir of their own.
 os.environ["RECONCILER_STATE_DIR"] = tempfile.mkdtemp(prefix="reconciler-state-")
-
-
-@dataclass
-class CLIResult:
-    code: int
-    out: str
-    err: str
-
-
-def reconciler(*args: str, timeout: float = 600) -> CLIResult:
-    """Run the `reconciler` command as an operator would (a separate process)."""
-    proc = subprocess.run(
-        [sys.executable, "-m", "reconciler.cli", *args], capture_output=True, text=True, timeout=timeout, cwd=REPO
-    )
-    return CLIResult(proc.returncode, proc.stdout, proc.stderr)
 
 
 @pytest.fixture(scope="session")
@@ -63,3 +47,17 @@ def spec_copy(tmp_path: Path) -> Path:
     dest = tmp_path / "specs"
     shutil.copytree(SPECS, dest)
     return dest
+
+
+@pytest.fixture
+def run_daemon(tmp_path: Path) -> Iterator[Callable[..., RunningDaemon]]:
+    started: list[RunningDaemon] = []
+
+    def start(spec_dir: Path, *args: str) -> RunningDaemon:
+        daemon = RunningDaemon(spec_dir, tmp_path / f"daemon-{len(started)}.log", *args)
+        started.append(daemon)
+        return daemon
+
+    yield start
+    for daemon in started:
+        daemon.stop()

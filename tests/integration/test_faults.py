@@ -20,11 +20,12 @@ import yaml
 from reconciler.settings import DaemonSettings
 from reconciler.spec.watch import LONGEST_BURST_S
 from testbed import Testbed, TestHost
-
-from .conftest import REPO, SPECS, reconciler
-from .test_converge import assert_files_match_specs, journal_cursor, restart_window
-from .test_daemon import RunningDaemon, all_converged, run_daemon, wait_for  # noqa: F401 (fixture)
-from .test_tuning import conf_values, running_values
+from tests.support.cli import reconciler
+from tests.support.daemon import RunningDaemon, all_converged, wait_for
+from tests.support.observed import assert_files_match_specs, journal_cursor, restart_window
+from tests.support.specs import BUNDLED as SPECS
+from tests.support.specs import REPO
+from tests.support.tuning import conf_values, running_values
 
 pytestmark = pytest.mark.testbed
 
@@ -285,7 +286,7 @@ def test_hundreds_of_spec_edits_are_coalesced_into_a_few_passes(
 
 
 def etcd_healthy(host: TestHost) -> bool:
-    from .test_converge import SSL
+    from tests.support.observed import SSL
 
     return (
         '"health":"true"'
@@ -367,7 +368,7 @@ def test_member_down_mid_rollout_pauses_it_until_quorum_is_safe(
 def test_etcd_member_crashing_during_tuning_pauses_the_rollout(
     converged: Testbed, spec_copy: Path, tmp_path: Path, run_daemon: Callable[..., RunningDaemon]
 ) -> None:
-    from .test_tuning import leader, pulse, tuning_specs, wait_past_recent_restarts
+    from tests.support.tuning import leader, pulse, tuning_specs, wait_past_recent_restarts
 
     specs = tuning_specs(spec_copy)
     daemon = run_daemon(specs, "--resync", "2", "--backoff-cap", "2", "--state-dir", str(tmp_path / "state"))

@@ -12,7 +12,7 @@ import pytest
 
 from reconciler.components.systemd import environment_of, same_unit
 from testbed import Testbed
-from tests.unit.test_format_only import ENV_CASES, UNIT
+from tests.support.formats import ENV_CASES, UNIT_TEXT
 
 pytestmark = pytest.mark.testbed
 
@@ -43,11 +43,11 @@ def test_environment_of_is_what_systemd_gives_the_service(testbed: Testbed, text
 
 
 VARIANTS = [
-    b"# managed\n" + UNIT.replace(b"\n\n", b"\n\n\n") + b"; trailing comment\n",
-    UNIT.replace(b"Restart=on-failure", b"Restart = on-failure   "),
-    UNIT.replace(b"Restart=on-failure\n", b"") + b"\n\nRestart=on-failure\n",
-    UNIT.replace(b"Restart=on-failure", b"Restart=always"),
-    UNIT.replace(b"Description=Kubernetes Scheduler", b"Description=Kubernetes  Scheduler"),
+    b"# managed\n" + UNIT_TEXT.replace(b"\n\n", b"\n\n\n") + b"; trailing comment\n",
+    UNIT_TEXT.replace(b"Restart=on-failure", b"Restart = on-failure   "),
+    UNIT_TEXT.replace(b"Restart=on-failure\n", b"") + b"\n\nRestart=on-failure\n",
+    UNIT_TEXT.replace(b"Restart=on-failure", b"Restart=always"),
+    UNIT_TEXT.replace(b"Description=Kubernetes Scheduler", b"Description=Kubernetes  Scheduler"),
 ]
 PROPERTIES = "Description,ExecStart,EnvironmentFiles,Restart"
 
@@ -56,13 +56,13 @@ def test_same_unit_means_systemctl_show_reports_the_same(testbed: Testbed) -> No
     host = testbed.hosts[0]
     names = [f"t-format-{i}.service" for i in range(len(VARIANTS) + 1)]
     try:
-        for name, text in zip(names, [UNIT, *VARIANTS]):
+        for name, text in zip(names, [UNIT_TEXT, *VARIANTS]):
             _put(testbed, f"/etc/systemd/system/{name}", text)
         host.ssh("systemctl daemon-reload")
         shown = host.ssh(f"systemctl show -p {PROPERTIES} -- {' '.join(names)}").stdout.strip().split("\n\n")
         assert len(shown) == len(names)
         for text, props in zip(VARIANTS, shown[1:]):
-            if same_unit(UNIT, text):
+            if same_unit(UNIT_TEXT, text):
                 assert props == shown[0], text
             else:
                 assert props != shown[0], text  # these variants all differ for systemd too

@@ -24,9 +24,9 @@ import yaml
 
 from testbed import Testbed, TestHost
 from testbed.ha import VIP, VIP_TLS_URL, VIP_URL, Traffic, enable_ha, holders, partitioned, send_adverts
-
-from .conftest import SPECS, reconciler
-from .test_daemon import wait_for
+from tests.support.cli import reconciler
+from tests.support.daemon import wait_for
+from tests.support.specs import BUNDLED as SPECS
 
 pytestmark = pytest.mark.testbed
 

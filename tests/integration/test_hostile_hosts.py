@@ -10,8 +10,8 @@ import time
 import pytest
 
 from testbed import Testbed, TestHost
-
-from .conftest import SPECS, reconciler
+from tests.support.cli import reconciler
+from tests.support.specs import BUNDLED as SPECS
 
 pytestmark = pytest.mark.testbed
 

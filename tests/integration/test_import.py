@@ -13,8 +13,9 @@ import pytest
 import yaml
 
 from testbed import Testbed
+from tests.support.cli import reconciler
+from tests.support.specs import BUNDLED as SPECS
 
-from .conftest import SPECS, reconciler
 from .handbuilt import HAND_BUILT_DIFFERENCES, KUBE_UNIT_DIR, TOKEN_CSV, TOKEN_MODE, build_by_hand
 
 pytestmark = pytest.mark.testbed

@@ -25,10 +25,11 @@ from reconciler.leader.restart_lock import RestartLock
 from reconciler.spec.isolate import load_desired
 from reconciler.transport.session import Session, ssh_connector
 from testbed import Testbed, TestHost
-
-from .conftest import REPO, SPECS, reconciler
-from .test_daemon import wait_for
-from .test_systemd_unit import UNIT, install_unit, uninstall_unit
+from tests.support.cli import reconciler
+from tests.support.daemon import wait_for
+from tests.support.specs import BUNDLED as SPECS
+from tests.support.specs import REPO
+from tests.support.unit_file import UNIT, install_unit, uninstall_unit
 
 pytestmark = pytest.mark.testbed
 

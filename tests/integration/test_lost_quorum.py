@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from testbed import Testbed
-
-from .conftest import SPECS, reconciler
+from tests.support.cli import reconciler
+from tests.support.specs import BUNDLED as SPECS
 
 pytestmark = pytest.mark.testbed
 

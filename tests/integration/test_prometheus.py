@@ -20,9 +20,8 @@ import pytest
 import yaml
 
 from testbed import Testbed
-
-from .conftest import REPO
-from .test_daemon import RunningDaemon, all_converged, run_daemon, wait_for  # noqa: F401 (fixture)
+from tests.support.daemon import RunningDaemon, all_converged, wait_for
+from tests.support.specs import REPO
 
 pytestmark = pytest.mark.testbed
 

@@ -14,10 +14,9 @@ from pathlib import Path
 import pytest
 
 from testbed import Testbed, TestHost
-
-from .conftest import reconciler
-from .test_daemon import RunningDaemon, all_converged, run_daemon, wait_for  # noqa: F401 (fixture)
-from .test_tuning import Writer, etcdctl
+from tests.support.cli import reconciler
+from tests.support.daemon import RunningDaemon, all_converged, wait_for
+from tests.support.tuning import Writer, etcdctl
 
 pytestmark = pytest.mark.testbed
 

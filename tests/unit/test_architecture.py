@@ -96,3 +96,25 @@ def test_the_spec_layer_imports_nothing_above_it() -> None:
             "reconciler.observe",
         }
         assert not above, f"{low} imports {sorted(above)}"
+
+
+def test_no_test_imports_another_test_module() -> None:
+    """What tests share lives once in tests/support (and bench imports it from there); a test module is imported
+    by nothing but pytest."""
+    import ast
+
+    root = Path(__file__).resolve().parents[2]
+    offenders = []
+    for path in [*(root / "tests").rglob("*.py"), *(root / "bench").rglob("*.py")]:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                module = ("." * node.level) + (node.module or "")
+                if module.split(".")[-1].startswith("test_") or module.lstrip(".") == "conftest":
+                    offenders.append(f"{path.relative_to(root)}:{node.lineno}: from {module} import ...")
+            elif isinstance(node, ast.Import):
+                offenders += [
+                    f"{path.relative_to(root)}:{node.lineno}: import {a.name}"
+                    for a in node.names
+                    if a.name.split(".")[-1].startswith("test_")
+                ]
+    assert not offenders, "\n".join(offenders)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
@@ -24,9 +23,8 @@ from reconciler.engine.rollback import fingerprint
 from reconciler.spec.isolate import load_desired
 from reconciler.transport.fake import SimHost, SimUnit, fake_connector
 from reconciler.transport.session import Session
-from tests.unit.test_elector import etcd, two, wait_ready
-
-__all__ = ["etcd"]  # the fixture, imported for its use here
+from tests.support.etcd import two, wait_ready
+from tests.support.specs import copy_specs, replace_once
 
 REPO = Path(__file__).resolve().parents[2]
 APISERVER = "kube-apiserver.service"
@@ -38,10 +36,7 @@ ETCD_CONF = "/etc/etcd/etcd.conf"
 
 @pytest.fixture
 def specs(tmp_path: Path) -> Path:
-    d = tmp_path / "specs"
-    shutil.copytree(REPO / "specs", d)
-    shutil.rmtree(d / "ha", ignore_errors=True)  # not under attack here (and being changed by others)
-    return d
+    return copy_specs(tmp_path / "specs", ha=False)  # the HA front is not under attack here
 
 
 def breaking(specs: Path, value: str) -> None:
@@ -51,12 +46,6 @@ def breaking(specs: Path, value: str) -> None:
 
 def apiserver_fails_on(*values: str) -> Callable[[SimHost], bool]:
     return lambda host: any(f"--v={v}".encode() in host.files[SHARED].content for v in values)
-
-
-def replace_once(path: Path, old: str, new: str) -> None:
-    text = path.read_text()
-    assert text.count(old) == 1, old
-    path.write_text(text.replace(old, new))
 
 
 async def converged_fleet(specs: Path, hosts: dict[str, SimHost] | None = None) -> dict[str, SimHost]:

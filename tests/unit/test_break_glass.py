@@ -7,12 +7,9 @@ dropped the guard of every other rollout unit (HAProxy, keepalived).
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 from pathlib import Path
-
-import pytest
 
 from reconciler.engine.break_glass import cannot_ask
 from reconciler.engine.converge import converge
@@ -27,13 +24,6 @@ HTTP_CHECK = """  http:
     certFile: /etc/kubernetes/ssl/kubernetes.pem
     keyFile: /etc/kubernetes/ssl/kubernetes-key.pem
 """
-
-
-@pytest.fixture
-def specs(tmp_path: Path) -> Path:
-    d = tmp_path / "specs"
-    shutil.copytree(REPO / "specs", d)
-    return d
 
 
 def with_tcp_check(specs: Path) -> None:

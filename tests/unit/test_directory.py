@@ -6,7 +6,6 @@ from __future__ import annotations
 import grp
 import os
 import pwd
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from reconciler.plan.diff import plan_host
 from reconciler.spec.isolate import load_desired
 from reconciler.transport.fake import SimHost, fake_connector
 from reconciler.transport.session import Session
+from tests.support.specs import copy_specs
 
 REPO = Path(__file__).resolve().parents[2]
 USER = pwd.getpwuid(os.getuid()).pw_name
@@ -39,8 +39,7 @@ spec:
 
 @pytest.fixture
 def specs(tmp_path: Path) -> Path:
-    d = tmp_path / "specs"
-    shutil.copytree(REPO / "specs", d)
+    d = copy_specs(tmp_path / "specs")
     (d / "dirs.yaml").write_text(DOC)
     return d
 

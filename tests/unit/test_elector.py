@@ -4,83 +4,15 @@ without etcd."""
 
 from __future__ import annotations
 
-import contextlib
-import socket
 import subprocess
 import time
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
 from reconciler.leader.elector import KEY, Elector
 from reconciler.leader.from_here import EtcdGateway
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@pytest.fixture
-def etcd(tmp_path: Path) -> Iterator[str]:
-    client, peer = _free_port(), _free_port()
-    url = f"http://127.0.0.1:{client}"
-    proc = subprocess.Popen(
-        [
-            "etcd",
-            "--name=t",
-            f"--data-dir={tmp_path / 'data'}",
-            f"--listen-client-urls={url}",
-            f"--advertise-client-urls={url}",
-            f"--listen-peer-urls=http://127.0.0.1:{peer}",
-            f"--initial-advertise-peer-urls=http://127.0.0.1:{peer}",
-            f"--initial-cluster=t=http://127.0.0.1:{peer}",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                with socket.create_connection(("127.0.0.1", client), timeout=0.2):
-                    break
-            except OSError:
-                time.sleep(0.05)
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(10)
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@contextlib.asynccontextmanager
-async def two(url: str) -> AsyncIterator[tuple[EtcdGateway, EtcdGateway]]:
-    """Two replicas' clients (made in the test's own event loop)."""
-    a, b = EtcdGateway([url]), EtcdGateway([url])
-    try:
-        yield a, b
-    finally:
-        await a.close()
-        await b.close()
-
-
-async def wait_ready(e: Elector) -> None:
-    for _ in range(100):  # etcd elects itself leader a moment after it listens
-        await e.step()
-        if not e.state.error:
-            return
-        time.sleep(0.05)
-    raise AssertionError(e.state.error)
+from tests.support.etcd import Clock, etcdctl, free_port, two, wait_ready
 
 
 async def test_one_leader_and_its_fencing_token(etcd: str) -> None:
@@ -143,7 +75,7 @@ async def _fenced_out(gateways: tuple[EtcdGateway, EtcdGateway]) -> None:
 
 
 async def test_no_etcd_no_leader() -> None:
-    gateway = EtcdGateway([f"http://127.0.0.1:{_free_port()}"], timeout=0.5)
+    gateway = EtcdGateway([f"http://127.0.0.1:{free_port()}"], timeout=0.5)
     e = Elector(gateway, "master-1")
     await e.step()
     assert not e.acting() and not await e.fenced()
@@ -242,10 +174,6 @@ async def test_a_follower_looks_again_as_soon_as_the_leaders_lease_can_be_gone(e
         assert b.next_step() == 0.25  # past it: a look every 0.25 s until etcd has revoked it
         await a.step()
         assert a.next_step() == a.retry  # a leader renews every retry
-
-
-def etcdctl(url: str, *args: str) -> None:
-    subprocess.run(["etcdctl", f"--endpoints={url}", *args], check=True, capture_output=True, env={"ETCDCTL_API": "3"})
 
 
 async def test_a_leader_whose_key_was_deleted_steps_down_at_its_next_renewal(etcd: str) -> None:

@@ -8,12 +8,9 @@ The testbed tests prove the same against real systemd hosts; these pin the logic
 from __future__ import annotations
 
 import asyncio
-import shutil
 import socket
 import time
 from pathlib import Path
-
-import pytest
 
 from reconciler.apply.executor import action_argv
 from reconciler.engine.converge import converge
@@ -27,13 +24,6 @@ from reconciler.transport.session import Session
 
 REPO = Path(__file__).resolve().parents[2]
 ETCD = "etcd.service"
-
-
-@pytest.fixture
-def specs(tmp_path: Path) -> Path:
-    d = tmp_path / "specs"
-    shutil.copytree(REPO / "specs", d)
-    return d
 
 
 def fleet(desired: DesiredState) -> dict[str, SimHost]:

@@ -17,32 +17,9 @@ from reconciler.components.systemd import environment_of, same_environment, same
 from reconciler.plan.actions import Kind
 from reconciler.plan.diff import plan_host
 from reconciler.spec.desired import DesiredHost
-from tests.unit.test_plan import STARTED, converged, desired, edit
-from tests.unit.test_write_script import GROUP, USER
-
-# (text, the environment systemd gives the service); both systemd versions read these alike
-ENV_CASES = [
-    ("A=1\n", {"A": "1"}),
-    ("  A = 1  \n", {"A": "1"}),  # whitespace around the key and after the value
-    ('A="x y"\n', {"A": "x y"}),
-    ("A='x \"y\" $Z'\n", {"A": 'x "y" $Z'}),  # nothing is special in single quotes
-    ('A="a\\"b\\\\c\\$d\\`e\\nf"\n', {"A": 'a"b\\c$d`e\\nf'}),  # only "\\`$ are escapes in double quotes
-    ('A="x" "y" z\n', {"A": "xyz"}),  # quoted parts and words join
-    ("A=a \\\n  b\n", {"A": "a   b"}),  # a continuation: the newline is eaten, the next line's spaces kept
-    ('A="a\\\nb"\n', {"A": "ab"}),
-    ("A=x\\ \n", {"A": "x "}),  # an escaped space survives the trailing-space chomp
-    ("A=a\\tb\n", {"A": "atb"}),  # outside quotes a backslash just takes the next character
-    ("# c\n; c\nA=1\n", {"A": "1"}),
-    ("A=1 # not a comment\n", {"A": "1 # not a comment"}),
-    ("A=1\nA=2\n", {"A": "2"}),  # the last wins
-    ("A=1\nA=\x01\n", {"A": "\x01"}),  # ... even one with a control character (252 keeps it)
-    ("1A=x\nA-B=y\nA B=z\nC=ok\n", {"C": "ok"}),  # invalid names are dropped
-    ("NOEQUALS\nA\n=x\n", {}),
-    ("A=\n", {"A": ""}),
-    ("A=1", {"A": "1"}),  # no newline at the end
-    ('A="unterminated\n', {"A": "unterminated\n"}),
-    ("A=1\r\nB=2\r\n", {"A": "1", "B": "2"}),
-]
+from tests.support.formats import ENV_CASES, UNIT_TEXT
+from tests.support.scripts import GROUP, USER
+from tests.support.snapshots import STARTED, converged, desired, edit
 
 
 @pytest.mark.parametrize("text, env", ENV_CASES)
@@ -86,31 +63,26 @@ def test_same_environment(old: bytes, new: bytes, same: bool) -> None:
     assert same_environment(old, new) is same
 
 
-UNIT = b"""[Unit]
-Description=Kubernetes Scheduler
-
-[Service]
-EnvironmentFile=-/etc/kubernetes/scheduler
-ExecStart=/usr/local/bin/kube-scheduler \\
-            $KUBE_SCHEDULER_ARGS
-Restart=on-failure
-"""
-
-
 @pytest.mark.parametrize(
     "new, same",
     [
-        (b"# managed\n" + UNIT.replace(b"\n\n", b"\n\n\n") + b"; trailing comment\n", True),
-        (UNIT.replace(b"Restart=on-failure", b"Restart = on-failure   "), True),
-        (UNIT.replace(b"Restart=on-failure", b"Restart=always"), False),
-        (UNIT.replace(b"            $KUBE", b"  $KUBE"), False),  # inside a value: not ours to judge
-        (UNIT.replace(b"Restart=on-failure\n", b"") + b"\n\nRestart=on-failure\n", True),  # same section, same order
-        (UNIT.replace(b"Restart=on-failure\n", b"").replace(b"[Service]\n", b"[Service]\nRestart=on-failure\n"), False),
-        (UNIT.replace(b"\n", b"\r\n"), False),
+        (b"# managed\n" + UNIT_TEXT.replace(b"\n\n", b"\n\n\n") + b"; trailing comment\n", True),
+        (UNIT_TEXT.replace(b"Restart=on-failure", b"Restart = on-failure   "), True),
+        (UNIT_TEXT.replace(b"Restart=on-failure", b"Restart=always"), False),
+        (UNIT_TEXT.replace(b"            $KUBE", b"  $KUBE"), False),  # inside a value: not ours to judge
+        (
+            UNIT_TEXT.replace(b"Restart=on-failure\n", b"") + b"\n\nRestart=on-failure\n",
+            True,
+        ),  # same section, same order
+        (
+            UNIT_TEXT.replace(b"Restart=on-failure\n", b"").replace(b"[Service]\n", b"[Service]\nRestart=on-failure\n"),
+            False,
+        ),
+        (UNIT_TEXT.replace(b"\n", b"\r\n"), False),
     ],
 )
 def test_same_unit(new: bytes, same: bool) -> None:
-    assert same_unit(UNIT, new) is same
+    assert same_unit(UNIT_TEXT, new) is same
 
 
 def respecified(host: DesiredHost, path: str, content: bytes) -> DesiredHost:

@@ -25,7 +25,7 @@ from reconciler.plan.actions import Kind
 from reconciler.plan.diff import plan_host
 from reconciler.spec.desired import DesiredFile, DesiredHost, Target
 from reconciler.transport.ssh import _connect
-from tests.unit.test_write_script import write
+from tests.support.scripts import write
 
 USER = pwd.getpwuid(os.getuid()).pw_name
 GROUP = grp.getgrgid(os.getgid()).gr_name

@@ -38,8 +38,7 @@ from reconciler.transport import session as session_module
 from reconciler.transport.base import MAX_OUTPUT, CommandResult, Connection
 from reconciler.transport.fake import FakeConnection, SimFile, SimHost, SimUnit
 from reconciler.transport.session import Session
-
-from .test_adopt import KUBE_DIR, TOKEN, Box, BoxConnection, fleet, found_hosts, infos
+from tests.support.boxes import KUBE_DIR, TOKEN, Box, BoxConnection, fleet, found_hosts, infos
 
 UNIT_DIR = "/etc/systemd/system"
 VAULT = "s.Zq8SECRETvaultTOKEN4711"

@@ -31,6 +31,7 @@ from reconciler.observe.facts import (
 from reconciler.observe.snapshot import HostSnapshot
 from reconciler.spec.desired import DesiredCheck, DesiredFile, DesiredHost, Target
 from reconciler.transport.base import CommandResult
+from tests.support.servers import Barrier
 
 
 @pytest.fixture
@@ -154,26 +155,9 @@ def test_an_unchanged_certificate_is_not_parsed_again(certificate: Path) -> None
     assert "\nsame " not in out and "\nstamp " in out and "BEGIN CERTIFICATE" in out
 
 
-class _Barrier(http.server.BaseHTTPRequestHandler):
-    """Answers 200 only once `waiting` requests are open at the same time (sequential probes never get there)."""
-
-    barrier: threading.Barrier
-
-    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
-        try:
-            self.barrier.wait(timeout=8)
-            self.send_response(200)
-        except threading.BrokenBarrierError:
-            self.send_response(503)
-        self.end_headers()
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
 @pytest.fixture
 def barrier_server() -> Iterator[int]:
-    handler = type("Handler", (_Barrier,), {"barrier": threading.Barrier(3)})
+    handler = type("Handler", (Barrier,), {"barrier": threading.Barrier(3)})
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()

@@ -88,9 +88,9 @@ def test_the_probes_run_side_by_side_either_way(tmp_path: Path, version: str | N
     """Three checks against a server that answers only when all three wait at once: one curl with a connection
     per transfer opened at once (--parallel-immediate: curl would otherwise wait to multiplex on the first), or
     three curls in the background."""
-    from tests.unit.test_observe_memory import _Barrier
+    from tests.support.servers import Barrier
 
-    handler = type("Handler", (_Barrier,), {"barrier": threading.Barrier(3)})
+    handler = type("Handler", (Barrier,), {"barrier": threading.Barrier(3)})
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:

@@ -3,7 +3,6 @@ the stamp each reload leaves on the host; planned, validated, and converged on i
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import replace
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from reconciler.spec.desired import DesiredHost
 from reconciler.spec.isolate import load_desired
 from reconciler.transport.fake import SimHost, fake_connector
 from reconciler.transport.session import Session
+from tests.support.specs import copy_specs
 
 REPO = Path(__file__).resolve().parents[2]
 STARTED = 1000.0
@@ -27,8 +27,7 @@ UNIT = "kube-scheduler.service"
 
 @pytest.fixture
 def specs(tmp_path: Path) -> Path:
-    d = tmp_path / "specs"
-    shutil.copytree(REPO / "specs", d)
+    d = copy_specs(tmp_path / "specs")
     kube = d / "kubernetes.yaml"
     kube.write_text(
         kube.read_text().replace(

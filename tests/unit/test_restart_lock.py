@@ -20,9 +20,7 @@ from reconciler.leader.gateway import EtcdApi, EtcdUnavailable
 from reconciler.leader.on_host import _split, client_url
 from reconciler.leader.restart_lock import PREFIX, LockNotTaken, RestartLock, describe
 from reconciler.spec.desired import DesiredCheck
-from tests.unit.test_elector import Clock, etcd, etcdctl, two
-
-__all__ = ["etcd"]  # the fixture, imported for its use here
+from tests.support.etcd import Clock, etcdctl, two
 
 
 async def _ready(api: EtcdApi) -> None:

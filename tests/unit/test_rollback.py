@@ -8,7 +8,6 @@ after pass, until the specs change.
 from __future__ import annotations
 
 import re
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -23,13 +22,6 @@ from reconciler.transport.session import Session
 REPO = Path(__file__).resolve().parents[2]
 APISERVER = "kube-apiserver.service"
 SHARED = "/etc/kubernetes/config"
-
-
-@pytest.fixture
-def specs(tmp_path: Path) -> Path:
-    d = tmp_path / "specs"
-    shutil.copytree(REPO / "specs", d)
-    return d
 
 
 def breaking(specs: Path, value: str) -> None:

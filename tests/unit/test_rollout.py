@@ -8,7 +8,6 @@ config never came up: each turn was refused for the others' failing checks.
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
@@ -17,6 +16,7 @@ from reconciler.engine.converge import converge
 from reconciler.spec.isolate import load_desired
 from reconciler.transport.fake import SimHost, fake_connector
 from reconciler.transport.session import Session
+from tests.support.specs import copy_specs
 
 REPO = Path(__file__).resolve().parents[2]
 APISERVER = "kube-apiserver.service"
@@ -25,8 +25,7 @@ APISERVER = "kube-apiserver.service"
 @pytest.fixture
 def specs(tmp_path: Path) -> Path:
     """The bundled specs with kube-apiserver rolled out one host at a time behind its health check."""
-    d = tmp_path / "specs"
-    shutil.copytree(REPO / "specs", d)
+    d = copy_specs(tmp_path / "specs")
     kube = d / "kubernetes.yaml"
     anchor = "  restartOn: [kube-config, kube-apiserver-env, token-csv]\n"
     text = kube.read_text()

@@ -4,7 +4,6 @@ table and `reconciler_vip_held` (the alert rules on it are tested by promtool: t
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -20,6 +19,7 @@ from reconciler.status.ledger import Ledger
 from reconciler.status.metrics import Metrics
 from reconciler.transport.fake import SimHost, fake_connector
 from reconciler.transport.session import Session
+from tests.support.specs import copy_specs
 
 REPO = Path(__file__).resolve().parents[2]
 VIP = "198.18.0.100"
@@ -28,8 +28,7 @@ VIP = "198.18.0.100"
 @pytest.fixture
 def specs(tmp_path: Path) -> Path:
     """The bundled specs with the HA front enabled on every master, as README's HA section says."""
-    d = tmp_path / "specs"
-    shutil.copytree(REPO / "specs", d)
+    d = copy_specs(tmp_path / "specs")
     docs = list(yaml.safe_load_all((d / "inventory.yaml").read_text()))
     for doc, priority in zip(docs, (150, 140, 130), strict=True):
         doc["metadata"]["labels"]["ha"] = "front"

@@ -2,44 +2,13 @@
 
 from __future__ import annotations
 
-import grp
 import hashlib
 import os
-import pwd
 import subprocess
 from pathlib import Path
 
 from reconciler.apply.executor import WRITE_SCRIPT
-
-USER = pwd.getpwuid(os.getuid()).pw_name
-GROUP = grp.getgrgid(os.getgid()).gr_name
-
-
-def write(
-    path: Path, content: bytes, sent: bytes | None = None, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[bytes]:
-    """WRITE_SCRIPT on this machine, installing `content` at `path` (`sent`: what actually arrives on stdin)."""
-    digest = hashlib.sha256(content).hexdigest()
-    return subprocess.run(
-        [
-            "bash",
-            "-c",
-            WRITE_SCRIPT,
-            "w",
-            str(path),
-            "0640",
-            USER,
-            GROUP,
-            str(path.parent / "bak"),
-            "20261127T000000.1",
-            "5",
-            digest,
-        ],
-        input=content if sent is None else sent,
-        capture_output=True,
-        timeout=30,
-        env=env,
-    )
+from tests.support.scripts import GROUP, USER, write
 
 
 def test_complete_content_is_installed_with_mode_and_a_backup(tmp_path: Path) -> None:

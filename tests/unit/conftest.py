@@ -1,0 +1,24 @@
+"""Fixtures of the tests that need no testbed: a writable copy of the bundled specs, a local etcd."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.etcd import local_etcd
+from tests.support.specs import copy_specs
+
+
+@pytest.fixture
+def specs(tmp_path: Path) -> Path:
+    """A writable copy of the bundled specs (specs/ha/ included)."""
+    return copy_specs(tmp_path / "specs")
+
+
+@pytest.fixture
+def etcd(tmp_path: Path) -> Iterator[str]:
+    """A real etcd member on loopback; its client URL."""
+    with local_etcd(tmp_path / "etcd-data") as url:
+        yield url
