@@ -11,6 +11,13 @@ from tests.support.etcd import local_etcd
 from tests.support.specs import copy_specs
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A test that starts a real etcd runs a program of this machine: it is of the `host` tier."""
+    for item in items:
+        if "etcd" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.host)
+
+
 @pytest.fixture
 def specs(tmp_path: Path) -> Path:
     """A writable copy of the bundled specs (specs/ha/ included)."""

@@ -14,6 +14,8 @@ from reconciler.leader.elector import KEY, Elector
 from reconciler.leader.from_here import EtcdGateway
 from tests.support.etcd import Clock, etcdctl, free_port, two, wait_ready
 
+pytestmark = pytest.mark.host
+
 
 async def test_one_leader_and_its_fencing_token(etcd: str) -> None:
     async with two(etcd) as gateways:

@@ -32,6 +32,8 @@ import yaml
 
 from reconciler.spec.isolate import load_desired
 
+pytestmark = pytest.mark.host
+
 REPO = Path(__file__).resolve().parents[2]
 VIP = "198.18.0.100"
 

@@ -46,6 +46,8 @@ from reconciler.spec.desired import DesiredCheck, DesiredFile, DesiredHost, Targ
 from reconciler.transport.base import CommandResult, command_line
 from reconciler.transport.ssh import SSHConnection, _connect
 
+pytestmark = pytest.mark.host
+
 REPO = Path(__file__).resolve().parents[2]
 USER = pwd.getpwuid(os.getuid()).pw_name
 GROUP = grp.getgrgid(os.getgid()).gr_name

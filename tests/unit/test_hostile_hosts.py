@@ -27,6 +27,8 @@ from reconciler.spec.desired import DesiredFile, DesiredHost, Target
 from reconciler.transport.ssh import _connect
 from tests.support.scripts import write
 
+pytestmark = pytest.mark.host
+
 USER = pwd.getpwuid(os.getuid()).pw_name
 GROUP = grp.getgrgid(os.getgid()).gr_name
 SECRET = b"root:$6$s3cret-canary-hash:19000:0:99999:7:::\n"

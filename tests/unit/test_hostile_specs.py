@@ -39,6 +39,8 @@ from reconciler.errors import SpecError
 from reconciler.spec.cache import SpecCache
 from reconciler.spec.isolate import load_desired
 
+pytestmark = pytest.mark.slow
+
 REPO = Path(__file__).resolve().parents[2]
 SANITY_SECONDS = 10  # not a timing goal (bench/hostile.py has those): only a hang or a blow-up gets past it
 SANITY_WALL_SECONDS = 60  # the same in wall time, in-process: generous, the suite shares 2 cores with the testbed

@@ -33,6 +33,8 @@ from reconciler.spec.desired import DesiredCheck, DesiredFile, DesiredHost, Targ
 from reconciler.transport.base import CommandResult
 from tests.support.servers import Barrier
 
+pytestmark = pytest.mark.host
+
 
 @pytest.fixture
 def safe(tmp_path: Path) -> Iterator[Path]:

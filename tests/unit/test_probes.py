@@ -18,6 +18,8 @@ import pytest
 from reconciler.observe.facts import observe_argv, parse_observation
 from reconciler.spec.desired import DesiredCheck
 
+pytestmark = pytest.mark.host
+
 
 class _Handler(http.server.BaseHTTPRequestHandler):
     def do_GET(self) -> None:

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow
+
 REPO = Path(__file__).resolve().parents[2]
 PROM = REPO / "deploy/prometheus"
 DASHBOARD = REPO / "deploy/grafana/reconciler-dashboard.json"

@@ -12,6 +12,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
@@ -19,6 +20,8 @@ from hypothesis import strategies as st
 from reconciler.errors import SpecError
 from reconciler.spec.isolate import load_desired
 from reconciler.tuning.etcdlog import parse_entry, parse_message
+
+pytestmark = pytest.mark.slow
 
 SPECS = Path(__file__).resolve().parents[2] / "specs"
 ISSUE = re.compile(r"^specs/[^:]+\.yaml:\d+: ")

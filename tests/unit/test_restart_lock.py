@@ -22,6 +22,8 @@ from reconciler.leader.restart_lock import PREFIX, LockNotTaken, RestartLock, de
 from reconciler.spec.desired import DesiredCheck
 from tests.support.etcd import Clock, etcdctl, two
 
+pytestmark = pytest.mark.host
+
 
 async def _ready(api: EtcdApi) -> None:
     deadline = time.monotonic() + 10

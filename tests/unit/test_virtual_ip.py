@@ -21,6 +21,8 @@ from reconciler.transport.fake import SimHost, fake_connector
 from reconciler.transport.session import Session
 from tests.support.specs import copy_specs
 
+pytestmark = pytest.mark.host
+
 REPO = Path(__file__).resolve().parents[2]
 VIP = "198.18.0.100"
 

@@ -7,8 +7,12 @@ import os
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from reconciler.apply.executor import WRITE_SCRIPT
 from tests.support.scripts import GROUP, USER, write
+
+pytestmark = pytest.mark.host
 
 
 def test_complete_content_is_installed_with_mode_and_a_backup(tmp_path: Path) -> None:
