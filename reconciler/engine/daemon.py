@@ -19,11 +19,12 @@ import uuid
 
 import structlog
 
-from reconciler.engine.converge import Rollouts, reconcile_host
+from reconciler.engine.converge import reconcile_host
 from reconciler.engine.held import FILENAME as HELD_FILE
 from reconciler.engine.held import Held
 from reconciler.engine.memory import TRIM_PERIOD_S, pin_malloc_thresholds, release_free_memory
 from reconciler.engine.queue import Backoff, WorkQueue
+from reconciler.engine.rollouts import Rollouts
 from reconciler.errors import SpecError, SpecIssue
 from reconciler.leader.leadership import Leadership
 from reconciler.settings import DaemonSettings
@@ -51,9 +52,6 @@ class Daemon:
         self.queue = WorkQueue()
         self.backoff = Backoff(settings.backoff_base, settings.backoff_cap)
         self.session = Session(connector or ssh_connector(attempts=settings.connect_attempts))
-        # what was rolled back and held survives a restart of the daemon (its state dir) and a leader change (etcd)
-        self.rollouts = Rollouts(Held(settings.state_dir / HELD_FILE))
-        self.rollouts.actor = f"reconciler run ({settings.name})"  # takes the cluster-wide restart lock per turn
         self.leadership: Leadership | None = None
         if settings.leader_election:
             self.leadership = Leadership(
@@ -64,9 +62,16 @@ class Daemon:
                 retry=settings.leader_retry,
                 accept_specs=settings.accept_specs,
             )
-            self.rollouts.fence = self.leadership.fenced
-            self.rollouts.deposed = self.leadership.deposed
-            self.leadership.held = self.rollouts.held  # carried to the next leader through etcd
+        # what was rolled back and held survives a restart of the daemon (its state dir) and a leader change (etcd)
+        held = Held(settings.state_dir / HELD_FILE)
+        self.rollouts = Rollouts(
+            held,
+            fence=self.leadership.fenced if self.leadership else None,
+            deposed=self.leadership.deposed if self.leadership else None,
+            actor=f"reconciler run ({settings.name})",  # takes the cluster-wide restart lock per turn
+        )
+        if self.leadership is not None:
+            self.leadership.held = held  # carried to the next leader through etcd
         self.notifier = Notifier()
         self.desired: DesiredState | None = None
         self.spec_cache = SpecCache()

@@ -15,6 +15,7 @@ Called by `engine.converge` (the held-back actions, the stopped rollouts) and `e
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -25,6 +26,9 @@ from pathlib import Path
 from typing import Any
 
 import structlog
+
+from reconciler.plan.actions import Action, Kind
+from reconciler.spec.desired import DesiredHost
 
 log = structlog.get_logger(__name__)
 
@@ -43,6 +47,14 @@ class Entry:
     paths: frozenset[str]  # the files rolled back: not written again while held
     why: str
     at: float  # when it was held (wall clock: copies from other replicas are compared by it)
+
+
+HELD = " (held: not tried again on this host until the specs change)"
+
+
+def fingerprint(host: DesiredHost, paths: Iterable[str]) -> frozenset[tuple[str, str]]:
+    """What was tried: each path with the hash of the content the specs want there."""
+    return frozenset((p, hashlib.sha256(host.files[p].content).hexdigest()) for p in paths if p in host.files)
 
 
 class Held:
@@ -93,6 +105,30 @@ class Held:
             self._save()
             return None
         return stopped[1]
+
+    def hold_back(self, host: DesiredHost, actions: tuple[Action, ...]) -> tuple[tuple[Action, ...], list[str]]:
+        """The actions without what a held config would bring again, and why: the writes of its rolled-back files,
+        and every restart, reload, daemon-reload or re-enable those files alone bring, whichever unit reads them. A
+        held file stays as it is on the host, so the other units reading it have nothing new to read: restarting
+        them pass after pass would change nothing but their uptime. What else brings an action still does (a
+        unit's own new file, a unit found stopped, systemd asking for a daemon-reload)."""
+        paths: set[str] = set()
+        why: list[str] = []
+        for unit in host.units:
+            entry = self.lookup(host.name, unit.name, fingerprint(host, unit.restart_on))
+            if entry is not None:
+                paths |= entry.paths
+                why.append(entry.why + HELD)
+        if not paths:
+            return actions, why
+
+        def brought_by_held(a: Action) -> bool:
+            if a.kind is Kind.WRITE:
+                return a.target in paths
+            brings = a.kind in (Kind.RESTART, Kind.RELOAD, Kind.DAEMON_RELOAD, Kind.ENABLE)
+            return brings and bool(a.because) and set(a.because) <= paths
+
+        return tuple(a for a in actions if not brought_by_held(a)), why
 
     def __len__(self) -> int:
         return len(self._held) + len(self._stopped)

@@ -3,12 +3,11 @@
 Owns the rollback of one unit on one host: read why it failed (the unit's own journal), restore the files
 written for it from the backups the write just took, daemon-reload when its unit file was among them,
 restart it, and wait until it is healthy again. What was rolled back is remembered by `engine.held`.
-Called by `engine.rollout` (members, health-gated) and `engine.converge` (other units).
+Called by `engine.rollouts`, for members of a rollout unit (health-gated) and other units alike.
 """
 
 from __future__ import annotations
 
-import hashlib
 import re
 import time
 from collections.abc import Awaitable, Callable, Iterable
@@ -92,11 +91,6 @@ def changed_values(actions: Iterable[Action], host: DesiredHost) -> str:
         ]
         out.extend(f"{action.target}: {scrub(line[:4096])[:120]}" for line in added[:3] if not line.startswith("#"))
     return "; ".join(out[:6]) or "no content change"
-
-
-def fingerprint(host: DesiredHost, paths: Iterable[str]) -> frozenset[tuple[str, str]]:
-    """What was tried: each path with the hash of the content the specs want there."""
-    return frozenset((p, hashlib.sha256(host.files[p].content).hexdigest()) for p in paths if p in host.files)
 
 
 async def unit_log(conn: Connection, unit: str, seconds: float) -> list[str]:

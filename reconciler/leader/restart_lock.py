@@ -8,7 +8,7 @@ time counts, as it does for the lease in etcd), so a turn that cannot renew stop
 expire and let another actor in; then one etcd round trip: the key still holds our value under the create
 revision we took and our lease. Every actor that restarts rollout units takes it: the daemon's leader and
 `reconciler apply` alike, so the quorum guard never races another process's restart. Used by `engine.converge`
-around `engine.rollout.restart_one`.
+around `engine.rollouts`' turns.
 """
 
 from __future__ import annotations

@@ -17,9 +17,9 @@ from urllib.parse import urlsplit
 import pytest
 
 from reconciler.engine.break_glass import refusal
-from reconciler.engine.converge import Rollouts, converge, reconcile_host
-from reconciler.engine.held import Held
-from reconciler.engine.rollback import fingerprint
+from reconciler.engine.converge import converge, reconcile_host
+from reconciler.engine.held import Held, fingerprint
+from reconciler.engine.rollouts import Rollouts
 from reconciler.spec.isolate import load_desired
 from reconciler.transport.fake import SimHost, SimUnit, fake_connector
 from reconciler.transport.session import Session

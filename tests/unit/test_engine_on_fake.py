@@ -167,7 +167,8 @@ async def test_a_pass_after_a_spec_change_looks_at_the_checks_after_applying_onl
     """A host whose desired state changed observes without its checks first (it most likely has work, and the
     look after applying has them): on a converged host that is two looks, and it still ends converged with every
     check seen; an unchanged host's pass is one look, checks included."""
-    from reconciler.engine.converge import Rollouts, reconcile_host
+    from reconciler.engine.converge import reconcile_host
+    from reconciler.engine.rollouts import Rollouts
 
     desired = load_desired(specs)
     hosts = fleet(desired)

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from reconciler.engine.converge import FOLLOWER, Rollouts, reconcile_host
+from reconciler.engine.converge import FOLLOWER, reconcile_host
+from reconciler.engine.rollouts import Rollouts
 from reconciler.leader.leadership import etcd_access
 from reconciler.spec.isolate import load_desired
 from reconciler.transport.fake import SimHost, fake_connector

@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.engine.converge import Rollouts, reconcile_host
+from reconciler.engine.converge import reconcile_host
 from reconciler.engine.held import Held
+from reconciler.engine.rollouts import Rollouts
 from reconciler.spec.isolate import load_desired
 from reconciler.transport.fake import SimHost, fake_connector
 from reconciler.transport.session import Session

@@ -1,4 +1,4 @@
-"""The quorum guard of one-at-a-time rollouts, on in-process hosts (reconciler.transport.fake).
+"""engine.guard: the quorum guard of one-at-a-time rollouts, on in-process hosts (reconciler.transport.fake).
 
 etcd's guard refuses a member's turn while another member is unhealthy (tests/unit/test_engine_on_fake.py). A unit
 that is not etcd (HAProxy on the HA front, kube-apiserver with a rollout) goes ahead on a member that fails its own

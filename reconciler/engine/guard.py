@@ -1,23 +1,20 @@
-"""Health-gated, one-host-at-a-time restarts (etcd members): the quorum guard lives here.
+"""The quorum guard: whether a member of a one-at-a-time unit may restart now, and waiting until it is healthy.
 
-A member's turn (its staged config writes and its restart) begins only while every other member of
-the unit is healthy, and the next one waits until it is healthy again. Called by `engine.converge` after the parallel phase; never restarts two at once.
+Owns the health of a unit's members as its rollout HealthCheck says (`_health`, `wait_healthy`) and the rule
+(`guard`): every other member healthy, or, for a unit that is not etcd, this member failing its own check (it
+serves nothing: restarting it takes nothing away). Called by `engine.rollouts` before each turn.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import replace
 
 import structlog
 
-from reconciler.apply.executor import ApplyLog, Fence, apply_actions
-from reconciler.engine.rollback import roll_back
-from reconciler.errors import HostError, NotLeader
+from reconciler.errors import HostError
 from reconciler.observe.facts import probe
 from reconciler.observe.snapshot import CheckResult
-from reconciler.plan.actions import Action, Kind
 from reconciler.spec.desired import DesiredHost, DesiredState, DesiredUnit
 from reconciler.transport.session import Session
 from reconciler.waits import looks
@@ -82,72 +79,4 @@ async def guard(session: Session, desired: DesiredState, unit: DesiredUnit, host
     raise RolloutRefused(
         f"{host}: not restarting {unit.name}: other member(s) unhealthy: {', '.join(bad)}; "
         f"a restart now could lose quorum{hint}"
-    )
-
-
-async def restart_one(
-    session: Session,
-    desired: DesiredState,
-    host: DesiredHost,
-    unit: DesiredUnit,
-    group: tuple[Action, ...],
-    applied: ApplyLog,
-    fence: Fence | None = None,
-    break_glass: bool = False,
-    deposed: Fence | None = None,
-) -> None:
-    """Guarded turn of one member: its staged writes, then its restart, then wait until it is healthy.
-    With `break_glass` (a person repairing a lost quorum: no member can be healthy alone), neither the guard
-    nor the wait: the next member's turn follows at once, and the pass's verification waits for them all.
-
-    Raises HostError on refusal (nothing was touched) or when the member does not come back healthy; then,
-    with `rollback` (the default), its staged files are restored and it is restarted on them: RolledBack.
-    """
-    check = unit.rollout_check
-    assert check is not None
-    note = "" if break_glass else await guard(session, desired, unit, host.name)
-    if note:  # said where the turn's actions are shown
-        group = (*group[:-1], replace(group[-1], reason=f"{group[-1].reason} ({note})"))
-    conn = await session.connection(host.target)
-    log.info(
-        "rollout restart",
-        host=host.name,
-        unit=unit.name,
-        reason=group[-1].reason,
-        staged=[a.target for a in group[:-1] if a.target],
-        break_glass=break_glass or None,
-    )
-    if break_glass:
-        group = tuple(replace(a, no_block=True) if a.kind is Kind.RESTART else a for a in group)
-    began = time.monotonic()
-    try:
-        await apply_actions(conn, host, group, applied, fence)
-    except HostError as exc:
-        if (
-            len(applied.done) < len(group) - 1
-            or not (unit.rollback and applied.backups)
-            or isinstance(exc, NotLeader)
-            or break_glass
-        ):  # failed before the restart, nothing to roll back, no longer the leader, or a person repairs by hand
-            raise
-        failure = str(exc)
-    else:
-        if break_glass:
-            return
-        result = await wait_healthy(session, host, check, unit.rollout_timeout)
-        if result.ok:
-            return
-        failure = f"check {check!r} still fails after {unit.rollout_timeout:g}s: {result.detail}"
-        if not (unit.rollback and applied.backups):
-            raise HostError(f"{host.name}: {unit.name} restarted but {failure}; rollout stopped")
-    raise await roll_back(
-        conn,
-        host,
-        unit,
-        group,
-        applied,
-        failure,
-        began,
-        lambda: wait_healthy(session, host, check, unit.rollout_timeout),
-        deposed,
     )
