@@ -1,4 +1,5 @@
-"""The code is linted and formatted: ruff (settings in pyproject.toml) finds nothing, and formatting changes nothing."""
+"""The code is linted and formatted: ruff (settings in pyproject.toml) finds nothing, formatting changes nothing,
+shellcheck finds nothing in the shell scripts."""
 
 from __future__ import annotations
 
@@ -33,3 +34,13 @@ def test_ruff_format_changes_nothing() -> None:
         timeout=300,
     )
     assert proc.returncode == 0, "`ruff format` would change:\n" + proc.stdout[-5000:] + proc.stderr[-2000:]
+
+
+def test_shellcheck_finds_nothing_in_the_shell_scripts() -> None:
+    """The observe script (shipped in the package) and the repository's scripts; what shellcheck flags on purpose
+    is said so in place (`# shellcheck disable=...` with the reason)."""
+    scripts = [REPO / "reconciler/observe/observe.sh", *sorted((REPO / "scripts").iterdir()), REPO / ".ci/run"]
+    proc = subprocess.run(
+        ["shellcheck", "-s", "bash", *map(str, scripts)], cwd=REPO, capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stdout[-5000:] + proc.stderr[-2000:]
