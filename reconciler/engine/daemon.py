@@ -37,7 +37,6 @@ from reconciler.status.http import HTTPServer, Response
 from reconciler.status.ledger import Ledger
 from reconciler.status.metrics import Metrics
 from reconciler.status.sdnotify import Notifier
-from reconciler.status.tuning_report import tuning_document
 from reconciler.transport.session import Connector, Session, ssh_connector
 from reconciler.tuning.tuner import Tuner
 from reconciler.waits import pause
@@ -361,6 +360,6 @@ class Daemon:
         doc = self.ledger.status_document(
             ready=self.ready, queue_depth=self.queue.depth(), in_flight=list(self.queue.in_flight), retry_in=backing_off
         )
-        doc["tuning"] = tuning_document(self.tuner, self.ledger.records)
+        doc["tuning"] = self.tuner.status(self.ledger.rollout_of)
         doc["leader"] = self.leadership.status() if self.leadership else {"enabled": False}
         return Response(200, json.dumps(doc, indent=2).encode() + b"\n", "application/json")

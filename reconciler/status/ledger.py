@@ -92,6 +92,13 @@ class Ledger:
         record.failures, record.retry_in_seconds = failures, round(delay, 3)
 
     # -- views ---------------------------------------------------------------------------------
+    def rollout_of(self, host: str) -> str:
+        """A host's word on a rollout from its last pass: applied (converged), why not (its error), or pending."""
+        record = self.records.get(host)
+        if record is not None and record.status == "converged":
+            return "applied"
+        return (record.error if record is not None else "") or "pending"
+
     def status_document(
         self, *, ready: bool, queue_depth: int, in_flight: list[str], retry_in: Mapping[str, float | None]
     ) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import structlog
 
@@ -244,3 +244,55 @@ class Tuner:
         await asyncio.gather(*(one(n, f) for n, (f, _) in self.followers.items()))
 
     # -- reporting -------------------------------------------------------------------------------
+
+    def status(self, rollout: Callable[[str], str]) -> dict[str, Any]:
+        """/status "tuning": what this tuner follows, counted and decided, and each member's rollout of it
+        (`rollout`: the member's word from its last pass: applied, pending, or why not)."""
+        tuning = self.desired.tuning if self.desired else None
+        if tuning is None:
+            return {"enabled": False}
+        now = time.time()
+        d = self.decision
+        cooldown_left = 0.0
+        if self.overlay:
+            cooldown_left = max(0.0, tuning.policy.cooldown_seconds - (now - self.overlay.decided_at))
+        members: dict[str, Any] = {}
+        for name in sorted(h.name for h in self.desired.hosts_with_unit(tuning.unit)) if self.desired else []:
+            follower = self.followers.get(name, (None, None))[0]
+            members[name] = {
+                "journal": {
+                    "following": bool(follower and follower.connected),
+                    "resumable": bool(follower and follower.cursor),
+                    "entries": follower.entries if follower else 0,
+                    "error": follower.error if follower else "",
+                },
+                "warnings_in_window": (d.counted.get(name, 0) if d else 0),
+                "metrics": self.scraped.get(name, {}),
+                "rollout": rollout(name),
+            }
+        return {
+            "enabled": True,
+            "unit": tuning.unit,
+            "file": tuning.path,
+            "source": tuning.source,
+            "policy": asdict(tuning.policy),
+            "spec_values": tuning.spec_values,
+            "effective": tuning.effective,
+            "overlay": asdict(self.overlay) if self.overlay else None,
+            "overlay_error": self.overlay_error or None,
+            "state_file": str(store.path_in(self.state_dir)),
+            "last_decision": (
+                {
+                    "outcome": d.outcome,
+                    "reason": d.reason,
+                    "cause": d.cause or None,
+                    "ignored_near_restarts": d.ignored,
+                    "at": self.decided_at,
+                }
+                if d
+                else None
+            ),
+            "evaluated_at": self.evaluated_at,
+            "cooldown_left_seconds": round(cooldown_left, 1),
+            "members": members,
+        }
