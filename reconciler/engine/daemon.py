@@ -13,7 +13,6 @@ import asyncio
 import json
 import random
 import signal
-import threading
 import time
 import uuid
 
@@ -25,12 +24,11 @@ from reconciler.engine.held import Held
 from reconciler.engine.memory import TRIM_PERIOD_S, pin_malloc_thresholds, release_free_memory
 from reconciler.engine.queue import Backoff, WorkQueue
 from reconciler.engine.rollouts import Rollouts
-from reconciler.errors import SpecError, SpecIssue
+from reconciler.engine.spec_keeper import SpecKeeper
+from reconciler.errors import SpecError
 from reconciler.leader.leadership import Leadership
 from reconciler.settings import DaemonSettings
-from reconciler.spec.cache import SpecCache
-from reconciler.spec.desired import DesiredState
-from reconciler.spec.isolate import load_desired
+from reconciler.spec.desired import DesiredState, Target
 from reconciler.spec.load import spec_digest
 from reconciler.spec.watch import watch_specs
 from reconciler.status.http import HTTPServer, Response
@@ -72,12 +70,10 @@ class Daemon:
         if self.leadership is not None:
             self.leadership.held = held  # carried to the next leader through etcd
         self.notifier = Notifier()
-        self.desired: DesiredState | None = None
-        self.spec_cache = SpecCache()
-        self._loading = asyncio.Lock()
-        self._abort_load = threading.Event()
         self._loads: set[asyncio.Task[None]] = set()
         self.ledger = Ledger(str(settings.spec_dir), self.metrics)
+        self.specs = SpecKeeper(settings.spec_dir, self.ledger)
+        self._targets: dict[str, Target] = {}  # how each host was reached under the specs in force
         self.stopping = asyncio.Event()
         self.crashed = False  # an internal fault stopped the daemon: exit non-zero
         self._first_pass: set[str] = set()
@@ -109,72 +105,45 @@ class Daemon:
         task.add_done_callback(self._loads.discard)
 
     async def load_specs(self, reason: str) -> bool:
-        """Load the spec directory (in a child process, from a thread: the loop goes on meanwhile); on success
-        queue the hosts whose desired state changed."""
-        async with self._loading:
-            return await self._load_specs(reason)
-
-    async def _load_specs(self, reason: str) -> bool:
-        self.ledger.spec_attempted()
-        try:
-            desired = await asyncio.to_thread(
-                load_desired,
-                self.settings.spec_dir,
-                overlay=self.tuner.overlay_env(),
-                cache=self.spec_cache,
-                abort=self._abort_load,
-            )
-        except Exception as exc:  # SpecError; anything else is a loader bug, and still never stops the daemon
-            if not isinstance(exc, SpecError):
-                log.exception("spec loading crashed; keeping the last good specs", reason=reason)
-                self.spec_cache = SpecCache()  # whatever the failed load left in it is not trusted
-            issues = (
-                exc.issues
-                if isinstance(exc, SpecError)
-                else [
-                    SpecIssue(str(self.settings.spec_dir), 0, "", f"internal error while loading: {type(exc).__name__}")
-                ]
-            )
-            self.ledger.spec_refused([str(i) for i in issues])
-            log.error(
-                "spec invalid; keeping the last good specs",
-                reason=reason,
-                errors=self.ledger.spec.errors,
-                generation=self.ledger.spec.generation,
-            )
+        """Load the spec directory (`SpecKeeper`); on success forget what left, queue the hosts whose desired state
+        changed, and tell the tuner and the election. False when the specs were refused (the last good stay)."""
+        loaded = await self.specs.load(reason, self.tuner.overlay_env())
+        if loaded is None:
             return False
-        old = self.desired.hosts if self.desired else {}
-        changed = [n for n, h in desired.hosts.items() if old.get(n) is not h and old.get(n) != h]
-        removed = sorted(set(old) - set(desired.hosts))
-        for name in removed:
+        for name in loaded.removed:
             self.queue.discard(name)
             self.session.forget(name)
-        for name in changed:
-            if name in old and old[name].target != desired.hosts[name].target:
+        old = loaded.changed if not loaded.first else []
+        for name in old:
+            if self._targets.get(name) != loaded.desired.hosts[name].target:
                 self.session.forget(name)
-        self.ledger.spec_loaded(changed, removed)
-        if self.desired is None:  # the first good specs: ready once every host had a pass
-            self._first_pass = set(desired.hosts)
+        self._targets = {n: h.target for n, h in loaded.desired.hosts.items()}
+        if loaded.first:  # the first good specs: ready once every host had a pass
+            self._first_pass = set(loaded.desired.hosts)
         else:  # (at start every host is "changed", and most are converged: a daemon restarted)
-            self._changed |= set(changed)
-        self.desired = desired
-        self.tuner.sync(desired)
+            self._changed |= set(loaded.changed)
+        self.tuner.sync(loaded.desired)
         if self.leadership is not None:
             try:
                 self.leadership.digest = await asyncio.to_thread(spec_digest, self.settings.spec_dir)
             except SpecError:  # the directory went away meanwhile: no digest, so nothing is agreed or applied
                 self.leadership.digest = ""
             await self.leadership.recheck()
-        for name in changed:
+        for name in loaded.changed:
             self.queue.add(name)
         log.info(
             "specs loaded",
             reason=reason,
             generation=self.ledger.spec.generation,
-            hosts=len(desired.hosts),
-            changed=changed,
+            hosts=len(loaded.desired.hosts),
+            changed=loaded.changed,
         )
         return True
+
+    @property
+    def desired(self) -> DesiredState | None:
+        """The desired state in force (the last good specs)."""
+        return self.specs.desired
 
     async def _on_spec_change(self, paths: list[str]) -> None:
         await self.load_specs("watch")
@@ -265,7 +234,7 @@ class Daemon:
         if not self.stopping.is_set():
             log.info("stopping: finishing passes in flight", in_flight=sorted(self.queue.in_flight))
             self.stopping.set()
-            self._abort_load.set()  # a load in progress ends now, not when its budget runs out
+            self.specs.abort.set()  # a load in progress ends now, not when its budget runs out
             self.rollouts.stopping.set()
             self.queue.close()
 

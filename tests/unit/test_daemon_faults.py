@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 import reconciler.engine.daemon as daemon_module
+import reconciler.engine.spec_keeper as spec_keeper_module
 from reconciler.engine.daemon import Daemon
 from reconciler.errors import TransientHostError
 from reconciler.settings import DaemonSettings
@@ -107,7 +108,7 @@ async def test_a_loader_bug_keeps_the_last_good_specs(
     def broken(*args: object, **kwargs: object) -> None:
         raise RuntimeError("a bug in the loader")
 
-    monkeypatch.setattr(daemon_module, "load_desired", broken)
+    monkeypatch.setattr(spec_keeper_module, "load_desired", broken)
     assert not await daemon.load_specs("watch")
     assert daemon.desired is good and daemon.ledger.spec.errors == [
         f"{specs}:0: internal error while loading: RuntimeError"
