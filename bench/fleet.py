@@ -29,26 +29,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from tests.support.specs import inventory
+
 REPO = Path(__file__).resolve().parents[1]
 SCHEDULER_ENV = 'KUBE_SCHEDULER_ARGS="--leader-elect=true --address=127.0.0.1"'
-
-
-def inventory(n: int, base_port: int, keys: Path) -> str:
-    return "".join(
-        f"""---
-apiVersion: reconciler/v1
-kind: Host
-metadata:
-  name: sim-{i:04d}
-  labels: {{role: master}}
-spec:
-  address: 127.0.0.1
-  port: {base_port + i}
-  identityFile: {keys / "id_ed25519"}
-  knownHosts: {keys / "known_hosts"}
-"""
-        for i in range(n)
-    )
 
 
 def cpu_seconds(pid: int) -> float:

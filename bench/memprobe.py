@@ -19,23 +19,7 @@ import threading
 import time
 from pathlib import Path
 
-
-class Mallinfo2(ctypes.Structure):
-    _fields_ = [
-        (name, ctypes.c_size_t)
-        for name in (
-            "arena",
-            "ordblks",
-            "smblks",
-            "hblks",
-            "hblkhd",
-            "usmblks",
-            "fsmblks",
-            "uordblks",
-            "fordblks",
-            "keepcost",
-        )
-    ]
+from reconciler.engine.memory import Mallinfo2
 
 
 def _rss_kb() -> int:

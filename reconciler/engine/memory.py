@@ -33,6 +33,26 @@ M_TRIM_THRESHOLD, M_MMAP_THRESHOLD, M_ARENA_MAX = -1, -3, -8  # mallopt's parame
 THRESHOLD_BYTES = 128 * 1024  # glibc's own starting value for both, kept from then on
 
 
+class Mallinfo2(ctypes.Structure):
+    """glibc's own accounting (mallinfo2): read by the soak's probe and the memory tests."""
+
+    _fields_ = [
+        (name, ctypes.c_size_t)
+        for name in (
+            "arena",
+            "ordblks",
+            "smblks",
+            "hblks",
+            "hblkhd",
+            "usmblks",
+            "fsmblks",
+            "uordblks",
+            "fordblks",
+            "keepcost",
+        )
+    ]
+
+
 @cache
 def _glibc(name: str, *argtypes: Any) -> Callable[..., int] | None:
     """A glibc malloc function from the libc already loaded into this process, or None without it."""

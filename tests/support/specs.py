@@ -25,3 +25,22 @@ def replace_once(path: Path, old: str, new: str) -> None:
     text = path.read_text()
     assert text.count(old) == 1, f"{path.name}: {old!r} appears {text.count(old)} times"
     path.write_text(text.replace(old, new))
+
+
+def inventory(n: int, base_port: int, keys: Path) -> str:
+    """Host documents for `n` emulated masters on 127.0.0.1 (bench/fleetsim.py serves them from `base_port` on)."""
+    return "".join(
+        f"""---
+apiVersion: reconciler/v1
+kind: Host
+metadata:
+  name: sim-{i:04d}
+  labels: {{role: master}}
+spec:
+  address: 127.0.0.1
+  port: {base_port + i}
+  identityFile: {keys / "id_ed25519"}
+  knownHosts: {keys / "known_hosts"}
+"""
+        for i in range(n)
+    )

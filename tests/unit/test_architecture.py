@@ -100,7 +100,7 @@ def test_the_spec_layer_imports_nothing_above_it() -> None:
 
 def test_no_test_imports_another_test_module() -> None:
     """What tests share lives once in tests/support (and bench imports it from there); a test module is imported
-    by nothing but pytest."""
+    by nothing but pytest, and no test imports a benchmark."""
     import ast
 
     root = Path(__file__).resolve().parents[2]
@@ -109,7 +109,8 @@ def test_no_test_imports_another_test_module() -> None:
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.ImportFrom):
                 module = ("." * node.level) + (node.module or "")
-                if module.split(".")[-1].startswith("test_") or module.lstrip(".") == "conftest":
+                benchmark = module.startswith("bench") and path.is_relative_to(root / "tests")
+                if module.split(".")[-1].startswith("test_") or module.lstrip(".") == "conftest" or benchmark:
                     offenders.append(f"{path.relative_to(root)}:{node.lineno}: from {module} import ...")
             elif isinstance(node, ast.Import):
                 offenders += [

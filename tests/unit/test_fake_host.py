@@ -10,11 +10,11 @@ from pathlib import Path
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bench.fleet import inventory
 from reconciler.engine.converge import converge
 from reconciler.spec.isolate import load_desired
 from reconciler.transport.fake import SimHost, fake_connector
 from reconciler.transport.session import Session
+from tests.support.specs import inventory
 
 REPO = Path(__file__).resolve().parents[2]
 

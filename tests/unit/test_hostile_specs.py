@@ -1,6 +1,6 @@
 """Hostile specs: nothing a spec directory contains stops, hangs or fools the loader.
 
-The corpus is bench/hostile.py's CASES (the benchmark runs `reconciler validate` on the same cases against
+The corpus is tests/support/hostile.py's CASES (the benchmark runs `reconciler validate` on the same cases against
 its time and memory goals; here only sanity bounds). Every case gives a SpecError and never another
 exception, with an issue in the right file, at a line > 0 where a line makes sense, whose message names the
 limit or rule; or it loads as valid when the case says so. A sensitive File's secret is in no issue.
@@ -34,10 +34,10 @@ from typing import Any
 
 import pytest
 
-from bench.hostile import CASES, HOST, Case, ChildRun, build, remove, run_child
 from reconciler.errors import SpecError
 from reconciler.spec.cache import SpecCache
 from reconciler.spec.isolate import load_desired
+from tests.support.hostile import CASES, HOST, Case, ChildRun, build, remove, run_child
 
 pytestmark = pytest.mark.slow
 

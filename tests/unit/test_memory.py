@@ -48,7 +48,7 @@ def test_release_free_memory_returns_the_heaps_free_pages() -> None:
 
 PIN_PROBE = """
 import ctypes, sys
-from bench.memprobe import Mallinfo2
+from reconciler.engine.memory import Mallinfo2
 from reconciler.engine.memory import pin_malloc_thresholds, release_free_memory
 
 libc = ctypes.CDLL(None)
