@@ -101,29 +101,25 @@ class _Held:
     async def confirm(self) -> bool:
         """Fresh, then one etcd round trip: the key is still ours; then fresh still (the look took time). No
         answer from etcd is a no for this ask (fails closed); a key gone or another's is a no from now on."""
-        if not self.fresh():
-            return False
-        try:
-            holder = await self.api.holder(self.key)
-        except EtcdUnavailable:
-            return False
-        if not self.mine(holder):
-            self.lose("the lock's key was deleted or taken over")
-        return self.fresh()
+        return self.fresh() and await self._look() is not None and self.fresh()
 
     async def deposed(self) -> bool:
         """Whether this turn is known to have lost the lock: seen lost, or etcd, answering, shows the key gone or
         another's. A rollback stops only on that: etcd not answering is no proof that another actor holds it (and
         the member being rolled back may be why etcd does not answer: a single member, or two of two)."""
-        if self.lost:
-            return True
+        return bool(self.lost) or await self._look() is False
+
+    async def _look(self) -> bool | None:
+        """One etcd round trip: whether the key is still ours (a key gone or another's marks the turn lost), or
+        None when etcd did not answer."""
         try:
             holder = await self.api.holder(self.key)
         except EtcdUnavailable:
-            return False
+            return None
         if not self.mine(holder):
             self.lose("the lock's key was deleted or taken over")
-        return bool(self.lost)
+            return False
+        return True
 
     def lose(self, why: str) -> None:
         if not self.lost:
