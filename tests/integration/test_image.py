@@ -36,6 +36,25 @@ def sh(*argv: str, timeout: float = 900, **kwargs: object) -> subprocess.Complet
     return proc  # type: ignore[no-any-return]
 
 
+def debian_mirror() -> str:
+    """The Debian mirror this machine's own apt sources name for bookworm (deb822 `.sources` or one-line `.list`):
+    the image's base comes from where this machine's packages come from, and no address is written here."""
+    sources = [Path("/etc/apt/sources.list"), *sorted(Path("/etc/apt/sources.list.d").glob("*"))]
+    for path in (p for p in sources if p.is_file() and p.suffix in (".list", ".sources")):
+        for stanza in path.read_text().split("\n\n"):
+            fields = dict(
+                line.split(":", 1) for line in stanza.splitlines() if ":" in line and not line.startswith("#")
+            )
+            if path.suffix == ".sources" and "bookworm" in fields.get("Suites", "").split():
+                if "main" in fields.get("Components", "").split() and "security" not in fields.get("URIs", ""):
+                    return fields["URIs"].split()[0]
+            for line in stanza.splitlines():
+                words = line.split()
+                if path.suffix == ".list" and words[:1] == ["deb"] and "bookworm" in words and "main" in words:
+                    return next(w for w in words[1:] if "://" in w)
+    raise AssertionError("no Debian bookworm mirror in /etc/apt/sources*: the base image needs one")
+
+
 def base_image(work: Path) -> None:
     """A minimal Debian bookworm with python3 and venv, from Debian's own packages (once per machine)."""
     if subprocess.run([*PODMAN, "image", "exists", BASE]).returncode == 0:
@@ -47,7 +66,7 @@ def base_image(work: Path) -> None:
         "--include=python3,python3-venv,ca-certificates",
         "bookworm",
         str(rootfs),
-        "http://deb.debian.org/debian",
+        debian_mirror(),
     )
     for cache in (rootfs / "var/cache/apt/archives", rootfs / "var/lib/apt/lists"):
         shutil.rmtree(cache, ignore_errors=True)
