@@ -115,6 +115,8 @@ class Held:
         paths: set[str] = set()
         why: list[str] = []
         for unit in host.units:
+            if (host.name, unit.name) not in self._held:  # nearly always: no file of it is hashed
+                continue
             entry = self.lookup(host.name, unit.name, fingerprint(host, unit.restart_on))
             if entry is not None:
                 paths |= entry.paths
