@@ -151,7 +151,7 @@ async def converge(
     """Bring every host (or those in `only`) to its desired state, in parallel; a host's failure never raises.
 
     Hosts left out are still peers: the quorum guard checks them before any rollout restart. With an `actor`, each
-    rollout turn holds the cluster-wide restart lock in etcd; `break_glass` skips the lock and the guard.
+    rollout turn holds the cluster-wide restart lock in etcd; `break_glass` skips the lock, and etcd's guard only.
     """
     rollouts = Rollouts(actor=actor, break_glass=break_glass)
     outcomes = await asyncio.gather(
