@@ -1,16 +1,15 @@
 """The long-running daemon: spec watcher, periodic resync, per-host workers, HTTP endpoint, systemd.
 
 Owns the wiring: the desired state in force (the last good specs, loaded in a child process from a thread),
-the work queue and backoff, the workers, the tuner, the HTTP endpoint and systemd notifications. What it
-learns goes to `status.ledger` as values (records and metrics live there). Work is a host name in the queue;
-each pass is `engine.converge.reconcile_host`. Started by `reconciler run`; stops cleanly on SIGTERM/SIGINT,
-reloads on SIGHUP.
+the work queue and backoff, the workers, the tuner, the HTTP endpoint (its routes: `status.routes`) and systemd
+notifications. What it learns goes to `status.ledger` as values (records and metrics live there). Work is a host
+name in the queue; each pass is `engine.converge.reconcile_host`. Started by `reconciler run`; stops cleanly on
+SIGTERM/SIGINT, reloads on SIGHUP.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import random
 import signal
 import time
@@ -31,9 +30,10 @@ from reconciler.settings import DaemonSettings
 from reconciler.spec.desired import DesiredState, Target
 from reconciler.spec.load import spec_digest
 from reconciler.spec.watch import watch_specs
-from reconciler.status.http import HTTPServer, Response
+from reconciler.status.http import HTTPServer
 from reconciler.status.ledger import Ledger
 from reconciler.status.metrics import Metrics
+from reconciler.status.routes import routes
 from reconciler.status.sdnotify import Notifier
 from reconciler.transport.session import Connector, Session, ssh_connector
 from reconciler.tuning.tuner import Tuner
@@ -85,11 +85,8 @@ class Daemon:
             connector or ssh_connector(attempts=1),
             on_overlay=lambda: self.request_load("tuning"),
         )
-        self.http = HTTPServer(
-            {"/metrics": self._metrics, "/healthz": self._healthz, "/readyz": self._readyz, "/status": self._status},
-            settings.listen_host,
-            settings.listen_port,
-        )
+        served = routes(self.ledger, self, lambda: self._beat, self.tuner, self.leadership)
+        self.http = HTTPServer(served, settings.listen_host, settings.listen_port)
 
     # -- specs ---------------------------------------------------------------------------------
     def request_load(self, reason: str, *, then_check_all: bool = False) -> None:
@@ -145,6 +142,12 @@ class Daemon:
         """The desired state in force (the last good specs)."""
         return self.specs.desired
 
+    def not_ready(self) -> str | None:
+        """Why the daemon is not ready (no good specs yet, or hosts without their first pass), or None."""
+        if self.desired is None:
+            return "no valid spec yet"
+        return f"first pass pending on {len(self._first_pass)} host(s)" if self._first_pass else None
+
     async def _on_spec_change(self, paths: list[str]) -> None:
         await self.load_specs("watch")
 
@@ -193,6 +196,10 @@ class Daemon:
                 generation=generation,
                 error=outcome.error or None,
             )
+
+    def retry_in(self) -> dict[str, float | None]:
+        """Each host backing off, and the seconds until its next pass."""
+        return {h: self.queue.due_in(h) for h in self.backoff.failures}
 
     def _retry(self, host: str) -> None:
         delay = self.backoff.failed(host)
@@ -304,31 +311,3 @@ class Daemon:
         )
         self.crashed = True
         self.stop()
-
-    # -- HTTP ----------------------------------------------------------------------------------
-    @property
-    def ready(self) -> bool:
-        return self.desired is not None and not self._first_pass
-
-    def _metrics(self) -> Response:
-        self.metrics.queue_depth.set(self.queue.depth())
-        return Response(200, self.metrics.exposition(), "text/plain; version=0.0.4; charset=utf-8")
-
-    def _healthz(self) -> Response:
-        stale = time.monotonic() - self._beat > 30
-        return Response(503, b"event loop stalled\n") if stale else Response(200, b"ok\n")
-
-    def _readyz(self) -> Response:
-        if self.ready:
-            return Response(200, b"ready\n")
-        why = "no valid spec yet" if self.desired is None else f"first pass pending on {len(self._first_pass)} host(s)"
-        return Response(503, f"not ready: {why}\n".encode())
-
-    def _status(self) -> Response:
-        backing_off = {h: self.queue.due_in(h) for h in self.backoff.failures}
-        doc = self.ledger.status_document(
-            ready=self.ready, queue_depth=self.queue.depth(), in_flight=list(self.queue.in_flight), retry_in=backing_off
-        )
-        doc["tuning"] = self.tuner.status(self.ledger.rollout_of)
-        doc["leader"] = self.leadership.status() if self.leadership else {"enabled": False}
-        return Response(200, json.dumps(doc, indent=2).encode() + b"\n", "application/json")

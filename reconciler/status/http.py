@@ -1,7 +1,7 @@
 """The daemon's HTTP endpoint: GET /metrics, /healthz, /readyz and /status on a loopback port.
 
 A deliberately small HTTP/1.1 server on asyncio streams (GET only, one request per connection);
-the routes are callables supplied by the daemon, so this module knows nothing of its state.
+the routes are callables (`status.routes` builds the daemon's), so this module knows nothing of its state.
 """
 
 from __future__ import annotations

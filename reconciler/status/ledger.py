@@ -2,7 +2,7 @@
 
 The daemon hands it values (a spec load's result, a finished pass's HostOutcome, a backoff decision) and it
 keeps the records (`HostRecord`, `SpecState`) and the metrics in step; it calls nothing back. Read by the
-HTTP handlers (`status_document`) and the watchdog line (`summary`).
+HTTP routes (`status.routes`: `status_document`) and the watchdog line (`summary`).
 """
 
 from __future__ import annotations
