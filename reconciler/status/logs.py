@@ -1,6 +1,6 @@
 """Structured logging (structlog): JSON when stderr is not a terminal, readable lines when it is.
 
-Every line carries the context bound with `structlog.contextvars` (the daemon binds `host` and
+Every line carries the context bound with `structlog.contextvars` (`engine.workers` binds `host` and
 `reconcile_id` for each pass). Log calls pass names, paths and reasons, never file contents.
 """
 
