@@ -12,7 +12,7 @@ without running out of memory (a MemoryError is a limit that did not hold). PASS
 any case fails. The child runs under RLIMIT_AS (--as-limit-mb) and a timeout (--timeout) so that an
 escape costs the machine at most that much: a case that hits either FAILs.
 
-The corpus is data in tests/support/hostile.py: tests/unit/test_hostile_specs.py asserts, per case, that
+The corpus is data in tests/support/hostile.py: tests/unit/spec/test_isolate_hostile.py asserts, per case, that
 `load_desired` raises a SpecError located at the right file and line whose message names the limit or
 rule. Timing goals live here, never in the tests.
 """

@@ -332,7 +332,7 @@ def render_hostile(h: dict[str, Any]) -> list[str]:
         "",
         "## Hostile specs: `reconciler validate` over the corpus",
         "",
-        f"bench/hostile.py on {h['date']}: each case (tests/unit/test_hostile_specs.py asserts their errors) a fresh "
+        f"bench/hostile.py on {h['date']}: each case (tests/unit/spec/test_isolate_hostile.py asserts their errors) a fresh "
         f"`python -m reconciler.cli validate` under RLIMIT_AS {h['as_limit_mb']} MB, killed after "
         f"{h['timeout_seconds']:g} s; peak RSS from wait4. Goal: within {h['goal_seconds']:g} s and "
         f"{h['goal_rss_mb']:g} MB, the right exit code, no traceback, no MemoryError. The FAIL rows are the known "

@@ -2,7 +2,7 @@
 # reconciler's observation of a host: one round trip for every managed file, unit, certificate, address and
 # health check. Run as `bash -c SCRIPT reconciler-observe ARGS...`; reconciler.observe.facts builds the
 # arguments and parses the answer (the @@ tags below), transport/fake.py answers the same for in-memory hosts
-# (tests/unit/test_observe_contract.py holds them to it). @CURL_SAFE@ and @PROPS@ are filled in when the
+# (tests/unit/observe/test_observe_sh.py holds them to it). @CURL_SAFE@ and @PROPS@ are filled in when the
 # package loads it: curl's safe options, the unit properties asked for. Linted by shellcheck (the slow tier).
 #
 # Inputs arrive as "$@" in groups: F <path> <max bytes> <stamp> | U <unit> | C <path> <stamp> (a certificate: its

@@ -1,7 +1,7 @@
 """`same_environment` and `same_unit` against a real systemd (Debian 12's, on a testbed host): what a service
 gets from each EnvironmentFile= text, and what `systemctl show` reports of each unit text.
 
-The pure cases are in tests/unit/test_format_only.py; here systemd itself decides them.
+The pure cases are in tests/unit/components/test_systemd_environment.py; here systemd itself decides them.
 """
 
 from __future__ import annotations

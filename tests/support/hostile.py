@@ -3,7 +3,7 @@
 Each `Case` is a small spec directory (a Host document plus the hostile document or file) and what it must
 give: a SpecError located at a file (and line), naming the limit or rule, or valid for the few that are. Cases
 with `fixed` once got past the bounds (what went wrong, and what holds now). `build` writes a case's directory,
-`run_child` runs a command under RLIMIT_AS and a timeout. Used by tests/unit/test_hostile_specs.py (the errors)
+`run_child` runs a command under RLIMIT_AS and a timeout. Used by tests/unit/spec/test_isolate_hostile.py (the errors)
 and bench/hostile.py (`reconciler validate` over every case, timed).
 """
 

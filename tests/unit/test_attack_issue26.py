@@ -1,6 +1,6 @@
 """Issue 26, attacked: the held memory, the fenced rollback, the guard's exception, --break-glass, the re-enable and
 the held memory carried through etcd. In-process hosts (reconciler.transport.fake) and, where etcd itself matters, a
-real etcd on loopback (tests/unit/test_elector.py's fixture).
+real etcd on loopback (tests/unit/leader/test_elector.py's fixture).
 
 A test marked xfail(strict=True) reproduces a bug found (it fails on today's code and must pass once fixed); the
 others confirm something that held under attack."""

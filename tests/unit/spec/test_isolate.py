@@ -1,6 +1,6 @@
 """The spec load in its child process (spec.isolate): bounded and answered whatever the child does.
 
-The hostile corpus (test_hostile_specs) shows the limits on real inputs; here, the child misbehaving in the
+The hostile corpus (tests/unit/spec/test_isolate_hostile.py) shows the limits on real inputs; here, the child misbehaving in the
 ways inputs cannot make it: dying, ignoring its alarm, a loader bug; and the load run from a thread, as the
 daemon runs it, with its event loop going on meanwhile.
 """
@@ -188,7 +188,7 @@ def test_the_largest_rendering_the_limits_allow_comes_back_whole(tmp_path: Path)
     """A 16 MiB file (MAX_RENDERED_BYTES) on the bundled specs' three hosts: ~50 MB of answer, streamed back (a
     pickle built in the child's memory first did not fit MAX_LOAD_MEMORY_BYTES: the load died)."""
     specs = tmp_path / "specs"
-    shutil.copytree(Path(__file__).resolve().parents[2] / "specs", specs)
+    shutil.copytree(Path(__file__).resolve().parents[3] / "specs", specs)
     line = "0123456789abcdef" * 4
     loops = "{% for i in range(3) %}{% for j in range(86037) %}" + line + "\\n{% endfor %}{% endfor %}"
     (specs / "big.yaml").write_text(SLOW.replace("{{ ('x' * 2000000)|wordwrap(1) }}", loops))

@@ -11,7 +11,7 @@ from reconciler.cli import main
 from reconciler.errors import SpecError
 from reconciler.spec.isolate import load_desired
 
-REPO_SPECS = Path(__file__).resolve().parents[2] / "specs"
+REPO_SPECS = Path(__file__).resolve().parents[3] / "specs"
 
 HOST = """\
 apiVersion: reconciler/v1
@@ -235,7 +235,7 @@ def test_sensitive_files_default_to_0600_and_refuse_wider_modes(tmp_path: Path) 
     from reconciler.spec.isolate import load_desired
 
     spec_dir = tmp_path / "specs"
-    shutil.copytree(Path(__file__).resolve().parents[2] / "specs", spec_dir)
+    shutil.copytree(Path(__file__).resolve().parents[3] / "specs", spec_dir)
     kube = spec_dir / "kubernetes.yaml"
     kube.write_text(kube.read_text().replace('  mode: "0600"\n  sensitive: true', "  sensitive: true"))
     assert load_desired(spec_dir).hosts["master-1"].files["/etc/kubernetes/token.csv"].mode == 0o600

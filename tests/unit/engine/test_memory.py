@@ -13,7 +13,7 @@ import pytest
 
 pytestmark = pytest.mark.host
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 PROBE = """
 import random

@@ -288,7 +288,9 @@ def test_the_vip_checks_path_answers_an_apiservers_healthz_and_nothing_else(
 def test_haproxy_gives_up_root_once_its_ports_are_bound(haproxy: LocalHAProxy) -> None:
     assert re.search(r"^\s*chroot /var/lib/haproxy$", haproxy.cfg, re.M) or os.geteuid() != 0
     if os.geteuid() != 0:
-        pytest.skip("chroot and setuid need root; the rendered global section is checked by test_virtual_ip")
+        pytest.skip(
+            "chroot and setuid need root; the rendered global section is checked by tests/unit/engine/test_converge_virtual_ip.py"
+        )
     user = pwd.getpwnam("haproxy")  # Debian's haproxy package creates it, with /var/lib/haproxy
     status = Path(f"/proc/{haproxy.proc.pid}/status").read_text()
     uids = re.search(r"^Uid:\s+(.*)$", status, re.M)

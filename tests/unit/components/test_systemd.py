@@ -18,7 +18,7 @@ from reconciler.errors import SpecError
 from reconciler.spec.isolate import load_desired
 from reconciler.spec.render import env_line
 
-REPO_SPECS = Path(__file__).resolve().parents[2] / "specs"
+REPO_SPECS = Path(__file__).resolve().parents[3] / "specs"
 
 
 def bundled(tmp_path: Path, tuning: bool = False) -> Path:

@@ -23,7 +23,7 @@ from tests.support.specs import copy_specs
 
 pytestmark = pytest.mark.host
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 VIP = "198.18.0.100"
 
 

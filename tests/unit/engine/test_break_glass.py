@@ -17,7 +17,7 @@ from reconciler.spec.isolate import load_desired
 from reconciler.transport.fake import SimHost, fake_connector
 from reconciler.transport.session import Session
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 HTTP_CHECK = """  http:
     url: "https://{{ host.address }}:2379/health"
     caFile: /etc/kubernetes/ssl/ca.pem

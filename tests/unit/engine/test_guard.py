@@ -1,6 +1,6 @@
 """engine.guard: the quorum guard of one-at-a-time rollouts, on in-process hosts (reconciler.transport.fake).
 
-etcd's guard refuses a member's turn while another member is unhealthy (tests/unit/test_engine_on_fake.py). A unit
+etcd's guard refuses a member's turn while another member is unhealthy (tests/unit/engine/test_converge.py). A unit
 that is not etcd (HAProxy on the HA front, kube-apiserver with a rollout) goes ahead on a member that fails its own
 check: restarting it takes nothing away. Without that, a front whose every HAProxy still runs Debian's default
 config never came up: each turn was refused for the others' failing checks.
@@ -18,7 +18,7 @@ from reconciler.transport.fake import SimHost, fake_connector
 from reconciler.transport.session import Session
 from tests.support.specs import copy_specs
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 APISERVER = "kube-apiserver.service"
 
 

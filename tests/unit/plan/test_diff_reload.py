@@ -19,7 +19,7 @@ from reconciler.transport.fake import SimHost, fake_connector
 from reconciler.transport.session import Session
 from tests.support.specs import copy_specs
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 STARTED = 1000.0
 CFG = "/etc/kubernetes/scheduler"
 UNIT = "kube-scheduler.service"

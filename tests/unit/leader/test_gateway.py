@@ -31,7 +31,7 @@ from reconciler.spec.isolate import load_desired
 from reconciler.transport.base import MAX_OUTPUT, CommandResult
 from reconciler.transport.session import Session
 
-SPECS = Path(__file__).resolve().parents[2] / "specs"
+SPECS = Path(__file__).resolve().parents[3] / "specs"
 MiB = 1 << 20
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]

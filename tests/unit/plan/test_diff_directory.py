@@ -22,7 +22,7 @@ from reconciler.transport.fake import SimHost, fake_connector
 from reconciler.transport.session import Session
 from tests.support.specs import copy_specs
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 USER = pwd.getpwuid(os.getuid()).pw_name
 GROUP = grp.getgrgid(os.getgid()).gr_name
 DOC = """

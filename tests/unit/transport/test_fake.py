@@ -16,7 +16,7 @@ from reconciler.transport.fake import SimHost, fake_connector
 from reconciler.transport.session import Session
 from tests.support.specs import inventory
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 
 def test_simulated_hosts_converge_stay_converged_and_are_repaired(tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ from reconciler.plan.diff import plan_host
 from reconciler.spec.desired import DesiredHost
 from tests.support.snapshots import STARTED, converged, desired, edit
 
-SPECS = Path(__file__).resolve().parents[2] / "specs"
+SPECS = Path(__file__).resolve().parents[3] / "specs"
 
 
 def test_no_drift_is_an_empty_plan() -> None:

@@ -41,7 +41,7 @@ from tests.support.hostile import CASES, HOST, Case, ChildRun, build, remove, ru
 
 pytestmark = pytest.mark.slow
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 SANITY_SECONDS = 10  # not a timing goal (bench/hostile.py has those): only a hang or a blow-up gets past it
 SANITY_WALL_SECONDS = 60  # the same in wall time, in-process: generous, the suite shares 2 cores with the testbed
 CHILD_AS_BYTES = 512 * 1024 * 1024  # RLIMIT_AS of a test's own child process (~140 MB mapped at start)
@@ -653,7 +653,7 @@ def fuzz_main(kind: str, examples: int) -> None:
 
 
 def _fuzz(kind: str, examples: int) -> ChildRun:
-    code = f"from tests.unit.test_hostile_specs import fuzz_main; fuzz_main({kind!r}, {examples})"
+    code = f"from tests.unit.spec.test_isolate_hostile import fuzz_main; fuzz_main({kind!r}, {examples})"
     child = run_child(
         [sys.executable, "-c", code],
         timeout=180,
