@@ -20,10 +20,8 @@ from reconciler.engine.memory import TRIM_PERIOD_S, pin_malloc_thresholds, relea
 from reconciler.engine.rollouts import Rollouts
 from reconciler.engine.spec_keeper import SpecKeeper
 from reconciler.engine.workers import Workers
-from reconciler.errors import SpecError
 from reconciler.leader.leadership import Leadership
 from reconciler.settings import DaemonSettings
-from reconciler.spec.load import spec_digest
 from reconciler.spec.watch import watch_specs
 from reconciler.status.http import HTTPServer
 from reconciler.status.ledger import Ledger
@@ -43,24 +41,13 @@ class Daemon:
         self.metrics = Metrics()
         # what was rolled back and held survives a restart of the daemon (its state dir) and a leader change (etcd)
         held = Held(settings.state_dir / HELD_FILE)
-        self.leadership: Leadership | None = None
-        if settings.leader_election:
-            self.leadership = Leadership(
-                settings.name,
-                self.metrics,
-                ttl=settings.leader_ttl,
-                renew_deadline=settings.renew_deadline,
-                retry=settings.leader_retry,
-                accept_specs=settings.accept_specs,
-            )
+        self.leadership = Leadership.of(settings, self.metrics, held)  # carries what is held to the next leader
         self.rollouts = Rollouts(
             held,
             fence=self.leadership.fenced if self.leadership else None,
             deposed=self.leadership.deposed if self.leadership else None,
             actor=f"reconciler run ({settings.name})",  # takes the cluster-wide restart lock per turn
         )
-        if self.leadership is not None:
-            self.leadership.held = held  # carried to the next leader through etcd
         self._loads: set[asyncio.Task[None]] = set()
         self.notifier = Notifier()
         self.ledger = Ledger(str(settings.spec_dir), self.metrics)
@@ -88,11 +75,7 @@ class Daemon:
         self.workers.took(loaded)
         self.tuner.sync(loaded.desired)
         if self.leadership is not None:
-            try:
-                self.leadership.digest = await asyncio.to_thread(spec_digest, self.settings.spec_dir)
-            except SpecError:  # the directory went away meanwhile: no digest, so nothing is agreed or applied
-                self.leadership.digest = ""
-            await self.leadership.recheck()
+            await self.leadership.specs_loaded(self.settings.spec_dir)
         self.workers.queue_changed(loaded)  # after the election: the fence refuses new specs until it checked them
         log.info(
             "specs loaded",

@@ -2,7 +2,8 @@
 
 Owns finding the cluster's etcd in the desired state (the client URLs and TLS files of the etcd members'
 rollout HealthCheck: the certificate the health check already uses), running the `Elector` every `retry`
-seconds, the leader metrics and the /status "leader" entry. Started by `engine.daemon` with
+seconds, this replica's digest of its specs (after each good load), the leader metrics and the /status "leader"
+entry. Started by `engine.daemon` with
 `reconciler run --leader-election`; its `fenced` is the daemon's fence (`Rollouts.fence`).
 """
 
@@ -14,19 +15,23 @@ import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import structlog
 
+from reconciler.errors import SpecError
 from reconciler.leader.elector import Elector
 from reconciler.leader.gateway import EtcdUnavailable
 from reconciler.leader.on_host import client_url, etcd_members
 from reconciler.spec.desired import DesiredState
+from reconciler.spec.load import spec_digest
 from reconciler.status.metrics import Metrics
 from reconciler.waits import pause
 
 if TYPE_CHECKING:
     from reconciler.leader.from_here import EtcdGateway
+    from reconciler.settings import DaemonSettings
 
 log = structlog.get_logger(__name__)
 
@@ -78,6 +83,7 @@ class Leadership:
         retry: float,
         accept_specs: bool = False,
         replicas: int = 1,
+        held: Memory | None = None,
     ):
         self.replicas = replicas  # how many replicas there are meant to be (one per etcd member)
         self.name, self.metrics = name, metrics
@@ -86,14 +92,29 @@ class Leadership:
         self.elector: Elector | None = None
         self._seen_transitions = 0
         self.waiting = "waiting for specs naming the etcd members"  # why there is no elector yet
-        self.digest = ""  # this replica's specs (spec.load.spec_digest), set by the daemon after each good load
+        self.digest = ""  # this replica's specs (spec.load.spec_digest), set after each good load (`specs_loaded`)
         self.agreed: dict[str, Any] | None = None  # what etcd says the cluster agreed on
         self._published: tuple[int, str] | None = None  # (leadership token, digest) this replica published
         self.conflict = ""  # why this replica, though leader, must not apply its specs
         self._checked: tuple[int, str] | None = None  # (leadership token, digest) whose agreement was checked
-        self.held: Memory | None = None  # the daemon's memory of rollbacks: taken over from etcd, published there
+        self.held = held  # the daemon's memory of rollbacks: taken over from etcd, published there
         self._held_taken = 0  # the leadership token under which the previous leaders' memory was merged
         self._held_sent = -1  # `held.changed` when last published
+
+    @classmethod
+    def of(cls, settings: DaemonSettings, metrics: Metrics, held: Memory) -> Leadership | None:
+        """The daemon's election, when its settings ask for one (`--leader-election`)."""
+        if not settings.leader_election:
+            return None
+        return cls(
+            settings.name,
+            metrics,
+            ttl=settings.leader_ttl,
+            renew_deadline=settings.renew_deadline,
+            retry=settings.leader_retry,
+            accept_specs=settings.accept_specs,
+            held=held,
+        )
 
     async def fenced(self) -> bool:
         """Acting, the key ours, and this replica's specs checked as agreed in this leadership (fails closed)."""
@@ -207,8 +228,13 @@ class Leadership:
             await pause(stopping, elector.next_step())
         # the key is given up by `close`, once the passes in flight are done (the daemon calls it)
 
-    async def recheck(self) -> None:
-        """The specs changed: check their agreement now (the fence refuses them until then)."""
+    async def specs_loaded(self, spec_dir: Path) -> None:
+        """A good load of `spec_dir`: this replica's digest of it, and its agreement checked now (the fence refuses
+        the new specs until then)."""
+        try:
+            self.digest = await asyncio.to_thread(spec_digest, spec_dir)
+        except SpecError:  # the directory went away meanwhile: no digest, so nothing is agreed or applied
+            self.digest = ""
         if self.elector is not None and self.elector.acting():
             try:
                 await self._agree(self.elector)
