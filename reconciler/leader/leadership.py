@@ -3,8 +3,8 @@
 Owns finding the cluster's etcd in the desired state (the client URLs and TLS files of the etcd members'
 rollout HealthCheck: the certificate the health check already uses), running the `Elector` every `retry`
 seconds, this replica's digest of its specs (after each good load), the leader metrics and the /status "leader"
-entry. Started by `engine.daemon` with
-`reconciler run --leader-election`; its `fenced` is the daemon's fence (`Rollouts.fence`).
+entry. Started by `engine.daemon` with `reconciler run --leader-election`; its `fenced` is the daemon's fence
+(`Rollouts.fence`).
 """
 
 from __future__ import annotations
