@@ -1,6 +1,6 @@
 """The long-running daemon (`reconciler run`): its parts built, wired to each other and run until stopped.
 
-Owns the wiring: the specs in force (`engine.spec_keeper`), the per-host work (`engine.workers`), the
+Owns the wiring only: the specs in force (`engine.spec_keeper`), the per-host work (`engine.workers`), the
 rollouts and what they hold, the tuner, the election, the HTTP endpoint (`status.routes`) and systemd's
 notifications. A good spec load goes to the workers, the tuner and the election, in that order. Stops cleanly on
 SIGTERM/SIGINT, reloads on SIGHUP; a background task ending before the stop is an internal fault (exit 1).
@@ -18,7 +18,7 @@ from reconciler.engine.held import FILENAME as HELD_FILE
 from reconciler.engine.held import Held
 from reconciler.engine.memory import TRIM_PERIOD_S, pin_malloc_thresholds, release_free_memory
 from reconciler.engine.rollouts import Rollouts
-from reconciler.engine.spec_keeper import SpecKeeper
+from reconciler.engine.spec_keeper import Loaded, SpecKeeper
 from reconciler.engine.workers import Workers
 from reconciler.leader.leadership import Leadership
 from reconciler.settings import DaemonSettings
@@ -48,10 +48,9 @@ class Daemon:
             deposed=self.leadership.deposed if self.leadership else None,
             actor=f"reconciler run ({settings.name})",  # takes the cluster-wide restart lock per turn
         )
-        self._loads: set[asyncio.Task[None]] = set()
         self.notifier = Notifier()
         self.ledger = Ledger(str(settings.spec_dir), self.metrics)
-        self.specs = SpecKeeper(settings.spec_dir, self.ledger)
+        self.specs = SpecKeeper(settings.spec_dir, self.ledger, lambda: self.tuner.overlay_env(), self._loaded)
         self.stopping = asyncio.Event()
         self.crashed = False  # an internal fault stopped the daemon: exit non-zero
         ssh = connector or ssh_connector(attempts=settings.connect_attempts)
@@ -61,49 +60,23 @@ class Daemon:
             settings.state_dir,
             self.metrics,
             connector or ssh_connector(attempts=1),
-            on_overlay=lambda: self.request_load("tuning"),
+            on_overlay=lambda: self.specs.request("tuning"),
         )
         served = routes(self.ledger, self.workers, lambda: self._beat, self.tuner, self.leadership)
         self.http = HTTPServer(served, settings.listen_host, settings.listen_port)
 
-    async def load_specs(self, reason: str) -> bool:
-        """Load the spec directory (`SpecKeeper`); on success tell the workers, the tuner and the election, and queue
-        the hosts whose desired state changed. False when the specs were refused (the last good stay)."""
-        loaded = await self.specs.load(reason, self.tuner.overlay_env())
-        if loaded is None:
-            return False
+    async def _loaded(self, loaded: Loaded) -> None:
+        """A good load, to the workers, the tuner and the election; the changed hosts queued only then (the
+        election's fence refuses new specs until it checked them)."""
         self.workers.took(loaded)
         self.tuner.sync(loaded.desired)
         if self.leadership is not None:
             await self.leadership.specs_loaded(self.settings.spec_dir)
-        self.workers.queue_changed(loaded)  # after the election: the fence refuses new specs until it checked them
-        log.info(
-            "specs loaded",
-            reason=reason,
-            generation=self.ledger.spec.generation,
-            hosts=len(loaded.desired.hosts),
-            changed=loaded.changed,
-        )
-        return True
-
-    def request_load(self, reason: str, *, then_check_all: bool = False) -> None:
-        """A load from where nothing can wait for it (SIGHUP, the tuner); loads still run one at a time."""
-
-        async def load() -> None:
-            await self.load_specs(reason)
-            if then_check_all:
-                self.workers.queue_all()
-
-        task = asyncio.get_running_loop().create_task(load(), name=f"load-{reason}")
-        self._loads.add(task)
-        task.add_done_callback(self._loads.discard)
+        self.workers.queue_changed(loaded)
 
     def reload(self) -> None:
         """SIGHUP (`systemctl reload`): re-read the specs, then check every host now, as a resync would."""
-        self.request_load("sighup", then_check_all=True)
-
-    async def _on_spec_change(self, paths: list[str]) -> None:
-        await self.load_specs("watch")
+        self.specs.request("sighup", then=self.workers.queue_all)
 
     async def _heartbeat(self) -> None:
         period = min(self.notifier.watchdog_interval or 5.0, 5.0)
@@ -127,7 +100,7 @@ class Daemon:
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
         pinned = pin_malloc_thresholds()
-        await self.load_specs("start")
+        await self.specs.load("start")
         await self.http.start()
         for sig, handler in ((signal.SIGTERM, self.stop), (signal.SIGINT, self.stop), (signal.SIGHUP, self.reload)):
             loop.add_signal_handler(sig, handler)
@@ -135,8 +108,8 @@ class Daemon:
         jobs = {"resync": self.workers.resync(), "heartbeat": self._heartbeat(), "tuner": self.tuner.run(self.stopping)}
         if self.leadership is not None:
             jobs["leader"] = self.leadership.run(lambda: self.specs.desired, self.stopping, self.workers.queue_all)
-        s = self.settings
-        jobs["watch"] = watch_specs(s.spec_dir, self._on_spec_change, self.stopping, s.debounce_ms)
+        changed = lambda paths: self.specs.load("watch")  # noqa: E731
+        jobs["watch"] = watch_specs(self.settings.spec_dir, changed, self.stopping, self.settings.debounce_ms)
         background = [asyncio.create_task(job, name=name) for name, job in jobs.items()]
         for task in background:
             task.add_done_callback(self._background_ended)

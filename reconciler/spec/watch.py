@@ -27,7 +27,7 @@ LONGEST_BURST_S = 3.0
 
 
 async def watch_specs(
-    spec_dir: Path, on_change: Callable[[list[str]], Awaitable[None]], stop: asyncio.Event, debounce_ms: int = 100
+    spec_dir: Path, on_change: Callable[[list[str]], Awaitable[object]], stop: asyncio.Event, debounce_ms: int = 100
 ) -> None:
     """Call `on_change(paths)` once the directory has been quiet for `debounce_ms` after edits, until `stop`.
 
