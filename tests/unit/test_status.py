@@ -1,20 +1,14 @@
-"""Daemon plumbing without hosts: HTTP routes, sd_notify datagrams, metrics exposition, spec reload."""
+"""Daemon plumbing without hosts: the HTTP server, sd_notify datagrams, the status table, coloured plans."""
 
 from __future__ import annotations
 
 import asyncio
-import shutil
 import socket
 from pathlib import Path
 
-from prometheus_client.parser import text_string_to_metric_families
-
-from reconciler.engine.daemon import Daemon
 from reconciler.settings import DaemonSettings
 from reconciler.status.http import HTTPServer, Response
 from reconciler.status.sdnotify import Notifier
-
-SPECS = Path(__file__).resolve().parents[2] / "specs"
 
 
 async def http_get(port: int, path: str, method: str = "GET") -> tuple[int, str]:
@@ -48,39 +42,6 @@ def test_sd_notify_sends_datagrams_and_reads_the_watchdog(tmp_path: Path) -> Non
     silent = Notifier({})
     assert not silent.enabled and silent.watchdog_interval is None
     silent.notify("READY=1")  # no socket: nothing happens
-
-
-async def test_bad_spec_keeps_last_good_and_is_visible(tmp_path: Path) -> None:
-    spec_dir = tmp_path / "specs"
-    shutil.copytree(SPECS, spec_dir)
-    daemon = Daemon(DaemonSettings(spec_dir=spec_dir, listen_port=0))
-    assert await daemon.load_specs("start")
-    good = daemon.desired
-    assert daemon.queue.depth() == 3
-    (spec_dir / "etcd.yaml").write_text(
-        (spec_dir / "etcd.yaml").read_text().replace("timeoutSeconds: 3", "timeoutSeconds: soon")
-    )
-    assert not await daemon.load_specs("watch")
-    assert daemon.desired is good
-    assert daemon.ledger.spec.valid is False
-    assert any("etcd.yaml:" in e and "spec.timeoutSeconds" in e for e in daemon.ledger.spec.errors)
-    families = {f.name: f for f in text_string_to_metric_families(daemon._metrics().body.decode())}
-    assert families["reconciler_spec_valid"].samples[0].value == 0
-    reloads = {
-        s.labels["result"]: s.value for s in families["reconciler_spec_reloads"].samples if s.name.endswith("_total")
-    }
-    assert reloads == {"success": 1.0, "error": 1.0}
-    # A good edit that changes one host's file queues only that host.
-    shutil.copy(SPECS / "etcd.yaml", spec_dir / "etcd.yaml")
-    inventory = spec_dir / "inventory.yaml"
-    inventory.write_text(
-        inventory.read_text().replace("etcd_binary: /usr/bin/etcd", "etcd_binary: /usr/local/bin/etcd", 1)
-    )
-    for _ in range(3):
-        daemon.queue.done(await asyncio.wait_for(daemon.queue.get(), 1))
-    assert await daemon.load_specs("watch")
-    assert daemon.ledger.spec.valid and daemon.ledger.spec.generation == 2
-    assert daemon.queue.depth() == 1 and await asyncio.wait_for(daemon.queue.get(), 1) == "master-1"
 
 
 def status_doc() -> dict:

@@ -2,17 +2,20 @@
 
 The real Daemon, run in-process against hosts that cannot be reached (every pass fails on connecting, so
 nothing depends on a testbed): hostile spec edits become located errors while it keeps the last good specs;
-a loader bug keeps them too; a background task that dies stops it with exit code 1 (systemd restarts it).
+a loader bug keeps them too; a refused spec shows in /metrics, and a good edit queues only the host it changes;
+a background task that dies stops it with exit code 1 (systemd restarts it).
 """
 
 from __future__ import annotations
 
 import asyncio
+import shutil
 import socket
 from pathlib import Path
 
 import pytest
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
 
 import reconciler.engine.daemon as daemon_module
 import reconciler.engine.spec_keeper as spec_keeper_module
@@ -21,6 +24,7 @@ from reconciler.errors import TransientHostError
 from reconciler.settings import DaemonSettings
 from reconciler.spec.desired import Target
 from reconciler.transport.base import Connection
+from tests.support.specs import BUNDLED, copy_specs
 
 HOST = """\
 apiVersion: reconciler/v1
@@ -86,31 +90,31 @@ async def test_a_hostile_template_edit_is_a_located_error_and_the_last_good_spec
     specs: Path, tmp_path: Path, name: str
 ) -> None:
     daemon = Daemon(settings(specs, tmp_path / "state"), connector=unreachable)
-    assert await daemon.load_specs("start")
-    good = daemon.desired
+    assert await daemon.specs.load("start")
+    good = daemon.specs.desired
     bad_spec(specs, HOSTILE[name])
-    assert not await daemon.load_specs("watch")
-    assert daemon.desired is good and daemon.ledger.spec.generation == 1 and not daemon.ledger.spec.valid
+    assert not await daemon.specs.load("watch")
+    assert daemon.specs.desired is good and daemon.ledger.spec.generation == 1 and not daemon.ledger.spec.valid
     assert daemon.ledger.spec.errors and all(
         e.startswith("specs/bad.yaml:7: spec.content: rendering for host ") for e in daemon.ledger.spec.errors
     )
     (specs / "bad.yaml").unlink()
-    assert await daemon.load_specs("watch") and daemon.ledger.spec.valid
+    assert await daemon.specs.load("watch") and daemon.ledger.spec.valid
 
 
 async def test_a_loader_bug_keeps_the_last_good_specs(
     specs: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     daemon = Daemon(settings(specs, tmp_path / "state"), connector=unreachable)
-    assert await daemon.load_specs("start")
-    good = daemon.desired
+    assert await daemon.specs.load("start")
+    good = daemon.specs.desired
 
     def broken(*args: object, **kwargs: object) -> None:
         raise RuntimeError("a bug in the loader")
 
     monkeypatch.setattr(spec_keeper_module, "load_desired", broken)
-    assert not await daemon.load_specs("watch")
-    assert daemon.desired is good and daemon.ledger.spec.errors == [
+    assert not await daemon.specs.load("watch")
+    assert daemon.specs.desired is good and daemon.ledger.spec.errors == [
         f"{specs}:0: internal error while loading: RuntimeError"
     ]
 
@@ -131,6 +135,40 @@ async def test_sigterm_still_exits_0(specs: Path, tmp_path: Path) -> None:
     task = asyncio.create_task(daemon.run())
     await asyncio.sleep(0.5)
     bad_spec(specs, HOSTILE["range"])
-    await daemon.load_specs("watch")  # the watcher would do the same
+    await daemon.specs.load("watch")  # the watcher would do the same
     daemon.stop()
     assert await asyncio.wait_for(task, 60) == 0
+
+
+async def test_a_bad_spec_keeps_the_last_good_ones_visibly_and_a_good_edit_queues_only_its_host(
+    tmp_path: Path,
+) -> None:
+    spec_dir = copy_specs(tmp_path / "specs")
+    daemon = Daemon(DaemonSettings(spec_dir=spec_dir, listen_port=0))
+    assert await daemon.specs.load("start")
+    good = daemon.specs.desired
+    assert daemon.workers.queue.depth() == 3
+    (spec_dir / "etcd.yaml").write_text(
+        (spec_dir / "etcd.yaml").read_text().replace("timeoutSeconds: 3", "timeoutSeconds: soon")
+    )
+    assert not await daemon.specs.load("watch")
+    assert daemon.specs.desired is good
+    assert daemon.ledger.spec.valid is False
+    assert any("etcd.yaml:" in e and "spec.timeoutSeconds" in e for e in daemon.ledger.spec.errors)
+    families = {f.name: f for f in text_string_to_metric_families(daemon.http.routes["/metrics"]().body.decode())}
+    assert families["reconciler_spec_valid"].samples[0].value == 0
+    reloads = {
+        s.labels["result"]: s.value for s in families["reconciler_spec_reloads"].samples if s.name.endswith("_total")
+    }
+    assert reloads == {"success": 1.0, "error": 1.0}
+    # A good edit that changes one host's file queues only that host.
+    shutil.copy(BUNDLED / "etcd.yaml", spec_dir / "etcd.yaml")
+    inventory = spec_dir / "inventory.yaml"
+    inventory.write_text(
+        inventory.read_text().replace("etcd_binary: /usr/bin/etcd", "etcd_binary: /usr/local/bin/etcd", 1)
+    )
+    for _ in range(3):
+        daemon.workers.queue.done(await asyncio.wait_for(daemon.workers.queue.get(), 1))
+    assert await daemon.specs.load("watch")
+    assert daemon.ledger.spec.valid and daemon.ledger.spec.generation == 2
+    assert daemon.workers.queue.depth() == 1 and await asyncio.wait_for(daemon.workers.queue.get(), 1) == "master-1"
