@@ -1,10 +1,12 @@
-"""engine.spec_keeper: the last good specs stay in force, and a load says what it changed as a value."""
+"""engine.spec_keeper: the last good specs stay in force, a load says what it changed as a value (and tells `on_loaded`),
+and a requested load runs what follows it."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
-from reconciler.engine.spec_keeper import SpecKeeper
+from reconciler.engine.spec_keeper import Loaded, SpecKeeper
 from reconciler.status.ledger import Ledger
 from reconciler.status.metrics import Metrics
 from tests.support.specs import replace_once
@@ -37,3 +39,32 @@ async def test_refused_specs_keep_the_last_good_ones(specs: Path) -> None:
     (specs / "bad.yaml").write_text("apiVersion: reconciler/v1\nkind: File\nmetadata: {name: x}\nspec: {path: rel}\n")
     assert await keeper.load("watch") is None
     assert keeper.desired is good.desired and not ledger.spec.valid and "bad.yaml:" in ledger.spec.errors[0]
+
+
+async def test_a_requested_load_asks_the_overlay_tells_on_loaded_then_runs_then_even_when_refused(specs: Path) -> None:
+    told: list[str] = []
+    asked: list[int] = []
+
+    async def on_loaded(loaded: Loaded) -> None:
+        told.append(f"loaded {len(loaded.changed)}")
+
+    def overlay() -> dict[str, int]:
+        asked.append(1)
+        return {}
+
+    keeper = SpecKeeper(specs, Ledger(str(specs), Metrics()), overlay, on_loaded)
+    done = asyncio.Event()
+
+    def then() -> None:
+        told.append("then")
+        done.set()
+
+    keeper.request("sighup", then)
+    await asyncio.wait_for(done.wait(), 30)
+    assert told == ["loaded 3", "then"] and asked == [1] and keeper.desired is not None
+
+    (specs / "bad.yaml").write_text("apiVersion: reconciler/v1\nkind: File\nmetadata: {name: x}\nspec: {path: rel}\n")
+    done.clear()
+    keeper.request("tuning", then)
+    await asyncio.wait_for(done.wait(), 30)
+    assert told == ["loaded 3", "then", "then"] and asked == [1, 1]  # refused: on_loaded hears nothing
