@@ -3,7 +3,8 @@
 Owns argument parsing, exit codes and human output; the work is done by spec.load and engine.converge.
 Exit codes: validate 0 valid / 1 invalid; plan 0 no changes / 2 changes pending / 1 error;
 apply and check 0 converged and healthy / 1 a host failed or did not converge; status 0 all converged /
-1 not / 3 daemon unreachable.
+1 not / 3 daemon unreachable; any command: 64 a usage error (sysexits' EX_USAGE), 70 an internal error (one line
+on stderr, the traceback in a report file), 130 interrupted (Ctrl-C: what was done and what was not is printed).
 """
 
 from __future__ import annotations
@@ -15,14 +16,19 @@ import os
 import resource
 import socket
 import sys
+import tempfile
 import time
+import traceback
+import typing
 import urllib.request
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from reconciler import progress
 from reconciler.errors import SpecError
+from reconciler.live import Above, Live, showing
 from reconciler.spec.desired import DesiredHost, DesiredState
 from reconciler.spec.isolate import begin_load, load_desired
 from reconciler.status.logs import configure_logging
@@ -33,6 +39,17 @@ if TYPE_CHECKING:  # each command imports what it runs: `validate` needs neither
     from reconciler.observe.snapshot import HostSnapshot
     from reconciler.outcome import RunResult
     from reconciler.settings import DaemonSettings
+
+
+EX_USAGE, EX_SOFTWARE, INTERRUPTED = 64, 70, 130
+
+
+class _Parser(argparse.ArgumentParser):
+    """A usage error exits 64 (sysexits' EX_USAGE), a code no result uses (plan's 2 means changes pending)."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(EX_USAGE, f"{self.prog}: error: {message}\n")
 
 
 class _Help(argparse.ArgumentDefaultsHelpFormatter):
@@ -95,18 +112,33 @@ def _version() -> str:
         return "unknown"
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="reconciler", description=__doc__.split("\n")[0], formatter_class=_Help)
-    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+def _global_flags(parser: argparse.ArgumentParser, default: Any) -> None:
+    """--log-level and --log-format, before the command or after it (then `default` is SUPPRESS: given or absent)."""
     parser.add_argument(
-        "--log-level", choices=["debug", "info", "warning", "error"], help="default: info for run, warning otherwise"
+        "--log-level",
+        choices=["debug", "info", "warning", "error"],
+        default=default,
+        help="default: info for run, warning otherwise; debug also prints an internal error's traceback",
     )
     parser.add_argument(
         "--log-format",
-        default="auto",
+        default="auto" if default is None else default,
         choices=["auto", "console", "json"],
         help="auto: JSON unless stderr is a terminal",
     )
+
+
+def _after() -> _Parser:
+    """The global flags as a command's own, so that they work after it too (`validate specs --log-format json`)."""
+    after = _Parser(add_help=False)
+    _global_flags(after, argparse.SUPPRESS)
+    return after
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="reconciler", description=__doc__.split("\n")[0], formatter_class=_Help)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    _global_flags(parser, None)
     sub = parser.add_subparsers(dest="command", required=True)
     for name, help_text in (
         ("validate", "check a spec directory; list every error"),
@@ -114,7 +146,7 @@ def _parser() -> argparse.ArgumentParser:
         ("apply", "converge every host, then verify files, units and health checks"),
         ("check", "observe every host directly: drift, unit states and health checks"),
     ):
-        p = sub.add_parser(name, help=help_text, description=help_text, formatter_class=_Help)
+        p = sub.add_parser(name, help=help_text, description=help_text, formatter_class=_Help, parents=[_after()])
         p.add_argument("spec_dir", type=Path, nargs="?", default=Path("specs"), help="spec directory")
         if name != "validate":
             p.add_argument("--host", action="append", default=[], help="only these hosts (repeatable)")
@@ -142,10 +174,16 @@ def _parser() -> argparse.ArgumentParser:
         "status",
         help="the running daemon's view: every host's last pass, health, backoff, tuning",
         formatter_class=_SettingsHelp,
+        parents=[_after()],
     )
     st.add_argument("--url", help="the daemon's HTTP endpoint (its --listen)")
     st.add_argument("--json", action="store_true", help="print /status as JSON instead of a table")
-    t = sub.add_parser("tuning", help="show or clear the etcd tuning overlay the daemon keeps", formatter_class=_Help)
+    t = sub.add_parser(
+        "tuning",
+        help="show or clear the etcd tuning overlay the daemon keeps",
+        formatter_class=_Help,
+        parents=[_after()],
+    )
     t.add_argument("action", choices=["show", "clear"])
     t.add_argument("--state-dir", type=Path, default=None, help="default: $RECONCILER_STATE_DIR or /var/lib/reconciler")
     return parser
@@ -156,6 +194,7 @@ def _run_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
         "run",
         help="the daemon: watch specs, resync, converge continuously, serve /metrics and /status",
         formatter_class=_SettingsHelp,
+        parents=[_after()],
     )
     p.add_argument("--specs", type=Path, help="spec directory (watched)")
     p.add_argument("--listen", help="HOST:PORT of the HTTP endpoint")
@@ -184,7 +223,7 @@ def _run_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
 
 def _import_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     help_text = "read masters built by hand and write a spec directory describing them exactly"
-    p = sub.add_parser("import", help=help_text, description=help_text, formatter_class=_Help)
+    p = sub.add_parser("import", help=help_text, description=help_text, formatter_class=_Help, parents=[_after()])
     p.add_argument("out", type=Path, help="the spec directory to write (must not exist yet)")
     p.add_argument("--inventory", type=Path, help="a spec file or directory whose Host documents say how to reach them")
     p.add_argument("--host", action="append", default=[], metavar="NAME=ADDRESS", help="a host (repeatable)")
@@ -297,10 +336,13 @@ def _daemon_settings(args: argparse.Namespace) -> DaemonSettings:
     )
 
 
-def _check_hosts(desired: DesiredState, hosts: list[str]) -> None:
+def _unknown_hosts(desired: DesiredState, hosts: list[str]) -> str:
     unknown = sorted(set(hosts) - set(desired.hosts))
-    if unknown:
-        raise SystemExit(f"unknown host(s): {', '.join(unknown)}")
+    return (
+        f"--host {', '.join(unknown)}: no such host in the specs (they have {', '.join(desired.hosts)})"
+        if unknown
+        else ""
+    )
 
 
 def _status_command(args: argparse.Namespace) -> int:
@@ -401,15 +443,14 @@ def _print_result(result: RunResult, command: str, desired: DesiredState) -> Non
             print(outcome.summary())
         if command in ("apply", "check") and outcome.snapshot is not None:
             print("\n".join(health_table(outcome.snapshot, desired.hosts[outcome.host])))
-        if command == "plan" and outcome.status == "failed":
-            print(outcome.summary())
 
 
-async def _run(args: argparse.Namespace, desired: DesiredState) -> int:
+async def _run(args: argparse.Namespace, desired: DesiredState, live: Live) -> int:
     from reconciler.engine.converge import converge, observe_status, plan_all
     from reconciler.transport.session import Session, ssh_connector
 
     session = Session(ssh_connector(attempts=args.connect_attempts))
+    ticking = asyncio.create_task(_tick(live)) if live.tty else None
     try:
         if args.command == "plan":
             result = await plan_all(desired, session, args.host)
@@ -434,7 +475,10 @@ async def _run(args: argparse.Namespace, desired: DesiredState) -> int:
         else:
             result = await observe_status(desired, session, args.host)
     finally:
+        if ticking is not None:
+            ticking.cancel()
         await session.close()
+        live.erase()
     _print_result(result, args.command, desired)
     failed = [o.host for o in result.failed]
     if failed:
@@ -443,6 +487,70 @@ async def _run(args: argparse.Namespace, desired: DesiredState) -> int:
     if args.command == "plan" and result.pending:
         return 2
     return 0
+
+
+async def _tick(live: Live) -> None:
+    """Redraw every second: a host that waits shows for how long."""
+    while True:
+        await asyncio.sleep(1)
+        live.draw()
+
+
+def _with_progress(args: argparse.Namespace, desired: DesiredState, holder: list[Live]) -> int:
+    """`plan`/`apply`/`check` with each host's progress on stderr (see `live`); logs go above the live lines."""
+    live = showing(sorted(n for n in desired.hosts if not args.host or n in args.host), args.log_format)
+    holder.append(live)
+    stderr = sys.stderr
+    if live.tty:
+        sys.stderr = Above(live, stderr)  # type: ignore[assignment]
+        live.draw()  # within a moment of starting, the operator sees every host
+    try:
+        with progress.reporting(live):
+            return asyncio.run(_run(args, desired, live))
+    finally:
+        sys.stderr = stderr
+
+
+def _interrupted(holder: list[Live]) -> int:
+    """Ctrl-C: what each host had done and what it was doing; exit 130."""
+    print("\ninterrupted", file=sys.stderr)
+    if not holder:
+        print("no host was touched", file=sys.stderr)
+    for live in holder:
+        live.erase()
+        for line in live.interrupted():
+            print(line, file=sys.stderr)
+    return INTERRUPTED
+
+
+def _crashed(exc: BaseException, debug: bool) -> int:
+    """An internal error: one line, and the traceback in a report file (printed too with --log-level debug)."""
+    text = "".join(traceback.format_exception(exc))
+    where = ""
+    for directory in (overlay_store.default_state_dir(), Path(tempfile.gettempdir())):
+        try:
+            fd, name = tempfile.mkstemp(prefix=f"crash-{time.strftime('%Y%m%dT%H%M%S')}-", suffix=".txt", dir=directory)
+            with os.fdopen(fd, "w") as report:
+                report.write(text)
+            where = name
+            break
+        except OSError:
+            continue
+    if debug:
+        print(text, file=sys.stderr, end="")
+    first = str(exc).splitlines()[0] if str(exc) else ""
+    print(
+        f"reconciler: internal error: {type(exc).__name__}{f': {first}' if first else ''}"
+        f"{f'; full report in {where}' if where else ''} (please report it)",
+        file=sys.stderr,
+    )
+    return EX_SOFTWARE
+
+
+def _os_error(exc: OSError) -> str:
+    """An OSError as a person reads it: the file and what is wrong with it."""
+    what = exc.strerror or str(exc)
+    return f"{exc.filename}: {what}" if exc.filename else what
 
 
 def _raise_open_files_limit() -> None:
@@ -455,6 +563,21 @@ def _raise_open_files_limit() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The command; never a traceback: Ctrl-C exits 130, a file problem is one line, an internal error 70."""
+    holder: list[Live] = []
+    debug = "debug" in (argv if argv is not None else sys.argv)
+    try:
+        return _main(argv, holder)
+    except KeyboardInterrupt:
+        return _interrupted(holder)
+    except OSError as exc:  # the state dir, a spec dir, a file named on the command line
+        print(f"reconciler: {_os_error(exc)}", file=sys.stderr)
+        return 1
+    except Exception as exc:
+        return _crashed(exc, debug)
+
+
+def _main(argv: list[str] | None, holder: list[Live]) -> int:
     args = _parser().parse_args(argv)
     if args.command in ("run", "status"):
         args = _settings_defaults(args)
@@ -492,10 +615,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "validate":
         print(f"{args.spec_dir}: valid ({len(desired.hosts)} host(s))")
         return 0
-    _check_hosts(desired, args.host)
+    unknown = _unknown_hosts(desired, args.host)
+    if unknown:
+        print(unknown, file=sys.stderr)
+        return EX_USAGE
     if overlay_line:
         print(overlay_line)
-    return asyncio.run(_run(args, desired))
+    return _with_progress(args, desired, holder)
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import structlog
 
+from reconciler import progress
 from reconciler.errors import NotLeader, PermanentHostError
 from reconciler.plan.actions import Action, Kind
 from reconciler.spec.desired import DesiredHost
@@ -224,9 +225,11 @@ async def apply_actions(
                 "(or no longer holds the restart lock)"
             )
         began = time.monotonic()
+        progress.report(desired.name, action.short())
         result = await run_action(conn, desired, action)
         if action.kind is Kind.WRITE:
             said = result.stdout.decode(errors="replace").strip()
             applied.backups[action.target] = said[len("backup ") :] if said.startswith("backup ") else None
         applied.timed(action, time.monotonic() - began)
         applied.done.append(action)
+        progress.done(desired.name, action.short())

@@ -13,6 +13,7 @@ from dataclasses import replace
 
 import structlog
 
+from reconciler import progress
 from reconciler.engine.rollouts import Rollouts
 from reconciler.errors import HostError
 from reconciler.observe.facts import observe_host
@@ -28,7 +29,9 @@ log = structlog.get_logger(__name__)
 async def _observe_and_plan(session: Session, host: DesiredHost, *, with_checks: bool = False) -> HostOutcome:
     began = time.monotonic()
     try:
+        progress.report(host.name, "connecting")
         conn = await session.connection(host.target)
+        progress.report(host.name, "observing")
         snapshot = await observe_host(conn, host, with_checks=with_checks)
     except HostError as exc:
         session.forget(host.name)
@@ -49,8 +52,14 @@ def _chosen(desired: DesiredState, only: list[str] | None) -> list[str]:
 
 async def plan_all(desired: DesiredState, session: Session, only: list[str] | None = None) -> RunResult:
     """Observe and plan every host (or those in `only`) in parallel (dry run)."""
-    outcomes = await asyncio.gather(*(_observe_and_plan(session, desired.hosts[n]) for n in _chosen(desired, only)))
+    outcomes = await asyncio.gather(*(_planned(session, desired.hosts[n]) for n in _chosen(desired, only)))
     return RunResult({o.host: o for o in outcomes})
+
+
+async def _planned(session: Session, host: DesiredHost) -> HostOutcome:
+    outcome = await _observe_and_plan(session, host)
+    progress.finished(host.name, outcome.status)
+    return outcome
 
 
 FOLLOWER = "this replica applies nothing: it does not lead, or its specs are not the ones the cluster agreed on (see /status leader)"
@@ -66,7 +75,10 @@ async def _verify(session: Session, host: DesiredHost, wait: float, interval: fl
     for pause in looks(interval):
         look = time.monotonic()
         try:
+            progress.report(host.name, "verifying" if wait else "connecting")
             conn = await session.connection(host.target)
+            if not wait:
+                progress.report(host.name, "observing")
             snapshot = await observe_host(conn, host, settle=min(interval, max(0.0, deadline - look)))
         except HostError as exc:
             session.forget(host.name)
@@ -84,6 +96,10 @@ async def _verify(session: Session, host: DesiredHost, wait: float, interval: fl
                 remaining=remaining,
                 seconds=time.monotonic() - began,
             )
+        waiting = [a.headline() for a in remaining.actions] + [
+            f"{c.name} ({c.detail})" for c in snapshot.failing_checks()
+        ]
+        progress.report(host.name, f"waiting up to {deadline - time.monotonic():.0f}s for: {'; '.join(waiting)}")
         await asyncio.sleep(max(0.0, look + pause - time.monotonic()))
     raise AssertionError("unreachable")
 
@@ -91,8 +107,14 @@ async def _verify(session: Session, host: DesiredHost, wait: float, interval: fl
 async def observe_status(desired: DesiredState, session: Session, only: list[str] | None = None) -> RunResult:
     """Observe every host with its checks, change nothing: converged means no drift and all checks pass."""
     names = _chosen(desired, only)
-    looks = await asyncio.gather(*(_verify(session, desired.hosts[n], 0.0, 0.0) for n in names))
+    looks = await asyncio.gather(*(_looked(session, desired.hosts[n]) for n in names))
     return RunResult({n: HostOutcome.of(HostOutcome(n, "pending"), [], looked) for n, looked in zip(names, looks)})
+
+
+async def _looked(session: Session, host: DesiredHost) -> Looked:
+    looked = await _verify(session, host, 0.0, 0.0)
+    progress.finished(host.name, looked.status)
+    return looked
 
 
 async def reconcile_host(
@@ -132,6 +154,7 @@ async def reconcile_host(
         elif stopped != "failed":
             looked = await _verify(session, host, wait, interval)
         outcome = HostOutcome.of(first, steps, looked)
+    progress.finished(name, outcome.status)
     log.debug(
         "host result", host=name, status=outcome.status, applied=len(outcome.applied), error=outcome.error or None
     )

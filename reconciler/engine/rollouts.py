@@ -18,6 +18,7 @@ from dataclasses import replace
 
 import structlog
 
+from reconciler import progress
 from reconciler.apply.executor import ApplyLog, Fence, apply_actions
 from reconciler.engine.guard import guard, wait_healthy
 from reconciler.engine.held import Config, Held, fingerprint
@@ -126,6 +127,7 @@ class Rollouts:
             group, why = self.held.hold_back(host, planned)
             if group[-1:] != planned[-1:]:  # its restart is brought by a held config only: it waits for new specs
                 return step("rolled-back", "; ".join(why))
+            progress.report(host.name, f"waiting for its turn to restart {unit.name}")
             async with self._locks.setdefault(unit.name, asyncio.Lock()):
                 if self.stopping.is_set():  # staged writes wait too: the host stays consistent
                     return step("failed", f"{host.name}: shutting down before restarting {unit.name}")
@@ -185,6 +187,8 @@ class Rollouts:
         check = unit.rollout_check
         assert check is not None
         glass = self.glass(desired, unit)
+        if not glass:
+            progress.report(host.name, f"asking the other {unit.name} members whether they are healthy")
         note = "" if glass else await guard(session, desired, unit, host.name)
         if note:  # said where the turn's actions are shown
             group = (*group[:-1], replace(group[-1], reason=f"{group[-1].reason} ({note})"))
@@ -208,6 +212,7 @@ class Rollouts:
         else:
             if glass:
                 return
+            progress.report(host.name, f"waiting up to {unit.rollout_timeout:g}s for {unit.name} to pass {check}")
             result = await wait_healthy(session, host, check, unit.rollout_timeout)
             if result.ok:
                 return
@@ -239,6 +244,7 @@ class Rollouts:
         if not members or self.actor is None:
             yield None
             return
+        progress.report(host, f"waiting for the cluster's restart lock ({unit.name})")
         api = EtcdOnHosts(session, members, last=host)  # the member about to restart is asked last
         async with RestartLock(api, self.actor).turn(unit.name, host, wait=2 * unit.rollout_timeout + 30) as held:
             yield held

@@ -50,8 +50,11 @@ class Action:
     because: tuple[str, ...] = ()
 
     def headline(self) -> str:
-        target = f" {self.target}" if self.target else ""
-        return f"{SYMBOL[self.kind]} {self.kind.value}{target}: {self.reason}"
+        return f"{SYMBOL[self.kind]} {self.short()}: {self.reason}"
+
+    def short(self) -> str:
+        """What it does, without why: `restart kube-apiserver.service`."""
+        return f"{self.kind.value} {self.target}" if self.target else self.kind.value
 
 
 @dataclass(frozen=True)

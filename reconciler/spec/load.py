@@ -42,7 +42,12 @@ def spec_files(directory: Path) -> list[Path]:
     """The *.yaml and *.yml regular files under the directory, sorted; links are not followed, and no more than
     MAX_SPEC_DIR_ENTRIES entries of any kind are looked at."""
     if not directory.is_dir():
-        raise SpecError([SpecIssue(str(directory), 0, "", "spec directory does not exist")])
+        why = "spec directory does not exist"
+        if directory.is_file():  # `reconciler validate specs/etcd.yaml`
+            why = f"is a file; give the directory of specs it is in ({directory.parent}): every *.yaml there is read"
+        elif directory.exists():
+            why = "is not a directory"
+        raise SpecError([SpecIssue(str(directory), 0, "", why)])
     found: list[Path] = []
     pending, seen = [directory], 0
     try:

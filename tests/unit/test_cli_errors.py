@@ -1,0 +1,59 @@
+"""No traceback reaches a user (issue 28, items 2, 6 and 8): usage errors exit 64, a file problem is one line, an
+internal error is one line plus the report file it wrote; global flags work after the command too."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from reconciler import cli
+from tests.support.cli import reconciler
+
+
+def test_a_typo_is_a_usage_error_with_its_own_exit_code(specs: Path) -> None:
+    typo = reconciler("plan", str(specs), "--hots", "x")
+    assert typo.code == 64 and "unrecognized arguments: --hots x" in typo.err, typo  # not plan's 2 (changes pending)
+    unknown = reconciler("plan", str(specs), "--host", "nosuch")
+    assert unknown.code == 64 and "--host nosuch: no such host in the specs (they have master-1" in unknown.err
+
+
+def test_global_flags_work_after_the_command(specs: Path) -> None:
+    after = reconciler("validate", str(specs), "--log-format", "json", "--log-level", "debug")
+    assert after.code == 0, after
+    before = reconciler("--log-format", "json", "validate", str(specs))
+    assert before.code == 0 and before.out == after.out
+
+
+def test_a_file_problem_is_one_line(tmp_path: Path) -> None:
+    not_a_dir = tmp_path / "state"
+    not_a_dir.write_text("")
+    result = reconciler("tuning", "clear", "--state-dir", str(not_a_dir))
+    assert result.code == 1 and result.err == f"reconciler: {not_a_dir}/etcd-tuning.json: Not a directory\n", result
+
+
+def test_a_spec_file_given_for_the_directory_says_so(specs: Path) -> None:
+    result = reconciler("validate", str(specs / "etcd.yaml"))
+    assert result.code == 1 and f"is a file; give the directory of specs it is in ({specs})" in result.err, result
+
+
+def test_an_internal_error_is_one_line_and_a_report(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def broken(*_: object) -> int:
+        raise RuntimeError("the bug's own words\nand a second line")
+
+    monkeypatch.setenv("RECONCILER_STATE_DIR", str(tmp_path))
+    monkeypatch.setattr(cli, "_main", broken)
+    assert cli.main(["validate", "specs"]) == 70
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    reports = list(tmp_path.glob("crash-*.txt"))
+    assert len(reports) == 1 and reports[0].stat().st_mode & 0o077 == 0
+    assert (
+        err
+        == f"reconciler: internal error: RuntimeError: the bug's own words; full report in {reports[0]} (please report it)\n"
+    )
+    assert "Traceback" in reports[0].read_text() and "broken" in reports[0].read_text()
+    assert cli.main(["--log-level", "debug", "validate", "specs"]) == 70
+    assert "Traceback" in capsys.readouterr().err  # asked for: the traceback on stderr too
