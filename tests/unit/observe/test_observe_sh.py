@@ -1,8 +1,9 @@
 """The observation contract: the real observe script (reconciler/observe/observe.sh, run here with bash on real
 files) and the in-memory host (transport/fake.py) answer the same for the same host state, as the parser reads
 them. What the fake leaves out (symlinks, devices, systemd, certificates) is proven against real hosts elsewhere
-(tests/unit/test_hostile_hosts.py, the testbed); here: regular files of every size around the read limit,
-missing files, directories, modes, an unchanged file answered as unchanged, and the framing.
+(test_observe_sh_hostile.py and test_observe_sh_attacks.py beside this file, the testbed); here: regular files of
+every size around the read limit, missing files, directories, modes, an unchanged file answered as unchanged, and
+the framing.
 """
 
 from __future__ import annotations
