@@ -52,6 +52,28 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EX_USAGE, f"{self.prog}: error: {message}\n")
 
 
+def _at_least_one(text: str) -> int:
+    """argparse type: a whole number >= 1 (`--connect-attempts 0` would never connect)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is below 1")
+    return value
+
+
+def _seconds(text: str) -> float:
+    """argparse type: a number of seconds >= 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not value >= 0:  # NaN too
+        raise argparse.ArgumentTypeError(f"{text} is below 0")
+    return value
+
+
 class _Help(argparse.ArgumentDefaultsHelpFormatter):
     """--help shows each option's default (where it has one worth showing)."""
 
@@ -151,7 +173,10 @@ def _parser() -> argparse.ArgumentParser:
         if name != "validate":
             p.add_argument("--host", action="append", default=[], help="only these hosts (repeatable)")
             p.add_argument(
-                "--connect-attempts", type=int, default=4, help="SSH connection attempts per host (backoff between)"
+                "--connect-attempts",
+                type=_at_least_one,
+                default=4,
+                help="SSH connection attempts per host (backoff between)",
             )
             p.add_argument(
                 "--state-dir",
@@ -161,7 +186,14 @@ def _parser() -> argparse.ArgumentParser:
                 "or /var/lib/reconciler)",
             )
         if name == "apply":
-            p.add_argument("--wait", type=float, default=120.0, help="seconds to wait for health checks after applying")
+            p.add_argument(
+                "--verify-wait",
+                "--wait",
+                dest="wait",
+                type=_seconds,
+                default=120.0,
+                help="seconds to wait for health checks after applying (the daemon's flag of the same name)",
+            )
             p.add_argument(
                 "--break-glass",
                 action="store_true",
@@ -176,7 +208,7 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=_SettingsHelp,
         parents=[_after()],
     )
-    st.add_argument("--url", help="the daemon's HTTP endpoint (its --listen)")
+    st.add_argument("--url", help="the daemon's HTTP endpoint: a URL, or its --listen HOST:PORT")
     st.add_argument("--json", action="store_true", help="print /status as JSON instead of a table")
     t = sub.add_parser(
         "tuning",
@@ -196,7 +228,8 @@ def _run_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
         formatter_class=_SettingsHelp,
         parents=[_after()],
     )
-    p.add_argument("--specs", type=Path, help="spec directory (watched)")
+    p.add_argument("spec_dir", type=Path, nargs="?", help="spec directory (watched), as plan and apply take it")
+    p.add_argument("--specs", type=Path, help="the same, as a flag (what older units pass)")
     p.add_argument("--listen", help="HOST:PORT of the HTTP endpoint")
     p.add_argument("--resync", type=float, help="seconds between full passes")
     p.add_argument("--resync-jitter", type=float, help="fraction of --resync, random +/-")
@@ -206,7 +239,11 @@ def _run_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     p.add_argument("--debounce-ms", type=int, help="spec edits closer than this are one")
     p.add_argument("--verify-wait", type=float, help="seconds to wait for health after applying")
     p.add_argument("--shutdown-timeout", type=float, help="seconds SIGTERM waits for passes in flight")
-    p.add_argument("--connect-attempts", type=int, help="SSH attempts within one pass")
+    p.add_argument(
+        "--connect-attempts",
+        type=_at_least_one,
+        help="SSH attempts within one pass (fewer than a command's 4: the daemon retries a host with backoff)",
+    )
     p.add_argument("--state-dir", type=Path, help="where the etcd tuning overlay is kept")
     p.add_argument(
         "--leader-election",
@@ -226,14 +263,16 @@ def _import_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[typ
     p = sub.add_parser("import", help=help_text, description=help_text, formatter_class=_Help, parents=[_after()])
     p.add_argument("out", type=Path, help="the spec directory to write (must not exist yet)")
     p.add_argument("--inventory", type=Path, help="a spec file or directory whose Host documents say how to reach them")
-    p.add_argument("--host", action="append", default=[], metavar="NAME=ADDRESS", help="a host (repeatable)")
+    p.add_argument(
+        "--host", action="append", default=[], metavar="NAME=[USER@]ADDRESS[:PORT]", help="a host (repeatable)"
+    )
     p.add_argument("--user", default="root", help="SSH user for --host")
     p.add_argument("--port", type=int, default=22, help="SSH port for --host")
     p.add_argument("--become", choices=["sudo"], help="for --host: run every command through passwordless sudo")
     p.add_argument("--identity-file", help="SSH key for --host")
     p.add_argument("--known-hosts", help="known_hosts for --host (default: ~/.ssh/known_hosts)")
     p.add_argument("--unit", action="append", default=[], help="a further unit to import (repeatable)")
-    p.add_argument("--connect-attempts", type=int, default=4, help="SSH connection attempts per host")
+    p.add_argument("--connect-attempts", type=_at_least_one, default=4, help="SSH connection attempts per host")
     p.add_argument(
         "--force", action="store_true", help="write the directory even where it is not exact (then say what is not)"
     )
@@ -257,13 +296,18 @@ def _import_command(args: argparse.Namespace) -> int:
     for item in args.host:
         name, sep, address = item.partition("=")
         if not sep:
-            print(f"--host {item!r}: expected NAME=ADDRESS", file=sys.stderr)
-            return 1
+            print(f"--host {item!r}: expected NAME=[USER@]ADDRESS[:PORT]", file=sys.stderr)
+            return EX_USAGE
+        user, at, address = address.rpartition("@")
+        address, port = _host_port(address, args.port)
+        if not name or not address or port is None:
+            print(f"--host {item!r}: expected NAME=[USER@]ADDRESS[:PORT]", file=sys.stderr)
+            return EX_USAGE
         spec: dict[str, object] = {"address": address}
-        if args.port != 22:
-            spec["port"] = args.port
-        if args.user != "root":
-            spec["user"] = args.user
+        if port != 22:
+            spec["port"] = port
+        if (user if at else args.user) != "root":
+            spec["user"] = user if at else args.user
         if args.become:
             spec["become"] = args.become
         for key, value in (("identityFile", args.identity_file), ("knownHosts", args.known_hosts)):
@@ -283,6 +327,18 @@ def _import_command(args: argparse.Namespace) -> int:
         return _print_import(result, args.out)
 
     return asyncio.run(run())
+
+
+def _host_port(address: str, default: int) -> tuple[str, int | None]:
+    """`10.0.0.1`, `10.0.0.1:2222`, `[fd00::1]:2222`, `fd00::1` -> address and port (None: not a port)."""
+    if address.startswith("["):
+        host, _, rest = address[1:].partition("]")
+        port = rest.removeprefix(":") or str(default)
+    elif address.count(":") == 1:
+        host, _, port = address.partition(":")
+    else:
+        host, port = address, str(default)
+    return host, int(port) if port.isdigit() and 0 < int(port) < 65536 else None
 
 
 def _print_import(result: ImportResult, out: Path) -> int:
@@ -316,8 +372,10 @@ def _daemon_settings(args: argparse.Namespace) -> DaemonSettings:
     from reconciler.settings import DaemonSettings
 
     host, _, port = args.listen.rpartition(":")
+    if not port.isdigit():
+        raise ValueError(f"--listen {args.listen!r}: expected HOST:PORT (127.0.0.1:9479, [::1]:9479, :9479)")
     return DaemonSettings(
-        spec_dir=args.specs,
+        spec_dir=args.spec_dir or args.specs,
         listen_host=host.strip("[]") or "127.0.0.1",
         listen_port=int(port),
         resync_interval=args.resync,
@@ -336,6 +394,15 @@ def _daemon_settings(args: argparse.Namespace) -> DaemonSettings:
     )
 
 
+# DaemonSettings' field -> the flag that sets it, where the names differ
+_FLAGS = {
+    "--spec-dir": "--specs",
+    "--resync-interval": "--resync",
+    "--listen-port": "--listen",
+    "--listen-host": "--listen",
+}
+
+
 def _unknown_hosts(desired: DesiredState, hosts: list[str]) -> str:
     unknown = sorted(set(hosts) - set(desired.hosts))
     return (
@@ -349,6 +416,8 @@ def _status_command(args: argparse.Namespace) -> int:
     from reconciler.output import Style, render_status, status_exit_code, wants_colour
 
     url = args.url.rstrip("/") + "/status"
+    if "://" not in url:  # what --listen takes: HOST:PORT
+        url = f"http://{url}"
     try:
         with urllib.request.urlopen(url, timeout=10) as resp:
             body = resp.read()
@@ -590,9 +659,14 @@ def _main(argv: list[str] | None, holder: list[Live]) -> int:
         _raise_open_files_limit()
         try:
             settings = _daemon_settings(args)
-        except (ValueError, ValidationError) as exc:
-            print(f"invalid settings: {exc}", file=sys.stderr)
-            return 1
+        except ValidationError as exc:
+            for error in exc.errors():
+                flag = "--" + "-".join(str(x) for x in error["loc"]).replace("_", "-") if error["loc"] else "settings"
+                print(f"{_FLAGS.get(flag, flag)}: {error['msg']}", file=sys.stderr)
+            return EX_USAGE
+        except ValueError as exc:
+            print(exc, file=sys.stderr)
+            return EX_USAGE
         return asyncio.run(Daemon(settings).run())
     configure_logging(args.log_level or "warning", args.log_format)
     if args.command == "tuning":

@@ -57,3 +57,46 @@ def test_an_internal_error_is_one_line_and_a_report(
     assert "Traceback" in reports[0].read_text() and "broken" in reports[0].read_text()
     assert cli.main(["--log-level", "debug", "validate", "specs"]) == 70
     assert "Traceback" in capsys.readouterr().err  # asked for: the traceback on stderr too
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (["run", "--workers", "0"], ["--workers: Input should be greater than or equal to 1"]),
+        (["run", "--listen", "bad"], ["--listen 'bad': expected HOST:PORT"]),
+        (
+            ["run", "--resync", "-1", "--backoff-cap", "0"],
+            ["--resync: Input should be greater than 0", "--backoff-cap:"],
+        ),
+        (["plan", "specs", "--connect-attempts", "0"], ["argument --connect-attempts: 0 is below 1"]),
+        (["import", "out", "--connect-attempts", "-3"], ["argument --connect-attempts: -3 is below 1"]),
+        (["apply", "specs", "--wait", "-3"], ["argument --verify-wait/--wait: -3 is below 0"]),
+        (["import", "out", "--host", "m1=root@:22"], ["--host 'm1=root@:22': expected NAME=[USER@]ADDRESS[:PORT]"]),
+    ],
+)
+def test_a_bad_setting_is_one_line_per_setting_and_a_usage_error(args: list[str], said: list[str]) -> None:
+    result = reconciler(*args)
+    assert result.code == 64, result
+    assert all(s in result.err for s in said), result.err
+    assert "pydantic" not in result.err and "validation error" not in result.err, result.err
+    lines = [line for line in result.err.splitlines() if not line.startswith(("usage:", " "))]
+    assert len(lines) == len(said), result.err
+
+
+def test_one_spelling_across_commands() -> None:
+    """The spec dir is positional for run as for plan (--specs still works); apply takes the daemon's
+    --verify-wait; import's --host takes USER@ and :PORT in the address."""
+    parsed = cli._parser().parse_args(["run", "elsewhere"])
+    assert cli._daemon_settings(cli._settings_defaults(parsed)).spec_dir == Path("elsewhere")
+    parsed = cli._parser().parse_args(["run", "--specs", "flagged"])
+    assert cli._daemon_settings(cli._settings_defaults(parsed)).spec_dir == Path("flagged")
+    assert cli._parser().parse_args(["apply", "--verify-wait", "7"]).wait == 7.0
+    assert cli._host_port("127.0.0.1:2222", 22) == ("127.0.0.1", 2222)
+    assert cli._host_port("[fd00::1]:2222", 22) == ("fd00::1", 2222)
+    assert cli._host_port("fd00::1", 22) == ("fd00::1", 22)
+    assert cli._host_port("10.0.0.1:99999", 22)[1] is None
+
+
+def test_status_takes_what_listen_takes() -> None:
+    result = reconciler("status", "--url", "127.0.0.1:1")
+    assert result.code == 3 and "http://127.0.0.1:1/status" in result.err and "unknown url type" not in result.err
