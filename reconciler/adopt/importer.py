@@ -58,6 +58,10 @@ def target_of(info: HostInfo) -> Target:
         known_hosts=spec.get("knownHosts") or os.path.expanduser("~/.ssh/known_hosts"),
         unsafe_skip_host_key_verification=bool(spec.get("unsafeSkipHostKeyVerification", False)),
         become=spec.get("become"),
+        ssh_config=spec.get("sshConfig"),
+        implicit=tuple(
+            f for f, key in (("port", "port"), ("user", "user"), ("known_hosts", "knownHosts")) if key not in spec
+        ),
     )
 
 
@@ -220,8 +224,8 @@ def hosts_from_inventory(path: Path) -> list[HostInfo]:
         if doc.kind != "Host":
             continue
         spec = doc.spec.model_dump(by_alias=True, exclude_defaults=True)
-        for key in ("identityFile", "knownHosts"):
-            if key in spec:
+        for key in ("identityFile", "knownHosts", "sshConfig"):
+            if key in spec and spec[key] != "none":
                 spec[key] = str((base / doc.file).parent.joinpath(os.path.expanduser(spec[key])).absolute())
         out.append(HostInfo(doc.metadata.name, str(spec["address"]), dict(doc.metadata.labels), spec))
     if not out:

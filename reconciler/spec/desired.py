@@ -40,6 +40,10 @@ class Target:
     known_hosts: str | None = None
     unsafe_skip_host_key_verification: bool = False
     become: str | None = None  # "sudo": every command runs through `sudo -n --` (SSH as a non-root user)
+    ssh_config: str | None = None  # OpenSSH client config file; None: ~/.ssh/config if there is one; "none": none
+    # fields holding reconciler's defaults, not values the spec gave ("port", "user", "known_hosts"): an ssh config
+    # may set these (what the spec says explicitly wins over the config, as ssh's command line does)
+    implicit: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

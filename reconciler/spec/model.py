@@ -98,6 +98,9 @@ class HostSpec(Strict):
         default=None,
         description="sudo: SSH as `user` and run every command as root through `sudo -n` (passwordless sudo)",
     )
+    # OpenSSH client config for this host (Host aliases, HostName, Port, User, IdentityFile, ProxyJump, ...):
+    # unset, ~/.ssh/config when there is one; "none", no config
+    ssh_config: Annotated[str, Field(pattern=r"^[^\x00-\x1f\x7f]+$", max_length=4095)] | None = None
     vars: dict[str, Any] = {}
 
 

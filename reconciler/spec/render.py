@@ -131,6 +131,8 @@ def _render_host(
         known_hosts=_local_path(hs.known_hosts, host, spec_dir) or os.path.expanduser("~/.ssh/known_hosts"),
         unsafe_skip_host_key_verification=hs.unsafe_skip_host_key_verification,
         become=hs.become,
+        ssh_config=hs.ssh_config if hs.ssh_config in (None, "none") else _local_path(hs.ssh_config, host, spec_dir),
+        implicit=tuple(f for f in ("port", "user", "known_hosts") if f not in hs.model_fields_set),
     )
 
     paths = _Paths(name, issues)

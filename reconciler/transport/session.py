@@ -12,7 +12,8 @@ from collections.abc import Awaitable, Callable
 from reconciler.errors import HostError
 from reconciler.spec.desired import Target
 from reconciler.transport.base import Connection
-from reconciler.transport.ssh import ParsedFiles, SSHConnection
+from reconciler.transport.ssh import SSHConnection
+from reconciler.transport.ssh_files import ParsedFiles
 
 Connector = Callable[[Target], Awaitable[Connection]]
 

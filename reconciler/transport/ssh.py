@@ -1,17 +1,16 @@
 """SSH transport: one asyncssh connection per host, kept open, with a bounded number of sessions.
 
-Owns connecting (strict known_hosts by default, retry with exponential backoff and jitter on transient
-failures), mapping asyncssh errors to the engine's taxonomy, and running argv commands.
+Owns connecting (through the route transport.ssh_config resolves: ProxyJump bastions first; strict known_hosts by
+default, every hop's included; the ssh-agent's keys and the identity files'; retry with exponential backoff and
+jitter on transient failures), mapping asyncssh errors to the engine's taxonomy, and running argv commands.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
-import re
-import stat
-from collections.abc import AsyncIterator, Callable, Sequence
-from typing import TypeVar, cast
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
 
 import asyncssh
 import structlog
@@ -20,10 +19,11 @@ from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt
 from reconciler.errors import HostError, PermanentHostError, TransientHostError
 from reconciler.spec.desired import Target
 from reconciler.transport.base import MAX_OUTPUT, CommandResult, command_line
+from reconciler.transport.ssh_config import ConfigError, Hop, route
+from reconciler.transport.ssh_files import LoadedKey, ParsedFiles, load_key, load_known_hosts, why
 from reconciler.waits import backoff
 
 log = structlog.get_logger(__name__)
-T = TypeVar("T")
 
 MAX_SESSIONS = 8  # sshd's MaxSessions defaults to 10; keep a margin
 CONNECT_TIMEOUT = 10.0
@@ -197,84 +197,6 @@ class _Collected(asyncssh.SSHClientSession[bytes]):
             self.closed.set_exception(exc)
 
 
-class ParsedFiles:
-    """known_hosts and key files, parsed once and again only when they change on disk. asyncssh parses the
-    file on every connect otherwise: with one known_hosts line per host, O(hosts^2) for a fleet's connects.
-    One per connector (`transport.session.ssh_connector`), shared by its connects."""
-
-    def __init__(self) -> None:
-        self._files: dict[tuple[str, str], tuple[tuple[int, int], object]] = {}
-
-    def get(self, kind: str, path: str, read: Callable[[str], T]) -> T:
-        st = os.stat(path)
-        stamp = (st.st_mtime_ns, st.st_size)
-        hit = self._files.get((kind, path))
-        if hit is not None and hit[0] == stamp:
-            return cast(T, hit[1])
-        value = read(path)
-        self._files[(kind, path)] = (stamp, value)
-        return value
-
-
-class UnprotectedKey(ValueError):
-    pass
-
-
-class UnusableFile(ValueError):
-    pass
-
-
-MAX_SSH_FILE = 1024 * 1024  # a known_hosts or key file read at most
-
-
-def _read_small(path: str) -> bytes:
-    """A local known_hosts or key file: a regular file of at most MAX_SSH_FILE bytes (a fifo is not waited on,
-    /dev/zero not read to the end of memory)."""
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise UnusableFile("not a regular file")
-        chunks, size = [], 0
-        while chunk := os.read(fd, 65536):
-            size += len(chunk)
-            if size > MAX_SSH_FILE:
-                raise UnusableFile(f"larger than {MAX_SSH_FILE} bytes")
-            chunks.append(chunk)
-        return b"".join(chunks)
-    finally:
-        os.close(fd)
-
-
-_PEM_BOUNDARY = re.compile(rb"-----(BEGIN|END) [A-Z0-9 ]{1,64}-----\s*")
-
-
-def _pem_checked(data: bytes) -> bytes:
-    """Key text whose PEM boundary lines are what PEM allows (asyncssh turns a BEGIN line into a pattern)."""
-    for line in data.splitlines():
-        if line.startswith(b"-----") and not _PEM_BOUNDARY.fullmatch(line):
-            raise UnusableFile("a PEM boundary line that is not -----BEGIN/END <LABEL>-----")
-    return data
-
-
-def _check_key_mode(path: str) -> None:
-    """ssh's rule (sshkey_perm_ok): a private key of ours that others may read is refused, not used."""
-    st = os.stat(path)
-    if st.st_uid == os.getuid() and st.st_mode & 0o077:
-        raise UnprotectedKey(
-            f"permissions {st.st_mode & 0o777:04o} are too open: a private key must not be "
-            "accessible by others (chmod 600), as ssh requires"
-        )
-
-
-def _why(exc: Exception, otherwise: str) -> str:
-    if isinstance(exc, (UnprotectedKey, UnusableFile)):
-        return str(exc)
-    if isinstance(exc, OSError):
-        return exc.strerror or type(exc).__name__
-    return otherwise
-
-
 # asyncssh's own list, AES-GCM first: one AEAD call per packet in the cryptography library (AES-NI), where
 # ChaCha20-Poly1305 costs several Python-level cipher objects per packet (~22 us against ~3.5 us here); both
 # are what OpenSSH offers by default, neither is weaker.
@@ -286,72 +208,145 @@ ENCRYPTION_ALGS = (
     "aes192-ctr",
     "aes128-ctr",
 )
+AGENT_TIMEOUT = 5.0  # an ssh-agent that does not list its keys in this time is not used
+
+
+@dataclass
+class _Files:
+    """One hop's local files, read and checked before anything is dialled."""
+
+    known_hosts: asyncssh.SSHKnownHosts | None  # None: host key not verified (unsafeSkipHostKeyVerification)
+    keys: list[LoadedKey]
 
 
 async def _connect(target: Target, files: ParsedFiles | None = None) -> asyncssh.SSHClientConnection:
+    """The connection to `target`, through its bastions (each connection carrying the next; closing the last
+    closes them all). Everything local (ssh config, known_hosts and key files of every hop) is read and checked
+    before the first hop is dialled."""
     files = files or ParsedFiles()
-    where = f"{target.name} ({target.user}@{target.address}:{target.port})"
-    options: dict[str, object] = {
-        "username": target.user,
-        "port": target.port,
-        "connect_timeout": CONNECT_TIMEOUT,
-        # a host cut off the network is noticed within ~30 s even on an idle connection
-        "keepalive_interval": KEEPALIVE_INTERVAL,
-        "keepalive_count_max": KEEPALIVE_COUNT,
-        "agent_path": None,
-        "config": [],
-        "encryption_algs": ENCRYPTION_ALGS,
-    }
-    if target.unsafe_skip_host_key_verification:
-        log.warning("host key verification disabled (unsafe)", host=target.name)
-        options["known_hosts"] = None
-    elif not target.known_hosts or not os.path.exists(target.known_hosts):
+    try:
+        hops = await asyncio.to_thread(route, target, files)
+    except ConfigError as exc:
         raise PermanentHostError(
-            f"{where}: known_hosts file {target.known_hosts!r} does not exist; host keys are verified by default",
-            ssh=True,
-        )
-    if target.identity_file and not os.path.exists(target.identity_file):
-        raise PermanentHostError(f"{where}: identity file {target.identity_file!r} does not exist", ssh=True)
-    # Errors name the file and what is wrong with it, never a line of it: pointed at the wrong file (a shadow
-    # file, a token), asyncssh's own message would quote the first line it could not parse.
-    if target.known_hosts and not target.unsafe_skip_host_key_verification:
-        try:
-            options["known_hosts"] = files.get(
-                "known_hosts",
-                target.known_hosts,
-                lambda p: asyncssh.import_known_hosts(_read_small(p).decode("utf-8", "replace")),
+            f"{target.name} ({target.user}@{target.address}:{target.port}): {exc}", ssh=True
+        ) from None
+    host = hops[-1]
+    where = f"{target.name} ({host.label}" + (f" via {', '.join(h.label for h in hops[:-1])})" if hops[:-1] else ")")
+    prefixes = [f"{where}: bastion {h.label}" for h in hops[:-1]] + [where]
+    prepared = [_prepare(hop, files, prefix, target.name) for hop, prefix in zip(hops, prefixes)]
+    tunnel: asyncssh.SSHClientConnection | None = None
+    try:
+        for hop, local, prefix in zip(hops, prepared, prefixes):
+            conn = await _dial(hop, local, tunnel, prefix)
+            if tunnel is not None:
+                conn.set_tunnel(tunnel)  # closed with the connection it carries
+            tunnel = conn
+    except BaseException:
+        if tunnel is not None:
+            tunnel.close()
+        raise
+    assert tunnel is not None
+    return tunnel
+
+
+def _prepare(hop: Hop, files: ParsedFiles, where: str, name: str) -> _Files:
+    """The hop's known_hosts and keys, read and parsed (once per change on disk); raises PermanentHostError."""
+    known: asyncssh.SSHKnownHosts | None = None
+    if not hop.verify_host_key:
+        log.warning("host key verification disabled (unsafe)", host=name)
+    else:
+        present = [p for p in hop.known_hosts if os.path.exists(p)]
+        if not present:
+            what = repr(hop.known_hosts[0]) if hop.known_hosts else "(none: UserKnownHostsFile none)"
+            raise PermanentHostError(
+                f"{where}: known_hosts file {what} does not exist; host keys are verified by default", ssh=True
             )
+        try:
+            known = files.get("known_hosts", present, load_known_hosts)
         except Exception as exc:  # whatever the file made asyncssh raise: named by kind, never quoted
             raise PermanentHostError(
-                f"{where}: known_hosts file {target.known_hosts!r} cannot be used: "
-                f"{_why(exc, 'not in known_hosts format')}",
+                f"{where}: known_hosts file {', '.join(map(repr, present))} cannot be used: "
+                f"{why(exc, 'not in known_hosts format')}",
                 ssh=True,
             ) from None
-    if target.identity_file:
+    keys = []
+    for path in hop.identity_files:
+        if not os.path.exists(path):
+            if hop.identities_required:
+                raise PermanentHostError(f"{where}: identity file {path!r} does not exist", ssh=True)
+            continue  # as ssh: a default key, or one an ssh config names, that is not there is not tried
         try:
-            _check_key_mode(target.identity_file)
-            options["client_keys"] = [
-                files.get(
-                    "key", target.identity_file, lambda p: asyncssh.import_private_key(_pem_checked(_read_small(p)))
-                )
-            ]
+            keys.append(files.get("key", path, load_key))
         except Exception as exc:  # e.g. re.error: asyncssh compiles a PEM header into a pattern
             raise PermanentHostError(
-                f"{where}: identity file {target.identity_file!r} cannot be used: "
-                f"{_why(exc, 'not a private key asyncssh can read')}",
+                f"{where}: identity file {path!r} cannot be used: {why(exc, 'not a private key asyncssh can read')}",
                 ssh=True,
             ) from None
+    return _Files(known, keys)
+
+
+async def _dial(
+    hop: Hop, local: _Files, tunnel: asyncssh.SSHClientConnection | None, where: str
+) -> asyncssh.SSHClientConnection:
+    agent = asyncssh.SSHAgentClient(hop.agent) if hop.agent else None
     try:
-        return await asyncssh.connect(target.address, **options)  # type: ignore[arg-type]
+        held: list[asyncssh.SSHKeyPair] = []
+        agent_answers = False
+        if agent is not None:
+            try:
+                held = list(await asyncio.wait_for(agent.get_keys(), AGENT_TIMEOUT))
+                agent_answers = True
+            except (ValueError, TimeoutError, OSError) as exc:  # a stale SSH_AUTH_SOCK: ssh goes on without it
+                log.info("ssh-agent not used", socket=hop.agent, error=str(exc) or type(exc).__name__)
+        ours = {k.public for k in local.keys if k.public}
+        in_agent = {k.key_public_data for k in held}
+        # as ssh: the agent's keys first (those of the identity files before the others; with IdentitiesOnly only
+        # those), then the identity files' keys the agent does not hold
+        agent_keys = sorted(
+            (k for k in held if not hop.identities_only or k.key_public_data in ours),
+            key=lambda k: k.key_public_data not in ours,
+        )
+        offered: list[asyncssh.SSHKeyPair | asyncssh.SSHKey] = [*agent_keys]
+        offered += [k.key for k in local.keys if k.key is not None and k.public not in in_agent]
+        locked = [k for k in local.keys if k.encrypted and k.public not in in_agent]
+        if locked and not offered:
+            raise PermanentHostError(f"{where}: {_locked(locked[0], hop, agent_answers)}", ssh=True)
+        options: dict[str, object] = {
+            "username": hop.user,
+            "port": hop.port,
+            "connect_timeout": CONNECT_TIMEOUT,
+            # a host cut off the network is noticed within ~30 s even on an idle connection
+            "keepalive_interval": KEEPALIVE_INTERVAL,
+            "keepalive_count_max": KEEPALIVE_COUNT,
+            "agent_path": None,  # the agent's keys are in client_keys (listed above)
+            "config": [],  # read by transport.ssh_config, bounded: asyncssh reads nothing itself
+            "client_keys": offered or None,
+            "known_hosts": local.known_hosts,
+            "encryption_algs": ENCRYPTION_ALGS,
+        }
+        if tunnel is not None:
+            options["tunnel"] = tunnel
+        return await _opened(hop, options, where, locked, agent_answers)
+    finally:
+        if agent is not None:
+            agent.close()
+
+
+async def _opened(
+    hop: Hop, options: dict[str, object], where: str, locked: list[LoadedKey], agent_answers: bool
+) -> asyncssh.SSHClientConnection:
+    try:
+        return await asyncssh.connect(hop.host, **options)  # type: ignore[arg-type]
     except asyncssh.HostKeyNotVerifiable as exc:
         raise PermanentHostError(
-            f"{where}: host key verification failed against {target.known_hosts}: "
+            f"{where}: host key verification failed against {', '.join(hop.known_hosts)}: "
             f"{exc.reason}; refusing to connect (possible man-in-the-middle, or the host was "
             "rebuilt: check the key and update known_hosts)",
             ssh=True,
         ) from exc
     except asyncssh.PermissionDenied as exc:
-        raise PermanentHostError(f"{where}: authentication refused: {exc.reason}", ssh=True) from exc
+        hint = f" ({_locked(locked[0], hop, agent_answers)})" if locked else ""
+        raise PermanentHostError(f"{where}: authentication refused: {exc.reason}{hint}", ssh=True) from exc
     except (asyncssh.KeyImportError, ValueError) as exc:
         raise PermanentHostError(f"{where}: {exc}", ssh=True) from exc
     except asyncssh.DisconnectError as exc:
@@ -360,4 +355,19 @@ async def _connect(target: Target, files: ParsedFiles | None = None) -> asyncssh
         raise TransientHostError(f"{where}: cannot connect: {exc or type(exc).__name__}", ssh=True) from exc
 
 
-__all__ = ["SSHConnection", "HostError"]
+def _locked(key: LoadedKey, hop: Hop, agent_answers: bool) -> str:
+    """One line: a passphrase-protected identity file no ssh-agent offers, and what to do."""
+    if hop.agent is None:
+        agent = "no ssh-agent is available (SSH_AUTH_SOCK is not set)"
+    elif not agent_answers:
+        agent = f"the ssh-agent at {hop.agent} does not answer"
+    else:
+        agent = "the ssh-agent does not hold it"
+    return (
+        f"identity file {key.path!r} is passphrase-protected and {agent}; reconciler never asks for a "
+        f"passphrase: add the key to an agent (`ssh-add {key.path}`) and run reconciler with SSH_AUTH_SOCK "
+        "pointing to it"
+    )
+
+
+__all__ = ["SSHConnection", "HostError", "ParsedFiles"]
