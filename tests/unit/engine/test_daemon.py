@@ -172,3 +172,31 @@ async def test_a_bad_spec_keeps_the_last_good_ones_visibly_and_a_good_edit_queue
     assert await daemon.specs.load("watch")
     assert daemon.ledger.spec.valid and daemon.ledger.spec.generation == 2
     assert daemon.workers.queue.depth() == 1 and await asyncio.wait_for(daemon.workers.queue.get(), 1) == "master-1"
+
+
+async def test_a_spec_dir_that_is_not_there_yet_is_a_spec_error_until_it_appears(tmp_path: Path) -> None:
+    """`reconciler run DIR` before DIR is deployed: the daemon runs and says why it has no specs (it used to exit 1
+    with "internal fault", and systemd restarted it every 5 s); once DIR appears, it loads it."""
+    specs = tmp_path / "specs"
+    daemon = Daemon(settings(specs, tmp_path / "state"), connector=unreachable)
+    task = asyncio.create_task(daemon.run())
+    try:
+        for _ in range(200):
+            if daemon.ledger.spec.errors:
+                break
+            await asyncio.sleep(0.05)
+        assert daemon.ledger.spec.errors == [f"{specs}:0: spec directory does not exist"] and not task.done()
+        staged = tmp_path / "staged"
+        staged.mkdir()
+        (staged / "hosts.yaml").write_text(HOST)
+        staged.rename(specs)  # a deploy moves it into place
+        for _ in range(300):
+            if daemon.ledger.spec.valid:
+                break
+            await asyncio.sleep(0.05)
+        assert (
+            daemon.ledger.spec.valid and daemon.specs.desired is not None and list(daemon.specs.desired.hosts) == ["m1"]
+        )
+    finally:
+        daemon.stop()
+        assert await asyncio.wait_for(task, 60) == 0

@@ -42,3 +42,48 @@ async def test_a_burst_of_edits_is_a_few_reloads_and_one_edit_is_one(tmp_path: P
     finally:
         stop.set()
         await asyncio.wait_for(watcher, 10)
+
+
+async def _calls_until(calls: list[list[str]], n: int, timeout: float = 15) -> None:
+    deadline = time.monotonic() + timeout
+    while len(calls) < n and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
+    assert len(calls) >= n, calls
+
+
+async def test_a_directory_that_appears_later_and_one_replaced_by_another_are_followed(tmp_path: Path) -> None:
+    """The daemon may start before its specs are deployed; a deploy moves a new directory into place (the old one
+    renamed away, as `mv` or a `git clone` into place does): each is a change, and edits in the new one are seen."""
+    specs = tmp_path / "specs"
+    calls: list[list[str]] = []
+    stop = asyncio.Event()
+
+    async def on_change(paths: list[str]) -> None:
+        calls.append(paths)
+
+    watcher = asyncio.create_task(watch_specs(specs, on_change, stop, debounce_ms=50))
+    try:
+        await asyncio.sleep(0.2)
+        assert not watcher.done()  # a missing directory does not end the watch
+        specs.mkdir()
+        await _calls_until(calls, 1)
+        assert calls[0] == [str(specs)]
+        (specs / "a.yaml").write_text("1")
+        await _calls_until(calls, 2)
+        assert calls[1] == [str(specs / "a.yaml")]
+        new = tmp_path / "specs.new"
+        new.mkdir()
+        (new / "a.yaml").write_text("2")
+        specs.rename(tmp_path / "specs.old")
+        new.rename(specs)
+        await _calls_until(calls, 3)
+        assert str(specs) in calls[2] or str(specs / "a.yaml") in calls[2], calls
+        settled = len(calls)
+        (tmp_path / "specs.old" / "a.yaml").write_text("the old directory is no longer watched")
+        (specs / "b.yaml").write_text("3")  # the new one is
+        await _calls_until(calls, settled + 1)
+        await asyncio.sleep(0.3)
+        assert calls[settled:] == [[str(specs / "b.yaml")]], calls
+    finally:
+        stop.set()
+        await asyncio.wait_for(watcher, 10)
