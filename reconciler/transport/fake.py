@@ -6,14 +6,17 @@ the logic around them be tested in milliseconds.
 
 It answers the commands reconciler sends, by what they mean rather than by running them: the observe
 script (files, units, checks, certificates), the atomic write script (sha256 verified as on a real host),
-chown/chmod, the restore of a backup, `systemctl daemon-reload|enable|disable|start|stop|restart|reset-failed|is-active`
-and a unit's journal (empty). A unit's health check (a check named like the unit) passes while the unit is
-active; `SimHost.fails` makes a unit's start fail while its host's files are such (a config it cannot run on). Anything else exits 127, so a command
-the emulator does not know fails loudly instead of being silently "emulated".
+chown/chmod, the restore of a backup, `systemctl daemon-reload|enable|disable|start|stop|restart|reset-failed|is-active`,
+a unit's journal (empty), and `reconciler import`'s read-only scripts (transport.fake_import): a host built by hand
+in memory is imported and then converged as one object. A unit's health check (a check named like the unit) passes
+while the unit is active; `SimHost.fails` makes a unit's start fail while its host's files are such (a config it
+cannot run on). Anything else exits 127, so a command the emulator does not know fails loudly instead of being
+silently "emulated".
 
 Pure: `SimHost.execute(argv, stdin)` -> (exit status, stdout, stderr). `FakeConnection` runs commands on one
-as an SSH server would (the argv joined into one quoted line and split again), `fake_connector` connects a
-Session to a dict of them; a host in `down` refuses the connection like a stopped machine.
+as an SSH server would (the argv joined into one quoted line and split again, an answer longer than asked for cut
+off), `fake_connector` connects a Session to a dict of them; a host in `down` refuses the connection like a stopped
+machine.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import datetime
 import functools
 import hashlib
 import itertools
+import posixpath
 import re
 import shlex
 import time
@@ -33,8 +37,20 @@ from typing import Any
 from reconciler.errors import TransientHostError
 from reconciler.spec.desired import Target
 from reconciler.transport.base import MAX_OUTPUT, CommandResult, Connection
+from reconciler.transport.fake_import import answer_import
 
 UNIT_DIR = "/etc/systemd/system"
+_OBSERVED = (  # what the observe script asks systemctl show, in its order
+    "Id",
+    "LoadState",
+    "ActiveState",
+    "SubState",
+    "UnitFileState",
+    "ActiveEnterTimestamp",
+    "MainPID",
+    "NeedDaemonReload",
+    "FragmentPath",
+)
 
 
 _INODES = itertools.count(1000)
@@ -63,6 +79,8 @@ class SimUnit:
     active_enter: float | None = None
     loaded_mtime: float | None = None  # mtime of the unit file at the last daemon-reload
     pid: int = 0
+    path: str = ""  # its file as systemd names it (FragmentPath; maybe through a linked directory); "": UNIT_DIR/<name>
+    drop_ins: tuple[str, ...] = ()  # DropInPaths
 
 
 def _stamp(t: float | None) -> str:
@@ -139,6 +157,14 @@ class SimHost:
         self.backups: dict[str, SimFile] = {}  # backup path -> the replaced file, as the write script keeps it
         self.changes = 0  # commands that changed the host: writes, restores, attrs, systemctl verbs but reset-failed
         self._pids = 1000
+        self.aliases: dict[str, str] = {}  # another name systemd answers to -> the unit's own name (its Id)
+        self.dir_links: dict[str, str] = {}  # a directory that is a symlink -> where it leads (units' files, import)
+        # what import's scripts meet and leave (transport.fake_import); the observe script does not see these
+        self.links: set[str] = set()  # paths that are symlinks: import reads none
+        self.canonical_answer: str | None = None  # what the host prints for import's canonical-path script
+        self.ignore_budget = False  # a hostile shell: sends every file whole, whatever budget import gives it
+        self.read: list[str] = []  # every path import's read script was asked for
+        self.probed: list[str] = []  # every path whose first line import's certificate probe read
 
     # -- commands -------------------------------------------------------------------------
     def execute(self, argv: list[str], stdin: bytes = b"") -> tuple[int, bytes, bytes]:
@@ -172,6 +198,8 @@ class SimHost:
         if argv[:1] == ["systemctl"]:
             self.changes += argv[1:2] not in (["reset-failed"], ["is-active"])
             return self._systemctl(argv[1:])
+        if argv[:2] == ["sh", "-c"] and len(argv) >= 4 and argv[3] == "reconciler-import":
+            return answer_import(self, argv[2], argv[4:])
         return 127, b"", f"fake host: not emulated: {argv[:1]}\n".encode()
 
     def _observe(self, args: list[str]) -> str:
@@ -240,24 +268,40 @@ class SimHost:
         return unit is None or (unit.active and f"{check}.service" not in self.unhealthy)
 
     def _show(self, name: str) -> str:
-        path = f"{UNIT_DIR}/{name}"
-        unit = self.units.get(name, SimUnit())
-        fragment = self.files.get(path)
+        props = self.unit_properties(name)
+        return "\n".join(f"{key}={props[key]}" for key in _OBSERVED)
+
+    def unit_properties(self, name: str) -> dict[str, str]:
+        """What `systemctl show` says of a unit, asked by any of its names: loaded once its file is there and a
+        daemon-reload has seen it."""
+        own = self.aliases.get(name, name)
+        unit = self.units.get(own, SimUnit())
+        path, fragment = self._fragment(own)
         loaded = fragment is not None and unit.loaded_mtime is not None
-        stale = fragment is not None and unit.loaded_mtime is not None and fragment.mtime != unit.loaded_mtime
-        return "\n".join(
-            [
-                f"Id={name}",
-                f"LoadState={'loaded' if loaded else 'not-found'}",
-                f"ActiveState={'active' if unit.active else 'inactive'}",
-                f"SubState={'running' if unit.active else 'dead'}",
-                f"UnitFileState={('enabled' if unit.enabled else 'disabled') if loaded else ''}",
-                f"ActiveEnterTimestamp={_stamp(unit.active_enter)}",
-                f"MainPID={unit.pid if unit.active else 0}",
-                f"NeedDaemonReload={'yes' if stale else 'no'}",
-                f"FragmentPath={path if loaded else ''}",
-            ]
-        )
+        stale = loaded and fragment is not None and fragment.mtime != unit.loaded_mtime
+        return {
+            "Id": own,
+            "LoadState": "loaded" if loaded else "not-found",
+            "ActiveState": "active" if unit.active else "inactive",
+            "SubState": "running" if unit.active else "dead",
+            "UnitFileState": ("enabled" if unit.enabled else "disabled") if loaded else "",
+            "ActiveEnterTimestamp": _stamp(unit.active_enter),
+            "MainPID": str(unit.pid if unit.active else 0),
+            "NeedDaemonReload": "yes" if stale else "no",
+            "FragmentPath": path if loaded else "",
+            "DropInPaths": " ".join(unit.drop_ins) if loaded else "",
+        }
+
+    def _fragment(self, name: str) -> tuple[str, SimFile | None]:
+        """A unit's file as systemd names it, and what is there."""
+        unit = self.units.get(name)
+        path = unit.path if unit is not None and unit.path else f"{UNIT_DIR}/{name}"
+        return path, self.files.get(self.real(path))
+
+    def real(self, path: str) -> str:
+        """`path` with its directory resolved as the kernel would (`dir_links`)."""
+        d = posixpath.dirname(path)
+        return f"{self.dir_links[d]}/{posixpath.basename(path)}" if d in self.dir_links else path
 
     def _write(self, args: list[str], stdin: bytes) -> tuple[int, bytes, bytes]:
         path, mode, owner, group, backups, stamp, _kept, sha, keep = args
@@ -294,9 +338,8 @@ class SimHost:
 
     def _systemctl(self, args: list[str]) -> tuple[int, bytes, bytes]:
         if args == ["daemon-reload"]:
-            for name, fragment in (
-                (n, self.files.get(f"{UNIT_DIR}/{n}")) for n in set(self.units) | self._unit_files()
-            ):
+            for name in set(self.units) | self._unit_files():
+                _, fragment = self._fragment(name)
                 if fragment is not None:
                     self.units.setdefault(name, SimUnit()).loaded_mtime = fragment.mtime
             return 0, b"", b""
@@ -362,6 +405,10 @@ class FakeConnection:
     ) -> CommandResult:
         # what the SSH server hands the emulator: the one quoted command line, split again
         status, out, err = self.host.execute(split_command(shlex.join(argv)), input or b"")
+        if len(out) > max_output:  # as transport.ssh: not read further
+            raise TransientHostError(
+                f"{self.host.name}: {argv[0]} answered more than {max_output} bytes; not read further", ssh=True
+            )
         return CommandResult(tuple(argv), status, out, err)
 
     async def lines(self, argv: Sequence[str]) -> AsyncIterator[bytes]:
