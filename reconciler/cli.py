@@ -170,6 +170,11 @@ def _parser() -> argparse.ArgumentParser:
     ):
         p = sub.add_parser(name, help=help_text, description=help_text, formatter_class=_Help, parents=[_after()])
         p.add_argument("spec_dir", type=Path, nargs="?", default=Path("specs"), help="spec directory")
+        p.add_argument(
+            "--json",
+            action="store_true",
+            help="print the result as one JSON document (README: Machine-readable output)",
+        )
         if name != "validate":
             p.add_argument("--host", action="append", default=[], help="only these hosts (repeatable)")
             p.add_argument(
@@ -276,6 +281,7 @@ def _import_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[typ
     p.add_argument(
         "--force", action="store_true", help="write the directory even where it is not exact (then say what is not)"
     )
+    p.add_argument("--json", action="store_true", help="print the result as one JSON document")
 
 
 def _import_command(args: argparse.Namespace) -> int:
@@ -324,6 +330,12 @@ def _import_command(args: argparse.Namespace) -> int:
             result = await run_import(hosts, args.out, session, units=tuple(args.unit), force=args.force)
         finally:
             await session.close()
+        if args.json:
+            from reconciler.documents import import_document
+
+            code = _import_code(result)
+            print(json.dumps(import_document(result, str(args.out), code), indent=2))
+            return code
         return _print_import(result, args.out)
 
     return asyncio.run(run())
@@ -339,6 +351,10 @@ def _host_port(address: str, default: int) -> tuple[str, int | None]:
     else:
         host, port = address, str(default)
     return host, int(port) if port.isdigit() and 0 < int(port) < 65536 else None
+
+
+def _import_code(result: ImportResult) -> int:
+    return 0 if not result.failed_hosts and not result.refused and (result.exact or result.written) else 1
 
 
 def _print_import(result: ImportResult, out: Path) -> int:
@@ -514,7 +530,8 @@ def _print_result(result: RunResult, command: str, desired: DesiredState) -> Non
             print("\n".join(health_table(outcome.snapshot, desired.hosts[outcome.host])))
 
 
-async def _run(args: argparse.Namespace, desired: DesiredState, live: Live) -> int:
+async def _run(args: argparse.Namespace, desired: DesiredState, live: Live) -> RunResult | None:
+    """The command's pass over the hosts; None when --break-glass was refused (said on stderr)."""
     from reconciler.engine.converge import converge, observe_status, plan_all
     from reconciler.transport.session import Session, ssh_connector
 
@@ -530,7 +547,7 @@ async def _run(args: argparse.Namespace, desired: DesiredState, live: Live) -> i
                 refused = await refusal(session, desired)
                 if refused:
                     print(f"refusing --break-glass: {refused}", file=sys.stderr)
-                    return 1
+                    return None
                 print(
                     f"break glass: etcd does not answer; no restart lock, and {desired.etcd_unit}'s members restart "
                     "without the quorum guard or waiting (other rollout units keep their guard)",
@@ -548,14 +565,24 @@ async def _run(args: argparse.Namespace, desired: DesiredState, live: Live) -> i
             ticking.cancel()
         await session.close()
         live.erase()
-    _print_result(result, args.command, desired)
+    return result
+
+
+def _finish(args: argparse.Namespace, result: RunResult, desired: DesiredState, overlay_line: str) -> int:
+    """Print the result (a table, or the --json document) and say the exit code."""
     failed = [o.host for o in result.failed]
+    code = 1 if failed else 2 if args.command == "plan" and result.pending else 0
+    if args.json:
+        from reconciler.documents import run_document
+
+        print(json.dumps(run_document(args.command, result, desired, code, str(args.spec_dir), overlay_line), indent=2))
+        return code
+    if overlay_line:
+        print(overlay_line)
+    _print_result(result, args.command, desired)
     if failed:
         print(f"\n{len(failed)} of {len(result.outcomes)} host(s) failed: {', '.join(failed)}", file=sys.stderr)
-        return 1
-    if args.command == "plan" and result.pending:
-        return 2
-    return 0
+    return code
 
 
 async def _tick(live: Live) -> None:
@@ -565,7 +592,7 @@ async def _tick(live: Live) -> None:
         live.draw()
 
 
-def _with_progress(args: argparse.Namespace, desired: DesiredState, holder: list[Live]) -> int:
+def _with_progress(args: argparse.Namespace, desired: DesiredState, holder: list[Live], overlay_line: str) -> int:
     """`plan`/`apply`/`check` with each host's progress on stderr (see `live`); logs go above the live lines."""
     live = showing(sorted(n for n in desired.hosts if not args.host or n in args.host), args.log_format)
     holder.append(live)
@@ -575,9 +602,10 @@ def _with_progress(args: argparse.Namespace, desired: DesiredState, holder: list
         live.draw()  # within a moment of starting, the operator sees every host
     try:
         with progress.reporting(live):
-            return asyncio.run(_run(args, desired, live))
+            result = asyncio.run(_run(args, desired, live))
     finally:
         sys.stderr = stderr
+    return 1 if result is None else _finish(args, result, desired, overlay_line)
 
 
 def _interrupted(holder: list[Live]) -> int:
@@ -639,6 +667,9 @@ def main(argv: list[str] | None = None) -> int:
         return _main(argv, holder)
     except KeyboardInterrupt:
         return _interrupted(holder)
+    except BrokenPipeError:  # `reconciler plan --json | head`: the reader left; so do we, quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # as a shell reports a command ended by SIGPIPE
     except OSError as exc:  # the state dir, a spec dir, a file named on the command line
         print(f"reconciler: {_os_error(exc)}", file=sys.stderr)
         return 1
@@ -682,20 +713,28 @@ def _main(argv: list[str] | None, holder: list[Live]) -> int:
         else:
             desired, overlay_line = _load(args.spec_dir, args.state_dir)
     except SpecError as exc:
+        if args.json:
+            from reconciler.documents import spec_error_document
+
+            print(json.dumps(spec_error_document(args.command, exc, str(args.spec_dir)), indent=2))
+            return 1
         print(f"{len(exc.issues)} error(s) in {args.spec_dir}:", file=sys.stderr)
         for issue in exc.issues:
             print(f"  {issue}", file=sys.stderr)
         return 1
     if args.command == "validate":
+        if args.json:
+            from reconciler.documents import valid_document
+
+            print(json.dumps(valid_document("validate", desired, str(args.spec_dir)), indent=2))
+            return 0
         print(f"{args.spec_dir}: valid ({len(desired.hosts)} host(s))")
         return 0
     unknown = _unknown_hosts(desired, args.host)
     if unknown:
         print(unknown, file=sys.stderr)
         return EX_USAGE
-    if overlay_line:
-        print(overlay_line)
-    return _with_progress(args, desired, holder)
+    return _with_progress(args, desired, holder, overlay_line)
 
 
 if __name__ == "__main__":
