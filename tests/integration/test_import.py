@@ -14,9 +14,10 @@ import yaml
 
 from testbed import Testbed
 from tests.support.cli import reconciler
+from tests.support.seed import KUBE_UNIT_DIR, TOKEN_CSV
 from tests.support.specs import BUNDLED as SPECS
 
-from .handbuilt import HAND_BUILT_DIFFERENCES, KUBE_UNIT_DIR, TOKEN_CSV, TOKEN_MODE, build_by_hand
+from .handbuilt import HAND_BUILT_DIFFERENCES, TOKEN_MODE, build_by_hand
 
 pytestmark = pytest.mark.testbed
 
