@@ -170,7 +170,20 @@ class _Builder:
             return out
         if isinstance(node, yaml.SequenceNode):
             return [self._value(item, loc + (i,), depth + 1) for i, item in enumerate(node.value)]
+        if _kept_as_written(loc) and isinstance(node, yaml.ScalarNode) and not node.style:  # plain: None or ""
+            return node.value if loc == ("spec", "mode") else self._as_written(node)
         return self._scalar(node)
+
+    def _as_written(self, node: yaml.ScalarNode) -> Any:
+        """An unquoted env value, where the text is what the user means: YAML 1.1 reads `0644`
+        as 420, `1:30` as 90, `on` as true, `1e3` as 1000.0 and an empty value as null; the text is kept unless
+        the value reads as itself (`100`, `true`, `1.5`)."""
+        value = self._scalar(node)
+        if isinstance(value, bool):
+            return value if node.value in ("true", "false") else node.value
+        if isinstance(value, int | float) and str(value) == node.value:
+            return value
+        return node.value
 
     def _count(self, node: yaml.Node) -> None:
         self.nodes += 1
@@ -195,6 +208,11 @@ class _Builder:
             return self.loader.construct_object(node, deep=True)
         except (ValueError, OverflowError) as exc:  # e.g. Python's limit on digits of an int
             raise _TooBig(node.start_mark.line + 1, f"YAML value not allowed: {type(exc).__name__}") from None
+
+
+def _kept_as_written(loc: Loc) -> bool:
+    """Where an unquoted value keeps the text written: a File's env values and any document's mode."""
+    return loc == ("spec", "mode") or (len(loc) == 3 and loc[:2] == ("spec", "env"))
 
 
 def _dotted(loc: Loc) -> str:

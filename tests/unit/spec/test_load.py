@@ -335,3 +335,40 @@ def test_the_sandbox_fast_paths_still_refuse_what_the_sandbox_refuses(tmp_path: 
         )
         found = issues(d)
         assert found and all("spec.content: rendering for host" in i for i in found), (template, found)
+
+
+def test_env_values_and_modes_keep_the_text_written(tmp_path: Path) -> None:
+    """YAML 1.1 reads unquoted `0644` as 420, `1:30` as 90, `on` as true, `1e3` as 1000.0 and an empty value as null;
+    an env file line and a mode are text, so they keep what the user wrote (issue 28, item 8)."""
+    d = write(
+        tmp_path,
+        hosts=HOST,
+        env="""\
+        apiVersion: reconciler/v1
+        kind: File
+        metadata: {name: yaml11}
+        spec:
+          path: /etc/x.env
+          mode: 640
+          env: {OCTAL: 0644, TIME: 1:30, SWITCH: on, SCI: 1e3, EMPTY: , PLAIN: 100, FLAG: true, FRACTION: 1.50, Q: "0644"}
+        ---
+        apiVersion: reconciler/v1
+        kind: Directory
+        metadata: {name: d}
+        spec: {path: /etc/d, mode: 0750}
+        """,
+    )
+    host = load_desired(d).hosts["m1"]
+    f = host.files["/etc/x.env"]
+    assert f.mode == 0o640 and host.directories["/etc/d"].mode == 0o750
+    assert f.content.decode().splitlines()[1:] == [
+        "OCTAL=0644",
+        "TIME=1:30",
+        "SWITCH=on",
+        "SCI=1e3",
+        "EMPTY=",
+        "PLAIN=100",
+        "FLAG=true",
+        "FRACTION=1.50",
+        "Q=0644",
+    ]
