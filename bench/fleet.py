@@ -24,11 +24,10 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from tests.support.daemon import RunningDaemon, stamp
 from tests.support.specs import inventory
 
 REPO = Path(__file__).resolve().parents[1]
@@ -45,43 +44,6 @@ def peak_rss_mb(pid: int) -> float:
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
     return 0.0
-
-
-class LogTail:
-    """The daemon's JSON log, read incrementally."""
-
-    def __init__(self, path: Path):
-        self.path, self.offset = path, 0
-        self.events: list[dict[str, Any]] = []
-
-    def poll(self) -> list[dict[str, Any]]:
-        with self.path.open() as f:
-            f.seek(self.offset)
-            chunk = f.read()
-        complete = chunk[: chunk.rfind("\n") + 1]
-        self.offset += len(complete.encode())
-        for line in complete.splitlines():
-            if line.startswith("{"):
-                self.events.append(json.loads(line))
-        return self.events
-
-    def wait(
-        self, what: str, count: int, since: int, timeout: float, proc: subprocess.Popen[bytes]
-    ) -> list[dict[str, Any]]:
-        deadline = time.monotonic() + timeout
-        while True:
-            found = [e for e in self.poll()[since:] if e.get("event") == what]
-            if len(found) >= count:
-                return found
-            if proc.poll() is not None:
-                raise RuntimeError(f"the daemon exited ({proc.returncode}); see {self.path}")
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{len(found)}/{count} {what!r} events after {timeout}s; see {self.path}")
-            time.sleep(0.05)
-
-
-def stamp(event: dict[str, Any]) -> float:
-    return datetime.fromisoformat(event["timestamp"].replace("Z", "+00:00")).timestamp()
 
 
 def run_fleet(n: int, work: Path, base_port: int = 23000, noop_passes: int = 5, repo: Path = REPO) -> dict[str, Any]:
@@ -114,48 +76,34 @@ def run_fleet(n: int, work: Path, base_port: int = 23000, noop_passes: int = 5, 
         )
         result["validate_seconds"] = round(time.perf_counter() - began, 3)
         assert f"valid ({n} host(s))" in load.stdout, load.stdout
-        log_path = work / "daemon.log"
         port = base_port - 1
-        with log_path.open("w") as log:
-            began = time.perf_counter()
-            daemon = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "reconciler.cli",
-                    "--log-format",
-                    "json",
-                    "run",
-                    "--specs",
-                    str(specs),
-                    "--listen",
-                    f"127.0.0.1:{port}",
-                    "--resync",
-                    "3600",
-                    "--state-dir",
-                    str(work / "state"),
-                ],
-                cwd=repo,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        tail = LogTail(log_path)
+        began = time.perf_counter()
+        daemon = RunningDaemon(
+            specs,
+            work / "daemon.log",
+            "--resync",
+            "3600",
+            "--state-dir",
+            str(work / "state"),
+            listen=f"127.0.0.1:{port}",
+            log_level=None,
+            cwd=repo,
+        )
         try:
-            tail.wait("reconciled", n, 0, 600, daemon)
-            while urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=30).status != 200:
-                time.sleep(0.1)
+            daemon.wait_events("reconciled", n, timeout=600)
+            daemon.wait_ready(timeout=30)
             result["start_seconds"] = round(time.perf_counter() - began, 3)
             result["start_cpu_seconds"] = round(cpu_seconds(daemon.pid), 3)
-            bad = [e for e in tail.events if e.get("event") == "reconciled" and e["status"] != "converged"]
+            bad = [e for e in daemon.events() if e.get("event") == "reconciled" and e["status"] != "converged"]
             if bad:
                 raise RuntimeError(f"{len(bad)} host(s) did not converge from bare: {bad[0]}")
 
             noop: list[float] = []
             noop_cpu: list[float] = []
             for _ in range(noop_passes):
-                since, cpu0, t0 = len(tail.poll()), cpu_seconds(daemon.pid), time.time()
-                daemon.send_signal(signal.SIGHUP)
-                done = tail.wait("reconciled", n, since, 600, daemon)
+                since, cpu0, t0 = len(daemon.events()), cpu_seconds(daemon.pid), time.time()
+                daemon.proc.send_signal(signal.SIGHUP)
+                done = daemon.wait_events("reconciled", n, since, timeout=600)
                 noop.append(max(stamp(e) for e in done) - t0)
                 noop_cpu.append(cpu_seconds(daemon.pid) - cpu0)
                 if any(e["applied"] for e in done):
@@ -164,19 +112,18 @@ def run_fleet(n: int, work: Path, base_port: int = 23000, noop_passes: int = 5, 
             # the mean over the passes: /proc counts CPU in 10 ms ticks, too coarse for one pass of 10 hosts
             result["noop_cpu_seconds"] = round(statistics.fmean(noop_cpu), 3)
 
-            since, cpu0, t0 = len(tail.poll()), cpu_seconds(daemon.pid), time.time()
+            since, cpu0, t0 = len(daemon.events()), cpu_seconds(daemon.pid), time.time()
             (specs / "kubernetes.yaml").write_text(kubernetes.replace(SCHEDULER_ENV, SCHEDULER_ENV[:-1] + ' --v=2"'))
-            done = tail.wait("reconciled", n, since, 600, daemon)
+            done = daemon.wait_events("reconciled", n, since, timeout=600)
             if not all(e["applied"] == 2 and e["status"] == "converged" for e in done):  # the write and the restart
                 raise RuntimeError(f"the change pass did not write and restart once per host: {done[0]}")
             result["change_seconds"] = round(max(stamp(e) for e in done) - t0, 3)
             result["change_cpu_seconds"] = round(cpu_seconds(daemon.pid) - cpu0, 3)
-            loaded = [e for e in tail.events[since:] if e.get("event") == "specs loaded"]
+            loaded = [e for e in daemon.events(since) if e.get("event") == "specs loaded"]
             result["change_detect_and_load_seconds"] = round(stamp(loaded[0]) - t0, 3) if loaded else None
             result["peak_rss_mb"] = round(peak_rss_mb(daemon.pid), 1)
         finally:
-            daemon.send_signal(signal.SIGTERM)
-            daemon.wait(120)
+            daemon.stop(timeout=120)
         sim.stdin.write('{"cmd": "stats"}\n')
         sim.stdin.flush()
         stats = json.loads(sim.stdout.readline())

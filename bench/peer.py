@@ -37,7 +37,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -46,8 +45,8 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.fleet import LogTail, stamp  # noqa: E402
 from testbed import Testbed, TestHost  # noqa: E402
+from tests.support.daemon import RunningDaemon, stamp  # noqa: E402
 
 ANSIBLE_DIR = REPO / "bench/ansible"
 ANSIBLE_VENV = REPO / "bench/.venv-ansible"
@@ -375,66 +374,33 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-class Daemon:
-    """`reconciler run` on the testbed's specs, from `repo` (this checkout, or another commit's worktree)."""
-
-    def __init__(self, specs: Path, work: Path, repo: Path = REPO):
-        self.port = 19480
-        self.log = work / "daemon.log"
-        with self.log.open("w") as log:
-            self.proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "reconciler.cli",
-                    "--log-format",
-                    "json",
-                    "run",
-                    "--specs",
-                    str(specs),
-                    "--listen",
-                    f"127.0.0.1:{self.port}",
-                    "--resync",
-                    "3600",
-                    "--state-dir",
-                    str(work / "state"),
-                ],
-                cwd=repo,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        self.tail = LogTail(self.log)
-
-    def status(self) -> dict[str, Any]:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/status", timeout=10) as resp:
-            return json.loads(resp.read())
-
-    def wait_ready(self) -> None:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            try:
-                if urllib.request.urlopen(f"http://127.0.0.1:{self.port}/readyz", timeout=5).status == 200:
-                    return
-            except OSError:
-                pass
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"daemon exited; see {self.log}")
-            time.sleep(0.05)
-        raise TimeoutError("daemon not ready")
-
-    def stop(self) -> None:
-        self.proc.send_signal(signal.SIGTERM)
-        self.proc.wait(150)
+DAEMON_PORT = 19480
 
 
-def daemon_noop(daemon: Daemon, hosts: int, passes: int) -> dict[str, Any]:
+def start_daemon(specs: Path, work: Path, repo: Path = REPO) -> RunningDaemon:
+    """`reconciler run` on the testbed's specs, from `repo` (this checkout, or another commit's worktree): info
+    logs, a resync too long to interfere, its state in `work`; returns at once (then `wait_ready`)."""
+    return RunningDaemon(
+        specs,
+        work / "daemon.log",
+        "--resync",
+        "3600",
+        "--state-dir",
+        str(work / "state"),
+        listen=f"127.0.0.1:{DAEMON_PORT}",
+        log_level=None,
+        cwd=repo,
+    )
+
+
+def daemon_noop(daemon: RunningDaemon, hosts: int, passes: int) -> dict[str, Any]:
     """SIGHUP -> a pass over every host; the pass is first start to last end, from the hosts' log events."""
     walls: list[float] = []
     per_host: list[float] = []
     for _ in range(passes):
-        since = len(daemon.tail.poll())
+        since = len(daemon.events())
         daemon.proc.send_signal(signal.SIGHUP)
-        done = daemon.tail.wait("reconciled", hosts, since, 120, daemon.proc)
+        done = daemon.wait_events("reconciled", hosts, since, timeout=120)
         if any(e["applied"] or e["status"] != "converged" for e in done):
             raise RuntimeError(f"the daemon's no-op pass was not a no-op: {done}")
         walls.append(max(stamp(e) for e in done) - min(stamp(e) - e["seconds"] for e in done))
@@ -447,7 +413,7 @@ def daemon_noop(daemon: Daemon, hosts: int, passes: int) -> dict[str, Any]:
     }
 
 
-def latency(daemon: Daemon, specs: Path, edits: int) -> dict[str, Any]:
+def latency(daemon: RunningDaemon, specs: Path, edits: int) -> dict[str, Any]:
     """Spec saved -> every host converged on the new generation in /status; split by phase (slowest host)."""
     path = specs / "kubernetes.yaml"
     original = path.read_text()
@@ -461,7 +427,7 @@ def latency(daemon: Daemon, specs: Path, edits: int) -> dict[str, Any]:
         time.sleep(max(0.0, previous + EDIT_SPACING - time.time()))
         previous = time.time()
         generation = daemon.status()["spec"]["generation"]
-        since = len(daemon.tail.poll())
+        since = len(daemon.events())
         text = original.replace(line, line[:-1] + f' --v={i % 2 + 1}"')
         t0 = time.time()
         path.write_text(text)
@@ -474,8 +440,9 @@ def latency(daemon: Daemon, specs: Path, edits: int) -> dict[str, Any]:
             if time.time() - t0 > 120:
                 raise TimeoutError(f"edit {i} did not converge: {status}")
             time.sleep(0.01)
-        loaded = next(e for e in daemon.tail.poll()[since:] if e.get("event") == "specs loaded")
-        done = [e for e in daemon.tail.events[since:] if e.get("event") == "reconciled"]
+        events = daemon.events(since)
+        loaded = next(e for e in events if e.get("event") == "specs loaded")
+        done = [e for e in events if e.get("event") == "reconciled"]
         last = max(done, key=stamp)
         phases = last["phases"]
         if t1 - t0 > 3:  # a slow one: keep its events for the reader of results.json
@@ -484,7 +451,7 @@ def latency(daemon: Daemon, specs: Path, edits: int) -> dict[str, Any]:
                     "edit": i,
                     "events": [
                         e
-                        for e in daemon.tail.events[since:]
+                        for e in events
                         if e.get("event") in ("specs loaded", "reconciled", "host result", "backing off", "applied")
                     ],
                 }
@@ -524,16 +491,16 @@ def run(rounds: int = 5, bare_rounds: int = 2, edits: int = 20, floor_repeats: i
         subprocess.run(["pkill", "-f", f"ssh: {CONTROL_DIR}"], check=False)
         result["floor"] = asyncio.run(floor(specs, floor_repeats, probes=False))
         result["observation"] = asyncio.run(floor(specs, floor_repeats))
-        daemon = Daemon(specs, work)
+        daemon = start_daemon(specs, work)
         try:
-            daemon.wait_ready()
+            daemon.wait_ready(timeout=120)
             result["daemon_noop"] = daemon_noop(daemon, len(bed.hosts), floor_repeats)
             result["daemon_noop"]["ratio_to_floor"] = round(
                 result["daemon_noop"]["median"] / result["floor"]["median"], 2
             )
             result["latency"] = latency(daemon, specs, edits)
         finally:
-            daemon.stop()
+            daemon.stop(timeout=150)
     shutil.rmtree(work, ignore_errors=True)
     return result
 

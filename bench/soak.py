@@ -18,19 +18,18 @@ import argparse
 import json
 import os
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from testbed import Testbed  # noqa: E402
+from tests.support.daemon import RunningDaemon  # noqa: E402
 
 FLAT_MB_PER_HOUR = 0.5  # the fitted RSS slope after the first fifth (warm-up) that still counts as flat
 
@@ -92,47 +91,26 @@ def main() -> int:
             capture_output=True,
             env={**os.environ, "RECONCILER_STATE_DIR": str(work / "state")},
         )
-        log = (work / "daemon.log").open("w")
         probe = work / "memprobe.jsonl"
-        daemon = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "bench.memprobe",
-                str(probe),
-                "--",
-                "--log-format",
-                "json",
-                "run",
-                "--specs",
-                str(specs),
-                "--listen",
-                f"127.0.0.1:{port}",
-                "--resync",
-                str(args.resync),
-                "--state-dir",
-                str(work / "state"),
-            ],
-            cwd=REPO,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "MALLOC_ARENA_MAX": os.environ.get("MALLOC_ARENA_MAX", "2")},
+        daemon = RunningDaemon(
+            specs,
+            work / "daemon.log",
+            "--resync",
+            str(args.resync),
+            "--state-dir",
+            str(work / "state"),
+            listen=f"127.0.0.1:{port}",
+            log_level=None,
+            command=(sys.executable, "-m", "bench.memprobe", str(probe), "--"),
+            env={"MALLOC_ARENA_MAX": os.environ.get("MALLOC_ARENA_MAX", "2")},
         )
         samples: list[tuple[float, float, int, float]] = []
-        deadline = time.time() + 60
-        while True:  # wait until it serves
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5).close()
-                break
-            except OSError:
-                if time.time() > deadline or daemon.poll() is not None:
-                    raise SystemExit("the daemon did not become ready") from None
-                time.sleep(0.2)
-        start = time.time()
-        next_edit = start + 30
         edit = 0
         early_maps: dict[str, tuple[int, int]] = {}
         try:
+            daemon.wait_ready(timeout=60, interval=0.2)
+            start = time.time()
+            next_edit = start + 30
             while (now := time.time()) - start < args.minutes * 60:
                 if now >= next_edit:
                     edit += 1
@@ -142,12 +120,7 @@ def main() -> int:
                     bed.hosts[edit % 3].ssh("echo '# hand edit' >> /etc/kubernetes/controller-manager")
                     next_edit += 30
                 rss, fds = proc_stats(daemon.pid)
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
-                    passes = sum(
-                        float(line.split()[-1])
-                        for line in resp.read().decode().splitlines()
-                        if line.startswith("reconciler_reconciles_total{")
-                    )
+                passes = daemon.sample("reconciler_reconciles", "_total")
                 samples.append((now - start, rss, fds, passes))
                 if not early_maps and now - start >= args.minutes * 60 / 5:
                     early_maps = smaps(daemon.pid)
@@ -155,9 +128,7 @@ def main() -> int:
             late_maps = smaps(daemon.pid)
             early_maps = early_maps or late_maps  # a run too short to reach the first fifth's end
         finally:
-            daemon.send_signal(signal.SIGTERM)
-            code = daemon.wait(180)
-            log.close()
+            code = daemon.stop(timeout=180)
     fifth = max(1, len(samples) // 5)
     rss_series = [s[1] for s in samples]
     fds_series = [s[2] for s in samples]

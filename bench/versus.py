@@ -41,13 +41,13 @@ def worktree(commit: str) -> Path:
 
 def daemon_block(repo: Path, specs: Path, hosts: int, passes: int, edits: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="reconciler-versus-") as tmp:
-        daemon = peer.Daemon(specs, Path(tmp), repo)
+        daemon = peer.start_daemon(specs, Path(tmp), repo)
         try:
-            daemon.wait_ready()
+            daemon.wait_ready(timeout=120)
             noop = peer.daemon_noop(daemon, hosts, passes)
             latency = peer.latency(daemon, specs, edits)
         finally:
-            daemon.stop()
+            daemon.stop(timeout=150)
     return {"noop": noop, "latency": latency}
 
 

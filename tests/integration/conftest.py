@@ -4,6 +4,7 @@ the daemon in a process of its own. What tests build on lives in tests/support."
 from __future__ import annotations
 
 import os
+import platform
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
@@ -56,6 +57,9 @@ def run_daemon(tmp_path: Path) -> Iterator[Callable[..., RunningDaemon]]:
     def start(spec_dir: Path, *args: str) -> RunningDaemon:
         daemon = RunningDaemon(spec_dir, tmp_path / f"daemon-{len(started)}.log", *args)
         started.append(daemon)
+        # glibc's malloc thresholds pinned at start (reconciler/engine/memory.py; RELIABILITY.md, the soak)
+        assert daemon.started is not None
+        assert daemon.started["malloc_thresholds_pinned"] is (platform.libc_ver()[0] == "glibc"), daemon.started
         return daemon
 
     yield start
