@@ -722,6 +722,9 @@ def _main(argv: list[str] | None, holder: list[Live]) -> int:
         for issue in exc.issues:
             print(f"  {issue}", file=sys.stderr)
         return 1
+    if not args.json:
+        for warning in desired.warnings:
+            print(f"warning: {warning}", file=sys.stderr)
     if args.command == "validate":
         if args.json:
             from reconciler.documents import valid_document

@@ -66,15 +66,24 @@ def run_document(
 ) -> dict[str, Any]:
     now = time.time()
     hosts = {name: _host(o, desired, command, now) for name, o in sorted(result.outcomes.items())}
-    return _document(command, exit_code, specDir=spec_dir, overlay=overlay or None, errors=[], hosts=hosts)
+    return _document(
+        command,
+        exit_code,
+        specDir=spec_dir,
+        overlay=overlay or None,
+        errors=[],
+        warnings=list(desired.warnings),
+        hosts=hosts,
+    )
 
 
 def valid_document(command: str, desired: DesiredState, spec_dir: str) -> dict[str, Any]:
-    return _document(command, 0, specDir=spec_dir, errors=[], hosts={n: {} for n in sorted(desired.hosts)})
+    hosts: dict[str, Any] = {n: {} for n in sorted(desired.hosts)}
+    return _document(command, 0, specDir=spec_dir, errors=[], warnings=list(desired.warnings), hosts=hosts)
 
 
 def spec_error_document(command: str, error: SpecError, spec_dir: str) -> dict[str, Any]:
-    return _document(command, 1, specDir=spec_dir, errors=[str(i) for i in error.issues], hosts={})
+    return _document(command, 1, specDir=spec_dir, errors=[str(i) for i in error.issues], warnings=[], hosts={})
 
 
 def import_document(result: ImportResult, out: str, exit_code: int) -> dict[str, Any]:

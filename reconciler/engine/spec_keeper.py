@@ -58,6 +58,8 @@ class SpecKeeper:
         if loaded is not None:
             if self.on_loaded is not None:
                 await self.on_loaded(loaded)
+            for warning in loaded.desired.warnings:
+                log.warning("spec warning", warning=warning)
             log.info(
                 "specs loaded",
                 reason=reason,

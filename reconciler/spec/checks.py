@@ -15,7 +15,7 @@ from reconciler.components.systemd import UNIT_DIRS
 from reconciler.errors import SpecIssue
 from reconciler.spec.desired import DesiredHost
 from reconciler.spec.limits import MAX_DESIRED_ITEMS, MAX_HOSTS, UNIT_NAME_MAX
-from reconciler.spec.model import Document, UnitSpec, unit_name
+from reconciler.spec.model import Document, UnitSpec, selects, unit_name
 
 
 def index_documents(docs: list[Document], issues: list[SpecIssue]) -> dict[str, dict[str, Document]]:
@@ -184,3 +184,33 @@ def component_issues(
         else:  # a line of a `content: |` block: the key's line, then the line within the content
             issues.append(SpecIssue(doc.file, doc.line_of("spec", "content") + setting.line, "spec.content", message))
     return issues
+
+
+SELECTING_KINDS = ("File", "Directory", "Unit", "HealthCheck", "Certificate", "VirtualIP")
+
+
+def check_selectors(
+    by_kind: dict[str, dict[str, Document]], hosts: list[Document], issues: list[SpecIssue]
+) -> list[str]:
+    """A host named in a selector must exist (an issue); a selector that selects no host is valid but most likely
+    a typo in a label or a name (a warning, returned)."""
+    names = {h.metadata.name for h in hosts}
+    warnings: list[str] = []
+    for kind in SELECTING_KINDS:
+        for doc in by_kind[kind].values():
+            selector = doc.spec.hosts
+            if isinstance(selector, list):
+                for i, name in enumerate(selector):
+                    if name not in names:
+                        issues.append(
+                            SpecIssue(
+                                doc.file, doc.line_of("spec", "hosts", i), f"spec.hosts[{i}]", f"no Host named {name!r}"
+                            )
+                        )
+            elif selector != "all" and hosts and not any(selects(selector, h) for h in hosts):
+                wanted = ", ".join(f"{k}={v}" for k, v in selector.match_labels.items())
+                warnings.append(
+                    f"{doc.where('spec', 'hosts')}: spec.hosts: {kind}/{doc.metadata.name} selects no host "
+                    f"(no Host is labelled {wanted})"
+                )
+    return warnings

@@ -152,6 +152,7 @@ class DesiredTuning:
 class DesiredState:
     hosts: dict[str, DesiredHost]
     tuning: DesiredTuning | None = None
+    warnings: tuple[str, ...] = ()  # what is valid but most likely not meant (a selector that selects no host)
 
     def hosts_with_unit(self, unit: str) -> list[DesiredHost]:
         return [h for _, h in sorted(self.hosts.items()) if any(u.name == unit for u in h.units)]

@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import posixpath
 import re
-from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
 from pydantic.alias_generators import to_camel
 
 from reconciler.spec.limits import NAME_MAX, PATH_MAX
@@ -81,7 +80,27 @@ class MatchLabels(Strict):
     match_labels: dict[str, str] = Field(min_length=1)
 
 
-HostSelector = Literal["all"] | MatchLabels
+def _selector_form(value: Any) -> str | None:
+    if value == "all":
+        return "all"
+    if isinstance(value, dict | MatchLabels):
+        return "labels"
+    if isinstance(value, list):
+        return "names"
+    return None
+
+
+# which hosts a document is for: every one, those whose labels match, or the hosts named
+HostSelector = Annotated[
+    Annotated[Literal["all"], Tag("all")]
+    | Annotated[MatchLabels, Tag("labels")]
+    | Annotated[list[Name], Field(min_length=1), Tag("names")],
+    Discriminator(
+        _selector_form,
+        custom_error_type="host_selector",
+        custom_error_message='hosts: "all", {matchLabels: {KEY: VALUE}} or a list of host names ([master-1, master-2])',
+    ),
+]
 
 
 class HostSpec(Strict):
@@ -282,7 +301,11 @@ def unit_name(spec_name: str) -> str:
     return spec_name if spec_name.endswith(_UNIT_SUFFIXES) else f"{spec_name}.service"
 
 
-def selects(selector: HostSelector, labels: Mapping[str, str]) -> bool:
+def selects(selector: HostSelector, host: Document) -> bool:
+    """Whether the document whose `hosts` is `selector` is for `host` (a Host document)."""
     if isinstance(selector, str):  # "all" (comparing a pydantic model to a string costs its __eq__)
         return True
+    if isinstance(selector, list):
+        return host.metadata.name in selector
+    labels = host.metadata.labels
     return all(labels.get(k) == v for k, v in selector.match_labels.items())

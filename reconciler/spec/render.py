@@ -17,7 +17,14 @@ from urllib.parse import urlsplit
 
 from reconciler.errors import SpecError, SpecIssue
 from reconciler.spec.cache import SpecCache
-from reconciler.spec.checks import check_hosts, check_references, component_issues, index_documents, within_size
+from reconciler.spec.checks import (
+    check_hosts,
+    check_references,
+    check_selectors,
+    component_issues,
+    index_documents,
+    within_size,
+)
 from reconciler.spec.desired import (
     DesiredCert,
     DesiredCheck,
@@ -66,6 +73,7 @@ def build_desired(
         issues.append(SpecIssue(str(spec_dir), 0, "", "no Host document: nothing to manage"))
     check_hosts(hosts, issues)
     check_references(by_kind, issues)
+    warnings = check_selectors(by_kind, hosts, issues)
     tuning = resolve_tuning(by_kind, overlay or {}, issues)
     if not within_size(hosts, by_kind, issues):
         raise SpecError(issues)
@@ -76,7 +84,7 @@ def build_desired(
         issues += component_issues(desired, by_kind, spec_dir)
     if issues:
         raise SpecError(issues)
-    return DesiredState(hosts=desired, tuning=tuning)
+    return DesiredState(hosts=desired, tuning=tuning, warnings=tuple(warnings))
 
 
 class _Paths:
@@ -121,7 +129,6 @@ def _render_host(
 ) -> DesiredHost:
     hs: HostSpec = host.spec
     name = host.metadata.name
-    labels = host.metadata.labels
     target = Target(
         name=name,
         address=hs.address,
@@ -139,7 +146,7 @@ def _render_host(
     file_paths: dict[str, str] = {}
     for doc in by_kind["File"].values():
         fs: FileSpec = doc.spec
-        if not selects(fs.hosts, labels):
+        if not selects(fs.hosts, host):
             continue
         source = f"File/{doc.metadata.name}"
         if fs.env is not None:
@@ -181,7 +188,7 @@ def _render_host(
     checks: list[DesiredCheck] = []
     for doc in by_kind["HealthCheck"].values():
         cs: HealthCheckSpec = doc.spec
-        if not selects(cs.hosts, labels):
+        if not selects(cs.hosts, host):
             continue
         if cs.http is not None:
             url = renderer.located(cs.http.url, host, doc, ("spec", "http", "url"), issues)
@@ -221,7 +228,7 @@ def _render_host(
     units: list[DesiredUnit] = []
     for doc in by_kind["Unit"].values():
         us: UnitSpec = doc.spec
-        if not selects(us.hosts, labels):
+        if not selects(us.hosts, host):
             continue
         uname = unit_name(doc.metadata.name)
         path = us.path or f"/etc/systemd/system/{uname}"
@@ -267,7 +274,7 @@ def _render_host(
     certificates: dict[str, DesiredCert] = {}
     for doc in by_kind["Certificate"].values():
         cert: CertificateSpec = doc.spec
-        if selects(cert.hosts, labels):
+        if selects(cert.hosts, host):
             for path in cert.paths:
                 certificates.setdefault(path, DesiredCert(path, cert.warn_days, f"Certificate/{doc.metadata.name}"))
     return DesiredHost(
@@ -286,7 +293,7 @@ def _addresses(
 ) -> dict[str, str]:
     out: dict[str, str] = {}
     for doc in by_kind["VirtualIP"].values():
-        if not selects(doc.spec.hosts, host.metadata.labels):
+        if not selects(doc.spec.hosts, host):
             continue
         address = renderer.located(doc.spec.address, host, doc, ("spec", "address"), issues)
         try:
@@ -310,7 +317,7 @@ def _directories(
     out: dict[str, DesiredDirectory] = {}
     for doc in by_kind["Directory"].values():
         ds: DirectorySpec = doc.spec
-        if not selects(ds.hosts, host.metadata.labels):
+        if not selects(ds.hosts, host):
             continue
         other = files.get(ds.path) or out.get(ds.path)
         if other is not None:

@@ -372,3 +372,49 @@ def test_env_values_and_modes_keep_the_text_written(tmp_path: Path) -> None:
         "FRACTION=1.50",
         "Q=0644",
     ]
+
+
+def test_hosts_by_name_and_a_selector_that_selects_nobody(tmp_path: Path) -> None:
+    d = write(
+        tmp_path,
+        hosts=HOST,
+        files="""\
+        apiVersion: reconciler/v1
+        kind: File
+        metadata: {name: named}
+        spec: {path: /etc/named, content: "x", hosts: [m2]}
+        ---
+        apiVersion: reconciler/v1
+        kind: File
+        metadata: {name: nobody}
+        spec: {path: /etc/nobody, content: "x", hosts: {matchLabels: {role: mastr}}}
+        """,
+    )
+    desired = load_desired(d)
+    assert "/etc/named" in desired.hosts["m2"].files and "/etc/named" not in desired.hosts["m1"].files
+    assert desired.warnings == (
+        "specs/files.yaml:9: spec.hosts: File/nobody selects no host (no Host is labelled role=mastr)",
+    )
+    (d / "files.yaml").write_text((d / "files.yaml").read_text().replace("hosts: [m2]", "hosts: [m2, m3]"))
+    assert issues(d) == ["specs/files.yaml:4: spec.hosts[1]: no Host named 'm3'"]
+    (d / "files.yaml").write_text((d / "files.yaml").read_text().replace("hosts: [m2, m3]", "hosts: 7"))
+    assert issues(d) == [
+        'specs/files.yaml:4: spec.hosts: hosts: "all", {matchLabels: {KEY: VALUE}} or a list of host names ([master-1, master-2])'
+    ]
+
+
+def test_validate_prints_the_warning(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    d = write(
+        tmp_path,
+        hosts=HOST,
+        files="""\
+        apiVersion: reconciler/v1
+        kind: Unit
+        metadata: {name: u}
+        spec: {content: "[Service]\\nExecStart=/bin/true\\n", hosts: {matchLabels: {role: nobody}}}
+        """,
+    )
+    assert main(["validate", str(d)]) == 0
+    assert "warning: specs/files.yaml:4: spec.hosts: Unit/u selects no host (no Host is labelled role=nobody)" in (
+        capsys.readouterr().err
+    )
