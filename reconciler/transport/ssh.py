@@ -352,7 +352,7 @@ async def _opened(
     except asyncssh.DisconnectError as exc:
         raise TransientHostError(f"{where}: disconnected: {exc.reason}", ssh=True) from exc
     except (TimeoutError, OSError, asyncssh.Error) as exc:
-        raise TransientHostError(f"{where}: cannot connect: {exc or type(exc).__name__}", ssh=True) from exc
+        raise TransientHostError(f"{where}: cannot connect: {str(exc) or type(exc).__name__}", ssh=True) from exc
 
 
 def _locked(key: LoadedKey, hop: Hop, agent_answers: bool) -> str:
@@ -361,6 +361,8 @@ def _locked(key: LoadedKey, hop: Hop, agent_answers: bool) -> str:
         agent = "no ssh-agent is available (SSH_AUTH_SOCK is not set)"
     elif not agent_answers:
         agent = f"the ssh-agent at {hop.agent} does not answer"
+    elif key.public is None:  # an older PEM key with no `.pub` beside it: which agent key it is cannot be told
+        agent = f"no key of the ssh-agent is known to be it (put its public key beside it as {key.path}.pub)"
     else:
         agent = "the ssh-agent does not hold it"
     return (

@@ -318,7 +318,7 @@ class _Config(SSHClientConfig):
             for path in self.reader.glob(pattern):
                 data, ident = self.reader.read(path)
                 self.parse_text(path, ident, data)
-        self._path, self._line_no = old_path, old_line
+                self._path, self._line_no = old_path, old_line  # an error of the next one is this line's
         self._matching = True
         args.clear()
 

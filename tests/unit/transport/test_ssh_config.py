@@ -197,6 +197,26 @@ async def test_a_passphrase_protected_key_no_agent_holds_is_one_clear_line_and_n
 
 
 @pytest.mark.host
+async def test_identities_only_offers_only_the_identity_files_keys_of_the_agent(
+    home: Path, key: asyncssh.SSHKey, agent: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    in_agent = write_key(key, home / "in_agent")
+    add = subprocess.run(
+        ["ssh-add", str(in_agent)], env=dict(os.environ, SSH_AUTH_SOCK=str(agent)), capture_output=True
+    )
+    assert add.returncode == 0, add.stderr
+    in_agent.unlink()
+    other = write_key(asyncssh.generate_private_key("ssh-ed25519"), home / ".ssh" / "other")  # not accepted
+    monkeypatch.setenv("SSH_AUTH_SOCK", str(agent))
+    async with LoopbackSSH([key]) as server:
+        write(home / ".ssh" / "known_hosts", server.known_hosts_line())
+        base = f"Host m\n  HostName 127.0.0.1\n  Port {server.port}\n  IdentityFile {other}\n"
+        assert await whoami(target("m", write(home / "cfg", base), home)) == "user=root"  # the agent's key too
+        only = write(home / "cfg", base + "  IdentitiesOnly yes\n")
+        assert "authentication refused" in await refused(target("m", only, home))
+
+
+@pytest.mark.host
 async def test_an_agent_that_does_not_hold_the_locked_key_is_named(
     home: Path, key: asyncssh.SSHKey, monkeypatch: pytest.MonkeyPatch, agent: Path
 ) -> None:
@@ -273,6 +293,7 @@ async def test_a_bastion_outside_this_machine_is_never_dialled_nor_the_host_dire
         ("Include {home}/cfg\n", "line 1: Include loop"),
         ("Include {home}/b\n", "b line 1: Include loop"),  # cfg -> b -> cfg
         ("Include /*/*/*/*/*/*/*/*\n", "line 1: Include: patterns look at more than 10000 files"),
+        ("Include /proc/self/fd/*\n", "line 1: Include"),  # what this process has open: each parse's own memfd too
         (f"Host m\n  Port {CANARY}\n", "line 2: a Port value ssh would refuse"),
         (f'Host m\n  HostName "{CANARY}\n', "line 2: not valid ssh config"),
         (f"Match {CANARY} x\n", "line 1: a Match value ssh would refuse"),
