@@ -294,6 +294,7 @@ async def test_a_bastion_outside_this_machine_is_never_dialled_nor_the_host_dire
         ("Include {home}/b\n", "b line 1: Include loop"),  # cfg -> b -> cfg
         ("Include /*/*/*/*/*/*/*/*\n", "line 1: Include: patterns look at more than 10000 files"),
         ("Include /proc/self/fd/*\n", "line 1: Include"),  # what this process has open: each parse's own memfd too
+        (f"root:$6${CANARY}:19000:0:99999:7:::\nx '{CANARY}\n", "line 2: not valid ssh config"),  # a shadow file
         (f"Host m\n  Port {CANARY}\n", "line 2: a Port value ssh would refuse"),
         (f'Host m\n  HostName "{CANARY}\n', "line 2: not valid ssh config"),
         (f"Match {CANARY} x\n", "line 1: a Match value ssh would refuse"),
