@@ -2,7 +2,7 @@
 
     .venv/bin/python -m bench.fleet --hosts 10 100 1000      # prints JSON; bench/run.py puts it in RESULTS.md
 
-For each N: the specs are the bundled kubernetes.yaml and certificates.yaml over N generated Host
+For each N: the specs are the bundled kubernetes.yaml, certificates.yaml and vars.yaml over N generated Host
 documents; the daemon (`reconciler run`, default settings but a resync long enough not to interfere)
 starts against bare hosts, and is measured through its own JSON log and /proc:
 - start: from launch to /readyz (SSH connects, converge from bare of every host);
@@ -65,6 +65,7 @@ def run_fleet(n: int, work: Path, base_port: int = 23000, noop_passes: int = 5, 
         kubernetes = (REPO / "specs/kubernetes.yaml").read_text()
         (specs / "kubernetes.yaml").write_text(kubernetes)
         (specs / "certificates.yaml").write_text((REPO / "specs/certificates.yaml").read_text())
+        (specs / "vars.yaml").write_text((REPO / "specs/vars.yaml").read_text())  # the cluster's bootstrap token
         result: dict[str, Any] = {"hosts": n}
         began = time.perf_counter()
         load = subprocess.run(

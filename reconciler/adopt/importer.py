@@ -205,8 +205,9 @@ def _mkdir_then_move(src: Path, dst: Path) -> None:
 
 
 def hosts_from_inventory(path: Path) -> list[HostInfo]:
-    """The Host documents of an inventory (a spec file or directory; other kinds are ignored), with their key
-    and known_hosts paths made absolute: the imported directory may live elsewhere. Raises SpecError."""
+    """The Host documents of an inventory (a spec file or directory; other kinds but HostGroup are ignored), with
+    what their HostGroups give them and their key and known_hosts paths made absolute: the imported directory may
+    live elsewhere. Raises SpecError."""
     from reconciler.spec.load import load_documents, parse_documents, read_spec_file
 
     if path.is_dir():
@@ -219,10 +220,15 @@ def hosts_from_inventory(path: Path) -> list[HostInfo]:
         if issues:
             raise SpecError(issues)
         base = Path()
+    from reconciler.spec.hosts import with_groups
+
+    groups = [d for d in docs if d.kind == "HostGroup"]
+    problems: list[SpecIssue] = []
+    hosts = with_groups([d for d in docs if d.kind == "Host"], groups, base / "specs", problems)  # paths from base
+    if problems:
+        raise SpecError(problems)
     out = []
-    for doc in docs:
-        if doc.kind != "Host":
-            continue
+    for doc in hosts:
         spec = doc.spec.model_dump(by_alias=True, exclude_defaults=True)
         for key in ("identityFile", "knownHosts", "sshConfig"):
             if key in spec and spec[key] != "none":

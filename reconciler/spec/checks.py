@@ -21,7 +21,18 @@ from reconciler.spec.model import Document, UnitSpec, selects, unit_name
 def index_documents(docs: list[Document], issues: list[SpecIssue]) -> dict[str, dict[str, Document]]:
     """Documents by kind and name; a second document of a kind and name is reported, not kept."""
     by_kind: dict[str, dict[str, Document]] = {
-        k: {} for k in ("Host", "File", "Directory", "Unit", "HealthCheck", "EtcdTuning", "Certificate", "VirtualIP")
+        k: {}
+        for k in (
+            "Host",
+            "HostGroup",
+            "File",
+            "Directory",
+            "Unit",
+            "HealthCheck",
+            "EtcdTuning",
+            "Certificate",
+            "VirtualIP",
+        )
     }
     for doc in docs:
         seen = by_kind[doc.kind].get(doc.metadata.name)
@@ -186,16 +197,16 @@ def component_issues(
     return issues
 
 
-SELECTING_KINDS = ("File", "Directory", "Unit", "HealthCheck", "Certificate", "VirtualIP")
+SELECTING_KINDS = ("HostGroup", "File", "Directory", "Unit", "HealthCheck", "Certificate", "VirtualIP")
 
 
 def check_selectors(
     by_kind: dict[str, dict[str, Document]], hosts: list[Document], issues: list[SpecIssue]
 ) -> list[str]:
     """A host named in a selector must exist (an issue); a selector that selects no host is valid but most likely
-    a typo in a label or a name (a warning, returned)."""
+    a typo in a label (a warning, returned: one per label set, naming every document that asks for it)."""
     names = {h.metadata.name for h in hosts}
-    warnings: list[str] = []
+    nobody: dict[str, list[str]] = {}
     for kind in SELECTING_KINDS:
         for doc in by_kind[kind].values():
             selector = doc.spec.hosts
@@ -209,8 +220,8 @@ def check_selectors(
                         )
             elif selector != "all" and hosts and not any(selects(selector, h) for h in hosts):
                 wanted = ", ".join(f"{k}={v}" for k, v in selector.match_labels.items())
-                warnings.append(
-                    f"{doc.where('spec', 'hosts')}: spec.hosts: {kind}/{doc.metadata.name} selects no host "
-                    f"(no Host is labelled {wanted})"
-                )
-    return warnings
+                nobody.setdefault(wanted, []).append(f"{kind}/{doc.metadata.name} ({doc.where('spec', 'hosts')})")
+    return [
+        f"no Host is labelled {wanted}: {len(docs)} document(s) select no host: {', '.join(docs)}"
+        for wanted, docs in nobody.items()
+    ]

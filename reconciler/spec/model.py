@@ -123,6 +123,20 @@ class HostSpec(Strict):
     vars: dict[str, Any] = {}
 
 
+class HostGroupSpec(Strict):
+    """What the hosts it selects share, said once instead of on every Host: how to reach them and vars. A Host's
+    own value wins; two groups giving one host different values for a field (or a var) is an error."""
+
+    hosts: HostSelector = "all"
+    port: Annotated[int, Field(ge=1, le=65535)] | None = None
+    user: Account | None = None
+    identity_file: Annotated[str, Field(pattern=r"^[^\x00-\x1f\x7f]+$", max_length=4095)] | None = None
+    known_hosts: Annotated[str, Field(pattern=r"^[^\x00-\x1f\x7f]+$", max_length=4095)] | None = None
+    become: Literal["sudo"] | None = None
+    ssh_config: Annotated[str, Field(pattern=r"^[^\x00-\x1f\x7f]+$", max_length=4095)] | None = None
+    vars: dict[str, Any] = {}
+
+
 class FileSpec(Strict):
     path: AbsPath
     hosts: HostSelector = "all"
@@ -261,6 +275,7 @@ class EtcdTuningSpec(Strict):
 
 SPEC_MODELS: dict[str, type[Strict]] = {
     "Host": HostSpec,
+    "HostGroup": HostGroupSpec,
     "File": FileSpec,
     "Directory": DirectorySpec,
     "Unit": UnitSpec,

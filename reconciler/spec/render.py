@@ -37,6 +37,7 @@ from reconciler.spec.desired import (
     Target,
 )
 from reconciler.spec.etcd_tuning import resolve_tuning, with_timings
+from reconciler.spec.hosts import local_path, with_groups
 from reconciler.spec.model import (
     CertificateSpec,
     DirectorySpec,
@@ -68,7 +69,7 @@ def build_desired(
     """Render every host; `overlay` (the etcd tuner's values) raises the EtcdTuning file's env values."""
     issues: list[SpecIssue] = []
     by_kind = index_documents(docs, issues)
-    hosts = list(by_kind["Host"].values())
+    hosts = with_groups(list(by_kind["Host"].values()), list(by_kind["HostGroup"].values()), spec_dir, issues)
     if not hosts:
         issues.append(SpecIssue(str(spec_dir), 0, "", "no Host document: nothing to manage"))
     check_hosts(hosts, issues)
@@ -109,16 +110,6 @@ class _Paths:
         self.files[df.path] = df
 
 
-def _local_path(value: str | None, doc: Document, spec_dir: Path) -> str | None:
-    if value is None:
-        return None
-    try:
-        path = Path(os.path.expanduser(value))
-    except (ValueError, OSError):  # e.g. a NUL byte in "~user": left as written, refused when it is opened
-        path = Path(value)
-    return str(path if path.is_absolute() else (spec_dir.parent / doc.file).parent / path)
-
-
 def _render_host(
     host: Document,
     by_kind: dict[str, dict[str, Document]],
@@ -134,11 +125,11 @@ def _render_host(
         address=hs.address,
         port=hs.port,
         user=hs.user,
-        identity_file=_local_path(hs.identity_file, host, spec_dir),
-        known_hosts=_local_path(hs.known_hosts, host, spec_dir) or os.path.expanduser("~/.ssh/known_hosts"),
+        identity_file=local_path(hs.identity_file, host, spec_dir),
+        known_hosts=local_path(hs.known_hosts, host, spec_dir) or os.path.expanduser("~/.ssh/known_hosts"),
         unsafe_skip_host_key_verification=hs.unsafe_skip_host_key_verification,
         become=hs.become,
-        ssh_config=hs.ssh_config if hs.ssh_config in (None, "none") else _local_path(hs.ssh_config, host, spec_dir),
+        ssh_config=hs.ssh_config if hs.ssh_config in (None, "none") else local_path(hs.ssh_config, host, spec_dir),
         implicit=tuple(f for f in ("port", "user", "known_hosts") if f not in hs.model_fields_set),
     )
 

@@ -393,7 +393,7 @@ def test_hosts_by_name_and_a_selector_that_selects_nobody(tmp_path: Path) -> Non
     desired = load_desired(d)
     assert "/etc/named" in desired.hosts["m2"].files and "/etc/named" not in desired.hosts["m1"].files
     assert desired.warnings == (
-        "specs/files.yaml:9: spec.hosts: File/nobody selects no host (no Host is labelled role=mastr)",
+        "no Host is labelled role=mastr: 1 document(s) select no host: File/nobody (specs/files.yaml:9)",
     )
     (d / "files.yaml").write_text((d / "files.yaml").read_text().replace("hosts: [m2]", "hosts: [m2, m3]"))
     assert issues(d) == ["specs/files.yaml:4: spec.hosts[1]: no Host named 'm3'"]
@@ -415,6 +415,76 @@ def test_validate_prints_the_warning(tmp_path: Path, capsys: pytest.CaptureFixtu
         """,
     )
     assert main(["validate", str(d)]) == 0
-    assert "warning: specs/files.yaml:4: spec.hosts: Unit/u selects no host (no Host is labelled role=nobody)" in (
+    assert "warning: no Host is labelled role=nobody: 1 document(s) select no host: Unit/u (specs/files.yaml:4)" in (
         capsys.readouterr().err
     )
+
+
+def test_a_host_group_says_once_what_hosts_share_and_a_host_keeps_its_own(tmp_path: Path) -> None:
+    d = write(
+        tmp_path,
+        hosts="""\
+        apiVersion: reconciler/v1
+        kind: HostGroup
+        metadata: {name: everyone}
+        spec:
+          identityFile: keys/id_ed25519
+          knownHosts: /etc/reconciler/known_hosts
+          user: deploy
+          become: sudo
+          vars: {token: shared, region: eu}
+        ---
+        apiVersion: reconciler/v1
+        kind: HostGroup
+        metadata: {name: masters}
+        spec: {hosts: {matchLabels: {role: master}}, port: 2222, vars: {role_var: m}}
+        ---
+        apiVersion: reconciler/v1
+        kind: Host
+        metadata: {name: m1, labels: {role: master}}
+        spec: {address: 198.18.0.11, vars: {region: us}}
+        ---
+        apiVersion: reconciler/v1
+        kind: Host
+        metadata: {name: m2}
+        spec: {address: 198.18.0.12, user: admin}
+        """,
+        files="""\
+        apiVersion: reconciler/v1
+        kind: File
+        metadata: {name: f}
+        spec: {path: /etc/f, content: "{{ vars.token }} {{ vars.region }} {{ vars.role_var | default('-') }}"}
+        """,
+    )
+    desired = load_desired(d)
+    m1, m2 = desired.hosts["m1"], desired.hosts["m2"]
+    assert (
+        m1.target.identity_file == str(d / "keys/id_ed25519") and m1.target.known_hosts == "/etc/reconciler/known_hosts"
+    )
+    assert (m1.target.user, m1.target.port, m1.target.become) == ("deploy", 2222, "sudo")
+    assert (m2.target.user, m2.target.port) == ("admin", 22)  # its own user; not in the masters group
+    assert m1.files["/etc/f"].content == b"shared us m" and m2.files["/etc/f"].content == b"shared eu -"
+
+
+def test_two_groups_giving_a_host_different_values_is_an_error(tmp_path: Path) -> None:
+    d = write(
+        tmp_path,
+        hosts=HOST,
+        groups="""\
+        apiVersion: reconciler/v1
+        kind: HostGroup
+        metadata: {name: a}
+        spec: {port: 2222, vars: {x: kept-on-the-host, y: one}}
+        ---
+        apiVersion: reconciler/v1
+        kind: HostGroup
+        metadata: {name: b}
+        spec: {hosts: [m1], port: 2200, vars: {y: two}}
+        """,
+    )
+    assert issues(d) == [
+        "specs/groups.yaml:9: spec.port: host 'm1' is given another port by HostGroup/a (specs/groups.yaml:4): "
+        "give it once, or on the Host",
+        "specs/groups.yaml:9: spec.vars.y: host 'm1' is given another y by HostGroup/a (specs/groups.yaml:4): "
+        "give it once, or on the Host",
+    ]

@@ -23,7 +23,7 @@ def test_simulated_hosts_converge_stay_converged_and_are_repaired(tmp_path: Path
     specs = tmp_path / "specs"
     specs.mkdir()
     (specs / "inventory.yaml").write_text(inventory(3, 23000, tmp_path))
-    for name in ("kubernetes.yaml", "certificates.yaml"):
+    for name in ("kubernetes.yaml", "certificates.yaml", "vars.yaml"):
         (specs / name).write_text((REPO / "specs" / name).read_text())
     desired = load_desired(specs)
     hosts = {name: SimHost(name) for name in desired.hosts}
