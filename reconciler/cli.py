@@ -223,6 +223,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     t.add_argument("action", choices=["show", "clear"])
     t.add_argument("--state-dir", type=Path, default=None, help="default: $RECONCILER_STATE_DIR or /var/lib/reconciler")
+    help_text = "write the example specs into a new spec directory and print the daemon's systemd unit for it"
+    i = sub.add_parser("init", help=help_text, description=help_text, formatter_class=_Help, parents=[_after()])
+    i.add_argument("dir", type=Path, help="the spec directory to write (new or empty), e.g. /etc/reconciler/specs")
+    i.add_argument("--unit-only", action="store_true", help="write nothing; print the unit for DIR")
     return parser
 
 
@@ -706,6 +710,10 @@ def _main(argv: list[str] | None, holder: list[Live]) -> int:
         return _status_command(args)
     if args.command == "import":
         return _import_command(args)
+    if args.command == "init":
+        from reconciler.init import init_command
+
+        return init_command(args.dir, unit_only=args.unit_only)
     overlay_line = ""
     try:
         if args.command == "validate":
