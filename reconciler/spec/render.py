@@ -81,6 +81,7 @@ def build_desired(
     renderer = Renderer(hosts, cache)
     desired = {h.metadata.name: _render_host(h, by_kind, renderer, spec_dir, issues, tuning) for h in hosts}
     renderer.cache.end_render()
+    renderer.report(issues)
     if not issues:  # the components' own rules, on what each host would run with
         issues += component_issues(desired, by_kind, spec_dir)
     if issues:

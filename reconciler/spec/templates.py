@@ -17,7 +17,7 @@ from reconciler.errors import SpecIssue
 from reconciler.spec.cache import SpecCache
 from reconciler.spec.limits import MAX_RENDERED_TOTAL_BYTES, LoadExpired
 from reconciler.spec.model import Document, HostSpec
-from reconciler.spec.sandbox import BoundedEnvironment, RenderLimitError
+from reconciler.spec.sandbox import BoundedEnvironment, RenderLimitError, Scope
 
 
 class Renderer:
@@ -30,6 +30,7 @@ class Renderer:
         self.by_name = {h["name"]: h for h in self.hosts}
         self._templates: dict[str, jinja2.Template] = {}
         self.failed: dict[str, str] = {}  # template text -> why it failed (reported once, for the first host)
+        self._failures: dict[tuple[str, int, str, str], list[str]] = {}  # where and why -> the hosts it failed for
         self.total_bytes = 0
         self.cache = cache or SpecCache()
         # pickle keeps one copy of what YAML aliases share (repr would expand 10k aliases of a 1 MB string)
@@ -38,14 +39,17 @@ class Renderer:
     @staticmethod
     def _host_context(doc: Document) -> dict[str, Any]:
         spec: HostSpec = doc.spec
-        return {
-            "name": doc.metadata.name,
-            "address": spec.address,
-            "port": spec.port,
-            "user": spec.user,
-            "labels": dict(doc.metadata.labels),
-            "vars": dict(spec.vars),
-        }
+        return Scope(
+            "host",
+            {
+                "name": doc.metadata.name,
+                "address": spec.address,
+                "port": spec.port,
+                "user": spec.user,
+                "labels": Scope("host.labels", dict(doc.metadata.labels)),
+                "vars": Scope("vars", dict(spec.vars)),
+            },
+        )
 
     def render(self, text: str, host: Document) -> str:
         """The text rendered for the host; raises RenderLimitError, a Jinja error, or whatever the template raised."""
@@ -97,14 +101,21 @@ class Renderer:
             issues.append(SpecIssue(doc.file, line, ".".join(loc), self.failed[text]))
         except Exception as exc:  # whatever a template raises is the template's error, located, never a crash
             why = render_failure(exc, sensitive=sensitive)
-            issues.append(
-                SpecIssue(
-                    doc.file, doc.line_of(*loc), ".".join(loc), f"rendering for host {host.metadata.name!r}: {why}"
-                )
-            )
+            self._failures.setdefault((doc.file, doc.line_of(*loc), ".".join(loc), why), []).append(host.metadata.name)
             if isinstance(exc, (RenderLimitError, RecursionError, MemoryError)):  # costly: once is enough
                 self.failed[text] = why
         return ""
+
+    def report(self, issues: list[SpecIssue]) -> None:
+        """Each failed rendering once, with the hosts it failed for (a template missing a var fails for all)."""
+        for (file, line, field, why), hosts in self._failures.items():
+            if len(hosts) == 1:
+                whom = f"host {hosts[0]!r}"
+            else:
+                shown = ", ".join(hosts[:5]) + (f" and {len(hosts) - 5} more" if len(hosts) > 5 else "")
+                whom = f"{len(hosts)} hosts ({shown})"
+            issues.append(SpecIssue(file, line, field, f"rendering for {whom}: {why}"))
+        self._failures.clear()
 
     def _count(self, text: str) -> None:
         self.total_bytes += len(text) if text.isascii() else 4 * len(text)  # UTF-8: at most 4 bytes a character
