@@ -102,14 +102,27 @@ class HostOutcome:
 
     def summary(self) -> str:
         if self.status == "failed":
-            return f"{self.host}: FAILED: {self.error}"
+            return f"{self.host}: FAILED: {self._said()}"
         if self.status == "unconverged":
-            return f"{self.host}: NOT CONVERGED: {self.error}"
+            return f"{self.host}: NOT CONVERGED: {self._said()}"
         if self.status == "rolled-back":
-            return f"{self.host}: ROLLED BACK: {self.error}"
+            return f"{self.host}: ROLLED BACK: {self._said()}"
         if self.status == "pending":
             return f"{self.host}: {len(self.plan.actions) if self.plan else 0} change(s) pending"
         return f"{self.host}: converged ({len(self.applied)} change(s) applied)"
+
+
+    def _said(self) -> str:
+        """The error without the host's name in front: the summary line names it already (`master-1: FAILED:
+        root@10.0.0.1:22: cannot connect`, not `master-1: FAILED: master-1 (root@10.0.0.1:22): cannot connect`)."""
+        error = self.error
+        if error.startswith(f"{self.host}: "):
+            return error[len(self.host) + 2 :]
+        if error.startswith(f"{self.host} ("):
+            where, sep, rest = error[len(self.host) + 2 :].partition("): ")
+            if sep:
+                return f"{where}: {rest}"
+        return error
 
 
 @dataclass

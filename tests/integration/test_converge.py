@@ -168,7 +168,7 @@ spec:
     finally:
         m3.ssh(f"kill -CONT {pid}", check=False)
     assert result.code == 1
-    assert "master-1: FAILED: master-1: not restarting etcd.service: other member(s) unhealthy: master-3" in result.out
+    assert "master-1: FAILED: not restarting etcd.service: other member(s) unhealthy: master-3" in result.out
     after = all_starts(converged)
     for name in ("master-1", "master-2"):
         assert after[(name, "etcd.service")] == before[(name, "etcd.service")], name

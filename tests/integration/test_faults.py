@@ -156,7 +156,7 @@ def test_full_disk_fails_the_write_cleanly_and_keeps_the_old_file(converged: Tes
         kube.write_text(kube.read_text().replace('--event-ttl=1h"', '--event-ttl=1h"\n    # ' + "x" * 600_000, 1))
         result = reconciler("apply", "--connect-attempts", "1", str(spec_copy))
         assert result.code == 1
-        assert "master-2: FAILED: master-2: write /etc/kubernetes/apiserver failed" in result.out, result.out
+        assert "master-2: FAILED: write /etc/kubernetes/apiserver failed" in result.out, result.out
         assert "No space left on device" in result.out, result.out
         assert "master-1: converged" in result.out and "master-3: converged" in result.out
         assert (m2.root / "etc/kubernetes/apiserver").read_bytes() == before  # the old file, intact

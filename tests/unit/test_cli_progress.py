@@ -74,4 +74,5 @@ def test_a_failed_host_is_reported_once_and_no_library_warning_is_printed(tmp_pa
     result = reconciler("plan", str(specs), "--connect-attempts", "1", "--log-format", "console")
     assert result.code == 1
     assert result.out.count("master-1: FAILED") == 1, result.out
+    assert result.out.startswith("master-1: FAILED: root@127.0.0.1:"), result.out  # the host named once
     assert "Warning" not in result.err and "DSA" not in result.err, result.err
