@@ -8,13 +8,15 @@
 # Any Debian bookworm image with python3 and python3-venv is a base (the tests build one with debootstrap and
 # install from a wheelhouse in the context, offline):
 #   --build-arg BASE=localhost/reconciler-base:bookworm --build-arg PIP_ARGS="--no-index --find-links wheels"
+# The dependencies, and setuptools to build with, are installed at constraints.txt's versions (what was tested).
 ARG BASE=python:3.11-slim-bookworm
 FROM ${BASE}
 ARG PIP_ARGS=""
 WORKDIR /opt/reconciler/src
 COPY . .
 RUN python3 -m venv /opt/reconciler/venv \
- && /opt/reconciler/venv/bin/pip install --no-cache-dir --disable-pip-version-check ${PIP_ARGS} . \
+ && PIP_CONSTRAINT=/opt/reconciler/src/constraints.txt /opt/reconciler/venv/bin/pip install --no-cache-dir \
+      --disable-pip-version-check ${PIP_ARGS} . \
  && cd / && rm -rf /opt/reconciler/src \
  && useradd --system --home-dir /var/lib/reconciler --create-home --shell /usr/sbin/nologin reconciler
 ENV PATH=/opt/reconciler/venv/bin:$PATH

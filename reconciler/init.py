@@ -54,7 +54,7 @@ def spec_files(directory: Traversable, prefix: str = "") -> Iterator[tuple[str, 
 def write_specs(source: Traversable, target: Path) -> list[str]:
     """The example specs written into `target` (created; it must not exist or be empty); their relative paths."""
     if target.exists() and (not target.is_dir() or any(target.iterdir())):
-        raise FileExistsError(f"{target} exists and is not an empty directory: init writes a new one")
+        raise FileExistsError(f"{target} exists and is not an empty directory: init writes into a new or empty one")
     written = []
     for name, entry in spec_files(source):
         path = target / name

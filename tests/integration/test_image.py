@@ -85,8 +85,9 @@ def build_image(work: Path) -> None:
             shutil.copy2(REPO / name, context / name)
     wheels = context / "wheels"
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
-    sh(*pip, "wheel", "-w", str(wheels), str(context))
-    sh(*pip, "download", "-d", str(wheels), "setuptools>=68", "wheel")  # the build backend, offline too
+    constraints = str(context / "constraints.txt")  # the versions the tests pass with, as the Dockerfile installs
+    sh(*pip, "wheel", "-c", constraints, "-w", str(wheels), str(context))
+    sh(*pip, "download", "-c", constraints, "-d", str(wheels), "setuptools")  # the build backend, offline too
     sh(
         *PODMAN,
         "build",
