@@ -1,6 +1,7 @@
 """A master reached only through another master as its bastion (ProxyJump, issue 28 item 5): master-3 drops SSH
 from this machine (a rule in its own network namespace; master-1 may still reach it), and `plan`/`apply` see and
 remove its drift through master-1. The rule's counter shows that nothing tried the direct route meanwhile.
+(Named to run after test_converge, whose first test needs the hosts bare: the testbed is one for the session.)
 """
 
 from __future__ import annotations
@@ -99,7 +100,7 @@ def test_a_master_behind_a_bastion_is_planned_and_converged_through_it(
 
     with direct_route_dropped(m3):
         cut = reconciler("plan", str(direct), "--host", m3.name, "--connect-attempts", "1")
-        assert cut.code == 1 and "master-3 (root@198.18.0.13:22): cannot connect: TimeoutError" in cut.out, (
+        assert cut.code == 1 and "master-3: FAILED: root@198.18.0.13:22: cannot connect: TimeoutError" in cut.out, (
             cut.out + cut.err
         )
         before = dropped(m3)
