@@ -15,7 +15,7 @@ import shutil
 import sys
 from collections.abc import Iterator
 from importlib import resources
-from importlib.abc import Traversable
+from importlib.resources.abc import Traversable
 from pathlib import Path
 
 UNIT_NAME = "reconciler.service"

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import os
 import shlex
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -225,3 +227,19 @@ def test_the_files_written_follow_the_umask_as_cp_does(tmp_path: Path) -> None:
     finally:
         os.umask(old)
     assert all(p.stat().st_mode & 0o077 == 0 for p in (tmp_path / "specs").rglob("*"))
+
+
+@pytest.mark.host
+def test_systemd_reads_the_printed_unit_as_written(tmp_path: Path) -> None:
+    """`systemd-analyze verify` on the unit for a program and a spec directory whose paths need quoting: systemd
+    finds the program (a wrong split would name a program that does not exist)."""
+    if shutil.which("systemd-analyze") is None:
+        pytest.fail("systemd-analyze is missing: scripts/install-deps installs systemd-container (and systemd)")
+    program = tmp_path / "my tools 100%" / "reconciler"
+    program.parent.mkdir()
+    program.write_text("#!/bin/sh\n")
+    program.chmod(0o755)
+    unit = tmp_path / init.UNIT_NAME
+    unit.write_text(init.render_unit(SHIPPED_UNIT.read_text(), [str(program)], tmp_path / "spec $dir"))
+    proc = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and "is not executable" not in proc.stderr, proc.stderr
