@@ -1,5 +1,5 @@
-"""The wheel as an operator gets it: built from this tree (and from its sdist, what `pip install reconciler` builds
-when no wheel fits), it holds the `reconciler` package only (no testbed, tests or bench), the observe script, the
+"""The wheel as an operator gets it: built from this tree (and from its sdist, what pip builds from a source
+distribution), it holds the `reconciler` package only (no testbed, tests or bench), the observe script, the
 example specs and the daemon's unit; installed into a clean virtualenv outside the repository with the constraints
 CI uses, `reconciler --version`, `init` and `validate` work from elsewhere, and the unit `init` prints runs that
 installed executable.
