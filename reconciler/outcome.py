@@ -111,7 +111,6 @@ class HostOutcome:
             return f"{self.host}: {len(self.plan.actions) if self.plan else 0} change(s) pending"
         return f"{self.host}: converged ({len(self.applied)} change(s) applied)"
 
-
     def _said(self) -> str:
         """The error without the host's name in front: the summary line names it already (`master-1: FAILED:
         root@10.0.0.1:22: cannot connect`, not `master-1: FAILED: master-1 (root@10.0.0.1:22): cannot connect`)."""

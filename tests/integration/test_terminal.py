@@ -7,12 +7,16 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
+
 from testbed import Testbed
 from tests.support.cli import reconciler
 from tests.support.observed import assert_files_match_specs
 from tests.support.specs import BUNDLED as SPECS
 from tests.support.specs import replace_once
 from tests.support.terminal import on_terminal
+
+pytestmark = pytest.mark.testbed
 
 
 def test_ctrl_c_during_an_etcd_rollout_says_what_was_done_and_apply_goes_on_from_there(
