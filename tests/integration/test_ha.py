@@ -224,7 +224,7 @@ def test_the_insecure_port_is_refused_on_the_vip_unless_the_operator_opts_in(fro
     opted_in = inventory.read_text()
     docs = list(yaml.safe_load_all(opted_in))
     for doc in docs:
-        del doc["spec"]["vars"]["lb_insecure_bind"]  # README's defaults
+        del doc["spec"]["vars"]["lb_insecure_bind"]  # docs/ha.md's defaults
     inventory.write_text(yaml.safe_dump_all(docs, sort_keys=False))
     try:
         result = reconciler("apply", str(front))

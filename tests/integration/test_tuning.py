@@ -1,7 +1,8 @@
 """etcd tuning end to end on the testbed's real 3-member etcd: overload pulses on the leader -> raised timeouts.
 
-Overload is induced as README "The testbed" describes: SIGSTOP/SIGCONT pulses on the leader's etcd, which then logs
-the seed's "failed to send out heartbeat on time" lines. A client writes through all endpoints meanwhile.
+Overload is induced as docs/daemon.md "etcd tuning when etcd is overloaded" describes: SIGSTOP/SIGCONT pulses on
+the leader's etcd, which then logs the seed's "failed to send out heartbeat on time" lines. A client writes through all
+endpoints meanwhile.
 """
 
 from __future__ import annotations

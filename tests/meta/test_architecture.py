@@ -1,4 +1,4 @@
-"""The shape README "Layout" describes, checked: values flow down, the package import graph has no cycle.
+"""The shape docs/development.md "Layout" describes, checked: values flow down, the package import graph has no cycle.
 
 A package is `reconciler.<name>` (a top-level module such as `reconciler.outcome` counts as one); every
 `import` and `from ... import` in its modules counts, at module level or inside a function, type-only ones

@@ -45,7 +45,7 @@ def free_port() -> int:
 
 
 def rendered(tmp_path: Path, **extra: Any) -> str:
-    """master-1's haproxy.cfg from the bundled specs with the HA front enabled (as README's HA section says),
+    """master-1's haproxy.cfg from the bundled specs with the HA front enabled (as docs/ha.md says),
     `extra` added to every host's vars."""
     d = tmp_path / "specs"
     shutil.copytree(REPO / "specs", d)

@@ -19,8 +19,8 @@ DASHBOARD = REPO / "deploy/grafana/reconciler-dashboard.json"
 
 
 def documented_families() -> set[str]:
-    readme = (REPO / "README.md").read_text()
-    return {re.sub(r"_total$", "", m) for m in re.findall(r"^\| `(reconciler_[a-z0-9_]+)`", readme, re.M)}
+    reference = (REPO / "docs/daemon.md").read_text()  # its Metrics table
+    return {re.sub(r"_total$", "", m) for m in re.findall(r"^\| `(reconciler_[a-z0-9_]+)`", reference, re.M)}
 
 
 def families_used(text: str) -> set[str]:

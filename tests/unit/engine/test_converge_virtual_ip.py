@@ -29,7 +29,7 @@ VIP = "198.18.0.100"
 
 @pytest.fixture
 def specs(tmp_path: Path) -> Path:
-    """The bundled specs with the HA front enabled on every master, as README's HA section says."""
+    """The bundled specs with the HA front enabled on every master, as docs/ha.md says."""
     d = copy_specs(tmp_path / "specs")
     docs = list(yaml.safe_load_all((d / "inventory.yaml").read_text()))
     for doc, priority in zip(docs, (150, 140, 130), strict=True):

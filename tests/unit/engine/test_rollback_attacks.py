@@ -110,7 +110,7 @@ async def test_a_three_member_rollback_under_the_restart_lock_completes(specs: P
 
 @pytest.mark.xfail(
     strict=True,
-    reason="open (README: Not covered): a rollback stopped because etcd shows another actor holds the lock leaves "
+    reason="open (docs/apply.md, Rollback: Not covered): a rollback stopped because etcd shows another actor holds the lock leaves "
     "the member on the new config with no backup remembered: the next leader has nothing to roll back to (the restart is due by mtime, the pass has no backups) and starts the "
     "failing member again every pass, forever; 'the actor that holds the lock now decides' cannot decide",
 )
