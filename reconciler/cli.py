@@ -173,7 +173,7 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument(
             "--json",
             action="store_true",
-            help="print the result as one JSON document (README: Machine-readable output)",
+            help="print the result as one JSON document (docs/commands.md: Machine-readable output)",
         )
         if name != "validate":
             p.add_argument("--host", action="append", default=[], help="only these hosts (repeatable)")
@@ -203,7 +203,7 @@ def _parser() -> argparse.ArgumentParser:
                 "--break-glass",
                 action="store_true",
                 help="etcd has lost quorum and a person repairs it: restart rollout units without the cluster-wide "
-                "restart lock, the quorum guard or a health wait between members (README: Lost quorum)",
+                "restart lock, the quorum guard or a health wait between members (docs/apply.md: Lost quorum)",
             )
     _run_parser(sub)
     _import_parser(sub)
