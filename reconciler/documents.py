@@ -4,7 +4,7 @@ Every document carries `apiVersion: reconciler/v1` (the schema's version: a fiel
 removed or changes meaning), its `kind` (`ValidateResult`, `PlanResult`, `ApplyResult`, `CheckResult`,
 `ImportResult`) and the command's `exitCode`. Per host: status, error, the actions planned, applied and still
 remaining (kind, target, reason, and for plan the diff, sensitive files shown by size only as on a terminal),
-units, checks and certificates as observed. The README's "Machine-readable output" section is the reference.
+units, checks and certificates as observed. docs/commands.md's "Machine-readable output" is the reference.
 Progress and logs stay on stderr, so stdout is the document alone.
 """
 

@@ -167,7 +167,7 @@ def init_command(directory: Path, *, unit_only: bool = False, command: list[str]
     print(
         f"the daemon's systemd unit for {spec_dir} follows: save it as /etc/systemd/system/{UNIT_NAME} "
         f"(`reconciler init --unit-only {spec_dir}` prints it again), then `systemctl daemon-reload && "
-        "systemctl enable --now reconciler` (README: Under systemd)",
+        "systemctl enable --now reconciler` (docs/daemon.md: Under systemd)",
         file=sys.stderr,
     )
     sys.stderr.flush()

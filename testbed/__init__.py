@@ -1,7 +1,7 @@
 """Testbed: real systemd master hosts booted with systemd-nspawn over an overlay of `/`.
 
 Public API: Testbed, TestHost (hosts.py), the network constants (layout.py), the PKI (pki.py).
-README "The testbed" says how it is built. Importing has no side effects; booting needs root.
+docs/development.md "The testbed" says how it is built. Importing has no side effects; booting needs root.
 """
 
 from testbed.hosts import SSHCommandError, Testbed, TestHost

@@ -37,7 +37,7 @@ IPPROTO_VRRP = 112
 
 
 def enable_ha(spec_dir: Path, insecure_on_vip: bool = True) -> None:
-    """As README's HA section says: label the masters `ha: front`, give them the VIP and priorities. And, as
+    """As docs/ha.md says: label the masters `ha: front`, give them the VIP and priorities. And, as
     stacked masters often run, each apiserver on its own etcd member (so stopping one member fails one apiserver).
     `insecure_on_vip`: the operator's opt-in (`lb_insecure_bind: "*"`) to the seed's insecure port on every address,
     the VIP included, which `Traffic` on VIP_URL needs; without it that port is on loopback only."""

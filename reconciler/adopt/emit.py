@@ -50,7 +50,7 @@ class FlowList(list):  # type: ignore[type-arg]
 
 
 class Quoted(str):
-    """A string written in double quotes: `mode: "0644"`, as the README writes modes (and warnings quote them)."""
+    """A string written in double quotes: `mode: "0644"`, as docs/specs.md writes modes (and warnings quote them)."""
 
 
 def _flow(dumper: yaml.SafeDumper, value: dict[str, Any]) -> yaml.MappingNode:

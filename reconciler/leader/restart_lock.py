@@ -32,9 +32,7 @@ log = structlog.get_logger(__name__)
 
 PREFIX = "/reconciler/restart/"  # + unit: {"actor", "host", "unit", "at"} under the holder's lease
 
-BREAK_GLASS = (
-    "if etcd has lost quorum, repairing it is a person's act: `reconciler apply --break-glass` (README: Lost quorum)"
-)
+BREAK_GLASS = "if etcd has lost quorum, repairing it is a person's act: `reconciler apply --break-glass` (docs/apply.md: Lost quorum)"
 
 
 class LockNotTaken(HostError):

@@ -1,6 +1,6 @@
 """The bounds on reading and rendering specs: every input, however hostile, costs at most this much.
 
-One named limit per resource, each reported as a located spec error when exceeded (README, "Limits").
+One named limit per resource, each reported as a located spec error when exceeded (docs/specs.md, "Limits").
 Read by `spec.load` (files, YAML), `spec.sandbox` (templates) and `spec.isolate` (the whole load, in a child
 process). Constants, and the exception the load's CPU budget raises.
 """

@@ -1,7 +1,7 @@
 """The spec documents as operators write them: one pydantic model per `kind`.
 
-Owns the shape and the per-field rules of every kind: `Host`, `File`, `Directory`, `Unit`, `HealthCheck`,
-`Certificate`, `EtcdTuning`.
+Owns the shape and the per-field rules of every kind: `Host`, `HostGroup`, `File`, `Directory`, `Unit`,
+`HealthCheck`, `Certificate`, `VirtualIP`, `EtcdTuning` (docs/specs.md is their reference).
 `spec.load` validates raw YAML against these models; nothing here knows about files, lines or hosts.
 """
 

@@ -1,7 +1,7 @@
 """OpenSSH client config, read as ssh reads it but bounded: the route to a host, its bastions first.
 
 Owns which address, port, user, identity files, known_hosts files and ssh-agent reach a host, through which
-ProxyJump bastions, with the precedence README "Reaching hosts" documents: what a Host spec says explicitly wins
+ProxyJump bastions, with the precedence docs/ssh.md documents: what a Host spec says explicitly wins
 over the config (ssh: the command line beats the config), the config wins over reconciler's defaults. Parsing is
 asyncssh's (SSHClientConfig: Host and Match blocks, first value wins, %-tokens); reading is ours (transport.
 ssh_files: regular files of bounded size, ours or root's, never quoted in an error), and so are Include (depth,

@@ -1,6 +1,6 @@
 """The etcd tuning policy, pure: warnings and the current values in, a decision out.
 
-Rules (etcd's tuning guide; README "etcd tuning when etcd is overloaded"): act when at least `warnings` heartbeat warnings fall within `window` on
+Rules (etcd's tuning guide; docs/daemon.md "etcd tuning when etcd is overloaded"): act when at least `warnings` heartbeat warnings fall within `window` on
 one member, ignoring those around etcd restarts (ours or anyone's: no feedback loop); the new
 heartbeat covers the worst heartbeat gap seen, with a margin, rounded up; the election timeout is
 `election_multiplier` x heartbeat (never below 5 x, never above 50000 ms); values only ever go up,
