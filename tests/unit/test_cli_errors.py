@@ -100,3 +100,26 @@ def test_one_spelling_across_commands() -> None:
 def test_status_takes_what_listen_takes() -> None:
     result = reconciler("status", "--url", "127.0.0.1:1")
     assert result.code == 3 and "http://127.0.0.1:1/status" in result.err and "unknown url type" not in result.err
+
+
+@pytest.mark.host
+def test_a_user_who_may_not_write_the_state_dir_gets_one_line(tmp_path: Path) -> None:
+    """`tuning clear` as a user who cannot remove the overlay (root's state dir): one line, no PermissionError trace."""
+    import os
+    import subprocess
+    import sys
+
+    assert os.geteuid() == 0, "runs the command as nobody: needs root (CI is root)"
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "etcd-tuning.json").write_text("{}")
+    tmp_path.chmod(0o755)
+    proc = subprocess.run(
+        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-m", "reconciler.cli"]
+        + ["tuning", "clear", "--state-dir", str(state)],
+        capture_output=True,
+        text=True,
+        cwd=Path(cli.__file__).parents[1],
+        timeout=60,
+    )
+    assert proc.returncode == 1 and proc.stderr == f"reconciler: {state}/etcd-tuning.json: Permission denied\n", proc
