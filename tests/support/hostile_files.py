@@ -6,7 +6,6 @@ secret and the declared host, by the *_hostile tests)."""
 
 from __future__ import annotations
 
-import hashlib
 import os
 import signal
 import subprocess
@@ -15,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from reconciler.apply.executor import WRITE_SCRIPT
 from reconciler.spec.desired import DesiredFile, DesiredHost, Target
+from tests.support import scripts
 from tests.support.scripts import GROUP, USER
 
 CANARY = "attack-canary"
@@ -43,41 +42,9 @@ def desired(paths: list[str], content: bytes = b"want\n", mode: int = 0o644) -> 
     )
 
 
-def write(
-    path: Path,
-    content: bytes,
-    *,
-    mode: str = "0644",
-    owner: str = USER,
-    group: str = GROUP,
-    bak: Path | None = None,
-    env: dict[str, str] | None = None,
-    timeout: float = 30,
-) -> subprocess.CompletedProcess[bytes]:
-    """WRITE_SCRIPT on this machine installing `content` at `path`, every argument given (backups under `bak`,
-    beside the file by default); tests.support.scripts.write is the write script's own tests' short form."""
-    digest = hashlib.sha256(content).hexdigest()
-    backups = bak if bak is not None else path.parent / "bak"
-    return subprocess.run(
-        [
-            "bash",
-            "-c",
-            WRITE_SCRIPT,
-            "w",
-            str(path),
-            mode,
-            owner,
-            group,
-            str(backups),
-            "20261130T000000.1",
-            "5",
-            digest,
-        ],
-        input=content,
-        capture_output=True,
-        timeout=timeout,
-        env=env,
-    )
+def write(path: Path, content: bytes, **given: Any) -> subprocess.CompletedProcess[bytes]:
+    """`tests.support.scripts.write`, mode 0644 unless given: the hostile-host tests' files are world-readable."""
+    return scripts.write(path, content, **{"mode": "0644", **given})
 
 
 def run_bounded(argv: list[str], timeout: float, **kw: Any) -> tuple[int | None, bytes, bytes]:

@@ -19,9 +19,19 @@ GROUP = grp.getgrgid(os.getgid()).gr_name
 
 
 def write(
-    path: Path, content: bytes, sent: bytes | None = None, env: dict[str, str] | None = None
+    path: Path,
+    content: bytes,
+    sent: bytes | None = None,
+    env: dict[str, str] | None = None,
+    *,
+    mode: str = "0640",
+    owner: str = USER,
+    group: str = GROUP,
+    bak: Path | None = None,
+    timeout: float = 30,
 ) -> subprocess.CompletedProcess[bytes]:
-    """WRITE_SCRIPT on this machine, installing `content` at `path` (`sent`: what actually arrives on stdin)."""
+    """WRITE_SCRIPT on this machine, installing `content` at `path` (`sent`: what actually arrives on stdin;
+    backups under `bak`, beside the file by default, stamped 20261127T000000.1)."""
     digest = hashlib.sha256(content).hexdigest()
     return subprocess.run(
         [
@@ -30,16 +40,16 @@ def write(
             WRITE_SCRIPT,
             "w",
             str(path),
-            "0640",
-            USER,
-            GROUP,
-            str(path.parent / "bak"),
+            mode,
+            owner,
+            group,
+            str(bak if bak is not None else path.parent / "bak"),
             "20261127T000000.1",
             "5",
             digest,
         ],
         input=content if sent is None else sent,
         capture_output=True,
-        timeout=30,
+        timeout=timeout,
         env=env,
     )
