@@ -156,7 +156,7 @@ def test_a_kube_apiserver_flag_that_makes_it_exit_is_rolled_back(converged: Test
     result = reconciler("apply", "--host", "master-2", str(spec_copy))
     out = result.out + result.err
     assert (
-        result.code == 1 and "master-2: ROLLED BACK: master-2: kube-apiserver.service failed on the new config" in out
+        result.code == 1 and "master-2: ROLLED BACK: kube-apiserver.service failed on the new config" in out
     ), out
     assert "--insecure-port=eighty" in out
     assert "invalid int value: 'eighty'" in out  # the stand-in's own argparse error, read from its journal
