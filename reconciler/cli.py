@@ -528,6 +528,8 @@ def _print_result(result: RunResult, command: str, desired: DesiredState) -> Non
             print(outcome.summary())
             for action in outcome.applied:
                 print(f"  {action.headline()}")
+        elif command == "check" and outcome.status == "converged":  # check applies nothing: no "0 change(s) applied"
+            print(f"{outcome.host}: converged (no drift, every check passes)")
         else:
             print(outcome.summary())
         if command in ("apply", "check") and outcome.snapshot is not None:
