@@ -160,35 +160,6 @@ class _Budget:
         self.deadline = time.process_time() + MAX_RENDER_SECONDS  # CPU time: a busy machine fails no template
 
 
-class Scope(dict):  # type: ignore[type-arg]
-    """A mapping a template reads (`host`, `vars`) that knows its name, so that a missing key is named as the user
-    wrote it (`vars.nmae`), not as Jinja sees it ("'dict object' has no attribute 'nmae'"). The name is an
-    underscore attribute: the sandbox never shows it to a template, so a var named `where` stays a var."""
-
-    __slots__ = ("_where",)
-
-    def __init__(self, where: str, items: dict[str, Any]):
-        super().__init__(items)
-        self._where = where
-
-
-class _Undefined(jinja2.StrictUndefined):
-    """StrictUndefined, in the operator's words."""
-
-    __slots__ = ()
-
-    @property
-    def _undefined_message(self) -> str:
-        if self._undefined_hint:
-            return self._undefined_hint
-        name, obj = self._undefined_name, self._undefined_obj
-        if obj is jinja2.utils.missing:
-            return f"{name!r} is not defined (a template sees host, hosts and vars)"
-        if isinstance(obj, Scope):
-            return f"{obj._where}.{name} is not set for this host"
-        return f"{type(obj).__name__} value has no attribute or key {name!r}"
-
-
 class BoundedEnvironment(ImmutableSandboxedEnvironment):
     """Jinja's immutable sandbox (a template cannot change `hosts`, `vars` or any list or dict: no append,
     extend, update) with StrictUndefined, whose renderings are bounded (see the module docstring)."""
@@ -196,7 +167,7 @@ class BoundedEnvironment(ImmutableSandboxedEnvironment):
     intercepted_binops = frozenset({"*", "**", "+", "%", "//"})
 
     def __init__(self) -> None:
-        super().__init__(undefined=_Undefined, keep_trailing_newline=True, autoescape=False)
+        super().__init__(undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False)
         self.globals.pop("lipsum", None)  # lipsum(n=10**9)
         self.globals[_ITERATE] = self._iterate
         self.globals[_CHECK] = _limit_size

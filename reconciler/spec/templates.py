@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import pickle
+import re
 from typing import Any
 
 import jinja2
@@ -17,7 +18,7 @@ from reconciler.errors import SpecIssue
 from reconciler.spec.cache import SpecCache
 from reconciler.spec.limits import MAX_RENDERED_TOTAL_BYTES, LoadExpired
 from reconciler.spec.model import Document, HostSpec
-from reconciler.spec.sandbox import BoundedEnvironment, RenderLimitError, Scope
+from reconciler.spec.sandbox import BoundedEnvironment, RenderLimitError
 
 
 class Renderer:
@@ -39,17 +40,14 @@ class Renderer:
     @staticmethod
     def _host_context(doc: Document) -> dict[str, Any]:
         spec: HostSpec = doc.spec
-        return Scope(
-            "host",
-            {
-                "name": doc.metadata.name,
-                "address": spec.address,
-                "port": spec.port,
-                "user": spec.user,
-                "labels": Scope("host.labels", dict(doc.metadata.labels)),
-                "vars": Scope("vars", dict(spec.vars)),
-            },
-        )
+        return {  # plain dicts: the sandbox's fast paths are for exact builtin types (a subclass costs 3x)
+            "name": doc.metadata.name,
+            "address": spec.address,
+            "port": spec.port,
+            "user": spec.user,
+            "labels": dict(doc.metadata.labels),
+            "vars": dict(spec.vars),
+        }
 
     def render(self, text: str, host: Document) -> str:
         """The text rendered for the host; raises RenderLimitError, a Jinja error, or whatever the template raised."""
@@ -100,7 +98,7 @@ class Renderer:
             )
             issues.append(SpecIssue(doc.file, line, ".".join(loc), self.failed[text]))
         except Exception as exc:  # whatever a template raises is the template's error, located, never a crash
-            why = render_failure(exc, sensitive=sensitive)
+            why = render_failure(exc, sensitive=sensitive, text=text)
             self._failures.setdefault((doc.file, doc.line_of(*loc), ".".join(loc), why), []).append(host.metadata.name)
             if isinstance(exc, (RenderLimitError, RecursionError, MemoryError)):  # costly: once is enough
                 self.failed[text] = why
@@ -136,7 +134,7 @@ def utf8(text: str) -> str:
     return text
 
 
-def render_failure(exc: Exception, *, sensitive: bool) -> str:
+def render_failure(exc: Exception, *, sensitive: bool, text: str = "") -> str:
     """What to say about a failed rendering: the limit or Jinja's message; only the kind of error for a sensitive
     file (a message such as "invalid literal for int(): 's3cret'" would carry its content)."""
     if isinstance(exc, RenderLimitError):
@@ -147,6 +145,34 @@ def render_failure(exc: Exception, *, sensitive: bool) -> str:
         return "needs more memory than a spec load may use (limit MAX_LOAD_MEMORY_BYTES)"
     if sensitive:  # an undefined name, a security refusal, any message could quote what the template holds
         return f"{type(exc).__name__} (details withheld: the file is sensitive)"
-    if isinstance(exc, (jinja2.UndefinedError, SecurityError)):
+    if isinstance(exc, jinja2.UndefinedError):
+        return undefined_words(str(exc), text)[:200]
+    if isinstance(exc, SecurityError):
         return str(exc)[:200]
     return f"{type(exc).__name__}: {str(exc)[:200]}"
+
+
+_NO_KEY = re.compile(r"'(\w+) object' has no attribute '([^'\n]{1,200})'")
+_UNDEFINED = re.compile(r"'([^'\n]{1,200})' is undefined")
+_OWNER = re.compile(r"([A-Za-z_][\w.]{0,80}?)\s*(?:\.\s*|\[\s*['\"])$")
+
+
+def undefined_words(message: str, text: str) -> str:
+    """Jinja's words for an undefined name in the operator's: `'dict object' has no attribute 'nmae'` is said as
+    `vars.nmae is not set for this host` (the owner read off the template where the name is used: a bounded
+    look-behind, never a scan of the whole text), `'nmae' is undefined` as what a template can see."""
+    if m := _UNDEFINED.fullmatch(message):
+        return f"{m.group(1)!r} is not defined (a template sees host, hosts and vars)"
+    m = _NO_KEY.fullmatch(message)
+    if m is None:
+        return message
+    name = m.group(2)
+    at = text.find(name)
+    while at != -1:
+        owner = _OWNER.search(text, max(0, at - 100), at)
+        if owner is not None:
+            return f"{owner.group(1)}.{name} is not set for this host"
+        at = text.find(name, at + len(name))
+        if at > 1_000_000:
+            break
+    return f"{name!r} is not set for this host (a {m.group(1)} without that key)"
