@@ -168,11 +168,11 @@ def undefined_words(message: str, text: str) -> str:
         return message
     name = m.group(2)
     at = text.find(name)
-    while at != -1:
+    for _ in range(20):  # the first uses of the name, each looked behind by 100 characters at most
+        if at == -1:
+            break
         owner = _OWNER.search(text, max(0, at - 100), at)
         if owner is not None:
             return f"{owner.group(1)}.{name} is not set for this host"
         at = text.find(name, at + len(name))
-        if at > 1_000_000:
-            break
     return f"{name!r} is not set for this host (a {m.group(1)} without that key)"

@@ -515,3 +515,18 @@ def test_a_template_error_is_in_the_users_words_once_for_all_its_hosts(tmp_path:
         "specs/a.yaml:4: spec.content: rendering for 7 hosts (h1, h2, h3, h4, h5 and 2 more): "
         "'nmae' is not defined (a template sees host, hosts and vars)"
     ]
+
+
+def test_the_rewording_of_an_undefined_name_is_bounded() -> None:
+    """A name used a million times in a megabyte of text costs no more than a few uses (a hostile template)."""
+    import time
+
+    from reconciler.spec.templates import undefined_words
+
+    text = "a" * 1_000_000 + "{{ vars.a }}"
+    began = time.process_time()
+    said = undefined_words("'dict object' has no attribute 'a'", text)
+    assert time.process_time() - began < 0.5 and said == "'a' is not set for this host (a dict without that key)"
+    assert undefined_words("'dict object' has no attribute 'nmae'", "{{ host.labels.nmae }}") == (
+        "host.labels.nmae is not set for this host"
+    )
