@@ -155,9 +155,7 @@ def test_a_kube_apiserver_flag_that_makes_it_exit_is_rolled_back(converged: Test
     before = (m2.root / "etc/kubernetes/apiserver").read_text()
     result = reconciler("apply", "--host", "master-2", str(spec_copy))
     out = result.out + result.err
-    assert (
-        result.code == 1 and "master-2: ROLLED BACK: kube-apiserver.service failed on the new config" in out
-    ), out
+    assert result.code == 1 and "master-2: ROLLED BACK: kube-apiserver.service failed on the new config" in out, out
     assert "--insecure-port=eighty" in out
     assert "invalid int value: 'eighty'" in out  # the stand-in's own argparse error, read from its journal
     assert (m2.root / "etc/kubernetes/apiserver").read_text() == before
