@@ -668,7 +668,10 @@ def _raise_open_files_limit() -> None:
 def main(argv: list[str] | None = None) -> int:
     """The command; never a traceback: Ctrl-C exits 130, a file problem is one line, an internal error 70."""
     holder: list[Live] = []
-    debug = "debug" in (argv if argv is not None else sys.argv)
+    given = argv if argv is not None else sys.argv[1:]
+    debug = any(
+        w == "--log-level=debug" or (w == "--log-level" and n == "debug") for w, n in zip(given, [*given[1:], ""])
+    )
     try:
         return _main(argv, holder)
     except KeyboardInterrupt:
