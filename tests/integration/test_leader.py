@@ -115,14 +115,17 @@ def down_spans(hosts: list[TestHost], unit: str, since: float) -> list[tuple[str
 
 
 def events(host: TestHost, event: str) -> list[dict[str, Any]]:
-    """The replica's JSON log lines of `event` from its journal."""
+    """The replica's JSON log lines of `event` from its journal, each with "_at": when the journal took it, on the
+    kernel's monotonic clock."""
     out = []
-    for line in host.ssh(f"journalctl -o cat --no-pager -u {UNIT}").stdout.splitlines():
+    for line in host.ssh(f"journalctl -o json --output-fields=MESSAGE --no-pager -u {UNIT}").stdout.splitlines():
         try:
-            doc = json.loads(line)
-        except ValueError:
+            entry = json.loads(line)
+            doc = json.loads(entry["MESSAGE"])
+        except (ValueError, KeyError, TypeError):
             continue
         if isinstance(doc, dict) and doc.get("event") == event:
+            doc["_at"] = int(entry["__MONOTONIC_TIMESTAMP"]) / 1e6
             out.append(doc)
     return out
 
@@ -250,7 +253,21 @@ def test_a_replica_with_stale_specs_that_wins_never_applies_them(replicas: Testb
     wait_for(f"{stale.name} to agree again", lambda: (s := status(stale)) and s["leader"]["specs_agree"], 30)
 
 
-def test_a_leader_cut_off_from_etcd_acts_no_more_before_the_next_leader_acts(replicas: Testbed) -> None:
+def acts_in_turn(hosts: list[TestHost], since: float) -> list[tuple[str, float, float]]:
+    """Every replica's actions after `since` in the order they began, each (replica, began, ended); asserts that
+    no action of one replica overlaps an action of another (whoever led, however often leadership moved)."""
+    acts = [(h.name, e["began"], e["ended"]) for h in hosts for e in events(h, "applied") if e["began"] > since]
+    acts.sort(key=lambda a: a[1])
+    for (who, _, ended), (next_who, began, _) in zip(acts, acts[1:]):
+        assert who == next_who or ended < began, f"{who} acted until {ended}, {next_who} from {began}"
+    return acts
+
+
+def cut_off_the_leader(replicas: Testbed) -> tuple[str, str, float, list[tuple[str, float, float]]] | None:
+    """Cut the leader's host off the network for 35 s while a drift needs repairing every half second: (the old
+    leader, the next, the moment of the cut, every action since the drift began), or None when the old leader's
+    journal says it stopped leading before the cut (a loaded testbed can miss a renewal deadline): then there was
+    no handover by the cut to look at."""
     old = replicas.host(one_leader(replicas.hosts))
     others = [h for h in replicas.hosts if h is not old]
     since = time.monotonic()
@@ -263,7 +280,8 @@ def test_a_leader_cut_off_from_etcd_acts_no_more_before_the_next_leader_acts(rep
             lambda: [e for e in events(old, "applied") if e["began"] > since],
             timeout=30,
         )
-        assert leaders(replicas.hosts) == [old.name]
+        if leaders(replicas.hosts) != [old.name]:
+            return None
         old.ssh("systemd-run --unit cut --collect sh -c 'ip link set host0 down; sleep 35; ip link set host0 up'")
         cut = time.monotonic()
         new = one_leader(others)
@@ -277,17 +295,31 @@ def test_a_leader_cut_off_from_etcd_acts_no_more_before_the_next_leader_acts(rep
         for h in replicas.hosts:
             if status(h) is not None:
                 h.ssh("systemctl stop drift", check=False)
-    old_acts = [e for e in events(old, "applied") if e["began"] > since]
-    new_acts = [e for e in events(replicas.host(new), "applied") if e["began"] > since]
-    last_old, first_new = max(e["ended"] for e in old_acts), min(e["began"] for e in new_acts)
-    assert last_old < first_new, f"{old.name} acted until {last_old}, {new} from {first_new}"
+    acts = acts_in_turn(replicas.hosts, since)
+    lost = [e["_at"] for e in events(old, "leadership lost") + events(old, "leader") if since < e["_at"] < cut]
+    if lost:  # its renewals missed their deadline before the cut: not the handover this test is about
+        print(f"{old.name} stopped leading on its own before the cut ({lost}); once more")
+        wait_for(f"{old.name} to follow {new}", lambda: (s := status(old)) and s["leader"]["leader"] == new, 60)
+        return None
+    return old.name, new, cut, acts
+
+
+def test_a_leader_cut_off_from_etcd_acts_no_more_before_the_next_leader_acts(replicas: Testbed) -> None:
+    for _ in range(3):
+        if (handover := cut_off_the_leader(replicas)) is not None:
+            break
+    else:
+        pytest.fail("leadership moved on its own before each of three cuts: no handover by a cut to look at")
+    old, new, cut, acts = handover
+    last_old = max(ended for who, _, ended in acts if who == old)
+    first_new = min(began for who, began, _ in acts if who == new)
+    assert last_old < first_new, f"{old} acted until {last_old}, {new} from {first_new}"
     assert first_new > cut  # the next leader acted only once the old one was cut off
     assert last_old - cut < 10.5  # within the renew deadline of the cut (or the last action before it)
     print(
-        f"cut at {cut:.2f}; {old.name}'s last action ended {last_old - cut:+.2f} s from it, "
-        f"{new}'s first began {first_new - cut:+.2f} s"
+        f"cut at {cut:.2f}; {old}'s last action ended {last_old - cut:+.2f} s from it, {new}'s first began {first_new - cut:+.2f} s"
     )
-    wait_for(f"{old.name} to follow {new}", lambda: (s := status(old)) and s["leader"]["leader"] == new, 60)
+    wait_for(f"{old} to follow {new}", lambda: (s := status(replicas.host(old))) and s["leader"]["leader"] == new, 60)
 
 
 def test_when_the_leaders_host_dies_another_replica_leads_and_converges_a_pending_edit(replicas: Testbed) -> None:
