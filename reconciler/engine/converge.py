@@ -17,7 +17,9 @@ from reconciler import progress
 from reconciler.engine.rollouts import Rollouts
 from reconciler.errors import HostError
 from reconciler.observe.facts import observe_host
+from reconciler.observe.programs import refusals
 from reconciler.outcome import HostOutcome, Looked, RunResult, Step
+from reconciler.plan.actions import STARTS
 from reconciler.plan.diff import plan_host
 from reconciler.spec.desired import DesiredHost, DesiredState
 from reconciler.transport.session import Session
@@ -46,6 +48,24 @@ async def _observe_and_plan(session: Session, host: DesiredHost, *, with_checks:
     )
 
 
+async def _flags_accepted(session: Session, host: DesiredHost, outcome: HostOutcome) -> HostOutcome:
+    """The planned outcome, or a failed one when the plan starts or restarts a component with a flag its binary on
+    the host does not accept (`observe.programs`): a located plan-time error, and nothing of the host touched."""
+    starting = {a.target for a in outcome.plan.actions if a.kind in STARTS} if outcome.plan else set()
+    if not starting:
+        return outcome
+    try:
+        refused = await refusals(await session.connection(host.target), host, starting)
+    except HostError as exc:
+        session.forget(host.name)
+        return HostOutcome(host.name, "failed", error=str(exc), ssh_error=exc.ssh)
+    if not refused:
+        return outcome
+    error = "; ".join(r.message for r in refused)
+    log.error("flags refused", host=host.name, units=sorted({r.unit for r in refused}), error=error)
+    return replace(outcome, status="failed", error=error)
+
+
 def _chosen(desired: DesiredState, only: list[str] | None) -> list[str]:
     return sorted(n for n in desired.hosts if not only or n in only)
 
@@ -57,7 +77,7 @@ async def plan_all(desired: DesiredState, session: Session, only: list[str] | No
 
 
 async def _planned(session: Session, host: DesiredHost) -> HostOutcome:
-    outcome = await _observe_and_plan(session, host)
+    outcome = await _flags_accepted(session, host, await _observe_and_plan(session, host))
     progress.finished(host.name, outcome.status)
     return outcome
 
@@ -143,6 +163,8 @@ async def reconcile_host(
         outcome = replace(first, remaining=first.plan)  # nothing to do, every check passes: no second look
     elif rollouts.fence is not None and first.plan is not None and first.plan.actions and not await rollouts.fence():
         outcome = replace(first, status="pending", remaining=first.plan, error=FOLLOWER)
+    elif (checked := await _flags_accepted(session, host, first)).status == "failed":
+        outcome = checked
     else:
         steps = [await rollouts.now(session, desired, host, first.plan)]
         if steps[-1].status != "failed":

@@ -22,6 +22,8 @@ class Kind(str, Enum):
     RELOAD = "reload"  # systemctl reload: the unit re-reads its files without stopping
 
 
+STARTS = (Kind.START, Kind.RESTART)  # what runs a unit's program anew, on the flags its files give it
+
 SYMBOL = {
     Kind.DIRECTORY: "+",
     Kind.WRITE: "~",

@@ -16,6 +16,7 @@ from reconciler.errors import SpecIssue
 from reconciler.spec.desired import DesiredHost
 from reconciler.spec.limits import MAX_DESIRED_ITEMS, MAX_HOSTS, UNIT_NAME_MAX
 from reconciler.spec.model import Document, UnitSpec, selects, unit_name
+from reconciler.spec.origins import locate
 
 
 def index_documents(docs: list[Document], issues: list[SpecIssue]) -> dict[str, dict[str, Document]]:
@@ -163,9 +164,7 @@ def within_size(hosts: list[Document], by_kind: dict[str, dict[str, Document]], 
     return True
 
 
-def component_issues(
-    desired: dict[str, DesiredHost], by_kind: dict[str, dict[str, Document]], spec_dir: Path
-) -> list[SpecIssue]:
+def component_issues(desired: dict[str, DesiredHost], spec_dir: Path) -> list[SpecIssue]:
     """What etcd and the kube components would refuse (`components`), located in the document that wrote it."""
     hosts = {
         name: (
@@ -174,26 +173,19 @@ def component_issues(
         )
         for name, h in desired.items()
     }
-    docs = {f"{kind}/{doc.metadata.name}": doc for kind in ("File", "Unit") for doc in by_kind[kind].values()}
     issues: list[SpecIssue] = []
     for problem in component_problems(hosts):
         setting = problem.setting
-        file = desired[problem.host].files.get(setting.path) if setting else None
-        doc = docs.get(file.source) if file else None
+        host = desired[problem.host]
+        file = host.files.get(setting.path) if setting else None
         sensitive = file is not None and file.sensitive
         shown = "" if setting is None or not setting.value or sensitive else f"={setting.value[:80]}"
         why = (
             "the component would refuse it (details withheld: the file is sensitive)" if sensitive else problem.message
         )
         message = f"{setting.label if setting else 'value'}{shown} on host {problem.host!r}: {why}"
-        if doc is None or setting is None:
-            issues.append(SpecIssue(str(spec_dir), 0, "", message))
-        elif doc.kind == "File" and doc.spec.env is not None and setting.key in doc.spec.env:
-            issues.append(
-                SpecIssue(doc.file, doc.line_of("spec", "env", setting.key), f"spec.env.{setting.key}", message)
-            )
-        else:  # a line of a `content: |` block: the key's line, then the line within the content
-            issues.append(SpecIssue(doc.file, doc.line_of("spec", "content") + setting.line, "spec.content", message))
+        where = locate(setting, host.origins.get(file.source)) if file and setting else None
+        issues.append(SpecIssue(*where, message) if where else SpecIssue(str(spec_dir), 0, "", message))
     return issues
 
 

@@ -11,6 +11,7 @@ from functools import cached_property
 
 from reconciler.components.etcd import MAX_ELECTION_MS
 from reconciler.components.systemd import is_drop_in, program
+from reconciler.spec.origins import Origin
 
 
 @dataclass(frozen=True)
@@ -125,6 +126,8 @@ class DesiredHost:
     certificates: tuple[DesiredCert, ...] = ()  # reported (presence, days to expiry), never written
     directories: dict[str, DesiredDirectory] = field(default_factory=dict)  # by path
     addresses: dict[str, str] = field(default_factory=dict)  # VirtualIP name -> the address; observed, never set
+    # where each File and Unit document is written ("File/etcd-conf" -> Origin), one dict shared by every host
+    origins: dict[str, Origin] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def name(self) -> str:

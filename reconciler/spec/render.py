@@ -49,6 +49,7 @@ from reconciler.spec.model import (
     selects,
     unit_name,
 )
+from reconciler.spec.origins import Origin
 from reconciler.spec.templates import Renderer
 
 MANAGED_HEADER = "# Managed by reconciler ({source}); local edits are reverted.\n"
@@ -79,11 +80,14 @@ def build_desired(
     if not within_size(hosts, by_kind, issues):
         raise SpecError(issues)
     renderer = Renderer(hosts, cache)
-    desired = {h.metadata.name: _render_host(h, by_kind, renderer, spec_dir, issues, tuning) for h in hosts}
+    origins = {
+        f"{kind}/{doc.metadata.name}": origin_of(doc) for kind in ("File", "Unit") for doc in by_kind[kind].values()
+    }
+    desired = {h.metadata.name: _render_host(h, by_kind, renderer, spec_dir, issues, tuning, origins) for h in hosts}
     renderer.cache.end_render()
     renderer.report(issues)
     if not issues:  # the components' own rules, on what each host would run with
-        issues += component_issues(desired, by_kind, spec_dir)
+        issues += component_issues(desired, spec_dir)
     if issues:
         raise SpecError(issues)
     return DesiredState(hosts=desired, tuning=tuning, warnings=tuple(warnings))
@@ -118,6 +122,7 @@ def _render_host(
     spec_dir: Path,
     issues: list[SpecIssue],
     tuning: DesiredTuning | None = None,
+    origins: dict[str, Origin] | None = None,
 ) -> DesiredHost:
     hs: HostSpec = host.spec
     name = host.metadata.name
@@ -277,6 +282,7 @@ def _render_host(
         certificates=tuple(certificates.values()),
         directories=_directories(host, by_kind, paths.files, issues),
         addresses=_addresses(host, by_kind, renderer, issues),
+        origins=origins or {},
     )
 
 
@@ -352,3 +358,9 @@ def _env_text(value: str | int | float | bool) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     return str(value)
+
+
+def origin_of(doc: Document) -> Origin:
+    """Where a File or Unit document writes its content (or its env keys) in its spec file."""
+    env = getattr(doc.spec, "env", None) or {}
+    return Origin(doc.file, doc.line_of("spec", "content"), {k: doc.line_of("spec", "env", k) for k in env})

@@ -38,6 +38,7 @@ from reconciler.errors import TransientHostError
 from reconciler.spec.desired import Target
 from reconciler.transport.base import MAX_OUTPUT, CommandResult, Connection
 from reconciler.transport.fake_import import answer_import
+from reconciler.transport.fake_programs import SimProgram, answer_programs
 
 UNIT_DIR = "/etc/systemd/system"
 _OBSERVED = (  # what the observe script asks systemctl show, in its order
@@ -165,6 +166,9 @@ class SimHost:
         self.ignore_budget = False  # a hostile shell: sends every file whole, whatever budget import gives it
         self.read: list[str] = []  # every path import's read script was asked for
         self.probed: list[str] = []  # every path whose first line import's certificate probe read
+        # the components' binaries by path (transport.fake_programs): none given is a stand-in, None is missing
+        self.programs: dict[str, SimProgram | None] = {}
+        self.asked: list[tuple[str, tuple[str, ...]]] = []  # (binary, what it was asked) for each question
 
     # -- commands -------------------------------------------------------------------------
     def execute(self, argv: list[str], stdin: bytes = b"") -> tuple[int, bytes, bytes]:
@@ -198,6 +202,8 @@ class SimHost:
         if argv[:1] == ["systemctl"]:
             self.changes += argv[1:2] not in (["reset-failed"], ["is-active"])
             return self._systemctl(argv[1:])
+        if argv[:2] == ["bash", "-c"] and len(argv) >= 4 and argv[3] == "reconciler-programs":
+            return answer_programs(self, argv[4:])
         if argv[:2] == ["sh", "-c"] and len(argv) >= 4 and argv[3] == "reconciler-import":
             return answer_import(self, argv[2], argv[4:])
         return 127, b"", f"fake host: not emulated: {argv[:1]}\n".encode()

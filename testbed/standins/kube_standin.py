@@ -3,7 +3,8 @@
 
 One stdlib-only script installed under the three names; it picks its role from basename(argv[0])
 (or from its first argument when run under another name). It accepts every flag of the seed's units
-(unknown flags are ignored), serves /healthz, /livez and /readyz over HTTP, sends sd_notify READY=1 once
+(unknown flags are ignored; --help and --version print one line and exit, listing no flag, so reconciler's
+flag check leaves it alone), serves /healthz, /livez and /readyz over HTTP, sends sd_notify READY=1 once
 its sockets are bound, and exits 0 on SIGTERM.
 
 - kube-apiserver: HTTP on --insecure-bind-address (127.0.0.1) : --insecure-port (8080), plus HTTPS on
@@ -210,6 +211,9 @@ def component_and_args(argv: list[str]) -> tuple[str, list[str]]:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv if argv is None else argv)
     component, flags = component_and_args(argv)
+    if "--help" in flags or "--version" in flags:  # as the real ones: say, and never serve
+        print(f"{component}: testbed stand-in (accepts any flag)")
+        return 0
     log(component, f"testbed stand-in starting, argv={argv!r}")
     args, _ignored = build_parser(component).parse_known_args(flags)
     stop = threading.Event()

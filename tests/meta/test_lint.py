@@ -39,7 +39,11 @@ def test_ruff_format_changes_nothing() -> None:
 def test_shellcheck_finds_nothing_in_the_shell_scripts() -> None:
     """The observe script (shipped in the package) and the repository's scripts; what shellcheck flags on purpose
     is said so in place (`# shellcheck disable=...` with the reason)."""
-    scripts = [REPO / "reconciler/observe/observe.sh", *sorted((REPO / "scripts").iterdir()), REPO / ".ci/run"]
+    scripts = [
+        *sorted((REPO / "reconciler/observe").glob("*.sh")),
+        *sorted((REPO / "scripts").iterdir()),
+        REPO / ".ci/run",
+    ]
     proc = subprocess.run(
         ["shellcheck", "-s", "bash", *map(str, scripts)], cwd=REPO, capture_output=True, text=True, timeout=300
     )

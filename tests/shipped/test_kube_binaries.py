@@ -9,6 +9,7 @@ testbed's PKI, answers /readyz "ok"."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import signal
 import ssl
@@ -20,6 +21,8 @@ from pathlib import Path
 
 import pytest
 
+from reconciler.components.flags import FlagBook
+from reconciler.observe.programs import SCRIPT, _learn
 from testbed import pki
 from tests.support.etcd import free_port, local_etcd
 
@@ -134,3 +137,40 @@ def test_the_real_apiserver_is_ready_on_loopback(kube_bin: Path, tmp_path: Path)
                 proc.kill()
                 proc.wait()
             log.close()
+
+
+def ask_book(binary: Path, probes: list[str]) -> FlagBook:
+    """What observe.programs learns of a binary: programs.sh run with bash here, as on a host."""
+    script = ["bash", "-c", SCRIPT, "reconciler-programs"]
+    digest = hashlib.sha256(binary.read_bytes()).hexdigest()
+    book = FlagBook()
+    for args in (["+help"], probes):
+        _learn(book, run(*script, "ask", binary, digest, *args))
+    return book
+
+
+def test_the_real_apiserver_refuses_a_removed_flag_and_accepts_deprecated_ones_its_help_hides(kube_bin: Path) -> None:
+    """The seed's --experimental-bootstrap-token-auth is gone from v1.20 (--enable-bootstrap-token-auth took its
+    place); the seed's --kubelet-https, --insecure-bind-address and --enable-swagger-ui are deprecated and hidden,
+    still accepted: its help does not list them, a probe says so (--admission-control and --allow-privileged,
+    deprecated too, are listed)."""
+    hidden = ["kubelet-https", "insecure-bind-address", "enable-swagger-ui"]
+    book = ask_book(kube_bin / "kube-apiserver", ["experimental-bootstrap-token-auth", *hidden])
+    assert book.version == f"Kubernetes {VERSION}" and len(book.visible) > 100
+    assert {"etcd-servers", "enable-bootstrap-token-auth", "v", "logtostderr", "admission-control"} <= book.visible
+    assert not set(hidden) & book.visible
+    assert book.probed == {"experimental-bootstrap-token-auth": False, **dict.fromkeys(hidden, True)}
+
+
+@pytest.mark.parametrize("name", ["kube-controller-manager", "kube-scheduler"])
+def test_the_real_controller_manager_and_scheduler_list_their_flags(kube_bin: Path, name: str) -> None:
+    book = ask_book(kube_bin / name, ["no-such-flag", "experimental-bootstrap-token-auth"])
+    assert book.lists_flags and {"master", "leader-elect", "kubeconfig", "address"} <= book.visible
+    assert book.probed == {"no-such-flag": False, "experimental-bootstrap-token-auth": False}
+
+
+def test_debians_etcd_lists_its_flags_and_refuses_an_unknown_one() -> None:
+    """etcd's usage text is its own (not pflag's), and Go's flag package refuses what it does not define."""
+    book = ask_book(Path("/usr/bin/etcd"), ["no-such-flag", "heartbeat-interval"])
+    assert book.version.startswith("etcd Version: 3.") and {"heartbeat-interval", "election-timeout"} <= book.visible
+    assert book.probed == {"no-such-flag": False, "heartbeat-interval": True}

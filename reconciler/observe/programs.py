@@ -1,0 +1,171 @@
+"""Before a component is started or restarted: does the binary the host would run accept every flag it is given?
+
+Owns asking the host (programs.sh beside this module): the checksum of each binary a planned start or restart
+runs (one command), and, once per checksum, what that binary says of its flags (its `--help`, and a probe for each
+flag its help does not list: deprecated and hidden flags are accepted, removed ones refused). What a binary said is
+kept in this process by checksum (`BOOKS`): a fleet running one build asks one host, once. Which flags a service
+is given is `components.systemd`'s reading of the desired unit and env files; which of them are refused,
+`components.flags`'. The refusals leave located in the specs (`spec.origins`), as the engine's plan-time errors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections import OrderedDict
+from dataclasses import dataclass
+from importlib import resources
+from weakref import WeakKeyDictionary
+
+import structlog
+
+from reconciler.components.flags import CHECKED, FlagBook, checkable, flag_words, listed, refused
+from reconciler.components.systemd import Service, Setting, service
+from reconciler.errors import TransientHostError
+from reconciler.spec.desired import DesiredHost
+from reconciler.spec.origins import locate
+from reconciler.terminal import printable
+from reconciler.transport.base import Connection
+
+log = structlog.get_logger(__name__)
+
+SCRIPT = "\n".join(
+    line
+    for line in resources.files("reconciler.observe").joinpath("programs.sh").read_text().splitlines()
+    if not line.lstrip().startswith("#")
+)
+_SAFE_PATH = re.compile(r"/[A-Za-z0-9._+/-]{1,4095}")  # a binary's path as it may travel on one line
+_SUM = re.compile(r"[0-9a-f]{64}")
+MAX_BOOKS = 64
+MAX_FLAGS = 500  # flags of one service asked about at most (bounded work for any spec)
+BOOKS: OrderedDict[str, FlagBook] = OrderedDict()  # checksum -> what that binary said, least recently used first
+
+
+@dataclass(frozen=True)
+class Refusal:
+    unit: str
+    program: str  # the binary's path on the host
+    message: str  # what is wrong and where it was written
+
+
+def started(host: DesiredHost, names: set[str]) -> dict[str, Service]:
+    """Of the units `names`, the services whose program is a checked component, by unit name, as their desired
+    unit and env files define them."""
+    texts = {p: f.content.decode("utf-8", errors="replace") for p, f in host.files.items()}
+    out: dict[str, Service] = {}
+    for unit in host.units:
+        if unit.name in names and unit.path in texts:
+            svc = service(unit.path, texts)
+            if svc.program in CHECKED and _SAFE_PATH.fullmatch(svc.argv[0].value):
+                out[unit.name] = svc
+    return out
+
+
+async def refusals(conn: Connection, host: DesiredHost, starting: set[str]) -> list[Refusal]:
+    """Every flag the units `starting` (a plan's starts and restarts) would give a component that its binary on the
+    host does not accept, and every such binary that is not there; [] when none is a component (no command then)."""
+    services = started(host, starting)
+    if not services:
+        return []
+    paths = sorted({svc.argv[0].value for svc in services.values()})
+    result = await conn.run(["bash", "-c", SCRIPT, "reconciler-programs", "sum", *paths], timeout=120)
+    if not result.ok:
+        raise TransientHostError(f"{host.name}: checking the components' binaries: {result.describe()}")
+    sums = _sums(result.stdout.decode("utf-8", errors="replace"), paths)
+    out: list[Refusal] = []
+    for unit, svc in sorted(services.items()):
+        path = svc.argv[0].value
+        digest = sums.get(path)
+        if digest is None:
+            out.append(Refusal(unit, path, f"{unit} would run {path}, which is not an executable file on {host.name}"))
+            continue
+        words = dict(list(flag_words(svc).items())[:MAX_FLAGS])
+        names, malformed = checkable(set(words))
+        book = await _book(conn, host.name, path, digest, names)
+        if book is None:
+            continue
+        for name in sorted(malformed | {n for n in names if not book.accepts(n)}):
+            out.append(Refusal(unit, path, _refused(host, unit, path, book, words[name])))
+    return out
+
+
+async def _book(conn: Connection, host: str, path: str, digest: str, names: set[str]) -> FlagBook | None:
+    """What the binary with this checksum says of `names`, asking the host only what no host has answered yet (its
+    help once, then a probe per flag the help does not list); None when its help lists no flags (not a binary
+    whose flags can be checked: a stand-in, a wrapper script)."""
+    async with _asking(digest):  # hosts planned at the same moment wait for the first one's answer
+        book = BOOKS.get(digest)
+        if book is None:
+            book = FlagBook()
+            _learn(book, await _ask(conn, host, path, digest, ["+help"]))
+            if not book.lists_flags:
+                log.info("flags not checked: its --help lists none", host=host, program=path, sha256=digest[:12])
+        BOOKS[digest] = book
+    BOOKS.move_to_end(digest)
+    while len(BOOKS) > MAX_BOOKS:
+        BOOKS.popitem(last=False)
+    if not book.lists_flags:
+        return None
+    ask = sorted(book.unknown_to(names))
+    if ask:
+        _learn(book, await _ask(conn, host, path, digest, ask))
+    return book
+
+
+_LOCKS: WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, asyncio.Lock]] = WeakKeyDictionary()
+
+
+def _asking(digest: str) -> asyncio.Lock:
+    locks = _LOCKS.setdefault(asyncio.get_running_loop(), {})
+    if len(locks) > MAX_BOOKS and not any(lock.locked() for lock in locks.values()):
+        locks.clear()
+    return locks.setdefault(digest, asyncio.Lock())
+
+
+async def _ask(conn: Connection, host: str, path: str, digest: str, args: list[str]) -> str:
+    argv = ["bash", "-c", SCRIPT, "reconciler-programs", "ask", path, digest, *args]
+    result = await conn.run(argv, timeout=30 + 12 * len(args))
+    text = result.stdout.decode("utf-8", errors="replace")
+    if not result.ok or "@@CHANGED" in text.splitlines() or not text.rstrip().endswith("@@END"):
+        raise TransientHostError(f"{host}: asking {path} about its flags: {result.describe()}")
+    return text
+
+
+def _sums(text: str, paths: list[str]) -> dict[str, str | None]:
+    out: dict[str, str | None] = {}
+    for line in text.splitlines():
+        tag, _, rest = line.partition(" ")
+        digest, _, path = rest.partition(" ")
+        if tag == "@@P" and path in paths:
+            out[path] = digest if _SUM.fullmatch(digest) else None
+    return out
+
+
+def _learn(book: FlagBook, text: str) -> None:
+    """Fill `book` from an `ask` answer: its version and help (when asked), each probe's verdict."""
+    sections: dict[str, list[str]] = {}
+    current: list[str] | None = None
+    for line in text.splitlines():
+        if line in ("@@VERSION", "@@HELP", "@@END") or line.startswith("@@PROBE "):
+            current = sections.setdefault(line, [])
+        elif current is not None:
+            current.append(line)
+    if "@@HELP" in sections:
+        book.version = printable(next((s for s in sections.get("@@VERSION", []) if s.strip()), "").strip())[:80]
+        book.visible = listed("\n".join(sections.get("@@HELP", [])))
+    for tag, lines in sections.items():
+        if tag.startswith("@@PROBE "):
+            book.probed[tag.removeprefix("@@PROBE ")] = not refused("\n".join(lines))
+
+
+def _refused(host: DesiredHost, unit: str, path: str, book: FlagBook, word: Setting) -> str:
+    file = host.files.get(word.path)
+    where = locate(word, host.origins.get(file.source)) if file is not None else None
+    said = f"{where[0]}:{where[1]} ({where[2]}), " if where else ""
+    given = f"{word.key} in " if word.key else ""
+    flag = word.name if file is None or not file.sensitive else "a flag (its name withheld: the file is sensitive)"
+    version = f" ({book.version})" if book.version else ""
+    return (
+        f"{flag[:120]} is not a flag {path}{version} on {host.name} accepts ({unit} would not start): "
+        f"given by {said}{given}{word.path} line {word.line}"
+    )
