@@ -3,7 +3,8 @@
 Owns asking the host (programs.sh beside this module): the checksum of each binary a planned start or restart
 runs (one command), and, once per checksum, what that binary says of its flags (its `--help`, and a probe for each
 flag its help does not list: deprecated and hidden flags are accepted, removed ones refused). What a binary said is
-kept in this process by checksum (`BOOKS`): a fleet running one build asks one host, once. Which flags a service
+kept in this process by checksum (`BOOKS`): a fleet running one build asks one host, once; a binary's checksum by
+its stamp on each host (`SEEN`: device, inode, size, mtime, ctime), so it is read again only once changed. Which flags a service
 is given is `components.systemd`'s reading of the desired unit and env files; which of them are refused,
 `components.flags`'. The refusals leave located in the specs (`spec.origins`), as the engine's plan-time errors.
 """
@@ -39,6 +40,9 @@ _SUM = re.compile(r"[0-9a-f]{64}")
 MAX_BOOKS = 64
 MAX_FLAGS = 500  # flags of one service asked about at most (bounded work for any spec)
 BOOKS: OrderedDict[str, FlagBook] = OrderedDict()  # checksum -> what that binary said, least recently used first
+MAX_SEEN = 16384
+# (host, binary path) -> (its stamp, its checksum) as last seen: a binary whose stamp is unchanged is not read again
+SEEN: OrderedDict[tuple[str, str], tuple[str, str]] = OrderedDict()
 
 
 @dataclass(frozen=True)
@@ -68,10 +72,12 @@ async def refusals(conn: Connection, host: DesiredHost, starting: set[str]) -> l
     if not services:
         return []
     paths = sorted({svc.argv[0].value for svc in services.values()})
-    result = await conn.run(["bash", "-c", SCRIPT, "reconciler-programs", "sum", *paths], timeout=120)
+    known = [SEEN.get((host.name, p), ("-", ""))[0] for p in paths]
+    args = [w for pair in zip(paths, known) for w in pair]
+    result = await conn.run(["bash", "-c", SCRIPT, "reconciler-programs", "sum", *args], timeout=120)
     if not result.ok:
         raise TransientHostError(f"{host.name}: checking the components' binaries: {result.describe()}")
-    sums = _sums(result.stdout.decode("utf-8", errors="replace"), paths)
+    sums = _sums(result.stdout.decode("utf-8", errors="replace"), paths, host.name)
     out: list[Refusal] = []
     for unit, svc in sorted(services.items()):
         path = svc.argv[0].value
@@ -131,13 +137,25 @@ async def _ask(conn: Connection, host: str, path: str, digest: str, args: list[s
     return text
 
 
-def _sums(text: str, paths: list[str]) -> dict[str, str | None]:
+def _sums(text: str, paths: list[str], host: str) -> dict[str, str | None]:
+    """Each path's checksum (None: not an executable file), from the host's answer and what it said before."""
     out: dict[str, str | None] = {}
     for line in text.splitlines():
-        tag, _, rest = line.partition(" ")
-        digest, _, path = rest.partition(" ")
-        if tag == "@@P" and path in paths:
-            out[path] = digest if _SUM.fullmatch(digest) else None
+        words = line.split(" ", 3)
+        if len(words) != 4 or words[0] != "@@P" or words[3] not in paths:
+            continue
+        stamp, digest, path = words[1:]
+        if digest == "same" and (host, path) in SEEN:
+            digest = SEEN[(host, path)][1]
+        if _SUM.fullmatch(digest):
+            out[path] = digest
+            SEEN[(host, path)] = (stamp, digest)
+            SEEN.move_to_end((host, path))
+        else:
+            out[path] = None
+            SEEN.pop((host, path), None)
+    while len(SEEN) > MAX_SEEN:
+        SEEN.popitem(last=False)
     return out
 
 

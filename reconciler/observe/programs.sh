@@ -3,8 +3,10 @@
 # ones (reconciler.observe.programs builds the arguments and parses the @@ tags; transport/fake.py answers the
 # same for in-memory hosts). Run as `bash -c SCRIPT reconciler-programs MODE ARGS...`. Linted by shellcheck.
 #
-#   sum PATH...                   per path: "@@P <sha256> <path>", or "@@P - <path>" when it is not an executable
-#                                 regular file (a symlink is followed: systemd runs what it leads to)
+#   sum PATH STAMP...             per path: "@@P <stamp> <sha256> <path>"; "@@P <stamp> same <path>" when its
+#                                 stamp (device:inode:size:mtime:ctime) is still STAMP (it is not read again);
+#                                 "@@P - - <path>" when it is not an executable regular file (a symlink is
+#                                 followed: systemd runs what it leads to)
 #   ask PATH SUM [+help] NAME...  "@@CHANGED" when PATH's checksum is no longer SUM; else with +help its
 #                                 `--version` (@@VERSION) and `--help` (@@HELP), then for each NAME its answer to
 #                                 `PATH --NAME= --help` (@@PROBE NAME): refused as unknown, or not. "@@END" last.
@@ -21,11 +23,19 @@ mode=$1
 shift
 case "$mode" in
 sum)
-  for p in "$@"; do
-    if [ -f "$p" ] && [ -x "$p" ] && s=$(sha256sum <"$p" 2>/dev/null); then
-      printf '@@P %s %s\n' "${s%% *}" "$p"
+  while [ $# -ge 2 ]; do
+    p=$1 known=$2
+    shift 2
+    if [ -f "$p" ] && [ -x "$p" ] && st=$(stat -L -c '%d:%i:%s:%.9Y:%.9Z' -- "$p" 2>/dev/null); then
+      if [ "$st" = "$known" ]; then
+        printf '@@P %s same %s\n' "$st" "$p"
+      elif s=$(sha256sum <"$p" 2>/dev/null); then
+        printf '@@P %s %s %s\n' "$st" "${s%% *}" "$p"
+      else
+        printf '@@P - - %s\n' "$p"
+      fi
     else
-      printf '@@P - %s\n' "$p"
+      printf '@@P - - %s\n' "$p"
     fi
   done
   ;;

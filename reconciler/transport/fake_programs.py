@@ -43,9 +43,11 @@ def answer_programs(host: SimHost, args: list[str]) -> tuple[int, bytes, bytes]:
     mode, rest = (args[0], args[1:]) if args else ("", [])
     out: list[str] = []
     if mode == "sum":
-        for path in rest:
+        for path, known in zip(rest[::2], rest[1::2]):
             program = host.programs.get(path, STANDIN)
-            out.append(f"@@P {program.digest if program else '-'} {path}")
+            stamp = f"1:{abs(hash(program)) % 10**9}:1:1.0:1.0" if program else "-"
+            said = "same" if program and stamp == known else program.digest if program else "-"
+            out.append(f"@@P {stamp} {said} {path}")
     elif mode == "ask" and len(rest) >= 2:
         path, digest, names = rest[0], rest[1], rest[2:]
         program = host.programs.get(path, STANDIN)

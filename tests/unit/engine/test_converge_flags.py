@@ -39,8 +39,10 @@ V1_20 = SimProgram(help=HELP, version="Kubernetes v1.20.2", hidden=HIDDEN)
 def no_books() -> Iterator[None]:
     """Each test starts with nothing learnt of any binary (what was asked is kept per process)."""
     programs.BOOKS.clear()
+    programs.SEEN.clear()
     yield
     programs.BOOKS.clear()
+    programs.SEEN.clear()
 
 
 def fleet(names: list[str], program: SimProgram | None = V1_20) -> dict[str, SimHost]:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from reconciler.components.flags import FlagBook
-from reconciler.observe.programs import SCRIPT, _learn, _sums
+from reconciler.observe.programs import SCRIPT, SEEN, _learn, _sums
 from reconciler.transport.fake import SimHost
 from reconciler.transport.fake_programs import SimProgram
 
@@ -65,8 +65,17 @@ def test_the_script_and_the_fake_tell_the_same_of_one_binary(binary: Path, tmp_p
     host.programs[str(tmp_path / "gone")] = None
     digest = hashlib.sha256(binary.read_bytes()).hexdigest()
     paths = [str(binary), str(tmp_path / "gone")]
-    assert _sums(real("sum", *paths), paths) == {str(binary): digest, str(tmp_path / "gone"): None}
-    assert _sums(fake(host, "sum", *paths), paths) == {str(binary): program.digest, str(tmp_path / "gone"): None}
+    fresh = [w for p in paths for w in (p, "-")]
+    assert _sums(real("sum", *fresh), paths, "real") == {str(binary): digest, str(tmp_path / "gone"): None}
+    assert _sums(fake(host, "sum", *fresh), paths, "fake") == {
+        str(binary): program.digest,
+        str(tmp_path / "gone"): None,
+    }
+    for who, answer in (("real", real), ("fake", lambda *a: fake(host, *a))):  # asked again with its stamp: not read
+        stamp = SEEN[(who, str(binary))][0]
+        line = answer("sum", str(binary), stamp).strip()
+        assert line == f"@@P {stamp} same {binary}"
+        assert _sums(line, paths, who) == {str(binary): digest if who == "real" else program.digest}
     books = []
     for answer in (
         real("ask", str(binary), digest, "+help"),
@@ -93,4 +102,7 @@ def test_a_binary_changed_since_its_checksum_is_said_so(binary: Path) -> None:
 def test_a_path_that_is_a_directory_or_not_executable_has_no_checksum(tmp_path: Path) -> None:
     (tmp_path / "plain").write_text("#!/bin/sh\n")
     paths = [str(tmp_path), str(tmp_path / "plain")]
-    assert _sums(real("sum", *paths), paths) == {str(tmp_path): None, str(tmp_path / "plain"): None}
+    assert _sums(real("sum", str(tmp_path), "-", str(tmp_path / "plain"), "-"), paths, "real") == {
+        str(tmp_path): None,
+        str(tmp_path / "plain"): None,
+    }
