@@ -1,6 +1,7 @@
 """Command line for the testbed: boot hosts and leave them running, reach them, tear them down.
 
-    python -m testbed up [-n 3] [--state-dir DIR]    boot (after cleaning leftovers), print hosts, exit
+    python -m testbed up [-n 3] [--kube standins|real] [--state-dir DIR]
+                                                     boot (after cleaning leftovers), print hosts, exit
     python -m testbed down [--state-dir DIR]         stop every host recorded in DIR, unmount, drop bridge
     python -m testbed ssh master-1 [CMD ...]         ssh into a host with the testbed's key and known_hosts
     python -m testbed status [--state-dir DIR]       which recorded hosts are running
@@ -17,6 +18,7 @@ from pathlib import Path
 
 from testbed.cleanup import cleanup, read_pid_file
 from testbed.hosts import Testbed, TestHost
+from testbed.kube import KINDS
 from testbed.layout import BRIDGE, DEFAULT_STATE_DIR, StateLayout
 from testbed.system import is_alive
 
@@ -27,6 +29,13 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     up = sub.add_parser("up", help="boot hosts and leave them running")
     up.add_argument("-n", type=int, default=3, help="number of hosts (default 3)")
+    up.add_argument(
+        "--kube",
+        choices=KINDS,
+        default=None,
+        help="the Kubernetes binaries: the stand-ins, or the real v1.20.2 of scripts/build-kube "
+        "(default: $RECONCILER_TESTBED_KUBE, else standins)",
+    )
     sub.add_parser("down", help="tear down a testbed left running by `up`")
     sub.add_parser("status", help="show recorded hosts")
     ssh = sub.add_parser("ssh", help="ssh into a host")
@@ -46,10 +55,10 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     layout = StateLayout(args.state_dir)
     if args.command == "up":
-        testbed = Testbed(args.n, args.state_dir).start()
+        testbed = Testbed(args.n, args.state_dir, kube_kind=args.kube).start()
         print(
             f"testbed up in {testbed.timings['prepare'] + testbed.timings['boot']:.1f}s "
-            f"(bridge {BRIDGE}, state {args.state_dir})"
+            f"(bridge {BRIDGE}, state {args.state_dir}, kube {testbed.kube_kind})"
         )
         for host in testbed.hosts:
             print(f"  {host.name}  {host.address}  pid {host.pid}  root {host.root}")

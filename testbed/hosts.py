@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from types import TracebackType
 
-from testbed import pki, rootfs
+from testbed import kube, pki, rootfs
 from testbed.cleanup import cleanup
 from testbed.host import BOOT_TIMEOUT, SSHCommandError, TestHost
 from testbed.layout import BRIDGE, DEFAULT_STATE_DIR, GATEWAY, StateLayout
@@ -26,9 +26,16 @@ class Testbed:
 
     __test__ = False  # not a pytest test class
 
-    def __init__(self, n: int = 3, state_dir: Path = DEFAULT_STATE_DIR, boot_timeout: float = BOOT_TIMEOUT) -> None:
+    def __init__(
+        self,
+        n: int = 3,
+        state_dir: Path = DEFAULT_STATE_DIR,
+        boot_timeout: float = BOOT_TIMEOUT,
+        kube_kind: str | None = None,
+    ) -> None:
         if not 1 <= n <= 200:
             raise ValueError(f"n must be between 1 and 200, got {n}")
+        self.kube_kind = kube_kind or kube.default_kind()  # which Kubernetes binaries the hosts get (testbed.kube)
         self.layout = StateLayout(Path(state_dir))
         self.state_dir = self.layout.state_dir
         self.boot_timeout = boot_timeout
@@ -93,7 +100,12 @@ class Testbed:
         def prepare_host(host: TestHost) -> str:
             rootfs.mount(self.layout.host_dir(host.name))
             key = rootfs.prepare(
-                host.root, name=host.name, address=host.address, authorized_key=authorized, pki_dir=self.pki_dir
+                host.root,
+                name=host.name,
+                address=host.address,
+                authorized_key=authorized,
+                pki_dir=self.pki_dir,
+                kube_kind=self.kube_kind,
             )
             return f"{host.address} {key}\n"
 

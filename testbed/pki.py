@@ -1,8 +1,8 @@
 """The testbed's PKI, made with the openssl CLI.
 
-Owns one CA (ca.pem, ca-key.pem) and one certificate for servers and clients alike (kubernetes.pem,
-kubernetes-key.pem; serverAuth + clientAuth, SANs for loopback, every host's address and name), as the
-seed's cfssl step makes them, and their installation into a host root at /etc/kubernetes/ssl.
+Owns one CA (ca.pem, ca-key.pem), one certificate for servers and clients alike (kubernetes.pem,
+kubernetes-key.pem; serverAuth + clientAuth, SANs for loopback, every host's address and name) and the admin
+client certificate (admin.pem, admin-key.pem; O=system:masters), as the seed's cfssl step makes them, and their installation into a host root at /etc/kubernetes/ssl.
 Called by Testbed.start() once per testbed, before the hosts boot.
 """
 
@@ -16,8 +16,8 @@ from testbed.system import run
 
 SSL_DIR = Path("etc/kubernetes/ssl")
 DAYS = "3650"
-CERTS = ("ca.pem", "kubernetes.pem")
-KEYS = ("ca-key.pem", "kubernetes-key.pem")
+CERTS = ("ca.pem", "kubernetes.pem", "admin.pem")
+KEYS = ("ca-key.pem", "kubernetes-key.pem", "admin-key.pem")
 
 _CA_CONFIG = """\
 [req]
@@ -40,6 +40,17 @@ extendedKeyUsage = serverAuth, clientAuth
 subjectKeyIdentifier = hash
 authorityKeyIdentifier = keyid
 subjectAltName = {sans}
+"""
+
+# the seed's admin.pem: a client of the apiserver in the system:masters group (kubectl, and here the controller-manager
+# and scheduler's kubeconfig)
+_CLIENT_EXT = """\
+[v3_leaf]
+basicConstraints = critical, CA:FALSE
+keyUsage = critical, digitalSignature, keyEncipherment
+extendedKeyUsage = clientAuth
+subjectKeyIdentifier = hash
+authorityKeyIdentifier = keyid
 """
 
 
@@ -80,20 +91,25 @@ def generate(pki_dir: Path, names: list[str], addresses: list[str]) -> Path:
             str(pki_dir / "ca.pem"),
         ]
     )
-    csr = pki_dir / "kubernetes.csr"
+    _leaf(pki_dir, "kubernetes", "/O=k8s/CN=kubernetes", ext)
+    client = pki_dir / "admin.ext"
+    client.write_text(_CLIENT_EXT)
+    _leaf(pki_dir, "admin", "/O=system:masters/CN=admin", client)
+    for path in (ca_cnf, ext, client):
+        path.unlink()
+    for name in KEYS:
+        (pki_dir / name).chmod(0o600)
+    for name in CERTS:
+        (pki_dir / name).chmod(0o644)
+    return pki_dir
+
+
+def _leaf(pki_dir: Path, name: str, subject: str, ext: Path) -> None:
+    """<name>.pem and <name>-key.pem, signed by the CA with the v3_leaf extensions of `ext`."""
+    csr = pki_dir / f"{name}.csr"
     run(
-        [
-            "openssl",
-            "req",
-            "-new",
-            *rsa,
-            "-subj",
-            "/O=k8s/CN=kubernetes",
-            "-keyout",
-            str(pki_dir / "kubernetes-key.pem"),
-            "-out",
-            str(csr),
-        ]
+        ["openssl", "req", "-new", "-newkey", "rsa:2048", "-nodes", "-subj", subject]
+        + ["-keyout", str(pki_dir / f"{name}-key.pem"), "-out", str(csr)]
     )
     run(
         [
@@ -106,25 +122,11 @@ def generate(pki_dir: Path, names: list[str], addresses: list[str]) -> Path:
             str(pki_dir / "ca.pem"),
             "-CAkey",
             str(pki_dir / "ca-key.pem"),
-            "-set_serial",
-            "0x" + os.urandom(12).hex(),
-            "-days",
-            DAYS,
-            "-extfile",
-            str(ext),
-            "-extensions",
-            "v3_leaf",
-            "-out",
-            str(pki_dir / "kubernetes.pem"),
         ]
+        + ["-set_serial", "0x" + os.urandom(12).hex(), "-days", DAYS, "-extfile", str(ext), "-extensions", "v3_leaf"]
+        + ["-out", str(pki_dir / f"{name}.pem")]
     )
-    for path in (ca_cnf, ext, csr):
-        path.unlink()
-    for name in KEYS:
-        (pki_dir / name).chmod(0o600)
-    for name in CERTS:
-        (pki_dir / name).chmod(0o644)
-    return pki_dir
+    csr.unlink()
 
 
 def install(pki_dir: Path, root: Path) -> None:

@@ -3,7 +3,7 @@
 Owns mounting (tmpfs at the host dir, overlay with lowerdir=/ at root/) and unmounting, and everything
 written into a root before its first boot: unwanted service links removed, old etcd/kubernetes state
 removed, hostname and machine-id, a fresh ssh host key, root's authorized key and shell files, the
-network unit, the PKI and the Kubernetes stand-ins. Called by Testbed.start().
+network unit, the PKI and the Kubernetes binaries (testbed.kube: the stand-ins or the real ones). Called by Testbed.start().
 """
 
 from __future__ import annotations
@@ -12,12 +12,10 @@ import os
 import shutil
 from pathlib import Path
 
-from testbed import pki
+from testbed import kube, pki
 from testbed.layout import PREFIX_LEN
 from testbed.system import is_mounted, run, unmount
 
-STANDIN_SOURCE = Path(__file__).parent / "standins" / "kube_standin.py"
-STANDIN_NAMES = ("kube-apiserver", "kube-controller-manager", "kube-scheduler")
 KEEP_SERVICES = {"ssh.service"}
 NET_UNIT = "tb-net.service"
 
@@ -87,7 +85,9 @@ def _write(path: Path, text: str, mode: int) -> None:
     path.chmod(mode)
 
 
-def prepare(root: Path, *, name: str, address: str, authorized_key: str, pki_dir: Path) -> str:
+def prepare(
+    root: Path, *, name: str, address: str, authorized_key: str, pki_dir: Path, kube_kind: str = "standins"
+) -> str:
     """Customise a freshly mounted root for host `name`; return its public ed25519 host key line."""
     disable_services(root)
     for stale in ("etc/etcd", "var/lib/etcd", "etc/kubernetes"):
@@ -116,16 +116,6 @@ def prepare(root: Path, *, name: str, address: str, authorized_key: str, pki_dir
     wants.symlink_to(f"/etc/systemd/system/{NET_UNIT}")
 
     pki.install(pki_dir, root)
-    install_standins(root)
+    kube.install(root, kube_kind)
     key_type, key_blob = Path(f"{key}.pub").read_text().split()[:2]
     return f"{key_type} {key_blob}"
-
-
-def install_standins(root: Path) -> None:
-    """Copy the stand-in script to /usr/local/bin under each Kubernetes component's name (mode 0755)."""
-    bin_dir = root / "usr/local/bin"
-    bin_dir.mkdir(parents=True, exist_ok=True)
-    for name in STANDIN_NAMES:
-        target = bin_dir / name
-        shutil.copyfile(STANDIN_SOURCE, target)
-        target.chmod(0o755)

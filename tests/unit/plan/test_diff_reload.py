@@ -31,7 +31,8 @@ def specs(tmp_path: Path) -> Path:
     kube = d / "kubernetes.yaml"
     kube.write_text(
         kube.read_text().replace(
-            "restartOn: [kube-config, kube-scheduler-env]", "restartOn: [kube-config]\n  reloadOn: [kube-scheduler-env]"
+            "restartOn: [kube-config, kube-scheduler-env, kubeconfig]",
+            "restartOn: [kube-config, kubeconfig]\n  reloadOn: [kube-scheduler-env]",
         )
     )
     return d
