@@ -284,7 +284,7 @@ def test_certificates_are_reported_with_days_to_expiry(
     certs.write_text(
         certs.read_text().replace(
             "    - /etc/kubernetes/ssl/kubernetes.pem\n",
-            "    - /etc/kubernetes/ssl/kubernetes.pem\n    - /etc/kubernetes/ssl/admin.pem\n",
+            "    - /etc/kubernetes/ssl/kubernetes.pem\n    - /etc/kubernetes/ssl/kube-proxy.pem\n",
         )
     )
     enddate = (
@@ -302,12 +302,13 @@ def test_certificates_are_reported_with_days_to_expiry(
     status = wait_for("convergence", lambda: all_converged(daemon), daemon=daemon)
     for host in converged.hosts:
         report = status["hosts"][host.name]["certificates"]
-        assert report["/etc/kubernetes/ssl/admin.pem"]["state"] == "missing"
+        assert report["/etc/kubernetes/ssl/kube-proxy.pem"]["state"] == "missing"
         ca = report["/etc/kubernetes/ssl/ca.pem"]
         assert ca["state"] == "ok" and ca["not_after"] == expires
         assert abs(ca["days_left"] - (expires - time.time()) / 86400) < 0.1
         assert (
-            daemon.sample("reconciler_certificate_present", host=host.name, path="/etc/kubernetes/ssl/admin.pem") == 0
+            daemon.sample("reconciler_certificate_present", host=host.name, path="/etc/kubernetes/ssl/kube-proxy.pem")
+            == 0
         )
         assert (
             daemon.sample(
@@ -316,9 +317,9 @@ def test_certificates_are_reported_with_days_to_expiry(
             == expires
         )
     table = reconciler("status", "--url", daemon.base).out
-    assert "1 missing, 2 ok" in table and "/etc/kubernetes/ssl/admin.pem  missing" in table
+    assert "1 missing, 3 ok" in table and "/etc/kubernetes/ssl/kube-proxy.pem  missing" in table
     check = reconciler("check", "--host", "master-1", str(spec_copy))
-    assert "cert  /etc/kubernetes/ssl/admin.pem" in check.out and "missing" in check.out
+    assert "cert  /etc/kubernetes/ssl/kube-proxy.pem" in check.out and "missing" in check.out
     assert re.search(r"cert  /etc/kubernetes/ssl/ca.pem\s+ok: \d+ days left \(warnDays 30\)", check.out), check.out
 
 

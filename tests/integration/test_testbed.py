@@ -38,12 +38,16 @@ def test_wrong_host_key_is_refused(testbed: Testbed, tmp_path: Path) -> None:
 
 def test_pki_installed_and_verifies(testbed: Testbed) -> None:
     for host in testbed.hosts:
-        out = host.ssh("cd /etc/kubernetes/ssl && openssl verify -CAfile ca.pem kubernetes.pem").stdout
-        assert "kubernetes.pem: OK" in out
+        out = host.ssh("cd /etc/kubernetes/ssl && openssl verify -CAfile ca.pem kubernetes.pem admin.pem").stdout
+        assert "kubernetes.pem: OK" in out and "admin.pem: OK" in out
+        subject = host.ssh("openssl x509 -noout -subject -in /etc/kubernetes/ssl/admin.pem").stdout
+        assert subject.strip() == "subject=O = system:masters, CN = admin"  # the seed's admin: cluster admin
         modes = host.ssh("stat -c '%n %a' /etc/kubernetes/ssl /etc/kubernetes/ssl/*.pem").stdout.split("\n")
         assert sorted(filter(None, modes)) == sorted(
             [
                 "/etc/kubernetes/ssl 755",
+                "/etc/kubernetes/ssl/admin-key.pem 600",
+                "/etc/kubernetes/ssl/admin.pem 644",
                 "/etc/kubernetes/ssl/ca-key.pem 600",
                 "/etc/kubernetes/ssl/ca.pem 644",
                 "/etc/kubernetes/ssl/kubernetes-key.pem 600",

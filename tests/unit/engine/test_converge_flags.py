@@ -141,3 +141,27 @@ async def test_a_flag_from_a_sensitive_file_is_not_named(specs: Path) -> None:
     result = await plan_all(desired, Session(fake_connector(fleet(list(desired.hosts)))))
     error = result.outcomes["master-1"].error
     assert "experimental" not in error and "a flag (its name withheld: the file is sensitive)" in error
+
+
+async def test_a_word_that_cannot_be_a_flag_is_refused_without_asking_the_host(specs: Path) -> None:
+    """Spec values never reach the host's shell: a flag name outside [A-Za-z0-9._-] is refused here, unasked."""
+    spec = specs / "kubernetes.yaml"
+    spec.write_text(spec.read_text().replace(" --event-ttl=1h", " --event-ttl=1h --$(touch${IFS}/tmp/owned)=1"))
+    desired = load_desired(specs)
+    hosts = fleet(list(desired.hosts))
+    result = await plan_all(desired, Session(fake_connector(hosts)))
+    assert "--$(touch${IFS}/tmp/owned) is not a flag" in result.outcomes["master-1"].error
+    assert not [q for h in hosts.values() for _, q in h.asked if any("touch" in w for w in q)]
+
+
+async def test_a_hostile_host_that_lies_about_a_binary_affects_only_itself(specs: Path) -> None:
+    """A host whose binary's help lists every flag but answers every probe "unknown" refuses its own plan only: what
+    it said is kept under its own binary's checksum, never under the others'."""
+    as_the_seed(specs)
+    desired = load_desired(specs)
+    hosts = fleet(list(desired.hosts))
+    liar = SimProgram(help=HELP + "      --experimental-bootstrap-token-auth   listed\n", version="lies", hidden=HIDDEN)
+    hosts["master-3"].programs[APISERVER] = liar
+    result = await plan_all(desired, Session(fake_connector(hosts)))
+    assert result.outcomes["master-3"].status == "pending"  # its binary says it knows the flag: believed, for itself
+    assert result.outcomes["master-1"].status == result.outcomes["master-2"].status == "failed"
