@@ -74,6 +74,7 @@ apiserver = put("apiserver.j2", "/etc/kubernetes/apiserver")
 token = put("token.csv.j2", "/etc/kubernetes/token.csv", mode="600")
 controller_manager = put("controller-manager.j2", "/etc/kubernetes/controller-manager")
 scheduler = put("scheduler.j2", "/etc/kubernetes/scheduler")
+kubeconfig = put("kubeconfig.j2", "/etc/kubernetes/kubeconfig", mode="600")
 units = {
     name: put(f"{name}.service.j2", f"/etc/systemd/system/{name}.service")
     for name in ("kube-apiserver", "kube-controller-manager", "kube-scheduler")
@@ -81,8 +82,8 @@ units = {
 systemd.daemon_reload(name="reload systemd", _if=any_changed(*units.values()))
 reads = {
     "kube-apiserver": (apiserver, token),
-    "kube-controller-manager": (controller_manager,),
-    "kube-scheduler": (scheduler,),
+    "kube-controller-manager": (controller_manager, kubeconfig),
+    "kube-scheduler": (scheduler, kubeconfig),
 }
 for name, unit in units.items():  # as Ansible's handlers: restart what changed, then enabled and running
     systemd.service(name=f"restart {name}", service=name, restarted=True, _if=any_changed(config, unit, *reads[name]))
@@ -91,11 +92,13 @@ for name in units:
 server.shell(
     name="components healthy (kubectl get cs), etcd healthy, certificates valid for 30 more days",
     commands=[
-        f"for i in $(seq 60); do curl -fsS -o /dev/null http://{host.data.ssh_hostname}:8080/healthz && break; sleep 1; done",
+        "for i in $(seq 60); do curl -fsS -o /dev/null --cacert /etc/kubernetes/ssl/ca.pem"
+        f" https://{host.data.ssh_hostname}:6443/readyz && break; sleep 1; done",
         "for i in $(seq 60); do curl -fsS -o /dev/null http://127.0.0.1:10252/healthz && break; sleep 1; done",
         "for i in $(seq 60); do curl -fsS -o /dev/null http://127.0.0.1:10251/healthz && break; sleep 1; done",
         f"{ETCD_HEALTH} >/dev/null",
         "openssl x509 -noout -checkend 2592000 -in /etc/kubernetes/ssl/ca.pem",
         "openssl x509 -noout -checkend 2592000 -in /etc/kubernetes/ssl/kubernetes.pem",
+        "openssl x509 -noout -checkend 2592000 -in /etc/kubernetes/ssl/admin.pem",
     ],
 )
