@@ -69,6 +69,7 @@ MANAGED = (
     "/etc/kubernetes/token.csv",
     "/etc/kubernetes/controller-manager",
     "/etc/kubernetes/scheduler",
+    "/etc/kubernetes/kubeconfig",
 )
 EDIT_SPACING = 2.5
 HAND_EDIT = "echo 'KUBE_SCHEDULER_ARGS=--hand-edit' >> /etc/kubernetes/scheduler"

@@ -3,7 +3,8 @@ real control plane against the testbed's 3-member etcd over TLS, healthy by /rea
 apiserver's verbose /readyz answer as the seed's last step expects; the scheduler's and controller-manager's
 Leases exist and move when their holder stops; a flag the real binary does not define (the seed's
 --experimental-bootstrap-token-auth) is refused at plan time, nothing written; a value it accepts but fails on
-(a certificate that is not there) is rolled back with the apiserver's own error quoted.
+(a certificate that is not there) is rolled back with the apiserver's own error quoted; behind the HA front, a
+rolling restart of the apiservers drains through the VIP without a failed request.
 
 The module swaps the stand-ins for the real binaries on the session's testbed and back (restarting the three
 components each way: reconciler restarts on a file change, not on a binary swapped under a running unit)."""
@@ -11,6 +12,7 @@ components each way: reconciler restarts on a file change, not on a binary swapp
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from testbed import Testbed, TestHost, kube
+from testbed.ha import VIP, Traffic, enable_ha, holders
 from tests.support.cli import reconciler
 from tests.support.daemon import wait_for
 from tests.support.specs import BUNDLED as SPECS
@@ -144,3 +147,44 @@ def test_a_certificate_the_real_apiserver_cannot_open_is_rolled_back_with_its_er
         lambda: "ok" == m2.ssh(f"{KUBECTL} get --raw /readyz", check=False).stdout.strip(),
         timeout=120,
     )
+
+
+def test_a_rolling_apiserver_restart_drains_through_the_vip_without_a_failed_request(
+    real: Testbed, tmp_path: Path
+) -> None:
+    """The HA front (specs/ha) before the real apiservers, kube-apiserver given a rollout (docs/ha.md): reconciler
+    restarts them one at a time, each next one once the last passes /readyz; each, told to stop, fails /readyz at once and serves 5 s more
+    (--shutdown-delay-duration), so HAProxy's /readyz check takes it out before it stops answering. A client
+    asking /version through the VIP's TLS frontend the whole time sees no failed request."""
+    spec_dir = tmp_path / "specs"
+    shutil.copytree(SPECS, spec_dir)
+    enable_ha(spec_dir, insecure_on_vip=False)
+    kube_spec = spec_dir / "kubernetes.yaml"
+    anchor = "  restartOn: [kube-config, kube-apiserver-env, token-csv]\n"
+    rollout = "  rollout: {strategy: OneAtATime, healthCheck: kube-apiserver, timeoutSeconds: 120}\n"
+    kube_spec.write_text(kube_spec.read_text().replace(anchor, anchor + rollout))  # as docs/ha.md advises
+    try:
+        result = reconciler("apply", str(spec_dir), "--verify-wait", "180")
+        assert result.code == 0, result.out + result.err
+        wait_for("one VIP holder", lambda: len(holders(real)) == 1)
+        started = {
+            h.name: h.ssh("systemctl show -p ActiveEnterTimestamp --value kube-apiserver").stdout for h in real.hosts
+        }
+        kube_spec.write_text(kube_spec.read_text().replace("--audit-log-maxage=30", "--audit-log-maxage=31"))
+        with Traffic(url=f"https://{VIP}:8443/version") as client:
+            wait_for("requests through the VIP", lambda: client.sent() > 10)
+            began = time.monotonic()
+            result = reconciler("apply", str(spec_dir), "--verify-wait", "180")
+            ended = time.monotonic()
+        out = result.out + result.err
+        assert result.code == 0, out
+        for h in real.hosts:  # each restarted
+            assert h.ssh("systemctl show -p ActiveEnterTimestamp --value kube-apiserver").stdout != started[h.name]
+        assert client.sent(began) > 100, client.sent(began)
+        assert client.failed(began) == [], client.failed(began)[:5]
+        print(f"3 apiservers restarted in turn in {ended - began:.1f} s: {client.sent(began)} requests, none failed")
+    finally:
+        for h in real.hosts:  # the HA front off again; the bundled specs do not manage it
+            h.ssh("systemctl disable --now keepalived haproxy", check=False)
+        result = reconciler("apply", str(SPECS), "--verify-wait", "180")
+        assert result.code == 0, result.out + result.err

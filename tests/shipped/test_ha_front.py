@@ -5,7 +5,8 @@ apiservers' insecure port, every address in the rendered config is rewritten to 
 What is pinned here (issue 26, item 8): the seed's insecure port (no authentication, no authorization) is served
 on loopback only unless the operator opts in (`lb_insecure_bind`); an answer that says "failing" (5xx, or no
 answer at all) is asked again of another apiserver only for a safe method (GET, HEAD, OPTIONS): a POST is delivered
-exactly once; the `vip` check's path on the monitor port answers an apiserver's /healthz and nothing else; and
+exactly once; the `vip` check's path on the monitor port answers an apiserver's /readyz (over TLS, its certificate
+verified) and nothing else; and
 HAProxy gives up root (chroot and user) once it has bound its ports."""
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import pwd
 import re
 import shutil
 import socket
+import ssl
 import subprocess
 import threading
 import time
@@ -31,6 +33,7 @@ import pytest
 import yaml
 
 from reconciler.spec.isolate import load_desired
+from testbed import pki
 
 pytestmark = pytest.mark.host
 
@@ -73,6 +76,10 @@ class Backends:
     deliveries: Counter[tuple[str, str]] = field(default_factory=Counter)
     servers: list[ThreadingHTTPServer] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    # the apiservers' secure port as the `vip` check's backend sees it: TLS (the testbed PKI's kubernetes.pem),
+    # /readyz answered 200, anything else counted in `deliveries`
+    secure: list[ThreadingHTTPServer] = field(default_factory=list)
+    ssl_dir: Path | None = None
 
     def start(self) -> Backends:
         backends = self
@@ -116,10 +123,31 @@ class Backends:
             server.daemon_threads = True
             threading.Thread(target=server.serve_forever, daemon=True).start()
             self.servers.append(server)
+
+        class Secure(Handler):
+            def _answer(self) -> None:
+                if self.path == "/readyz":
+                    self._send(200, b"ok")
+                else:
+                    with backends.lock:
+                        backends.deliveries[(self.command, self.path)] += 1
+                    self._send(403, b"forbidden")
+
+            do_GET = do_POST = do_HEAD = _answer
+
+        if self.ssl_dir is not None:
+            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            context.load_cert_chain(self.ssl_dir / "kubernetes.pem", self.ssl_dir / "kubernetes-key.pem")
+            for _ in range(3):
+                server = ThreadingHTTPServer(("127.0.0.1", 0), Secure)
+                server.daemon_threads = True
+                server.socket = context.wrap_socket(server.socket, server_side=True)
+                threading.Thread(target=server.serve_forever, daemon=True).start()
+                self.secure.append(server)
         return self
 
     def stop(self) -> None:
-        for server in self.servers:
+        for server in self.servers + self.secure:
             server.shutdown()
             server.server_close()
 
@@ -147,10 +175,15 @@ class LocalHAProxy:
 
 
 def to_loopback(cfg: str, backends: Backends) -> str:
-    """Every server line on loopback: the insecure backend's on the stand-ins, the secure backend's (TLS, not
-    used here) on a port where nothing listens."""
+    """Every server line on loopback: the insecure backend's on the stand-ins, the `vip` check's (/readyz over
+    TLS, its CA the local PKI's) on the TLS stand-ins, the secure TCP backend's on a port where nothing listens."""
+    assert backends.ssl_dir is not None
     ports = iter(backends.ports)
     cfg = re.sub(r"(server \S+) [\d.]+:8080", lambda m: f"{m.group(1)} 127.0.0.1:{next(ports)}", cfg)
+    readyz = section(cfg, "backend kube-apiserver-readyz")
+    secure = iter(s.server_address[1] for s in backends.secure)
+    local = re.sub(r"(server \S+) [\d.]+:6443", lambda m: f"{m.group(1)} 127.0.0.1:{next(secure)}", readyz)
+    cfg = cfg.replace(readyz, local.replace("/etc/kubernetes/ssl/ca.pem", str(backends.ssl_dir / "ca.pem")))
     return re.sub(r"(server \S+) [\d.]+:6443", lambda m: f"{m.group(1)} 127.0.0.1:{free_port()}", cfg)
 
 
@@ -202,8 +235,8 @@ def run_haproxy(tmp_path: Path, backends: Backends, **extra: Any) -> Iterator[Lo
 
 
 @pytest.fixture
-def backends() -> Iterator[Backends]:
-    b = Backends().start()
+def backends(tmp_path: Path) -> Iterator[Backends]:
+    b = Backends(ssl_dir=pki.generate(tmp_path / "pki", [], [])).start()
     yield b
     b.stop()
 
@@ -273,14 +306,14 @@ def test_a_post_is_still_sent_elsewhere_when_an_apiserver_refuses_the_connection
         assert backends.deliveries[("POST", f"/write-{n}")] == 1
 
 
-def test_the_vip_checks_path_answers_an_apiservers_healthz_and_nothing_else(
+def test_the_vip_checks_path_answers_an_apiservers_readyz_over_tls_and_nothing_else(
     tmp_path: Path, haproxy: LocalHAProxy, backends: Backends
 ) -> None:
     assert haproxy.request("GET", "/apiserver/healthz", port="monitor") == (200, b"ok")
     assert haproxy.request("GET", "/healthz", port="monitor")[0] == 200  # the local HAProxy serves (keepalived)
     for method, path in (("GET", "/api/v1/secrets"), ("POST", "/apiserver/healthz"), ("GET", "/apiserver/x")):
         assert haproxy.request(method, path, port="monitor", body=b"" if method == "POST" else None)[0] == 403
-    assert not backends.deliveries  # nothing but /healthz reached an apiserver
+    assert not backends.deliveries  # nothing but /readyz (and the checks' /healthz) reached an apiserver
     vip = load_desired(tmp_path / "specs").hosts["master-1"].check("vip")
     assert vip is not None and vip.url == f"http://{VIP}:{haproxy.ports['monitor']}/apiserver/healthz"
 

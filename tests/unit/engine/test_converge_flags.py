@@ -23,7 +23,7 @@ LISTED = (
     "token-auth-file service-node-port-range tls-cert-file tls-private-key-file client-ca-file "
     "service-account-key-file etcd-cafile etcd-certfile etcd-keyfile apiserver-count audit-log-maxage "
     "audit-log-maxbackup audit-log-maxsize audit-log-path event-ttl logtostderr enable-bootstrap-token-auth "
-    "service-account-issuer service-account-signing-key-file"
+    "service-account-issuer service-account-signing-key-file shutdown-delay-duration"
 ).split()
 HIDDEN = frozenset(
     {"insecure-bind-address", "kubelet-https", "enable-swagger-ui", "allow-privileged", "admission-control"}
