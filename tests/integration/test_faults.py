@@ -153,7 +153,9 @@ def test_full_disk_fails_the_write_cleanly_and_keeps_the_old_file(converged: Tes
     try:
         before = (m2.root / "etc/kubernetes/apiserver").read_bytes()
         kube = spec_copy / "kubernetes.yaml"
-        kube.write_text(kube.read_text().replace('--event-ttl=1h"', '--event-ttl=1h"\n    # ' + "x" * 600_000, 1))
+        text = kube.read_text()
+        args = next(line for line in text.splitlines(keepends=True) if line.startswith('    KUBE_API_ARGS="'))
+        kube.write_text(text.replace(args, args + "    # " + "x" * 600_000 + "\n", 1))  # too big for the full disk
         result = reconciler("apply", "--connect-attempts", "1", str(spec_copy))
         assert result.code == 1
         assert "master-2: FAILED: write /etc/kubernetes/apiserver failed" in result.out, result.out
