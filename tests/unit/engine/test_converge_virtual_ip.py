@@ -19,6 +19,7 @@ from reconciler.status.ledger import Ledger
 from reconciler.status.metrics import Metrics
 from reconciler.transport.fake import SimHost, fake_connector
 from reconciler.transport.session import Session
+from testbed import pki
 from tests.support.specs import copy_specs
 
 pytestmark = pytest.mark.host
@@ -69,7 +70,10 @@ def test_haproxy_accepts_the_rendered_config(specs: Path, tmp_path: Path) -> Non
     """Debian's haproxy (scripts/install-deps installs it) checks what specs/ha/ renders, as the unit's
     ExecStartPre does on a host: a typo in an option fails here, not in a rollout."""
     cfg = tmp_path / "haproxy.cfg"
-    cfg.write_bytes(load_desired(specs).hosts["master-2"].files["/etc/haproxy/haproxy.cfg"].content)
+    text = load_desired(specs).hosts["master-2"].files["/etc/haproxy/haproxy.cfg"].content.decode()
+    assert "ca-file /etc/kubernetes/ssl/ca.pem" in text  # read at start: a master has it, this machine a copy
+    ca = pki.generate(tmp_path / "pki", [], []) / "ca.pem"
+    cfg.write_text(text.replace("ca-file /etc/kubernetes/ssl/ca.pem", f"ca-file {ca}"))
     check = subprocess.run(["haproxy", "-c", "-f", str(cfg)], capture_output=True, text=True, timeout=30)
     assert check.returncode == 0, check.stdout + check.stderr
     broken = tmp_path / "broken.cfg"
