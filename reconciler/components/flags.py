@@ -21,7 +21,7 @@ NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 # `      --etcd-servers strings   List of ...`, `  -v, --v Level ...` (pflag); `  --name 'default'` (etcd's usage)
 _LISTED = re.compile(r"^[ \t]{1,16}(?:-[A-Za-z0-9], )?--([A-Za-z0-9][A-Za-z0-9._-]{0,99})(?=[ \t=\[,]|$)", re.M)
 # what pflag (kube) and Go's flag package (etcd) say of a flag they do not define
-_UNKNOWN = re.compile(r"unknown flag: --|unknown shorthand flag|flag provided but not defined: -")
+_UNKNOWN = re.compile(r"unknown flag: --|flag provided but not defined: -")
 
 
 def listed(help_text: str) -> frozenset[str]:

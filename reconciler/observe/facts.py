@@ -50,10 +50,14 @@ def curl_tls(ca_file: str | None, cert_file: str | None, key_file: str | None) -
 SCRIPT_FILE = "observe.sh"  # beside this module, shipped in the package
 
 
+def shipped_script(name: str) -> str:
+    """A script shipped beside this module as it is sent: its comment lines left out (it travels with every call)."""
+    text = resources.files("reconciler.observe").joinpath(name).read_text()
+    return "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#")) + "\n"
+
+
 def _script() -> str:
-    """The script as it is sent: its comment lines left out (it travels with every observation)."""
-    text = resources.files("reconciler.observe").joinpath(SCRIPT_FILE).read_text()
-    text = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#")) + "\n"
+    text = shipped_script(SCRIPT_FILE)
     return text.replace("@CURL_SAFE@", shlex.join(CURL_SAFE)).replace("@PROPS@", ",".join(UNIT_PROPERTIES))
 
 

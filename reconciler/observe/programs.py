@@ -15,7 +15,6 @@ import asyncio
 import re
 from collections import OrderedDict
 from dataclasses import dataclass
-from importlib import resources
 from weakref import WeakKeyDictionary
 
 import structlog
@@ -23,6 +22,7 @@ import structlog
 from reconciler.components.flags import CHECKED, FlagBook, checkable, flag_words, listed, refused
 from reconciler.components.systemd import Service, Setting, service
 from reconciler.errors import TransientHostError
+from reconciler.observe.facts import shipped_script
 from reconciler.spec.desired import DesiredHost
 from reconciler.spec.origins import locate
 from reconciler.terminal import printable
@@ -30,11 +30,7 @@ from reconciler.transport.base import Connection
 
 log = structlog.get_logger(__name__)
 
-SCRIPT = "\n".join(
-    line
-    for line in resources.files("reconciler.observe").joinpath("programs.sh").read_text().splitlines()
-    if not line.lstrip().startswith("#")
-)
+SCRIPT = shipped_script("programs.sh")
 _SAFE_PATH = re.compile(r"/[A-Za-z0-9._+/-]{1,4095}")  # a binary's path as it may travel on one line
 _SUM = re.compile(r"[0-9a-f]{64}")
 MAX_BOOKS = 64
@@ -87,6 +83,8 @@ async def refusals(conn: Connection, host: DesiredHost, starting: set[str]) -> l
             continue
         words = dict(list(flag_words(svc).items())[:MAX_FLAGS])
         names, malformed = checkable(set(words))
+        if not words:
+            continue  # no flag to check (etcd as Debian starts it: ETCD_* variables only): its help is not asked
         book = await _book(conn, host.name, path, digest, names)
         if book is None:
             continue
