@@ -15,11 +15,10 @@ import structlog
 
 from reconciler import progress
 from reconciler.engine.rollouts import Rollouts
+from reconciler.engine.startable import startable
 from reconciler.errors import HostError
 from reconciler.observe.facts import observe_host
-from reconciler.observe.programs import refusals
 from reconciler.outcome import HostOutcome, Looked, RunResult, Step
-from reconciler.plan.actions import STARTS
 from reconciler.plan.diff import plan_host
 from reconciler.spec.desired import DesiredHost, DesiredState
 from reconciler.transport.session import Session
@@ -48,36 +47,18 @@ async def _observe_and_plan(session: Session, host: DesiredHost, *, with_checks:
     )
 
 
-async def _flags_accepted(session: Session, host: DesiredHost, outcome: HostOutcome) -> HostOutcome:
-    """The planned outcome, or a failed one when the plan starts or restarts a component with a flag its binary on
-    the host does not accept (`observe.programs`): a located plan-time error, and nothing of the host touched."""
-    starting = {a.target for a in outcome.plan.actions if a.kind in STARTS} if outcome.plan else set()
-    if not starting:
-        return outcome
-    try:
-        refused = await refusals(await session.connection(host.target), host, starting)
-    except HostError as exc:
-        session.forget(host.name)
-        return HostOutcome(host.name, "failed", error=str(exc), ssh_error=exc.ssh)
-    if not refused:
-        return outcome
-    error = "; ".join(r.message for r in refused)
-    log.error("flags refused", host=host.name, units=sorted({r.unit for r in refused}), error=error)
-    return replace(outcome, status="failed", error=error)
-
-
 def _chosen(desired: DesiredState, only: list[str] | None) -> list[str]:
     return sorted(n for n in desired.hosts if not only or n in only)
 
 
 async def plan_all(desired: DesiredState, session: Session, only: list[str] | None = None) -> RunResult:
     """Observe and plan every host (or those in `only`) in parallel (dry run)."""
-    outcomes = await asyncio.gather(*(_planned(session, desired.hosts[n]) for n in _chosen(desired, only)))
+    outcomes = await asyncio.gather(*(_planned(session, desired, desired.hosts[n]) for n in _chosen(desired, only)))
     return RunResult({o.host: o for o in outcomes})
 
 
-async def _planned(session: Session, host: DesiredHost) -> HostOutcome:
-    outcome = await _flags_accepted(session, host, await _observe_and_plan(session, host))
+async def _planned(session: Session, desired: DesiredState, host: DesiredHost) -> HostOutcome:
+    outcome = await startable(session, desired, host, await _observe_and_plan(session, host))
     progress.finished(host.name, outcome.status)
     return outcome
 
@@ -163,7 +144,7 @@ async def reconcile_host(
         outcome = replace(first, remaining=first.plan)  # nothing to do, every check passes: no second look
     elif rollouts.fence is not None and first.plan is not None and first.plan.actions and not await rollouts.fence():
         outcome = replace(first, status="pending", remaining=first.plan, error=FOLLOWER)
-    elif (checked := await _flags_accepted(session, host, first)).status == "failed":
+    elif (checked := await startable(session, desired, host, first)).status == "failed":
         outcome = checked
     else:
         steps = [await rollouts.now(session, desired, host, first.plan)]

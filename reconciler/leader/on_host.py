@@ -11,10 +11,12 @@ the transport reads no more of curl's output than an answer of ANSWER_LIMIT byte
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 from urllib.parse import urlsplit
 
+from reconciler.errors import HostError
 from reconciler.leader.gateway import ANSWER_LIMIT, EtcdApi, EtcdUnavailable
 from reconciler.observe.facts import CURL_SAFE, curl_tls
 from reconciler.spec.desired import DesiredCheck, DesiredHost, DesiredState
@@ -73,16 +75,30 @@ class EtcdOnHosts(EtcdApi):
             raise EtcdUnavailable(f"HTTP {status}" if status else f"curl exit {exit_status}")
         return answer
 
-    async def exchange(self, n: int, path: str, body: dict[str, Any]) -> tuple[int, int, bytes]:
-        """One request to member `n`, as curl on it saw it: curl's exit status, the HTTP status (0: none), the
-        body. Raises HostError when the member's host cannot be reached."""
+    async def exchange(self, n: int, path: str, body: dict[str, Any] | None) -> tuple[int, int, bytes]:
+        """One request to member `n` (a POST of `body`; a GET when None), as curl on it saw it: curl's exit status,
+        the HTTP status (0: none), the body. Raises HostError when the member's host cannot be reached."""
         host, check = self.members[n]
         argv = ["curl", *CURL_SAFE, "--max-time", f"{self.timeout:g}", "-w", "\n%{http_code}"]
-        argv += ["-X", "POST", "-H", "Content-Type: application/json", "--data-binary", "@-"]
+        if body is not None:
+            argv += ["-X", "POST", "-H", "Content-Type: application/json", "--data-binary", "@-"]
         argv += [*curl_tls(check.ca_file, check.cert_file, check.key_file), "--", client_url(check) + path]
         conn = await self.session.connection(host.target)
-        result = await conn.run(
-            argv, input=json.dumps(body).encode(), timeout=self.timeout + 3, max_output=ANSWER_LIMIT + 8
-        )
+        sent = json.dumps(body).encode() if body is not None else b""
+        result = await conn.run(argv, input=sent, timeout=self.timeout + 3, max_output=ANSWER_LIMIT + 8)
         status, answer = _split(result.stdout)
         return result.exit_status, status, answer
+
+    async def cluster_version(self) -> str | None:
+        """The cluster's version as a member says it (GET /version: "etcdcluster", e.g. "3.4.0"), from the first
+        member that answers; None when none does (no member running yet, no quorum) or it says none."""
+        for n in range(len(self.members)):
+            try:
+                exit_status, status, answer = await asyncio.wait_for(self.exchange(n, "/version", None), self.deadline)
+                said = json.loads(answer) if exit_status == 0 and status == 200 else None
+            except (TimeoutError, HostError, ValueError, RecursionError):
+                continue
+            version = said.get("etcdcluster") if isinstance(said, dict) else None
+            if isinstance(version, str) and version and version != "not_decided":
+                return version[:20]
+        return None

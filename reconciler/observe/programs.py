@@ -7,6 +7,8 @@ kept in this process by checksum (`BOOKS`): a fleet running one build asks one h
 its stamp on each host (`SEEN`: device, inode, size, mtime, ctime), so it is read again only once changed. Which flags a service
 is given is `components.systemd`'s reading of the desired unit and env files; which of them are refused,
 `components.flags`'. The refusals leave located in the specs (`spec.origins`), as the engine's plan-time errors.
+etcd's binary is asked even when its unit gives it no flag: its `--version` is what `components.etcd_versions`
+checks against the cluster's (`engine.startable`).
 """
 
 from __future__ import annotations
@@ -61,12 +63,20 @@ def started(host: DesiredHost, names: set[str]) -> dict[str, Service]:
     return out
 
 
-async def refusals(conn: Connection, host: DesiredHost, starting: set[str]) -> list[Refusal]:
+@dataclass(frozen=True)
+class Answer:
+    refused: list[Refusal]
+    versions: dict[str, tuple[str, str]]  # unit -> (its binary's path, the first line its --version printed)
+
+
+async def refusals(conn: Connection, host: DesiredHost, starting: set[str]) -> Answer:
     """Every flag the units `starting` (a plan's starts and restarts) would give a component that its binary on the
-    host does not accept, and every such binary that is not there; [] when none is a component (no command then)."""
+    host does not accept, and every such binary that is not there (none asked when no unit is a component); and
+    what etcd's binary says its version is (etcd's help is asked even when it is given no flag: its version is
+    what `components.etcd_versions` checks)."""
     services = started(host, starting)
     if not services:
-        return []
+        return Answer([], {})
     paths = sorted({svc.argv[0].value for svc in services.values()})
     known = [SEEN.get((host.name, p), ("-", ""))[0] for p in paths]
     args = [w for pair in zip(paths, known) for w in pair]
@@ -75,6 +85,7 @@ async def refusals(conn: Connection, host: DesiredHost, starting: set[str]) -> l
         raise TransientHostError(f"{host.name}: checking the components' binaries: {result.describe()}")
     sums = _sums(result.stdout.decode("utf-8", errors="replace"), paths, host.name)
     out: list[Refusal] = []
+    versions: dict[str, tuple[str, str]] = {}
     for unit, svc in sorted(services.items()):
         path = svc.argv[0].value
         digest = sums.get(path)
@@ -83,20 +94,22 @@ async def refusals(conn: Connection, host: DesiredHost, starting: set[str]) -> l
             continue
         words = dict(list(flag_words(svc).items())[:MAX_FLAGS])
         names, malformed = checkable(set(words))
-        if not words:
-            continue  # no flag to check (etcd as Debian starts it: ETCD_* variables only): its help is not asked
+        if not words and svc.program != "etcd":
+            continue  # no flag to check, no version to know: its help is not asked
         book = await _book(conn, host.name, path, digest, names)
-        if book is None:
+        if svc.program == "etcd":
+            versions[unit] = (path, book.version)
+        if not book.lists_flags:
             continue
         for name in sorted(malformed | {n for n in names if not book.accepts(n)}):
             out.append(Refusal(unit, path, _refused(host, unit, path, book, words[name])))
-    return out
+    return Answer(out, versions)
 
 
-async def _book(conn: Connection, host: str, path: str, digest: str, names: set[str]) -> FlagBook | None:
+async def _book(conn: Connection, host: str, path: str, digest: str, names: set[str]) -> FlagBook:
     """What the binary with this checksum says of `names`, asking the host only what no host has answered yet (its
-    help once, then a probe per flag the help does not list); None when its help lists no flags (not a binary
-    whose flags can be checked: a stand-in, a wrapper script)."""
+    help once, then a probe per flag the help does not list; none when its help lists no flags: not a binary
+    whose flags can be checked, such as a stand-in or a wrapper script)."""
     async with _asking(digest):  # hosts planned at the same moment wait for the first one's answer
         book = BOOKS.get(digest)
         if book is None:
@@ -109,7 +122,7 @@ async def _book(conn: Connection, host: str, path: str, digest: str, names: set[
     while len(BOOKS) > MAX_BOOKS:
         BOOKS.popitem(last=False)
     if not book.lists_flags:
-        return None
+        return book
     ask = sorted(book.unknown_to(names))
     if ask:
         _learn(book, await _ask(conn, host, path, digest, ask))

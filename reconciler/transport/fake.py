@@ -7,7 +7,8 @@ the logic around them be tested in milliseconds.
 It answers the commands reconciler sends, by what they mean rather than by running them: the observe
 script (files, units, checks, certificates), the atomic write script (sha256 verified as on a real host),
 chown/chmod, the restore of a backup, `systemctl daemon-reload|enable|disable|start|stop|restart|reset-failed|is-active`,
-a unit's journal (empty), and `reconciler import`'s read-only scripts (transport.fake_import): a host built by hand
+a unit's journal (empty), etcd's GET /version through curl (`SimHost.etcd_version`), and `reconciler import`'s
+read-only scripts (transport.fake_import): a host built by hand
 in memory is imported and then converged as one object. A unit's health check (a check named like the unit) passes
 while the unit is active; `SimHost.fails` makes a unit's start fail while its host's files are such (a config it
 cannot run on). Anything else exits 127, so a command the emulator does not know fails loudly instead of being
@@ -26,6 +27,7 @@ import datetime
 import functools
 import hashlib
 import itertools
+import json
 import posixpath
 import re
 import shlex
@@ -169,6 +171,9 @@ class SimHost:
         # the components' binaries by path (transport.fake_programs): none given is a stand-in, None is missing
         self.programs: dict[str, SimProgram | None] = {}
         self.asked: list[tuple[str, tuple[str, ...]]] = []  # (binary, what it was asked) for each question
+        # what etcd's GET /version answers through curl on this host ({"etcdserver": ..., "etcdcluster": ...});
+        # None: curl is not emulated (no member answers)
+        self.etcd_version: dict[str, str] | None = None
 
     # -- commands -------------------------------------------------------------------------
     def execute(self, argv: list[str], stdin: bytes = b"") -> tuple[int, bytes, bytes]:
@@ -206,6 +211,8 @@ class SimHost:
             return answer_programs(self, argv[4:])
         if argv[:2] == ["sh", "-c"] and len(argv) >= 4 and argv[3] == "reconciler-import":
             return answer_import(self, argv[2], argv[4:])
+        if argv[:1] == ["curl"] and argv[-1].endswith("/version") and self.etcd_version is not None:
+            return 0, (json.dumps(self.etcd_version) + "\n200\n").encode(), b""  # the body, then curl's -w status
         return 127, b"", f"fake host: not emulated: {argv[:1]}\n".encode()
 
     def _observe(self, args: list[str]) -> str:
@@ -430,11 +437,12 @@ class FakeConnection:
 def fake_connector(
     hosts: dict[str, SimHost], down: set[str] | None = None
 ) -> Callable[[Target], Awaitable[Connection]]:
-    """A Session's connector to these hosts; the names in `down` (changed at will) refuse connections."""
+    """A Session's connector to these hosts; the names in `down` (changed at will) refuse connections, as does a
+    name that is not one of `hosts` (a machine that is not there)."""
     down = down if down is not None else set()
 
     async def connect(target: Target) -> Connection:
-        if target.name in down:
+        if target.name in down or target.name not in hosts:
             raise TransientHostError(f"{target.name}: connection refused (a fake host that is down)", ssh=True)
         return FakeConnection(hosts[target.name])
 

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from reconciler.components.etcd_versions import binary_version
 from reconciler.components.flags import FlagBook
 from reconciler.observe.programs import SCRIPT, _learn
 from testbed import pki
@@ -169,8 +170,19 @@ def test_the_real_controller_manager_and_scheduler_list_their_flags(kube_bin: Pa
     assert book.probed == {"no-such-flag": False, "experimental-bootstrap-token-auth": False}
 
 
-def test_debians_etcd_lists_its_flags_and_refuses_an_unknown_one() -> None:
-    """etcd's usage text is its own (not pflag's), and Go's flag package refuses what it does not define."""
-    book = ask_book(Path("/usr/bin/etcd"), ["no-such-flag", "heartbeat-interval"])
-    assert book.version.startswith("etcd Version: 3.") and {"heartbeat-interval", "election-timeout"} <= book.visible
+ETCD_3_5 = Path(os.environ.get("RECONCILER_CACHE", "/var/cache/reconciler")) / "etcd/v3.5/bin/etcd"
+
+
+@pytest.mark.parametrize(("binary", "minor"), [(Path("/usr/bin/etcd"), (3, 4)), (ETCD_3_5, (3, 5))])
+def test_debians_etcd_lists_its_flags_refuses_an_unknown_one_and_says_its_version(
+    binary: Path, minor: tuple[int, int]
+) -> None:
+    """etcd's usage text is its own (not pflag's), and Go's flag package refuses what it does not define; its
+    version is what the upgrade rules read (bookworm's 3.4, and trixie's 3.5 from scripts/fetch-etcd)."""
+    if not binary.exists():
+        pytest.fail(f"{binary} is missing: run `bash scripts/fetch-etcd` (scripts/test does)")
+    book = ask_book(binary, ["no-such-flag", "heartbeat-interval"])
+    version = binary_version(book.version)
+    assert version is not None and version[:2] == minor, book.version
+    assert {"heartbeat-interval", "election-timeout"} <= book.visible and book.lists_flags
     assert book.probed == {"no-such-flag": False, "heartbeat-interval": True}

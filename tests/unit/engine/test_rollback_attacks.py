@@ -39,8 +39,8 @@ def forwarding(etcd_url: str, hosts: dict[str, SimHost]) -> Callable[[SimHost, s
         up = sum(h.units.get(ETCD, SimUnit()).active for h in hosts.values())
         if up * 2 <= len(hosts):
             return 7, b"\n000", b"curl: (7) Failed to connect\n"
-        request = urllib.request.Request(
-            etcd_url + urlsplit(url).path, data=body, headers={"Content-Type": "application/json"}
+        request = urllib.request.Request(  # a GET when curl sends no body (/version)
+            etcd_url + urlsplit(url).path, data=body or None, headers={"Content-Type": "application/json"}
         )
         with urllib.request.urlopen(request, timeout=5) as reply:
             return 0, reply.read() + b"\n200", b""
