@@ -60,9 +60,9 @@ PEERS = ("ansible", "pyinfra")
 UNITS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler")
 MANAGED = (
     "/etc/systemd/system/etcd.service",
-    "/etc/systemd/system/kube-apiserver.service",
-    "/etc/systemd/system/kube-controller-manager.service",
-    "/etc/systemd/system/kube-scheduler.service",
+    "/usr/lib/systemd/system/kube-apiserver.service",
+    "/usr/lib/systemd/system/kube-controller-manager.service",
+    "/usr/lib/systemd/system/kube-scheduler.service",
     "/etc/etcd/etcd.conf",
     "/etc/kubernetes/config",
     "/etc/kubernetes/apiserver",

@@ -28,9 +28,8 @@ from types import TracebackType
 import yaml
 
 from testbed.hosts import Testbed, TestHost
-from testbed.layout import BRIDGE, GATEWAY
+from testbed.layout import BRIDGE, GATEWAY, VIP
 
-VIP = "198.18.0.100"
 VIP_URL = f"http://{VIP}:8081/healthz"  # the HA front's insecure frontend (specs/ha/haproxy.yaml)
 VIP_TLS_URL = f"https://{VIP}:8443/healthz"  # its secure one: TCP through HAProxy to an apiserver's TLS port
 IPPROTO_VRRP = 112
@@ -132,7 +131,7 @@ def send_adverts(
 
 def _unverified() -> ssl.SSLContext:
     context = ssl.create_default_context()
-    context.check_hostname = False  # the testbed's apiserver certificates do not name the VIP
+    context.check_hostname = False  # the client measures availability, not the certificate (which names the VIP)
     context.verify_mode = ssl.CERT_NONE
     return context
 

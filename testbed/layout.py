@@ -12,6 +12,7 @@ from pathlib import Path
 
 BRIDGE = "rcbr0"
 GATEWAY = "198.18.0.1"
+VIP = "198.18.0.100"  # the HA front's virtual IP (testbed.ha), named by the apiserver certificate too
 PREFIX_LEN = 24
 DEFAULT_STATE_DIR = Path("/run/reconciler-testbed")
 

@@ -12,6 +12,7 @@ import os
 import shutil
 from pathlib import Path
 
+from testbed.layout import VIP
 from testbed.system import run
 
 SSL_DIR = Path("etc/kubernetes/ssl")
@@ -55,12 +56,14 @@ authorityKeyIdentifier = keyid
 
 
 def subject_alt_names(names: list[str], addresses: list[str]) -> list[str]:
-    """SAN entries of the kubernetes certificate."""
+    """SAN entries of the kubernetes certificate: as the seed's kubernetes-csr.json, every master and the virtual IP
+    in front of them (a client of the HA front checks the apiserver's certificate against the VIP)."""
     return (
         ["DNS:localhost", "DNS:kubernetes"]
         + [f"DNS:{n}" for n in names]
         + ["IP:127.0.0.1"]
         + [f"IP:{a}" for a in addresses]
+        + [f"IP:{VIP}"]
     )
 
 

@@ -76,7 +76,7 @@ controller_manager = put("controller-manager.j2", "/etc/kubernetes/controller-ma
 scheduler = put("scheduler.j2", "/etc/kubernetes/scheduler")
 kubeconfig = put("kubeconfig.j2", "/etc/kubernetes/kubeconfig", mode="600")
 units = {
-    name: put(f"{name}.service.j2", f"/etc/systemd/system/{name}.service")
+    name: put(f"{name}.service.j2", f"/usr/lib/systemd/system/{name}.service")  # the seed's place, as the specs
     for name in ("kube-apiserver", "kube-controller-manager", "kube-scheduler")
 }
 systemd.daemon_reload(name="reload systemd", _if=any_changed(*units.values()))

@@ -416,8 +416,9 @@ async def discover(conn: Connection, name: str, extra_units: tuple[str, ...] = (
     for u in host.units.values():
         if u.fragment_path not in texts:
             continue
-        texts_with_drop_ins = dict(texts)
-        for i, p in enumerate(u.drop_ins):  # service() reads drop-ins named <unit>.d/*.conf
+        # service() reads drop-ins by their names; systemd's own order (DropInPaths) kept by numbered names instead
+        texts_with_drop_ins = {p: text for p, text in texts.items() if p not in u.drop_ins}
+        for i, p in enumerate(u.drop_ins):
             if p in texts:
                 texts_with_drop_ins[f"{u.fragment_path}.d/{i:04d}.conf"] = texts[p]
         svc = host.services[u.name] = service(u.fragment_path, texts_with_drop_ins)

@@ -168,7 +168,7 @@ def program(unit_path: str, files: dict[str, str]) -> str | None:
     """The program a unit runs (ExecStart's binary, its drop-ins included) when that can be told without
     expanding variables; None when ExecStart starts with a variable."""
     found = ""
-    for path in [unit_path] + sorted(p for p in files if p.startswith(unit_path + ".d/") and p.endswith(".conf")):
+    for path in [unit_path, *drop_ins(unit_path, files)]:
         for d in unit_directives(files.get(path, "")):
             if d.section == "Service" and d.key == "ExecStart":
                 found = d.value.lstrip("-@:+!")
@@ -179,9 +179,9 @@ def program(unit_path: str, files: dict[str, str]) -> str | None:
 
 
 def service(unit_path: str, files: dict[str, str]) -> Service:
-    """The service defined by the unit at `unit_path` and its drop-ins (`<unit_path>.d/*.conf`), both among
-    `files` (path -> text), with the env files it names that are in `files` too (others are not ours)."""
-    texts = [unit_path] + sorted(p for p in files if p.startswith(unit_path + ".d/") and p.endswith(".conf"))
+    """The service defined by the unit at `unit_path` and its drop-ins (`drop_ins`), both among `files` (path ->
+    text), with the env files it names that are in `files` too (others are not ours)."""
+    texts = [unit_path, *drop_ins(unit_path, files)]
     env: dict[str, Setting] = {}
     env_files: list[str] = []
     exec_start: Directive | None = None
@@ -248,6 +248,19 @@ UNIT_DIRS = (
     "/usr/lib/systemd/system",
     "/lib/systemd/system",
 )
+
+
+def drop_ins(unit_path: str, files: dict[str, str]) -> list[str]:
+    """Of `files`, the drop-ins systemd reads for the unit at `unit_path`, in the order it applies them: each
+    `<directory>/<unit>.d/*.conf` of the unit directories (a unit in /usr/lib/systemd/system, where the seed puts
+    the kube units, takes the operator's drop-ins from /etc/systemd/system) and of the unit file's own directory;
+    by file name, a name in two directories read from the one first in UNIT_DIRS only (it masks the other)."""
+    directory, _, name = unit_path.rpartition("/")
+    chosen: dict[str, str] = {}
+    for parent in sorted({directory, *UNIT_DIRS}, key=lambda d: UNIT_DIRS.index(d) if d in UNIT_DIRS else -1):
+        for path in sorted(p for p in files if p.rpartition("/")[0] == f"{parent}/{name}.d" and p.endswith(".conf")):
+            chosen.setdefault(path.rpartition("/")[2], path)
+    return [chosen[n] for n in sorted(chosen)]
 
 
 def is_drop_in(path: str, unit: str) -> bool:

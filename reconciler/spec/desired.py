@@ -173,7 +173,7 @@ class DesiredState:
                 texts = {
                     p: f.content.decode(errors="replace")
                     for p, f in host.files.items()
-                    if p == unit.path or p.startswith(unit.path + ".d/")
+                    if p == unit.path or f"/{unit.name}.d/" in p  # its drop-ins, wherever systemd reads them
                 }
                 if program(unit.path, texts) == "etcd":
                     found.add(unit.name)

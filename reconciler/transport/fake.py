@@ -43,6 +43,14 @@ from reconciler.transport.fake_import import answer_import
 from reconciler.transport.fake_programs import SimProgram, answer_programs
 
 UNIT_DIR = "/etc/systemd/system"
+# where systemd finds unit files, first first (a file in /etc masks one of the same name in /usr/lib)
+UNIT_DIRS = (
+    UNIT_DIR,
+    "/run/systemd/system",
+    "/usr/local/lib/systemd/system",
+    "/usr/lib/systemd/system",
+    "/lib/systemd/system",
+)
 _OBSERVED = (  # what the observe script asks systemctl show, in its order
     "Id",
     "LoadState",
@@ -308,7 +316,11 @@ class SimHost:
     def _fragment(self, name: str) -> tuple[str, SimFile | None]:
         """A unit's file as systemd names it, and what is there."""
         unit = self.units.get(name)
-        path = unit.path if unit is not None and unit.path else f"{UNIT_DIR}/{name}"
+        if unit is not None and unit.path:
+            path = unit.path
+        else:
+            found = (f"{d}/{name}" for d in UNIT_DIRS if self.real(f"{d}/{name}") in self.files)
+            path = next(found, f"{UNIT_DIR}/{name}")
         return path, self.files.get(self.real(path))
 
     def real(self, path: str) -> str:
@@ -391,8 +403,7 @@ class SimHost:
         return 1, b"", f"fake host: systemctl {args[:1]} not emulated\n".encode()
 
     def _unit_files(self) -> set[str]:
-        prefix = UNIT_DIR + "/"
-        return {p[len(prefix) :] for p in self.files if p.startswith(prefix) and "/" not in p[len(prefix) :]}
+        return {name for d, _, name in (p.rpartition("/") for p in self.files) if d in UNIT_DIRS}
 
     # -- drift, as an operator's hand edit would make it -------------------------------------
     def hand_edit(self, path: str, content: bytes) -> None:

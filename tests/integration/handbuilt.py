@@ -9,11 +9,11 @@ leaves:
   022 and never tightens it), and /etc/etcd/etcd.conf in the etcd package's style
   (`#[member]`, `#[cluster]`, `#[security]` sections, commented-out defaults, the heartbeat lines appended
   at the end as the guide adds them);
-- the three kube units at /usr/lib/systemd/system/kube-*.service, the guide's location (KUBE_UNIT_DIR).
-  On the Debian 12 image that is a real directory: the merged-/usr link is /lib -> usr/lib, so
-  /lib/systemd/system is the same directory seen through the link, and nothing shadows /usr/lib there
-  once reconciler's /etc/systemd/system/kube-*.service (and their enablement links) are removed. The
-  script checks it is still a real directory and stops otherwise (no silent fallback to /etc);
+- the three kube units at /usr/lib/systemd/system/kube-*.service, the guide's location (KUBE_UNIT_DIR, where
+  the bundled specs put them too). On the Debian 12 image that is a real directory: the merged-/usr link is
+  /lib -> usr/lib, so /lib/systemd/system is the same directory seen through the link; any
+  /etc/systemd/system/kube-*.service (and its enablement link) that would shadow it is removed. The script
+  checks it is still a real directory and stops otherwise (no silent fallback to /etc);
 - etcd's unit at /etc/systemd/system/etcd.service (ETCD_UNIT_PATH): Debian's etcd-server package owns
   /usr/lib/systemd/system/etcd.service, which ours must override, not overwrite.
 

@@ -155,7 +155,8 @@ def test_a_rolling_apiserver_restart_drains_through_the_vip_without_a_failed_req
     """The HA front (specs/ha) before the real apiservers, kube-apiserver given a rollout (docs/ha.md): reconciler
     restarts them one at a time, each next one once the last passes /readyz; each, told to stop, fails /readyz at once and serves 5 s more
     (--shutdown-delay-duration), so HAProxy's /readyz check takes it out before it stops answering. A client
-    asking /version through the VIP's TLS frontend the whole time sees no failed request."""
+    asking /version through the VIP's TLS frontend the whole time sees no failed request. Before it, kubectl through
+    the VIP (the demo's last step)."""
     spec_dir = tmp_path / "specs"
     shutil.copytree(SPECS, spec_dir)
     enable_ha(spec_dir, insecure_on_vip=False)
@@ -167,6 +168,11 @@ def test_a_rolling_apiserver_restart_drains_through_the_vip_without_a_failed_req
         result = reconciler("apply", str(spec_dir), "--verify-wait", "180")
         assert result.code == 0, result.out + result.err
         wait_for("one VIP holder", lambda: len(holders(real)) == 1)
+        # the seed's last step through the VIP, the apiserver's certificate checked against it (it names the VIP)
+        readyz = kubectl(real.hosts[1], f"--server https://{VIP}:8443 get --raw '/readyz?verbose'")
+        assert readyz.rstrip().endswith("readyz check passed"), readyz
+        cs = kubectl(real.hosts[1], f"--server https://{VIP}:8443 get cs --no-headers")
+        assert [line.split()[1] for line in cs.splitlines() if line.strip()] == ["Healthy"] * 5, cs
         started = {
             h.name: h.ssh("systemctl show -p ActiveEnterTimestamp --value kube-apiserver").stdout for h in real.hosts
         }

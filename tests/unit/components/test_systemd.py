@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from reconciler.components.systemd import parse_environment_file, service, unit_directives
+from reconciler.components.systemd import drop_ins, parse_environment_file, service, unit_directives
 from reconciler.errors import SpecError
 from reconciler.spec.isolate import load_desired
 from reconciler.spec.render import env_line
@@ -197,3 +197,21 @@ def test_exec_start_expansion_and_drop_in_reset() -> None:
     assert flags["b"].value == "2" and flags["a"].path == "/etc/x.env" and flags["a"].key == "ARGS"
     assert flags["z"].path == "/etc/systemd/system/x.service" and flags["z"].line == 3
     assert [d.key for d in unit_directives("[Unit]\nA=1 \\\n  2\n[Service]\nB=3\n")] == ["A", "B"]
+
+
+def test_a_unit_in_usr_lib_takes_the_operators_drop_ins_from_etc_by_name_the_first_directory_masking() -> None:
+    """The seed's kube units live in /usr/lib/systemd/system; an operator's drop-in goes in /etc/systemd/system."""
+    unit = "/usr/lib/systemd/system/x.service"
+    files = {
+        unit: "[Service]\nExecStart=/usr/bin/x --a=1\n",
+        "/usr/lib/systemd/system/x.service.d/10-vendor.conf": "[Service]\nExecStart=\nExecStart=/usr/bin/x --vendor\n",
+        "/usr/lib/systemd/system/x.service.d/20-mine.conf": "[Service]\nExecStart=\nExecStart=/usr/bin/x --masked\n",
+        "/etc/systemd/system/x.service.d/20-mine.conf": "[Service]\nExecStart=\nExecStart=/usr/bin/x --mine\n",
+        "/etc/systemd/system/x.service.d/sub/30.conf": "[Service]\nExecStart=\nExecStart=/usr/bin/x --nested\n",
+        "/etc/systemd/system/y.service.d/40.conf": "[Service]\nExecStart=\nExecStart=/usr/bin/x --other-unit\n",
+    }
+    assert drop_ins(unit, files) == [
+        "/usr/lib/systemd/system/x.service.d/10-vendor.conf",
+        "/etc/systemd/system/x.service.d/20-mine.conf",
+    ]
+    assert [a.value for a in service(unit, files).argv] == ["/usr/bin/x", "--mine"]

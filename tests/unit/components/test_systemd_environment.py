@@ -111,7 +111,7 @@ def test_a_real_spec_edit_still_restarts_and_a_token_file_is_never_format_only()
 
 def test_a_format_only_unit_file_edit_needs_neither_reload_nor_restart() -> None:
     host = desired()
-    path = "/etc/systemd/system/kube-scheduler.service"
+    path = "/usr/lib/systemd/system/kube-scheduler.service"
     plan = plan_host(respecified(host, path, b"# hand-made\n" + host.files[path].content), converged(host))
     assert [(a.kind, a.keep_mtime) for a in plan.actions] == [(Kind.WRITE, True)]
 

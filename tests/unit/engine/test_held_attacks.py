@@ -122,7 +122,7 @@ async def test_a_held_unit_file_is_not_re_enabled_nor_reloaded_and_nothing_else_
     old [Install], which says nothing new) may run; nothing is written, reloaded or restarted."""
     hosts = await converged_fleet(specs)
     host, session, rollouts = hosts["master-1"], Session(fake_connector(hosts)), Rollouts()
-    unit_file = "/etc/systemd/system/kube-apiserver.service"
+    unit_file = "/usr/lib/systemd/system/kube-apiserver.service"
     replace_once(specs / "kubernetes.yaml", "    Type=notify\n", "    Type=notify\n    Environment=BROKEN=1\n")
     host.fails[APISERVER] = lambda h: b"BROKEN=1" in h.files[unit_file].content
     changed = load_desired(specs)
@@ -223,7 +223,7 @@ def test_fingerprint_is_of_the_specs_content() -> None:
 async def test_a_daemon_reload_systemd_asks_for_another_unit_is_not_dropped_with_a_held_unit_file(specs: Path) -> None:
     hosts = await converged_fleet(specs)
     host, session, rollouts = hosts["master-1"], Session(fake_connector(hosts)), Rollouts()
-    unit_file = "/etc/systemd/system/kube-apiserver.service"
+    unit_file = "/usr/lib/systemd/system/kube-apiserver.service"
     replace_once(specs / "kubernetes.yaml", "    Type=notify\n", "    Type=notify\n    Environment=BROKEN=1\n")
     host.fails[APISERVER] = lambda h: b"BROKEN=1" in h.files[unit_file].content
     changed = load_desired(specs)

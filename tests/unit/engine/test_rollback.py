@@ -70,7 +70,7 @@ async def test_a_rolled_back_shared_file_brings_no_action_on_later_passes(specs:
 
 
 async def test_a_rolled_back_unit_file_brings_no_daemon_reload_on_later_passes(specs: Path) -> None:
-    unit_file = "/etc/systemd/system/kube-apiserver.service"
+    unit_file = "/usr/lib/systemd/system/kube-apiserver.service"
     desired = load_desired(specs)
     host = SimHost("master-1")
     session = Session(fake_connector({"master-1": host}))

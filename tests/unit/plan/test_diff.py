@@ -64,10 +64,10 @@ def older(host: DesiredHost, path: str) -> bytes:
 
 def test_unit_file_change_brings_one_daemon_reload_and_its_restart() -> None:
     host = desired()
-    path = "/etc/systemd/system/kube-apiserver.service"
+    path = "/usr/lib/systemd/system/kube-apiserver.service"
     plan = plan_host(host, edit(converged(host), path, older(host, path)))
     assert [(a.kind, a.target) for a in plan.actions] == [
-        (Kind.WRITE, "/etc/systemd/system/kube-apiserver.service"),
+        (Kind.WRITE, "/usr/lib/systemd/system/kube-apiserver.service"),
         (Kind.DAEMON_RELOAD, ""),
         (Kind.RESTART, "kube-apiserver.service"),
     ]
@@ -112,7 +112,7 @@ def test_a_unit_file_written_over_the_distributions_is_enabled_after_the_reload(
 
 def test_a_new_install_section_is_enabled_after_the_reload() -> None:
     host = desired()
-    path = "/etc/systemd/system/kube-apiserver.service"
+    path = "/usr/lib/systemd/system/kube-apiserver.service"
     old = host.files[path].content.replace(b"WantedBy=multi-user.target", b"WantedBy=graphical.target")
     assert old != host.files[path].content
     plan = plan_host(host, edit(converged(host), path, old))
