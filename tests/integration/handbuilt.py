@@ -88,12 +88,13 @@ def _with_drift(host: TestHost, path: str, text: str) -> str:
     return text.replace("KUBE_SCHEDULER_ARGS=", difference.text + "KUBE_SCHEDULER_ARGS=")
 
 
-def hand_built_files(bed: Testbed) -> dict[str, dict[str, str]]:
+def hand_built_files(bed: Testbed, release: str = "v1.8") -> dict[str, dict[str, str]]:
     """Host name -> path -> the text build_by_hand writes there (pure: nothing is read from the hosts)."""
     members = {h.name: h.address for h in bed.hosts}
     files = {
         host.name: {
-            path: _with_drift(host, path, text) for path, text in guide_files(host.name, host.address, members).items()
+            path: _with_drift(host, path, text)
+            for path, text in guide_files(host.name, host.address, members, release).items()
         }
         for host in bed.hosts
     }
@@ -168,14 +169,15 @@ def _restart_kube_script() -> str:
     )
 
 
-def build_by_hand(bed: Testbed) -> None:
-    """Turn the running, converged testbed into masters built by hand (see the module docstring).
+def build_by_hand(bed: Testbed, release: str = "v1.8") -> None:
+    """Turn the running, converged testbed into masters built by hand (see the module docstring), with the guide's
+    texts for its Kubernetes (v1.8: the stand-ins accept any flag) or as changed for v1.20 (the real binaries).
 
     Every host's files are written, the units reloaded and enabled; then etcd restarts one member at a time,
     each waiting for the other members' health first and its own after (quorum is never lost); then each
     host's kube-apiserver, kube-controller-manager and kube-scheduler restart until active.
     """
-    files = hand_built_files(bed)
+    files = hand_built_files(bed, release)
     for host in bed.hosts:
         host.ssh(_write_script(files[host.name]))
     for host in bed.hosts:

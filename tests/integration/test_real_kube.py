@@ -4,7 +4,8 @@ apiserver's verbose /readyz answer as the seed's last step expects; the schedule
 Leases exist and move when their holder stops; a flag the real binary does not define (the seed's
 --experimental-bootstrap-token-auth) is refused at plan time, nothing written; a value it accepts but fails on
 (a certificate that is not there) is rolled back with the apiserver's own error quoted; behind the HA front, a
-rolling restart of the apiservers drains through the VIP without a failed request.
+rolling restart of the apiservers drains through the VIP without a failed request; masters built by hand on the
+real binaries are imported exactly.
 
 The module swaps the stand-ins for the real binaries on the session's testbed and back (restarting the three
 components each way: reconciler restarts on a file change, not on a binary swapped under a running unit)."""
@@ -24,6 +25,8 @@ from testbed.ha import VIP, Traffic, enable_ha, holders
 from tests.support.cli import reconciler
 from tests.support.daemon import wait_for
 from tests.support.specs import BUNDLED as SPECS
+
+from .handbuilt import build_by_hand
 
 pytestmark = pytest.mark.testbed
 
@@ -192,5 +195,24 @@ def test_a_rolling_apiserver_restart_drains_through_the_vip_without_a_failed_req
     finally:
         for h in real.hosts:  # the HA front off again; the bundled specs do not manage it
             h.ssh("systemctl disable --now keepalived haproxy", check=False)
+        result = reconciler("apply", str(SPECS), "--verify-wait", "180")
+        assert result.code == 0, result.out + result.err
+
+
+def test_masters_built_by_hand_on_the_real_binaries_are_imported_exactly(real: Testbed, tmp_path: Path) -> None:
+    """The seed's guide followed by hand on v1.20 (tests/support/seed.as_v1_20: its texts, with what v1.20 needs
+    changed), on the real binaries: the control plane answers `kubectl get cs`, and `reconciler import` of it is
+    exact: a plan of the imported directory has nothing to change on any host."""
+    build_by_hand(real, "v1.20")
+    try:
+        cs = kubectl(real.hosts[0], "get cs --no-headers")
+        assert [line.split()[1] for line in cs.splitlines() if line.strip()] == ["Healthy"] * 5, cs
+        out = tmp_path / "adopted"
+        imported = reconciler("import", "--inventory", str(SPECS / "inventory.yaml"), str(out))
+        assert imported.code == 0, imported.out + imported.err
+        assert "finds nothing to change on any host" in imported.out
+        plan = reconciler("plan", str(out))
+        assert plan.code == 0, plan.out + plan.err  # 0: nothing to change (2 would mean changes)
+    finally:
         result = reconciler("apply", str(SPECS), "--verify-wait", "180")
         assert result.code == 0, result.out + result.err

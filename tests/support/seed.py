@@ -19,9 +19,10 @@ UNITS = ("etcd", *KUBE_UNITS)
 TOKEN_CSV = '0b3c2a7e5f1d4c6b9a8e7d6c5b4a3f2e,kubelet-bootstrap,10001,"system:kubelet-bootstrap"\n'
 
 
-def guide_files(name: str, address: str, members: Mapping[str, str]) -> dict[str, str]:
-    """Path -> text of one master as the guide builds it (members: every etcd member's name -> address)."""
-    return {
+def guide_files(name: str, address: str, members: Mapping[str, str], release: str = "v1.8") -> dict[str, str]:
+    """Path -> text of one master as the guide builds it (members: every etcd member's name -> address), for the
+    guide's Kubernetes (v1.8), or "v1.20": as an operator following the guide on v1.20 must change it (`as_v1_20`)."""
+    files = {
         "/etc/kubernetes/config": config(address),
         "/etc/kubernetes/apiserver": apiserver(address, members),
         "/etc/kubernetes/controller-manager": controller_manager(),
@@ -33,6 +34,59 @@ def guide_files(name: str, address: str, members: Mapping[str, str]) -> dict[str
         f"{KUBE_UNIT_DIR}/kube-controller-manager.service": CONTROLLER_MANAGER_UNIT,
         f"{KUBE_UNIT_DIR}/kube-scheduler.service": SCHEDULER_UNIT,
     }
+    if release == "v1.20":
+        return as_v1_20(files, address)
+    assert release == "v1.8", release
+    return files
+
+
+def as_v1_20(files: dict[str, str], address: str) -> dict[str, str]:
+    """The guide's files with what v1.20 needs changed, the way the bundled specs change it (said next to each value
+    there): the controller-manager and scheduler reach the apiserver over TLS with a kubeconfig (v1.20 serves no
+    insecure port), the removed --experimental-bootstrap-token-auth becomes --enable-bootstrap-token-auth, and the
+    service-account issuer and signing key v1.20 requires are given. The rest is the guide's, deprecated flags
+    included (v1.20 still accepts them)."""
+    out = dict(files)
+
+    def change(path: str, old: str, new: str) -> None:
+        assert out[path].count(old) == 1, (path, old)
+        out[path] = out[path].replace(old, new)
+
+    change(
+        "/etc/kubernetes/config",
+        f'KUBE_MASTER="--master=http://{address}:8080"',
+        f'KUBE_MASTER="--master=https://{address}:6443 --kubeconfig=/etc/kubernetes/kubeconfig"',
+    )
+    change(
+        "/etc/kubernetes/apiserver",
+        "--experimental-bootstrap-token-auth ",
+        "--enable-bootstrap-token-auth --service-account-issuer=https://kubernetes.default.svc "
+        f"--service-account-signing-key-file={SSL_DIR}/ca-key.pem ",
+    )
+    out["/etc/kubernetes/kubeconfig"] = kubeconfig(address)
+    return out
+
+
+def kubeconfig(address: str) -> str:
+    """/etc/kubernetes/kubeconfig (v1.20): the admin certificate the controller-manager and scheduler present."""
+    return f"""\
+apiVersion: v1
+kind: Config
+clusters:
+- name: kubernetes
+  cluster:
+    certificate-authority: {SSL_DIR}/ca.pem
+    server: https://{address}:6443
+users:
+- name: admin
+  user:
+    client-certificate: {SSL_DIR}/admin.pem
+    client-key: {SSL_DIR}/admin-key.pem
+contexts:
+- name: default
+  context: {{cluster: kubernetes, user: admin}}
+current-context: default
+"""
 
 
 # The guide's config header has a comment line "#" followed by three spaces; kept as it is there.
