@@ -207,6 +207,9 @@ def _parser() -> argparse.ArgumentParser:
             )
     _run_parser(sub)
     _import_parser(sub)
+    from reconciler.backup import command as etcd_command
+
+    etcd_command.add_parser(sub, [_after()])
     st = sub.add_parser(
         "status",
         help="the running daemon's view: every host's last pass, health, backoff, tuning",
@@ -715,6 +718,10 @@ def _main(argv: list[str] | None, holder: list[Live]) -> int:
         return _status_command(args)
     if args.command == "import":
         return _import_command(args)
+    if args.command == "etcd":
+        from reconciler.backup import command as etcd_command
+
+        return etcd_command.run(args)
     if args.command == "init":
         from reconciler.init import init_command
 

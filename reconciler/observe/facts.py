@@ -50,9 +50,10 @@ def curl_tls(ca_file: str | None, cert_file: str | None, key_file: str | None) -
 SCRIPT_FILE = "observe.sh"  # beside this module, shipped in the package
 
 
-def shipped_script(name: str) -> str:
-    """A script shipped beside this module as it is sent: its comment lines left out (it travels with every call)."""
-    text = resources.files("reconciler.observe").joinpath(name).read_text()
+def shipped_script(name: str, package: str = "reconciler.observe") -> str:
+    """A script shipped in `package` (beside this module by default) as it is sent: its comment lines left out (it
+    travels with every call)."""
+    text = resources.files(package).joinpath(name).read_text()
     return "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#")) + "\n"
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 import shlex
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -46,6 +46,14 @@ class Connection(Protocol):
     ) -> CommandResult:
         """Run argv on the host (no shell interprets it unquoted) and return its result; never raises on a non-zero
         exit. Reads at most `max_output` bytes of stdout (more is a TransientHostError: a host cannot flood us)."""
+        ...
+
+    async def copy_out(
+        self, argv: Sequence[str], sink: Callable[[bytes], None], *, timeout: float, max_bytes: int
+    ) -> CommandResult:
+        """Run argv and hand its stdout to `sink` chunk by chunk as it arrives (a large file, never held whole); the
+        result keeps the tail of stderr, its stdout empty. More than `max_bytes`, or not ended within `timeout`
+        seconds, is a TransientHostError (what was handed to the sink is then not whole)."""
         ...
 
     def lines(self, argv: Sequence[str]) -> AsyncIterator[bytes]:

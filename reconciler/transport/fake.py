@@ -7,9 +7,9 @@ the logic around them be tested in milliseconds.
 It answers the commands reconciler sends, by what they mean rather than by running them: the observe
 script (files, units, checks, certificates), the atomic write script (sha256 verified as on a real host),
 chown/chmod, the restore of a backup, `systemctl daemon-reload|enable|disable|start|stop|restart|reset-failed|is-active`,
-a unit's journal (empty), etcd's GET /version through curl (`SimHost.etcd_version`), and `reconciler import`'s
-read-only scripts (transport.fake_import): a host built by hand
-in memory is imported and then converged as one object. A unit's health check (a check named like the unit) passes
+a unit's journal (empty), etcd's GET /version and maintenance status through curl (`SimHost.etcd_version`,
+`etcd_status`), an etcd snapshot (`etcd_snapshot`), and `reconciler import`'s read-only scripts
+(transport.fake_import): a host built by hand in memory is imported and then converged as one object. A unit's health check (a check named like the unit) passes
 while the unit is active; `SimHost.fails` makes a unit's start fail while its host's files are such (a config it
 cannot run on). Anything else exits 127, so a command the emulator does not know fails loudly instead of being
 silently "emulated".
@@ -182,6 +182,10 @@ class SimHost:
         # what etcd's GET /version answers through curl on this host ({"etcdserver": ..., "etcdcluster": ...});
         # None: curl is not emulated (no member answers)
         self.etcd_version: dict[str, str] | None = None
+        # what its member answers POST /v3/maintenance/status ({"header": {"member_id"}, "leader", "isLearner"}), and
+        # the snapshot it gives (backup/etcd_snapshot.sh: the bytes, and `snapshot status`); None: no answer
+        self.etcd_status: dict[str, Any] | None = None
+        self.etcd_snapshot: tuple[bytes, dict[str, int]] | None = None
 
     # -- commands -------------------------------------------------------------------------
     def execute(self, argv: list[str], stdin: bytes = b"") -> tuple[int, bytes, bytes]:
@@ -221,6 +225,13 @@ class SimHost:
             return answer_import(self, argv[2], argv[4:])
         if argv[:1] == ["curl"] and argv[-1].endswith("/version") and self.etcd_version is not None:
             return 0, (json.dumps(self.etcd_version) + "\n200\n").encode(), b""  # the body, then curl's -w status
+        if argv[:1] == ["curl"] and argv[-1].endswith("/v3/maintenance/status") and self.etcd_status is not None:
+            return 0, (json.dumps(self.etcd_status) + "\n200\n").encode(), b""
+        if argv[:2] == ["bash", "-c"] and len(argv) == 8 and argv[3] == "reconciler-etcd-snapshot":
+            if self.etcd_snapshot is None:
+                return 4, b"", b"@@ERR etcdctl snapshot save failed: connection refused\n"
+            data, status = self.etcd_snapshot
+            return 0, data, f"@@STATUS {json.dumps(status)}\n".encode()
         return 127, b"", f"fake host: not emulated: {argv[:1]}\n".encode()
 
     def _observe(self, args: list[str]) -> str:
@@ -434,6 +445,15 @@ class FakeConnection:
                 f"{self.host.name}: {argv[0]} answered more than {max_output} bytes; not read further", ssh=True
             )
         return CommandResult(tuple(argv), status, out, err)
+
+    async def copy_out(
+        self, argv: Sequence[str], sink: Callable[[bytes], None], *, timeout: float, max_bytes: int
+    ) -> CommandResult:
+        """The command's output handed to `sink` in chunks of 64 KiB, as transport.ssh hands it on."""
+        result = await self.run(argv, max_output=max_bytes)
+        for i in range(0, len(result.stdout), 65536):
+            sink(result.stdout[i : i + 65536])
+        return CommandResult(result.argv, result.exit_status, b"", result.stderr)
 
     async def lines(self, argv: Sequence[str]) -> AsyncIterator[bytes]:
         """The command's output, line by line (the emulator has no long-lived commands: it ends there)."""

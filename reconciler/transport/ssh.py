@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 
 import asyncssh
@@ -130,6 +130,32 @@ class SSHConnection:
         status = session.status if session.status is not None else 255
         return CommandResult(tuple(argv), status, b"".join(session.out), session.err)
 
+    async def copy_out(
+        self, argv: Sequence[str], sink: Callable[[bytes], None], *, timeout: float, max_bytes: int
+    ) -> CommandResult:
+        async with self._sessions:
+            session = _Collected(max_bytes, sink)
+            try:
+                async with asyncio.timeout(timeout):
+                    chan, _ = await self._conn.create_session(lambda: session, self._elevated(argv), encoding=None)
+                    try:
+                        chan.write_eof()
+                        await session.closed
+                    finally:
+                        chan.close()
+            except _SinkFailed as failed:
+                raise failed.error from None
+            except OutputTooLarge as exc:
+                raise TransientHostError(
+                    f"{self.target.name}: {argv[0]} sent more than {max_bytes} bytes; not read further", ssh=True
+                ) from exc
+            except (asyncssh.Error, OSError) as exc:
+                raise TransientHostError(f"{self.target.name}: connection lost: {exc}", ssh=True) from exc
+            except TimeoutError as exc:
+                raise TransientHostError(f"{self.target.name}: {argv[0]} timed out after {timeout}s", ssh=True) from exc
+        status = session.status if session.status is not None else 255
+        return CommandResult(tuple(argv), status, b"", session.err)
+
     async def lines(self, argv: Sequence[str]) -> AsyncIterator[bytes]:
         """Run a long-lived command (e.g. `journalctl -f`) and yield its stdout line by line."""
         try:
@@ -153,13 +179,21 @@ class SSHConnection:
             pass
 
 
+class _SinkFailed(Exception):
+    def __init__(self, error: Exception):
+        super().__init__(str(error))
+        self.error = error
+
+
 class _Collected(asyncssh.SSHClientSession[bytes]):
     """One command's channel, kept as plain buffers: stdout up to a limit, the tail of stderr, the exit status.
     (asyncssh's SSHClientProcess puts stream readers, writers and a task per stream on top of the same
     channel; for one short command per host and pass that was most of a pass's Python work beyond SSH.)"""
 
-    def __init__(self, max_output: int):
+    def __init__(self, max_output: int, sink: Callable[[bytes], None] | None = None):
+        """`sink`: stdout handed on as it arrives (`copy_out`) instead of kept."""
         self.max_output = max_output
+        self.sink = sink
         self.out: list[bytes] = []
         self.size = 0
         self.err = b""
@@ -182,6 +216,14 @@ class _Collected(asyncssh.SSHClientSession[bytes]):
             self.closed.set_exception(OutputTooLarge())
             if self._chan is not None:
                 self._chan.close()
+            return
+        if self.sink is not None:
+            try:
+                self.sink(data)
+            except Exception as exc:  # where it goes failed (a full disk): not read further, said as it is
+                self.closed.set_exception(_SinkFailed(exc))
+                if self._chan is not None:
+                    self._chan.close()
             return
         self.out.append(data)
 

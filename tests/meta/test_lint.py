@@ -40,7 +40,7 @@ def test_shellcheck_finds_nothing_in_the_shell_scripts() -> None:
     """The observe script (shipped in the package) and the repository's scripts; what shellcheck flags on purpose
     is said so in place (`# shellcheck disable=...` with the reason)."""
     scripts = [
-        *sorted((REPO / "reconciler/observe").glob("*.sh")),
+        *sorted((REPO / "reconciler").rglob("*.sh")),
         *sorted(
             p
             for p in (REPO / "scripts").rglob("*")

@@ -87,7 +87,12 @@ def test_the_wheel_holds_the_package_the_observe_script_the_examples_and_nothing
         tops = {n.split("/")[0] for n in names}
         assert tops == {"reconciler", "reconciler-0.1.0.dist-info"}, f"{wheel.name}: {sorted(tops)}"
         assert not [n for n in names if n.startswith(("testbed/", "tests/", "bench/")) or "/testbed/" in n]
-        assert {"reconciler/observe/observe.sh", "reconciler/observe/programs.sh", "reconciler/init.py"} <= set(names)
+        assert {
+            "reconciler/observe/observe.sh",
+            "reconciler/observe/programs.sh",
+            "reconciler/backup/etcd_snapshot.sh",
+            "reconciler/init.py",
+        } <= set(names)
         assert "reconciler/examples/reconciler.service" in names
         assert "reconciler-0.1.0.dist-info/licenses/LICENSE" in names
         shipped = {n.removeprefix("reconciler/examples/specs/") for n in names if "/examples/specs/" in n}

@@ -177,6 +177,11 @@ class Member:
             await asyncio.Event().wait()
         return CommandResult(tuple(argv), 0, self.answer or b"", b"")
 
+    async def copy_out(
+        self, argv: Sequence[str], sink: Callable[[bytes], None], *, timeout: float, max_bytes: int
+    ) -> CommandResult:
+        raise NotImplementedError
+
     def lines(self, argv: Sequence[str]) -> AsyncIterator[bytes]:
         raise NotImplementedError
 

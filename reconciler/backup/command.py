@@ -1,0 +1,89 @@
+"""`reconciler etcd snapshot` and `reconciler etcd snapshots`: a person takes one now, or lists what is kept.
+
+Owns the commands' arguments, output and exit codes (0 kept / listed, 1 failed: nothing kept, the specs' error,
+or no snapshot); the work is `backup.take` and `backup.store`'s. Registered by `reconciler.cli`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+from reconciler.backup import store
+from reconciler.errors import SpecError
+
+DEFAULT_SUBDIR = "etcd-snapshots"
+
+
+def add_parser(sub: argparse._SubParsersAction, parents: list[argparse.ArgumentParser]) -> None:  # type: ignore[type-arg]
+    help_text = "take an etcd snapshot now (checked, kept on this machine), or list the kept ones"
+    p = sub.add_parser("etcd", help=help_text, description=help_text, parents=parents)
+    p.add_argument("action", choices=["snapshot", "snapshots"], help="snapshot: take one now; snapshots: list them")
+    p.add_argument("spec_dir", type=Path, nargs="?", default=Path("specs"), help="spec directory (for snapshot)")
+    p.add_argument(
+        "--dir",
+        type=Path,
+        default=None,
+        help=f"where snapshots are kept (default: the state directory's {DEFAULT_SUBDIR}/: $RECONCILER_STATE_DIR "
+        "or /var/lib/reconciler)",
+    )
+    p.add_argument("--connect-attempts", type=int, default=4, help="SSH connection attempts per host")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+
+
+def directory(args: argparse.Namespace) -> Path:
+    from reconciler.tuning.overlay import default_state_dir
+
+    return Path(args.dir) if args.dir is not None else default_state_dir() / DEFAULT_SUBDIR
+
+
+def run(args: argparse.Namespace) -> int:
+    where = directory(args)
+    if args.action == "snapshots":
+        kept = store.listed(where)
+        if args.json:
+            print(json.dumps([asdict(k) for k in kept], indent=2))
+        else:
+            for k in kept:
+                print(_line(k))
+            if not kept:
+                print(f"no snapshot kept in {where}", file=sys.stderr)
+        return 0 if kept else 1
+    return asyncio.run(_snapshot(args, where))
+
+
+async def _snapshot(args: argparse.Namespace, where: Path) -> int:
+    from reconciler.backup.take import SnapshotFailed, take
+    from reconciler.spec.isolate import load_desired
+    from reconciler.transport.session import Session, ssh_connector
+
+    try:
+        desired = load_desired(args.spec_dir)
+    except SpecError as exc:
+        print(f"{len(exc.issues)} error(s) in {args.spec_dir}:", file=sys.stderr)
+        for issue in exc.issues:
+            print(f"  {issue}", file=sys.stderr)
+        return 1
+    session = Session(ssh_connector(attempts=args.connect_attempts))
+    try:
+        kept = await take(session, desired, where)
+    except SnapshotFailed as exc:
+        print(f"no snapshot kept: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        await session.close()
+    print(json.dumps(asdict(kept), indent=2) if args.json else _line(kept))
+    return 0
+
+
+def _line(k: store.Kept) -> str:
+    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(k.taken_at))
+    return (
+        f"{k.path}: revision {k.revision}, {k.keys} keys, {k.size / 1e6:.1f} MB, from {k.member} at {when} "
+        f"({k.seconds:.1f} s), sha256 {k.sha256[:16]}"
+    )

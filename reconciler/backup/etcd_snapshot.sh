@@ -1,0 +1,30 @@
+#!/bin/bash
+# An etcd snapshot taken on a member's host and sent on stdout (reconciler.backup.take builds the arguments and
+# checks what arrives; transport/fake.py answers the same for in-memory hosts). Linted by shellcheck.
+# Run as `bash -c SCRIPT reconciler-etcd-snapshot ENDPOINT CACERT CERT KEY` ("-" for a TLS file not given).
+#
+# `etcdctl snapshot save` from the one member at ENDPOINT into a directory of its own under /var/tmp (mode 0700,
+# removed whatever happens), then on stderr "@@STATUS " and `etcdctl snapshot status -w json` (hash, revision,
+# total keys, size), then the file on stdout. The client key stays on this host; only the snapshot leaves it.
+set -euo pipefail
+export LC_ALL=C ETCDCTL_API=3
+endpoint=$1 cacert=$2 cert=$3 key=$4
+if ! command -v etcdctl >/dev/null; then
+  echo "@@ERR etcdctl is not installed on this host (Debian: etcd-client)" >&2
+  exit 3
+fi
+tls=()
+[ "$cacert" = - ] || tls+=("--cacert=$cacert")
+[ "$cert" = - ] || tls+=("--cert=$cert")
+[ "$key" = - ] || tls+=("--key=$key")
+umask 077
+dir=$(mktemp -d /var/tmp/reconciler-etcd-snapshot.XXXXXX)
+trap 'rm -rf -- "$dir"' EXIT
+if ! etcdctl --endpoints="$endpoint" "${tls[@]}" snapshot save "$dir/snapshot.db" >"$dir/said" 2>&1; then
+  echo "@@ERR etcdctl snapshot save failed: $(tail -c 600 "$dir/said" | tr '\n' ' ')" >&2
+  exit 4
+fi
+printf '@@STATUS ' >&2
+etcdctl -w json snapshot status "$dir/snapshot.db" 2>/dev/null | head -c 4096 | tr -d '\n' >&2
+echo >&2
+cat -- "$dir/snapshot.db"

@@ -1,0 +1,155 @@
+"""An etcd snapshot taken from a healthy member and kept, checked, on this machine.
+
+Owns choosing the member (one that answers, not a learner, a follower before the leader: the leader has the most
+to do), asking its host for the snapshot through the SSH connection reconciler already has (etcd_snapshot.sh:
+`etcdctl snapshot save` with the client certificate of the member's health check, which never leaves the host;
+its `snapshot status`; the bytes on stdout), receiving the bytes into a file of their own while etcd's trailer is
+checked (`snapshot_file`), comparing the size with what the member said, and only then naming the file
+(`store.keep`). A copy that is not whole is removed and said so (SnapshotFailed): it never counts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from reconciler.backup import store
+from reconciler.backup.snapshot_file import HASH_SIZE, Trailer
+from reconciler.errors import HostError
+from reconciler.leader.on_host import EtcdOnHosts, client_url, etcd_members
+from reconciler.observe.facts import shipped_script
+from reconciler.spec.desired import DesiredCheck, DesiredHost, DesiredState
+from reconciler.terminal import printable
+from reconciler.transport.session import Session
+
+log = structlog.get_logger(__name__)
+
+SCRIPT = shipped_script("etcd_snapshot.sh", "reconciler.backup")
+MAX_SNAPSHOT_BYTES = 9 * 1024**3  # etcd's largest backend quota is 8 GiB
+TIMEOUT = 1800.0  # seconds one snapshot may take, whole: ~1 GB at ~1 MB/s
+
+
+class SnapshotFailed(Exception):
+    """No whole snapshot was kept; says why, member by member."""
+
+
+@dataclass(frozen=True)
+class Member:
+    host: DesiredHost
+    check: DesiredCheck
+    leader: bool
+
+
+async def take(session: Session, desired: DesiredState, directory: Path) -> store.Kept:
+    """A snapshot of the cluster's etcd kept in `directory`, from the first member that gives a whole one."""
+    members = etcd_members(desired)
+    if not members:
+        raise SnapshotFailed("no etcd member in the specs (the etcd unit's rollout health check names its URL)")
+    chosen, unfit = await _members(session, members)
+    errors = list(unfit)
+    for member in chosen:
+        try:
+            return await _from(session, member, directory)
+        except (HostError, SnapshotFailed) as exc:
+            log.warning("etcd snapshot failed", member=member.host.name, error=str(exc))
+            errors.append(f"{member.host.name}: {exc}")
+    raise SnapshotFailed("; ".join(errors) or "no member answered")
+
+
+async def _members(session: Session, members: list[tuple[DesiredHost, DesiredCheck]]) -> tuple[list[Member], list[str]]:
+    """The members to take it from, followers first; and why the others are not (silent, a learner)."""
+    api = EtcdOnHosts(session, members)
+    chosen: list[Member] = []
+    unfit: list[str] = []
+    for n, (host, check) in enumerate(api.members):
+        try:
+            exit_status, status, body = await api.exchange(n, "/v3/maintenance/status", {})
+            said = json.loads(body) if exit_status == 0 and status == 200 else None
+        except (HostError, ValueError, RecursionError) as exc:
+            unfit.append(f"{host.name}: not asked ({exc})")
+            continue
+        if not isinstance(said, dict):
+            unfit.append(f"{host.name}: its member does not answer (curl exit {exit_status}, HTTP {status})")
+            continue
+        if said.get("isLearner"):
+            unfit.append(f"{host.name}: a learner (not yet in sync): never snapshotted")
+            continue
+        header = said.get("header")
+        me = header.get("member_id") if isinstance(header, dict) else None
+        chosen.append(Member(host, check, leader=me is not None and me == said.get("leader")))
+    return sorted(chosen, key=lambda m: m.leader), unfit
+
+
+async def _from(session: Session, member: Member, directory: Path) -> store.Kept:
+    check = member.check
+    argv = ["bash", "-c", SCRIPT, "reconciler-etcd-snapshot", client_url(check)]
+    argv += [check.ca_file or "-", check.cert_file or "-", check.key_file or "-"]
+    conn = await session.connection(member.host.target)
+    fd, partial = store.receiving(directory)
+    trailer = Trailer()
+    began, taken_at = time.monotonic(), time.time()
+    try:
+        with os.fdopen(fd, "wb") as out:
+
+            def sink(chunk: bytes) -> None:
+                out.write(chunk)
+                trailer.feed(chunk)
+
+            result = await conn.copy_out(argv, sink, timeout=TIMEOUT, max_bytes=MAX_SNAPSHOT_BYTES)
+            out.flush()
+            os.fsync(out.fileno())
+        said = _said(result.stderr)
+        problem = _problem(result.ok, result.describe(), said, trailer)
+        if problem:
+            raise SnapshotFailed(problem)
+        kept = store.Kept(
+            path=str(directory / store.name(taken_at, int(said["revision"]))),
+            member=member.host.name,
+            revision=int(said["revision"]),
+            keys=int(said["totalKey"]),
+            size=trailer.size,
+            sha256=trailer.file_sha256.hexdigest(),
+            taken_at=taken_at,
+            seconds=round(time.monotonic() - began, 3),
+        )
+        return store.keep(partial, kept)
+    finally:
+        partial.unlink(missing_ok=True)  # gone once kept (renamed); removed when not whole
+
+
+def _said(stderr: bytes) -> dict[str, Any]:
+    """What etcd_snapshot.sh said on stderr: the snapshot's status ({} if none), its error ("error")."""
+    out: dict[str, Any] = {}
+    for line in stderr.decode("utf-8", errors="replace").splitlines():
+        if line.startswith("@@STATUS "):
+            try:
+                status = json.loads(line.removeprefix("@@STATUS "))
+            except (ValueError, RecursionError):
+                continue
+            if isinstance(status, dict):
+                out.update(
+                    {k: status[k] for k in ("revision", "totalKey", "totalSize") if isinstance(status.get(k), int)}
+                )
+        elif line.startswith("@@ERR "):
+            out["error"] = printable(line.removeprefix("@@ERR "))[:600]
+    return out
+
+
+def _problem(ok: bool, described: str, said: dict[str, Any], trailer: Trailer) -> str | None:
+    """Why what arrived is not a whole snapshot of what the member saved; None when it is."""
+    if not ok:
+        return str(said.get("error") or described)
+    whole = trailer.problem()
+    if whole:
+        return f"what arrived is not whole: {whole}"
+    if "revision" not in said or "totalKey" not in said:
+        return "the member did not say the snapshot's revision (etcdctl snapshot status)"
+    if "totalSize" in said and said["totalSize"] + HASH_SIZE != trailer.size:
+        return f"{trailer.size} bytes arrived; the member's snapshot has {said['totalSize'] + HASH_SIZE}"
+    return None
