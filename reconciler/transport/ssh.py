@@ -99,10 +99,28 @@ class SSHConnection:
         timeout: float | None = 120.0,
         max_output: int = MAX_OUTPUT,
     ) -> CommandResult:
+        return await self._bounded(argv, timeout, max_output, None, input)
+
+    async def copy_out(
+        self, argv: Sequence[str], sink: Callable[[bytes], None], *, timeout: float, max_bytes: int
+    ) -> CommandResult:
+        return await self._bounded(argv, timeout, max_bytes, sink, None)
+
+    async def _bounded(
+        self,
+        argv: Sequence[str],
+        timeout: float | None,
+        max_output: int,
+        sink: Callable[[bytes], None] | None,
+        input: bytes | None,
+    ) -> CommandResult:
+        """`_run` within `timeout` (which also bounds opening the channel, which hangs on a silent network), its
+        failures said as host errors; a sink's own failure (a full disk here) raised as it is."""
         async with self._sessions:
             try:
-                # The outer wait_for also bounds opening the channel, which hangs on a silent network.
-                return await asyncio.wait_for(self._run(argv, input, max_output), timeout)
+                return await asyncio.wait_for(self._run(argv, input, max_output, sink), timeout)
+            except _SinkFailed as failed:
+                raise failed.error from None
             except OutputTooLarge as exc:
                 raise TransientHostError(
                     f"{self.target.name}: {argv[0]} answered more than {max_output} bytes; not read further", ssh=True
@@ -112,10 +130,12 @@ class SSHConnection:
             except TimeoutError as exc:
                 raise TransientHostError(f"{self.target.name}: {argv[0]} timed out after {timeout}s", ssh=True) from exc
 
-    async def _run(self, argv: Sequence[str], input: bytes | None, max_output: int) -> CommandResult:
+    async def _run(
+        self, argv: Sequence[str], input: bytes | None, max_output: int, sink: Callable[[bytes], None] | None
+    ) -> CommandResult:
         """Run argv, keeping its stdout up to `max_output` bytes (a host answering more is cut off and costs
-        nothing further) and the tail of its stderr."""
-        session = _Collected(max_output)
+        nothing further), or handing it to `sink` as it arrives, and the tail of its stderr."""
+        session = _Collected(max_output, sink)
         chan, _ = await self._conn.create_session(lambda: session, self._elevated(argv), encoding=None)
         try:
             try:  # buffered by the channel and sent as the window allows
@@ -129,32 +149,6 @@ class SSHConnection:
             chan.close()
         status = session.status if session.status is not None else 255
         return CommandResult(tuple(argv), status, b"".join(session.out), session.err)
-
-    async def copy_out(
-        self, argv: Sequence[str], sink: Callable[[bytes], None], *, timeout: float, max_bytes: int
-    ) -> CommandResult:
-        async with self._sessions:
-            session = _Collected(max_bytes, sink)
-            try:
-                async with asyncio.timeout(timeout):
-                    chan, _ = await self._conn.create_session(lambda: session, self._elevated(argv), encoding=None)
-                    try:
-                        chan.write_eof()
-                        await session.closed
-                    finally:
-                        chan.close()
-            except _SinkFailed as failed:
-                raise failed.error from None
-            except OutputTooLarge as exc:
-                raise TransientHostError(
-                    f"{self.target.name}: {argv[0]} sent more than {max_bytes} bytes; not read further", ssh=True
-                ) from exc
-            except (asyncssh.Error, OSError) as exc:
-                raise TransientHostError(f"{self.target.name}: connection lost: {exc}", ssh=True) from exc
-            except TimeoutError as exc:
-                raise TransientHostError(f"{self.target.name}: {argv[0]} timed out after {timeout}s", ssh=True) from exc
-        status = session.status if session.status is not None else 255
-        return CommandResult(tuple(argv), status, b"", session.err)
 
     async def lines(self, argv: Sequence[str]) -> AsyncIterator[bytes]:
         """Run a long-lived command (e.g. `journalctl -f`) and yield its stdout line by line."""

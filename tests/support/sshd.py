@@ -17,9 +17,10 @@ class LoopbackSSH:
     request for one of its names is forwarded to that loopback port, anything else refused; every request is
     kept in `requested` (name, port)."""
 
-    def __init__(self, keys: list[asyncssh.SSHKey], routes: dict[str, int] | None = None):
+    def __init__(self, keys: list[asyncssh.SSHKey], routes: dict[str, int] | None = None, output: bytes | None = None):
+        """`output`: what every command writes on stdout instead (a large answer, for streaming)."""
         self.host_key = asyncssh.generate_private_key("ssh-ed25519")
-        self.keys, self.routes = keys, routes
+        self.keys, self.routes, self.output = keys, routes, output
         self.requested: list[tuple[str, int]] = []
         self.logins: list[str] = []
         self.port = 0
@@ -50,7 +51,14 @@ class LoopbackSSH:
                 return self.conn.forward_connection("127.0.0.1", outer.routes[dest_host])
 
         async def answer(process: asyncssh.SSHServerProcess[bytes]) -> None:
-            process.stdout.write(f"user={process.get_extra_info('username')}".encode())
+            if outer.output is not None:
+                try:
+                    process.stdout.write(outer.output)
+                    await process.stdout.drain()
+                except (OSError, asyncssh.Error):
+                    return  # the client closed the channel before reading it all, as it may
+            else:
+                process.stdout.write(f"user={process.get_extra_info('username')}".encode())
             process.exit(0)
 
         self.server = await asyncssh.listen(

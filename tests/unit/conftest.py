@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from reconciler.observe import programs
 from tests.support.etcd import local_etcd
 from tests.support.specs import copy_specs
 
@@ -29,3 +30,13 @@ def etcd(tmp_path: Path) -> Iterator[str]:
     """A real etcd member on loopback; its client URL."""
     with local_etcd(tmp_path / "etcd-data") as url:
         yield url
+
+
+@pytest.fixture
+def no_flag_books() -> Iterator[None]:
+    """The test starts with nothing learnt of any binary (observe.programs keeps what it asked per process)."""
+    programs.BOOKS.clear()
+    programs.SEEN.clear()
+    yield
+    programs.BOOKS.clear()
+    programs.SEEN.clear()

@@ -5,13 +5,11 @@ checksum for the whole fleet; a stand-in whose help lists no flags is not checke
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from reconciler.engine.converge import converge, plan_all
-from reconciler.observe import programs
 from reconciler.spec.isolate import load_desired
 from reconciler.transport.fake import SimHost, fake_connector
 from reconciler.transport.fake_programs import SimProgram
@@ -36,14 +34,7 @@ HELP = (
 V1_20 = SimProgram(help=HELP, version="Kubernetes v1.20.2", hidden=HIDDEN)
 
 
-@pytest.fixture(autouse=True)
-def no_books() -> Iterator[None]:
-    """Each test starts with nothing learnt of any binary (what was asked is kept per process)."""
-    programs.BOOKS.clear()
-    programs.SEEN.clear()
-    yield
-    programs.BOOKS.clear()
-    programs.SEEN.clear()
+pytestmark = pytest.mark.usefixtures("no_flag_books")  # nothing learnt of any binary before a test
 
 
 def fleet(names: list[str], program: SimProgram | None = V1_20) -> dict[str, SimHost]:

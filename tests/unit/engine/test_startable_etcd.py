@@ -5,13 +5,11 @@ answer (being built) leaves the versions unchecked."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from reconciler.engine.converge import converge, plan_all
-from reconciler.observe import programs
 from reconciler.spec.isolate import load_desired
 from reconciler.transport.fake import SimHost, fake_connector
 from reconciler.transport.fake_programs import SimProgram
@@ -32,13 +30,7 @@ BINARIES = {
 }
 
 
-@pytest.fixture(autouse=True)
-def no_books() -> Iterator[None]:
-    programs.BOOKS.clear()
-    programs.SEEN.clear()
-    yield
-    programs.BOOKS.clear()
-    programs.SEEN.clear()
+pytestmark = pytest.mark.usefixtures("no_flag_books")  # nothing learnt of any binary before a test
 
 
 def fleet(names: list[str], cluster: str | None) -> dict[str, SimHost]:
