@@ -1,6 +1,6 @@
 """Where etcd snapshots are kept on this machine: a directory of them, each with what is known of it beside it.
 
-Owns the names (`etcd-<UTC time>-r<revision>.db`, its record `<name>.json`: member, revision, keys, size, sha256,
+Owns the names (`etcd-<UTC time>-r<revision>.db`, never reused, its record `<name>.json`: member, revision, keys, size, sha256,
 when, how long), receiving one (a file created exclusively, mode 0600, renamed into place only once whole and
 checked: a reader never sees half a snapshot), listing them newest first, and retention (`prune`: the newest
 `keep`, none older than `max_age` but the newest, which is never removed). Pure file handling on this machine.
@@ -36,7 +36,9 @@ class Kept:
 
 
 def name(taken_at: float, revision: int) -> str:
-    return f"{PREFIX}{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime(taken_at))}-r{revision}{SUFFIX}"
+    """`etcd-<UTC time, to the millisecond>-r<revision>.db`: two snapshots never share a name."""
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(taken_at)) + f".{int(taken_at * 1000) % 1000:03d}Z"
+    return f"{PREFIX}{stamp}-r{revision}{SUFFIX}"
 
 
 def receiving(directory: Path) -> tuple[int, Path]:

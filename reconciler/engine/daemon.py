@@ -1,7 +1,7 @@
 """The long-running daemon (`reconciler run`): its parts built, wired to each other and run until stopped.
 
 Owns the wiring only: the specs in force (`engine.spec_keeper`), the per-host work (`engine.workers`), the
-rollouts and what they hold, the tuner, the election, the HTTP endpoint (`status.routes`) and systemd's
+rollouts and what they hold, the tuner, the etcd snapshots' schedule, the election, the HTTP endpoint (`status.routes`) and systemd's
 notifications. A good spec load goes to the workers, the tuner and the election, in that order. Stops cleanly on
 SIGTERM/SIGINT, reloads on SIGHUP; a background task ending before the stop is an internal fault (exit 1).
 """
@@ -14,6 +14,7 @@ import time
 
 import structlog
 
+from reconciler.backup.schedule import Snapshots
 from reconciler.engine.held import FILENAME as HELD_FILE
 from reconciler.engine.held import Held
 from reconciler.engine.memory import TRIM_PERIOD_S, pin_malloc_thresholds, release_free_memory
@@ -62,7 +63,12 @@ class Daemon:
             connector or ssh_connector(attempts=1),
             on_overlay=lambda: self.specs.request("tuning"),
         )
-        served = routes(self.ledger, self.workers, lambda: self._beat, self.tuner, self.leadership)
+        self.snapshots = Snapshots(
+            self.metrics,
+            connector or ssh_connector(attempts=1),
+            leading=self.leadership.fenced if self.leadership else None,  # one replica takes them
+        )
+        served = routes(self.ledger, self.workers, lambda: self._beat, self.tuner, self.leadership, self.snapshots)
         self.http = HTTPServer(served, settings.listen_host, settings.listen_port)
 
     async def _loaded(self, loaded: Loaded) -> None:
@@ -106,6 +112,7 @@ class Daemon:
             loop.add_signal_handler(sig, handler)
         workers = [asyncio.create_task(self.workers.run(), name=f"worker-{i}") for i in range(self.settings.workers)]
         jobs = {"resync": self.workers.resync(), "heartbeat": self._heartbeat(), "tuner": self.tuner.run(self.stopping)}
+        jobs["snapshots"] = self.snapshots.run(lambda: self.specs.desired, self.stopping)
         if self.leadership is not None:
             jobs["leader"] = self.leadership.run(lambda: self.specs.desired, self.stopping, self.workers.queue_all)
         changed = lambda paths: self.specs.load("watch")  # noqa: E731

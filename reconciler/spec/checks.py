@@ -15,26 +15,13 @@ from reconciler.components.systemd import UNIT_DIRS
 from reconciler.errors import SpecIssue
 from reconciler.spec.desired import DesiredHost
 from reconciler.spec.limits import MAX_DESIRED_ITEMS, MAX_HOSTS, UNIT_NAME_MAX
-from reconciler.spec.model import Document, UnitSpec, selects, unit_name
+from reconciler.spec.model import SPEC_MODELS, Document, UnitSpec, selects, unit_name
 from reconciler.spec.origins import locate
 
 
 def index_documents(docs: list[Document], issues: list[SpecIssue]) -> dict[str, dict[str, Document]]:
     """Documents by kind and name; a second document of a kind and name is reported, not kept."""
-    by_kind: dict[str, dict[str, Document]] = {
-        k: {}
-        for k in (
-            "Host",
-            "HostGroup",
-            "File",
-            "Directory",
-            "Unit",
-            "HealthCheck",
-            "EtcdTuning",
-            "Certificate",
-            "VirtualIP",
-        )
-    }
+    by_kind: dict[str, dict[str, Document]] = {k: {} for k in SPEC_MODELS}
     for doc in docs:
         seen = by_kind[doc.kind].get(doc.metadata.name)
         if seen is not None:

@@ -152,9 +152,21 @@ class DesiredTuning:
 
 
 @dataclass(frozen=True)
+class DesiredBackup:
+    """The EtcdBackup document: when the daemon snapshots etcd, where it keeps the snapshots, for how long."""
+
+    interval_seconds: float
+    keep: int
+    max_age_seconds: float | None
+    directory: str
+    source: str  # file:line of the document
+
+
+@dataclass(frozen=True)
 class DesiredState:
     hosts: dict[str, DesiredHost]
     tuning: DesiredTuning | None = None
+    backup: DesiredBackup | None = None
     warnings: tuple[str, ...] = ()  # what is valid but most likely not meant (a selector that selects no host)
 
     def hosts_with_unit(self, unit: str) -> list[DesiredHost]:

@@ -1,4 +1,5 @@
-"""The EtcdTuning document resolved: which unit and env file, the policy, and the timings in force.
+"""The EtcdTuning document resolved: which unit and env file, the policy, and the timings in force; and the
+EtcdBackup document (the daemon's snapshot schedule), checked.
 
 Checks the document against the Unit and File it names; the effective values are the spec's raised by the
 etcd tuner's overlay, never lowered. Called by `spec.render`; read by the tuner (`DesiredState.tuning`).
@@ -11,8 +12,8 @@ from collections.abc import Mapping
 
 from reconciler.components.etcd import ELECTION_KEY, HEARTBEAT_KEY, MIN_ELECTION_FACTOR
 from reconciler.errors import SpecIssue
-from reconciler.spec.desired import DesiredTuning, TuningPolicy
-from reconciler.spec.model import Document, EtcdTuningSpec, unit_name
+from reconciler.spec.desired import DesiredBackup, DesiredTuning, TuningPolicy
+from reconciler.spec.model import Document, EtcdBackupSpec, EtcdTuningSpec, unit_name
 
 # A number as etcd and our rewrite both print it (no leading zero: "0100" would be rewritten as "100").
 _TIMING_LINE = re.compile(rf'^({HEARTBEAT_KEY}|{ELECTION_KEY})=("?)([1-9][0-9]{{0,8}})\2([ \t]*)$', re.MULTILINE)
@@ -111,4 +112,31 @@ def resolve_tuning(
         dict(overlay),
         effective,
         f"EtcdTuning/{doc.metadata.name}",
+    )
+
+
+def resolve_backup(by_kind: dict[str, dict[str, Document]], issues: list[SpecIssue]) -> DesiredBackup | None:
+    """The EtcdBackup document (one at most), as the daemon's snapshot schedule reads it."""
+    docs = list(by_kind["EtcdBackup"].values())
+    for extra in docs[1:]:
+        issues.append(
+            SpecIssue(
+                extra.file, extra.line, "kind", f"only one EtcdBackup document is allowed (first at {docs[0].where()})"
+            )
+        )
+    if not docs:
+        return None
+    spec: EtcdBackupSpec = docs[0].spec
+    hours = spec.max_age_hours
+    if hours is not None and hours * 3600 < spec.interval_seconds:
+        issues.append(
+            SpecIssue(
+                docs[0].file,
+                docs[0].line_of("spec", "maxAgeHours"),
+                "spec.maxAgeHours",
+                f"{hours:g} h is shorter than intervalSeconds ({spec.interval_seconds:g} s): only the newest snapshot would ever be kept",
+            )
+        )
+    return DesiredBackup(
+        spec.interval_seconds, spec.keep, None if hours is None else hours * 3600, spec.directory, docs[0].where()
     )

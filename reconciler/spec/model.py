@@ -1,7 +1,7 @@
 """The spec documents as operators write them: one pydantic model per `kind`.
 
 Owns the shape and the per-field rules of every kind: `Host`, `HostGroup`, `File`, `Directory`, `Unit`,
-`HealthCheck`, `Certificate`, `VirtualIP`, `EtcdTuning` (docs/specs.md is their reference).
+`HealthCheck`, `Certificate`, `VirtualIP`, `EtcdTuning`, `EtcdBackup` (docs/specs.md is their reference).
 `spec.load` validates raw YAML against these models; nothing here knows about files, lines or hosts.
 """
 
@@ -273,6 +273,15 @@ class EtcdTuningSpec(Strict):
     restart_grace_seconds: Annotated[float, Field(ge=0, le=3600)] = 30.0
 
 
+class EtcdBackupSpec(Strict):
+    """Snapshots of the cluster's etcd the daemon takes on a schedule and keeps on its own machine (one at most)."""
+
+    interval_seconds: Annotated[float, Field(ge=60, le=604800)] = 3600.0
+    keep: Annotated[int, Field(ge=1, le=10000)] = 24  # the newest this many
+    max_age_hours: Annotated[float, Field(gt=0, le=87600)] | None = None  # and none older (but the newest)
+    directory: AbsPath = "/var/lib/reconciler/etcd-snapshots"  # on the machine the daemon runs on
+
+
 SPEC_MODELS: dict[str, type[Strict]] = {
     "Host": HostSpec,
     "HostGroup": HostGroupSpec,
@@ -281,6 +290,7 @@ SPEC_MODELS: dict[str, type[Strict]] = {
     "Unit": UnitSpec,
     "HealthCheck": HealthCheckSpec,
     "EtcdTuning": EtcdTuningSpec,
+    "EtcdBackup": EtcdBackupSpec,
     "Certificate": CertificateSpec,
     "VirtualIP": VirtualIPSpec,
 }

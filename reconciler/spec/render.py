@@ -36,7 +36,7 @@ from reconciler.spec.desired import (
     DesiredUnit,
     Target,
 )
-from reconciler.spec.etcd_tuning import resolve_tuning, with_timings
+from reconciler.spec.etcd_tuning import resolve_backup, resolve_tuning, with_timings
 from reconciler.spec.hosts import local_path, with_groups
 from reconciler.spec.model import (
     CertificateSpec,
@@ -77,6 +77,7 @@ def build_desired(
     check_references(by_kind, issues)
     warnings = check_selectors(by_kind, hosts, issues)
     tuning = resolve_tuning(by_kind, overlay or {}, issues)
+    backup = resolve_backup(by_kind, issues)
     if not within_size(hosts, by_kind, issues):
         raise SpecError(issues)
     renderer = Renderer(hosts, cache)
@@ -90,7 +91,7 @@ def build_desired(
         issues += component_issues(desired, spec_dir)
     if issues:
         raise SpecError(issues)
-    return DesiredState(hosts=desired, tuning=tuning, warnings=tuple(warnings))
+    return DesiredState(hosts=desired, tuning=tuning, backup=backup, warnings=tuple(warnings))
 
 
 class _Paths:

@@ -164,6 +164,30 @@ class Metrics:
             registry=r,
         )
 
+        self.snapshot_last_success = Gauge(
+            "reconciler_etcd_snapshot_last_success_timestamp_seconds",
+            "Unix time the newest kept, checked etcd snapshot was taken (kind: EtcdBackup).",
+            registry=r,
+        )
+        self.snapshot_size = Gauge(
+            "reconciler_etcd_snapshot_size_bytes", "Size of the newest kept etcd snapshot.", registry=r
+        )
+        self.snapshot_duration = Gauge(
+            "reconciler_etcd_snapshot_duration_seconds",
+            "How long the last kept etcd snapshot took: taken, streamed, checked.",
+            registry=r,
+        )
+        self.snapshot_interval = Gauge(
+            "reconciler_etcd_snapshot_interval_seconds",
+            "The EtcdBackup schedule's interval (the alert compares the newest snapshot's age with it).",
+            registry=r,
+        )
+        self.snapshot_failures = Counter(
+            "reconciler_etcd_snapshot_failures",
+            "Snapshot attempts that kept nothing (no member gave a whole, checked snapshot).",
+            registry=r,
+        )
+
         self.cert_present = Gauge(
             "reconciler_certificate_present",
             "1 when a declared certificate exists on the host (kind: Certificate), 0 when it is missing.",

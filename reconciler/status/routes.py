@@ -2,7 +2,7 @@
 
 Owns each route's answer, built from what it is given: the ledger (records and metrics), the daemon's work as a
 `Work` (the queue, who backs off, why not ready: `engine.workers.Workers` is one), the heartbeat's last time, and
-the parts that say their own /status entry (the tuner; the election, if any). status/ imports nothing of the
+the parts that say their own /status entry (the tuner; the election, if any; the etcd snapshots). status/ imports nothing of the
 engine, the tuner or the election (they import status/); `status.http` serves the routes.
 """
 
@@ -33,6 +33,10 @@ class Election(Protocol):
     def status(self) -> dict[str, Any]: ...
 
 
+class Snapshots(Protocol):
+    def status(self) -> dict[str, Any]: ...
+
+
 class Work(Protocol):
     """What the routes read of the daemon's work."""
 
@@ -43,7 +47,12 @@ class Work(Protocol):
 
 
 def routes(
-    ledger: Ledger, work: Work, beat: Callable[[], float], tuner: Tuning, leadership: Election | None
+    ledger: Ledger,
+    work: Work,
+    beat: Callable[[], float],
+    tuner: Tuning,
+    leadership: Election | None,
+    snapshots: Snapshots | None = None,
 ) -> dict[str, Route]:
     """The four routes; `beat`: the heartbeat's last `time.monotonic()`."""
 
@@ -69,6 +78,7 @@ def routes(
         )
         doc["tuning"] = tuner.status(ledger.rollout_of)
         doc["leader"] = leadership.status() if leadership is not None else {"enabled": False}
+        doc["etcd_snapshots"] = snapshots.status() if snapshots is not None else {"enabled": False}
         return Response(200, json.dumps(doc, indent=2).encode() + b"\n", "application/json")
 
     return {"/metrics": metrics, "/healthz": healthz, "/readyz": readyz, "/status": status}

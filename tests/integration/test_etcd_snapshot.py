@@ -1,18 +1,22 @@
 """`reconciler etcd snapshot` on the testbed's real 3-member etcd: taken from a follower through its host (the client
 key stays there), checked, kept with its record; etcd's own tool (etcdutl, scripts/fetch-etcd) reads the kept file
-and agrees on its revision and key count; the writes made before it are in it; `etcd snapshots` lists it."""
+and agrees on its revision and key count; the writes made before it are in it; `etcd snapshots` lists it. The daemon
+takes them itself on an EtcdBackup document's schedule and says so in /status and its metrics."""
 
 from __future__ import annotations
 
 import json
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from reconciler.backup import store
 from testbed import Testbed
 from tests.support.cli import reconciler
+from tests.support.daemon import RunningDaemon, wait_for
 from tests.support.specs import BUNDLED as SPECS
 from tests.support.tuning import etcdctl, leader
 
@@ -49,3 +53,27 @@ def test_a_snapshot_is_taken_from_a_follower_checked_and_kept(converged: Testbed
     assert not any(p.name.startswith(".receiving-") for p in where.iterdir())
     for h in converged.hosts:  # nothing left on the masters
         assert h.ssh("ls /var/tmp | grep -c reconciler-etcd-snapshot", check=False).stdout.strip() == "0"
+
+
+def test_the_daemon_takes_them_on_the_etcd_backup_schedule(
+    converged: Testbed, spec_copy: Path, tmp_path: Path, run_daemon: Callable[..., RunningDaemon]
+) -> None:
+    where = tmp_path / "scheduled"
+    (spec_copy / "backup.yaml").write_text(
+        "apiVersion: reconciler/v1\nkind: EtcdBackup\nmetadata: {name: etcd}\n"
+        f"spec: {{intervalSeconds: 60, keep: 3, directory: {where}}}\n"
+    )
+    daemon = run_daemon(spec_copy, "--resync", "600")
+
+    def kept_one() -> dict[str, Any] | None:
+        entry: dict[str, Any] = daemon.status()["etcd_snapshots"]
+        return entry if entry.get("last") else None
+
+    status = wait_for("the first scheduled snapshot", kept_one, daemon=daemon, timeout=90)
+    assert status is not None
+    assert status["enabled"] and status["failures"] == 0 and status["interval_seconds"] == 60
+    kept = store.listed(where)
+    assert [k.path for k in kept] == [status["last"]["path"]]
+    assert daemon.sample("reconciler_etcd_snapshot_last_success_timestamp_seconds") == kept[0].taken_at
+    assert daemon.sample("reconciler_etcd_snapshot_interval_seconds") == 60
+    assert status["next_at"] == kept[0].taken_at + 60
