@@ -10,6 +10,7 @@ checked (`snapshot_file`), comparing the size with what the member said, and onl
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import time
@@ -33,6 +34,10 @@ log = structlog.get_logger(__name__)
 SCRIPT = shipped_script("etcd_snapshot.sh", "reconciler.backup")
 MAX_SNAPSHOT_BYTES = 9 * 1024**3  # etcd's largest backend quota is 8 GiB
 TIMEOUT = 1800.0  # seconds one snapshot may take, whole: ~1 GB at ~1 MB/s
+
+
+BEFORE_TURN_DIR = "before-rollout"  # beside the schedule's, kept apart from it
+BEFORE_TURN_KEEP = 12
 
 
 class SnapshotFailed(Exception):
@@ -60,6 +65,23 @@ async def take(session: Session, desired: DesiredState, directory: Path) -> stor
             log.warning("etcd snapshot failed", member=member.host.name, error=str(exc))
             errors.append(f"{member.host.name}: {exc}")
     raise SnapshotFailed("; ".join(errors) or "no member answered")
+
+
+async def before_turn(session: Session, desired: DesiredState, host: str, unit: str) -> store.Kept:
+    """The snapshot taken before `unit`'s rollout turn on `host` (an etcd restart onto new config: a change, a
+    tuning raise), when the specs have an EtcdBackup: kept in its directory's `before-rollout/` (the newest
+    BEFORE_TURN_KEEP). A HostError when none could be kept: the turn is not taken without one."""
+    assert desired.backup is not None
+    directory = Path(desired.backup.directory) / BEFORE_TURN_DIR
+    try:
+        kept = await take(session, desired, directory)
+        await asyncio.to_thread(store.prune, directory, BEFORE_TURN_KEEP, None)
+    except (SnapshotFailed, OSError) as exc:
+        raise HostError(
+            f"{host}: no etcd snapshot could be kept before restarting {unit} ({exc}); turn not taken"
+        ) from exc
+    log.info("etcd snapshot before a rollout turn", host=host, unit=unit, path=kept.path, revision=kept.revision)
+    return kept
 
 
 async def _members(session: Session, members: list[tuple[DesiredHost, DesiredCheck]]) -> tuple[list[Member], list[str]]:

@@ -20,6 +20,7 @@ import structlog
 
 from reconciler import progress
 from reconciler.apply.executor import ApplyLog, Fence, apply_actions
+from reconciler.backup.take import before_turn
 from reconciler.engine.guard import guard, wait_healthy
 from reconciler.engine.held import Config, Held, fingerprint
 from reconciler.engine.rollback import RolledBack, roll_back
@@ -190,6 +191,9 @@ class Rollouts:
         if not glass:
             progress.report(host.name, f"asking the other {unit.name} members whether they are healthy")
         note = "" if glass else await guard(session, desired, unit, host.name)
+        if not glass and unit.name == desired.etcd_unit and desired.backup is not None:
+            progress.report(host.name, f"taking an etcd snapshot before restarting {unit.name}")
+            await before_turn(session, desired, host.name, unit.name)
         if note:  # said where the turn's actions are shown
             group = (*group[:-1], replace(group[-1], reason=f"{group[-1].reason} ({note})"))
         conn = await session.connection(host.target)

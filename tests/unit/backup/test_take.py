@@ -91,3 +91,41 @@ def test_retention_keeps_the_newest_and_removes_by_count_and_age(tmp_path: Path)
     assert [k.revision for k in gone] == [97, 96] and [k.revision for k in store.listed(tmp_path)] == [100, 99, 98]
     assert [k.revision for k in store.prune(tmp_path, keep_count=10, max_age=1800, now=now + 7200)] == [99, 98]
     assert [k.revision for k in store.listed(tmp_path)] == [100]  # the newest stays, however old
+
+
+def with_backup(specs: Path, directory: Path) -> None:
+    (specs / "backup.yaml").write_text(
+        "apiVersion: reconciler/v1\nkind: EtcdBackup\nmetadata: {name: etcd}\n"
+        f"spec: {{intervalSeconds: 3600, directory: {directory}}}\n"
+    )
+
+
+async def test_each_etcd_rollout_turn_is_preceded_by_a_snapshot_and_not_taken_without_one(
+    specs: Path, tmp_path: Path
+) -> None:
+    from reconciler.engine.converge import converge
+    from tests.support.specs import replace_once
+
+    where = tmp_path / "snaps"
+    with_backup(specs, where)
+    hosts = fleet(leader="master-1")
+    session = Session(fake_connector(hosts))
+    first = await converge(load_desired(specs), session, wait=1.0, interval=0.01)
+    assert {o.status for o in first.outcomes.values()} == {"converged"}
+    before = where / "before-rollout"
+    assert not before.exists()  # a first start is no restart onto new config: no turn, no snapshot
+    replace_once(specs / "etcd.yaml", "ETCD_HEARTBEAT_INTERVAL: 100", "ETCD_HEARTBEAT_INTERVAL: 150")
+    replace_once(specs / "etcd.yaml", "ETCD_ELECTION_TIMEOUT: 1000", "ETCD_ELECTION_TIMEOUT: 1500")
+    changed = await converge(load_desired(specs), session, wait=1.0, interval=0.01)
+    assert {o.status for o in changed.outcomes.values()} == {"converged"}, changed.outcomes
+    assert len(store.listed(before)) == 3  # one before each member's turn
+    for h in hosts.values():
+        h.etcd_snapshot = None  # no member gives one now
+    replace_once(specs / "etcd.yaml", "ETCD_HEARTBEAT_INTERVAL: 150", "ETCD_HEARTBEAT_INTERVAL: 200")
+    replace_once(specs / "etcd.yaml", "ETCD_ELECTION_TIMEOUT: 1500", "ETCD_ELECTION_TIMEOUT: 2000")
+    restarts = {n: len(h.restarted) for n, h in hosts.items()}
+    refused = await converge(load_desired(specs), session, wait=1.0, interval=0.01)
+    for name, outcome in refused.outcomes.items():
+        assert outcome.status == "failed" and "no etcd snapshot could be kept before restarting" in outcome.error
+        assert b"=200" not in hosts[name].files["/etc/etcd/etcd.conf"].content  # its turn wrote nothing
+    assert {n: len(h.restarted) for n, h in hosts.items()} == restarts
