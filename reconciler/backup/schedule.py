@@ -41,7 +41,7 @@ class Snapshots:
         self.failures = 0  # attempts in a row that kept nothing
         self.next_at: float | None = None  # unix time of the next attempt
         self.backup: DesiredBackup | None = None
-        self._failed_at = 0.0
+        self._retry_at = 0.0  # after a failure: not again before this (backoff, jittered once)
 
     async def run(self, desired: Callable[[], DesiredState | None], stopping: asyncio.Event) -> None:
         while not stopping.is_set():
@@ -63,10 +63,7 @@ class Snapshots:
         now = time.time() if now is None else now
         due = self.last.taken_at + backup.interval_seconds if self.last else now
         if self.failures:
-            due = min(
-                max(due, self._failed_at + backoff(self.failures, RETRY_BASE_S, RETRY_CAP_S)),
-                now + backup.interval_seconds,
-            )
+            due = max(due, self._retry_at)
         if now < due:
             self.next_at = due
             return min(due - now, IDLE_S)
@@ -79,15 +76,17 @@ class Snapshots:
             kept = await take(self.session, desired, directory)
         except (SnapshotFailed, HostError, OSError) as exc:
             self.failures += 1
-            self._failed_at = time.time()
             self.error = str(exc)[:2000]
             self.metrics.snapshot_failures.inc()
+            delay = min(backoff(self.failures, RETRY_BASE_S, RETRY_CAP_S), backup.interval_seconds)
+            self.next_at = self._retry_at = time.time() + delay  # never later than the interval
             log.error("etcd snapshot kept nothing", error=self.error, failures=self.failures)
             return
         self.failures, self.error = 0, ""
         self.metrics.snapshot_duration.set(time.monotonic() - began)
         gone = await asyncio.to_thread(store.prune, directory, backup.keep, backup.max_age_seconds)
         self._seen(kept, backup)
+        self.next_at = kept.taken_at + backup.interval_seconds
         log.info(
             "etcd snapshot kept",
             path=kept.path,

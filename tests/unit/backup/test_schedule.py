@@ -54,6 +54,7 @@ async def test_taken_at_once_then_when_an_interval_old_and_pruned(specs: Path, t
     base = time.time()
     await snapshots.step(desired, base)
     first = store.listed(where)
+    assert snapshots.status()["next_at"] == first[0].taken_at + 300  # said at once, before the next look
     assert len(first) == 1 and first[0].member == "master-2"
     assert sample(metrics, "reconciler_etcd_snapshot_last_success_timestamp_seconds") == first[0].taken_at
     assert sample(metrics, "reconciler_etcd_snapshot_interval_seconds") == 300
