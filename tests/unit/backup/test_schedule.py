@@ -93,3 +93,26 @@ async def test_a_replica_that_does_not_lead_takes_none(specs: Path, tmp_path: Pa
 
     snapshots = Snapshots(Metrics(), fake_connector(fleet()), leading=follower)
     assert await snapshots.step(desired) == IDLE_S and not store.listed(where)
+
+
+async def test_a_failed_attempt_is_tried_again_within_the_interval_however_long_the_backoff(
+    specs: Path, tmp_path: Path
+) -> None:
+    where = tmp_path / "snaps"
+    (specs / "backup.yaml").write_text(
+        "apiVersion: reconciler/v1\nkind: EtcdBackup\nmetadata: {name: etcd}\n"
+        f"spec: {{intervalSeconds: 60, directory: {where}}}\n"
+    )
+    desired = load_desired(specs)
+    hosts = fleet()
+    saved = {n: h.etcd_snapshot for n, h in hosts.items()}
+    for h in hosts.values():
+        h.etcd_snapshot = None
+    snapshots = Snapshots(Metrics(), fake_connector(hosts), leading=None)
+    for _ in range(6):  # six failures in a row: the backoff alone would be minutes
+        await snapshots.step(desired, (snapshots.next_at or time.time()) + 0.01)
+    assert snapshots.failures == 6 and snapshots.next_at is not None and snapshots.next_at <= time.time() + 60
+    for name, h in hosts.items():
+        h.etcd_snapshot = saved[name]
+    await snapshots.step(desired, snapshots.next_at + 0.01)
+    assert snapshots.failures == 0 and len(store.listed(where)) == 1
