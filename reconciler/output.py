@@ -195,7 +195,27 @@ def render_status(doc: dict[str, Any], source: str, style: Style, now: float | N
         )
         decision = tuning.get("last_decision")
         out += ["", line] + ([f"  last decision: {decision['outcome']}: {decision['reason']}"] if decision else [])
+    out += _snapshots_lines(doc.get("etcd_snapshots") or {}, now, style)
     return "\n".join(out)
+
+
+def _snapshots_lines(snaps: dict[str, Any], now: float, style: Style) -> list[str]:
+    """The EtcdBackup schedule's state: the newest kept snapshot and its age, the next attempt, failures."""
+    if not snaps.get("enabled"):
+        return []
+    last = snaps.get("last")
+    stale = last is None or now - last["taken_at"] > 2 * snaps["interval_seconds"]
+    newest = (
+        f"newest {ago(last['taken_at'], now)} (revision {last['revision']}, {last['size'] / 1e6:.1f} MB, from "
+        f"{last['member']})"
+        if last
+        else "none kept yet"
+    )
+    line = f"etcd snapshots: {style(newest, 'red' if stale else 'green')}, every {snaps['interval_seconds']:g} s"
+    lines = ["", line + f" in {snaps['directory']}"]
+    if snaps.get("failures"):
+        lines.append(style(f"  {snaps['failures']} attempt(s) in a row kept nothing: {snaps.get('error')}", "red"))
+    return lines
 
 
 def status_exit_code(doc: dict[str, Any]) -> int:

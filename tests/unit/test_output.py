@@ -72,3 +72,27 @@ def test_plan_colours_only_when_asked() -> None:
     assert (
         coloured[5].startswith("\x1b[31m") and coloured[6].startswith("\x1b[32m") and coloured[4].startswith("\x1b[36m")
     )
+
+
+def test_status_says_the_etcd_snapshots_newest_and_failures() -> None:
+    from reconciler.output import Style, render_status
+
+    doc = status_doc()
+    assert "etcd snapshots" not in render_status(doc, "u", Style(False), now=1000.0)  # no EtcdBackup
+    last = {"taken_at": 880.0, "revision": 42, "size": 2_100_000, "member": "master-2"}
+    doc["etcd_snapshots"] = {
+        "enabled": True,
+        "directory": "/var/lib/reconciler/etcd-snapshots",
+        "interval_seconds": 300.0,
+        "last": last,
+        "failures": 0,
+    }
+    text = render_status(doc, "u", Style(False), now=1000.0)
+    assert (
+        "etcd snapshots: newest 2m ago (revision 42, 2.1 MB, from master-2), every 300 s in "
+        "/var/lib/reconciler/etcd-snapshots" in text
+    )
+    doc["etcd_snapshots"].update(last=None, failures=3, error="master-2: etcdctl snapshot save failed")
+    text = render_status(doc, "u", Style(False), now=1000.0)
+    assert "etcd snapshots: none kept yet" in text
+    assert "3 attempt(s) in a row kept nothing: master-2: etcdctl snapshot save failed" in text
