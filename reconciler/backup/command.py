@@ -1,7 +1,8 @@
-"""`reconciler etcd snapshot` and `reconciler etcd snapshots`: a person takes one now, or lists what is kept.
+"""`reconciler etcd snapshot|snapshots|restore`: a person takes a snapshot now, lists what is kept, or restores.
 
-Owns the commands' arguments, output and exit codes (0 kept / listed, 1 failed: nothing kept, the specs' error,
-or no snapshot); the work is `backup.take` and `backup.store`'s. Registered by `reconciler.cli`.
+Owns the commands' arguments, output and exit codes (0 done, 1 not: nothing kept, no snapshot, a refused or
+stopped restore, the specs' error); the work is `backup.take`, `backup.store` and `backup.restore`'s. Registered
+by `reconciler.cli`.
 """
 
 from __future__ import annotations
@@ -21,25 +22,37 @@ DEFAULT_SUBDIR = "etcd-snapshots"
 
 
 def add_parser(sub: argparse._SubParsersAction, parents: list[argparse.ArgumentParser]) -> None:  # type: ignore[type-arg]
-    help_text = "take an etcd snapshot now (checked, kept on this machine), or list the kept ones"
+    help_text = "etcd's data: take a checked snapshot now, list the kept ones, restore every member from one"
     p = sub.add_parser("etcd", help=help_text, description=help_text, parents=parents)
-    p.add_argument("action", choices=["snapshot", "snapshots"], help="snapshot: take one now; snapshots: list them")
-    p.add_argument("spec_dir", type=Path, nargs="?", default=Path("specs"), help="spec directory (for snapshot)")
-    p.add_argument(
-        "--dir",
-        type=Path,
-        default=None,
-        help=f"where snapshots are kept (default: the state directory's {DEFAULT_SUBDIR}/: $RECONCILER_STATE_DIR "
-        "or /var/lib/reconciler)",
-    )
-    p.add_argument("--connect-attempts", type=int, default=4, help="SSH connection attempts per host")
-    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    actions = p.add_subparsers(dest="action", required=True)
+    for name, text in (
+        ("snapshot", "take an etcd snapshot now (checked, kept on this machine)"),
+        ("snapshots", "list the kept snapshots, newest first"),
+        ("restore", "rebuild every etcd member from one snapshot (a person's act: docs/etcd.md, Restore)"),
+    ):
+        a = actions.add_parser(name, help=text, description=text, parents=parents)
+        if name == "restore":
+            a.add_argument("snapshot", type=Path, help="the snapshot file (etcd-...-r<revision>.db)")
+            a.add_argument("--force", action="store_true", help="restore even though etcd answers")
+        if name != "snapshots":
+            a.add_argument("spec_dir", type=Path, nargs="?", default=Path("specs"), help="spec directory")
+            a.add_argument("--connect-attempts", type=int, default=4, help="SSH connection attempts per host")
+        if name != "restore":
+            a.add_argument(
+                "--dir",
+                type=Path,
+                default=None,
+                help=f"where snapshots are kept (default: the state directory's {DEFAULT_SUBDIR}/: "
+                "$RECONCILER_STATE_DIR or /var/lib/reconciler)",
+            )
+            a.add_argument("--json", action="store_true", help="print the result as JSON")
 
 
 def directory(args: argparse.Namespace) -> Path:
     from reconciler.tuning.overlay import default_state_dir
 
-    return Path(args.dir) if args.dir is not None else default_state_dir() / DEFAULT_SUBDIR
+    given = getattr(args, "dir", None)
+    return Path(given) if given is not None else default_state_dir() / DEFAULT_SUBDIR
 
 
 def run(args: argparse.Namespace) -> int:
@@ -54,7 +67,40 @@ def run(args: argparse.Namespace) -> int:
             if not kept:
                 print(f"no snapshot kept in {where}", file=sys.stderr)
         return 0 if kept else 1
+    if args.action == "restore":
+        return asyncio.run(_restore(args))
     return asyncio.run(_snapshot(args, where))
+
+
+async def _restore(args: argparse.Namespace) -> int:
+    from reconciler.backup.restore import RestoreRefused, restore
+    from reconciler.errors import HostError
+    from reconciler.spec.isolate import load_desired
+    from reconciler.transport.session import Session, ssh_connector
+
+    try:
+        desired = load_desired(args.spec_dir)
+    except SpecError as exc:
+        print(f"{len(exc.issues)} error(s) in {args.spec_dir}:", file=sys.stderr)
+        for issue in exc.issues:
+            print(f"  {issue}", file=sys.stderr)
+        return 1
+    session = Session(ssh_connector(attempts=args.connect_attempts))
+    began = time.monotonic()
+    try:
+        await restore(session, desired, args.snapshot, force=args.force, say=lambda line: print(line, flush=True))
+    except RestoreRefused as exc:
+        print(f"refusing to restore: {exc}", file=sys.stderr)
+        return 1
+    except HostError as exc:
+        print(
+            f"restore stopped: {exc}\n(run the same command again: the steps done are not done twice)", file=sys.stderr
+        )
+        return 1
+    finally:
+        await session.close()
+    print(f"restore done in {time.monotonic() - began:.1f} s")
+    return 0
 
 
 async def _snapshot(args: argparse.Namespace, where: Path) -> int:

@@ -71,23 +71,34 @@ def cannot_ask(desired: DesiredState) -> str:
     return ""
 
 
-async def refusal(session: Session, desired: DesiredState) -> str:
-    """Why `--break-glass` is refused on this cluster now, or "" when every member was asked and was silent."""
+async def quorum_state(session: Session, desired: DesiredState) -> tuple[str, str]:
+    """What asking every member showed: ("answered", the endpoint that did), ("unclear", what each said),
+    ("cannot", why it could not be asked) or ("silent", "") when every member was silent as one without quorum is."""
     why = cannot_ask(desired)
     if why:
-        return why
+        return "cannot", why
     api = EtcdOnHosts(session, etcd_members(desired))
     said = await asyncio.gather(*(_ask(api, n) for n in range(len(api.endpoints))))
     answered = [api.endpoints[n] for n, (kind, _) in enumerate(said) if kind == "answered"]
     if answered:
-        return (
-            f"etcd answers through {answered[0]}, so it has its quorum; run `reconciler apply` without it (it takes "
-            "the restart lock and the quorum guard)"
-        )
+        return "answered", answered[0]
     unclear = [f"{api.endpoints[n]}: {detail}" for n, (kind, detail) in enumerate(said) if kind == "unclear"]
     if unclear:
+        return "unclear", "; ".join(unclear)
+    return "silent", ""
+
+
+async def refusal(session: Session, desired: DesiredState) -> str:
+    """Why `--break-glass` is refused on this cluster now, or "" when every member was asked and was silent."""
+    kind, detail = await quorum_state(session, desired)
+    if kind == "answered":
         return (
-            "cannot tell whether etcd lost its quorum: " + "; ".join(unclear) + " (a member without a quorum refuses "
+            f"etcd answers through {detail}, so it has its quorum; run `reconciler apply` without it (it takes "
+            "the restart lock and the quorum guard)"
+        )
+    if kind == "unclear":
+        return (
+            "cannot tell whether etcd lost its quorum: " + detail + " (a member without a quorum refuses "
             "the connection, times out or says so: fix its rollout check's URL and TLS files, or etcd's access)"
         )
-    return ""
+    return detail

@@ -1,22 +1,22 @@
 """An in-process host: files, systemd units and health answers in memory, behind the Connection protocol.
 
-For the unit tests of the engine (converge, rollout, queue, daemon) and the fleet benchmark's 1000 emulated
-masters (bench.fleetsim serves it over SSH): what the real hosts of the testbed prove end to end, this lets
-the logic around them be tested in milliseconds.
+For the unit tests of the engine (converge, rollout, queue, daemon) and the fleet benchmark's 1000 emulated masters
+(bench.fleetsim serves it over SSH): what the real hosts of the testbed prove end to end, this lets the logic around
+them be tested in milliseconds.
 
-It answers the commands reconciler sends, by what they mean rather than by running them: the observe
-script (files, units, checks, certificates), the atomic write script (sha256 verified as on a real host),
-chown/chmod, the restore of a backup, `systemctl daemon-reload|enable|disable|start|stop|restart|reset-failed|is-active`,
-a unit's journal (empty), etcd's GET /version and maintenance status through curl (`SimHost.etcd_version`,
-`etcd_status`), an etcd snapshot (`etcd_snapshot`), and `reconciler import`'s read-only scripts
-(transport.fake_import): a host built by hand in memory is imported and then converged as one object. A unit's health check (a check named like the unit) passes
-while the unit is active; `SimHost.fails` makes a unit's start fail while its host's files are such (a config it
-cannot run on). Anything else exits 127, so a command the emulator does not know fails loudly instead of being
-silently "emulated".
+It answers the commands reconciler sends, by what they mean rather than by running them: the observe script (files,
+units, checks, certificates), the atomic write script (sha256 verified as on a real host), chown/chmod, the restore
+of a backup, `systemctl daemon-reload|enable|disable|start|stop|restart|reset-failed|is-active`, a unit's journal
+(empty), etcd's GET /version and maintenance status through curl (`SimHost.etcd_version`, `etcd_status`), an etcd
+snapshot (`etcd_snapshot`) and a restore from one (`etcd_restored`), and `reconciler import`'s read-only scripts
+(transport.fake_import): a host built by hand in memory is imported and then converged as one object. A unit's
+health check (a check named like the unit) passes while the unit is active; `SimHost.fails` makes a unit's start
+fail while its host's files are such (a config it cannot run on). Anything else exits 127, so a command the emulator
+does not know fails loudly instead of being silently "emulated".
 
-Pure: `SimHost.execute(argv, stdin)` -> (exit status, stdout, stderr). `FakeConnection` runs commands on one
-as an SSH server would (the argv joined into one quoted line and split again, an answer longer than asked for cut
-off), `fake_connector` connects a Session to a dict of them; a host in `down` refuses the connection like a stopped
+Pure: `SimHost.execute(argv, stdin)` -> (exit status, stdout, stderr). `FakeConnection` runs commands on one as an
+SSH server would (the argv joined into one quoted line and split again, an answer longer than asked for cut off),
+`fake_connector` connects a Session to a dict of them; a host in `down` refuses the connection like a stopped
 machine.
 """
 
@@ -186,6 +186,7 @@ class SimHost:
         # the snapshot it gives (backup/etcd_snapshot.sh: the bytes, and `snapshot status`); None: no answer
         self.etcd_status: dict[str, Any] | None = None
         self.etcd_snapshot: tuple[bytes, dict[str, int]] | None = None
+        self.etcd_restored: tuple[str, str] | None = None  # (snapshot sha256, cluster token) its data was rebuilt from
 
     # -- commands -------------------------------------------------------------------------
     def execute(self, argv: list[str], stdin: bytes = b"") -> tuple[int, bytes, bytes]:
@@ -232,6 +233,15 @@ class SimHost:
                 return 4, b"", b"@@ERR etcdctl snapshot save failed: connection refused\n"
             data, status = self.etcd_snapshot
             return 0, data, f"@@STATUS {json.dumps(status)}\n".encode()
+        if argv[:2] == ["bash", "-c"] and len(argv) == 11 and argv[3] == "reconciler-etcd-restore":
+            sha, token = argv[4], argv[9]
+            if hashlib.sha256(stdin).hexdigest() != sha:
+                return 4, b"", b"@@ERR the snapshot arrived changed\n"
+            if self.etcd_restored == (sha, token):
+                return 0, b"@@ALREADY\n", b""
+            self.changes += 1
+            self.etcd_restored = (sha, token)
+            return 0, b"@@RESTORED\n", b""
         return 127, b"", f"fake host: not emulated: {argv[:1]}\n".encode()
 
     def _observe(self, args: list[str]) -> str:

@@ -1,0 +1,164 @@
+"""`reconciler etcd restore SNAPSHOT`: every member of the cluster's etcd rebuilt from one snapshot, a person's act.
+
+Owns the order and what is said at each step: the snapshot checked here first (etcd's trailer); refused while etcd
+answers (a healthy cluster is not restored over) unless forced; every kube-apiserver, kube-controller-manager and
+kube-scheduler stopped, then every etcd member; each member's data directory rebuilt from the same file with one
+new cluster token (etcd_restore.sh: the old directory kept beside it, ownership as before, the revision bumped where
+the host has etcdutl); every member started at once and waited for until each passes its health check; then the
+apiservers, then the controller-managers and schedulers. Each step is idempotent (a member already rebuilt from
+this snapshot is left as it is, the token is the snapshot's): a restore stopped anywhere is run again and goes on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from reconciler.backup.snapshot_file import Trailer
+from reconciler.components.etcd import member_config
+from reconciler.components.systemd import service
+from reconciler.engine.break_glass import quorum_state
+from reconciler.engine.guard import wait_healthy
+from reconciler.errors import HostError
+from reconciler.observe.facts import shipped_script
+from reconciler.spec.desired import DesiredHost, DesiredState
+from reconciler.terminal import printable
+from reconciler.transport.session import Session
+
+SCRIPT = shipped_script("etcd_restore.sh", "reconciler.backup")
+KUBE = ("kube-apiserver", "kube-controller-manager", "kube-scheduler")  # stopped first, started last, in this order
+MAX_SNAPSHOT_BYTES = 9 * 1024**3
+WAIT_S = 180.0
+
+
+class RestoreRefused(Exception):
+    """Not started: why (nothing was touched)."""
+
+
+@dataclass(frozen=True)
+class Member:
+    host: DesiredHost
+    unit: str
+    name: str
+    data_dir: str
+    peer_urls: str
+    initial_cluster: str
+    binary_dir: str
+    check: str | None  # its rollout health check
+
+
+def members(desired: DesiredState) -> list[Member]:
+    """The cluster's etcd members as the specs configure them (name, data dir, peer URLs, initial cluster)."""
+    unit = desired.etcd_unit
+    if unit is None:
+        raise RestoreRefused("no etcd unit in the specs")
+    out = []
+    for host in desired.hosts_with_unit(unit):
+        u = next(x for x in host.units if x.name == unit)
+        texts = {p: f.content.decode("utf-8", errors="replace") for p, f in host.files.items()}
+        svc = service(u.path, texts)
+        config = member_config(svc)
+        missing = [k for k in ("name", "data-dir", "initial-advertise-peer-urls", "initial-cluster") if k not in config]
+        if missing:
+            raise RestoreRefused(f"{host.name}: the specs do not say etcd's {', '.join(missing)} ({unit})")
+        binary = svc.argv[0].value if svc.argv else ""
+        out.append(
+            Member(
+                host,
+                unit,
+                config["name"].value,
+                config["data-dir"].value,
+                config["initial-advertise-peer-urls"].value,
+                config["initial-cluster"].value,
+                binary.rpartition("/")[0] or "/usr/bin",
+                u.rollout_check,
+            )
+        )
+    return out
+
+
+def _kube_units(host: DesiredHost, program: str) -> list[str]:
+    texts = {p: f.content.decode("utf-8", errors="replace") for p, f in host.files.items()}
+    return [u.name for u in host.units if service(u.path, texts).program == program]
+
+
+def checked(snapshot: Path) -> tuple[bytes, str]:
+    """The snapshot's bytes and sha256, once etcd's own trailer says it is whole; RestoreRefused otherwise."""
+    data = snapshot.read_bytes()
+    trailer = Trailer()
+    trailer.feed(data)
+    problem = trailer.problem()
+    if problem:
+        raise RestoreRefused(f"{snapshot} is not a whole etcd snapshot: {problem}")
+    return data, hashlib.sha256(data).hexdigest()
+
+
+async def restore(
+    session: Session, desired: DesiredState, snapshot: Path, *, force: bool, say: Callable[[str], None]
+) -> None:
+    """Every step, said as it begins; RestoreRefused before anything is touched, HostError on a step that failed
+    (run it again: the steps done are not done twice)."""
+    data, sha = checked(snapshot)
+    cluster = members(desired)
+    token = f"restored-{sha[:16]}"
+    say(f"snapshot {snapshot}: whole ({len(data)} bytes, sha256 {sha[:16]}); new cluster token {token}")
+    kind, detail = await quorum_state(session, desired)
+    if kind != "silent" and not force:
+        why = f"etcd answers through {detail}" if kind == "answered" else f"etcd may be up ({detail})"
+        raise RestoreRefused(f"{why}: a cluster that may hold newer data is not restored over; --force to do it anyway")
+    hosts = sorted({m.host.name for m in cluster} | set(desired.hosts))
+    for program in reversed(KUBE):
+        say(f"stopping {program} on {', '.join(hosts)}")
+        await _everywhere(session, desired, hosts, "stop", program)
+    say(f"stopping etcd on {', '.join(m.host.name for m in cluster)}")
+    await asyncio.gather(*(_systemctl(session, m.host, "stop", [m.unit]) for m in cluster))
+    for m in cluster:
+        say(f"{m.host.name}: rebuilding {m.data_dir} (member {m.name}) from the snapshot")
+        said = await _rebuild(session, m, data, sha, token)
+        say(f"{m.host.name}: {said}")
+    say(f"starting etcd on {', '.join(m.host.name for m in cluster)} and waiting for each to be healthy")
+    await asyncio.gather(*(_systemctl(session, m.host, "start", [m.unit], no_block=True) for m in cluster))
+    for m in cluster:
+        if m.check:
+            result = await wait_healthy(session, m.host, m.check, WAIT_S)
+            if not result.ok:
+                raise HostError(f"{m.host.name}: etcd not healthy after the restore: {result.detail}")
+    for program in KUBE:
+        say(f"starting {program} on {', '.join(hosts)}")
+        await _everywhere(session, desired, hosts, "start", program)
+    say("restored: run `reconciler check` to see every component healthy")
+
+
+async def _everywhere(session: Session, desired: DesiredState, hosts: list[str], verb: str, program: str) -> None:
+    """`systemctl verb` the units running `program` on every host, at once."""
+    await asyncio.gather(
+        *(_systemctl(session, desired.hosts[h], verb, _kube_units(desired.hosts[h], program)) for h in hosts)
+    )
+
+
+async def _systemctl(session: Session, host: DesiredHost, verb: str, units: list[str], no_block: bool = False) -> None:
+    if not units:
+        return
+    conn = await session.connection(host.target)
+    argv = ["systemctl", verb, *(["--no-block"] if no_block else []), "--", *units]
+    result = await conn.run(argv, timeout=WAIT_S)
+    if not result.ok:
+        raise HostError(f"{host.name}: systemctl {verb} {' '.join(units)}: {result.describe()}")
+
+
+async def _rebuild(session: Session, m: Member, data: bytes, sha: str, token: str) -> str:
+    conn = await session.connection(m.host.target)
+    argv = ["bash", "-c", SCRIPT, "reconciler-etcd-restore", sha, m.name, m.data_dir, m.initial_cluster]
+    argv += [m.peer_urls, token, m.binary_dir]
+    result = await conn.run(argv, input=data, timeout=WAIT_S + len(data) / 1e6)
+    text = result.stdout.decode("utf-8", errors="replace")
+    if not result.ok:
+        err = next((ln for ln in result.stderr.decode("utf-8", "replace").splitlines() if ln.startswith("@@ERR ")), "")
+        raise HostError(f"{m.host.name}: {printable(err.removeprefix('@@ERR ')) or result.describe()}")
+    if "@@ALREADY" in text:
+        return "already rebuilt from this snapshot: left as it is"
+    note = " (its host has no etcdutl: the revision is not bumped, watchers are not told to re-list)"
+    return "rebuilt, the old data directory kept beside it" + (note if "@@NOBUMP" in text else "")
