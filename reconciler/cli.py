@@ -207,7 +207,7 @@ def _parser() -> argparse.ArgumentParser:
             )
     _run_parser(sub)
     _import_parser(sub)
-    from reconciler.backup import command as etcd_command
+    from reconciler import etcd_cli as etcd_command
 
     etcd_command.add_parser(sub, [_after()])
     st = sub.add_parser(
@@ -719,7 +719,7 @@ def _main(argv: list[str] | None, holder: list[Live]) -> int:
     if args.command == "import":
         return _import_command(args)
     if args.command == "etcd":
-        from reconciler.backup import command as etcd_command
+        from reconciler import etcd_cli as etcd_command
 
         return etcd_command.run(args)
     if args.command == "init":

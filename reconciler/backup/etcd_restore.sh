@@ -1,5 +1,5 @@
 #!/bin/bash
-# One etcd member's data directory rebuilt from a snapshot (reconciler.backup.restore builds the arguments and sends
+# One etcd member's data directory rebuilt from a snapshot (reconciler.engine.restore builds the arguments and sends
 # the snapshot on stdin). Run as `bash -c SCRIPT reconciler-etcd-restore SHA256 NAME DATA_DIR INITIAL_CLUSTER
 # PEER_URLS TOKEN BINARY_DIR` while the member is stopped. Linted by shellcheck.
 #

@@ -1,7 +1,7 @@
 """`reconciler etcd snapshot|snapshots|restore`: a person takes a snapshot now, lists what is kept, or restores.
 
 Owns the commands' arguments, output and exit codes (0 done, 1 not: nothing kept, no snapshot, a refused or
-stopped restore, the specs' error); the work is `backup.take`, `backup.store` and `backup.restore`'s. Registered
+stopped restore, the specs' error); the work is `backup.take`, `backup.store` and `engine.restore`'s. Registered
 by `reconciler.cli`.
 """
 
@@ -73,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def _restore(args: argparse.Namespace) -> int:
-    from reconciler.backup.restore import RestoreRefused, restore
+    from reconciler.engine.restore import RestoreRefused, restore
     from reconciler.errors import HostError
     from reconciler.spec.isolate import load_desired
     from reconciler.transport.session import Session, ssh_connector

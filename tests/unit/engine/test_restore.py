@@ -1,4 +1,4 @@
-"""`etcd restore` (backup.restore) on in-memory hosts: a snapshot that is not whole is refused before anything is
+"""`etcd restore` (engine.restore) on in-memory hosts: a snapshot that is not whole is refused before anything is
 touched; a cluster that may be up is refused unless forced; forced, every kube component and every member is
 stopped, each member rebuilt from the same snapshot with one token, and everything started again (etcd first);
 run again, each member is left as it is."""
@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.backup.restore import RestoreRefused, members, restore
 from reconciler.engine.converge import converge
+from reconciler.engine.restore import RestoreRefused, members, restore
 from reconciler.spec.isolate import load_desired
 from reconciler.transport.fake import SimHost, fake_connector
 from reconciler.transport.session import Session
