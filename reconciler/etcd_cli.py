@@ -14,9 +14,13 @@ import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from reconciler.backup import store
 from reconciler.errors import SpecError
+
+if TYPE_CHECKING:
+    from reconciler.spec.desired import DesiredState
 
 DEFAULT_SUBDIR = "etcd-snapshots"
 
@@ -72,18 +76,26 @@ def run(args: argparse.Namespace) -> int:
     return asyncio.run(_snapshot(args, where))
 
 
+def _desired(spec_dir: Path) -> DesiredState | None:
+    """The specs, or None once their errors are said."""
+    from reconciler.spec.isolate import load_desired
+
+    try:
+        return load_desired(spec_dir)
+    except SpecError as exc:
+        print(f"{len(exc.issues)} error(s) in {spec_dir}:", file=sys.stderr)
+        for issue in exc.issues:
+            print(f"  {issue}", file=sys.stderr)
+        return None
+
+
 async def _restore(args: argparse.Namespace) -> int:
     from reconciler.engine.restore import RestoreRefused, restore
     from reconciler.errors import HostError
-    from reconciler.spec.isolate import load_desired
     from reconciler.transport.session import Session, ssh_connector
 
-    try:
-        desired = load_desired(args.spec_dir)
-    except SpecError as exc:
-        print(f"{len(exc.issues)} error(s) in {args.spec_dir}:", file=sys.stderr)
-        for issue in exc.issues:
-            print(f"  {issue}", file=sys.stderr)
+    desired = _desired(args.spec_dir)
+    if desired is None:
         return 1
     session = Session(ssh_connector(attempts=args.connect_attempts))
     began = time.monotonic()
@@ -105,15 +117,10 @@ async def _restore(args: argparse.Namespace) -> int:
 
 async def _snapshot(args: argparse.Namespace, where: Path) -> int:
     from reconciler.backup.take import SnapshotFailed, take
-    from reconciler.spec.isolate import load_desired
     from reconciler.transport.session import Session, ssh_connector
 
-    try:
-        desired = load_desired(args.spec_dir)
-    except SpecError as exc:
-        print(f"{len(exc.issues)} error(s) in {args.spec_dir}:", file=sys.stderr)
-        for issue in exc.issues:
-            print(f"  {issue}", file=sys.stderr)
+    desired = _desired(args.spec_dir)
+    if desired is None:
         return 1
     session = Session(ssh_connector(attempts=args.connect_attempts))
     try:
