@@ -42,6 +42,7 @@ class Snapshots:
         self.next_at: float | None = None  # unix time of the next attempt
         self.backup: DesiredBackup | None = None
         self._retry_at = 0.0  # after a failure: not again before this (backoff, jittered once)
+        self._taken_at: float | None = None  # when the newest snapshot this schedule counts from was taken
 
     async def run(self, desired: Callable[[], DesiredState | None], stopping: asyncio.Event) -> None:
         while not stopping.is_set():
@@ -58,10 +59,16 @@ class Snapshots:
             return IDLE_S
         backup = self.backup
         directory = Path(backup.directory)
-        kept = await asyncio.to_thread(store.listed, directory)
+        try:
+            kept = await asyncio.to_thread(store.listed, directory)
+        except OSError as exc:  # the directory unreadable: a failure of this schedule, never of the daemon
+            self._failed(f"reading {directory}: {exc}", backup)
+            return IDLE_S
         self._seen(kept[0] if kept else None, backup)
         now = time.time() if now is None else now
-        due = self.last.taken_at + backup.interval_seconds if self.last else now
+        if self._taken_at is None and self.last is not None:  # the first look: what the directory holds counts,
+            self._taken_at = min(self.last.taken_at, now)  # one stamped ahead of this clock as taken now
+        due = self._taken_at + backup.interval_seconds if self._taken_at is not None else now
         if self.failures:
             due = max(due, self._retry_at)
         if now < due:
@@ -74,17 +81,13 @@ class Snapshots:
         began = time.monotonic()
         try:
             kept = await take(self.session, desired, directory)
+            gone = await asyncio.to_thread(store.prune, directory, backup.keep, backup.max_age_seconds)
         except (SnapshotFailed, HostError, OSError) as exc:
-            self.failures += 1
-            self.error = str(exc)[:2000]
-            self.metrics.snapshot_failures.inc()
-            delay = min(backoff(self.failures, RETRY_BASE_S, RETRY_CAP_S), backup.interval_seconds)
-            self.next_at = self._retry_at = time.time() + delay  # never later than the interval
-            log.error("etcd snapshot kept nothing", error=self.error, failures=self.failures)
+            self._failed(str(exc), backup)
             return
         self.failures, self.error = 0, ""
+        self._taken_at = kept.taken_at
         self.metrics.snapshot_duration.set(time.monotonic() - began)
-        gone = await asyncio.to_thread(store.prune, directory, backup.keep, backup.max_age_seconds)
         self._seen(kept, backup)
         self.next_at = kept.taken_at + backup.interval_seconds
         log.info(
@@ -96,6 +99,14 @@ class Snapshots:
             seconds=kept.seconds,
             pruned=[Path(k.path).name for k in gone],
         )
+
+    def _failed(self, error: str, backup: DesiredBackup) -> None:
+        self.failures += 1
+        self.error = error[:2000]
+        self.metrics.snapshot_failures.inc()
+        delay = min(backoff(self.failures, RETRY_BASE_S, RETRY_CAP_S), backup.interval_seconds)
+        self.next_at = self._retry_at = time.time() + delay  # never later than the interval
+        log.error("etcd snapshot kept nothing", error=self.error, failures=self.failures)
 
     def _seen(self, newest: store.Kept | None, backup: DesiredBackup) -> None:
         self.last = newest

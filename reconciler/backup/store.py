@@ -9,7 +9,9 @@ checked: a reader never sees half a snapshot), listing them newest first, and re
 from __future__ import annotations
 
 import json
+import math
 import os
+import stat
 import tempfile
 import time
 from dataclasses import asdict, dataclass
@@ -54,10 +56,14 @@ def keep(partial: Path, kept: Kept) -> Kept:
     final = Path(kept.path)
     record = kept.record
     with tempfile.NamedTemporaryFile("w", dir=final.parent, prefix=".record-", delete=False) as f:
-        json.dump(asdict(kept), f, indent=2)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(f.name, record)
+        try:
+            json.dump(asdict(kept), f, indent=2)
+            f.flush()
+            os.fsync(f.fileno())
+            os.replace(f.name, record)
+        except BaseException:
+            os.unlink(f.name)
+            raise
     os.replace(partial, final)
     dir_fd = os.open(final.parent, os.O_RDONLY)
     try:
@@ -67,18 +73,56 @@ def keep(partial: Path, kept: Kept) -> Kept:
     return kept
 
 
+MAX_RECORD_BYTES = 4096
+_INT_FIELDS = ("revision", "keys", "size")
+
+
 def listed(directory: Path) -> list[Kept]:
-    """The snapshots kept in `directory`, newest first (a file without a readable record is not listed)."""
+    """The snapshots kept in `directory`, newest first. Only a regular file (a link is not one) with a record that is
+    itself a regular file of at most MAX_RECORD_BYTES holding the fields with their types (numbers finite, integers
+    in 0..2**63, a time no later than a day from now) is listed: anything else is not a snapshot of ours."""
     out: list[Kept] = []
     if not directory.is_dir():
         return out
     for path in directory.glob(f"{PREFIX}*{SUFFIX}"):
-        try:
-            raw = json.loads(Path(f"{path}.json").read_text())
-            out.append(Kept(**{**raw, "path": str(path)}))
-        except (OSError, ValueError, TypeError):
-            continue
+        kept = _read(path)
+        if kept is not None:
+            out.append(kept)
     return sorted(out, key=lambda k: k.taken_at, reverse=True)
+
+
+def _read(path: Path) -> Kept | None:
+    record = Path(f"{path}.json")
+    try:
+        if not (stat.S_ISREG(path.lstat().st_mode) and stat.S_ISREG(record.lstat().st_mode)):
+            return None
+        with open(record, "rb", opener=lambda p, flags: os.open(p, flags | os.O_NOFOLLOW)) as f:
+            text = f.read(MAX_RECORD_BYTES + 1)
+        raw = json.loads(text) if len(text) <= MAX_RECORD_BYTES else None
+    except (OSError, ValueError, RecursionError):
+        return None
+    if not isinstance(raw, dict):
+        return None
+    ints = [raw.get(k) for k in _INT_FIELDS]
+    times = [raw.get("taken_at"), raw.get("seconds")]
+    if not all(type(v) is int and 0 <= v < 2**63 for v in ints):
+        return None
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in times):
+        return None
+    if not (isinstance(raw.get("member"), str) and isinstance(raw.get("sha256"), str)):
+        return None
+    if raw["taken_at"] > time.time() + 86400:  # a clock far ahead when it was taken: it would never age
+        return None
+    return Kept(
+        str(path),
+        raw["member"][:255],
+        raw["revision"],
+        raw["keys"],
+        raw["size"],
+        raw["sha256"][:64],
+        raw["taken_at"],
+        raw["seconds"],
+    )
 
 
 def prune(directory: Path, keep_count: int, max_age: float | None, now: float | None = None) -> list[Kept]:
@@ -93,8 +137,11 @@ def prune(directory: Path, keep_count: int, max_age: float | None, now: float | 
     ]
     for k in gone:
         for path in (Path(k.path), k.record):
-            path.unlink(missing_ok=True)
-    for leftover in directory.glob(".receiving-*") if directory.is_dir() else ():
-        if now - leftover.stat().st_mtime > 3600:
-            leftover.unlink(missing_ok=True)
+            path.unlink(missing_ok=True)  # unlink removes a link, never what it leads to
+    for leftover in [*directory.glob(".receiving-*"), *directory.glob(".record-*")] if directory.is_dir() else ():
+        try:
+            if stat.S_ISREG(leftover.lstat().st_mode) and now - leftover.lstat().st_mtime > 3600:
+                leftover.unlink(missing_ok=True)
+        except OSError:
+            continue  # gone meanwhile (a receive of another process finished)
     return gone

@@ -64,6 +64,8 @@ async def take(session: Session, desired: DesiredState, directory: Path) -> stor
         except (HostError, SnapshotFailed) as exc:
             log.warning("etcd snapshot failed", member=member.host.name, error=str(exc))
             errors.append(f"{member.host.name}: {exc}")
+        except OSError as exc:  # this machine's side (the directory, its disk): no other member would do better
+            raise SnapshotFailed(f"keeping it in {directory}: {exc}") from exc
     raise SnapshotFailed("; ".join(errors) or "no member answered")
 
 
@@ -125,7 +127,7 @@ async def _from(session: Session, member: Member, directory: Path) -> store.Kept
 
             result = await conn.copy_out(argv, sink, timeout=TIMEOUT, max_bytes=MAX_SNAPSHOT_BYTES)
             out.flush()
-            os.fsync(out.fileno())
+            await asyncio.to_thread(os.fsync, out.fileno())  # GBs of dirty pages: not on the event loop
         said = _said(result.stderr)
         problem = _problem(result.ok, result.describe(), said, trailer)
         if problem:
@@ -140,7 +142,7 @@ async def _from(session: Session, member: Member, directory: Path) -> store.Kept
             taken_at=taken_at,
             seconds=round(time.monotonic() - began, 3),
         )
-        return store.keep(partial, kept)
+        return await asyncio.to_thread(store.keep, partial, kept)
     finally:
         partial.unlink(missing_ok=True)  # gone once kept (renamed); removed when not whole
 
@@ -154,10 +156,9 @@ def _said(stderr: bytes) -> dict[str, Any]:
                 status = json.loads(line.removeprefix("@@STATUS "))
             except (ValueError, RecursionError):
                 continue
-            if isinstance(status, dict):
-                out.update(
-                    {k: status[k] for k in ("revision", "totalKey", "totalSize") if isinstance(status.get(k), int)}
-                )
+            if isinstance(status, dict):  # integers only (a bool is not one), as etcd's own: 0..2**63
+                fields = ("revision", "totalKey", "totalSize")
+                out.update({k: v for k in fields if type(v := status.get(k)) is int and 0 <= v < 2**63})
         elif line.startswith("@@ERR "):
             out["error"] = printable(line.removeprefix("@@ERR "))[:600]
     return out

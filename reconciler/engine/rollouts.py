@@ -188,12 +188,13 @@ class Rollouts:
         check = unit.rollout_check
         assert check is not None
         glass = self.glass(desired, unit)
+        if not glass and unit.name == desired.etcd_unit and desired.backup is not None:
+            # first: it may take minutes, and the guard's answer must be fresh when the restart comes
+            progress.report(host.name, f"taking an etcd snapshot before restarting {unit.name}")
+            await before_turn(session, desired, host.name, unit.name)
         if not glass:
             progress.report(host.name, f"asking the other {unit.name} members whether they are healthy")
         note = "" if glass else await guard(session, desired, unit, host.name)
-        if not glass and unit.name == desired.etcd_unit and desired.backup is not None:
-            progress.report(host.name, f"taking an etcd snapshot before restarting {unit.name}")
-            await before_turn(session, desired, host.name, unit.name)
         if note:  # said where the turn's actions are shown
             group = (*group[:-1], replace(group[-1], reason=f"{group[-1].reason} ({note})"))
         conn = await session.connection(host.target)
