@@ -20,11 +20,17 @@ tls=()
 umask 077
 dir=$(mktemp -d /var/tmp/reconciler-etcd-snapshot.XXXXXX)
 trap 'rm -rf -- "$dir"' EXIT
-if ! etcdctl --endpoints="$endpoint" "${tls[@]}" snapshot save "$dir/snapshot.db" >"$dir/said" 2>&1; then
+# at most 25 minutes (a save that hangs must not leave a growing file here: the caller gives up after 30)
+if ! timeout -k 10 1500 etcdctl --endpoints="$endpoint" ${tls[@]+"${tls[@]}"} snapshot save "$dir/snapshot.db" \
+    >"$dir/said" 2>&1; then
   echo "@@ERR etcdctl snapshot save failed: $(tail -c 600 "$dir/said" | tr '\n' ' ')" >&2
   exit 4
 fi
-printf '@@STATUS ' >&2
-etcdctl -w json snapshot status "$dir/snapshot.db" 2>/dev/null | head -c 4096 | tr -d '\n' >&2
-echo >&2
+# etcd >= 3.6 reads a snapshot's status with etcdutl only; 3.4 has etcdctl only
+if command -v etcdutl >/dev/null; then status=(etcdutl -w json snapshot status); else status=(etcdctl -w json snapshot status); fi
+if ! said=$(timeout 300 "${status[@]}" "$dir/snapshot.db" 2>/dev/null | head -c 4096 | tr -d '\n') || [ -z "$said" ]; then
+  echo "@@ERR ${status[0]} snapshot status failed on the saved snapshot" >&2
+  exit 4
+fi
+echo "@@STATUS $said" >&2
 cat -- "$dir/snapshot.db"

@@ -12,7 +12,8 @@ this snapshot is left as it is, the token is the snapshot's): a restore stopped 
 from __future__ import annotations
 
 import asyncio
-import hashlib
+import posixpath
+import stat
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,6 +51,22 @@ class Member:
     check: str | None  # its rollout health check
 
 
+# directories a data dir may never be: the restore renames the data dir aside, as root
+SYSTEM_DIRS = frozenset(
+    "/ /bin /boot /dev /etc /home /lib /lib64 /media /mnt /opt /proc /root /run /sbin /srv /sys /tmp /usr /var "
+    "/usr/lib /usr/local /usr/bin /usr/sbin /var/lib /var/tmp /var/log /var/cache /var/backups /etc/kubernetes".split()
+)
+
+
+def data_dir_problem(path: str) -> str:
+    """Why `path` cannot be a data directory the restore renames aside ("" when it can)."""
+    if not path.startswith("/") or posixpath.normpath(path) != path.rstrip("/") or "//" in path:
+        return f"{path!r} is not an absolute, normalised path"
+    if path.rstrip("/") in SYSTEM_DIRS or path.rstrip("/").count("/") < 2:
+        return f"{path!r} is a system directory, not one of etcd's own"
+    return ""
+
+
 def members(desired: DesiredState) -> list[Member]:
     """The cluster's etcd members as the specs configure them (name, data dir, peer URLs, initial cluster)."""
     unit = desired.etcd_unit
@@ -65,12 +82,15 @@ def members(desired: DesiredState) -> list[Member]:
         if missing:
             raise RestoreRefused(f"{host.name}: the specs do not say etcd's {', '.join(missing)} ({unit})")
         binary = svc.argv[0].value if svc.argv else ""
+        problem = data_dir_problem(config["data-dir"].value)
+        if problem:
+            raise RestoreRefused(f"{host.name}: etcd's data-dir {problem}")
         out.append(
             Member(
                 host,
                 unit,
                 config["name"].value,
-                config["data-dir"].value,
+                config["data-dir"].value.rstrip("/"),
                 config["initial-advertise-peer-urls"].value,
                 config["initial-cluster"].value,
                 binary.rpartition("/")[0] or "/usr/bin",
@@ -86,14 +106,22 @@ def _kube_units(host: DesiredHost, program: str) -> list[str]:
 
 
 def checked(snapshot: Path) -> tuple[bytes, str]:
-    """The snapshot's bytes and sha256, once etcd's own trailer says it is whole; RestoreRefused otherwise."""
-    data = snapshot.read_bytes()
+    """The snapshot's bytes and sha256, once it is a regular file of at most MAX_SNAPSHOT_BYTES that etcd's own
+    trailer says is whole; RestoreRefused otherwise."""
+    try:
+        st = snapshot.stat()
+        if not stat.S_ISREG(st.st_mode) or st.st_size > MAX_SNAPSHOT_BYTES:
+            raise RestoreRefused(f"{snapshot} is not a regular file of at most {MAX_SNAPSHOT_BYTES} bytes")
+        data = snapshot.read_bytes()
+    except OSError as exc:
+        raise RestoreRefused(f"{snapshot}: {exc.strerror or exc}") from exc
     trailer = Trailer()
-    trailer.feed(data)
+    for i in range(0, len(data), 1 << 20):
+        trailer.feed(data[i : i + (1 << 20)])
     problem = trailer.problem()
     if problem:
         raise RestoreRefused(f"{snapshot} is not a whole etcd snapshot: {problem}")
-    return data, hashlib.sha256(data).hexdigest()
+    return data, trailer.file_sha256.hexdigest()
 
 
 async def restore(
@@ -109,6 +137,9 @@ async def restore(
     if kind != "silent" and not force:
         why = f"etcd answers through {detail}" if kind == "answered" else f"etcd may be up ({detail})"
         raise RestoreRefused(f"{why}: a cluster that may hold newer data is not restored over; --force to do it anyway")
+    tools = await asyncio.gather(*(_ready(session, m) for m in cluster))  # nothing stopped where it cannot be done
+    for m, tool in zip(cluster, tools, strict=True):
+        say(f"{m.host.name}: {m.data_dir} can be rebuilt ({tool})")
     hosts = sorted({m.host.name for m in cluster} | set(desired.hosts))
     for program in reversed(KUBE):
         say(f"stopping {program} on {', '.join(hosts)}")
@@ -129,6 +160,7 @@ async def restore(
     for program in KUBE:
         say(f"starting {program} on {', '.join(hosts)}")
         await _everywhere(session, desired, hosts, "start", program)
+    await asyncio.gather(*(_script(session, m, ["done", m.data_dir]) for m in cluster))  # may be restored again
     say("restored: run `reconciler check` to see every component healthy")
 
 
@@ -149,15 +181,32 @@ async def _systemctl(session: Session, host: DesiredHost, verb: str, units: list
         raise HostError(f"{host.name}: systemctl {verb} {' '.join(units)}: {result.describe()}")
 
 
-async def _rebuild(session: Session, m: Member, data: bytes, sha: str, token: str) -> str:
+async def _script(session: Session, m: Member, args: list[str], data: bytes = b"") -> str:
+    """etcd_restore.sh on the member's host; its stdout, or a HostError saying its @@ERR."""
     conn = await session.connection(m.host.target)
-    argv = ["bash", "-c", SCRIPT, "reconciler-etcd-restore", sha, m.name, m.data_dir, m.initial_cluster]
-    argv += [m.peer_urls, token, m.binary_dir]
+    argv = ["bash", "-c", SCRIPT, "reconciler-etcd-restore", *args]
     result = await conn.run(argv, input=data, timeout=WAIT_S + len(data) / 1e6)
     text = result.stdout.decode("utf-8", errors="replace")
-    if not result.ok:
-        err = next((ln for ln in result.stderr.decode("utf-8", "replace").splitlines() if ln.startswith("@@ERR ")), "")
-        raise HostError(f"{m.host.name}: {printable(err.removeprefix('@@ERR ')) or result.describe()}")
+    said = text + result.stderr.decode("utf-8", errors="replace")
+    err = next((ln for ln in said.splitlines() if ln.startswith("@@ERR ")), "")
+    if not result.ok or err:
+        raise HostError(f"{m.host.name}: {printable(err.removeprefix('@@ERR '))[:600] or result.describe()}")
+    return text
+
+
+async def _ready(session: Session, m: Member) -> str:
+    """Which tool will rebuild the member; RestoreRefused when its data directory cannot be rebuilt (a link, a
+    mount point): asked before anything is stopped."""
+    try:
+        text = await _script(session, m, ["check", m.data_dir, m.binary_dir])
+    except HostError as exc:
+        raise RestoreRefused(str(exc)) from exc
+    return "etcdutl: the revision bumped" if "@@OK etcdutl" in text else "etcdctl only: the revision not bumped"
+
+
+async def _rebuild(session: Session, m: Member, data: bytes, sha: str, token: str) -> str:
+    args = ["rebuild", sha, m.name, m.data_dir, m.initial_cluster, m.peer_urls, token, m.binary_dir]
+    text = await _script(session, m, args, data)
     if "@@ALREADY" in text:
         return "already rebuilt from this snapshot: left as it is"
     note = " (its host has no etcdutl: the revision is not bumped, watchers are not told to re-list)"

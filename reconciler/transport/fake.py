@@ -186,7 +186,8 @@ class SimHost:
         # the snapshot it gives (backup/etcd_snapshot.sh: the bytes, and `snapshot status`); None: no answer
         self.etcd_status: dict[str, Any] | None = None
         self.etcd_snapshot: tuple[bytes, dict[str, int]] | None = None
-        self.etcd_restored: tuple[str, str] | None = None  # (snapshot sha256, cluster token) its data was rebuilt from
+        self.etcd_restored: tuple[str, str] | None = None  # the restore's marker: (snapshot sha256, cluster token)
+        self.etcd_rebuilds: list[str] = []  # the sha256 of each snapshot its etcd data was rebuilt from
 
     # -- commands -------------------------------------------------------------------------
     def execute(self, argv: list[str], stdin: bytes = b"") -> tuple[int, bytes, bytes]:
@@ -233,16 +234,29 @@ class SimHost:
                 return 4, b"", b"@@ERR etcdctl snapshot save failed: connection refused\n"
             data, status = self.etcd_snapshot
             return 0, data, f"@@STATUS {json.dumps(status)}\n".encode()
-        if argv[:2] == ["bash", "-c"] and len(argv) == 11 and argv[3] == "reconciler-etcd-restore":
-            sha, token = argv[4], argv[9]
-            if hashlib.sha256(stdin).hexdigest() != sha:
-                return 4, b"", b"@@ERR the snapshot arrived changed\n"
-            if self.etcd_restored == (sha, token):
-                return 0, b"@@ALREADY\n", b""
-            self.changes += 1
-            self.etcd_restored = (sha, token)
-            return 0, b"@@RESTORED\n", b""
+        if argv[:2] == ["bash", "-c"] and len(argv) >= 5 and argv[3] == "reconciler-etcd-restore":
+            return self._etcd_restore(argv[4], argv[5:], stdin)
         return 127, b"", f"fake host: not emulated: {argv[:1]}\n".encode()
+
+    def _etcd_restore(self, mode: str, args: list[str], stdin: bytes) -> tuple[int, bytes, bytes]:
+        """backup/etcd_restore.sh: `check` (this host has etcdctl only), `rebuild` (the marker kept in
+        `etcd_restored`, every rebuild in `etcd_rebuilds`), `done` (the marker gone)."""
+        if mode == "check":
+            return 0, b"@@OK etcdctl\n", b""
+        if mode == "done":
+            self.etcd_restored = None
+            return 0, b"@@DONE\n", b""
+        if mode != "rebuild" or len(args) != 7:
+            return 2, b"", b"@@ERR unknown mode\n"
+        sha, token = args[0], args[5]
+        if hashlib.sha256(stdin).hexdigest() != sha:
+            return 4, b"", b"@@ERR the snapshot arrived changed\n"
+        if self.etcd_restored == (sha, token):
+            return 0, b"@@ALREADY\n", b""
+        self.changes += 1
+        self.etcd_restored = (sha, token)
+        self.etcd_rebuilds.append(sha)
+        return 0, b"@@RESTORED\n@@NOBUMP\n", b""
 
     def _observe(self, args: list[str]) -> str:
         out: list[str] = [f"@@NOW {time.time():.6f}"]

@@ -1,7 +1,8 @@
 """`reconciler etcd restore` on the testbed: refused while etcd answers; after every member's data directory is
 deleted (etcd stopped), one command rebuilds all three from a kept snapshot: every write the snapshot holds is
 back, the writes made after it are not, the revision is bumped and marked compacted (a watcher or a read at an old
-revision is told so, and re-lists), every component healthy; run again, it leaves each member as it is."""
+revision is told so, and re-lists), every component healthy; the same file restored again later is restored again
+(a restore stopped midway goes on where it stopped: tests/unit/engine/test_restore.py)."""
 
 from __future__ import annotations
 
@@ -65,8 +66,8 @@ def test_every_member_is_rebuilt_from_one_snapshot(converged: Testbed, tmp_path:
     assert checked.code == 0, checked.out + checked.err  # every component healthy
     print(f"etcd restore of 3 members from a {snap.size} byte snapshot: {seconds:.1f} s")
 
-    again = reconciler("etcd", "restore", snap.path, str(SPECS), "--force")
+    again = reconciler("etcd", "restore", snap.path, str(SPECS), "--force")  # the same file, a later day
     assert again.code == 0, again.out + again.err
-    assert again.out.count("already rebuilt from this snapshot: left as it is") == 3
+    assert again.out.count("rebuilt, the old data directory kept beside it") == 3
     assert keys(converged, "/restore-test/") == before
     assert reconciler("apply", str(SPECS)).code == 0  # the testbed as the bundled specs have it

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -60,7 +61,8 @@ async def test_forced_every_member_is_rebuilt_from_one_snapshot_and_again_left_a
     path = snapshot_file(tmp_path)
     await restore(session, load_desired(SPECS), path, force=True, say=said.append)
     sha = hashlib.sha256(path.read_bytes()).hexdigest()
-    assert {h.etcd_restored for h in hosts.values()} == {(sha, f"restored-{sha[:16]}")}
+    assert [h.etcd_rebuilds for h in hosts.values()] == [[sha]] * 3
+    assert {h.etcd_restored for h in hosts.values()} == {None}  # over: the marker gone, it may be restored again
     order = [line.split(" on ")[0] for line in said if line.startswith(("stopping", "starting"))]
     assert order == [
         "stopping kube-scheduler",
@@ -74,6 +76,30 @@ async def test_forced_every_member_is_rebuilt_from_one_snapshot_and_again_left_a
     ]
     for h in hosts.values():
         assert all(u.active for u in h.units.values())
+    assert sum("not bumped" in line for line in said) == 6  # said before (check) and after (rebuild)
+
+
+async def test_a_restore_stopped_midway_goes_on_where_it_stopped_and_a_later_one_restores_again(
+    tmp_path: Path,
+) -> None:
+    hosts, session = await converged()
+    path = snapshot_file(tmp_path)
+    sha = hashlib.sha256(path.read_bytes()).hexdigest()
+    hosts["master-1"].etcd_restored = (sha, f"restored-{sha[:16]}")  # rebuilt before the restore stopped
+    hosts["master-1"].etcd_rebuilds.append(sha)
     again: list[str] = []
     await restore(session, load_desired(SPECS), path, force=True, say=again.append)
-    assert sum("already rebuilt from this snapshot" in line for line in again) == 3
+    assert sum("already rebuilt from this snapshot" in line for line in again) == 1
+    assert [len(h.etcd_rebuilds) for h in hosts.values()] == [1, 1, 1]
+    await restore(session, load_desired(SPECS), path, force=True, say=again.append)  # days later, the same file
+    assert [len(h.etcd_rebuilds) for h in hosts.values()] == [2, 2, 2]
+
+
+@pytest.mark.parametrize("data_dir", ["/var/lib", "/", "relative/etcd", "/var/lib/etcd/../..", "/etc"])
+def test_a_data_dir_that_is_no_etcd_directory_of_its_own_is_refused(tmp_path: Path, data_dir: str) -> None:
+    specs = tmp_path / "specs"
+    shutil.copytree(SPECS, specs)
+    etcd = specs / "etcd.yaml"
+    etcd.write_text(etcd.read_text().replace("ETCD_DATA_DIR: /var/lib/etcd/default.etcd", f"ETCD_DATA_DIR: {data_dir}"))
+    with pytest.raises(RestoreRefused, match="data-dir"):
+        members(load_desired(specs))
