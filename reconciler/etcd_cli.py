@@ -33,15 +33,31 @@ def add_parser(sub: argparse._SubParsersAction, parents: list[argparse.ArgumentP
         ("snapshot", "take an etcd snapshot now (checked, kept on this machine)"),
         ("snapshots", "list the kept snapshots, newest first"),
         ("restore", "rebuild every etcd member from one snapshot (a person's act: docs/etcd.md, Restore)"),
+        ("replace-member", "replace a dead master's etcd member: a learner first, promoted once in sync"),
     ):
         a = actions.add_parser(name, help=text, description=text, parents=parents)
         if name == "restore":
             a.add_argument("snapshot", type=Path, help="the snapshot file (etcd-...-r<revision>.db)")
             a.add_argument("--force", action="store_true", help="restore even though etcd answers")
+        if name == "replace-member":
+            a.add_argument("host", help="the Host (in the specs) whose etcd member is replaced")
+            a.add_argument("--force", action="store_true", help="replace it even though its member answers")
+            a.add_argument(
+                "--start-timeout",
+                type=float,
+                default=120.0,
+                help="seconds the new member has to start as a learner before it is removed again (default 120)",
+            )
+            a.add_argument(
+                "--sync-timeout",
+                type=float,
+                default=600.0,
+                help="seconds the learner has to catch up before the command stops (it stays a learner; default 600)",
+            )
         if name != "snapshots":
             a.add_argument("spec_dir", type=Path, nargs="?", default=Path("specs"), help="spec directory")
             a.add_argument("--connect-attempts", type=int, default=4, help="SSH connection attempts per host")
-        if name != "restore":
+        if name in ("snapshot", "snapshots"):
             a.add_argument(
                 "--dir",
                 type=Path,
@@ -73,6 +89,8 @@ def run(args: argparse.Namespace) -> int:
         return 0 if kept else 1
     if args.action == "restore":
         return asyncio.run(_restore(args))
+    if args.action == "replace-member":
+        return asyncio.run(_replace(args))
     return asyncio.run(_snapshot(args, where))
 
 
@@ -112,6 +130,48 @@ async def _restore(args: argparse.Namespace) -> int:
     finally:
         await session.close()
     print(f"restore done in {time.monotonic() - began:.1f} s")
+    return 0
+
+
+async def _replace(args: argparse.Namespace) -> int:
+    import os
+    import socket
+
+    from reconciler.engine.replace import ReplaceRefused, replace
+    from reconciler.errors import HostError
+    from reconciler.transport.session import Session, ssh_connector
+
+    desired = _desired(args.spec_dir)
+    if desired is None:
+        return 1
+    session = Session(ssh_connector(attempts=args.connect_attempts))
+    user = os.environ.get("USER") or f"uid {os.getuid()}"
+    actor = f"reconciler etcd replace-member ({user}@{socket.gethostname()}, pid {os.getpid()})"
+    try:
+        done = await replace(
+            session,
+            desired,
+            args.host,
+            force=args.force,
+            actor=actor,
+            start_timeout=args.start_timeout,
+            sync_timeout=args.sync_timeout,
+            say=lambda line: print(line, flush=True),
+        )
+    except ReplaceRefused as exc:
+        print(f"refusing to replace: {exc}", file=sys.stderr)
+        return 1
+    except HostError as exc:
+        print(
+            f"replacement stopped: {exc}\n(run the same command again: it goes on from where etcd is)", file=sys.stderr
+        )
+        return 1
+    finally:
+        await session.close()
+    print(
+        f"replaced: {args.host} is member {done.member}, started {done.started_s:.1f} s and promoted "
+        f"{done.promoted_s:.1f} s after its start"
+    )
     return 0
 
 

@@ -9,10 +9,6 @@ The cluster cannot go back to 3.4 in place: the test ends by building the testbe
 
 from __future__ import annotations
 
-import json
-import ssl
-import threading
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -20,6 +16,7 @@ import pytest
 from testbed import Testbed, TestHost
 from tests.support.cli import reconciler
 from tests.support.daemon import wait_for
+from tests.support.serving import Serving, tls, version
 from tests.support.specs import BUNDLED as SPECS
 from tests.support.tuning import Writer, etcdctl
 
@@ -34,41 +31,6 @@ case " $* " in *" --version "*|*" --help "*) exec {CACHE}/etcd "$@" ;; esac
 echo "etcd: cannot start: a broken install" >&2
 exit 1
 """
-
-
-def tls(bed: Testbed) -> ssl.SSLContext:
-    context = ssl.create_default_context(cafile=str(bed.pki_dir / "ca.pem"))
-    context.load_cert_chain(str(bed.pki_dir / "kubernetes.pem"), str(bed.pki_dir / "kubernetes-key.pem"))
-    return context
-
-
-def version(host: TestHost, context: ssl.SSLContext) -> dict[str, str] | None:
-    """What the member on `host` says of its version and its cluster's; None when it does not serve."""
-    try:
-        with urllib.request.urlopen(f"https://{host.address}:2379/version", timeout=1, context=context) as reply:
-            said = json.loads(reply.read())
-            return said if isinstance(said, dict) else None
-    except (OSError, ValueError):
-        return None
-
-
-class Serving(threading.Thread):
-    """Samples, every 0.2 s, how many members serve (answer /version): the fewest seen is the cluster's worst moment."""
-
-    def __init__(self, bed: Testbed):
-        super().__init__(daemon=True)
-        self.bed, self.context = bed, tls(bed)
-        self.samples: list[int] = []
-        self.done = threading.Event()
-
-    def run(self) -> None:
-        while not self.done.is_set():
-            self.samples.append(sum(version(h, self.context) is not None for h in self.bed.hosts))
-            self.done.wait(0.2)
-
-    def stop(self) -> None:
-        self.done.set()
-        self.join(10)
 
 
 def install(host: TestHost, text: str | None = None) -> None:

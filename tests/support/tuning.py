@@ -93,16 +93,19 @@ class Writer(threading.Thread):
     def __init__(self, bed: Testbed):
         super().__init__(daemon=True)
         self.bed, self.acked, self.failed = bed, [], 0
+        self.errors: list[str] = []  # what etcdctl said of the first failed writes
         self.done = threading.Event()
 
     def run(self) -> None:
         i = 0
         while not self.done.is_set():
             key = f"/tuning-test/{i:06d}"
-            if etcdctl(self.bed, "put", key, str(i)).returncode == 0:
+            put = etcdctl(self.bed, "put", key, str(i))
+            if put.returncode == 0:
                 self.acked.append(key)
             else:
                 self.failed += 1
+                self.errors += [put.stderr.strip()[-300:]][: 10 - len(self.errors)]
             i += 1
 
     def stop(self) -> None:
