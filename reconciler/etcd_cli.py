@@ -39,6 +39,11 @@ def add_parser(sub: argparse._SubParsersAction, parents: list[argparse.ArgumentP
         if name == "restore":
             a.add_argument("snapshot", type=Path, help="the snapshot file (etcd-...-r<revision>.db)")
             a.add_argument("--force", action="store_true", help="restore even though etcd answers")
+            a.add_argument(
+                "--any-cluster",
+                action="store_true",
+                help="restore a snapshot whose record names another cluster's members",
+            )
         if name == "replace-member":
             a.add_argument("host", help="the Host (in the specs) whose etcd member is replaced")
             a.add_argument("--force", action="store_true", help="replace it even though its member answers")
@@ -118,7 +123,14 @@ async def _restore(args: argparse.Namespace) -> int:
     session = Session(ssh_connector(attempts=args.connect_attempts))
     began = time.monotonic()
     try:
-        await restore(session, desired, args.snapshot, force=args.force, say=lambda line: print(line, flush=True))
+        await restore(
+            session,
+            desired,
+            args.snapshot,
+            force=args.force,
+            any_cluster=args.any_cluster,
+            say=lambda line: print(line, flush=True),
+        )
     except RestoreRefused as exc:
         print(f"refusing to restore: {exc}", file=sys.stderr)
         return 1

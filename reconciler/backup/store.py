@@ -1,7 +1,7 @@
 """Where etcd snapshots are kept on this machine: a directory of them, each with what is known of it beside it.
 
 Owns the names (`etcd-<UTC time>-r<revision>.db`, never reused, its record `<name>.json`: member, revision, keys, size, sha256,
-when, how long), receiving one (a file created exclusively, mode 0600, renamed into place only once whole and
+when, how long, the cluster's members then), receiving one (a file created exclusively, mode 0600, renamed into place only once whole and
 checked: a reader never sees half a snapshot), listing them newest first, and retention (`prune`: the newest
 `keep`, none older than `max_age` but the newest, which is never removed). Pure file handling on this machine.
 """
@@ -31,6 +31,7 @@ class Kept:
     sha256: str  # of the file as kept
     taken_at: float  # unix time the snapshot began
     seconds: float  # how long taking and checking it took
+    cluster: tuple[str, ...] = ()  # its members then, "name=peer URL" sorted: which cluster it is of (none: unknown)
 
     @property
     def record(self) -> Path:
@@ -73,7 +74,8 @@ def keep(partial: Path, kept: Kept) -> Kept:
     return kept
 
 
-MAX_RECORD_BYTES = 4096
+MAX_RECORD_BYTES = 8192
+MAX_MEMBERS = 16
 _INT_FIELDS = ("revision", "keys", "size")
 
 
@@ -113,6 +115,11 @@ def _read(path: Path) -> Kept | None:
         return None
     if raw["taken_at"] > time.time() + 86400:  # a clock far ahead when it was taken: it would never age
         return None
+    cluster = raw.get("cluster", [])
+    if not isinstance(cluster, list) or len(cluster) > MAX_MEMBERS:
+        return None
+    if not all(isinstance(m, str) and 0 < len(m) <= 300 for m in cluster):
+        return None
     return Kept(
         str(path),
         raw["member"][:255],
@@ -122,7 +129,13 @@ def _read(path: Path) -> Kept | None:
         raw["sha256"][:64],
         raw["taken_at"],
         raw["seconds"],
+        tuple(cluster),
     )
+
+
+def beside(snapshot: Path) -> Kept | None:
+    """The record kept beside `snapshot` when it is one of ours (None: a file without one, e.g. taken by hand)."""
+    return _read(snapshot)
 
 
 def prune(directory: Path, keep_count: int, max_age: float | None, now: float | None = None) -> list[Kept]:

@@ -23,6 +23,8 @@ import structlog
 from reconciler.backup import store
 from reconciler.backup.snapshot_file import HASH_SIZE, Trailer
 from reconciler.errors import HostError
+from reconciler.leader.gateway import EtcdUnavailable
+from reconciler.leader.membership import EtcdRefused, Membership
 from reconciler.leader.on_host import EtcdOnHosts, client_url, etcd_members
 from reconciler.observe.facts import shipped_script
 from reconciler.spec.desired import DesiredCheck, DesiredHost, DesiredState
@@ -58,9 +60,10 @@ async def take(session: Session, desired: DesiredState, directory: Path) -> stor
         raise SnapshotFailed("no etcd member in the specs (the etcd unit's rollout health check names its URL)")
     chosen, unfit = await _members(session, members)
     errors = list(unfit)
+    cluster = await _cluster(session, members) if chosen else ()
     for member in chosen:
         try:
-            return await _from(session, member, directory)
+            return await _from(session, member, directory, cluster)
         except (HostError, SnapshotFailed) as exc:
             log.warning("etcd snapshot failed", member=member.host.name, error=str(exc))
             errors.append(f"{member.host.name}: {exc}")
@@ -110,7 +113,18 @@ async def _members(session: Session, members: list[tuple[DesiredHost, DesiredChe
     return sorted(chosen, key=lambda m: m.leader), unfit
 
 
-async def _from(session: Session, member: Member, directory: Path) -> store.Kept:
+async def _cluster(session: Session, members: list[tuple[DesiredHost, DesiredCheck]]) -> tuple[str, ...]:
+    """The cluster's members as etcd lists them ("name=peer URL", sorted), for the record: which cluster a snapshot
+    is of (a restore refuses another's); () when no member says."""
+    try:
+        listed = await Membership(EtcdOnHosts(session, members)).listed()
+    except (EtcdUnavailable, EtcdRefused, ValueError) as exc:
+        log.warning("etcd's member list not read: the snapshot's record will not name its cluster", error=str(exc))
+        return ()
+    return tuple(sorted(f"{e.name}={url}" for e in listed if e.started for url in e.peer_urls))
+
+
+async def _from(session: Session, member: Member, directory: Path, cluster: tuple[str, ...]) -> store.Kept:
     check = member.check
     argv = ["bash", "-c", SCRIPT, "reconciler-etcd-snapshot", client_url(check)]
     argv += [check.ca_file or "-", check.cert_file or "-", check.key_file or "-"]
@@ -141,6 +155,7 @@ async def _from(session: Session, member: Member, directory: Path) -> store.Kept
             sha256=trailer.file_sha256.hexdigest(),
             taken_at=taken_at,
             seconds=round(time.monotonic() - began, 3),
+            cluster=cluster,
         )
         return await asyncio.to_thread(store.keep, partial, kept)
     finally:

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from reconciler.backup import store
 from reconciler.backup.snapshot_file import Trailer
 from reconciler.components.etcd import member_config
 from reconciler.components.systemd import service
@@ -124,8 +125,47 @@ def checked(snapshot: Path) -> tuple[bytes, str]:
     return data, trailer.file_sha256.hexdigest()
 
 
+def other_cluster(record: store.Kept | None, cluster: list[Member]) -> str:
+    """Pure: why the snapshot is of another cluster than the specs' ("" when it is not, or cannot be told): its record
+    names the members it had then, and none of their peer URLs is one the specs give a member now."""
+    if record is None or not record.cluster:
+        return ""
+    theirs = {m.partition("=")[2] for m in record.cluster}
+    ours = {u for m in cluster for u in m.peer_urls.split(",") if u}
+    if theirs & ours:
+        return ""
+    return (
+        f"the snapshot is of another cluster: its members were {', '.join(sorted(theirs))[:400]}; the specs' are "
+        f"{', '.join(sorted(ours))[:400]} (the wrong file, or the wrong spec directory?)"
+    )
+
+
+def notes(snapshot: Path, record: store.Kept | None, problem: str) -> list[str]:
+    """What the person restoring should read before it goes on: a snapshot with no record, one of another cluster
+    (restored anyway), newer ones kept beside it."""
+    if record is None:
+        return [
+            f"note: {snapshot.name} has no record beside it (taken by hand?): which cluster it is of is not checked"
+        ]
+    out = [f"note: restoring it anyway: {problem}"] if problem else []
+    newer = [k for k in store.listed(snapshot.parent) if k.taken_at > record.taken_at]
+    if newer:
+        age = (newer[0].taken_at - record.taken_at) / 60
+        out.append(
+            f"note: {len(newer)} newer snapshot(s) kept beside it, the newest {Path(newer[0].path).name} (revision "
+            f"{newer[0].revision}, {age:.0f} min later): what was written in between is lost"
+        )
+    return out
+
+
 async def restore(
-    session: Session, desired: DesiredState, snapshot: Path, *, force: bool, say: Callable[[str], None]
+    session: Session,
+    desired: DesiredState,
+    snapshot: Path,
+    *,
+    force: bool,
+    say: Callable[[str], None],
+    any_cluster: bool = False,
 ) -> None:
     """Every step, said as it begins; RestoreRefused before anything is touched, HostError on a step that failed
     (run it again: the steps done are not done twice)."""
@@ -133,6 +173,12 @@ async def restore(
     cluster = members(desired)
     token = f"restored-{sha[:16]}"
     say(f"snapshot {snapshot}: whole ({len(data)} bytes, sha256 {sha[:16]}); new cluster token {token}")
+    record = store.beside(snapshot)
+    problem = other_cluster(record, cluster)
+    if problem and not any_cluster:
+        raise RestoreRefused(f"{problem}; --any-cluster to restore it here anyway")
+    for note in notes(snapshot, record, problem):
+        say(note)
     kind, detail = await quorum_state(session, desired)
     if kind != "silent" and not force:
         why = f"etcd answers through {detail}" if kind == "answered" else f"etcd may be up ({detail})"

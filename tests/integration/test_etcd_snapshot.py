@@ -42,6 +42,7 @@ def test_a_snapshot_is_taken_from_a_follower_checked_and_kept(converged: Testbed
     assert len(kept) == 1 and json.loads(taken.out)["path"] == kept[0].path
     snap = kept[0]
     assert snap.member != leader(converged, converged.hosts).name and snap.revision >= revision
+    assert snap.cluster == tuple(f"{h.name}=https://{h.address}:2380" for h in converged.hosts)  # which cluster
     assert oct(Path(snap.path).stat().st_mode)[-3:] == "600" and oct(where.stat().st_mode)[-3:] == "700"
     said = json.loads(etcdutl("snapshot", "status", snap.path, "-w", "json"))
     assert said["revision"] == snap.revision and said["totalKey"] == snap.keys

@@ -43,6 +43,10 @@ def put(directory: Path, name: str, record: object, raw: bytes | None = None) ->
         {"revision": -1},
         {"keys": 1.5},
         {"member": None},
+        {"cluster": "master-1=https://10.0.0.1:2380"},
+        {"cluster": ["m=https://10.0.0.1:2380"] * 17},
+        {"cluster": [7]},
+        {"cluster": ["x" * 301]},
     ],
     ids=[
         "time-text",
@@ -53,6 +57,10 @@ def put(directory: Path, name: str, record: object, raw: bytes | None = None) ->
         "negative",
         "float",
         "no-member",
+        "cluster-not-a-list",
+        "cluster-of-17",
+        "cluster-member-a-number",
+        "cluster-member-too-long",
     ],
 )
 def test_a_lying_record_is_not_listed_and_breaks_nothing(tmp_path: Path, lie: dict[str, object]) -> None:

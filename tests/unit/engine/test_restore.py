@@ -6,12 +6,15 @@ run again, each member is left as it is."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
 
+from reconciler.backup import store
 from reconciler.engine.converge import converge
 from reconciler.engine.restore import RestoreRefused, members, restore
 from reconciler.spec.isolate import load_desired
@@ -103,3 +106,46 @@ def test_a_data_dir_that_is_no_etcd_directory_of_its_own_is_refused(tmp_path: Pa
     etcd.write_text(etcd.read_text().replace("ETCD_DATA_DIR: /var/lib/etcd/default.etcd", f"ETCD_DATA_DIR: {data_dir}"))
     with pytest.raises(RestoreRefused, match="data-dir"):
         members(load_desired(specs))
+
+
+def record(path: Path, taken_at: float, cluster: list[str]) -> None:
+    """The record the snapshot command keeps beside a snapshot."""
+    kept = store.Kept(str(path), "master-2", 9, 3, path.stat().st_size, "0" * 64, taken_at, 0.1, tuple(cluster))
+    Path(f"{path}.json").write_text(json.dumps(asdict(kept)))
+
+
+async def test_another_clusters_snapshot_is_refused_unless_said_so(tmp_path: Path) -> None:
+    """The 3 a.m. mistakes: staging's snapshot, or the right snapshot with another cluster's spec directory."""
+    hosts, session = await converged()
+    path = snapshot_file(tmp_path)
+    record(path, 1000.0, [f"master-{i}=https://10.9.0.{i}:2380" for i in (1, 2, 3)])
+    changes = {n: h.changes for n, h in hosts.items()}
+    with pytest.raises(
+        RestoreRefused, match=r"of another cluster: its members were https://10\.9\.0\.1:2380.*--any-cluster"
+    ):
+        await restore(session, load_desired(SPECS), path, force=True, say=print)
+    assert {n: h.changes for n, h in hosts.items()} == changes  # nothing touched
+    said: list[str] = []
+    await restore(session, load_desired(SPECS), path, force=True, any_cluster=True, say=said.append)
+    assert any(line.startswith("note: restoring it anyway: the snapshot is of another cluster") for line in said)
+    assert all(h.etcd_rebuilds for h in hosts.values())
+
+
+async def test_a_snapshot_of_this_cluster_goes_ahead_and_newer_ones_beside_it_are_said(tmp_path: Path) -> None:
+    hosts, session = await converged()
+    ours = [f"master-{i}=https://198.18.0.1{i}:2380" for i in (1, 2, 3)]
+    older, newer = snapshot_file(tmp_path), tmp_path / "etcd-20261207T010000.000Z-r20.db"
+    shutil.copy(older, newer)
+    record(older, 1000.0, ours[:2] + ["master-3=https://198.18.0.99:2380"])  # a member replaced since: still ours
+    record(newer, 1000.0 + 3600, ours)
+    said: list[str] = []
+    await restore(session, load_desired(SPECS), older, force=True, say=said.append)
+    assert any("note: 1 newer snapshot(s) kept beside it" in line and "60 min later" in line for line in said), said
+    assert not any("another cluster" in line for line in said)
+
+
+async def test_a_snapshot_without_a_record_is_restored_with_a_note(tmp_path: Path) -> None:
+    hosts, session = await converged()
+    said: list[str] = []
+    await restore(session, load_desired(SPECS), snapshot_file(tmp_path), force=True, say=said.append)
+    assert any("has no record beside it" in line for line in said)
