@@ -51,6 +51,7 @@ class Member:
     host: DesiredHost
     check: DesiredCheck
     leader: bool
+    db_size: int  # bytes of its database as it says (0: not said): the room its host needs for the snapshot
 
 
 async def take(session: Session, desired: DesiredState, directory: Path) -> store.Kept:
@@ -109,7 +110,9 @@ async def _members(session: Session, members: list[tuple[DesiredHost, DesiredChe
             continue
         header = said.get("header")
         me = header.get("member_id") if isinstance(header, dict) else None
-        chosen.append(Member(host, check, leader=me is not None and me == said.get("leader")))
+        size = said.get("dbSize")
+        db_size = int(size) if isinstance(size, str) and size.isdigit() and len(size) < 19 else 0
+        chosen.append(Member(host, check, leader=me is not None and me == said.get("leader"), db_size=db_size))
     return sorted(chosen, key=lambda m: m.leader), unfit
 
 
@@ -127,7 +130,7 @@ async def _cluster(session: Session, members: list[tuple[DesiredHost, DesiredChe
 async def _from(session: Session, member: Member, directory: Path, cluster: tuple[str, ...]) -> store.Kept:
     check = member.check
     argv = ["bash", "-c", SCRIPT, "reconciler-etcd-snapshot", client_url(check)]
-    argv += [check.ca_file or "-", check.cert_file or "-", check.key_file or "-"]
+    argv += [check.ca_file or "-", check.cert_file or "-", check.key_file or "-", str(member.db_size)]
     conn = await session.connection(member.host.target)
     fd, partial = store.receiving(directory)
     trailer = Trailer()

@@ -229,7 +229,7 @@ class SimHost:
             return 0, (json.dumps(self.etcd_version) + "\n200\n").encode(), b""  # the body, then curl's -w status
         if argv[:1] == ["curl"] and argv[-1].endswith("/v3/maintenance/status") and self.etcd_status is not None:
             return 0, (json.dumps(self.etcd_status) + "\n200\n").encode(), b""
-        if argv[:2] == ["bash", "-c"] and len(argv) == 8 and argv[3] == "reconciler-etcd-snapshot":
+        if argv[:2] == ["bash", "-c"] and len(argv) == 9 and argv[3] == "reconciler-etcd-snapshot":
             if self.etcd_snapshot is None:
                 return 4, b"", b"@@ERR etcdctl snapshot save failed: connection refused\n"
             data, status = self.etcd_snapshot
