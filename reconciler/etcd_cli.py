@@ -49,13 +49,13 @@ def add_parser(sub: argparse._SubParsersAction, parents: list[argparse.ArgumentP
             a.add_argument("--force", action="store_true", help="replace it even though its member answers")
             a.add_argument(
                 "--start-timeout",
-                type=float,
+                type=seconds,
                 default=120.0,
                 help="seconds the new member has to start as a learner before it is removed again (default 120)",
             )
             a.add_argument(
                 "--sync-timeout",
-                type=float,
+                type=seconds,
                 default=600.0,
                 help="seconds the learner has to catch up before the command stops (it stays a learner; default 600)",
             )
@@ -71,6 +71,17 @@ def add_parser(sub: argparse._SubParsersAction, parents: list[argparse.ArgumentP
                 "$RECONCILER_STATE_DIR or /var/lib/reconciler)",
             )
             a.add_argument("--json", action="store_true", help="print the result as JSON")
+
+
+def seconds(text: str) -> float:
+    """A time given on the command line: a positive, finite number of seconds, at most a day."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not 0 < value <= 86400:  # NaN fails this too
+        raise argparse.ArgumentTypeError(f"{text!r}: give a number of seconds above 0, at most 86400")
+    return value
 
 
 def directory(args: argparse.Namespace) -> Path:

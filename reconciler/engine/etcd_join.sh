@@ -3,10 +3,12 @@
 # arrive as arguments or on stdin, never inside this text). Linted by shellcheck. Run as
 # `bash -c SCRIPT reconciler-etcd-join MODE ...`:
 #
-#   prepare DATA_DIR     the member is stopped; what a machine that never was a member of this cluster holds there
-#                        (a failed first start made a data directory of a cluster of its own) is moved aside to
+#   prepare UNIT DATA_DIR
+#                        UNIT stopped; what a machine that never was a member of this cluster holds in DATA_DIR (a
+#                        failed first start made a data directory of a cluster of its own) is moved aside to
 #                        DATA_DIR.before-replace-<time>.<random>: "@@ASIDE path" or "@@EMPTY"; "@@ERR why" for a
-#                        link, a mount point, a parent that is not a directory
+#                        link, a mount point, a parent that is not a directory, or a UNIT running again (started by
+#                        someone else meanwhile: nothing is moved from under it)
 #   join UNIT            stdin: the environment the member's first start needs (ETCD_INITIAL_CLUSTER_STATE=existing
 #                        and the cluster as it is now), written to /run/reconciler-etcd-join/UNIT.env (0600) with a
 #                        runtime drop-in that reads it after the unit's own EnvironmentFile (the later one wins);
@@ -20,9 +22,11 @@ shift
 envdir=/run/reconciler-etcd-join
 case "$mode" in
 prepare)
-  datadir=$1
+  unit=$1 datadir=$2
   parent=$(dirname -- "$datadir")
-  if [ -L "$datadir" ]; then echo "@@ERR $datadir is a symbolic link: replace where it leads (DATA_DIR in the specs)"
+  systemctl stop -- "$unit"
+  if systemctl is-active --quiet -- "$unit"; then echo "@@ERR $unit is running again: its data dir is left as it is"
+  elif [ -L "$datadir" ]; then echo "@@ERR $datadir is a symbolic link: replace where it leads (DATA_DIR in the specs)"
   elif [ -e "$datadir" ] && [ ! -d "$datadir" ]; then echo "@@ERR $datadir is not a directory"
   elif [ -d "$datadir" ] && mountpoint -q -- "$datadir"; then
     echo "@@ERR $datadir is a mount point: it cannot be moved aside (give etcd a directory inside it)"
@@ -40,7 +44,12 @@ join)
   mkdir -p -- "$envdir" "/run/systemd/system/$unit.d"
   chmod 0700 "$envdir"
   tmp=$(mktemp "$envdir/.$unit.XXXXXX")
-  head -c 65536 >"$tmp"
+  head -c 65537 >"$tmp"
+  if [ "$(stat -c %s -- "$tmp")" -gt 65536 ]; then
+    rm -f -- "$tmp"
+    echo "@@ERR the join environment is over 64 KiB" >&2
+    exit 4
+  fi
   mv -T -- "$tmp" "$envdir/$unit.env"
   tmp=$(mktemp "/run/systemd/system/$unit.d/.join.XXXXXX")
   printf '[Service]\nEnvironmentFile=%s\n' "$envdir/$unit.env" >"$tmp"

@@ -25,11 +25,12 @@ from dataclasses import dataclass
 from typing import TypeVar
 from urllib.parse import urlsplit
 
+from reconciler.components.systemd import service
 from reconciler.engine.guard import wait_healthy
 from reconciler.engine.restore import Member, RestoreRefused, members
 from reconciler.errors import HostError
 from reconciler.leader.gateway import EtcdUnavailable
-from reconciler.leader.membership import NAME, Entry, EtcdRefused, Membership
+from reconciler.leader.membership import NAME, URL, Entry, EtcdRefused, Membership
 from reconciler.leader.on_host import EtcdOnHosts, etcd_members
 from reconciler.leader.restart_lock import RestartLock
 from reconciler.observe.facts import shipped_script
@@ -40,6 +41,7 @@ from reconciler.transport.session import Session
 SCRIPT = shipped_script("etcd_join.sh", "reconciler.engine")
 LOOK_S = 0.5  # between looks at the learner
 HEALTHY_S = 120.0
+MAX_ENV = 16384  # bytes of the join environment: 64 members of long names and URLs fit
 T = TypeVar("T")
 
 
@@ -82,9 +84,40 @@ def plan(desired: DesiredState, host: str) -> Plan:
         raise ReplaceRefused(
             "every member needs a rollout health check with etcd's https URL (it is how etcd is asked)"
         )
-    if not others:
-        raise ReplaceRefused(f"{host} is the only member: there is no cluster to join (restore from a snapshot)")
-    return Plan(target, check, others, tuple(u for u in target.peer_urls.split(",") if u), cluster)
+    if len(cluster) < 3:
+        raise ReplaceRefused(
+            f"the cluster has {len(cluster)} member(s): with one of them dead it has no quorum to change its "
+            "membership (and no member to spare for the new one's restart); restore from a snapshot"
+        )
+    peers = tuple(u for u in target.peer_urls.split(",") if u)
+    if not peers or not all(URL.fullmatch(u) for u in peers):
+        raise ReplaceRefused(
+            f"{host}: etcd's initial-advertise-peer-urls {target.peer_urls[:200]!r} are not plain URLs"
+        )
+    flags = _flags(target)
+    if flags:
+        raise ReplaceRefused(
+            f"{host}: {target.unit} gives etcd {', '.join(flags)} on its command line: the new member's first start "
+            "is set through its environment, which a flag shadows (give them in its EnvironmentFile instead)"
+        )
+    return Plan(target, check, others, peers, cluster)
+
+
+JOIN_SETTINGS = (
+    "initial-cluster",
+    "initial-cluster-state",
+    "listen-client-urls",
+    "advertise-client-urls",
+    "config-file",
+)
+
+
+def _flags(m: Member) -> list[str]:
+    """Pure: the settings of the join given as flags in the member's unit (etcd takes those over the environment)."""
+    u = next(x for x in m.host.units if x.name == m.unit)
+    texts = {p: f.content.decode("utf-8", errors="replace") for p, f in m.host.files.items()}
+    given = service(u.path, texts).flags()
+    return [f"--{name}" for name in JOIN_SETTINGS if name in given]
 
 
 def hidden_client_url(check: DesiredCheck) -> str:
@@ -119,22 +152,7 @@ async def replace(
     p = plan(desired, host)
     api = EtcdOnHosts(session, p.others)
     membership = Membership(api)
-    try:
-        listed = await membership.listed()
-    except (EtcdUnavailable, EtcdRefused, ValueError) as exc:
-        raise ReplaceRefused(
-            f"no other member answers with the cluster's members ({exc}): a replacement needs the others' quorum "
-            "(every member lost: `reconciler etcd restore`)"
-        ) from exc
-    old, joining = _sorted_out(p, listed)
-    finishing = next((e for e in old if e.client_urls == (hidden_client_url(p.check),)), None)
-    await _others_serve(api, p, listed)
-    if not joining and not finishing:
-        alive = await _answers_as(session, p, {e.id for e in old})
-        if alive and not force:
-            raise ReplaceRefused(
-                f"{host}'s member answers ({alive}): it is not dead; nothing is replaced (--force replaces it anyway)"
-            )
+    await _look(session, api, membership, p, force)  # refused early, before waiting for the lock
     started = promoted = 0.0
     async with RestartLock(api, actor).turn(p.target.unit, host, wait=2 * start_timeout + 30) as held:
 
@@ -142,6 +160,8 @@ async def replace(
             if not await held():
                 raise HostError(f"{host}: the restart lock of {p.target.unit} was lost; stopped (run again)")
 
+        # looked at again under the lock: another replacement may have changed the cluster meanwhile
+        listed, old, joining, finishing = await _look(session, api, membership, p, force)
         if finishing:
             new = finishing
             say(f"{host}: member {new.hex()} is promoted already, still on its learner's client URL")
@@ -159,17 +179,52 @@ async def replace(
                 new = await _started_or_removed(session, p, membership, new, start_timeout, say)
             started = time.monotonic() - began
             say(f"{host}: the learner started ({started:.1f} s); promoting it once it is in sync")
-            await _promote(membership, new, sync_timeout, host)
+            await _promote(membership, new, sync_timeout, host, fence)
             promoted = time.monotonic() - began
             say(f"{host}: promoted to a voting member ({promoted:.1f} s after its start)")
+        await fence()
         await _script(session, p.target.host, ["joined", p.target.unit])
         say(f"restarting {p.target.unit} on {host} on its own client URLs: clients reach it from now on")
         await fence()
         await _systemctl(session, p.target.host, "restart", p.target.unit)
-    result = await wait_healthy(session, p.target.host, p.target.check or "", HEALTHY_S) if p.target.check else None
-    if result is not None and not result.ok:
-        raise HostError(f"{host}: the new member is not healthy: {result.detail}")
+        if p.target.check:  # the lock is held until the member serves: no other restart meanwhile
+            result = await wait_healthy(session, p.target.host, p.target.check, HEALTHY_S)
+            if not result.ok:
+                raise HostError(f"{host}: the new member is not healthy: {result.detail}")
     return Replaced(new.hex(), round(started, 2), round(promoted, 2))
+
+
+async def _look(
+    session: Session, api: EtcdOnHosts, membership: Membership, p: Plan, force: bool
+) -> tuple[list[Entry], list[Entry], Entry | None, Entry | None]:
+    """The cluster as the other members list it, sorted out: (every entry, the replaced member's old ones, a learner
+    of a replacement begun before, a member promoted but not yet on its own client URLs); ReplaceRefused when it
+    must not be changed."""
+    try:
+        listed = await membership.listed()
+    except (EtcdUnavailable, EtcdRefused, ValueError) as exc:
+        raise ReplaceRefused(
+            f"no other member answers with the cluster's members ({exc}): a replacement needs the others' quorum "
+            "(every member lost: `reconciler etcd restore`)"
+        ) from exc
+    old, joining = _sorted_out(p, listed)
+    finishing = next((e for e in old if e.client_urls == (hidden_client_url(p.check),)), None)
+    await _others_serve(api, p, listed)
+    moved = [e for e in old if e is not finishing and set(e.peer_urls) != set(p.peers)]
+    if moved and not force:
+        raise ReplaceRefused(
+            f"{p.target.host.name}'s member in etcd is at {', '.join(moved[0].peer_urls)}, the specs put it at "
+            f"{', '.join(p.peers)}: a member at another address is not replaced (it may be alive there; docs/etcd.md)"
+            "; --force replaces it anyway"
+        )
+    if not joining and not finishing:
+        alive = await _answers_as(session, p, {e.id for e in old})
+        if alive and not force:
+            raise ReplaceRefused(
+                f"{p.target.host.name}'s member answers ({alive}): it is not dead; nothing is replaced (--force "
+                "replaces it anyway)"
+            )
+    return listed, old, joining, finishing
 
 
 async def _swap(
@@ -182,6 +237,7 @@ async def _swap(
 ) -> tuple[Entry, list[Entry]]:
     """The old member stopped and removed, the new one added as a learner: it, and the members with it."""
     host = p.target.host.name
+    await fence()
     say(f"stopping {p.target.unit} on {host}")
     await _systemctl(session, p.target.host, "stop", p.target.unit)
     for e in old:
@@ -203,9 +259,12 @@ async def _started_or_removed(
     except HostError:
         pass
     say(f"{host}: the learner did not start within {timeout:g} s: removing it again")
-    await _systemctl(session, p.target.host, "stop", p.target.unit)
-    await _change(membership.remove(new.id), host)
-    await _script(session, p.target.host, ["joined", p.target.unit])
+    try:
+        await _systemctl(session, p.target.host, "stop", p.target.unit)
+        if any(e.id == new.id for e in await _change(membership.listed(), host)):
+            await _change(membership.remove(new.id), host)
+    finally:
+        await _script(session, p.target.host, ["joined", p.target.unit])
     raise HostError(
         f"{host}: etcd did not start as a learner within {timeout:g} s (see `journalctl -u {p.target.unit}` there); "
         "the learner is removed, the cluster is as it was before it was added"
@@ -271,13 +330,14 @@ async def _start(session: Session, p: Plan, listed: list[Entry], new: Entry, say
     data dir cleared of a failed start's leftovers, started."""
     host, unit = p.target.host, p.target.unit
     hidden = hidden_client_url(p.check)
-    env = (
-        f"ETCD_INITIAL_CLUSTER_STATE=existing\nETCD_INITIAL_CLUSTER={initial_cluster(listed, new, p.target.name)}\n"
+    env = (  # the client URLs first: what keeps clients off the learner is never what a cut would lose
         f"ETCD_LISTEN_CLIENT_URLS={hidden}\nETCD_ADVERTISE_CLIENT_URLS={hidden}\n"
+        f"ETCD_INITIAL_CLUSTER_STATE=existing\nETCD_INITIAL_CLUSTER={initial_cluster(listed, new, p.target.name)}\n"
     )
+    if len(env) > MAX_ENV:
+        raise HostError(f"{host.name}: the cluster as etcd lists it makes a join environment of {len(env)} bytes")
     await _script(session, host, ["join", unit], env.encode())
-    await _systemctl(session, host, "stop", unit)
-    said = await _script(session, host, ["prepare", p.target.data_dir])
+    said = await _script(session, host, ["prepare", unit, p.target.data_dir])  # stopped there, then looked at
     if said.startswith("@@ASIDE "):
         say(f"{host.name}: what its data dir held moved aside to {printable(said.removeprefix('@@ASIDE ').strip())}")
     say(f"starting {unit} on {host.name} as a learner (initial-cluster-state=existing)")
@@ -300,17 +360,24 @@ async def _wait_started(membership: Membership, new: Entry, timeout: float) -> E
     raise HostError(f"learner {new.hex()} did not start")
 
 
-async def _promote(membership: Membership, new: Entry, timeout: float, host: str) -> None:
+async def _promote(
+    membership: Membership, new: Entry, timeout: float, host: str, fence: Callable[[], Awaitable[None]]
+) -> None:
     deadline = time.monotonic() + timeout
     last = ""
     while time.monotonic() < deadline:
+        await fence()
         try:
             await membership.promote(new.id)
             return
         except EtcdRefused as exc:
-            if "in sync" not in str(exc) and "not ready" not in str(exc):
-                raise HostError(f"{host}: etcd refused to promote the learner: {exc}") from None
             last = str(exc)
+            if "in sync" not in last and "not ready" not in last:
+                # a promotion whose answer was lost is refused the second time ("only a learner"): look
+                now = next((e for e in await _change(membership.listed(), host) if e.id == new.id), None)
+                if now is not None and not now.learner:
+                    return
+                raise HostError(f"{host}: etcd refused to promote the learner: {exc}") from None
         except EtcdUnavailable as exc:
             last = str(exc)
         await asyncio.sleep(LOOK_S)

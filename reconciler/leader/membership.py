@@ -51,7 +51,7 @@ def _id(value: object) -> int | None:
     """A member ID as the gateway writes it (a uint64: a decimal string, or a number)."""
     if type(value) is int:
         number = value
-    elif isinstance(value, str) and value.isdigit() and len(value) <= 20:
+    elif isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 20:
         number = int(value)
     else:
         return None
@@ -87,7 +87,11 @@ def entries(answer: dict[str, Any]) -> list[Entry]:
     raw = answer.get("members", [])
     if not isinstance(raw, list) or len(raw) > MAX_MEMBERS:
         raise ValueError(f"a member list that is not a list of at most {MAX_MEMBERS}")
-    return [entry(m) for m in raw]
+    out = [entry(m) for m in raw]
+    names = [e.name for e in out if e.name]
+    if len({e.id for e in out}) != len(out) or len(set(names)) != len(names):
+        raise ValueError("two members with one ID or one name")
+    return out
 
 
 class Membership:

@@ -7,6 +7,7 @@ is recorded, a start makes the learner started when the join environment is ther
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -38,6 +39,8 @@ class FakeCluster:
     kv: dict[str, tuple[str, int, int]] = field(default_factory=dict)  # key -> (value, create revision, lease)
     revision: int = 1
     changes: list[str] = field(default_factory=list)  # "remove <hex>", "add <peer>", "promote <hex>" in order
+    on_lock: Callable[[FakeCluster], None] | None = None  # called once, as the restart lock is first taken
+    lose_promote_answer: bool = False  # the first promotion is made, its answer lost (curl times out)
     _next_id: int = 0xA000
 
     def member_of(self, host: str) -> FakeMember | None:
@@ -96,6 +99,9 @@ class FakeCluster:
                 return self._refused("etcdserver: can only promote a learner member which is in sync with leader")
             found.learner = False
             self.changes.append(f"promote {found.id:x}")
+            if self.lose_promote_answer:
+                self.lose_promote_answer = False
+                return 28, b"", b"curl: (28) Operation timed out\n"
             return self._ok(self._listed())
         return self._refused("etcdserver: unknown")
 
@@ -112,6 +118,9 @@ class FakeCluster:
             key = request["key"]
             return self._ok({"kvs": [self._kv_json(key)] if key in self.kv else []})
         if path == "/v3/kv/txn":
+            if self.on_lock is not None:
+                hook, self.on_lock = self.on_lock, None
+                hook(self)
             key = request["compare"][0]["key"]
             if key in self.kv:
                 return self._ok({"succeeded": False, "responses": [{"response_range": {"kvs": [self._kv_json(key)]}}]})
@@ -144,6 +153,8 @@ class Master(EtcdOverCurl):
                 self.join_env = stdin.decode()
             elif mode == "joined":
                 self.join_env = ""
+            if mode == "prepare":  # it stops the unit first
+                self.units[args[0]].active = False
             return 0, {"prepare": b"@@EMPTY\n", "join": b"@@JOINING\n", "joined": b"@@JOINED\n"}[mode], b""
         said = super().execute(argv, stdin)
         if argv[:1] == ["systemctl"] and argv[1] in ("start", "restart") and argv[-1] == "etcd.service":
