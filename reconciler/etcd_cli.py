@@ -37,12 +37,18 @@ def add_parser(sub: argparse._SubParsersAction, parents: list[argparse.ArgumentP
     ):
         a = actions.add_parser(name, help=text, description=text, parents=parents)
         if name == "restore":
-            a.add_argument("snapshot", type=Path, help="the snapshot file (etcd-...-r<revision>.db)")
+            a.add_argument("snapshot", type=Path, help="the snapshot file (etcd-...-r<revision>.db, or .db.age)")
             a.add_argument("--force", action="store_true", help="restore even though etcd answers")
             a.add_argument(
                 "--any-cluster",
                 action="store_true",
                 help="restore a snapshot whose record names another cluster's members",
+            )
+            a.add_argument(
+                "--identity",
+                type=Path,
+                default=None,
+                help="the age identity file (private key) of a snapshot encrypted at rest (.db.age)",
             )
         if name == "replace-member":
             a.add_argument("host", help="the Host (in the specs) whose etcd member is replaced")
@@ -140,6 +146,7 @@ async def _restore(args: argparse.Namespace) -> int:
             args.snapshot,
             force=args.force,
             any_cluster=args.any_cluster,
+            identity=args.identity,
             say=lambda line: print(line, flush=True),
         )
     except RestoreRefused as exc:
@@ -205,6 +212,12 @@ async def _snapshot(args: argparse.Namespace, where: Path) -> int:
     desired = _desired(args.spec_dir)
     if desired is None:
         return 1
+    if desired.backup is None:
+        print(
+            "note: no EtcdBackup in the specs says how snapshots are kept: this one is kept unencrypted (it holds "
+            "every Secret of the cluster; docs/etcd.md, Encrypted at rest)",
+            file=sys.stderr,
+        )
     session = Session(ssh_connector(attempts=args.connect_attempts))
     try:
         kept = await take(session, desired, where)
@@ -221,5 +234,5 @@ def _line(k: store.Kept) -> str:
     when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(k.taken_at))
     return (
         f"{k.path}: revision {k.revision}, {k.keys} keys, {k.size / 1e6:.1f} MB, from {k.member} at {when} "
-        f"({k.seconds:.1f} s), sha256 {k.sha256[:16]}"
+        f"({k.seconds:.1f} s), sha256 {k.sha256[:16]}" + (", encrypted (age)" if k.encrypted else "")
     )

@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 SUFFIX = ".db"
+SUFFIXES = (SUFFIX, SUFFIX + ".age")  # a snapshot, plain or encrypted with age
 PREFIX = "etcd-"
 
 
@@ -28,10 +29,11 @@ class Kept:
     revision: int
     keys: int
     size: int  # bytes, etcd's trailer included
-    sha256: str  # of the file as kept
+    sha256: str  # of the snapshot (before encryption, when encrypted)
     taken_at: float  # unix time the snapshot began
     seconds: float  # how long taking and checking it took
     cluster: tuple[str, ...] = ()  # its members then, "name=peer URL" sorted: which cluster it is of (none: unknown)
+    encrypted: str = ""  # "age": the file is encrypted to the EtcdBackup's recipients (its name ends .age)
 
     @property
     def record(self) -> Path:
@@ -86,7 +88,9 @@ def listed(directory: Path) -> list[Kept]:
     out: list[Kept] = []
     if not directory.is_dir():
         return out
-    for path in directory.glob(f"{PREFIX}*{SUFFIX}"):
+    for path in directory.glob(f"{PREFIX}*"):
+        if not path.name.endswith(SUFFIXES):
+            continue
         kept = _read(path)
         if kept is not None:
             out.append(kept)
@@ -120,6 +124,9 @@ def _read(path: Path) -> Kept | None:
         return None
     if not all(isinstance(m, str) and 0 < len(m) <= 300 for m in cluster):
         return None
+    encrypted = raw.get("encrypted", "")
+    if encrypted not in ("", "age") or (encrypted == "age") != path.name.endswith(".age"):
+        return None
     return Kept(
         str(path),
         raw["member"][:255],
@@ -130,6 +137,7 @@ def _read(path: Path) -> Kept | None:
         raw["taken_at"],
         raw["seconds"],
         tuple(cluster),
+        encrypted,
     )
 
 

@@ -21,6 +21,8 @@ from typing import Any
 import structlog
 
 from reconciler.backup import store
+from reconciler.backup.age import SUFFIX as AGE
+from reconciler.backup.age import AgeError, Encrypting
 from reconciler.backup.snapshot_file import HASH_SIZE, Trailer
 from reconciler.errors import HostError
 from reconciler.leader.gateway import EtcdUnavailable
@@ -62,13 +64,14 @@ async def take(session: Session, desired: DesiredState, directory: Path) -> stor
     chosen, unfit = await _members(session, members)
     errors = list(unfit)
     cluster = await _cluster(session, members) if chosen else ()
+    recipients = desired.backup.recipients if desired.backup is not None else ()
     for member in chosen:
         try:
-            return await _from(session, member, directory, cluster)
+            return await _from(session, member, directory, cluster, recipients)
         except (HostError, SnapshotFailed) as exc:
             log.warning("etcd snapshot failed", member=member.host.name, error=str(exc))
             errors.append(f"{member.host.name}: {exc}")
-        except OSError as exc:  # this machine's side (the directory, its disk): no other member would do better
+        except (OSError, AgeError) as exc:  # this machine's side (its directory, disk, age): no member does better
             raise SnapshotFailed(f"keeping it in {directory}: {exc}") from exc
     raise SnapshotFailed("; ".join(errors) or "no member answered")
 
@@ -127,7 +130,9 @@ async def _cluster(session: Session, members: list[tuple[DesiredHost, DesiredChe
     return tuple(sorted(f"{e.name}={url}" for e in listed if e.started for url in e.peer_urls))
 
 
-async def _from(session: Session, member: Member, directory: Path, cluster: tuple[str, ...]) -> store.Kept:
+async def _from(
+    session: Session, member: Member, directory: Path, cluster: tuple[str, ...], recipients: tuple[str, ...] = ()
+) -> store.Kept:
     check = member.check
     argv = ["bash", "-c", SCRIPT, "reconciler-etcd-snapshot", client_url(check)]
     argv += [check.ca_file or "-", check.cert_file or "-", check.key_file or "-", str(member.db_size)]
@@ -137,12 +142,20 @@ async def _from(session: Session, member: Member, directory: Path, cluster: tupl
     began, taken_at = time.monotonic(), time.time()
     try:
         with os.fdopen(fd, "wb") as out:
+            encrypting = Encrypting(out.fileno(), recipients) if recipients else None  # plain bytes never on disk
+            write = encrypting.write if encrypting is not None else out.write
 
             def sink(chunk: bytes) -> None:
-                out.write(chunk)
+                write(chunk)
                 trailer.feed(chunk)
 
-            result = await conn.copy_out(argv, sink, timeout=TIMEOUT, max_bytes=MAX_SNAPSHOT_BYTES)
+            try:
+                result = await conn.copy_out(argv, sink, timeout=TIMEOUT, max_bytes=MAX_SNAPSHOT_BYTES)
+                if encrypting is not None:
+                    await asyncio.to_thread(encrypting.close)
+            finally:
+                if encrypting is not None:
+                    encrypting.kill()
             out.flush()
             await asyncio.to_thread(os.fsync, out.fileno())  # GBs of dirty pages: not on the event loop
         said = _said(result.stderr)
@@ -150,7 +163,7 @@ async def _from(session: Session, member: Member, directory: Path, cluster: tupl
         if problem:
             raise SnapshotFailed(problem)
         kept = store.Kept(
-            path=str(directory / store.name(taken_at, int(said["revision"]))),
+            path=str(directory / (store.name(taken_at, int(said["revision"])) + (AGE if recipients else ""))),
             member=member.host.name,
             revision=int(said["revision"]),
             keys=int(said["totalKey"]),
@@ -159,6 +172,7 @@ async def _from(session: Session, member: Member, directory: Path, cluster: tupl
             taken_at=taken_at,
             seconds=round(time.monotonic() - began, 3),
             cluster=cluster,
+            encrypted="age" if recipients else "",
         )
         return await asyncio.to_thread(store.keep, partial, kept)
     finally:

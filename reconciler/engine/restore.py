@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from reconciler.backup import store
+from reconciler.backup import age, store
 from reconciler.backup.snapshot_file import Trailer
 from reconciler.components.etcd import member_config
 from reconciler.components.systemd import service
@@ -106,16 +106,24 @@ def _kube_units(host: DesiredHost, program: str) -> list[str]:
     return [u.name for u in host.units if service(u.path, texts).program == program]
 
 
-def checked(snapshot: Path) -> tuple[bytes, str]:
-    """The snapshot's bytes and sha256, once it is a regular file of at most MAX_SNAPSHOT_BYTES that etcd's own
-    trailer says is whole; RestoreRefused otherwise."""
+def checked(snapshot: Path, identity: Path | None = None) -> tuple[bytes, str]:
+    """The snapshot's bytes and sha256, once it is a regular file of at most MAX_SNAPSHOT_BYTES (decrypted with the
+    age identity file `identity` when its name ends .age) that etcd's own trailer says is whole; RestoreRefused
+    otherwise."""
     try:
         st = snapshot.stat()
-        if not stat.S_ISREG(st.st_mode) or st.st_size > MAX_SNAPSHOT_BYTES:
+        if not stat.S_ISREG(st.st_mode) or st.st_size > MAX_SNAPSHOT_BYTES + 65536:
             raise RestoreRefused(f"{snapshot} is not a regular file of at most {MAX_SNAPSHOT_BYTES} bytes")
-        data = snapshot.read_bytes()
+        if snapshot.name.endswith(age.SUFFIX):
+            if identity is None:
+                raise RestoreRefused(f"{snapshot} is encrypted with age: give the identity file (--identity KEYFILE)")
+            data = age.decrypted(str(snapshot), str(identity), MAX_SNAPSHOT_BYTES)
+        else:
+            data = snapshot.read_bytes()
     except OSError as exc:
         raise RestoreRefused(f"{snapshot}: {exc.strerror or exc}") from exc
+    except age.AgeError as exc:
+        raise RestoreRefused(f"{snapshot}: {exc}") from exc
     trailer = Trailer()
     for i in range(0, len(data), 1 << 20):
         trailer.feed(data[i : i + (1 << 20)])
@@ -166,10 +174,11 @@ async def restore(
     force: bool,
     say: Callable[[str], None],
     any_cluster: bool = False,
+    identity: Path | None = None,
 ) -> None:
     """Every step, said as it begins; RestoreRefused before anything is touched, HostError on a step that failed
     (run it again: the steps done are not done twice)."""
-    data, sha = checked(snapshot)
+    data, sha = checked(snapshot, identity)
     cluster = members(desired)
     token = f"restored-{sha[:16]}"
     say(f"snapshot {snapshot}: whole ({len(data)} bytes, sha256 {sha[:16]}); new cluster token {token}")

@@ -160,6 +160,7 @@ class DesiredBackup:
     max_age_seconds: float | None
     directory: str
     source: str  # file:line of the document
+    recipients: tuple[str, ...] = ()  # age public keys the snapshots are encrypted to (none: said unencrypted)
 
 
 @dataclass(frozen=True)

@@ -138,5 +138,10 @@ def resolve_backup(by_kind: dict[str, dict[str, Document]], issues: list[SpecIss
             )
         )
     return DesiredBackup(
-        spec.interval_seconds, spec.keep, None if hours is None else hours * 3600, spec.directory, docs[0].where()
+        spec.interval_seconds,
+        spec.keep,
+        None if hours is None else hours * 3600,
+        spec.directory,
+        docs[0].where(),
+        tuple(spec.encryption.age_recipients),
     )

@@ -273,8 +273,33 @@ class EtcdTuningSpec(Strict):
     restart_grace_seconds: Annotated[float, Field(ge=0, le=3600)] = 30.0
 
 
+AGE_RECIPIENT = re.compile(r"age1[02-9ac-hj-np-z]{58}")  # an age X25519 public key (bech32, its own charset)
+
+
+def _age_recipient(value: str) -> str:
+    if not AGE_RECIPIENT.fullmatch(value):
+        raise ValueError("not an age public key (age1 and 58 characters: `age-keygen -y KEYFILE` prints it)")
+    return value
+
+
+class SnapshotEncryption(Strict):
+    """How snapshots are kept at rest: encrypted to age public keys (the private keys stay with the operator), or
+    said to be unencrypted. One of the two, said: a snapshot holds every Secret of the cluster."""
+
+    age_recipients: Annotated[list[Annotated[str, AfterValidator(_age_recipient)]], Field(max_length=16)] = []
+    unencrypted: bool = False
+
+    @model_validator(mode="after")
+    def _one(self) -> SnapshotEncryption:
+        if bool(self.age_recipients) == self.unencrypted:
+            raise ValueError("say exactly one: 'ageRecipients' (a list of age public keys) or 'unencrypted: true'")
+        return self
+
+
 class EtcdBackupSpec(Strict):
     """Snapshots of the cluster's etcd the daemon takes on a schedule and keeps on its own machine (one at most)."""
+
+    encryption: SnapshotEncryption  # required: snapshots hold the cluster's Secrets
 
     interval_seconds: Annotated[float, Field(ge=60, le=604800)] = 3600.0
     keep: Annotated[int, Field(ge=1, le=10000)] = 24  # the newest this many

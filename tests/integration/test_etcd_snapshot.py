@@ -1,7 +1,8 @@
 """`reconciler etcd snapshot` on the testbed's real 3-member etcd: taken from a follower through its host (the client
 key stays there), checked, kept with its record; etcd's own tool (etcdutl, scripts/fetch-etcd) reads the kept file
 and agrees on its revision and key count; the writes made before it are in it; `etcd snapshots` lists it. The daemon
-takes them itself on an EtcdBackup document's schedule and says so in /status and its metrics."""
+takes them itself on an EtcdBackup document's schedule, encrypted at rest to an age key, and says so in /status and
+its metrics."""
 
 from __future__ import annotations
 
@@ -60,9 +61,12 @@ def test_the_daemon_takes_them_on_the_etcd_backup_schedule(
     converged: Testbed, spec_copy: Path, tmp_path: Path, run_daemon: Callable[..., RunningDaemon]
 ) -> None:
     where = tmp_path / "scheduled"
+    identity = tmp_path / "backup.key"  # the operator's: the daemon is given its public half only
+    subprocess.run(["age-keygen", "-o", str(identity)], check=True, capture_output=True)
+    public = subprocess.run(["age-keygen", "-y", str(identity)], check=True, capture_output=True, text=True).stdout
     (spec_copy / "backup.yaml").write_text(
         "apiVersion: reconciler/v1\nkind: EtcdBackup\nmetadata: {name: etcd}\n"
-        f"spec: {{intervalSeconds: 60, keep: 3, directory: {where}}}\n"
+        f"spec: {{encryption: {{ageRecipients: [{public.strip()}]}}, intervalSeconds: 60, keep: 3, directory: {where}}}\n"
     )
     daemon = run_daemon(spec_copy, "--resync", "600")
 
@@ -78,3 +82,7 @@ def test_the_daemon_takes_them_on_the_etcd_backup_schedule(
     assert daemon.sample("reconciler_etcd_snapshot_last_success_timestamp_seconds") == kept[0].taken_at
     assert daemon.sample("reconciler_etcd_snapshot_interval_seconds") == 60
     assert status["next_at"] == kept[0].taken_at + 60
+    assert kept[0].path.endswith(".db.age")  # encrypted at rest; decrypted with the identity, etcd's tool reads it
+    plain = tmp_path / "decrypted.db"
+    subprocess.run(["age", "--decrypt", "--identity", str(identity), "-o", str(plain), kept[0].path], check=True)
+    assert json.loads(etcdutl("snapshot", "status", "-w", "json", str(plain)))["revision"] == kept[0].revision

@@ -31,7 +31,7 @@ def fleet() -> dict[str, SimHost]:
 def with_backup(specs: Path, directory: Path, keep: int = 2) -> Path:
     (specs / "backup.yaml").write_text(
         "apiVersion: reconciler/v1\nkind: EtcdBackup\nmetadata: {name: etcd}\n"
-        f"spec: {{intervalSeconds: 300, keep: {keep}, directory: {directory}}}\n"
+        f"spec: {{encryption: {{unencrypted: true}}, intervalSeconds: 300, keep: {keep}, directory: {directory}}}\n"
     )
     return specs
 
@@ -101,7 +101,7 @@ async def test_a_failed_attempt_is_tried_again_within_the_interval_however_long_
     where = tmp_path / "snaps"
     (specs / "backup.yaml").write_text(
         "apiVersion: reconciler/v1\nkind: EtcdBackup\nmetadata: {name: etcd}\n"
-        f"spec: {{intervalSeconds: 60, directory: {where}}}\n"
+        f"spec: {{encryption: {{unencrypted: true}}, intervalSeconds: 60, directory: {where}}}\n"
     )
     desired = load_desired(specs)
     hosts = fleet()

@@ -100,7 +100,7 @@ async def test_a_newest_snapshot_stamped_ahead_of_the_clock_does_not_stop_the_sc
     put(where, "etcd-ahead-r1.db", {**GOOD, "taken_at": time.time() + 3600})  # taken while the clock ran ahead
     (specs / "backup.yaml").write_text(
         "apiVersion: reconciler/v1\nkind: EtcdBackup\nmetadata: {name: etcd}\n"
-        f"spec: {{intervalSeconds: 60, directory: {where}}}\n"
+        f"spec: {{encryption: {{unencrypted: true}}, intervalSeconds: 60, directory: {where}}}\n"
     )
     hosts = {n: SimHost(n) for n in ("master-1", "master-2", "master-3")}
     db = os.urandom(4096)

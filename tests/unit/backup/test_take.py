@@ -96,7 +96,7 @@ def test_retention_keeps_the_newest_and_removes_by_count_and_age(tmp_path: Path)
 def with_backup(specs: Path, directory: Path) -> None:
     (specs / "backup.yaml").write_text(
         "apiVersion: reconciler/v1\nkind: EtcdBackup\nmetadata: {name: etcd}\n"
-        f"spec: {{intervalSeconds: 3600, directory: {directory}}}\n"
+        f"spec: {{encryption: {{unencrypted: true}}, intervalSeconds: 3600, directory: {directory}}}\n"
     )
 
 
