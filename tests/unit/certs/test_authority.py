@@ -1,0 +1,136 @@
+"""certs.authority: the operator's CA read safely (a key others can read, a link, a key of another certificate, a
+certificate that is no CA: refused) and what it signs for a master: only a key the CSR proves, with the subject and
+names of the certificate this CA gave the master before, never the CSR's own (another master's name, a CA:TRUE
+request), never past the CA's own end."""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import os
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from reconciler.certs.authority import CertError, Template, issue, load, template_of
+
+NOW = datetime.datetime(2026, 12, 7, tzinfo=datetime.UTC)
+
+
+def name(cn: str) -> x509.Name:
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+
+
+def ca_files(where: Path, days: int = 3650, ca: bool = True) -> tuple[Path, Path]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name("test-ca"))
+        .issuer_name(name("test-ca"))
+        .public_key(key.public_key())
+        .serial_number(1)
+        .not_valid_before(NOW - datetime.timedelta(days=1))
+        .not_valid_after(NOW + datetime.timedelta(days=days))
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    where.mkdir(parents=True, exist_ok=True)
+    (where / "ca.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file = where / "ca-key.pem"
+    key_file.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    key_file.chmod(0o600)
+    return where / "ca.pem", key_file
+
+
+def csr(cn: str = "evil", sans: list[str] | None = None, ca: bool = False, key: object = None) -> bytes:
+    key = key or ec.generate_private_key(ec.SECP256R1())
+    builder = x509.CertificateSigningRequestBuilder().subject_name(name(cn))
+    if sans:
+        builder = builder.add_extension(x509.SubjectAlternativeName([x509.DNSName(s) for s in sans]), critical=False)
+    if ca:
+        builder = builder.add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+    return builder.sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)  # type: ignore[arg-type]
+
+
+def leaf_of(ca_cert: Path, ca_key: Path) -> x509.Certificate:
+    """The master's current certificate, as the operator's CA made it."""
+    ca = load(ca_cert, ca_key)
+    t = Template(name("kubernetes"), ("kubernetes", "master-1"), ("198.18.0.11",), server=True, client=True)
+    return issue(ca, csr(), t, datetime.timedelta(days=365), NOW)
+
+
+def test_the_issued_leaf_says_the_templates_names_never_the_csrs(tmp_path: Path) -> None:
+    files = ca_files(tmp_path)
+    ca = load(*files)
+    current = leaf_of(*files)
+    template = template_of(current, ca)
+    requested = csr("master-2", sans=["master-2", "kubernetes.default"], ca=True)  # a hostile master's wishes
+    new = issue(ca, requested, template, datetime.timedelta(days=365), NOW)
+    assert new.subject == name("kubernetes")
+    san = new.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert san.get_values_for_type(x509.DNSName) == ["kubernetes", "master-1"]
+    assert san.get_values_for_type(x509.IPAddress) == [ipaddress.ip_address("198.18.0.11")]
+    assert new.extensions.get_extension_for_class(x509.BasicConstraints).value.ca is False
+    usages = new.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    assert list(usages) == [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
+    new.verify_directly_issued_by(ca.cert)
+    assert new.not_valid_before_utc < NOW < new.not_valid_after_utc == NOW + datetime.timedelta(days=365)
+    assert new.serial_number != current.serial_number
+
+
+def test_a_csr_that_does_not_prove_its_key_or_a_weak_key_is_refused(tmp_path: Path) -> None:
+    ca = load(*ca_files(tmp_path))
+    template = Template(name("kubernetes"), (), (), True, True)
+    good = csr()
+    body = bytearray(x509.load_pem_x509_csr(good).public_bytes(serialization.Encoding.DER))
+    body[-10] ^= 0xFF  # the signature changed
+    forged = x509.load_der_x509_csr(bytes(body)).public_bytes(serialization.Encoding.PEM)
+    with pytest.raises(CertError, match="does not prove its key"):
+        issue(ca, forged, template, datetime.timedelta(days=1), NOW)
+    with pytest.raises(CertError, match="RSA key of 1024 bits"):
+        issue(ca, csr(key=rsa.generate_private_key(65537, 1024)), template, datetime.timedelta(days=1), NOW)
+    with pytest.raises(CertError, match="not a PEM certificate request"):
+        issue(ca, b"garbage", template, datetime.timedelta(days=1), NOW)
+
+
+def test_never_past_the_cas_own_end_and_refused_near_it(tmp_path: Path) -> None:
+    ca = load(*ca_files(tmp_path, days=30))
+    template = Template(name("kubernetes"), (), (), True, True)
+    new = issue(ca, csr(), template, datetime.timedelta(days=365), NOW)
+    assert new.not_valid_after_utc == ca.cert.not_valid_after_utc
+    with pytest.raises(CertError, match="rotate it first"):
+        issue(ca, csr(), template, datetime.timedelta(days=365), NOW + datetime.timedelta(days=30))
+
+
+def test_a_certificate_another_ca_signed_gives_no_template(tmp_path: Path) -> None:
+    ours = load(*ca_files(tmp_path / "ours"))
+    theirs_leaf = leaf_of(*ca_files(tmp_path / "theirs"))
+    with pytest.raises(CertError, match="not signed by the CA"):
+        template_of(theirs_leaf, ours)
+    with pytest.raises(CertError, match="a CA certificate"):
+        template_of(ours.cert, ours)  # self-signed by it, but a CA
+
+
+def test_the_ca_key_must_be_its_owners_alone_a_file_and_the_cas(tmp_path: Path) -> None:
+    cert, key = ca_files(tmp_path / "a")
+    key.chmod(0o640)
+    with pytest.raises(CertError, match="readable by others"):
+        load(cert, key)
+    key.chmod(0o600)
+    link = tmp_path / "link.pem"
+    link.symlink_to(key)
+    with pytest.raises(CertError):
+        load(cert, link)
+    _, other_key = ca_files(tmp_path / "b")
+    with pytest.raises(CertError, match="is not the key of"):
+        load(cert, other_key)
+    not_ca, not_ca_key = ca_files(tmp_path / "c", ca=False)
+    with pytest.raises(CertError, match="not a CA certificate"):
+        load(not_ca, not_ca_key)
+    assert os.stat(key).st_mode & 0o777 == 0o600
