@@ -207,9 +207,11 @@ def _parser() -> argparse.ArgumentParser:
             )
     _run_parser(sub)
     _import_parser(sub)
+    from reconciler import certs_cli
     from reconciler import etcd_cli as etcd_command
 
     etcd_command.add_parser(sub, [_after()])
+    certs_cli.add_parser(sub, [_after()])
     st = sub.add_parser(
         "status",
         help="the running daemon's view: every host's last pass, health, backoff, tuning",
@@ -722,6 +724,10 @@ def _main(argv: list[str] | None, holder: list[Live]) -> int:
         from reconciler import etcd_cli as etcd_command
 
         return etcd_command.run(args)
+    if args.command == "certs":
+        from reconciler import certs_cli
+
+        return certs_cli.run(args)
     if args.command == "init":
         from reconciler.init import init_command
 

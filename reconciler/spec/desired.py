@@ -111,10 +111,24 @@ class DesiredCheck:
 
 
 @dataclass(frozen=True)
+class DesiredRenewal:
+    """How a certificate is renewed (Certificate.spec.renew)."""
+
+    key_file: str
+    ca_file: str  # on reconciler's machine
+    ca_key_file: str
+    lifetime_days: float
+    renew_at: float  # fraction of the lifetime
+    key_type: str
+    restart: tuple[str, ...]  # unit names, in order
+
+
+@dataclass(frozen=True)
 class DesiredCert:
     path: str
     warn_days: float
     source: str  # "Certificate/kubernetes-ssl"
+    renew: DesiredRenewal | None = None
 
 
 @dataclass(frozen=True)

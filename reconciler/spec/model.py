@@ -248,12 +248,31 @@ class HealthCheckSpec(Strict):
         return self
 
 
+class RenewSpec(Strict):
+    """A certificate reconciler renews: its key made on the master, signed here by the operator's CA."""
+
+    key_file: AbsPath  # on the master, beside the certificate: replaced with it, as one pair
+    ca_file: AbsPath  # the CA's certificate, on reconciler's machine
+    ca_key_file: AbsPath  # the CA's key, on reconciler's machine (mode 0600, never sent anywhere)
+    lifetime_days: Annotated[float, Field(gt=0, le=3650)] = 365.0
+    renew_at: Annotated[float, Field(gt=0, lt=1)] = 2 / 3  # of the lifetime: cert-manager's and step's default
+    key_type: Literal["rsa-2048", "ecdsa-p256"] = "rsa-2048"
+    restart: list[Name] = []  # the Units that read the pair, restarted in this order (health-gated, one host at a time)
+
+
 class CertificateSpec(Strict):
-    """Certificates a host must have: reported (missing, days to expiry), never written."""
+    """Certificates a host must have: reported (missing, days to expiry); with `renew`, renewed from the CA."""
 
     hosts: HostSelector = "all"
     paths: list[AbsPath] = Field(min_length=1)
     warn_days: Annotated[float, Field(gt=0, le=3650)] = 30.0
+    renew: RenewSpec | None = None
+
+    @model_validator(mode="after")
+    def _one_path_renewed(self) -> CertificateSpec:
+        if self.renew is not None and len(self.paths) != 1:
+            raise ValueError("a renewed Certificate names one path (its key is 'renew.keyFile')")
+        return self
 
 
 class EtcdTuningSpec(Strict):

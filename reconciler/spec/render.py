@@ -31,6 +31,7 @@ from reconciler.spec.desired import (
     DesiredDirectory,
     DesiredFile,
     DesiredHost,
+    DesiredRenewal,
     DesiredState,
     DesiredTuning,
     DesiredUnit,
@@ -273,8 +274,18 @@ def _render_host(
     for doc in by_kind["Certificate"].values():
         cert: CertificateSpec = doc.spec
         if selects(cert.hosts, host):
+            renewal = _renewal(doc, cert, {u.spec_name: u.name for u in units}, issues)
             for path in cert.paths:
-                certificates.setdefault(path, DesiredCert(path, cert.warn_days, f"Certificate/{doc.metadata.name}"))
+                other = certificates.get(path)
+                if other is not None and (renewal or other.renew):
+                    issues.append(
+                        SpecIssue(
+                            doc.file, doc.line_of("spec", "paths"), "spec.paths", f"{path} is also in {other.source}"
+                        )
+                    )
+                certificates.setdefault(
+                    path, DesiredCert(path, cert.warn_days, f"Certificate/{doc.metadata.name}", renewal)
+                )
     return DesiredHost(
         target=target,
         files=paths.files,
@@ -285,6 +296,27 @@ def _render_host(
         addresses=_addresses(host, by_kind, renderer, issues),
         origins=origins or {},
     )
+
+
+def _renewal(
+    doc: Document, cert: CertificateSpec, units: dict[str, str], issues: list[SpecIssue]
+) -> DesiredRenewal | None:
+    """The renewal of a Certificate on this host; its `restart` as the host's systemd unit names."""
+    r = cert.renew
+    if r is None:
+        return None
+    for n, unit in enumerate(r.restart):
+        if unit not in units:
+            issues.append(
+                SpecIssue(
+                    doc.file,
+                    doc.line_of("spec", "renew", "restart", n),
+                    f"spec.renew.restart[{n}]",
+                    f"{unit!r} is not a Unit of this host",
+                )
+            )
+    restart = tuple(units[u] for u in r.restart if u in units)
+    return DesiredRenewal(r.key_file, r.ca_file, r.ca_key_file, r.lifetime_days, r.renew_at, r.key_type, restart)
 
 
 def _addresses(

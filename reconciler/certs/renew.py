@@ -1,0 +1,212 @@
+"""Certificates renewed on the masters from the operator's CA, one host at a time, with clients noticing nothing.
+
+Owns the order of one renewal and what is said at each step. For each host (in name order), each of its
+Certificates with a `renew` block: the current certificate read (the CA must have signed it: its subject and names
+are the new one's), a new key and its CSR made on the master (cert_renew.sh: the key never leaves it), the
+certificate issued here (`authority.issue`), then, under the cluster-wide restart lock of every unit the pair is
+read by and past the quorum guard of each: the pair installed (the old one kept beside it), each unit restarted in
+the spec's order and waited for until it passes its health check; a unit that does not come back puts the old pair
+back and restarts them again (the renewal fails, saying so); last, each restarted unit's TLS endpoint (its health
+check's address) asked which certificate it presents: the new serial, or the renewal fails.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from reconciler.certs import authority
+from reconciler.engine.guard import guard, wait_healthy
+from reconciler.errors import HostError
+from reconciler.leader.on_host import EtcdOnHosts, etcd_members
+from reconciler.leader.restart_lock import RestartLock
+from reconciler.observe.facts import shipped_script
+from reconciler.spec.desired import DesiredCert, DesiredHost, DesiredRenewal, DesiredState, DesiredUnit
+from reconciler.terminal import printable
+from reconciler.transport.session import Session
+
+SCRIPT = shipped_script("cert_renew.sh", "reconciler.certs")
+TIMEOUT = 120.0
+
+
+@dataclass(frozen=True)
+class Renewed:
+    host: str
+    path: str
+    serial: str  # hex, as openssl prints it
+    not_after: float
+    seconds: float
+
+
+def due_at(cert: x509.Certificate, renewal: DesiredRenewal) -> float:
+    """Pure: when the certificate is due for renewal (unix time): `renew_at` of its lifetime gone."""
+    start, end = cert.not_valid_before_utc.timestamp(), cert.not_valid_after_utc.timestamp()
+    return start + renewal.renew_at * (end - start)
+
+
+def managed(desired: DesiredState, only_host: str | None = None, names: set[str] | None = None) -> list[tuple[DesiredHost, DesiredCert]]:  # fmt: skip
+    """Pure: (host, certificate) of every renewed certificate, by host name, then path."""
+    out = []
+    for name, host in sorted(desired.hosts.items()):
+        if only_host is not None and name != only_host:
+            continue
+        for cert in sorted(host.certificates, key=lambda c: c.path):
+            if cert.renew is not None and (not names or cert.source.split("/", 1)[1] in names):
+                out.append((host, cert))
+    return out
+
+
+async def current(session: Session, host: DesiredHost, path: str) -> x509.Certificate:
+    said = await _script(session, host, ["read", path])
+    try:
+        return x509.load_pem_x509_certificate(said.encode())
+    except ValueError:
+        raise HostError(f"{host.name}: {path} is not a PEM certificate") from None
+
+
+async def renew(
+    session: Session,
+    desired: DesiredState,
+    *,
+    actor: str,
+    say: Callable[[str], None],
+    only_host: str | None = None,
+    names: set[str] | None = None,
+) -> list[Renewed]:
+    """Every selected certificate renewed, host after host; HostError at the first that could not be (the hosts
+    before it are renewed, the one it names keeps a valid pair: its old one, or the new one in use)."""
+    done = []
+    for host, cert in managed(desired, only_host, names):
+        done.append(await renew_one(session, desired, host, cert, actor=actor, say=say))
+    return done
+
+
+async def renew_one(
+    session: Session,
+    desired: DesiredState,
+    host: DesiredHost,
+    cert: DesiredCert,
+    *,
+    actor: str,
+    say: Callable[[str], None],
+) -> Renewed:
+    r = cert.renew
+    assert r is not None
+    began = time.monotonic()
+    try:
+        ca = authority.load(Path(r.ca_file), Path(r.ca_key_file))
+        old = await current(session, host, cert.path)
+        template = authority.template_of(old, ca)
+    except authority.CertError as exc:
+        raise HostError(f"{host.name}: {cert.path}: {exc}") from None
+    say(
+        f"{host.name}: {cert.path}: renewing {template.describe()} (serial {old.serial_number:X}), a new {r.key_type} key made there"
+    )
+    staged, csr = await _csr(session, host, r.key_type, cert.path)
+    try:
+        now = datetime.datetime.now(datetime.UTC)
+        new = authority.issue(ca, csr.encode(), template, datetime.timedelta(days=r.lifetime_days), now)
+    except authority.CertError as exc:
+        await _script(session, host, ["abort", staged, cert.path])
+        raise HostError(f"{host.name}: {cert.path}: {exc}") from None
+    pem = new.public_bytes(serialization.Encoding.PEM)
+    units = [u for u in host.units if u.name in r.restart]
+    units.sort(key=lambda u: r.restart.index(u.name))
+    async with _locked(session, desired, host.name, [u.name for u in units if u.rollout_check], actor):
+        for u in units:
+            if u.rollout_check:
+                await guard(session, desired, u, host.name)
+        not_before = int(new.not_valid_before_utc.timestamp())
+        said = await _script(session, host, ["install", cert.path, r.key_file, staged, str(not_before)], pem)
+        if not said.startswith("@@INSTALLED"):
+            await _script(session, host, ["abort", staged, cert.path])
+            raise HostError(f"{host.name}: {cert.path}: {printable(said.removeprefix('@@ERR '))[:300]}")
+        say(
+            f"{host.name}: {cert.path}: installed (serial {new.serial_number:X}, until {new.not_valid_after_utc:%Y-%m-%d})"
+        )
+        failed = await _restart(session, host, units, say)
+        if failed:
+            say(f"{host.name}: {failed}: putting the old pair back")
+            await _script(session, host, ["rollback", cert.path, r.key_file])
+            again = await _restart(session, host, units, say)
+            raise HostError(
+                f"{host.name}: {cert.path}: {failed}; the old pair is back"
+                + (f" but {again}" if again else " and every unit healthy on it")
+            )
+    serial = f"{new.serial_number:X}"
+    for u in units:
+        check = host.check(u.rollout_check) if u.rollout_check else None
+        if check is None or not (check.url or "").startswith("https://"):
+            continue
+        url = urlsplit(check.url or "")
+        address = f"[{url.hostname}]" if ":" in (url.hostname or "") else url.hostname or ""
+        shown = (
+            (await _script(session, host, ["serial", address, str(url.port or 443)])).removeprefix("@@SERIAL ").strip()
+        )
+        if shown.upper().lstrip("0") != serial.lstrip("0"):
+            raise HostError(
+                f"{host.name}: {u.name} at {address}:{url.port} presents serial {shown or 'none'}, not the new {serial}"
+            )
+        say(f"{host.name}: {u.name} at {address}:{url.port} presents the new certificate")
+    return Renewed(
+        host.name, cert.path, serial, new.not_valid_after_utc.timestamp(), round(time.monotonic() - began, 2)
+    )
+
+
+async def _restart(session: Session, host: DesiredHost, units: list[DesiredUnit], say: Callable[[str], None]) -> str:
+    """Each unit restarted and waited for; "" when every one is healthy, else what was not."""
+    conn = await session.connection(host.target)
+    for u in units:
+        result = await conn.run(["systemctl", "restart", "--", u.name], timeout=u.rollout_timeout)
+        if not result.ok:
+            return f"{u.name} did not restart ({result.describe()})"
+        if u.rollout_check:
+            health = await wait_healthy(session, host, u.rollout_check, u.rollout_timeout)
+            if not health.ok:
+                return f"{u.name} not healthy within {u.rollout_timeout:g} s ({health.detail})"
+        say(f"{host.name}: {u.name} restarted" + (", healthy" if u.rollout_check else ""))
+    return ""
+
+
+@contextlib.asynccontextmanager
+async def _locked(
+    session: Session, desired: DesiredState, host: str, units: list[str], actor: str
+) -> AsyncIterator[None]:
+    """The restart lock of each unit (in name order: two actors never wait on each other), when etcd's members are
+    in the specs to hold it."""
+    members = etcd_members(desired)
+    async with contextlib.AsyncExitStack() as stack:
+        if members:
+            for unit in sorted(units):
+                api = EtcdOnHosts(session, members, last=host)
+                await stack.enter_async_context(RestartLock(api, actor).turn(unit, host, wait=300))
+        yield
+
+
+async def _csr(session: Session, host: DesiredHost, key_type: str, path: str) -> tuple[str, str]:
+    said = await _script(session, host, ["csr", key_type, path])
+    first, _, rest = said.partition("\n")
+    if not first.startswith("@@STAGED ") or "BEGIN CERTIFICATE REQUEST" not in rest:
+        raise HostError(f"{host.name}: no key and request made: {printable(first.removeprefix('@@ERR '))[:300]}")
+    return first.removeprefix("@@STAGED ").strip(), rest
+
+
+async def _script(session: Session, host: DesiredHost, args: list[str], data: bytes = b"") -> str:
+    conn = await session.connection(host.target)
+    result = await conn.run(
+        ["bash", "-c", SCRIPT, "reconciler-cert-renew", *args], input=data, timeout=TIMEOUT, max_output=1 << 17
+    )
+    said = result.stdout.decode("utf-8", errors="replace")
+    if not result.ok:
+        raise HostError(f"{host.name}: {result.describe()}")
+    if said.startswith("@@ERR ") and args[0] in ("read", "csr"):
+        raise HostError(f"{host.name}: {printable(said.removeprefix('@@ERR ').strip())[:300]}")
+    return said

@@ -1,0 +1,88 @@
+"""What the specs say of a renewed certificate (Certificate.spec.renew) and which are due: one path per renewed
+Certificate, `restart` naming the host's Units (said at its line), a path renewed in two documents refused;
+`managed` selects by host and document; a certificate is due once `renewAt` of its lifetime is gone."""
+
+from __future__ import annotations
+
+import datetime
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from reconciler.certs.renew import due_at, managed
+from reconciler.errors import SpecError
+from reconciler.spec.desired import DesiredRenewal
+from reconciler.spec.isolate import load_desired
+from tests.support.specs import copy_specs
+from tests.unit.certs.test_authority import name
+
+RENEW = """\
+  renew:
+    keyFile: /etc/kubernetes/ssl/kubernetes-key.pem
+    caFile: /etc/reconciler/ca.pem
+    caKeyFile: /etc/reconciler/ca-key.pem
+    restart: [{restart}]
+"""
+
+
+def specs_with(tmp_path: Path, paths: str, restart: str = "etcd, kube-apiserver", extra: str = "") -> Path:
+    specs = copy_specs(tmp_path / "specs", ha=False)
+    (specs / "certificates.yaml").write_text(
+        "apiVersion: reconciler/v1\nkind: Certificate\nmetadata: {name: kubernetes}\nspec:\n"
+        f"  hosts: {{matchLabels: {{role: master}}}}\n  paths: [{paths}]\n" + RENEW.format(restart=restart) + extra
+    )
+    return specs
+
+
+def test_a_renewed_certificate_is_read_with_its_units_in_order(tmp_path: Path) -> None:
+    desired = load_desired(specs_with(tmp_path, "/etc/kubernetes/ssl/kubernetes.pem"))
+    found = managed(desired)
+    assert [(h.name, c.path) for h, c in found] == [
+        (f"master-{i}", "/etc/kubernetes/ssl/kubernetes.pem") for i in (1, 2, 3)
+    ]
+    assert found[0][1].renew is not None and found[0][1].renew.restart == ("etcd.service", "kube-apiserver.service")
+    assert found[0][1].renew.renew_at == pytest.approx(2 / 3) and found[0][1].renew.lifetime_days == 365
+    assert [h.name for h, _ in managed(desired, only_host="master-2")] == ["master-2"]
+    assert managed(desired, names={"other"}) == []
+
+
+@pytest.mark.parametrize(
+    ("paths", "restart", "extra", "said"),
+    [
+        ("/a.pem, /b.pem", "etcd", "", "names one path"),
+        ("/etc/kubernetes/ssl/kubernetes.pem", "etcd, kube-nothing", "", "'kube-nothing' is not a Unit of this host"),
+        (
+            "/etc/kubernetes/ssl/kubernetes.pem",
+            "etcd",
+            "---\napiVersion: reconciler/v1\nkind: Certificate\nmetadata: {name: again}\n"
+            "spec: {paths: [/etc/kubernetes/ssl/kubernetes.pem]}\n",
+            "is also in Certificate/kubernetes",
+        ),
+    ],
+)
+def test_a_renewal_the_specs_cannot_mean_is_refused(
+    tmp_path: Path, paths: str, restart: str, extra: str, said: str
+) -> None:
+    with pytest.raises(SpecError) as failed:
+        load_desired(specs_with(tmp_path, paths, restart, extra))
+    assert said in str(failed.value)
+
+
+def test_due_once_its_share_of_the_lifetime_is_gone() -> None:
+    key = ec.generate_private_key(ec.SECP256R1())
+    start = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name("x"))
+        .issuer_name(name("x"))
+        .public_key(key.public_key())
+        .serial_number(1)
+        .not_valid_before(start)
+        .not_valid_after(start + datetime.timedelta(days=300))
+        .sign(key, hashes.SHA256())
+    )
+    renewal = DesiredRenewal("/k", "/c", "/ck", 300, 2 / 3, "rsa-2048", ())
+    assert due_at(cert, renewal) == pytest.approx((start + datetime.timedelta(days=200)).timestamp())
