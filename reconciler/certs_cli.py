@@ -3,7 +3,7 @@ person's renewal of the managed ones now.
 
 Owns the commands' arguments, output and exit codes (check: 0 when none is missing, unreadable or within its
 warnDays, 1 otherwise; renew: 0 renewed, 1 not: what stopped it is said, the hosts before it are renewed, the one
-it names keeps a valid pair). The work is `certs.renew`'s. Registered by `reconciler.cli`.
+it names keeps a valid pair). The work is `engine.cert_renewal`'s. Registered by `reconciler.cli`.
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ def _desired(spec_dir: Path) -> Any:
 
 
 async def _check(args: argparse.Namespace) -> int:
-    from reconciler.certs.renew import current, due_at
+    from reconciler.engine.cert_renewal import current, due_at
     from reconciler.errors import HostError
     from reconciler.transport.session import Session, ssh_connector
 
@@ -115,7 +115,7 @@ def _line(row: dict[str, Any], now: float) -> str:
 
 
 async def _renew(args: argparse.Namespace) -> int:
-    from reconciler.certs.renew import managed, renew
+    from reconciler.engine.cert_renewal import managed, renew
     from reconciler.errors import HostError
     from reconciler.transport.session import Session, ssh_connector
 

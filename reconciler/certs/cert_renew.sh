@@ -1,5 +1,5 @@
 #!/bin/bash
-# A master's side of a certificate renewal (reconciler.certs.renew builds the arguments; the certificate arrives on
+# A master's side of a certificate renewal (reconciler.engine.cert_renewal builds the arguments; the certificate arrives on
 # stdin, never inside this text). The new private key is made here and never leaves the host. Linted by shellcheck.
 # Run as `bash -c SCRIPT reconciler-cert-renew MODE ...`:
 #

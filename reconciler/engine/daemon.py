@@ -15,6 +15,7 @@ import time
 import structlog
 
 from reconciler.backup.schedule import Snapshots
+from reconciler.engine.cert_schedule import Renewals
 from reconciler.engine.held import FILENAME as HELD_FILE
 from reconciler.engine.held import Held
 from reconciler.engine.memory import TRIM_PERIOD_S, pin_malloc_thresholds, release_free_memory
@@ -68,7 +69,14 @@ class Daemon:
             connector or ssh_connector(attempts=1),
             leading=self.leadership.fenced if self.leadership else None,  # one replica takes them
         )
-        served = routes(self.ledger, self.workers, lambda: self._beat, self.tuner, self.leadership, self.snapshots)
+        self.renewals = Renewals(
+            self.metrics,
+            connector or ssh_connector(attempts=1),
+            leading=self.leadership.fenced if self.leadership else None,  # one replica renews
+        )
+        served = routes(
+            self.ledger, self.workers, lambda: self._beat, self.tuner, self.leadership, self.snapshots, self.renewals
+        )
         self.http = HTTPServer(served, settings.listen_host, settings.listen_port)
 
     async def _loaded(self, loaded: Loaded) -> None:
@@ -113,6 +121,7 @@ class Daemon:
         workers = [asyncio.create_task(self.workers.run(), name=f"worker-{i}") for i in range(self.settings.workers)]
         jobs = {"resync": self.workers.resync(), "heartbeat": self._heartbeat(), "tuner": self.tuner.run(self.stopping)}
         jobs["snapshots"] = self.snapshots.run(lambda: self.specs.desired, self.stopping)
+        jobs["renewals"] = self.renewals.run(lambda: self.specs.desired, self.stopping)
         if self.leadership is not None:
             jobs["leader"] = self.leadership.run(lambda: self.specs.desired, self.stopping, self.workers.queue_all)
         changed = lambda paths: self.specs.load("watch")  # noqa: E731

@@ -188,6 +188,12 @@ class Metrics:
             registry=r,
         )
 
+        self.cert_renewals = Counter(
+            "reconciler_certificate_renewals",
+            "Certificate renewals the daemon made (kind: Certificate with renew), by result (ok, failed).",
+            ["result"],
+            registry=r,
+        )
         self.cert_present = Gauge(
             "reconciler_certificate_present",
             "1 when a declared certificate exists on the host (kind: Certificate), 0 when it is missing.",

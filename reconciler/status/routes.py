@@ -37,6 +37,10 @@ class Snapshots(Protocol):
     def status(self) -> dict[str, Any]: ...
 
 
+class Renewals(Protocol):
+    def status(self) -> dict[str, Any]: ...
+
+
 class Work(Protocol):
     """What the routes read of the daemon's work."""
 
@@ -53,6 +57,7 @@ def routes(
     tuner: Tuning,
     leadership: Election | None,
     snapshots: Snapshots | None = None,
+    renewals: Renewals | None = None,
 ) -> dict[str, Route]:
     """The four routes; `beat`: the heartbeat's last `time.monotonic()`."""
 
@@ -79,6 +84,7 @@ def routes(
         doc["tuning"] = tuner.status(ledger.rollout_of)
         doc["leader"] = leadership.status() if leadership is not None else {"enabled": False}
         doc["etcd_snapshots"] = snapshots.status() if snapshots is not None else {"enabled": False}
+        doc["certificate_renewals"] = renewals.status() if renewals is not None else {"enabled": False}
         return Response(200, json.dumps(doc, indent=2).encode() + b"\n", "application/json")
 
     return {"/metrics": metrics, "/healthz": healthz, "/readyz": readyz, "/status": status}

@@ -234,6 +234,9 @@ class SimHost:
                 return 4, b"", b"@@ERR etcdctl snapshot save failed: connection refused\n"
             data, status = self.etcd_snapshot
             return 0, data, f"@@STATUS {json.dumps(status)}\n".encode()
+        if argv[:2] == ["bash", "-c"] and argv[3:5] == ["reconciler-cert-renew", "read"] and len(argv) == 6:
+            held = self.files.get(argv[5])  # certs/cert_renew.sh's `read`; its other modes are the testbed's
+            return 0, held.content[:65536] if held else f"@@ERR {argv[5]} is not a regular file\n".encode(), b""
         if argv[:2] == ["bash", "-c"] and len(argv) >= 5 and argv[3] == "reconciler-etcd-restore":
             return self._etcd_restore(argv[4], argv[5:], stdin)
         return 127, b"", f"fake host: not emulated: {argv[:1]}\n".encode()

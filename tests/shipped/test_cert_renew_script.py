@@ -14,8 +14,8 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 
 from reconciler.certs.authority import Template, issue, load
-from reconciler.certs.renew import SCRIPT
-from tests.unit.certs.test_authority import ca_files, name
+from reconciler.engine.cert_renewal import SCRIPT
+from tests.support.pki import ca_files, name
 
 pytestmark = pytest.mark.host
 

@@ -18,8 +18,8 @@ from reconciler.errors import SpecError
 from reconciler.spec.isolate import load_desired
 from reconciler.transport.fake import SimHost, fake_connector
 from reconciler.transport.session import Session
+from tests.support.snapshots import fleet
 from tests.support.specs import copy_specs
-from tests.unit.backup.test_take import fleet
 
 pytestmark = pytest.mark.host
 

@@ -17,23 +17,9 @@ from reconciler.backup.take import SnapshotFailed, take
 from reconciler.spec.isolate import load_desired
 from reconciler.transport.fake import SimHost, fake_connector
 from reconciler.transport.session import Session
+from tests.support.snapshots import fleet
 
 SPECS = Path(__file__).resolve().parents[3] / "specs"
-IDS = {"master-1": 11, "master-2": 12, "master-3": 13}
-
-
-def snapshot(pages: int = 8) -> bytes:
-    db = os.urandom(4096 * pages)
-    return db + hashlib.sha256(db).digest()
-
-
-def fleet(leader: str = "master-1", learner: str | None = None) -> dict[str, SimHost]:
-    hosts = {n: SimHost(n) for n in IDS}
-    data = snapshot()
-    for name, h in hosts.items():
-        h.etcd_status = {"header": {"member_id": IDS[name]}, "leader": IDS[leader], "isLearner": name == learner}
-        h.etcd_snapshot = (data, {"revision": 42, "totalKey": 7, "totalSize": len(data) - 32})
-    return hosts
 
 
 async def taken(hosts: dict[str, SimHost], directory: Path) -> store.Kept:

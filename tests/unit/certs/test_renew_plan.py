@@ -12,12 +12,12 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from reconciler.certs.renew import due_at, managed
+from reconciler.engine.cert_renewal import due_at, managed
 from reconciler.errors import SpecError
 from reconciler.spec.desired import DesiredRenewal
 from reconciler.spec.isolate import load_desired
+from tests.support.pki import name
 from tests.support.specs import copy_specs
-from tests.unit.certs.test_authority import name
 
 RENEW = """\
   renew:

@@ -33,7 +33,7 @@ from reconciler.spec.desired import DesiredCert, DesiredHost, DesiredRenewal, De
 from reconciler.terminal import printable
 from reconciler.transport.session import Session
 
-SCRIPT = shipped_script("cert_renew.sh", "reconciler.certs")
+SCRIPT = shipped_script("cert_renew.sh", "reconciler.certs")  # beside the CA code: the master's side
 TIMEOUT = 120.0
 
 

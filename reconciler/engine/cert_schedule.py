@@ -1,0 +1,121 @@
+"""The daemon renews the managed certificates on its own, each once `renewAt` of its lifetime is gone.
+
+Owns when (a look every LOOK_S at most, and at the next one due; each certificate's moment moved later by a jitter
+of its own, up to 5% of its lifetime and at most JITTER_CAP_S, so that three masters whose certificates were made
+together are not renewed in the same minute; after a failure, again with backoff), who (with leader election,
+only the replica that leads), and what is said of it: `reconciler_certificate_renewals_total{result}`, its
+/status entry (each managed certificate: its serial, expiry, when due, the last error), logs. The work is
+`engine.cert_renewal`'s. Wired by `engine.daemon`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import socket
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import structlog
+
+from reconciler.engine.cert_renewal import current, due_at, managed, renew_one
+from reconciler.errors import HostError
+from reconciler.spec.desired import DesiredCert, DesiredState
+from reconciler.status.metrics import Metrics
+from reconciler.transport.session import Connector, Session
+from reconciler.waits import backoff, pause
+
+log = structlog.get_logger(__name__)
+
+LOOK_S = 600.0
+JITTER_CAP_S = 6 * 3600.0
+RETRY_BASE_S, RETRY_CAP_S = 60.0, 3600.0
+
+
+def jitter(host: str, path: str, serial: int, lifetime_s: float) -> float:
+    """Pure: this certificate's own delay (seconds), the same at every look: up to 5% of its lifetime, at most
+    JITTER_CAP_S."""
+    digest = hashlib.sha256(f"{host}\0{path}\0{serial}".encode()).digest()
+    share = int.from_bytes(digest[:8], "big") / 2**64
+    return share * min(0.05 * lifetime_s, JITTER_CAP_S)
+
+
+class Renewals:
+    def __init__(self, metrics: Metrics, connector: Connector, leading: Callable[[], Awaitable[bool]] | None):
+        self.metrics, self.leading = metrics, leading
+        self.session = Session(connector)
+        self.actor = f"reconciler run ({socket.gethostname()}, pid {os.getpid()})"
+        self.seen: dict[tuple[str, str], dict[str, Any]] = {}  # (host, path) -> its /status entry
+        self.failures: dict[tuple[str, str], int] = {}
+        self._retry_at: dict[tuple[str, str], float] = {}
+        self.enabled = False
+
+    async def run(self, desired: Callable[[], DesiredState | None], stopping: asyncio.Event) -> None:
+        while not stopping.is_set():
+            wait = await self.step(desired())
+            if await pause(stopping, wait):
+                break
+        await self.session.close()
+
+    async def step(self, desired: DesiredState | None, now: float | None = None) -> float:
+        """One look at every managed certificate; the due ones renewed, one after another. The seconds until the
+        next look."""
+        chosen = managed(desired) if desired is not None else []
+        self.enabled = bool(chosen)
+        if desired is None or not chosen or (self.leading is not None and not await self.leading()):
+            return LOOK_S
+        wait = LOOK_S
+        for host, cert in chosen:
+            key = (host.name, cert.path)
+            now = time.time() if now is None else now
+            try:
+                c = await current(self.session, host, cert.path)
+            except HostError as exc:
+                self.seen[key] = {"host": host.name, "path": cert.path, "error": str(exc)[:300]}
+                self.session.forget(host.name)
+                continue
+            assert cert.renew is not None
+            lifetime = c.not_valid_after_utc.timestamp() - c.not_valid_before_utc.timestamp()
+            due = due_at(c, cert.renew) + jitter(host.name, cert.path, c.serial_number, lifetime)
+            due = max(due, self._retry_at.get(key, 0.0))
+            self.seen[key] = {
+                "host": host.name,
+                "path": cert.path,
+                "serial": f"{c.serial_number:X}",
+                "not_after": c.not_valid_after_utc.timestamp(),
+                "due_at": due,
+                "failures": self.failures.get(key, 0),
+                "error": self.seen.get(key, {}).get("error"),
+            }
+            if now < due:
+                wait = min(wait, due - now)
+                continue
+            await self._renew(desired, host.name, cert, key)
+            wait = 1.0
+        return max(wait, 1.0)
+
+    async def _renew(self, desired: DesiredState, host: str, cert: DesiredCert, key: tuple[str, str]) -> None:
+        lines: list[str] = []
+        try:
+            done = await renew_one(self.session, desired, desired.hosts[host], cert, actor=self.actor, say=lines.append)
+        except HostError as exc:
+            n = self.failures[key] = self.failures.get(key, 0) + 1
+            self._retry_at[key] = time.time() + backoff(n, RETRY_BASE_S, RETRY_CAP_S)
+            self.seen[key] = {**self.seen[key], "failures": n, "error": str(exc)[:600], "due_at": self._retry_at[key]}
+            self.metrics.cert_renewals.labels(result="failed").inc()
+            self.session.forget(host)
+            log.error("certificate not renewed", host=host, path=cert.path, error=str(exc)[:600], failures=n)
+            return
+        self.failures.pop(key, None)
+        self._retry_at.pop(key, None)
+        self.seen[key] = {**self.seen[key], "serial": done.serial, "not_after": done.not_after, "error": None}
+        self.metrics.cert_renewals.labels(result="ok").inc()
+        log.info(
+            "certificate renewed", host=host, path=cert.path, serial=done.serial, seconds=done.seconds, steps=lines
+        )
+
+    def status(self) -> dict[str, Any]:
+        """The /status entry: each managed certificate as last seen, and when it is due."""
+        return {"enabled": self.enabled, "certificates": [self.seen[k] for k in sorted(self.seen)]}
