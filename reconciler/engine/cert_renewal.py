@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -27,7 +27,7 @@ from reconciler.certs import authority
 from reconciler.engine.guard import guard, wait_healthy
 from reconciler.errors import HostError
 from reconciler.leader.on_host import EtcdOnHosts, etcd_members
-from reconciler.leader.restart_lock import RestartLock
+from reconciler.leader.restart_lock import RestartLock, Turn
 from reconciler.observe.facts import shipped_script
 from reconciler.spec.desired import DesiredCert, DesiredHost, DesiredRenewal, DesiredState, DesiredUnit
 from reconciler.terminal import printable
@@ -111,36 +111,39 @@ async def renew_one(
         f"{host.name}: {cert.path}: renewing {template.describe()} (serial {old.serial_number:X}), a new {r.key_type} key made there"
     )
     staged, csr = await _csr(session, host, r.key_type, cert.path)
+    units = sorted((u for u in host.units if u.name in r.restart), key=lambda u: r.restart.index(u.name))
+    installed = False
     try:
         now = datetime.datetime.now(datetime.UTC)
         new = authority.issue(ca, csr.encode(), template, datetime.timedelta(days=r.lifetime_days), now)
+        pem = new.public_bytes(serialization.Encoding.PEM)
+        async with _locked(session, desired, host.name, [u.name for u in units if u.rollout_check], actor) as fence:
+            for u in units:
+                if u.rollout_check:
+                    await guard(session, desired, u, host.name)
+            await fence()
+            not_before = int(new.not_valid_before_utc.timestamp())
+            said = await _script(session, host, ["install", cert.path, r.key_file, staged, str(not_before)], pem)
+            if not said.startswith("@@INSTALLED"):
+                raise HostError(f"{host.name}: {cert.path}: {printable(said.removeprefix('@@ERR '))[:300]}")
+            installed = True
+            say(f"{host.name}: {cert.path}: installed (serial {new.serial_number:X}, until {new.not_valid_after_utc:%Y-%m-%d})")  # fmt: skip
+            failed = await _restart(session, host, units, say, fence)
+            if failed:
+                say(f"{host.name}: {failed}: putting the old pair back")
+                await _script(session, host, ["rollback", cert.path, r.key_file])
+                again = await _restart(session, host, units, say, fence)
+                raise HostError(
+                    f"{host.name}: {cert.path}: {failed}; the old pair is back"
+                    + (f" but {again}" if again else " and every unit healthy on it")
+                )
     except authority.CertError as exc:
-        await _script(session, host, ["abort", staged, cert.path])
+        await _abort(session, host, staged, cert.path)
         raise HostError(f"{host.name}: {cert.path}: {exc}") from None
-    pem = new.public_bytes(serialization.Encoding.PEM)
-    units = [u for u in host.units if u.name in r.restart]
-    units.sort(key=lambda u: r.restart.index(u.name))
-    async with _locked(session, desired, host.name, [u.name for u in units if u.rollout_check], actor):
-        for u in units:
-            if u.rollout_check:
-                await guard(session, desired, u, host.name)
-        not_before = int(new.not_valid_before_utc.timestamp())
-        said = await _script(session, host, ["install", cert.path, r.key_file, staged, str(not_before)], pem)
-        if not said.startswith("@@INSTALLED"):
-            await _script(session, host, ["abort", staged, cert.path])
-            raise HostError(f"{host.name}: {cert.path}: {printable(said.removeprefix('@@ERR '))[:300]}")
-        say(
-            f"{host.name}: {cert.path}: installed (serial {new.serial_number:X}, until {new.not_valid_after_utc:%Y-%m-%d})"
-        )
-        failed = await _restart(session, host, units, say)
-        if failed:
-            say(f"{host.name}: {failed}: putting the old pair back")
-            await _script(session, host, ["rollback", cert.path, r.key_file])
-            again = await _restart(session, host, units, say)
-            raise HostError(
-                f"{host.name}: {cert.path}: {failed}; the old pair is back"
-                + (f" but {again}" if again else " and every unit healthy on it")
-            )
+    except BaseException:
+        if not installed:  # the staged key goes with the renewal that stopped (a lock not had, a guard's no)
+            await _abort(session, host, staged, cert.path)
+        raise
     serial = f"{new.serial_number:X}"
     for u in units:
         check = host.check(u.rollout_check) if u.rollout_check else None
@@ -161,10 +164,22 @@ async def renew_one(
     )
 
 
-async def _restart(session: Session, host: DesiredHost, units: list[DesiredUnit], say: Callable[[str], None]) -> str:
+async def _abort(session: Session, host: DesiredHost, staged: str, path: str) -> None:
+    with contextlib.suppress(HostError, OSError):
+        await _script(session, host, ["abort", staged, path])
+
+
+async def _restart(
+    session: Session,
+    host: DesiredHost,
+    units: list[DesiredUnit],
+    say: Callable[[str], None],
+    fence: Callable[[], Awaitable[None]],
+) -> str:
     """Each unit restarted and waited for; "" when every one is healthy, else what was not."""
     conn = await session.connection(host.target)
     for u in units:
+        await fence()
         result = await conn.run(["systemctl", "restart", "--", u.name], timeout=u.rollout_timeout)
         if not result.ok:
             return f"{u.name} did not restart ({result.describe()})"
@@ -179,16 +194,23 @@ async def _restart(session: Session, host: DesiredHost, units: list[DesiredUnit]
 @contextlib.asynccontextmanager
 async def _locked(
     session: Session, desired: DesiredState, host: str, units: list[str], actor: str
-) -> AsyncIterator[None]:
+) -> AsyncIterator[Callable[[], Awaitable[None]]]:
     """The restart lock of each unit (in name order: two actors never wait on each other), when etcd's members are
-    in the specs to hold it."""
+    in the specs to hold it; yields the fence: a HostError once any of them is no longer held."""
     members = etcd_members(desired)
+    held: list[Turn] = []
     async with contextlib.AsyncExitStack() as stack:
         if members:
             for unit in sorted(units):
                 api = EtcdOnHosts(session, members, last=host)
-                await stack.enter_async_context(RestartLock(api, actor).turn(unit, host, wait=300))
-        yield
+                held.append(await stack.enter_async_context(RestartLock(api, actor).turn(unit, host, wait=300)))
+
+        async def fence() -> None:
+            for turn in held:
+                if not await turn():
+                    raise HostError(f"{host}: a restart lock was lost; the renewal stopped (run it again)")
+
+        yield fence
 
 
 async def _csr(session: Session, host: DesiredHost, key_type: str, path: str) -> tuple[str, str]:

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from testbed import Testbed
 from tests.support.cli import reconciler
-from tests.support.daemon import wait_for
+from tests.support.daemon import RunningDaemon, wait_for
 from tests.support.serving import Quorum
 from tests.support.tuning import Writer, etcdctl
 
@@ -24,7 +25,7 @@ pytestmark = pytest.mark.testbed
 SSL = "/etc/kubernetes/ssl"
 
 
-def managed_specs(spec_copy: Path, pki: Path) -> Path:
+def managed_specs(spec_copy: Path, pki: Path, lifetime_days: float = 30, renew_at: float = 2 / 3) -> Path:
     (spec_copy / "certificates.yaml").write_text(f"""\
 apiVersion: reconciler/v1
 kind: Certificate
@@ -43,7 +44,8 @@ spec:
     keyFile: {SSL}/kubernetes-key.pem
     caFile: {pki}/ca.pem
     caKeyFile: {pki}/ca-key.pem
-    lifetimeDays: 30
+    lifetimeDays: {lifetime_days}
+    renewAt: {renew_at}
     restart: [etcd, kube-apiserver]
 """)
     return spec_copy
@@ -94,7 +96,12 @@ def test_kubernetes_pem_is_renewed_on_every_master_with_no_write_failed(converge
         f"{quorum.samples} quorum samples, 0 without"
     )
 
-    for h in bed.hosts:  # the testbed's own pair back, one member at a time
+    put_back(bed, specs)
+
+
+def put_back(bed: Testbed, specs: Path) -> None:
+    """The testbed's own pair on every master again, one member at a time."""
+    for h in bed.hosts:
         for name in ("kubernetes.pem", "kubernetes-key.pem"):
             (h.root / f"{SSL.lstrip('/')}/{name}").write_bytes((bed.pki_dir / name).read_bytes())
         h.ssh("systemctl restart etcd kube-apiserver")
@@ -103,3 +110,32 @@ def test_kubernetes_pem_is_renewed_on_every_master_with_no_write_failed(converge
             lambda h=h: etcdctl(bed, "endpoint", "health", endpoints=[h]).returncode == 0,  # type: ignore[misc]
         )
     assert reconciler("check", str(specs)).code == 0
+
+
+def test_a_certificate_about_to_expire_is_renewed_by_the_daemon_with_no_person_involved(
+    converged: Testbed, spec_copy: Path, run_daemon: Callable[..., RunningDaemon]
+) -> None:
+    """kubernetes.pem issued for 10 minutes on every master (a third of its life gone: it is backdated 5 minutes);
+    the daemon, told to renew at 34% of the lifetime, renews each before it expires, on its own."""
+    bed = converged
+    short = managed_specs(spec_copy, bed.pki_dir, lifetime_days=10 / 1440, renew_at=0.34)
+    issued = reconciler("certs", "renew", str(short))
+    assert issued.code == 0, issued.out + issued.err
+    expiring = kubernetes_pem(short)
+    assert all(float(r["days_left"]) * 1440 < 10.1 for r in expiring.values())  # type: ignore[arg-type]
+
+    daemon = run_daemon(short, "--resync", "600")
+
+    def all_renewed() -> bool:
+        entries = daemon.status()["certificate_renewals"]["certificates"]
+        return len(entries) == 3 and all(e["serial"] != expiring[e["host"]]["serial"] for e in entries)
+
+    wait_for("the daemon to renew every master's certificate", all_renewed, daemon=daemon, timeout=240)
+    renewed = kubernetes_pem(short)
+    for name, row in renewed.items():
+        assert row["serial"] != expiring[name]["serial"]
+        assert float(row["not_after"]) > float(expiring[name]["not_after"])  # type: ignore[arg-type]
+    assert daemon.sample("reconciler_certificate_renewals", "_total", result="ok") >= 3
+    assert daemon.sample("reconciler_certificate_renewals", "_total", result="failed") == 0
+    daemon.stop()
+    put_back(bed, short)
