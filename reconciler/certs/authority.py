@@ -57,7 +57,7 @@ class Authority:
 
 def _read_private(path: Path) -> bytes:
     """A key file's bytes: a regular file (no link followed), owned by us, readable by its owner only."""
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)  # a FIFO does not block it
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
@@ -80,11 +80,12 @@ def _spki(public: object) -> bytes:
 def load(cert_file: Path, key_file: Path) -> Authority:
     """The CA from its two files; CertError when they are not a CA certificate and its key."""
     try:
-        cert = x509.load_pem_x509_certificate(cert_file.read_bytes()[:MAX_PEM])
+        with open(cert_file, "rb") as f:
+            cert = x509.load_pem_x509_certificate(f.read(MAX_PEM))
         key = serialization.load_pem_private_key(_read_private(key_file)[:MAX_PEM], password=None)
     except OSError as exc:
         raise CertError(f"the CA: {exc.strerror or exc}") from None
-    except ValueError:
+    except (ValueError, TypeError):  # TypeError: an encrypted key (reconciler has no passphrase to give it)
         raise CertError(f"{cert_file} / {key_file}: not a PEM certificate and an unencrypted PEM key") from None
     if not isinstance(key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey):
         raise CertError(f"{key_file}: a key type reconciler does not sign with")
@@ -126,10 +127,37 @@ def template_of(cert: x509.Certificate, ca: Authority) -> Template:
     return Template(cert.subject, dns, ips, server, client)
 
 
+def _authority_key_id(ca: Authority) -> x509.AuthorityKeyIdentifier:
+    """The CA's own subject key identifier when it has one (clients match the two), else one from its key."""
+    try:
+        ski = ca.cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+    except x509.ExtensionNotFound:
+        return x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.key.public_key())
+    return x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski)
+
+
+def names_problem(template: Template, host: str, address: str) -> str:
+    """Pure: why `template` is not a certificate of this host ("" when it is): with names, they must name the host
+    (its address or its name: a current certificate that names only others is another's), and none may be a
+    wildcard."""
+    names = [*template.dns, *template.ips]
+    if any("*" in n for n in names):
+        return "it names a wildcard: not renewed"
+    if names and address not in template.ips and host not in template.dns:
+        return f"its names ({', '.join(names)[:200]}) include neither {host} nor {address}: another's certificate"
+    return ""
+
+
 def issue(
-    ca: Authority, csr_pem: bytes, template: Template, lifetime: datetime.timedelta, now: datetime.datetime
+    ca: Authority,
+    csr_pem: bytes,
+    template: Template,
+    lifetime: datetime.timedelta,
+    now: datetime.datetime,
+    key_type: str | None = None,
 ) -> x509.Certificate:
-    """A leaf for the CSR's key, saying what `template` says; CertError when the CSR does not prove its key."""
+    """A leaf for the CSR's key, saying what `template` says; CertError when the CSR does not prove its key or its
+    key is not of `key_type` (rsa-2048: RSA of at least 2048 bits; ecdsa-p256: EC)."""
     try:
         csr = x509.load_pem_x509_csr(csr_pem[:MAX_PEM])
     except ValueError:
@@ -141,6 +169,15 @@ def issue(
         raise CertError(f"an RSA key of {public.key_size} bits (at least 2048)")
     if not isinstance(public, rsa.RSAPublicKey | ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey):
         raise CertError("a key type reconciler does not issue for")
+    if isinstance(public, ec.EllipticCurvePublicKey) and not isinstance(public.curve, ec.SECP256R1 | ec.SECP384R1):
+        raise CertError(
+            f"an EC key on {public.curve.name} (Go's TLS, etcd's and the apiserver's, takes P-256 or P-384)"
+        )
+    wanted = {"rsa-2048": rsa.RSAPublicKey, "ecdsa-p256": ec.EllipticCurvePublicKey}.get(key_type or "")
+    if wanted is not None and not isinstance(public, wanted):
+        raise CertError(f"the master made a key that is not {key_type}")
+    if lifetime < datetime.timedelta(hours=1):
+        raise CertError("a lifetime under an hour")
     not_after = min(now + lifetime, ca.cert.not_valid_after_utc)
     if not_after <= now + datetime.timedelta(hours=1):
         raise CertError(
@@ -171,7 +208,7 @@ def issue(
             critical=True,
         )
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False)
-        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.key.public_key()), critical=False)
+        .add_extension(_authority_key_id(ca), critical=False)
     )
     if usages:
         builder = builder.add_extension(x509.ExtendedKeyUsage(usages), critical=False)

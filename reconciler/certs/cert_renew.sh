@@ -1,19 +1,24 @@
 #!/bin/bash
-# A master's side of a certificate renewal (reconciler.engine.cert_renewal builds the arguments; the certificate arrives on
-# stdin, never inside this text). The new private key is made here and never leaves the host. Linted by shellcheck.
-# Run as `bash -c SCRIPT reconciler-cert-renew MODE ...`:
+# A master's side of a certificate renewal (reconciler.engine.cert_renewal builds the arguments; the certificate
+# arrives on stdin, never inside this text). The new private key is made here and never leaves the host. Every mode
+# that changes files holds a lock of the certificate's directory (.reconciler-renew.lock, flock): an install, an abort
+# and a rollback never interleave. Linted by shellcheck. Run as `bash -c SCRIPT reconciler-cert-renew MODE ...`:
 #
-#   read CERT                  the current certificate (at most 64 KiB) on stdout; "@@ERR" when it is not a file
+#   read CERT                  the current certificate (one PEM certificate, at most 64 KiB) on stdout; "@@ERR" when
+#                              it is not a regular file or holds more than one certificate (a chain is not renewed)
 #   csr KEYTYPE CERT           a new key (rsa-2048 | ecdsa-p256, mode 0600) made in a directory of its own beside
-#                              CERT (.reconciler-renew.XXXXXX, mode 0700); "@@STAGED dir" then its CSR (the subject
-#                              is not read by the signer: only the key's proof is)
-#   install CERT KEY STAGED NOTBEFORE
-#                              stdin: the signed certificate. Refused ("@@ERR") when STAGED is not such a directory
-#                              beside CERT, when the certificate is not for the staged key, or when this host's clock
-#                              is before NOTBEFORE (a certificate not yet valid here). Else the old pair is kept as
-#                              CERT.before-renew / KEY.before-renew, the new files take the old ones' owner and mode,
-#                              and are renamed over them back to back (key, then certificate): "@@INSTALLED"
+#                              CERT (.reconciler-renew.XXXXXX, mode 0700; ones a stopped renewal left over a day ago
+#                              removed); "@@STAGED dir" then its CSR (only the key's proof is read by the signer)
+#   install CERT KEY STAGED NOTBEFORE NOTAFTER
+#                              stdin: the signed certificate. Refused ("@@ERR", nothing changed) when STAGED is not such
+#                              a directory beside CERT, when the certificate is not for the staged key, when KEY is not
+#                              the current CERT's key (a spec naming another file), when this host's clock is not
+#                              within [NOTBEFORE, NOTAFTER), or when the old pair cannot be kept. Else the old pair is
+#                              kept as CERT.before-renew / KEY.before-renew, the new files take the old ones' owner and
+#                              mode and are renamed over them back to back (key, then certificate): "@@INSTALLED"
 #   rollback CERT KEY          the pair kept before the renewal put back (renamed, back to back): "@@ROLLEDBACK"
+#   done CERT KEY              the renewal verified: the old pair kept before it removed (an old private key does not
+#                              linger): "@@DONE"
 #   abort STAGED CERT          a staged directory removed (a renewal that stopped before its install)
 #   serial ADDRESS PORT        the serial of the certificate a TLS server there presents (openssl s_client)
 set -euo pipefail
@@ -24,42 +29,61 @@ staged_ok() {  # $1 a staged directory beside the certificate $2
   case "$(basename -- "$1")" in .reconciler-renew.*) ;; *) return 1 ;; esac
   [ "$(dirname -- "$1")" = "$(dirname -- "$2")" ] && [ -d "$1" ] && [ ! -L "$1" ]
 }
+lock() {  # $1 the certificate: its directory's lock, held until this script ends
+  exec 9>"$(dirname -- "$1")/.reconciler-renew.lock"
+  flock -w 120 9 || { echo "@@ERR another renewal of $1 holds its lock"; exit 0; }
+}
+fail() { echo "@@ERR $*"; exit 0; }
+pubkey_of_cert() { openssl x509 -noout -pubkey -in "$1" 2>/dev/null; }
+pubkey_of_key() { openssl pkey -pubout -in "$1" 2>/dev/null; }
 case "$mode" in
 read)
-  if [ -L "$1" ] || [ ! -f "$1" ]; then echo "@@ERR $1 is not a regular file"; exit 0; fi
+  if [ -L "$1" ] || [ ! -f "$1" ]; then fail "$1 is not a regular file"; fi
+  if [ "$(head -c 65536 -- "$1" | grep -c -- '-----BEGIN CERTIFICATE-----')" -gt 1 ]; then
+    fail "$1 holds more than one certificate (a chain): not renewed"
+  fi
   head -c 65536 -- "$1"
   ;;
 csr)
   keytype=$1 cert=$2
   umask 077
+  find "$(dirname -- "$cert")" -maxdepth 1 -name '.reconciler-renew.*' -type d -mtime +0 -exec rm -rf -- {} + 2>/dev/null || true
   dir=$(mktemp -d "$(dirname -- "$cert")/.reconciler-renew.XXXXXX")
   case "$keytype" in
   rsa-2048) openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$dir/key.pem" 2>/dev/null ;;
   ecdsa-p256) openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$dir/key.pem" 2>/dev/null ;;
-  *) rm -rf -- "$dir"; echo "@@ERR unknown key type"; exit 0 ;;
+  *) rm -rf -- "$dir"; fail "unknown key type" ;;
   esac
   echo "@@STAGED $dir"
   openssl req -new -key "$dir/key.pem" -subj "/CN=reconciler-renewal"
   ;;
 install)
-  cert=$1 key=$2 staged=$3 notbefore=$4
-  if ! staged_ok "$staged" "$cert"; then echo "@@ERR $staged is not a staged renewal beside $cert"; exit 0; fi
-  head -c 65536 >"$staged/cert.pem"
-  if [ "$(date +%s)" -lt "$notbefore" ]; then
-    echo "@@ERR this host's clock ($(date -u +%FT%TZ)) is before the certificate's start: it would not be valid here"
-    exit 0
-  fi
-  if [ "$(openssl x509 -noout -pubkey -in "$staged/cert.pem")" != "$(openssl pkey -pubout -in "$staged/key.pem")" ]; then
-    echo "@@ERR the signed certificate is not for the staged key"
-    exit 0
-  fi
+  cert=$1 key=$2 staged=$3 notbefore=$4 notafter=$5
+  lock "$cert"
+  staged_ok "$staged" "$cert" || fail "$staged is not a staged renewal beside $cert"
   for f in "$cert" "$key"; do
-    if [ -L "$f" ] || [ ! -f "$f" ]; then echo "@@ERR $f is not a regular file"; exit 0; fi
+    if [ -L "$f" ] || [ ! -f "$f" ]; then fail "$f is not a regular file"; fi
   done
-  cp -p -- "$cert" "$cert.before-renew.tmp" && mv -T -- "$cert.before-renew.tmp" "$cert.before-renew"
-  cp -p -- "$key" "$key.before-renew.tmp" && mv -T -- "$key.before-renew.tmp" "$key.before-renew"
-  chown --reference="$key" -- "$staged/key.pem" && chmod --reference="$key" -- "$staged/key.pem"
-  chown --reference="$cert" -- "$staged/cert.pem" && chmod --reference="$cert" -- "$staged/cert.pem"
+  head -c 65536 >"$staged/cert.pem"
+  now=$(date +%s)
+  if [ "$now" -lt "$notbefore" ] || [ "$now" -ge "$notafter" ]; then
+    fail "this host's clock ($(date -u +%FT%TZ)) is outside the certificate's validity: it would not be valid here"
+  fi
+  new_pub=$(pubkey_of_cert "$staged/cert.pem")
+  if [ -z "$new_pub" ] || [ "$new_pub" != "$(pubkey_of_key "$staged/key.pem")" ]; then
+    fail "the signed certificate is not for the staged key"
+  fi
+  old_pub=$(pubkey_of_cert "$cert")
+  if [ -z "$old_pub" ] || [ "$old_pub" != "$(pubkey_of_key "$key")" ]; then
+    fail "$key is not the key of $cert: nothing replaced"
+  fi
+  { cp -p -- "$cert" "$cert.before-renew.tmp" && mv -T -- "$cert.before-renew.tmp" "$cert.before-renew"; } \
+    || fail "the old certificate could not be kept (disk full?): nothing replaced"
+  { cp -p -- "$key" "$key.before-renew.tmp" && mv -T -- "$key.before-renew.tmp" "$key.before-renew"; } \
+    || fail "the old key could not be kept (disk full?): nothing replaced"
+  { chown --reference="$key" -- "$staged/key.pem" && chmod --reference="$key" -- "$staged/key.pem" \
+    && chown --reference="$cert" -- "$staged/cert.pem" && chmod --reference="$cert" -- "$staged/cert.pem"; } \
+    || fail "the new files could not take the old ones' owner and mode: nothing replaced"
   sync -f "$staged/key.pem" "$staged/cert.pem" 2>/dev/null || sync
   mv -T -- "$staged/key.pem" "$key"
   mv -T -- "$staged/cert.pem" "$cert"
@@ -68,12 +92,19 @@ install)
   ;;
 rollback)
   cert=$1 key=$2
-  if [ ! -f "$cert.before-renew" ] || [ ! -f "$key.before-renew" ]; then echo "@@ERR no pair kept before the renewal"; exit 0; fi
+  lock "$cert"
+  if [ ! -f "$cert.before-renew" ] || [ ! -f "$key.before-renew" ]; then fail "no pair kept before the renewal"; fi
   mv -T -- "$key.before-renew" "$key"
   mv -T -- "$cert.before-renew" "$cert"
   echo "@@ROLLEDBACK"
   ;;
+done)
+  lock "$1"
+  rm -f -- "$1.before-renew" "$2.before-renew"
+  echo "@@DONE"
+  ;;
 abort)
+  lock "$2"
   if staged_ok "$1" "$2"; then rm -rf -- "$1"; fi
   echo "@@ABORTED"
   ;;

@@ -105,6 +105,11 @@ async def renew_one(
         ca = authority.load(Path(r.ca_file), Path(r.ca_key_file))
         old = await current(session, host, cert.path)
         template = authority.template_of(old, ca)
+        problem = authority.names_problem(template, host.name, host.target.address)
+        if problem:
+            raise authority.CertError(problem)
+        if datetime.datetime.now(datetime.UTC) < old.not_valid_before_utc:
+            raise authority.CertError("this machine's clock is before the current certificate's start: check it")
     except authority.CertError as exc:
         raise HostError(f"{host.name}: {cert.path}: {exc}") from None
     say(
@@ -115,15 +120,15 @@ async def renew_one(
     installed = False
     try:
         now = datetime.datetime.now(datetime.UTC)
-        new = authority.issue(ca, csr.encode(), template, datetime.timedelta(days=r.lifetime_days), now)
+        new = authority.issue(ca, csr.encode(), template, datetime.timedelta(days=r.lifetime_days), now, r.key_type)
         pem = new.public_bytes(serialization.Encoding.PEM)
         async with _locked(session, desired, host.name, [u.name for u in units if u.rollout_check], actor) as fence:
             for u in units:
                 if u.rollout_check:
                     await guard(session, desired, u, host.name)
             await fence()
-            not_before = int(new.not_valid_before_utc.timestamp())
-            said = await _script(session, host, ["install", cert.path, r.key_file, staged, str(not_before)], pem)
+            valid = [str(int(t.timestamp())) for t in (new.not_valid_before_utc, new.not_valid_after_utc)]
+            said = await _script(session, host, ["install", cert.path, r.key_file, staged, *valid], pem)
             if not said.startswith("@@INSTALLED"):
                 raise HostError(f"{host.name}: {cert.path}: {printable(said.removeprefix('@@ERR '))[:300]}")
             installed = True
@@ -131,8 +136,16 @@ async def renew_one(
             failed = await _restart(session, host, units, say, fence)
             if failed:
                 say(f"{host.name}: {failed}: putting the old pair back")
-                await _script(session, host, ["rollback", cert.path, r.key_file])
-                again = await _restart(session, host, units, say, fence)
+                back = await _script(session, host, ["rollback", cert.path, r.key_file])
+                if not back.startswith("@@ROLLEDBACK"):
+                    raise HostError(
+                        f"{host.name}: {cert.path}: {failed}; the old pair could not be put back: {back[:300]}"
+                    )
+
+                async def unfenced() -> None:  # putting a working pair back is never stopped by a lock's doubt
+                    return None
+
+                again = await _restart(session, host, units, say, unfenced)
                 raise HostError(
                     f"{host.name}: {cert.path}: {failed}; the old pair is back"
                     + (f" but {again}" if again else " and every unit healthy on it")
@@ -159,6 +172,7 @@ async def renew_one(
                 f"{host.name}: {u.name} at {address}:{url.port} presents serial {shown or 'none'}, not the new {serial}"
             )
         say(f"{host.name}: {u.name} at {address}:{url.port} presents the new certificate")
+    await _script(session, host, ["done", cert.path, r.key_file])  # the old private key does not linger
     return Renewed(
         host.name, cert.path, serial, new.not_valid_after_utc.timestamp(), round(time.monotonic() - began, 2)
     )

@@ -32,6 +32,7 @@ log = structlog.get_logger(__name__)
 LOOK_S = 600.0
 JITTER_CAP_S = 6 * 3600.0
 RETRY_BASE_S, RETRY_CAP_S = 60.0, 3600.0
+MIN_GAP_S = 3600.0  # a certificate this daemon renewed is not renewed again within this time, whatever it says
 
 
 def jitter(host: str, path: str, serial: int, lifetime_s: float) -> float:
@@ -50,6 +51,7 @@ class Renewals:
         self.seen: dict[tuple[str, str], dict[str, Any]] = {}  # (host, path) -> its /status entry
         self.failures: dict[tuple[str, str], int] = {}
         self._retry_at: dict[tuple[str, str], float] = {}
+        self._renewed_at: dict[tuple[str, str], float] = {}
         self.enabled = False
 
     async def run(self, desired: Callable[[], DesiredState | None], stopping: asyncio.Event) -> None:
@@ -79,7 +81,7 @@ class Renewals:
             assert cert.renew is not None
             lifetime = c.not_valid_after_utc.timestamp() - c.not_valid_before_utc.timestamp()
             due = due_at(c, cert.renew) + jitter(host.name, cert.path, c.serial_number, lifetime)
-            due = max(due, self._retry_at.get(key, 0.0))
+            due = max(due, self._retry_at.get(key, 0.0), self._renewed_at.get(key, -MIN_GAP_S) + MIN_GAP_S)
             self.seen[key] = {
                 "host": host.name,
                 "path": cert.path,
@@ -100,7 +102,7 @@ class Renewals:
         lines: list[str] = []
         try:
             done = await renew_one(self.session, desired, desired.hosts[host], cert, actor=self.actor, say=lines.append)
-        except HostError as exc:
+        except Exception as exc:  # a HostError, or whatever else: a renewal's failure, never the daemon's end
             n = self.failures[key] = self.failures.get(key, 0) + 1
             self._retry_at[key] = time.time() + backoff(n, RETRY_BASE_S, RETRY_CAP_S)
             self.seen[key] = {**self.seen[key], "failures": n, "error": str(exc)[:600], "due_at": self._retry_at[key]}
@@ -110,6 +112,7 @@ class Renewals:
             return
         self.failures.pop(key, None)
         self._retry_at.pop(key, None)
+        self._renewed_at[key] = time.time()
         self.seen[key] = {**self.seen[key], "serial": done.serial, "not_after": done.not_after, "error": None}
         self.metrics.cert_renewals.labels(result="ok").inc()
         log.info(

@@ -254,8 +254,8 @@ class RenewSpec(Strict):
     key_file: AbsPath  # on the master, beside the certificate: replaced with it, as one pair
     ca_file: AbsPath  # the CA's certificate, on reconciler's machine
     ca_key_file: AbsPath  # the CA's key, on reconciler's machine (mode 0600, never sent anywhere)
-    lifetime_days: Annotated[float, Field(gt=0, le=3650)] = 365.0
-    renew_at: Annotated[float, Field(gt=0, lt=1)] = 2 / 3  # of the lifetime: cert-manager's and step's default
+    lifetime_days: Annotated[float, Field(ge=1, le=3650)] = 365.0
+    renew_at: Annotated[float, Field(ge=0.05, le=0.9)] = 2 / 3  # of the lifetime: cert-manager's and step's default
     key_type: Literal["rsa-2048", "ecdsa-p256"] = "rsa-2048"
     restart: list[Name] = []  # the Units that read the pair, restarted in this order (health-gated, one host at a time)
 
@@ -272,6 +272,12 @@ class CertificateSpec(Strict):
     def _one_path_renewed(self) -> CertificateSpec:
         if self.renew is not None and len(self.paths) != 1:
             raise ValueError("a renewed Certificate names one path (its key is 'renew.keyFile')")
+        if self.renew is not None:
+            cert, key = self.paths[0], self.renew.key_file
+            if key == cert or posixpath.dirname(key) != posixpath.dirname(cert):
+                raise ValueError(
+                    f"renew.keyFile must be the certificate's own key file beside it in {posixpath.dirname(cert)}"
+                )
         return self
 
 

@@ -1,7 +1,8 @@
 """certs/cert_renew.sh run with bash and openssl here, on a certificate pair in a directory of the test's: `csr` makes
 a key (mode 0600) in a staged directory beside the certificate and a request for it; `install` refuses a staged
-directory elsewhere, a certificate for another key, a certificate not yet valid by this host's clock, and a link in
-place of the pair; installed, the pair keeps its owner and mode, the old one kept beside it; `rollback` puts it back."""
+directory elsewhere, a certificate for another key, one not valid by this host's clock (not yet, or no longer), a key
+file that is not the certificate's key (nothing replaced), and a link in place of the pair; installed, the pair keeps
+its owner and mode, the old one kept beside it; `rollback` puts it back, `done` removes it; a chain is not read."""
 
 from __future__ import annotations
 
@@ -30,11 +31,15 @@ def run(*args: str, data: bytes = b"") -> str:
 
 @pytest.fixture
 def pair(tmp_path: Path) -> tuple[Path, Path]:
+    """The master's current pair: a key and a self-signed certificate for it (what matters here is that they match)."""
     ssl = tmp_path / "ssl"
     ssl.mkdir()
     cert, key = ssl / "kubernetes.pem", ssl / "kubernetes-key.pem"
-    cert.write_text("old cert\n")
-    key.write_text("old key\n")
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-subj", "/CN=old",
+         "-days", "1", "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )  # fmt: skip
     key.chmod(0o600)
     return cert, key
 
@@ -44,6 +49,13 @@ def signed(tmp_path: Path, csr: str, now: datetime.datetime | None = None) -> by
     t = Template(name("kubernetes"), ("kubernetes",), (), True, True)
     when = now or datetime.datetime.now(datetime.UTC)
     return issue(ca, csr.encode(), t, datetime.timedelta(days=30), when).public_bytes(serialization.Encoding.PEM)
+
+
+def valid(pem: bytes) -> tuple[str, str]:
+    from cryptography import x509
+
+    c = x509.load_pem_x509_certificate(pem)
+    return str(int(c.not_valid_before_utc.timestamp())), str(int(c.not_valid_after_utc.timestamp()))
 
 
 def staged_csr(cert: Path) -> tuple[str, str]:
@@ -56,42 +68,77 @@ def test_a_key_made_beside_installed_with_the_old_pair_kept_and_put_back(
     tmp_path: Path, pair: tuple[Path, Path]
 ) -> None:
     cert, key = pair
+    old_cert, old_key = cert.read_bytes(), key.read_bytes()
     staged, csr = staged_csr(cert)
     assert Path(staged).parent == cert.parent and oct(Path(staged, "key.pem").stat().st_mode)[-3:] == "600"
     pem = signed(tmp_path, csr)
-    said = run("install", str(cert), str(key), staged, str(int(time.time()) - 300), data=pem)
+    said = run("install", str(cert), str(key), staged, *valid(pem), data=pem)
     assert said.strip() == "@@INSTALLED", said
-    assert cert.read_bytes() == pem and b"PRIVATE KEY" in key.read_bytes() and oct(key.stat().st_mode)[-3:] == "600"
-    assert Path(f"{cert}.before-renew").read_text() == "old cert\n" and not Path(staged).exists()
+    assert cert.read_bytes() == pem and key.read_bytes() != old_key and oct(key.stat().st_mode)[-3:] == "600"
+    assert Path(f"{cert}.before-renew").read_bytes() == old_cert and not Path(staged).exists()
     assert run("rollback", str(cert), str(key)).strip() == "@@ROLLEDBACK"
-    assert cert.read_text() == "old cert\n" and key.read_text() == "old key\n"
+    assert cert.read_bytes() == old_cert and key.read_bytes() == old_key
+    assert run("rollback", str(cert), str(key)).startswith("@@ERR no pair kept")  # twice: said, nothing moved
+
+
+def test_done_removes_the_old_private_key(tmp_path: Path, pair: tuple[Path, Path]) -> None:
+    cert, key = pair
+    staged, csr = staged_csr(cert)
+    pem = signed(tmp_path, csr)
+    assert run("install", str(cert), str(key), staged, *valid(pem), data=pem).strip() == "@@INSTALLED"
+    assert Path(f"{key}.before-renew").exists()
+    assert run("done", str(cert), str(key)).strip() == "@@DONE"
+    assert not Path(f"{key}.before-renew").exists() and not Path(f"{cert}.before-renew").exists()
+
+
+def test_a_key_file_that_is_not_the_certificates_key_is_never_replaced(tmp_path: Path, pair: tuple[Path, Path]) -> None:
+    """A spec naming another file as keyFile (the service-account key, another certificate's key) loses nothing."""
+    cert, _ = pair
+    sa_key = cert.parent / "sa.key"
+    subprocess.run(["openssl", "genpkey", "-algorithm", "RSA", "-out", str(sa_key)], check=True, capture_output=True)
+    before = sa_key.read_bytes()
+    staged, csr = staged_csr(cert)
+    pem = signed(tmp_path, csr)
+    said = run("install", str(cert), str(sa_key), staged, *valid(pem), data=pem)
+    assert "is not the key of" in said and sa_key.read_bytes() == before
+
+
+def test_a_chain_is_not_read_for_renewal(pair: tuple[Path, Path]) -> None:
+    cert, _ = pair
+    cert.write_bytes(cert.read_bytes() * 2)
+    assert "more than one certificate" in run("read", str(cert))
 
 
 def test_a_certificate_not_yet_valid_here_or_for_another_key_is_refused(
     tmp_path: Path, pair: tuple[Path, Path]
 ) -> None:
     cert, key = pair
+    old_cert = cert.read_bytes()
     staged, csr = staged_csr(cert)
     pem = signed(tmp_path, csr)
-    ahead = str(int(time.time()) + 3 * 3600)  # this host's clock hours behind the certificate's start
-    assert "clock" in run("install", str(cert), str(key), staged, ahead, data=pem)
+    now = int(time.time())
+    behind = (str(now + 3 * 3600), str(now + 86400))  # this host's clock hours behind the certificate's start
+    assert "clock" in run("install", str(cert), str(key), staged, *behind, data=pem)
+    expired = ("0", str(now - 60))  # or past its end (a signer whose clock is a year behind)
+    assert "clock" in run("install", str(cert), str(key), staged, *expired, data=pem)
     _, other_csr = staged_csr(cert)
     other = signed(tmp_path, other_csr)
-    assert "not for the staged key" in run("install", str(cert), str(key), staged, "0", data=other)
-    assert cert.read_text() == "old cert\n" and key.read_text() == "old key\n"  # nothing installed
+    assert "not for the staged key" in run("install", str(cert), str(key), staged, *valid(other), data=other)
+    assert cert.read_bytes() == old_cert  # nothing installed
 
 
 def test_a_staged_directory_elsewhere_and_a_link_for_the_pair_are_refused(
     tmp_path: Path, pair: tuple[Path, Path]
 ) -> None:
     cert, key = pair
+    old_cert = cert.read_bytes()
     staged, csr = staged_csr(cert)
     pem = signed(tmp_path, csr)
     elsewhere = tmp_path / ".reconciler-renew.x"
     elsewhere.mkdir()
-    assert "is not a staged renewal" in run("install", str(cert), str(key), str(elsewhere), "0", data=pem)
-    assert "is not a staged renewal" in run("install", str(cert), str(key), "/etc", "0", data=pem)
+    assert "is not a staged renewal" in run("install", str(cert), str(key), str(elsewhere), *valid(pem), data=pem)
+    assert "is not a staged renewal" in run("install", str(cert), str(key), "/etc", *valid(pem), data=pem)
     key.unlink()
     key.symlink_to(tmp_path / "elsewhere-key.pem")
-    assert "is not a regular file" in run("install", str(cert), str(key), staged, "0", data=pem)
-    assert cert.read_text() == "old cert\n"
+    assert "is not a regular file" in run("install", str(cert), str(key), staged, *valid(pem), data=pem)
+    assert cert.read_bytes() == old_cert

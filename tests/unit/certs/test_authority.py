@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from reconciler.certs.authority import CertError, Template, issue, load, template_of
@@ -96,3 +96,45 @@ def test_the_ca_key_must_be_its_owners_alone_a_file_and_the_cas(tmp_path: Path) 
     with pytest.raises(CertError, match="not a CA certificate"):
         load(not_ca, not_ca_key)
     assert os.stat(key).st_mode & 0o777 == 0o600
+
+
+def test_a_key_of_another_type_or_curve_and_a_lifetime_under_an_hour_are_refused(tmp_path: Path) -> None:
+    ca = load(*ca_files(tmp_path))
+    t = Template(name("kubernetes"), (), (), True, True)
+    with pytest.raises(CertError, match="not rsa-2048"):
+        issue(ca, csr(), t, datetime.timedelta(days=1), NOW, "rsa-2048")  # an EC key
+    with pytest.raises(CertError, match="an EC key on secp192r1"):
+        issue(ca, csr(key=ec.generate_private_key(ec.SECP192R1())), t, datetime.timedelta(days=1), NOW)
+    with pytest.raises(CertError, match="a lifetime under an hour"):
+        issue(ca, csr(), t, datetime.timedelta(minutes=30), NOW)
+
+
+def test_an_encrypted_ca_key_is_said_not_raised(tmp_path: Path) -> None:
+    cert, key_file = ca_files(tmp_path)
+    key = serialization.load_pem_private_key(key_file.read_bytes(), None)
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.BestAvailableEncryption(b"passphrase"),
+        )
+    )
+    with pytest.raises(CertError, match="an unencrypted PEM key"):
+        load(cert, key_file)
+
+
+@pytest.mark.parametrize(
+    ("dns", "ips", "said"),
+    [
+        (("master-1", "kubernetes"), ("198.18.0.11",), ""),
+        (("kubernetes",), ("198.18.0.11",), ""),  # its address
+        (("master-2",), ("198.18.0.12",), "another's certificate"),  # a hostile master answering with another's
+        (("*.cluster.local", "master-1"), (), "wildcard"),
+        ((), (), ""),  # a client certificate: no names
+    ],
+)
+def test_a_current_certificate_must_name_its_own_host(dns: tuple[str, ...], ips: tuple[str, ...], said: str) -> None:
+    from reconciler.certs.authority import names_problem
+
+    problem = names_problem(Template(name("kubernetes"), dns, ips, True, True), "master-1", "198.18.0.11")
+    assert (said in problem) if said else problem == ""

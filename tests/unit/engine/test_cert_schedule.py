@@ -34,8 +34,8 @@ def specs(tmp_path: Path, ca: tuple[Path, Path]) -> Path:
     return s
 
 
-def certificate(ca: tuple[Path, Path], issued: datetime.datetime) -> bytes:
-    template = Template(name("kubernetes"), ("kubernetes",), (), True, True)
+def certificate(ca: tuple[Path, Path], issued: datetime.datetime, host: str) -> bytes:
+    template = Template(name("kubernetes"), ("kubernetes", host), (), True, True)
     made = issue(load(*ca), csr(), template, datetime.timedelta(days=30), issued)
     return made.public_bytes(serialization.Encoding.PEM)
 
@@ -46,7 +46,7 @@ async def test_a_certificate_is_left_until_due_then_renewed_and_a_failure_retrie
     hosts = await converged_fleet(spec_dir, {n: SimHost(n) for n in ("master-1", "master-2", "master-3")})
     now = datetime.datetime.now(datetime.UTC)
     for h in hosts.values():
-        h.files[PATH] = SimFile(certificate(ca, now - datetime.timedelta(days=1)))  # fresh: due in ~19 days
+        h.files[PATH] = SimFile(certificate(ca, now - datetime.timedelta(days=1), h.name))  # fresh: due in ~19 days
     metrics = Metrics()
     renewals = Renewals(metrics, fake_connector(hosts), leading=None)
     desired = load_desired(spec_dir)
@@ -56,7 +56,7 @@ async def test_a_certificate_is_left_until_due_then_renewed_and_a_failure_retrie
     assert all(now.timestamp() + 18 * 86400 < e["due_at"] < now.timestamp() + 21 * 86400 for e in entries)
     assert wait == 600  # nothing due: the next look
 
-    hosts["master-2"].files[PATH] = SimFile(certificate(ca, now - datetime.timedelta(days=25)))  # past 2/3
+    hosts["master-2"].files[PATH] = SimFile(certificate(ca, now - datetime.timedelta(days=25), "master-2"))  # past 2/3
     await renewals.step(desired)
     entry = next(e for e in renewals.status()["certificates"] if e["host"] == "master-2")
     assert entry["failures"] == 1 and "not emulated" in entry["error"]  # tried: the fake makes no key
