@@ -28,8 +28,11 @@ if [ -n "$free" ] && [ "$free" -lt $((dbsize + 64 * 1024 * 1024)) ]; then
   exit 4
 fi
 umask 077
+# what a snapshot killed outright (SIGKILL: no trap runs) left more than a day ago
+find /var/tmp -maxdepth 1 -name 'reconciler-etcd-snapshot.*' -type d -mtime +0 -exec rm -rf -- {} + 2>/dev/null || true
 dir=$(mktemp -d /var/tmp/reconciler-etcd-snapshot.XXXXXX)
 trap 'rm -rf -- "$dir"' EXIT
+trap 'exit 129' HUP PIPE TERM INT  # the connection gone: the EXIT trap still removes it
 # at most 25 minutes (a save that hangs must not leave a growing file here: the caller gives up after 30)
 if ! timeout -k 10 1500 etcdctl --endpoints="$endpoint" ${tls[@]+"${tls[@]}"} snapshot save "$dir/snapshot.db" \
     >"$dir/said" 2>&1; then
