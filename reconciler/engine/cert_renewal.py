@@ -159,7 +159,8 @@ async def renew_one(
         raise
     serial = f"{new.serial_number:X}"
     for u in units:
-        check = host.check(u.rollout_check) if u.rollout_check else None
+        name = health_check(host, u)
+        check = host.check(name) if name else None
         if check is None or not (check.url or "").startswith("https://"):
             continue
         url = urlsplit(check.url or "")
@@ -176,6 +177,14 @@ async def renew_one(
     return Renewed(
         host.name, cert.path, serial, new.not_valid_after_utc.timestamp(), round(time.monotonic() - began, 2)
     )
+
+
+def health_check(host: DesiredHost, unit: DesiredUnit) -> str | None:
+    """Pure: the health check a restarted unit is waited for and its certificate looked at through: its rollout
+    check, else the host's HealthCheck of the unit's own name (the bundled kube-apiserver's); None: neither."""
+    if unit.rollout_check:
+        return unit.rollout_check
+    return unit.spec_name if host.check(unit.spec_name) is not None else None
 
 
 async def _abort(session: Session, host: DesiredHost, staged: str, path: str) -> None:
@@ -197,11 +206,12 @@ async def _restart(
         result = await conn.run(["systemctl", "restart", "--", u.name], timeout=u.rollout_timeout)
         if not result.ok:
             return f"{u.name} did not restart ({result.describe()})"
-        if u.rollout_check:
-            health = await wait_healthy(session, host, u.rollout_check, u.rollout_timeout)
+        name = health_check(host, u)
+        if name:
+            health = await wait_healthy(session, host, name, u.rollout_timeout)
             if not health.ok:
                 return f"{u.name} not healthy within {u.rollout_timeout:g} s ({health.detail})"
-        say(f"{host.name}: {u.name} restarted" + (", healthy" if u.rollout_check else ""))
+        say(f"{host.name}: {u.name} restarted" + (", healthy" if name else ""))
     return ""
 
 

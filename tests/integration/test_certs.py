@@ -81,7 +81,8 @@ def test_kubernetes_pem_is_renewed_on_every_master_with_no_write_failed(converge
         quorum.stop()
     said = renewed.out + renewed.err
     assert renewed.code == 0, said
-    assert said.count("etcd.service at") == 3 and said.count("presents the new certificate") == 6, said
+    assert said.count("etcd.service at") == 3 and said.count("kube-apiserver.service at") == 3, said
+    assert said.count("presents the new certificate") == 6, said
 
     after = kubernetes_pem(specs)
     serials = {r["serial"] for r in after.values()}
