@@ -1,7 +1,7 @@
 """Where etcd snapshots are kept on this machine: a directory of them, each with what is known of it beside it.
 
 Owns the names (`etcd-<UTC time>-r<revision>.db`, never reused, its record `<name>.json`: member, revision, keys, size, sha256,
-when, how long, the cluster's members then), receiving one (a file created exclusively, mode 0600, renamed into place only once whole and
+when, how long, the cluster's members then, what a restore needs besides it), receiving one (a file created exclusively, mode 0600, renamed into place only once whole and
 checked: a reader never sees half a snapshot), listing them newest first, and retention (`prune`: the newest
 `keep`, none older than `max_age` but the newest, which is never removed). Pure file handling on this machine.
 """
@@ -34,6 +34,9 @@ class Kept:
     seconds: float  # how long taking and checking it took
     cluster: tuple[str, ...] = ()  # its members then, "name=peer URL" sorted: which cluster it is of (none: unknown)
     encrypted: str = ""  # "age": the file is encrypted to the EtcdBackup's recipients (its name ends .age)
+    needs: tuple[
+        str, ...
+    ] = ()  # what a restored cluster needs besides it, as the specs say it: the CA, the encryption config
 
     @property
     def record(self) -> Path:
@@ -124,6 +127,13 @@ def _read(path: Path) -> Kept | None:
         return None
     if not all(isinstance(m, str) and 0 < len(m) <= 300 for m in cluster):
         return None
+    needs = raw.get("needs", [])
+    if (
+        not isinstance(needs, list)
+        or len(needs) > MAX_MEMBERS
+        or not all(isinstance(n, str) and len(n) <= 300 for n in needs)
+    ):
+        return None
     encrypted = raw.get("encrypted", "")
     if encrypted not in ("", "age") or (encrypted == "age") != path.name.endswith(".age"):
         return None
@@ -138,6 +148,7 @@ def _read(path: Path) -> Kept | None:
         raw["seconds"],
         tuple(cluster),
         encrypted,
+        tuple(needs),
     )
 
 

@@ -24,6 +24,7 @@ from reconciler.backup import store
 from reconciler.backup.age import SUFFIX as AGE
 from reconciler.backup.age import AgeError, Encrypting
 from reconciler.backup.snapshot_file import HASH_SIZE, Trailer
+from reconciler.components.systemd import service
 from reconciler.errors import HostError
 from reconciler.leader.gateway import EtcdUnavailable
 from reconciler.leader.membership import EtcdRefused, Membership
@@ -173,10 +174,26 @@ async def _from(
             seconds=round(time.monotonic() - began, 3),
             cluster=cluster,
             encrypted="age" if recipients else "",
+            needs=needs(member.host, check),
         )
         return await asyncio.to_thread(store.keep, partial, kept)
     finally:
         partial.unlink(missing_ok=True)  # gone once kept (renamed); removed when not whole
+
+
+def needs(host: DesiredHost, check: DesiredCheck) -> tuple[str, ...]:
+    """Pure: what a cluster restored from a snapshot needs besides it, as the specs say it (named in its record): the CA
+    etcd's members and clients trust, and the apiservers' encryption config (without it a restored cluster's Secrets
+    cannot be read)."""
+    out = [f"{check.ca_file} (the CA etcd's members trust)"] if check.ca_file else []
+    texts = {p: f.content.decode("utf-8", errors="replace") for p, f in host.files.items()}
+    for unit in host.units:
+        svc = service(unit.path, texts)
+        if svc.program == "kube-apiserver":
+            config = svc.flags().get("encryption-provider-config")
+            if config is not None:
+                out.append(f"{config.value[:200]} (the apiservers' encryption config)")
+    return tuple(dict.fromkeys(out))
 
 
 def _said(stderr: bytes) -> dict[str, Any]:

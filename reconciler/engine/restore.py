@@ -156,6 +156,8 @@ def notes(snapshot: Path, record: store.Kept | None, problem: str) -> list[str]:
             f"note: {snapshot.name} has no record beside it (taken by hand?): which cluster it is of is not checked"
         ]
     out = [f"note: restoring it anyway: {problem}"] if problem else []
+    if record.needs:
+        out.append(f"note: a restored cluster needs besides it: {'; '.join(record.needs)}")
     newer = [k for k in store.listed(snapshot.parent) if k.taken_at > record.taken_at]
     if newer:
         age = (newer[0].taken_at - record.taken_at) / 60

@@ -34,6 +34,7 @@ async def test_taken_from_a_follower_checked_and_named_by_its_revision(tmp_path:
     assert Path(kept.path).read_bytes() == data and kept.sha256 == hashlib.sha256(data).hexdigest()
     assert Path(kept.path).name.endswith("-r42.db") and oct(Path(kept.path).stat().st_mode)[-3:] == "600"
     assert json.loads(kept.record.read_text())["revision"] == 42
+    assert kept.needs == ("/etc/kubernetes/ssl/ca.pem (the CA etcd's members trust)",)  # named beside it
     assert store.listed(tmp_path) == [kept] and not list(tmp_path.glob(".receiving-*"))
 
 

@@ -138,9 +138,13 @@ async def test_a_snapshot_of_this_cluster_goes_ahead_and_newer_ones_beside_it_ar
     shutil.copy(older, newer)
     record(older, 1000.0, ours[:2] + ["master-3=https://198.18.0.99:2380"])  # a member replaced since: still ours
     record(newer, 1000.0 + 3600, ours)
+    kept = store.beside(older)
+    assert kept is not None
+    Path(f"{older}.json").write_text(json.dumps({**asdict(kept), "needs": ["/etc/k/ca.pem (the CA)"]}))
     said: list[str] = []
     await restore(session, load_desired(SPECS), older, force=True, say=said.append)
     assert any("note: 1 newer snapshot(s) kept beside it" in line and "60 min later" in line for line in said), said
+    assert "note: a restored cluster needs besides it: /etc/k/ca.pem (the CA)" in said
     assert not any("another cluster" in line for line in said)
 
 
