@@ -277,15 +277,17 @@ def _render_host(
             renewal = _renewal(doc, cert, {u.spec_name: u.name for u in units}, issues)
             for path in cert.paths:
                 other = certificates.get(path)
-                if other is not None and (renewal or other.renew):
+                if other is not None and renewal and other.renew:
                     issues.append(
                         SpecIssue(
-                            doc.file, doc.line_of("spec", "paths"), "spec.paths", f"{path} is also in {other.source}"
+                            doc.file,
+                            doc.line_of("spec", "paths"),
+                            "spec.paths",
+                            f"{path} is also renewed by {other.source}",
                         )
                     )
-                certificates.setdefault(
-                    path, DesiredCert(path, cert.warn_days, f"Certificate/{doc.metadata.name}", renewal)
-                )
+                if other is None or (renewal and not other.renew):  # a renewed one is reported too: it takes the place
+                    certificates[path] = DesiredCert(path, cert.warn_days, f"Certificate/{doc.metadata.name}", renewal)
     return DesiredHost(
         target=target,
         files=paths.files,

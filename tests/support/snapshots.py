@@ -1,26 +1,27 @@
-"""In-process masters whose etcd members answer a status and give a snapshot (transport.fake's SimHost), for the
-snapshot tests: `fleet` makes three, one the leader, one maybe a learner; `snapshot` the bytes of one (a database
-of random pages and etcd's sha256 trailer)."""
+"""Host snapshots for planning tests: the bundled specs rendered for master-1, that host converged, a file edited
+on it. Used by the plan and format-only tests."""
 
 from __future__ import annotations
 
-import hashlib
-import os
+from reconciler.observe.snapshot import FileFact, HostSnapshot, UnitFact
+from reconciler.spec.desired import DesiredHost
+from reconciler.spec.isolate import load_desired
+from tests.support.specs import BUNDLED as SPECS
 
-from reconciler.transport.fake import SimHost
-
-IDS = {"master-1": 11, "master-2": 12, "master-3": 13}
-
-
-def snapshot(pages: int = 8) -> bytes:
-    db = os.urandom(4096 * pages)
-    return db + hashlib.sha256(db).digest()
+STARTED = 1_000.0
 
 
-def fleet(leader: str = "master-1", learner: str | None = None) -> dict[str, SimHost]:
-    hosts = {n: SimHost(n) for n in IDS}
-    data = snapshot()
-    for name, h in hosts.items():
-        h.etcd_status = {"header": {"member_id": IDS[name]}, "leader": IDS[leader], "isLearner": name == learner}
-        h.etcd_snapshot = (data, {"revision": 42, "totalKey": 7, "totalSize": len(data) - 32})
-    return hosts
+def desired() -> DesiredHost:
+    return load_desired(SPECS).hosts["master-1"]
+
+
+def converged(host: DesiredHost) -> HostSnapshot:
+    files = {p: FileFact(p, True, f.mode, f.owner, f.group, STARTED - 10, f.content) for p, f in host.files.items()}
+    units = {u.name: UnitFact(u.name, "loaded", "active", "running", "enabled", STARTED) for u in host.units}
+    return HostSnapshot(host.name, files, units)
+
+
+def edit(snapshot: HostSnapshot, path: str, content: bytes, mtime: float = STARTED + 5) -> HostSnapshot:
+    files = dict(snapshot.files)
+    files[path] = FileFact(path, True, files[path].mode, "root", "root", mtime, content)
+    return HostSnapshot(snapshot.host, files, snapshot.units)

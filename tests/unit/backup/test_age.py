@@ -18,7 +18,7 @@ from reconciler.errors import SpecError
 from reconciler.spec.isolate import load_desired
 from reconciler.transport.fake import SimHost, fake_connector
 from reconciler.transport.session import Session
-from tests.support.snapshots import fleet
+from tests.support.etcd_members import fleet
 from tests.support.specs import copy_specs
 
 pytestmark = pytest.mark.host

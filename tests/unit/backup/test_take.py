@@ -17,7 +17,7 @@ from reconciler.backup.take import SnapshotFailed, take
 from reconciler.spec.isolate import load_desired
 from reconciler.transport.fake import SimHost, fake_connector
 from reconciler.transport.session import Session
-from tests.support.snapshots import fleet
+from tests.support.etcd_members import fleet
 
 SPECS = Path(__file__).resolve().parents[3] / "specs"
 

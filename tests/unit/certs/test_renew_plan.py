@@ -61,8 +61,9 @@ def test_a_renewed_certificate_is_read_with_its_units_in_order(tmp_path: Path) -
             "/etc/kubernetes/ssl/kubernetes.pem",
             "etcd",
             "---\napiVersion: reconciler/v1\nkind: Certificate\nmetadata: {name: again}\n"
-            "spec: {paths: [/etc/kubernetes/ssl/kubernetes.pem]}\n",
-            "is also in Certificate/kubernetes",
+            "spec: {paths: [/etc/kubernetes/ssl/kubernetes.pem], renew: {keyFile: /etc/kubernetes/ssl/k.pem, "
+            "caFile: /c.pem, caKeyFile: /ck.pem}}\n",
+            "is also renewed by Certificate/kubernetes",
         ),
     ],
 )
@@ -89,3 +90,16 @@ def test_due_once_its_share_of_the_lifetime_is_gone() -> None:
     )
     renewal = DesiredRenewal("/k", "/c", "/ck", 300, 2 / 3, "rsa-2048", ())
     assert due_at(cert, renewal) == pytest.approx((start + datetime.timedelta(days=200)).timestamp())
+
+
+def test_a_certificate_reported_by_one_document_and_renewed_by_another_is_renewed(tmp_path: Path) -> None:
+    """The bundled kubernetes-ssl document reports kubernetes.pem; a renewing document beside it takes its place."""
+    specs = copy_specs(tmp_path / "specs", ha=False)
+    (specs / "renew.yaml").write_text(
+        "apiVersion: reconciler/v1\nkind: Certificate\nmetadata: {name: kubernetes}\nspec:\n"
+        "  hosts: {matchLabels: {role: master}}\n  paths: [/etc/kubernetes/ssl/kubernetes.pem]\n"
+        + RENEW.format(restart="etcd")
+    )
+    desired = load_desired(specs)
+    assert [c.source for _, c in managed(desired)] == ["Certificate/kubernetes"] * 3
+    assert {c.path for c in desired.hosts["master-1"].certificates} >= {"/etc/kubernetes/ssl/ca.pem"}

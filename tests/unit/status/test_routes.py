@@ -73,7 +73,8 @@ def test_status_has_the_ledger_the_queue_the_backoff_and_each_part_s_own_entry()
     assert doc["ready"] is True and doc["summary"]["queue_depth"] == 1 and doc["summary"]["in_flight"] == []
     assert doc["hosts"]["m2"]["retry_in_seconds"] == 12.346 and doc["hosts"]["m1"]["retry_in_seconds"] is None
     assert doc["tuning"] == {"m1": "pending"} and doc["leader"] == {"enabled": False}
-    assert list(doc)[-3:] == ["tuning", "leader", "etcd_snapshots"] and doc["etcd_snapshots"] == {"enabled": False}
+    assert list(doc)[-4:] == ["tuning", "leader", "etcd_snapshots", "certificate_renewals"]
+    assert doc["etcd_snapshots"] == {"enabled": False} and doc["certificate_renewals"] == {"enabled": False}
     elected = json.loads(routes(ledger, work, time.monotonic, Tuner(), Election(), Election())["/status"]().body)
     assert elected["leader"] == {"enabled": True, "leader": "m1"}
     assert elected["etcd_snapshots"] == {"enabled": True, "leader": "m1"}  # the part's own entry, as it says it
