@@ -94,11 +94,14 @@ class Renewals:
             if now < due:
                 wait = min(wait, due - now)
                 continue
-            await self._renew(desired, host.name, cert, key)
+            if self.leading is not None and not await self.leading():  # asked again before each renewal
+                return LOOK_S
+            if not await self._renew(desired, host.name, cert, key):
+                return RETRY_BASE_S  # not on to the next host after a failure: the next look decides
             wait = 1.0
         return max(wait, 1.0)
 
-    async def _renew(self, desired: DesiredState, host: str, cert: DesiredCert, key: tuple[str, str]) -> None:
+    async def _renew(self, desired: DesiredState, host: str, cert: DesiredCert, key: tuple[str, str]) -> bool:
         lines: list[str] = []
         try:
             done = await renew_one(self.session, desired, desired.hosts[host], cert, actor=self.actor, say=lines.append)
@@ -109,7 +112,7 @@ class Renewals:
             self.metrics.cert_renewals.labels(result="failed").inc()
             self.session.forget(host)
             log.error("certificate not renewed", host=host, path=cert.path, error=str(exc)[:600], failures=n)
-            return
+            return False
         self.failures.pop(key, None)
         self._retry_at.pop(key, None)
         self._renewed_at[key] = time.time()
@@ -118,6 +121,7 @@ class Renewals:
         log.info(
             "certificate renewed", host=host, path=cert.path, serial=done.serial, seconds=done.seconds, steps=lines
         )
+        return True
 
     def status(self) -> dict[str, Any]:
         """The /status entry: each managed certificate as last seen, and when it is due."""
