@@ -41,25 +41,13 @@ def run(args: argparse.Namespace) -> int:
     return asyncio.run(_renew(args) if args.action == "renew" else _check(args))
 
 
-def _desired(spec_dir: Path) -> Any:
-    from reconciler.errors import SpecError
-    from reconciler.spec.isolate import load_desired
-
-    try:
-        return load_desired(spec_dir)
-    except SpecError as exc:
-        print(f"{len(exc.issues)} error(s) in {spec_dir}:", file=sys.stderr)
-        for issue in exc.issues:
-            print(f"  {issue}", file=sys.stderr)
-        return None
-
-
 async def _check(args: argparse.Namespace) -> int:
     from reconciler.engine.cert_renewal import current, due_at
     from reconciler.errors import HostError
+    from reconciler.etcd_cli import load_or_say
     from reconciler.transport.session import Session, ssh_connector
 
-    desired = _desired(args.spec_dir)
+    desired = load_or_say(args.spec_dir)
     if desired is None:
         return 1
     session = Session(ssh_connector(attempts=args.connect_attempts))
@@ -117,9 +105,10 @@ def _line(row: dict[str, Any], now: float) -> str:
 async def _renew(args: argparse.Namespace) -> int:
     from reconciler.engine.cert_renewal import managed, renew
     from reconciler.errors import HostError
+    from reconciler.etcd_cli import load_or_say
     from reconciler.transport.session import Session, ssh_connector
 
-    desired = _desired(args.spec_dir)
+    desired = load_or_say(args.spec_dir)
     if desired is None:
         return 1
     if not managed(desired, args.host, set(args.names) or None):

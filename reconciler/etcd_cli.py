@@ -116,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
     return asyncio.run(_snapshot(args, where))
 
 
-def _desired(spec_dir: Path) -> DesiredState | None:
+def load_or_say(spec_dir: Path) -> DesiredState | None:
     """The specs, or None once their errors are said."""
     from reconciler.spec.isolate import load_desired
 
@@ -134,7 +134,7 @@ async def _restore(args: argparse.Namespace) -> int:
     from reconciler.errors import HostError
     from reconciler.transport.session import Session, ssh_connector
 
-    desired = _desired(args.spec_dir)
+    desired = load_or_say(args.spec_dir)
     if desired is None:
         return 1
     session = Session(ssh_connector(attempts=args.connect_attempts))
@@ -171,7 +171,7 @@ async def _replace(args: argparse.Namespace) -> int:
     from reconciler.errors import HostError
     from reconciler.transport.session import Session, ssh_connector
 
-    desired = _desired(args.spec_dir)
+    desired = load_or_say(args.spec_dir)
     if desired is None:
         return 1
     session = Session(ssh_connector(attempts=args.connect_attempts))
@@ -209,7 +209,7 @@ async def _snapshot(args: argparse.Namespace, where: Path) -> int:
     from reconciler.backup.take import SnapshotFailed, take
     from reconciler.transport.session import Session, ssh_connector
 
-    desired = _desired(args.spec_dir)
+    desired = load_or_say(args.spec_dir)
     if desired is None:
         return 1
     if desired.backup is None:

@@ -7,7 +7,6 @@ data there. No write fails, no acknowledged write is lost, no moment without quo
 from __future__ import annotations
 
 import re
-import subprocess
 
 import pytest
 
@@ -15,7 +14,7 @@ from testbed import Testbed
 from tests.support.cli import reconciler
 from tests.support.serving import Quorum
 from tests.support.specs import BUNDLED as SPECS
-from tests.support.tuning import Writer, etcdctl
+from tests.support.tuning import Writer, etcdctl, pad
 
 pytestmark = pytest.mark.testbed
 
@@ -34,14 +33,7 @@ def members(bed: Testbed) -> dict[str, tuple[str, bool]]:
 
 def test_a_dead_member_is_replaced_through_a_learner_with_no_write_lost(converged: Testbed) -> None:
     bed, m3 = converged, converged.hosts[2]
-    pki = bed.pki_dir
-    for i in range(PADDING):
-        put = subprocess.run(
-            ["etcdctl", f"--endpoints=https://{bed.hosts[0].address}:2379", f"--cacert={pki}/ca.pem",
-             f"--cert={pki}/kubernetes.pem", f"--key={pki}/kubernetes-key.pem", "put", f"/replace-test/pad-{i:03d}"],
-            input="x" * 100_000, capture_output=True, text=True, timeout=20, env={"ETCDCTL_API": "3", "PATH": "/usr/bin:/bin"},
-        )  # fmt: skip
-        assert put.returncode == 0, put.stderr
+    pad(bed, "/replace-test/pad-", PADDING)
     before = members(bed)
     assert set(before) == {"master-1", "master-2", "master-3"}, before
 

@@ -19,7 +19,7 @@ from reconciler.transport.session import Session, ssh_connector
 from testbed import Testbed
 from tests.support.daemon import wait_for
 from tests.support.specs import BUNDLED as SPECS
-from tests.support.tuning import etcdctl
+from tests.support.tuning import etcdctl, pad
 
 pytestmark = pytest.mark.testbed
 
@@ -40,14 +40,7 @@ def parent(pid: int) -> int:
 
 @pytest.fixture(scope="module")
 def padded(converged: Testbed) -> Iterator[Testbed]:
-    pki = converged.pki_dir
-    for i in range(60):
-        put = subprocess.run(
-            ["etcdctl", f"--endpoints=https://{converged.hosts[0].address}:2379", f"--cacert={pki}/ca.pem",
-             f"--cert={pki}/kubernetes.pem", f"--key={pki}/kubernetes-key.pem", "put", f"/snapshot-faults/{i:03d}"],
-            input="x" * 100_000, capture_output=True, text=True, timeout=20, env={"ETCDCTL_API": "3", "PATH": "/usr/bin:/bin"},
-        )  # fmt: skip
-        assert put.returncode == 0, put.stderr
+    pad(converged, "/snapshot-faults/", 60)
     yield converged
     assert etcdctl(converged, "del", "--prefix", "/snapshot-faults/").returncode == 0
 

@@ -47,6 +47,19 @@ def etcdctl(
     )
 
 
+def pad(bed: Testbed, prefix: str, count: int, size: int = 100_000) -> None:
+    """Put `count` values of `size` bytes under `prefix` (given on stdin: etcdctl reads a value there): a database
+    of some size for a snapshot or a learner to carry."""
+    pki = bed.pki_dir
+    for i in range(count):
+        put = subprocess.run(
+            ["etcdctl", f"--endpoints=https://{bed.hosts[0].address}:2379", f"--cacert={pki}/ca.pem",
+             f"--cert={pki}/kubernetes.pem", f"--key={pki}/kubernetes-key.pem", "put", f"{prefix}{i:03d}"],
+            input="x" * size, capture_output=True, text=True, timeout=20, env={"ETCDCTL_API": "3", "PATH": "/usr/bin:/bin"},
+        )  # fmt: skip
+        assert put.returncode == 0, put.stderr
+
+
 def leader(bed: Testbed, among: list[TestHost]) -> TestHost:
     out = etcdctl(bed, "endpoint", "status", "-w", "json", endpoints=among).stdout
     for status, host in zip(json.loads(out), among):
