@@ -1,8 +1,9 @@
-"""`reconciler etcd snapshot|snapshots|restore`: a person takes a snapshot now, lists what is kept, or restores.
+"""`reconciler etcd snapshot|snapshots|restore|replace-member`: a person takes a snapshot now, lists what is kept,
+restores every member from one, or replaces a dead member.
 
 Owns the commands' arguments, output and exit codes (0 done, 1 not: nothing kept, no snapshot, a refused or
-stopped restore, the specs' error); the work is `backup.take`, `backup.store` and `engine.restore`'s. Registered
-by `reconciler.cli`.
+stopped restore or replacement, the specs' error), and the specs' loading for them and `certs_cli`; the work is
+`backup.take`, `backup.store`, `engine.restore` and `engine.replace`'s. Registered by `reconciler.cli`.
 """
 
 from __future__ import annotations
@@ -26,7 +27,10 @@ DEFAULT_SUBDIR = "etcd-snapshots"
 
 
 def add_parser(sub: argparse._SubParsersAction, parents: list[argparse.ArgumentParser]) -> None:  # type: ignore[type-arg]
-    help_text = "etcd's data: take a checked snapshot now, list the kept ones, restore every member from one"
+    help_text = (
+        "etcd's data: take a checked snapshot now, list the kept ones, restore every member from one, replace a "
+        "dead member"
+    )
     p = sub.add_parser("etcd", help=help_text, description=help_text, parents=parents)
     actions = p.add_subparsers(dest="action", required=True)
     for name, text in (
