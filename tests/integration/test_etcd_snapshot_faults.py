@@ -51,9 +51,9 @@ def fault_on_first_piece(monkeypatch: pytest.MonkeyPatch, fault: Callable[[], No
     made: list[bool] = []
     original_from = take._from
 
-    async def recording_from(session, member, directory, cluster):  # type: ignore[no-untyped-def]
+    async def recording_from(session, member, *rest):  # type: ignore[no-untyped-def]
         asked.append(member.host.name)
-        return await original_from(session, member, directory, cluster)
+        return await original_from(session, member, *rest)
 
     class FaultyTrailer(take.Trailer):
         def feed(self, chunk: bytes) -> None:
