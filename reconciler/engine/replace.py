@@ -18,6 +18,7 @@ taken up where it was (started: promoted; not started: started again).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections.abc import Awaitable, Callable
@@ -27,7 +28,7 @@ from urllib.parse import urlsplit
 
 from reconciler.components.systemd import service
 from reconciler.engine.guard import wait_healthy
-from reconciler.engine.restore import Member, RestoreRefused, members
+from reconciler.engine.restore import Member, RestoreRefused, members, systemctl
 from reconciler.errors import HostError
 from reconciler.leader.gateway import EtcdUnavailable
 from reconciler.leader.membership import NAME, URL, Entry, EtcdRefused, Membership
@@ -186,7 +187,7 @@ async def replace(
         await _script(session, p.target.host, ["joined", p.target.unit])
         say(f"restarting {p.target.unit} on {host} on its own client URLs: clients reach it from now on")
         await fence()
-        await _systemctl(session, p.target.host, "restart", p.target.unit)
+        await systemctl(session, p.target.host, "restart", [p.target.unit])
         if p.target.check:  # the lock is held until the member serves: no other restart meanwhile
             result = await wait_healthy(session, p.target.host, p.target.check, HEALTHY_S)
             if not result.ok:
@@ -239,7 +240,7 @@ async def _swap(
     host = p.target.host.name
     await fence()
     say(f"stopping {p.target.unit} on {host}")
-    await _systemctl(session, p.target.host, "stop", p.target.unit)
+    await systemctl(session, p.target.host, "stop", [p.target.unit])
     for e in old:
         await fence()
         say(f"removing the old member {e.hex()} ({e.name or 'never started'}, {', '.join(e.peer_urls)})")
@@ -260,7 +261,7 @@ async def _started_or_removed(
         pass
     say(f"{host}: the learner did not start within {timeout:g} s: removing it again")
     try:
-        await _systemctl(session, p.target.host, "stop", p.target.unit)
+        await systemctl(session, p.target.host, "stop", [p.target.unit])
         if any(e.id == new.id for e in await _change(membership.listed(), host)):
             await _change(membership.remove(new.id), host)
     finally:
@@ -341,8 +342,9 @@ async def _start(session: Session, p: Plan, listed: list[Entry], new: Entry, say
     if said.startswith("@@ASIDE "):
         say(f"{host.name}: what its data dir held moved aside to {printable(said.removeprefix('@@ASIDE ').strip())}")
     say(f"starting {unit} on {host.name} as a learner (initial-cluster-state=existing)")
-    await _systemctl(session, host, "reset-failed", unit)
-    await _systemctl(session, host, "start", unit, no_block=True)
+    with contextlib.suppress(HostError):  # nothing failed to reset: said as a failure by systemctl, and no matter
+        await systemctl(session, host, "reset-failed", [unit])
+    await systemctl(session, host, "start", [unit], no_block=True)
 
 
 async def _wait_started(membership: Membership, new: Entry, timeout: float) -> Entry:
@@ -392,14 +394,6 @@ async def _change(call: Awaitable[T], host: str) -> T:
         return await call
     except (EtcdUnavailable, EtcdRefused, ValueError) as exc:
         raise HostError(f"{host}: etcd's membership not changed: {exc}") from None
-
-
-async def _systemctl(session: Session, host: DesiredHost, verb: str, unit: str, no_block: bool = False) -> None:
-    conn = await session.connection(host.target)
-    argv = ["systemctl", verb, *(["--no-block"] if no_block else []), "--", unit]
-    result = await conn.run(argv, timeout=HEALTHY_S)
-    if not result.ok and verb != "reset-failed":
-        raise HostError(f"{host.name}: systemctl {verb} {unit}: {result.describe()}")
 
 
 async def _script(session: Session, host: DesiredHost, args: list[str], data: bytes = b"") -> str:

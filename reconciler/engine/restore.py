@@ -202,13 +202,13 @@ async def restore(
         say(f"stopping {program} on {', '.join(hosts)}")
         await _everywhere(session, desired, hosts, "stop", program)
     say(f"stopping etcd on {', '.join(m.host.name for m in cluster)}")
-    await asyncio.gather(*(_systemctl(session, m.host, "stop", [m.unit]) for m in cluster))
+    await asyncio.gather(*(systemctl(session, m.host, "stop", [m.unit]) for m in cluster))
     for m in cluster:
         say(f"{m.host.name}: rebuilding {m.data_dir} (member {m.name}) from the snapshot")
         said = await _rebuild(session, m, data, sha, token)
         say(f"{m.host.name}: {said}")
     say(f"starting etcd on {', '.join(m.host.name for m in cluster)} and waiting for each to be healthy")
-    await asyncio.gather(*(_systemctl(session, m.host, "start", [m.unit], no_block=True) for m in cluster))
+    await asyncio.gather(*(systemctl(session, m.host, "start", [m.unit], no_block=True) for m in cluster))
     for m in cluster:
         if m.check:
             result = await wait_healthy(session, m.host, m.check, WAIT_S)
@@ -224,11 +224,13 @@ async def restore(
 async def _everywhere(session: Session, desired: DesiredState, hosts: list[str], verb: str, program: str) -> None:
     """`systemctl verb` the units running `program` on every host, at once."""
     await asyncio.gather(
-        *(_systemctl(session, desired.hosts[h], verb, _kube_units(desired.hosts[h], program)) for h in hosts)
+        *(systemctl(session, desired.hosts[h], verb, _kube_units(desired.hosts[h], program)) for h in hosts)
     )
 
 
-async def _systemctl(session: Session, host: DesiredHost, verb: str, units: list[str], no_block: bool = False) -> None:
+async def systemctl(session: Session, host: DesiredHost, verb: str, units: list[str], no_block: bool = False) -> None:
+    """`systemctl VERB -- UNITS` on the host (queued with no_block); a HostError saying its answer when it fails.
+    Used by the restore and by `engine.replace`."""
     if not units:
         return
     conn = await session.connection(host.target)
