@@ -85,7 +85,7 @@ class HostOutcome:
         if looked is not None:
             seconds["verify"] = looked.seconds
             snapshot, remaining = looked.snapshot or snapshot, looked.remaining
-            if status != "rolled-back" or looked.status == "failed":
+            if status not in ("rolled-back", "pending") or looked.status in ("failed", "converged"):
                 status, error, ssh_error = looked.status, looked.error, looked.ssh_error
         return HostOutcome(
             first.host,
@@ -108,7 +108,8 @@ class HostOutcome:
         if self.status == "rolled-back":
             return f"{self.host}: ROLLED BACK: {self._said()}"
         if self.status == "pending":
-            return f"{self.host}: {len(self.plan.actions) if self.plan else 0} change(s) pending"
+            pending = f"{self.host}: {len(self.plan.actions) if self.plan else 0} change(s) pending"
+            return f"{pending}: {self._said()}" if self.error else pending
         return f"{self.host}: converged ({len(self.applied)} change(s) applied)"
 
     def _said(self) -> str:

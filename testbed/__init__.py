@@ -5,7 +5,7 @@ docs/development.md "The testbed" says how it is built. Importing has no side ef
 """
 
 from testbed.hosts import SSHCommandError, Testbed, TestHost
-from testbed.layout import BRIDGE, DEFAULT_STATE_DIR, GATEWAY, host_address, host_name
+from testbed.layout import BRIDGE, DEFAULT_STATE_DIR, GATEWAY, host_address, host_name, moved_address
 
 __all__ = [
     "BRIDGE",
@@ -15,5 +15,6 @@ __all__ = [
     "TestHost",
     "Testbed",
     "host_address",
+    "moved_address",
     "host_name",
 ]

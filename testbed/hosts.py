@@ -15,7 +15,7 @@ from types import TracebackType
 from testbed import kube, pki, rootfs
 from testbed.cleanup import cleanup
 from testbed.host import BOOT_TIMEOUT, SSHCommandError, TestHost
-from testbed.layout import BRIDGE, DEFAULT_STATE_DIR, GATEWAY, StateLayout
+from testbed.layout import BRIDGE, DEFAULT_STATE_DIR, GATEWAY, StateLayout, moved_address
 from testbed.system import create_bridge, delete_bridge, parallel, run
 
 __all__ = ["BRIDGE", "DEFAULT_STATE_DIR", "GATEWAY", "SSHCommandError", "TestHost", "Testbed"]
@@ -94,7 +94,8 @@ class Testbed:
             old.unlink()
         run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "reconciler-testbed", "-f", str(self.key_path)])
         authorized = Path(f"{self.key_path}.pub").read_text()
-        pki.generate(self.pki_dir, [h.name for h in self.hosts], [h.address for h in self.hosts])
+        moved = [moved_address(i) for i in range(1, min(len(self.hosts), 20) + 1)]
+        pki.generate(self.pki_dir, [h.name for h in self.hosts], [h.address for h in self.hosts] + moved)
         create_bridge()
 
         def prepare_host(host: TestHost) -> str:

@@ -31,6 +31,14 @@ def host_address(index: int) -> str:
     return f"198.18.0.{10 + index}"
 
 
+def moved_address(index: int) -> str:
+    """A second address for host `index` (1-based, at most 20): where a test moves a master's "new machine" (the
+    kubernetes certificate names it too)."""
+    if not 1 <= index <= 20:
+        raise ValueError(f"host index out of range for a moved address: {index}")
+    return f"198.18.0.{230 + index}"
+
+
 @dataclass(frozen=True)
 class StateLayout:
     """Paths of one testbed's state directory.

@@ -152,7 +152,7 @@ async def reconcile_host(
             steps.append(await rollouts.turns(session, desired, host, first.plan))
         stopped = Step.last_stop(steps).status
         looked = None
-        if stopped == "rolled-back":  # one look for /status; waiting would not make it converge
+        if stopped in ("rolled-back", "pending"):  # one look for /status; waiting would not make it converge
             looked = await _verify(session, host, 0.0, interval)
         elif stopped != "failed":
             looked = await _verify(session, host, wait, interval)

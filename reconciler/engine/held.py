@@ -27,7 +27,7 @@ from typing import Any
 
 import structlog
 
-from reconciler.plan.actions import Action, Kind
+from reconciler.plan.actions import Action, without
 from reconciler.spec.desired import DesiredHost
 
 log = structlog.get_logger(__name__)
@@ -123,14 +123,7 @@ class Held:
                 why.append(entry.why + HELD)
         if not paths:
             return actions, why
-
-        def brought_by_held(a: Action) -> bool:
-            if a.kind is Kind.WRITE:
-                return a.target in paths
-            brings = a.kind in (Kind.RESTART, Kind.RELOAD, Kind.DAEMON_RELOAD, Kind.ENABLE)
-            return brings and bool(a.because) and set(a.because) <= paths
-
-        return tuple(a for a in actions if not brought_by_held(a)), why
+        return without(actions, paths), why
 
     def __len__(self) -> int:
         return len(self._held) + len(self._stopped)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import time
 from collections.abc import Awaitable, Callable
@@ -212,14 +213,18 @@ async def _look(
     finishing = next((e for e in old if e.client_urls == (hidden_client_url(p.check),)), None)
     await _others_serve(api, p, listed)
     moved = [e for e in old if e is not finishing and set(e.peer_urls) != set(p.peers)]
-    if moved and not force:
-        raise ReplaceRefused(
-            f"{p.target.host.name}'s member in etcd is at {', '.join(moved[0].peer_urls)}, the specs put it at "
-            f"{', '.join(p.peers)}: a member at another address is not replaced (it may be alive there; docs/etcd.md)"
-            "; --force replaces it anyway"
-        )
+    if moved and not force:  # the machine moved to a new address: the old one must be silent where etcd lists it
+        at = [(h, dataclasses.replace(c, url=u)) for e in moved for u in e.client_urls for h, c in api.members[:1]]
+        alive = await _answers_as(session, at, {e.id for e in moved})
+        if alive or not at:
+            said = f"it answers there ({alive})" if alive else "it lists no client URL to ask it at"
+            raise ReplaceRefused(
+                f"{p.target.host.name}'s member in etcd is at {', '.join(moved[0].peer_urls)}, the specs put it at "
+                f"{', '.join(p.peers)}: {said}; a member alive at another address is not replaced (--force "
+                "replaces it anyway)"
+            )
     if not joining and not finishing:
-        alive = await _answers_as(session, p, {e.id for e in old})
+        alive = await _answers_as(session, [(p.target.host, p.check)], {e.id for e in old})
         if alive and not force:
             raise ReplaceRefused(
                 f"{p.target.host.name}'s member answers ({alive}): it is not dead; nothing is replaced (--force "
@@ -308,22 +313,27 @@ async def _others_serve(api: EtcdOnHosts, p: Plan, listed: list[Entry]) -> None:
             )
 
 
-async def _answers_as(session: Session, p: Plan, ids: set[int]) -> str:
-    """What the member on the replaced host says of itself when it answers as one of `ids` (a live old member)."""
-    api = EtcdOnHosts(session, [(p.target.host, p.check)])
-    try:
-        async with asyncio.timeout(api.deadline):
-            _exit, status, body = await api.exchange(0, "/v3/maintenance/status", {})
-    except (TimeoutError, HostError):
-        return ""
-    if status != 200:
-        return ""
-    try:
-        said = json.loads(body)
-        member_id = int(said["header"]["member_id"])
-    except (ValueError, RecursionError, KeyError, TypeError):
-        return ""
-    return f"member {member_id:x}" if member_id in ids else ""
+async def _answers_as(session: Session, where: list[tuple[DesiredHost, DesiredCheck]], ids: set[int]) -> str:
+    """What a member says of itself when it answers as one of `ids` (a live old member), asked at each (host, check):
+    from that host, at the check's URL (the replaced host's own member, or an old client URL from another member's
+    host); "" when none does."""
+    for n in range(len(where)):
+        api = EtcdOnHosts(session, where[n : n + 1])
+        try:
+            async with asyncio.timeout(api.deadline):
+                _exit, status, body = await api.exchange(0, "/v3/maintenance/status", {})
+        except (TimeoutError, HostError):
+            continue
+        if status != 200:
+            continue
+        try:
+            said = json.loads(body)
+            member_id = int(said["header"]["member_id"])
+        except (ValueError, RecursionError, KeyError, TypeError):
+            continue
+        if member_id in ids:
+            return f"member {member_id:x}"
+    return ""
 
 
 async def _start(session: Session, p: Plan, listed: list[Entry], new: Entry, say: Callable[[str], None]) -> None:

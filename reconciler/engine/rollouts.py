@@ -23,6 +23,7 @@ from reconciler.apply.executor import ApplyLog, Fence, apply_actions
 from reconciler.backup.take import before_turn
 from reconciler.engine.guard import guard, wait_healthy
 from reconciler.engine.held import Config, Held, fingerprint
+from reconciler.engine.joining import Joining, Voters, hold_back
 from reconciler.engine.rollback import RolledBack, roll_back
 from reconciler.errors import HostError, NotLeader
 from reconciler.leader.on_host import EtcdOnHosts, etcd_members
@@ -59,6 +60,7 @@ class Rollouts:
         self.fence, self.deposed, self.actor, self.break_glass = fence, deposed, actor, break_glass
         self.stopping = asyncio.Event()  # set on shutdown: no new turn begins
         self._locks: dict[str, asyncio.Lock] = {}
+        self.voters = Voters()  # etcd's members as it lists them: what waits for a member to vote (engine.joining)
 
     # -- the one rule ---------------------------------------------------------------------------
     def should_roll_back(
@@ -83,7 +85,15 @@ class Rollouts:
         """The plan's actions that need no turn, minus what a held config would bring again; a failed restart of a
         unit is rolled back here."""
         actions, why = self.held.hold_back(host, plan.now() if plan else ())
-        stopped = Step("rolled-back", "; ".join(why)) if why else Step()
+        waiting = await self.voters.waiting(session, desired, host, actions)
+        actions, waits = hold_back(host, actions, waiting)
+        stopped = (
+            Step("rolled-back", "; ".join(why + waits))
+            if why
+            else Step("pending", "; ".join(waits))
+            if waits
+            else Step()
+        )
         if not actions:
             return stopped
         applied = ApplyLog(host.name)
@@ -117,6 +127,7 @@ class Rollouts:
         """This host's restarts of rollout units, each in turn with the other hosts, behind the quorum guard."""
         done: list[Action] = []
         seconds: dict[str, float] = {}
+        waits: list[str] = []  # what waits for a member to vote: the other units' turns go on
 
         def step(
             status: Status | None = None, error: str = "", ssh: bool = False, rollbacks: tuple[str, ...] = ()
@@ -128,6 +139,12 @@ class Rollouts:
             group, why = self.held.hold_back(host, planned)
             if group[-1:] != planned[-1:]:  # its restart is brought by a held config only: it waits for new specs
                 return step("rolled-back", "; ".join(why))
+            waiting = await self.voters.waiting(session, desired, host, group)
+            kept, said = hold_back(host, group, waiting)
+            waits += said
+            if kept[-1:] != group[-1:]:  # its restart waits for a member to vote (or is the member's own start)
+                continue
+            group = kept
             progress.report(host.name, f"waiting for its turn to restart {unit.name}")
             async with self._locks.setdefault(unit.name, asyncio.Lock()):
                 if self.stopping.is_set():  # staged writes wait too: the host stays consistent
@@ -138,7 +155,7 @@ class Rollouts:
                 applied = ApplyLog(host.name)
                 began = time.monotonic()
                 try:
-                    await self._turn(session, desired, host, unit, group, applied)
+                    await self._turn(session, desired, host, unit, group, applied, waiting)
                 except RolledBack as exc:
                     paths = [a.target for a in applied.done if a.kind is Kind.WRITE]
                     self.held.hold(host.name, unit.name, fingerprint(host, unit.restart_on), str(exc), paths)
@@ -151,7 +168,7 @@ class Rollouts:
                 finally:  # the whole guarded turn (guard, staged writes, restart, wait healthy) counts as restart
                     done.extend(applied.done)
                     seconds["restart"] = seconds.get("restart", 0.0) + time.monotonic() - began
-        return step()
+        return step("pending", "; ".join(waits)) if waits else step()
 
     async def _turn(
         self,
@@ -161,13 +178,14 @@ class Rollouts:
         unit: DesiredUnit,
         group: tuple[Action, ...],
         applied: ApplyLog,
+        waiting: list[Joining],
     ) -> None:
         """One member's turn under the cluster-wide restart lock (when there is one): looked at again if another
         actor may have done it meanwhile, then `_restart`."""
         async with self._cluster_turn(session, desired, unit, host.name) as held:
             if held is not None:  # another actor may have done this turn while we waited: look again
                 due = await _still_due(session, host, unit.name)
-                kept = self.held.hold_back(host, due)[0]
+                kept = hold_back(host, self.held.hold_back(host, due)[0], waiting)[0]
                 group = kept if kept[-1:] == due[-1:] else ()
             if group:
                 await self._restart(session, desired, host, unit, group, applied, held)

@@ -59,6 +59,19 @@ class Action:
         return f"{self.kind.value} {self.target}" if self.target else self.kind.value
 
 
+def without(actions: tuple[Action, ...], paths: set[str] | frozenset[str]) -> tuple[Action, ...]:
+    """The actions without the writes of `paths` and what those writes alone bring (a restart, reload,
+    daemon-reload or re-enable whose `because` names only them); what else brings an action still does."""
+
+    def brought(a: Action) -> bool:
+        if a.kind is Kind.WRITE:
+            return a.target in paths
+        brings = a.kind in (Kind.RESTART, Kind.RELOAD, Kind.DAEMON_RELOAD, Kind.ENABLE)
+        return brings and bool(a.because) and set(a.because) <= paths
+
+    return tuple(a for a in actions if not brought(a))
+
+
 @dataclass(frozen=True)
 class Plan:
     host: str

@@ -31,6 +31,9 @@ class FakeMember:
         return out
 
 
+ADDRESSES = {"master-1": "198.18.0.11", "master-2": "198.18.0.12", "master-3": "198.18.0.13"}
+
+
 @dataclass
 class FakeCluster:
     members: list[FakeMember] = field(default_factory=list)
@@ -41,13 +44,19 @@ class FakeCluster:
     changes: list[str] = field(default_factory=list)  # "remove <hex>", "add <peer>", "promote <hex>" in order
     on_lock: Callable[[FakeCluster], None] | None = None  # called once, as the restart lock is first taken
     lose_promote_answer: bool = False  # the first promotion is made, its answer lost (curl times out)
+    alive_elsewhere: set[int] = field(default_factory=set)  # members answering at an address no master has
     _next_id: int = 0xA000
 
     def member_of(self, host: str) -> FakeMember | None:
-        address = {"master-1": "198.18.0.11", "master-2": "198.18.0.12", "master-3": "198.18.0.13"}[host]
-        return next((m for m in self.members if urlsplit(m.peer).hostname == address), None)
+        return next((m for m in self.members if urlsplit(m.peer).hostname == ADDRESSES[host]), None)
 
     def answer(self, host: SimHost, url: str, body: bytes) -> tuple[int, bytes, bytes]:
+        at = urlsplit(url).hostname
+        if at not in ADDRESSES.values():  # asked at an address no master has (a member that moved): whoever is there
+            there = next((m for m in self.members if urlsplit(m.client).hostname == at), None)
+            if there is None or there.id not in self.alive_elsewhere:
+                return 7, b"", b"curl: (7) Failed to connect\n"
+            return self._ok({"header": {"member_id": str(there.id)}, "leader": str(self.members[0].id)})
         me = self.member_of(host.name)
         if host.name in self.down or me is None or not me.name or "127.0.0.2" in me.client:
             return 7, b"", b"curl: (7) Failed to connect\n"

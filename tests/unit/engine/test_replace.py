@@ -37,10 +37,14 @@ def specs(tmp_path: Path) -> Path:
 
 async def fleet(specs: Path, cluster: FakeCluster, fails: bool = False) -> dict[str, Master]:
     hosts = {n: Master(n, cluster, fails=fails and n == "master-3") for n in ("master-1", "master-2", "master-3")}
-    down = set(cluster.down)
+    down, learners = set(cluster.down), [m for m in cluster.members if m.learner]
     cluster.down.clear()
+    for m in learners:  # a learner's host, and the files naming it, wait for its promotion (engine.joining)
+        m.learner = False
     await converged_fleet(specs, dict[str, SimHost](hosts))  # every member up while the fleet is first converged
     cluster.down |= down
+    for m in learners:
+        m.learner = True
     return hosts
 
 
@@ -222,15 +226,32 @@ async def test_the_cluster_is_looked_at_again_under_the_lock(specs: Path) -> Non
     assert cluster.changes == [] and hosts["master-3"].joins == []
 
 
-async def test_a_member_at_another_address_than_the_specs_say_is_not_removed_unless_forced(specs: Path) -> None:
-    """It may be alive there (its new address is silent only because nothing runs on it yet)."""
+async def test_a_member_at_another_address_that_answers_there_is_not_removed_unless_forced(specs: Path) -> None:
+    """Asked at its old client URL from another member's host, it answers as itself: it is alive there."""
     cluster = three_members()
-    cluster.members[2] = FakeMember(0x33, "master-3", "https://198.18.0.99:2380", "https://198.18.0.99:2379")
     cluster.down = {"master-3"}
+    cluster.alive_elsewhere = {0x33}
     hosts = await fleet(specs, cluster)
-    with pytest.raises(ReplaceRefused, match=r"is at https://198\.18\.0\.99:2380, the specs put it at"):
+    cluster.members[2] = FakeMember(0x33, "master-3", "https://198.18.0.99:2380", "https://198.18.0.99:2379")
+    with pytest.raises(
+        ReplaceRefused, match=r"is at https://198\.18\.0\.99:2380, the specs put it at .*it answers there"
+    ):
         await run(load_desired(specs), hosts)
     assert cluster.changes == []
+
+
+async def test_a_master_moved_to_a_new_address_is_replaced_when_its_old_member_is_silent(specs: Path) -> None:
+    """The specs give master-3 its new machine's address; etcd lists the dead member at the old one, where nothing
+    answers: it is removed, the learner added at the specs' peer URL, no --force needed."""
+    cluster = three_members()
+    cluster.down = {"master-3"}
+    hosts = await fleet(specs, cluster)
+    cluster.members[2] = FakeMember(0x33, "master-3", "https://198.18.0.99:2380", "https://198.18.0.99:2379")
+    done, said = await run(load_desired(specs), hosts)
+    new = cluster.member_of("master-3")
+    assert new is not None and not new.learner and new.peer == PEER3
+    assert cluster.changes == ["remove 33", f"add {PEER3}", f"promote {new.id:x}"]
+    assert any("removing the old member 33 (master-3, https://198.18.0.99:2380)" in line for line in said), said
 
 
 async def test_a_promotion_whose_answer_was_lost_counts(specs: Path) -> None:
