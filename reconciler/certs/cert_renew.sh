@@ -15,7 +15,8 @@
 #                              the current CERT's key (a spec naming another file), when this host's clock is not
 #                              within [NOTBEFORE, NOTAFTER), or when the old pair cannot be kept. Else the old pair is
 #                              kept as CERT.before-renew / KEY.before-renew, the new files take the old ones' owner and
-#                              mode and are renamed over them back to back (key, then certificate): "@@INSTALLED"
+#                              mode and are renamed over them back to back (key, then certificate), hangups and
+#                              interrupts ignored from the first rename on (a pair is never split): "@@INSTALLED"
 #   rollback CERT KEY          the pair kept before the renewal put back (renamed, back to back): "@@ROLLEDBACK"
 #   done CERT KEY              the renewal verified: the old pair kept before it removed (an old private key does not
 #                              linger): "@@DONE"
@@ -85,6 +86,7 @@ install)
     && chown --reference="$cert" -- "$staged/cert.pem" && chmod --reference="$cert" -- "$staged/cert.pem"; } \
     || fail "the new files could not take the old ones' owner and mode: nothing replaced"
   sync -f "$staged/key.pem" "$staged/cert.pem" 2>/dev/null || sync
+  trap '' HUP INT TERM PIPE  # the pair swapped whole: a lost connection (SIGHUP) or a Ctrl-C never splits it
   mv -T -- "$staged/key.pem" "$key"
   mv -T -- "$staged/cert.pem" "$cert"
   rm -rf -- "$staged"
@@ -94,6 +96,7 @@ rollback)
   cert=$1 key=$2
   lock "$cert"
   if [ ! -f "$cert.before-renew" ] || [ ! -f "$key.before-renew" ]; then fail "no pair kept before the renewal"; fi
+  trap '' HUP INT TERM PIPE
   mv -T -- "$key.before-renew" "$key"
   mv -T -- "$cert.before-renew" "$cert"
   echo "@@ROLLEDBACK"

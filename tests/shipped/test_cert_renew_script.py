@@ -142,3 +142,42 @@ def test_a_staged_directory_elsewhere_and_a_link_for_the_pair_are_refused(
     key.symlink_to(tmp_path / "elsewhere-key.pem")
     assert "is not a regular file" in run("install", str(cert), str(key), staged, *valid(pem), data=pem)
     assert cert.read_bytes() == old_cert
+
+
+def test_a_connection_lost_between_the_two_renames_never_splits_the_pair(
+    tmp_path: Path, pair: tuple[Path, Path]
+) -> None:
+    """reconciler cut off mid-install: sshd hangs up the script (SIGHUP) right after the key's rename, a moment before
+    the certificate's (an `mv` on PATH that does the rename, then hangs up the script that called it). The pair
+    installed is whole: the new certificate is for the new key; the same for a rollback cut at the same point."""
+    cert, key = pair
+    old_cert, old_key = cert.read_bytes(), key.read_bytes()
+    shims = tmp_path / "bin"
+    shims.mkdir()
+    (shims / "mv").write_text(  # the rename onto the key path hangs up its caller; every other mv is plain
+        f'#!/bin/bash\n/bin/mv "$@"\nstatus=$?\nif [ "${{*: -1}}" = "{key}" ]; then kill -HUP "$PPID"; '
+        'kill -INT "$PPID"; fi\nexit $status\n'
+    )
+    (shims / "mv").chmod(0o755)
+    staged, csr = staged_csr(cert)
+    pem = signed(tmp_path, csr)
+    cut = subprocess.run(
+        ["bash", "-c", SCRIPT, "reconciler-cert-renew", "install", str(cert), str(key), staged, *valid(pem)],
+        input=pem, capture_output=True, timeout=60, env={"PATH": f"{shims}:/usr/bin:/bin"},
+    )  # fmt: skip
+    assert b"@@INSTALLED" in cut.stdout, cut.stdout + cut.stderr
+    assert cert.read_bytes() == pem and key.read_bytes() != old_key
+    same = (
+        subprocess.run(
+            ["openssl", "x509", "-noout", "-pubkey", "-in", str(cert)], capture_output=True, check=True
+        ).stdout
+        == subprocess.run(["openssl", "pkey", "-pubout", "-in", str(key)], capture_output=True, check=True).stdout
+    )
+    assert same  # the new certificate with its own key: every handshake from now on works
+
+    back = subprocess.run(
+        ["bash", "-c", SCRIPT, "reconciler-cert-renew", "rollback", str(cert), str(key)],
+        capture_output=True, timeout=60, env={"PATH": f"{shims}:/usr/bin:/bin"},
+    )  # fmt: skip
+    assert b"@@ROLLEDBACK" in back.stdout, back.stdout + back.stderr
+    assert cert.read_bytes() == old_cert and key.read_bytes() == old_key
