@@ -205,8 +205,15 @@ async def restore(
     await asyncio.gather(*(systemctl(session, m.host, "stop", [m.unit]) for m in cluster))
     for m in cluster:
         say(f"{m.host.name}: rebuilding {m.data_dir} (member {m.name}) from the snapshot")
-        said = await _rebuild(session, m, data, sha, token)
-        say(f"{m.host.name}: {said}")
+
+    async def rebuilt(m: Member) -> None:
+        say(f"{m.host.name}: {await _rebuild(session, m, data, sha, token)}")
+
+    # every member at once (the copy is what takes the time: 1 GB over SSH); each said as it is done, a failure
+    # said once every other member's rebuild has ended (none is left half-way by another's failure)
+    failures = [e for e in await asyncio.gather(*map(rebuilt, cluster), return_exceptions=True) if e is not None]
+    if failures:
+        raise failures[0]
     say(f"starting etcd on {', '.join(m.host.name for m in cluster)} and waiting for each to be healthy")
     await asyncio.gather(*(systemctl(session, m.host, "start", [m.unit], no_block=True) for m in cluster))
     for m in cluster:

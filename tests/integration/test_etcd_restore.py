@@ -33,6 +33,20 @@ def keys(bed: Testbed, prefix: str) -> set[str]:
     return set(got.stdout.split())
 
 
+def watching(bed: Testbed, prefix: str, out: Path) -> subprocess.Popen[bytes]:
+    """`etcdctl watch` on `prefix` through every member, from the next revision on, its output to `out`."""
+    pki = bed.pki_dir
+    status = etcdctl(bed, "endpoint", "status", "-w", "json", endpoints=bed.hosts[:1]).stdout
+    revision = int(status.split('"revision":')[1].split(",")[0])
+    eps = ",".join(f"https://{h.address}:2379" for h in bed.hosts)
+    with out.open("wb") as sink:
+        return subprocess.Popen(
+            ["etcdctl", f"--endpoints={eps}", f"--cacert={pki}/ca.pem", f"--cert={pki}/kubernetes.pem",
+             f"--key={pki}/kubernetes-key.pem", "watch", "--prefix", f"--rev={revision + 1}", prefix],
+            stdout=sink, stderr=subprocess.STDOUT, env={"ETCDCTL_API": "3", "PATH": "/usr/bin:/bin"},
+        )  # fmt: skip
+
+
 def ctrl_c_after(args: list[str], line: str) -> CLIResult:
     """The command run as an operator would, interrupted (SIGINT, as Ctrl-C) once it prints a line starting `line`."""
     proc = subprocess.Popen(
@@ -71,6 +85,7 @@ def test_every_member_is_rebuilt_from_one_snapshot(converged: Testbed, tmp_path:
     assert refused.code == 1 and "refusing to restore: etcd answers through" in refused.err, refused.err
     assert keys(converged, "/restore-test/") == before | after  # nothing touched
 
+    watch = watching(converged, "/restore-test/", tmp_path / "watch.out")  # a client's watch, open across it all
     for h in converged.hosts:  # the disaster: every member's data gone
         h.ssh(f"systemctl stop etcd && rm -rf {DATA_DIR}")
     interrupted = ctrl_c_after(["etcd", "restore", snap.path, str(SPECS)], "master-2: rebuilt")
@@ -89,6 +104,13 @@ def test_every_member_is_rebuilt_from_one_snapshot(converged: Testbed, tmp_path:
     assert revision >= snap.revision + 1_000_000_000  # bumped: a watcher's old revision is behind it
     stale = etcdctl(converged, "get", f"--rev={snap.revision}", "/restore-test/before-00")
     assert stale.returncode != 0 and "compacted" in stale.stderr, stale.stderr  # told, not served stale data
+    try:  # the watch held open across the restore: told it was compacted (its client re-lists), never fed stale data
+        watch.wait(timeout=60)
+    finally:
+        watch.kill()
+    told = (tmp_path / "watch.out").read_text()
+    assert "compacted" in told, told
+    assert "PUT" not in told, told  # no key put since the watch began: nothing replayed from the restored data
     checked = reconciler("check", str(SPECS))
     assert checked.code == 0, checked.out + checked.err  # every component healthy
     print(f"etcd restore of 3 members from a {snap.size} byte snapshot, after a Ctrl-C: {seconds:.1f} s")
