@@ -148,6 +148,21 @@ def names_problem(template: Template, host: str, address: str) -> str:
     return ""
 
 
+def subject_problem(template: Template, pinned: str | None) -> str:
+    """Pure: why a certificate of `template` is not renewed at a path whose spec pins `pinned` ("" when it is): the
+    subject must be the pinned one; one that names no host (a client's) is renewed only with a pinned subject, since
+    nothing else ties its identity to this master (a certificate is no secret: a master must not get a new key for
+    one it copied from elsewhere)."""
+    if pinned is not None:
+        want = x509.Name.from_rfc4514_string(pinned)
+        if template.subject != want:
+            return f"its subject is {template.subject.rfc4514_string()[:200]}, the spec renews only {pinned[:200]}"
+        return ""
+    if not template.dns and not template.ips:
+        return "it names no host (a client's certificate): renewed only when the spec pins its subject (renew.subject)"
+    return ""
+
+
 def issue(
     ca: Authority,
     csr_pem: bytes,

@@ -105,7 +105,9 @@ async def renew_one(
         ca = authority.load(Path(r.ca_file), Path(r.ca_key_file))
         old = await current(session, host, cert.path)
         template = authority.template_of(old, ca)
-        problem = authority.names_problem(template, host.name, host.target.address)
+        problem = authority.names_problem(template, host.name, host.target.address) or authority.subject_problem(
+            template, r.subject
+        )
         if problem:
             raise authority.CertError(problem)
         if datetime.datetime.now(datetime.UTC) < old.not_valid_before_utc:

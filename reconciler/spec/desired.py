@@ -121,6 +121,7 @@ class DesiredRenewal:
     renew_at: float  # fraction of the lifetime
     key_type: str
     restart: tuple[str, ...]  # unit names, in order
+    subject: str | None = None  # RFC 4514: the only subject renewed at this path
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ import posixpath
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
 from reconciler.spec.limits import NAME_MAX, PATH_MAX
@@ -258,6 +258,23 @@ class RenewSpec(Strict):
     renew_at: Annotated[float, Field(ge=0.05, le=0.9)] = 2 / 3  # of the lifetime: cert-manager's and step's default
     key_type: Literal["rsa-2048", "ecdsa-p256"] = "rsa-2048"
     restart: list[Name] = []  # the Units that read the pair, restarted in this order (health-gated, one host at a time)
+    # the certificate's subject as RFC 4514 (e.g. "CN=admin,O=system:masters"): only a certificate of this subject is
+    # renewed; required for one that names no host (a client's: nothing else ties its identity to this path)
+    subject: Annotated[str, Field(min_length=1, max_length=1024)] | None = None
+
+    @field_validator("subject")
+    @classmethod
+    def _subject_is_a_name(cls, value: str | None) -> str | None:
+        if value is not None:
+            from cryptography import x509  # only for a spec that pins a subject
+
+            try:
+                x509.Name.from_rfc4514_string(value)
+            except ValueError as exc:
+                raise ValueError(
+                    f"not an RFC 4514 name (e.g. CN=admin,O=system:masters){': ' if str(exc) else ''}{exc}"
+                ) from None
+        return value
 
 
 class CertificateSpec(Strict):

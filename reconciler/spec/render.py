@@ -318,7 +318,9 @@ def _renewal(
                 )
             )
     restart = tuple(units[u] for u in r.restart if u in units)
-    return DesiredRenewal(r.key_file, r.ca_file, r.ca_key_file, r.lifetime_days, r.renew_at, r.key_type, restart)
+    return DesiredRenewal(
+        r.key_file, r.ca_file, r.ca_key_file, r.lifetime_days, r.renew_at, r.key_type, restart, r.subject
+    )
 
 
 def _addresses(

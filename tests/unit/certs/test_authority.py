@@ -138,3 +138,23 @@ def test_a_current_certificate_must_name_its_own_host(dns: tuple[str, ...], ips:
 
     problem = names_problem(Template(name("kubernetes"), dns, ips, True, True), "master-1", "198.18.0.11")
     assert (said in problem) if said else problem == ""
+
+
+@pytest.mark.parametrize(
+    ("subject", "dns", "pinned", "said"),
+    [
+        ("CN=admin,O=system:masters", (), "CN=admin,O=system:masters", ""),  # the pinned client certificate
+        ("CN=admin,O=system:masters", (), None, "renewed only when the spec pins its subject"),  # copied from anywhere
+        ("CN=admin,O=system:masters", (), "CN=kube-proxy", "the spec renews only CN=kube-proxy"),
+        ("CN=kubernetes", ("master-1",), None, ""),  # a host's certificate: its names tie it to the host
+        ("CN=kubernetes", ("master-1",), "CN=other", "the spec renews only CN=other"),
+    ],
+)
+def test_a_client_certificate_is_renewed_only_for_the_subject_the_spec_pins(
+    subject: str, dns: tuple[str, ...], pinned: str | None, said: str
+) -> None:
+    """A certificate is no secret: a master that copied the admin's (system:masters) must not get a new key for it."""
+    from reconciler.certs.authority import subject_problem
+
+    problem = subject_problem(Template(x509.Name.from_rfc4514_string(subject), dns, (), False, True), pinned)
+    assert (said in problem) if said else problem == ""

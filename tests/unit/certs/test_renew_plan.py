@@ -57,6 +57,7 @@ def test_a_renewed_certificate_is_read_with_its_units_in_order(tmp_path: Path) -
         ("/etc/kubernetes/ssl/kubernetes.pem", "etcd", "    renewAt: 0.95\n", "less than or equal to 0.9"),
         ("/etc/kubernetes/ssl/kubernetes.pem", "etcd", "    lifetimeDays: 0.01\n", "greater than or equal to 1"),
         ("/etc/other/kubernetes.pem", "etcd", "", "own key file beside it"),
+        ("/etc/kubernetes/ssl/kubernetes.pem", "etcd", "    subject: not a name\n", "not an RFC 4514 name"),
         (
             "/etc/kubernetes/ssl/kubernetes.pem",
             "etcd",
