@@ -42,6 +42,7 @@ from reconciler.transport.session import Session
 
 SCRIPT = shipped_script("etcd_join.sh", "reconciler.engine")
 LOOK_S = 0.5  # between looks at the learner
+SETTLE_S = 30.0  # how long an add refused as "unhealthy cluster" (etcd's strict reconfiguration check) is asked again
 HEALTHY_S = 120.0
 MAX_ENV = 16384  # bytes of the join environment: 64 members of long names and URLs fit
 T = TypeVar("T")
@@ -252,7 +253,16 @@ async def _swap(
         await _change(membership.remove(e.id), host)
     await fence()
     say(f"adding {p.target.name} ({', '.join(p.peers)}) as a learner (it counts for no quorum)")
-    return await _change(membership.add_learner(p.peers), host)
+    deadline = time.monotonic() + SETTLE_S
+    while True:  # etcd refuses an add until the member asked has been connected to every voter for 5 s
+        try:
+            return await membership.add_learner(p.peers)
+        except EtcdRefused as exc:  # "unhealthy cluster": right after a restart or the removal, a moment away
+            if "unhealthy cluster" not in str(exc) or time.monotonic() > deadline:
+                raise HostError(f"{host}: etcd's membership not changed: {exc}") from None
+        except (EtcdUnavailable, ValueError) as exc:
+            raise HostError(f"{host}: etcd's membership not changed: {exc}") from None
+        await asyncio.sleep(LOOK_S)
 
 
 async def _started_or_removed(

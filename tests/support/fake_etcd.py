@@ -45,6 +45,7 @@ class FakeCluster:
     on_lock: Callable[[FakeCluster], None] | None = None  # called once, as the restart lock is first taken
     lose_promote_answer: bool = False  # the first promotion is made, its answer lost (curl times out)
     alive_elsewhere: set[int] = field(default_factory=set)  # members answering at an address no master has
+    unhealthy_adds: int = 0  # member adds refused as "unhealthy cluster" before one is made
     _next_id: int = 0xA000
 
     def member_of(self, host: str) -> FakeMember | None:
@@ -86,6 +87,9 @@ class FakeCluster:
             return self._ok(self._listed())
         if path.endswith("/add"):
             peer = request["peerURLs"][0]
+            if self.unhealthy_adds > 0:  # etcd's strict reconfiguration check: not connected to every voter for 5 s
+                self.unhealthy_adds -= 1
+                return self._refused("etcdserver: unhealthy cluster")
             if any(m.peer == peer for m in self.members):
                 return self._refused("etcdserver: Peer URLs already exists")
             self._next_id += 1
