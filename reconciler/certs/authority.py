@@ -100,13 +100,16 @@ def load(cert_file: Path, key_file: Path) -> Authority:
     return Authority(cert, key)
 
 
-def template_of(cert: x509.Certificate, ca: Authority) -> Template:
+def template_of(cert: x509.Certificate, ca: Authority | x509.Certificate) -> Template:
     """The subject and names of a current certificate, once this CA is shown to have signed it (a host cannot make
     reconciler sign names its CA never gave it); CertError otherwise."""
+    ca_cert = ca.cert if isinstance(ca, Authority) else ca
     try:
-        cert.verify_directly_issued_by(ca.cert)
+        cert.verify_directly_issued_by(ca_cert)
     except Exception as exc:  # InvalidSignature, or a key type that cannot have signed it
-        raise CertError(f"it was not signed by the CA {ca.name} ({type(exc).__name__})") from None
+        raise CertError(
+            f"it was not signed by the CA {ca_cert.subject.rfc4514_string()[:200]} ({type(exc).__name__})"
+        ) from None
     try:
         if cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca:
             raise CertError("it is a CA certificate: a master's leaf is never one")

@@ -22,6 +22,13 @@
 #                              linger): "@@DONE"
 #   abort STAGED CERT          a staged directory removed (a renewal that stopped before its install)
 #   serial ADDRESS PORT        the serial of the certificate a TLS server there presents (openssl s_client)
+#   bundle-read FILE           a CA bundle (a regular file) on stdout, at most 64 KiB and one byte (more: too big)
+#   bundle-write FILE          stdin: the bundle's new content, written beside it with its owner and mode and renamed
+#                              over it, the file as it was before the rotation kept as FILE.before-rotate (the first
+#                              one: a phase run again keeps what the rotation began from): "@@WRITTEN"
+#   bundle-rollback FILE       FILE.before-rotate put back: "@@ROLLEDBACK"; bundle-done FILE: it removed: "@@DONE"
+#   fresh FILE UNIT...         "@@FRESH" when every unit is active and entered that state after FILE last changed
+#                              (it reads the file as it is now), else "@@STALE why"
 set -euo pipefail
 export LC_ALL=C
 mode=$1
@@ -110,6 +117,52 @@ abort)
   lock "$2"
   if staged_ok "$1" "$2"; then rm -rf -- "$1"; fi
   echo "@@ABORTED"
+  ;;
+bundle-read)
+  if [ -L "$1" ] || [ ! -f "$1" ]; then fail "$1 is not a regular file"; fi
+  head -c 65537 -- "$1"
+  ;;
+bundle-write)
+  file=$1
+  lock "$file"
+  if [ -L "$file" ] || [ ! -f "$file" ]; then fail "$file is not a regular file"; fi
+  umask 077
+  tmp=$(mktemp "$(dirname -- "$file")/.reconciler-rotate.XXXXXX")
+  head -c 65536 >"$tmp"
+  if [ ! -f "$file.before-rotate" ]; then  # a rotation's phase stopped midway keeps the file it began from
+    { cp -p -- "$file" "$file.before-rotate.tmp" && mv -T -- "$file.before-rotate.tmp" "$file.before-rotate"; } \
+      || { rm -f -- "$tmp"; fail "the old file could not be kept (disk full?): nothing replaced"; }
+  fi
+  { chown --reference="$file" -- "$tmp" && chmod --reference="$file" -- "$tmp" && { sync -f "$tmp" 2>/dev/null || sync; }; } \
+    || { rm -f -- "$tmp"; fail "the new file could not take the old one's owner and mode: nothing replaced"; }
+  mv -T -- "$tmp" "$file"
+  echo "@@WRITTEN"
+  ;;
+bundle-rollback)
+  lock "$1"
+  if [ ! -f "$1.before-rotate" ]; then fail "no file kept before the rotation"; fi
+  mv -T -- "$1.before-rotate" "$1"
+  echo "@@ROLLEDBACK"
+  ;;
+bundle-done)
+  lock "$1"
+  rm -f -- "$1.before-rotate"
+  echo "@@DONE"
+  ;;
+fresh)  # FILE UNIT...: every unit active and (re)started after FILE last changed
+  file=$1
+  shift
+  changed=$(stat -c %.9Y -- "$file")
+  for unit in "$@"; do
+    if [ "$(systemctl is-active -- "$unit" 2>/dev/null)" != active ]; then echo "@@STALE $unit is not active"; exit 0; fi
+    at=$(systemctl show --timestamp=us+utc -p ActiveEnterTimestamp --value -- "$unit")
+    entered=$(date -d "$at" +%s.%N 2>/dev/null) || { echo "@@STALE $unit: no start time"; exit 0; }
+    if ! awk -v a="$entered" -v b="$changed" 'BEGIN { exit !(a > b) }'; then
+      echo "@@STALE $unit started before $file changed"
+      exit 0
+    fi
+  done
+  echo "@@FRESH"
   ;;
 serial)
   said=$(timeout 10 openssl s_client -connect "$1:$2" </dev/null 2>/dev/null | openssl x509 -noout -serial 2>/dev/null) || true

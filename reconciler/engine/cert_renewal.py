@@ -65,7 +65,7 @@ def managed(desired: DesiredState, only_host: str | None = None, names: set[str]
 
 
 async def current(session: Session, host: DesiredHost, path: str) -> x509.Certificate:
-    said = await _script(session, host, ["read", path])
+    said = await script(session, host, ["read", path])
     try:
         return x509.load_pem_x509_certificate(said.encode())
     except ValueError:
@@ -97,14 +97,18 @@ async def renew_one(
     *,
     actor: str,
     say: Callable[[str], None],
+    signer: authority.Authority | None = None,
+    signed_by: tuple[x509.Certificate, ...] = (),
 ) -> Renewed:
+    """One certificate renewed; `signer`: the CA that issues it (the spec's by default; a CA rotation's new one),
+    `signed_by`: CAs besides the spec's and the signer that may have signed the current one (the rotation's old)."""
     r = cert.renew
     assert r is not None
     began = time.monotonic()
     try:
-        ca = authority.load(Path(r.ca_file), Path(r.ca_key_file))
+        ca = signer or authority.load(Path(r.ca_file), Path(r.ca_key_file))
         old = await current(session, host, cert.path)
-        template = authority.template_of(old, ca)
+        template = _template(old, [ca.cert, *signed_by])
         problem = authority.names_problem(template, host.name, host.target.address) or authority.subject_problem(
             template, r.subject
         )
@@ -124,21 +128,21 @@ async def renew_one(
         now = datetime.datetime.now(datetime.UTC)
         new = authority.issue(ca, csr.encode(), template, datetime.timedelta(days=r.lifetime_days), now, r.key_type)
         pem = new.public_bytes(serialization.Encoding.PEM)
-        async with _locked(session, desired, host.name, [u.name for u in units if u.rollout_check], actor) as fence:
+        async with locked(session, desired, host.name, [u.name for u in units if u.rollout_check], actor) as fence:
             for u in units:
                 if u.rollout_check:
                     await guard(session, desired, u, host.name)
             await fence()
             valid = [str(int(t.timestamp())) for t in (new.not_valid_before_utc, new.not_valid_after_utc)]
-            said = await _script(session, host, ["install", cert.path, r.key_file, staged, *valid], pem)
+            said = await script(session, host, ["install", cert.path, r.key_file, staged, *valid], pem)
             if not said.startswith("@@INSTALLED"):
                 raise HostError(f"{host.name}: {cert.path}: {printable(said.removeprefix('@@ERR '))[:300]}")
             installed = True
             say(f"{host.name}: {cert.path}: installed (serial {new.serial_number:X}, until {new.not_valid_after_utc:%Y-%m-%d})")  # fmt: skip
-            failed = await _restart(session, host, units, say, fence)
+            failed = await restart_units(session, host, units, say, fence)
             if failed:
                 say(f"{host.name}: {failed}: putting the old pair back")
-                back = await _script(session, host, ["rollback", cert.path, r.key_file])
+                back = await script(session, host, ["rollback", cert.path, r.key_file])
                 if not back.startswith("@@ROLLEDBACK"):
                     raise HostError(
                         f"{host.name}: {cert.path}: {failed}; the old pair could not be put back: {back[:300]}"
@@ -147,7 +151,7 @@ async def renew_one(
                 async def unfenced() -> None:  # putting a working pair back is never stopped by a lock's doubt
                     return None
 
-                again = await _restart(session, host, units, say, unfenced)
+                again = await restart_units(session, host, units, say, unfenced)
                 raise HostError(
                     f"{host.name}: {cert.path}: {failed}; the old pair is back"
                     + (f" but {again}" if again else " and every unit healthy on it")
@@ -168,17 +172,26 @@ async def renew_one(
         url = urlsplit(check.url or "")
         address = f"[{url.hostname}]" if ":" in (url.hostname or "") else url.hostname or ""
         shown = (
-            (await _script(session, host, ["serial", address, str(url.port or 443)])).removeprefix("@@SERIAL ").strip()
+            (await script(session, host, ["serial", address, str(url.port or 443)])).removeprefix("@@SERIAL ").strip()
         )
         if shown.upper().lstrip("0") != serial.lstrip("0"):
             raise HostError(
                 f"{host.name}: {u.name} at {address}:{url.port} presents serial {shown or 'none'}, not the new {serial}"
             )
         say(f"{host.name}: {u.name} at {address}:{url.port} presents the new certificate")
-    await _script(session, host, ["done", cert.path, r.key_file])  # the old private key does not linger
+    await script(session, host, ["done", cert.path, r.key_file])  # the old private key does not linger
     return Renewed(
         host.name, cert.path, serial, new.not_valid_after_utc.timestamp(), round(time.monotonic() - began, 2)
     )
+
+
+def _template(old: x509.Certificate, cas: list[x509.Certificate]) -> authority.Template:
+    """The current certificate's template, from the first of `cas` shown to have signed it; the first CA's refusal
+    when none has."""
+    for ca in cas[1:]:
+        with contextlib.suppress(authority.CertError):
+            return authority.template_of(old, ca)
+    return authority.template_of(old, cas[0])
 
 
 def health_check(host: DesiredHost, unit: DesiredUnit) -> str | None:
@@ -191,10 +204,10 @@ def health_check(host: DesiredHost, unit: DesiredUnit) -> str | None:
 
 async def _abort(session: Session, host: DesiredHost, staged: str, path: str) -> None:
     with contextlib.suppress(HostError, OSError):
-        await _script(session, host, ["abort", staged, path])
+        await script(session, host, ["abort", staged, path])
 
 
-async def _restart(
+async def restart_units(
     session: Session,
     host: DesiredHost,
     units: list[DesiredUnit],
@@ -218,7 +231,7 @@ async def _restart(
 
 
 @contextlib.asynccontextmanager
-async def _locked(
+async def locked(
     session: Session, desired: DesiredState, host: str, units: list[str], actor: str
 ) -> AsyncIterator[Callable[[], Awaitable[None]]]:
     """The restart lock of each unit (in name order: two actors never wait on each other), when etcd's members are
@@ -240,14 +253,14 @@ async def _locked(
 
 
 async def _csr(session: Session, host: DesiredHost, key_type: str, path: str) -> tuple[str, str]:
-    said = await _script(session, host, ["csr", key_type, path])
+    said = await script(session, host, ["csr", key_type, path])
     first, _, rest = said.partition("\n")
     if not first.startswith("@@STAGED ") or "BEGIN CERTIFICATE REQUEST" not in rest:
         raise HostError(f"{host.name}: no key and request made: {printable(first.removeprefix('@@ERR '))[:300]}")
     return first.removeprefix("@@STAGED ").strip(), rest
 
 
-async def _script(session: Session, host: DesiredHost, args: list[str], data: bytes = b"") -> str:
+async def script(session: Session, host: DesiredHost, args: list[str], data: bytes = b"") -> str:
     conn = await session.connection(host.target)
     result = await conn.run(
         ["bash", "-c", SCRIPT, "reconciler-cert-renew", *args], input=data, timeout=TIMEOUT, max_output=1 << 17

@@ -22,7 +22,7 @@ from reconciler.certs.authority import load
 from testbed import Testbed
 from tests.support.cli import reconciler
 from tests.support.daemon import RunningDaemon, wait_for
-from tests.support.serving import Quorum
+from tests.support.serving import Quorum, tls
 from tests.support.tuning import Writer, etcdctl
 
 pytestmark = pytest.mark.testbed
@@ -178,3 +178,170 @@ def test_a_certificate_about_to_expire_is_renewed_by_the_daemon_with_no_person_i
     assert daemon.sample("reconciler_certificate_renewals", "_total", result="failed") == 0
     daemon.stop()
     put_back(bed, specs)
+
+
+# -- the CA rotated ---------------------------------------------------------------------------------------------------
+
+CA_FILES = ("ca.pem", "kubernetes.pem", "kubernetes-key.pem", "admin.pem", "admin-key.pem")
+KUBE = "etcd kube-apiserver kube-controller-manager kube-scheduler"
+
+
+def etcd_around(bed: Testbed, moments: list[float]) -> str:
+    """What each member's journal says in the 8 seconds before each moment (a failed write's): why it failed."""
+    out = []
+    for t in moments[:3]:
+        for h in bed.hosts:
+            said = h.ssh(
+                f"journalctl -u etcd --since @{int(t) - 8} --until @{int(t) + 1} --no-pager -o short-precise",
+                check=False,
+            )
+            out.append(f"--- {h.name} before {t:.1f}\n{said.stdout[-3000:]}")
+    return "\n".join(out)
+
+
+def rotation_specs(spec_copy: Path, pki: Path) -> Path:
+    (spec_copy / "certificates.yaml").write_text(f"""\
+apiVersion: reconciler/v1
+kind: Certificate
+metadata: {{name: kubernetes-ssl}}
+spec:
+  hosts: {{matchLabels: {{role: master}}}}
+  paths: [{SSL}/ca.pem]
+---
+apiVersion: reconciler/v1
+kind: Certificate
+metadata: {{name: kubernetes}}
+spec:
+  hosts: {{matchLabels: {{role: master}}}}
+  paths: [{SSL}/kubernetes.pem]
+  renew: {{keyFile: {SSL}/kubernetes-key.pem, caFile: {pki}/ca.pem, caKeyFile: {pki}/ca-key.pem,
+          lifetimeDays: 30, restart: [etcd, kube-apiserver]}}
+---
+apiVersion: reconciler/v1
+kind: Certificate
+metadata: {{name: admin}}
+spec:
+  hosts: {{matchLabels: {{role: master}}}}
+  paths: [{SSL}/admin.pem]
+  renew: {{keyFile: {SSL}/admin-key.pem, caFile: {pki}/ca.pem, caKeyFile: {pki}/ca-key.pem, lifetimeDays: 30,
+          subject: "CN=admin,O=system:masters", restart: [kube-controller-manager, kube-scheduler]}}
+""")
+    return spec_copy
+
+
+def resigned(cert_file: Path, ca_cert: Path, ca_key: Path) -> bytes:
+    """The same certificate (subject, names, usages, key) issued again by another CA: a client's new certificate."""
+    ca = load(ca_cert, ca_key)
+    current = x509.load_pem_x509_certificate(cert_file.read_bytes())
+    now = datetime.datetime.now(datetime.UTC)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(current.subject)
+        .issuer_name(ca.cert.subject)
+        .public_key(current.public_key())  # type: ignore[arg-type]
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+    )
+    for ext in current.extensions:
+        if isinstance(ext.value, x509.SubjectAlternativeName | x509.ExtendedKeyUsage | x509.BasicConstraints):
+            builder = builder.add_extension(ext.value, ext.critical)
+    return builder.sign(ca.key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)  # type: ignore[arg-type]
+
+
+def replace_file(path: Path, data: bytes) -> None:
+    """Atomically, as a client must never read half a file."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(data)
+    tmp.chmod(path.stat().st_mode & 0o777)
+    tmp.rename(path)
+
+
+def rolled(bed: Testbed, files: dict[str, dict[str, bytes]]) -> None:
+    """Files written on each master, then its components restarted, one master at a time (etcd waited for)."""
+    for h in bed.hosts:
+        for name, data in files[h.name].items():
+            (h.root / f"{SSL.lstrip('/')}/{name}").write_bytes(data)
+        h.ssh(f"systemctl restart {KUBE}")
+        wait_for(
+            f"{h.name}'s etcd back",
+            lambda h=h: etcdctl(bed, "endpoint", "health", endpoints=[h]).returncode == 0,  # type: ignore[misc]
+        )
+
+
+def test_the_ca_is_rotated_in_three_phases_with_no_write_failed(
+    converged: Testbed, spec_copy: Path, tmp_path: Path
+) -> None:
+    """trust (both CAs on every master), reissue (kubernetes.pem and the admin's certificate from the new CA), drop
+    (the old CA out), with a client writing through every etcd endpoint and a quorum read sampled; the client is
+    given the bundle before and a new certificate before the drop, as an operator does. Each phase refused out of
+    order; every component healthy at the end; no etcd member ever rejected a peer's certificate. The testbed's own
+    CA and pairs are put back at the end, one master at a time."""
+    from tests.support.pki import ca_files
+
+    bed = converged
+    pki = bed.pki_dir
+    specs = rotation_specs(spec_copy, pki)
+    new_ca, new_key = ca_files(tmp_path / "new-ca")
+    old_ca = tmp_path / "old-ca.pem"
+    old_ca.write_bytes((pki / "ca.pem").read_bytes())
+    originals = {h.name: {n: (h.root / f"{SSL.lstrip('/')}/{n}").read_bytes() for n in CA_FILES} for h in bed.hosts}
+    local = {n: (pki / n).read_bytes() for n in ("ca.pem", "kubernetes.pem")}
+    both = local["ca.pem"] + new_ca.read_bytes()
+    args = ["--new-ca", str(new_ca), "--new-ca-key", str(new_key), "--old-ca", str(old_ca)]
+    since = time.time()
+    try:
+        replace_file(pki / "ca.pem", both)  # the clients outside trust both CAs first
+        writer, quorum = Writer(bed), Quorum(bed, bed.hosts)
+        writer.start()
+        quorum.start()
+        try:
+            status = reconciler("certs", "rotate-ca", "status", str(specs), *args)
+            assert status.code == 0 and f"master-1: {SSL}/ca.pem: trusts the old CA\n" in status.out, status.out
+            early = reconciler("certs", "rotate-ca", "reissue", str(specs), *args)
+            assert early.code == 1 and "run the trust phase first" in early.err, early.out + early.err
+            trusted = reconciler("certs", "rotate-ca", "trust", str(specs), *args)
+            assert trusted.code == 0, trusted.out + trusted.err
+            assert trusted.out.count("the new CA added") == 3, trusted.out
+            early = reconciler("certs", "rotate-ca", "drop", str(specs), *args)
+            assert early.code == 1 and "is still the old CA's (6 in all)" in early.err, early.out + early.err
+            reissued = reconciler("certs", "rotate-ca", "reissue", str(specs), *args)
+            assert reissued.code == 0, reissued.out + reissued.err
+            assert reissued.out.count("presents the new certificate") == 6, reissued.out
+            again = reconciler("certs", "rotate-ca", "reissue", str(specs), *args)  # run again: nothing left to do
+            assert again.code == 0 and again.out.count("the new CA's already") == 6, again.out
+            replace_file(pki / "kubernetes.pem", resigned(pki / "kubernetes.pem", new_ca, new_key))  # the client's
+            quorum.context = tls(bed)
+            dropped = reconciler("certs", "rotate-ca", "drop", str(specs), *args)
+            assert dropped.code == 0, dropped.out + dropped.err
+            assert dropped.out.count("the old CA taken out") == 3, dropped.out
+        finally:
+            writer.stop()
+            quorum.stop()
+        for h in bed.hosts:
+            held = h.ssh(f"grep -c 'BEGIN CERTIFICATE' {SSL}/ca.pem").stdout.strip()
+            assert held == "1" and (h.root / f"{SSL.lstrip('/')}/ca.pem").read_bytes() == new_ca.read_bytes()
+        status = reconciler("certs", "rotate-ca", "status", str(specs), *args)
+        assert status.out.count("trusts the new CA\n") == 3 and "the old CA" not in status.out, status.out
+        assert reconciler("check", str(specs)).code == 0
+        if writer.failed:  # what each member said just before: printed whole (an assertion's message is cut short)
+            print("\n".join(writer.errors), etcd_around(bed, writer.failed_at), sep="\n")
+        assert writer.failed == 0 and len(writer.acked) >= 20, (writer.failed, len(writer.acked), writer.errors)
+        assert quorum.samples >= 10 and quorum.without == 0, (quorum.samples, quorum.without)
+        for h in bed.hosts:  # no member ever refused a peer's (or a client's) certificate
+            log = f"journalctl -u etcd --since @{int(since)} --no-pager | grep 'rejected connection' | grep -Ei 'x509|cert'"
+            # a certificate refused; not the serial checks' handshakes, which offer none (refused, as they must be),
+            # nor a client that closed before its handshake ended ("EOF": etcdctl dials every endpoint, uses one)
+            rejected = h.ssh(f'{log} | grep -v "didn\'t provide a certificate" || true')
+            assert rejected.stdout.strip() == "", (h.name, rejected.stdout.count("\n"), rejected.stdout[:3000])
+        print(
+            f"CA rotated on 3 masters: {len(writer.acked)} writes acknowledged, 0 failed; {quorum.samples} quorum samples, 0 without"
+        )
+    finally:  # the testbed's own CA and pairs back: both CAs trusted, the old pairs, the old CA alone
+        with_both = {h.name: {"ca.pem": both} for h in bed.hosts}
+        rolled(bed, with_both)
+        replace_file(pki / "kubernetes.pem", local["kubernetes.pem"])
+        rolled(bed, {h: {n: originals[h][n] for n in CA_FILES if n != "ca.pem"} for h in originals})
+        rolled(bed, {h: {"ca.pem": originals[h]["ca.pem"]} for h in originals})
+        replace_file(pki / "ca.pem", local["ca.pem"])
+    assert reconciler("check", str(specs)).code == 0

@@ -181,3 +181,28 @@ def test_a_connection_lost_between_the_two_renames_never_splits_the_pair(
     )  # fmt: skip
     assert b"@@ROLLEDBACK" in back.stdout, back.stdout + back.stderr
     assert cert.read_bytes() == old_cert and key.read_bytes() == old_key
+
+
+def test_a_trust_file_is_replaced_whole_keeping_what_the_rotation_began_from(tmp_path: Path) -> None:
+    """bundle-write: the new bundle takes the old file's mode; the file as it was before the rotation is kept (a phase
+    run again keeps the first); bundle-rollback puts it back, bundle-done removes it; a link is refused."""
+    ssl = tmp_path / "ssl"
+    ssl.mkdir()
+    ca = ssl / "ca.pem"
+    ca.write_bytes(b"old\n")
+    ca.chmod(0o640)
+    assert run("bundle-read", str(ca)) == "old\n"
+    assert run("bundle-write", str(ca), data=b"old\nnew\n").strip() == "@@WRITTEN"
+    assert ca.read_bytes() == b"old\nnew\n" and oct(ca.stat().st_mode)[-3:] == "640"
+    assert run("bundle-write", str(ca), data=b"new\n").strip() == "@@WRITTEN"  # the same phase run again
+    assert Path(f"{ca}.before-rotate").read_bytes() == b"old\n"  # still what it began from
+    assert run("bundle-rollback", str(ca)).strip() == "@@ROLLEDBACK" and ca.read_bytes() == b"old\n"
+    assert run("bundle-rollback", str(ca)).startswith("@@ERR no file kept")
+    assert run("bundle-write", str(ca), data=b"new\n").strip() == "@@WRITTEN"
+    assert run("bundle-done", str(ca)).strip() == "@@DONE" and not Path(f"{ca}.before-rotate").exists()
+    assert not list(ssl.glob(".reconciler-rotate.*"))  # no temporary file left
+    link = ssl / "link.pem"
+    link.symlink_to(ca)
+    assert "is not a regular file" in run("bundle-write", str(link), data=b"x\n")
+    assert "is not a regular file" in run("bundle-read", str(link))
+    assert ca.read_bytes() == b"new\n"

@@ -107,6 +107,7 @@ class Writer(threading.Thread):
         super().__init__(daemon=True)
         self.bed, self.acked, self.failed = bed, [], 0
         self.errors: list[str] = []  # what etcdctl said of the first failed writes
+        self.failed_at: list[float] = []  # when each failed write was given up (wall clock)
         self.done = threading.Event()
 
     def run(self) -> None:
@@ -118,6 +119,7 @@ class Writer(threading.Thread):
                 self.acked.append(key)
             else:
                 self.failed += 1
+                self.failed_at.append(time.time())
                 self.errors += [put.stderr.strip()[-300:]][: 10 - len(self.errors)]
             i += 1
 
