@@ -9,7 +9,7 @@
 #   csr KEYTYPE CERT           a new key (rsa-2048 | ecdsa-p256, mode 0600) made in a directory of its own beside
 #                              CERT (.reconciler-renew.XXXXXX, mode 0700; ones a stopped renewal left over a day ago
 #                              removed); "@@STAGED dir" then its CSR (only the key's proof is read by the signer)
-#   install CERT KEY STAGED NOTBEFORE NOTAFTER
+#   install CERT KEY STAGED NOTBEFORE NOTAFTER [KUBECONFIG...]
 #                              stdin: the signed certificate. Refused ("@@ERR", nothing changed) when STAGED is not such
 #                              a directory beside CERT, when the certificate is not for the staged key, when KEY is not
 #                              the current CERT's key (a spec naming another file), when this host's clock is not
@@ -17,9 +17,13 @@
 #                              kept as CERT.before-renew / KEY.before-renew, the new files take the old ones' owner and
 #                              mode and are renamed over them back to back (key, then certificate), hangups and
 #                              interrupts ignored from the first rename on (a pair is never split): "@@INSTALLED"
-#   rollback CERT KEY          the pair kept before the renewal put back (renamed, back to back): "@@ROLLEDBACK"
-#   done CERT KEY              the renewal verified: the old pair kept before it removed (an old private key does not
-#                              linger): "@@DONE"
+#                              Each KUBECONFIG after them (a kubeconfig embedding the pair as client-certificate-data /
+#                              client-key-data) is written beside itself with the new pair in place of every embedded
+#                              copy of the old one (refused when it embeds neither), kept as KUBECONFIG.before-renew,
+#                              and renamed over itself right after the pair
+#   rollback CERT KEY [KUBECONFIG...]  the pair (and kubeconfigs) kept before the renewal put back: "@@ROLLEDBACK"
+#   done CERT KEY [KUBECONFIG...]  the renewal verified: what was kept before it removed (an old private key does
+#                              not linger): "@@DONE"
 #   abort STAGED CERT          a staged directory removed (a renewal that stopped before its install)
 #   serial ADDRESS PORT        the serial of the certificate a TLS server there presents (openssl s_client)
 #   bundle-read FILE           a CA bundle (a regular file) on stdout, at most 64 KiB and one byte (more: too big)
@@ -44,6 +48,32 @@ lock() {  # $1 the certificate: its directory's lock, held until this script end
 fail() { echo "@@ERR $*"; exit 0; }
 pubkey_of_cert() { openssl x509 -noout -pubkey -in "$1" 2>/dev/null; }
 pubkey_of_key() { openssl pkey -pubout -in "$1" 2>/dev/null; }
+embed() {  # KUBECONFIG OLD_CERT OLD_KEY NEW_CERT NEW_KEY OUT: the kubeconfig with each embedded copy of the old pair
+  # (client-certificate-data / client-key-data whose base64 decodes to the old file) replaced by the new one; prints
+  # how many certificates and keys it replaced ("C K")
+  local line value old_c old_k new_c new_k c=0 k=0
+  old_c=$(cat -- "$2"); old_k=$(cat -- "$3"); new_c=$(base64 -w0 <"$4"); new_k=$(base64 -w0 <"$5")
+  while IFS= read -r line || [ -n "$line" ]; do
+    case "$line" in
+    *client-certificate-data:*)
+      value=${line##*client-certificate-data:}
+      if [ "$(printf %s "${value//[[:space:]]/}" | base64 -d 2>/dev/null)" = "$old_c" ]; then
+        line="${line%%client-certificate-data:*}client-certificate-data: $new_c"
+        c=$((c + 1))
+      fi
+      ;;
+    *client-key-data:*)
+      value=${line##*client-key-data:}
+      if [ "$(printf %s "${value//[[:space:]]/}" | base64 -d 2>/dev/null)" = "$old_k" ]; then
+        line="${line%%client-key-data:*}client-key-data: $new_k"
+        k=$((k + 1))
+      fi
+      ;;
+    esac
+    printf '%s\n' "$line"
+  done <"$1" >"$6"
+  echo "$c $k"
+}
 case "$mode" in
 read)
   if [ -L "$1" ] || [ ! -f "$1" ]; then fail "$1 is not a regular file"; fi
@@ -67,9 +97,10 @@ csr)
   ;;
 install)
   cert=$1 key=$2 staged=$3 notbefore=$4 notafter=$5
+  shift 5  # the rest: kubeconfigs that embed the pair
   lock "$cert"
   staged_ok "$staged" "$cert" || fail "$staged is not a staged renewal beside $cert"
-  for f in "$cert" "$key"; do
+  for f in "$cert" "$key" "$@"; do
     if [ -L "$f" ] || [ ! -f "$f" ]; then fail "$f is not a regular file"; fi
   done
   head -c 65536 >"$staged/cert.pem"
@@ -92,25 +123,44 @@ install)
   { chown --reference="$key" -- "$staged/key.pem" && chmod --reference="$key" -- "$staged/key.pem" \
     && chown --reference="$cert" -- "$staged/cert.pem" && chmod --reference="$cert" -- "$staged/cert.pem"; } \
     || fail "the new files could not take the old ones' owner and mode: nothing replaced"
-  sync -f "$staged/key.pem" "$staged/cert.pem" 2>/dev/null || sync
+  n=0
+  for kc in "$@"; do  # each kubeconfig made beside it with the new pair embedded, its old one kept
+    [ "$(stat -c %s -- "$kc")" -le 1048576 ] || fail "$kc is larger than 1 MiB: nothing replaced"
+    said=$(embed "$kc" "$cert" "$key" "$staged/cert.pem" "$staged/key.pem" "$staged/kubeconfig.$n")
+    case "$said" in "0 "* | *" 0") fail "$kc does not embed both $cert and its key: nothing replaced" ;; esac
+    { cp -p -- "$kc" "$kc.before-renew.tmp" && mv -T -- "$kc.before-renew.tmp" "$kc.before-renew" \
+      && chown --reference="$kc" -- "$staged/kubeconfig.$n" && chmod --reference="$kc" -- "$staged/kubeconfig.$n"; } \
+      || fail "$kc could not be kept or its copy made (disk full?): nothing replaced"
+    n=$((n + 1))
+  done
+  sync -f "$staged"/* 2>/dev/null || sync
   trap '' HUP INT TERM PIPE  # the pair swapped whole: a lost connection (SIGHUP) or a Ctrl-C never splits it
   mv -T -- "$staged/key.pem" "$key"
   mv -T -- "$staged/cert.pem" "$cert"
+  n=0
+  for kc in "$@"; do
+    mv -T -- "$staged/kubeconfig.$n" "$kc"
+    n=$((n + 1))
+  done
   rm -rf -- "$staged"
   echo "@@INSTALLED"
   ;;
 rollback)
   cert=$1 key=$2
+  shift 2
   lock "$cert"
   if [ ! -f "$cert.before-renew" ] || [ ! -f "$key.before-renew" ]; then fail "no pair kept before the renewal"; fi
   trap '' HUP INT TERM PIPE
   mv -T -- "$key.before-renew" "$key"
   mv -T -- "$cert.before-renew" "$cert"
+  for kc in "$@"; do
+    if [ -f "$kc.before-renew" ]; then mv -T -- "$kc.before-renew" "$kc"; fi
+  done
   echo "@@ROLLEDBACK"
   ;;
 done)
   lock "$1"
-  rm -f -- "$1.before-renew" "$2.before-renew"
+  for f in "$@"; do rm -f -- "$f.before-renew"; done
   echo "@@DONE"
   ;;
 abort)

@@ -114,6 +114,9 @@ async def renew_one(
         )
         if problem:
             raise authority.CertError(problem)
+        written = [k for k in r.kubeconfigs if k in host.files]
+        if written:
+            raise authority.CertError(f"{written[0]} is a File the specs write: embed the pair there, not here")
         if datetime.datetime.now(datetime.UTC) < old.not_valid_before_utc:
             raise authority.CertError("this machine's clock is before the current certificate's start: check it")
     except authority.CertError as exc:
@@ -134,15 +137,16 @@ async def renew_one(
                     await guard(session, desired, u, host.name)
             await fence()
             valid = [str(int(t.timestamp())) for t in (new.not_valid_before_utc, new.not_valid_after_utc)]
-            said = await script(session, host, ["install", cert.path, r.key_file, staged, *valid], pem)
+            said = await script(session, host, ["install", cert.path, r.key_file, staged, *valid, *r.kubeconfigs], pem)
             if not said.startswith("@@INSTALLED"):
                 raise HostError(f"{host.name}: {cert.path}: {printable(said.removeprefix('@@ERR '))[:300]}")
             installed = True
-            say(f"{host.name}: {cert.path}: installed (serial {new.serial_number:X}, until {new.not_valid_after_utc:%Y-%m-%d})")  # fmt: skip
+            embedded = f", embedded in {', '.join(r.kubeconfigs)}" if r.kubeconfigs else ""
+            say(f"{host.name}: {cert.path}: installed (serial {new.serial_number:X}, until {new.not_valid_after_utc:%Y-%m-%d}){embedded}")  # fmt: skip
             failed = await restart_units(session, host, units, say, fence)
             if failed:
                 say(f"{host.name}: {failed}: putting the old pair back")
-                back = await script(session, host, ["rollback", cert.path, r.key_file])
+                back = await script(session, host, ["rollback", cert.path, r.key_file, *r.kubeconfigs])
                 if not back.startswith("@@ROLLEDBACK"):
                     raise HostError(
                         f"{host.name}: {cert.path}: {failed}; the old pair could not be put back: {back[:300]}"
@@ -179,7 +183,7 @@ async def renew_one(
                 f"{host.name}: {u.name} at {address}:{url.port} presents serial {shown or 'none'}, not the new {serial}"
             )
         say(f"{host.name}: {u.name} at {address}:{url.port} presents the new certificate")
-    await script(session, host, ["done", cert.path, r.key_file])  # the old private key does not linger
+    await script(session, host, ["done", cert.path, r.key_file, *r.kubeconfigs])  # the old private key does not linger
     return Renewed(
         host.name, cert.path, serial, new.not_valid_after_utc.timestamp(), round(time.monotonic() - began, 2)
     )

@@ -122,6 +122,7 @@ class DesiredRenewal:
     key_type: str
     restart: tuple[str, ...]  # unit names, in order
     subject: str | None = None  # RFC 4514: the only subject renewed at this path
+    kubeconfigs: tuple[str, ...] = ()  # on the master, embedding the pair: rewritten with it
 
 
 @dataclass(frozen=True)

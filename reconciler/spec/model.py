@@ -261,6 +261,8 @@ class RenewSpec(Strict):
     # the certificate's subject as RFC 4514 (e.g. "CN=admin,O=system:masters"): only a certificate of this subject is
     # renewed; required for one that names no host (a client's: nothing else ties its identity to this path)
     subject: Annotated[str, Field(min_length=1, max_length=1024)] | None = None
+    # kubeconfigs on the master that embed the pair (client-certificate-data / client-key-data): rewritten with it
+    kubeconfigs: Annotated[list[AbsPath], Field(max_length=16)] = []
 
     @field_validator("subject")
     @classmethod

@@ -319,7 +319,15 @@ def _renewal(
             )
     restart = tuple(units[u] for u in r.restart if u in units)
     return DesiredRenewal(
-        r.key_file, r.ca_file, r.ca_key_file, r.lifetime_days, r.renew_at, r.key_type, restart, r.subject
+        r.key_file,
+        r.ca_file,
+        r.ca_key_file,
+        r.lifetime_days,
+        r.renew_at,
+        r.key_type,
+        restart,
+        r.subject,
+        tuple(r.kubeconfigs),
     )
 
 

@@ -2,10 +2,13 @@
 a key (mode 0600) in a staged directory beside the certificate and a request for it; `install` refuses a staged
 directory elsewhere, a certificate for another key, one not valid by this host's clock (not yet, or no longer), a key
 file that is not the certificate's key (nothing replaced), and a link in place of the pair; installed, the pair keeps
-its owner and mode, the old one kept beside it; `rollback` puts it back, `done` removes it; a chain is not read."""
+its owner and mode, the old one kept beside it; `rollback` puts it back, `done` removes it; a chain is not read; a
+kubeconfig that embeds the pair is rewritten with it (and refused when it does not embed it); a connection lost
+between the renames never splits the pair; a trust file is replaced whole (the CA rotation's modes)."""
 
 from __future__ import annotations
 
+import base64
 import datetime
 import subprocess
 import time
@@ -206,3 +209,53 @@ def test_a_trust_file_is_replaced_whole_keeping_what_the_rotation_began_from(tmp
     assert "is not a regular file" in run("bundle-write", str(link), data=b"x\n")
     assert "is not a regular file" in run("bundle-read", str(link))
     assert ca.read_bytes() == b"new\n"
+
+
+def kubeconfig(cert: bytes, key: bytes, other: bytes = b"b3RoZXI=") -> bytes:
+    b64 = lambda data: base64.b64encode(data).decode()  # noqa: E731
+    return (
+        "apiVersion: v1\nkind: Config\nusers:\n- name: admin\n  user:\n"
+        f"    client-certificate-data: {b64(cert)}\n    client-key-data: {b64(key)}\n"
+        f"- name: someone-else\n  user:\n    client-certificate-data: {other.decode()}\n"
+        "    client-key-data: b3RoZXIta2V5\n"
+    ).encode()
+
+
+def test_a_kubeconfig_embedding_the_pair_is_rewritten_with_it_and_put_back_with_it(
+    tmp_path: Path, pair: tuple[Path, Path]
+) -> None:
+    """Every embedded copy of the old pair replaced by the new one, what else the kubeconfig says left as it was
+    (another user's data); its mode kept; a rollback puts it back with the pair; done removes the copy kept."""
+    cert, key = pair
+    kc = tmp_path / "ssl" / "admin.kubeconfig"
+    before = kubeconfig(cert.read_bytes(), key.read_bytes())
+    kc.write_bytes(before)
+    kc.chmod(0o600)
+    staged, csr = staged_csr(cert)
+    pem = signed(tmp_path, csr)
+    said = run("install", str(cert), str(key), staged, *valid(pem), str(kc), data=pem)
+    assert said.strip() == "@@INSTALLED", said
+    after = kc.read_bytes()
+    assert after == kubeconfig(pem, key.read_bytes()) and oct(kc.stat().st_mode)[-3:] == "600"
+    assert b"client-certificate-data: b3RoZXI=\n" in after  # someone else's, untouched
+    assert run("rollback", str(cert), str(key), str(kc)).strip() == "@@ROLLEDBACK"
+    assert kc.read_bytes() == before
+    staged, csr = staged_csr(cert)
+    pem = signed(tmp_path, csr)
+    assert run("install", str(cert), str(key), staged, *valid(pem), str(kc), data=pem).strip() == "@@INSTALLED"
+    assert run("done", str(cert), str(key), str(kc)).strip() == "@@DONE"
+    assert not Path(f"{kc}.before-renew").exists() and not Path(f"{key}.before-renew").exists()
+
+
+def test_a_kubeconfig_that_does_not_embed_the_pair_is_refused_nothing_replaced(
+    tmp_path: Path, pair: tuple[Path, Path]
+) -> None:
+    cert, key = pair
+    old_cert = cert.read_bytes()
+    kc = tmp_path / "ssl" / "other.kubeconfig"
+    kc.write_bytes(kubeconfig(b"not this certificate", key.read_bytes()))  # its key, another certificate
+    staged, csr = staged_csr(cert)
+    pem = signed(tmp_path, csr)
+    said = run("install", str(cert), str(key), staged, *valid(pem), str(kc), data=pem)
+    assert said.startswith("@@ERR") and "does not embed both" in said, said
+    assert cert.read_bytes() == old_cert and kc.read_bytes() == kubeconfig(b"not this certificate", key.read_bytes())
