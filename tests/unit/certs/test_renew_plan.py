@@ -49,6 +49,13 @@ def test_a_renewed_certificate_is_read_with_its_units_in_order(tmp_path: Path) -
     assert managed(desired, names={"other"}) == []
 
 
+def test_the_pinned_subject_and_embedding_kubeconfigs_are_read(tmp_path: Path) -> None:
+    extra = '    subject: "CN=kubernetes,O=k8s"\n    kubeconfigs: [/etc/kubernetes/admin.conf]\n'
+    renew = managed(load_desired(specs_with(tmp_path, "/etc/kubernetes/ssl/kubernetes.pem", extra=extra)))[0][1].renew
+    assert renew is not None and renew.subject == "CN=kubernetes,O=k8s"
+    assert renew.kubeconfigs == ("/etc/kubernetes/admin.conf",)
+
+
 @pytest.mark.parametrize(
     ("paths", "restart", "extra", "said"),
     [
