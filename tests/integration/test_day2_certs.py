@@ -20,40 +20,13 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from reconciler.certs.authority import load
 from testbed import Testbed
+from tests.support.certs import SSL, managed_specs, put_back
 from tests.support.cli import reconciler
 from tests.support.daemon import RunningDaemon, wait_for
 from tests.support.serving import Quorum, tls
 from tests.support.tuning import Writer, etcdctl
 
 pytestmark = pytest.mark.testbed
-
-SSL = "/etc/kubernetes/ssl"
-
-
-def managed_specs(spec_copy: Path, pki: Path, renew_at: float = 2 / 3) -> Path:
-    (spec_copy / "certificates.yaml").write_text(f"""\
-apiVersion: reconciler/v1
-kind: Certificate
-metadata: {{name: kubernetes-ssl}}
-spec:
-  hosts: {{matchLabels: {{role: master}}}}
-  paths: [{SSL}/ca.pem, {SSL}/admin.pem]
----
-apiVersion: reconciler/v1
-kind: Certificate
-metadata: {{name: kubernetes}}
-spec:
-  hosts: {{matchLabels: {{role: master}}}}
-  paths: [{SSL}/kubernetes.pem]
-  renew:
-    keyFile: {SSL}/kubernetes-key.pem
-    caFile: {pki}/ca.pem
-    caKeyFile: {pki}/ca-key.pem
-    lifetimeDays: 30
-    renewAt: {renew_at}
-    restart: [etcd, kube-apiserver]
-""")
-    return spec_copy
 
 
 def kubernetes_pem(specs: Path) -> dict[str, dict[str, object]]:
@@ -103,19 +76,6 @@ def test_kubernetes_pem_is_renewed_on_every_master_with_no_write_failed(converge
     )
 
     put_back(bed, specs)
-
-
-def put_back(bed: Testbed, specs: Path) -> None:
-    """The testbed's own pair on every master again, one member at a time."""
-    for h in bed.hosts:
-        for name in ("kubernetes.pem", "kubernetes-key.pem"):
-            (h.root / f"{SSL.lstrip('/')}/{name}").write_bytes((bed.pki_dir / name).read_bytes())
-        h.ssh("systemctl restart etcd kube-apiserver")
-        wait_for(
-            f"{h.name}'s etcd on the testbed's pair",
-            lambda h=h: etcdctl(bed, "endpoint", "health", endpoints=[h]).returncode == 0,  # type: ignore[misc]
-        )
-    assert reconciler("check", str(specs)).code == 0
 
 
 def expiring_in(bed: Testbed, minutes: int) -> None:

@@ -24,6 +24,7 @@ import yaml
 
 from testbed import Testbed, TestHost
 from testbed.ha import VIP, VIP_TLS_URL, VIP_URL, Traffic, enable_ha, holders, partitioned, send_adverts
+from tests.support.certs import managed_specs, put_back
 from tests.support.cli import reconciler
 from tests.support.daemon import wait_for
 from tests.support.specs import BUNDLED as SPECS
@@ -306,3 +307,26 @@ def test_a_cold_start_gives_the_vip_only_to_a_host_whose_haproxy_answers(front: 
         first.ssh("systemctl stop answers-once; systemctl reset-failed answers-once", check=False)
         first.ssh("systemctl start haproxy")
         wait_for("every check healthy again", lambda: all_healthy(front), timeout=180)
+
+
+def test_certificates_renewed_on_every_master_with_no_failed_request_through_the_vip(
+    front: Path, converged: Testbed, tmp_path: Path
+) -> None:
+    """kubernetes.pem (the apiservers' serving certificate, etcd's) renewed on the three masters, etcd and the
+    apiserver restarted on each in turn, while clients send through the VIP's HTTP and TLS frontends: none fails."""
+    specs = tmp_path / "specs"
+    shutil.copytree(front, specs)
+    managed_specs(specs, converged.pki_dir)
+    try:
+        with Traffic() as traffic, Traffic(url=VIP_TLS_URL) as tls:
+            wait_for("traffic through the VIP", lambda: traffic.sent() > 5 and tls.sent() > 5)
+            began = time.monotonic()
+            renewed = reconciler("certs", "renew", str(specs))
+            after = time.monotonic()
+            wait_for("requests past the renewal", lambda: traffic.sent(after) > 10 and tls.sent(after) > 10)
+        assert renewed.code == 0 and renewed.out.count("presents the new certificate") == 6, renewed.out + renewed.err
+        assert traffic.sent(began) > 20 and traffic.failed(began) == [], traffic.failed(began)[:5]
+        assert tls.sent(began) > 20 and tls.failed(began) == [], tls.failed(began)[:5]
+        print(f"renewal through the VIP: {traffic.sent(began)} HTTP and {tls.sent(began)} TLS requests, 0 failed")
+    finally:
+        put_back(converged, specs)

@@ -105,7 +105,8 @@ class Writer(threading.Thread):
 
     def __init__(self, bed: Testbed):
         super().__init__(daemon=True)
-        self.bed, self.acked, self.failed = bed, [], 0
+        self.bed, self.failed = bed, 0
+        self.acked: list[str] = []
         self.errors: list[str] = []  # what etcdctl said of the first failed writes
         self.failed_at: list[float] = []  # when each failed write was given up (wall clock)
         self.done = threading.Event()
