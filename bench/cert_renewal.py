@@ -27,21 +27,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from testbed import Testbed  # noqa: E402
+from tests.support.certs import SSL, managed_specs, put_back  # noqa: E402
 from tests.support.tuning import Writer, etcdctl  # noqa: E402
 
 SPECS = REPO / "specs"
-SSL = "/etc/kubernetes/ssl"
-RENEW = """\
----
-apiVersion: reconciler/v1
-kind: Certificate
-metadata: {{name: kubernetes}}
-spec:
-  hosts: {{matchLabels: {{role: master}}}}
-  paths: [{ssl}/kubernetes.pem]
-  renew: {{keyFile: {ssl}/kubernetes-key.pem, caFile: {pki}/ca.pem, caKeyFile: {pki}/ca-key.pem, lifetimeDays: 30,
-          restart: [etcd, kube-apiserver]}}
-"""
 
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
@@ -94,14 +83,6 @@ def by_hand(bed: Testbed, work: Path) -> tuple[float, int]:
     return time.monotonic() - began, typed
 
 
-def put_back(bed: Testbed) -> None:
-    for h in bed.hosts:
-        for name in ("kubernetes.pem", "kubernetes-key.pem"):
-            (h.root / f"{SSL.lstrip('/')}/{name}").write_bytes((bed.pki_dir / name).read_bytes())
-        h.ssh("systemctl restart etcd kube-apiserver")
-        healthy(bed, h)
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=3)
@@ -111,8 +92,7 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="bench-certs-"))
     specs = work / "specs"
     shutil.copytree(SPECS, specs)
-    with (specs / "certificates.yaml").open("a") as f:
-        f.write(RENEW.format(ssl=SSL, pki=bed.pki_dir))
+    managed_specs(specs, bed.pki_dir)
     ours: list[float] = []
     hand: list[float] = []
     failed = {"reconciler": 0, "by_hand": 0}
@@ -130,7 +110,7 @@ def main() -> int:
                 failed[way] += writer.failed
                 (ours if way == "reconciler" else hand).append(seconds)
                 typed = n if way == "by_hand" else typed
-                put_back(bed)
+                put_back(bed, specs)
             print(f"round {r + 1}: reconciler {ours[-1]:.1f} s, by hand {hand[-1]:.1f} s", flush=True)
     finally:
         bed.stop()
