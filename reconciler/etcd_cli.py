@@ -44,6 +44,11 @@ def add_parser(sub: argparse._SubParsersAction, parents: list[argparse.ArgumentP
             a.add_argument("snapshot", type=Path, help="the snapshot file (etcd-...-r<revision>.db, or .db.age)")
             a.add_argument("--force", action="store_true", help="restore even though etcd answers")
             a.add_argument(
+                "--plan",
+                action="store_true",
+                help="check everything a restore checks and say each step it would take; change nothing",
+            )
+            a.add_argument(
                 "--any-cluster",
                 action="store_true",
                 help="restore a snapshot whose record names another cluster's members",
@@ -152,6 +157,7 @@ async def _restore(args: argparse.Namespace) -> int:
             any_cluster=args.any_cluster,
             identity=args.identity,
             say=lambda line: print(line, flush=True),
+            plan_only=args.plan,
         )
     except RestoreRefused as exc:
         print(f"refusing to restore: {exc}", file=sys.stderr)
@@ -163,7 +169,7 @@ async def _restore(args: argparse.Namespace) -> int:
         return 1
     finally:
         await session.close()
-    print(f"restore done in {time.monotonic() - began:.1f} s")
+    print("planned: nothing was changed" if args.plan else f"restore done in {time.monotonic() - began:.1f} s")
     return 0
 
 

@@ -177,9 +177,11 @@ async def restore(
     say: Callable[[str], None],
     any_cluster: bool = False,
     identity: Path | None = None,
+    plan_only: bool = False,
 ) -> None:
     """Every step, said as it begins; RestoreRefused before anything is touched, HostError on a step that failed
-    (run it again: the steps done are not done twice)."""
+    (run it again: the steps done are not done twice). `plan_only`: every check made (the snapshot, its cluster,
+    etcd silent, each member's data dir), then each step said as one it would take; nothing changed."""
     data, sha = checked(snapshot, identity)
     cluster = members(desired)
     token = f"restored-{sha[:16]}"
@@ -198,6 +200,21 @@ async def restore(
     for m, tool in zip(cluster, tools, strict=True):
         say(f"{m.host.name}: {m.data_dir} can be rebuilt ({tool})")
     hosts = sorted({m.host.name for m in cluster} | set(desired.hosts))
+    if plan_only:
+        members_at = ", ".join(m.host.name for m in cluster)
+        for step in (
+            *(f"would stop {program} on {', '.join(hosts)}" for program in reversed(KUBE)),
+            f"would stop etcd on {members_at}",
+            *(
+                f"would rebuild {m.host.name}:{m.data_dir} (member {m.name}) from the snapshot, token {token}, the old "
+                "directory kept beside it"
+                for m in cluster
+            ),  # fmt: skip
+            f"would start etcd on {members_at} and wait for each to be healthy",
+            *(f"would start {program} on {', '.join(hosts)}" for program in KUBE),
+        ):
+            say(step)
+        return
     for program in reversed(KUBE):
         say(f"stopping {program} on {', '.join(hosts)}")
         await _everywhere(session, desired, hosts, "stop", program)

@@ -88,6 +88,9 @@ def test_every_member_is_rebuilt_from_one_snapshot(converged: Testbed, tmp_path:
     watch = watching(converged, "/restore-test/", tmp_path / "watch.out")  # a client's watch, open across it all
     for h in converged.hosts:  # the disaster: every member's data gone
         h.ssh(f"systemctl stop etcd && rm -rf {DATA_DIR}")
+    planned = reconciler("etcd", "restore", snap.path, str(SPECS), "--plan")  # the runbook's step 4: plan first
+    assert planned.code == 0 and planned.out.count("would rebuild master-") == 3, planned.out + planned.err
+    assert all(not (h.root / DATA_DIR.lstrip("/")).exists() for h in converged.hosts)  # nothing changed
     interrupted = ctrl_c_after(["etcd", "restore", snap.path, str(SPECS)], "master-2: rebuilt")
     assert interrupted.code == 130, interrupted.out + interrupted.err  # Ctrl-C, said as such: no traceback
     began = time.monotonic()

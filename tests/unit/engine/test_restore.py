@@ -82,6 +82,31 @@ async def test_forced_every_member_is_rebuilt_from_one_snapshot_and_again_left_a
     assert sum("not bumped" in line for line in said) == 6  # said before (check) and after (rebuild)
 
 
+async def test_a_planned_restore_checks_everything_says_each_step_and_changes_nothing(tmp_path: Path) -> None:
+    hosts, session = await converged()
+    changes = {n: h.changes for n, h in hosts.items()}
+    said: list[str] = []
+    await restore(session, load_desired(SPECS), snapshot_file(tmp_path), force=True, say=said.append, plan_only=True)
+    assert sum("can be rebuilt" in line for line in said) == 3  # each member's data dir checked
+    steps = [line.split(" on ")[0].split(" (")[0] for line in said if line.startswith("would ")]
+    assert steps[:4] == [
+        "would stop kube-scheduler",
+        "would stop kube-controller-manager",
+        "would stop kube-apiserver",
+        "would stop etcd",
+    ]
+    assert sum(line.startswith("would rebuild master-") for line in said) == 3
+    assert steps[-4:] == [
+        "would start etcd",
+        "would start kube-apiserver",
+        "would start kube-controller-manager",
+        "would start kube-scheduler",
+    ]
+    assert {n: h.changes for n, h in hosts.items()} == changes and [h.etcd_rebuilds for h in hosts.values()] == [[]] * 3
+    with pytest.raises(RestoreRefused, match="may be up"):  # planned or not, the same refusals
+        await restore(session, load_desired(SPECS), snapshot_file(tmp_path), force=False, say=print, plan_only=True)
+
+
 async def test_a_restore_stopped_midway_goes_on_where_it_stopped_and_a_later_one_restores_again(
     tmp_path: Path,
 ) -> None:
