@@ -1,8 +1,9 @@
-"""The build's one step beyond pyproject.toml: the wheel carries the example specs and the daemon's systemd unit.
+"""The build's one step beyond pyproject.toml: the wheel carries the example specs, the daemon's systemd unit and
+the external signers' wrappers.
 
-specs/ (what the testbed, the tests and the README use) and deploy/systemd/reconciler.service stay their one
-source in the tree; building copies them into the package as reconciler/examples/specs/ and
-reconciler/examples/reconciler.service, where `reconciler init` reads them. An editable install (a checkout)
+specs/ (what the testbed, the tests and the README use), deploy/systemd/reconciler.service and deploy/signers/
+stay their one source in the tree; building copies them into the package as reconciler/examples/specs/,
+reconciler/examples/reconciler.service (where `reconciler init` reads them) and reconciler/examples/signers/. An editable install (a checkout)
 has no copy: `reconciler init` reads them where they are.
 """
 
@@ -17,6 +18,7 @@ from setuptools.command.build_py import build_py
 TREE = Path(__file__).resolve().parent
 SPECS = TREE / "specs"
 UNIT = TREE / "deploy/systemd/reconciler.service"
+SIGNERS = TREE / "deploy/signers"  # external signers' wrappers (a Certificate's renew.signCommand)
 
 
 class BuildPyWithExamples(build_py):
@@ -34,6 +36,9 @@ class BuildPyWithExamples(build_py):
                 target.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(source, target)
         shutil.copyfile(UNIT, examples / UNIT.name)
+        (examples / "signers").mkdir()
+        for signer in sorted(SIGNERS.iterdir()):
+            shutil.copy(signer, examples / "signers" / signer.name)  # its mode too: executable
 
 
 setup(cmdclass={"build_py": BuildPyWithExamples})

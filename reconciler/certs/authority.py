@@ -71,32 +71,46 @@ def _read_private(path: Path) -> bytes:
         os.close(fd)
 
 
-def _spki(public: object) -> bytes:
+def spki(public: object) -> bytes:
     return public.public_bytes(  # type: ignore[attr-defined, no-any-return]
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )
 
 
-def load(cert_file: Path, key_file: Path) -> Authority:
-    """The CA from its two files; CertError when they are not a CA certificate and its key."""
+def load_certificate(cert_file: Path) -> x509.Certificate:
+    """The CA's certificate from its file; CertError when it is not a CA certificate."""
     try:
         with open(cert_file, "rb") as f:
             cert = x509.load_pem_x509_certificate(f.read(MAX_PEM))
+    except OSError as exc:
+        raise CertError(f"the CA: {exc.strerror or exc}") from None
+    except ValueError:
+        raise CertError(f"{cert_file}: not a PEM certificate") from None
+    if not is_ca(cert):
+        raise CertError(f"{cert_file} is not a CA certificate (basicConstraints CA:TRUE)")
+    return cert
+
+
+def is_ca(cert: x509.Certificate) -> bool:
+    try:
+        return bool(cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca)
+    except x509.ExtensionNotFound:
+        return False
+
+
+def load(cert_file: Path, key_file: Path) -> Authority:
+    """The CA from its two files; CertError when they are not a CA certificate and its key."""
+    cert = load_certificate(cert_file)
+    try:
         key = serialization.load_pem_private_key(_read_private(key_file)[:MAX_PEM], password=None)
     except OSError as exc:
         raise CertError(f"the CA: {exc.strerror or exc}") from None
     except (ValueError, TypeError):  # TypeError: an encrypted key (reconciler has no passphrase to give it)
-        raise CertError(f"{cert_file} / {key_file}: not a PEM certificate and an unencrypted PEM key") from None
+        raise CertError(f"{key_file}: not an unencrypted PEM key") from None
     if not isinstance(key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey):
         raise CertError(f"{key_file}: a key type reconciler does not sign with")
-    if _spki(key.public_key()) != _spki(cert.public_key()):
+    if spki(key.public_key()) != spki(cert.public_key()):
         raise CertError(f"{key_file} is not the key of {cert_file}")
-    try:
-        constraints = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
-    except x509.ExtensionNotFound:
-        constraints = None
-    if constraints is None or not constraints.ca:
-        raise CertError(f"{cert_file} is not a CA certificate (basicConstraints CA:TRUE)")
     return Authority(cert, key)
 
 
@@ -110,11 +124,8 @@ def template_of(cert: x509.Certificate, ca: Authority | x509.Certificate) -> Tem
         raise CertError(
             f"it was not signed by the CA {ca_cert.subject.rfc4514_string()[:200]} ({type(exc).__name__})"
         ) from None
-    try:
-        if cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca:
-            raise CertError("it is a CA certificate: a master's leaf is never one")
-    except x509.ExtensionNotFound:
-        pass
+    if is_ca(cert):
+        raise CertError("it is a CA certificate: a master's leaf is never one")
     try:
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
         dns = tuple(san.get_values_for_type(x509.DNSName))
@@ -166,16 +177,12 @@ def subject_problem(template: Template, pinned: str | None) -> str:
     return ""
 
 
-def issue(
-    ca: Authority,
-    csr_pem: bytes,
-    template: Template,
-    lifetime: datetime.timedelta,
-    now: datetime.datetime,
-    key_type: str | None = None,
-) -> x509.Certificate:
-    """A leaf for the CSR's key, saying what `template` says; CertError when the CSR does not prove its key or its
-    key is not of `key_type` (rsa-2048: RSA of at least 2048 bits; ecdsa-p256: EC)."""
+PublicKey = rsa.RSAPublicKey | ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey
+
+
+def requested_key(csr_pem: bytes, key_type: str | None = None) -> PublicKey:
+    """The key a master's CSR proves it holds; CertError when the CSR does not prove it or its key is not of
+    `key_type` (rsa-2048: RSA of at least 2048 bits; ecdsa-p256: EC)."""
     try:
         csr = x509.load_pem_x509_csr(csr_pem[:MAX_PEM])
     except ValueError:
@@ -194,6 +201,19 @@ def issue(
     wanted = {"rsa-2048": rsa.RSAPublicKey, "ecdsa-p256": ec.EllipticCurvePublicKey}.get(key_type or "")
     if wanted is not None and not isinstance(public, wanted):
         raise CertError(f"the master made a key that is not {key_type}")
+    return public
+
+
+def issue(
+    ca: Authority,
+    csr_pem: bytes,
+    template: Template,
+    lifetime: datetime.timedelta,
+    now: datetime.datetime,
+    key_type: str | None = None,
+) -> x509.Certificate:
+    """A leaf for the CSR's key (`requested_key`), saying what `template` says."""
+    public = requested_key(csr_pem, key_type)
     if lifetime < datetime.timedelta(hours=1):
         raise CertError("a lifetime under an hour")
     not_after = min(now + lifetime, ca.cert.not_valid_after_utc)

@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from reconciler.certs import authority
+from reconciler.certs import authority, external
 from reconciler.engine.guard import guard, wait_healthy
 from reconciler.errors import HostError
 from reconciler.leader.on_host import EtcdOnHosts, etcd_members
@@ -106,9 +106,13 @@ async def renew_one(
     assert r is not None
     began = time.monotonic()
     try:
-        ca = signer or authority.load(Path(r.ca_file), Path(r.ca_key_file))
+        if signer is None and r.sign_command:
+            ca_cert = authority.load_certificate(Path(r.ca_file))
+        else:
+            signer = signer or authority.load(Path(r.ca_file), Path(r.ca_key_file))
+            ca_cert = signer.cert
         old = await current(session, host, cert.path)
-        template = _template(old, [ca.cert, *signed_by])
+        template = _template(old, [ca_cert, *signed_by])
         problem = authority.names_problem(template, host.name, host.target.address) or authority.subject_problem(
             template, r.subject
         )
@@ -128,8 +132,16 @@ async def renew_one(
     units = sorted((u for u in host.units if u.name in r.restart), key=lambda u: r.restart.index(u.name))
     installed = False
     try:
-        now = datetime.datetime.now(datetime.UTC)
-        new = authority.issue(ca, csr.encode(), template, datetime.timedelta(days=r.lifetime_days), now, r.key_type)
+        lifetime = datetime.timedelta(days=r.lifetime_days)
+        if signer is None:  # the spec's external signer, its answer checked (certs.external)
+            key = authority.requested_key(csr.encode(), r.key_type)
+            new = await external.issue(
+                r.sign_command, ca_cert, csr.encode(), key, template, lifetime, host=host.name, path=cert.path
+            )
+            say(f"{host.name}: {cert.path}: signed by {r.sign_command[0]} (serial {new.serial_number:X})")
+        else:
+            now = datetime.datetime.now(datetime.UTC)
+            new = authority.issue(signer, csr.encode(), template, lifetime, now, r.key_type)
         pem = new.public_bytes(serialization.Encoding.PEM)
         async with locked(session, desired, host.name, [u.name for u in units if u.rollout_check], actor) as fence:
             for u in units:

@@ -116,13 +116,14 @@ class DesiredRenewal:
 
     key_file: str
     ca_file: str  # on reconciler's machine
-    ca_key_file: str
+    ca_key_file: str  # "" with a sign_command
     lifetime_days: float
     renew_at: float  # fraction of the lifetime
     key_type: str
     restart: tuple[str, ...]  # unit names, in order
     subject: str | None = None  # RFC 4514: the only subject renewed at this path
     kubeconfigs: tuple[str, ...] = ()  # on the master, embedding the pair: rewritten with it
+    sign_command: tuple[str, ...] = ()  # an external signer on reconciler's machine (argv) instead of ca_key_file
 
 
 @dataclass(frozen=True)

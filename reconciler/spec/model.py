@@ -253,7 +253,11 @@ class RenewSpec(Strict):
 
     key_file: AbsPath  # on the master, beside the certificate: replaced with it, as one pair
     ca_file: AbsPath  # the CA's certificate, on reconciler's machine
-    ca_key_file: AbsPath  # the CA's key, on reconciler's machine (mode 0600, never sent anywhere)
+    # the CA's key, on reconciler's machine (mode 0600, never sent anywhere); or, instead, `signCommand`
+    ca_key_file: AbsPath | None = None
+    # an external signer on reconciler's machine (argv, no shell; the program's absolute path first): the CSR on
+    # stdin, what to issue in RECONCILER_* variables, the certificate (PEM) on stdout; checked before it is installed
+    sign_command: Annotated[list[Annotated[str, Field(min_length=1, max_length=4096)]], Field(min_length=1, max_length=64)] | None = None  # fmt: skip
     lifetime_days: Annotated[float, Field(ge=1, le=3650)] = 365.0
     renew_at: Annotated[float, Field(ge=0.05, le=0.9)] = 2 / 3  # of the lifetime: cert-manager's and step's default
     key_type: Literal["rsa-2048", "ecdsa-p256"] = "rsa-2048"
@@ -263,6 +267,21 @@ class RenewSpec(Strict):
     subject: Annotated[str, Field(min_length=1, max_length=1024)] | None = None
     # kubeconfigs on the master that embed the pair (client-certificate-data / client-key-data): rewritten with it
     kubeconfigs: Annotated[list[AbsPath], Field(max_length=16)] = []
+
+    @field_validator("sign_command")
+    @classmethod
+    def _program_by_path(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None:
+            _normalised_absolute(value[0])  # no PATH look-up: the daemon's PATH is not the operator's shell's
+            if any("\0" in a for a in value):
+                raise ValueError("an argument holds a NUL byte")
+        return value
+
+    @model_validator(mode="after")
+    def _one_signer(self) -> RenewSpec:
+        if (self.ca_key_file is None) == (self.sign_command is None):
+            raise ValueError("give the CA's key (caKeyFile) or an external signer (signCommand), one of the two")
+        return self
 
     @field_validator("subject")
     @classmethod

@@ -321,13 +321,14 @@ def _renewal(
     return DesiredRenewal(
         r.key_file,
         r.ca_file,
-        r.ca_key_file,
+        r.ca_key_file or "",
         r.lifetime_days,
         r.renew_at,
         r.key_type,
         restart,
         r.subject,
         tuple(r.kubeconfigs),
+        tuple(r.sign_command or ()),
     )
 
 

@@ -80,6 +80,53 @@ def test_kubernetes_pem_is_renewed_on_every_master_with_no_write_failed(converge
     put_back(bed, specs)
 
 
+CFSSL_SIGN = Path(__file__).resolve().parents[2] / "deploy/signers/cfssl-sign"
+
+
+def test_an_external_signer_renews_a_master_and_its_refusal_changes_nothing(
+    converged: Testbed, spec_copy: Path, tmp_path: Path
+) -> None:
+    """kubernetes.pem renewed on master-1 by cfssl through the shipped wrapper (renew.signCommand, the testbed's CA
+    kept by cfssl): first with a key file cfssl cannot read (it refuses; the pair, its serial and the host's files
+    stay as they were, no staged key left), then as it should be: cfssl's certificate, checked, in use by etcd and
+    the apiserver."""
+    bed = converged
+    specs = managed_specs(spec_copy, bed.pki_dir)
+    usages = ["signing", "key encipherment", "server auth", "client auth"]
+    config = {"signing": {"profiles": {"kubernetes": {"usages": usages, "expiry": "720h"}}}}
+    (tmp_path / "ca-config.json").write_text(json.dumps(config))
+
+    def signing_with(key: Path) -> None:
+        command = [CFSSL_SIGN, "-config", tmp_path / "ca-config.json", "-profile", "kubernetes"]
+        command += ["-ca", bed.pki_dir / "ca.pem", "-ca-key", key]
+        text = managed_specs(spec_copy, bed.pki_dir).joinpath("certificates.yaml").read_text()
+        signer = f"signCommand: [{', '.join(str(a) for a in command)}]"
+        specs.joinpath("certificates.yaml").write_text(text.replace(f"caKeyFile: {bed.pki_dir}/ca-key.pem", signer))
+
+    before = kubernetes_pem(specs)["master-1"]
+    master_1 = bed.hosts[0]
+    staged = f"find {SSL} -maxdepth 1 -type d -name '.reconciler-renew.*' | wc -l"  # a staged key's directory
+    try:
+        signing_with(tmp_path / "no-such-key.pem")
+        refused = reconciler("certs", "renew", "--host", "master-1", str(specs))
+        said = refused.out + refused.err
+        assert refused.code != 0 and "cfssl-sign refused (exit status 1)" in said and "no-such-key" in said, said
+        assert kubernetes_pem(specs)["master-1"]["serial"] == before["serial"]
+        assert master_1.ssh(staged).stdout.strip() == "0"  # the key made for the refused request is gone
+
+        signing_with(bed.pki_dir / "ca-key.pem")
+        renewed = reconciler("certs", "renew", "--host", "master-1", str(specs))
+        said = renewed.out + renewed.err
+        assert renewed.code == 0 and f"signed by {CFSSL_SIGN}" in said, said
+        assert said.count("presents the new certificate") == 2, said  # etcd's and the apiserver's endpoints
+        after = kubernetes_pem(specs)["master-1"]
+        assert after["serial"] != before["serial"] and after["subject"] == before["subject"]
+        assert 29 < float(after["days_left"]) <= 30.1  # type: ignore[arg-type]  # cfssl's 720h profile
+        assert master_1.ssh(staged).stdout.strip() == "0"
+    finally:
+        put_back(bed, specs)
+
+
 def expiring_in(bed: Testbed, minutes: int) -> None:
     """kubernetes.pem on every master made to expire in `minutes` (backdated 5 minutes), with the testbed CA's names
     and a key of its own, as an operator's short-lived certificate would be; etcd and the apiserver restarted on it."""

@@ -103,6 +103,11 @@ def test_the_wheel_holds_the_package_the_observe_script_the_examples_and_nothing
                 assert z.read(f"reconciler/examples/specs/{name}") == (BUNDLED / name).read_bytes()
             unit = z.read("reconciler/examples/reconciler.service")
             assert unit == (REPO / "deploy/systemd/reconciler.service").read_bytes()
+            signer = z.getinfo("reconciler/examples/signers/cfssl-sign")  # executable, as in the tree
+            assert (
+                z.read(signer) == (REPO / "deploy/signers/cfssl-sign").read_bytes()
+                and signer.external_attr >> 16 & 0o111
+            )
     assert sorted(zipfile.ZipFile(wheels[0]).namelist()) == sorted(zipfile.ZipFile(wheels[1]).namelist())
 
 

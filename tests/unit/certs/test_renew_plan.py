@@ -65,6 +65,7 @@ def test_the_pinned_subject_and_embedding_kubeconfigs_are_read(tmp_path: Path) -
         ("/etc/kubernetes/ssl/kubernetes.pem", "etcd", "    lifetimeDays: 0.01\n", "greater than or equal to 1"),
         ("/etc/other/kubernetes.pem", "etcd", "", "own key file beside it"),
         ("/etc/kubernetes/ssl/kubernetes.pem", "etcd", "    subject: not a name\n", "not an RFC 4514 name"),
+        ("/etc/kubernetes/ssl/kubernetes.pem", "etcd", "    signCommand: [/usr/bin/sign]\n", "one of the two"),
         (
             "/etc/kubernetes/ssl/kubernetes.pem",
             "etcd",
@@ -81,6 +82,24 @@ def test_a_renewal_the_specs_cannot_mean_is_refused(
     with pytest.raises(SpecError) as failed:
         load_desired(specs_with(tmp_path, paths, restart, extra))
     assert said in str(failed.value)
+
+
+def test_an_external_signer_takes_the_place_of_the_ca_key(tmp_path: Path) -> None:
+    specs = specs_with(tmp_path, "/etc/kubernetes/ssl/kubernetes.pem")
+    text = (specs / "certificates.yaml").read_text()
+    signer = "    signCommand: [/usr/local/bin/cfssl-sign, -profile, kubernetes]\n"
+    (specs / "certificates.yaml").write_text(text.replace("    caKeyFile: /etc/reconciler/ca-key.pem\n", signer))
+    renew = managed(load_desired(specs))[0][1].renew
+    assert renew is not None and renew.sign_command == ("/usr/local/bin/cfssl-sign", "-profile", "kubernetes")
+    assert renew.ca_key_file == "" and renew.ca_file == "/etc/reconciler/ca.pem"
+    for program, said in (("cfssl-sign", "must be absolute"), ("/usr/bin/../sign", "not normalised")):
+        (specs / "certificates.yaml").write_text(text.replace("caKeyFile: /etc/reconciler/ca-key.pem", f"signCommand: [{program}]"))  # fmt: skip
+        with pytest.raises(SpecError) as failed:
+            load_desired(specs)
+        assert said in str(failed.value) and "certificates.yaml" in str(failed.value)
+    (specs / "certificates.yaml").write_text(text.replace("    caKeyFile: /etc/reconciler/ca-key.pem\n", ""))
+    with pytest.raises(SpecError, match="one of the two"):
+        load_desired(specs)
 
 
 def test_due_once_its_share_of_the_lifetime_is_gone() -> None:
