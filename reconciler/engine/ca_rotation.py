@@ -235,7 +235,7 @@ async def _swap(
                     raise HostError(f"{host.name}: {path}: {printable(said.removeprefix('@@ERR '))[:300]}")
                 written.append(path)
                 say(f"{host.name}: {path}: {what}")
-            failed = await cert_renewal.restart_units(session, host, s.units, say, fence)
+            failed = await cert_renewal.restart_units(session, desired, host, s.units, say, fence)
         except BaseException:
             if written:  # a write refused or a lock lost midway: the files written go back, the units untouched
                 await _put_back(session, host, written)
@@ -243,7 +243,7 @@ async def _swap(
         if failed:
             say(f"{host.name}: {failed}: putting the trust files back")
             await _put_back(session, host, written)
-            again = await cert_renewal.restart_units(session, host, s.units, say, _unfenced)
+            again = await cert_renewal.restart_units(session, desired, host, s.units, say, _unfenced)
             raise HostError(
                 f"{host.name}: {failed}; its trust files are back"
                 + (f" but {again}" if again else " and every unit healthy on them")

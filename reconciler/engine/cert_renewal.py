@@ -24,6 +24,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from reconciler.certs import authority, external
+from reconciler.engine.drain import drained
 from reconciler.engine.guard import guard, wait_healthy
 from reconciler.errors import HostError
 from reconciler.leader.on_host import EtcdOnHosts, etcd_members
@@ -155,7 +156,7 @@ async def renew_one(
             installed = True
             embedded = f", embedded in {', '.join(r.kubeconfigs)}" if r.kubeconfigs else ""
             say(f"{host.name}: {cert.path}: installed (serial {new.serial_number:X}, until {new.not_valid_after_utc:%Y-%m-%d}){embedded}")  # fmt: skip
-            failed = await restart_units(session, host, units, say, fence)
+            failed = await restart_units(session, desired, host, units, say, fence)
             if failed:
                 say(f"{host.name}: {failed}: putting the old pair back")
                 back = await script(session, host, ["rollback", cert.path, r.key_file, *r.kubeconfigs])
@@ -167,7 +168,7 @@ async def renew_one(
                 async def unfenced() -> None:  # putting a working pair back is never stopped by a lock's doubt
                     return None
 
-                again = await restart_units(session, host, units, say, unfenced)
+                again = await restart_units(session, desired, host, units, say, unfenced)
                 raise HostError(
                     f"{host.name}: {cert.path}: {failed}; the old pair is back"
                     + (f" but {again}" if again else " and every unit healthy on it")
@@ -225,24 +226,29 @@ async def _abort(session: Session, host: DesiredHost, staged: str, path: str) ->
 
 async def restart_units(
     session: Session,
+    desired: DesiredState,
     host: DesiredHost,
     units: list[DesiredUnit],
     say: Callable[[str], None],
     fence: Callable[[], Awaitable[None]],
 ) -> str:
-    """Each unit restarted and waited for; "" when every one is healthy, else what was not."""
+    """Each unit restarted and waited for, the host's server out of the load balancers in front of it meanwhile
+    (engine.drain); "" when every one is healthy, else what was not."""
     conn = await session.connection(host.target)
-    for u in units:
-        await fence()
-        result = await conn.run(["systemctl", "restart", "--", u.name], timeout=u.rollout_timeout)
-        if not result.ok:
-            return f"{u.name} did not restart ({result.describe()})"
-        name = health_check(host, u)
-        if name:
-            health = await wait_healthy(session, host, name, u.rollout_timeout)
-            if not health.ok:
-                return f"{u.name} not healthy within {u.rollout_timeout:g} s ({health.detail})"
-        say(f"{host.name}: {u.name} restarted" + (", healthy" if name else ""))
+    async with drained(session, desired, host, [u.name for u in units], say) as block:
+        for u in units:
+            await fence()
+            result = await conn.run(["systemctl", "restart", "--", u.name], timeout=u.rollout_timeout)
+            if not result.ok:
+                block.failed = True
+                return f"{u.name} did not restart ({result.describe()})"
+            name = health_check(host, u)
+            if name:
+                health = await wait_healthy(session, host, name, u.rollout_timeout)
+                if not health.ok:
+                    block.failed = True
+                    return f"{u.name} not healthy within {u.rollout_timeout:g} s ({health.detail})"
+            say(f"{host.name}: {u.name} restarted" + (", healthy" if name else ""))
     return ""
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, nullcontext
 from dataclasses import replace
 
 import structlog
@@ -21,6 +21,7 @@ import structlog
 from reconciler import progress
 from reconciler.apply.executor import ApplyLog, Fence, apply_actions
 from reconciler.backup.take import before_turn
+from reconciler.engine.drain import Drained, drained
 from reconciler.engine.guard import guard, wait_healthy
 from reconciler.engine.held import Config, Held, fingerprint
 from reconciler.engine.joining import Joining, Voters, hold_back
@@ -226,36 +227,39 @@ class Rollouts:
         )
         if glass:
             group = tuple(replace(a, no_block=True) if a.kind is Kind.RESTART else a for a in group)
-        began = time.monotonic()
-        cause: HostError | None = None
-        try:
-            await apply_actions(conn, host, group, applied, _with_lock(self.fence, held))
-        except HostError as exc:
-            failure, cause = str(exc), exc
-        else:
-            if glass:
-                return
-            progress.report(host.name, f"waiting up to {unit.rollout_timeout:g}s for {unit.name} to pass {check}")
-            result = await wait_healthy(session, host, check, unit.rollout_timeout)
-            if result.ok:
-                return
-            failure = f"check {check!r} still fails after {unit.rollout_timeout:g}s: {result.detail}"
-        restarted = len(applied.done) >= len(group) - 1  # the restart was reached (it failed, or its check did)
-        if not self.should_roll_back(desired, unit, applied, cause, restarted):
-            if cause is not None:
-                raise cause
-            raise HostError(f"{host.name}: {unit.name} restarted but {failure}; rollout stopped")
-        raise await roll_back(
-            conn,
-            host,
-            unit,
-            group,
-            applied,
-            failure,
-            began,
-            lambda: wait_healthy(session, host, check, unit.rollout_timeout),
-            _lost(self.deposed, held),
-        )
+        # its server out of the load balancers in front of it meanwhile (engine.drain); not with the glass broken
+        async with nullcontext(Drained()) if glass else drained(session, desired, host, [unit.name]) as block:
+            began = time.monotonic()
+            cause: HostError | None = None
+            try:
+                await apply_actions(conn, host, group, applied, _with_lock(self.fence, held))
+            except HostError as exc:
+                failure, cause = str(exc), exc
+            else:
+                if glass:
+                    return
+                progress.report(host.name, f"waiting up to {unit.rollout_timeout:g}s for {unit.name} to pass {check}")
+                result = await wait_healthy(session, host, check, unit.rollout_timeout)
+                if result.ok:
+                    return
+                failure = f"check {check!r} still fails after {unit.rollout_timeout:g}s: {result.detail}"
+            block.failed = True
+            restarted = len(applied.done) >= len(group) - 1  # the restart was reached (it failed, or its check did)
+            if not self.should_roll_back(desired, unit, applied, cause, restarted):
+                if cause is not None:
+                    raise cause
+                raise HostError(f"{host.name}: {unit.name} restarted but {failure}; rollout stopped")
+            raise await roll_back(
+                conn,
+                host,
+                unit,
+                group,
+                applied,
+                failure,
+                began,
+                lambda: wait_healthy(session, host, check, unit.rollout_timeout),
+                _lost(self.deposed, held),
+            )
 
     @asynccontextmanager
     async def _cluster_turn(

@@ -82,6 +82,7 @@ class DesiredUnit:
     rollout_timeout: float = 120.0
     rollback: bool = True  # restore the previous config when a restart onto new config fails
     reload_on: tuple[str, ...] = ()  # paths of files whose change reloads the unit (systemctl reload) instead
+    balancer: DesiredBalancer | None = None  # a load balancer's: which servers it drains, and when
 
     @property
     def reload_stamp(self) -> str:
@@ -92,6 +93,17 @@ class DesiredUnit:
     def unit_files(self) -> tuple[str, ...]:
         """The unit file and the drop-ins among its files: what systemd must reload when they change."""
         return (self.path, *(p for p in self.restart_on if is_drop_in(p, self.name)))
+
+
+@dataclass(frozen=True)
+class DesiredBalancer:
+    """A load balancer unit's servers, drained while their hosts' units restart (UnitSpec.balancer)."""
+
+    socket: str
+    backends: tuple[str, ...]
+    drain_for: tuple[str, ...]  # unit names ("etcd.service")
+    ready_check: str | None
+    drain_seconds: float
 
 
 @dataclass(frozen=True)

@@ -204,6 +204,21 @@ class Rollout(Strict):
     timeout_seconds: Annotated[float, Field(gt=0, le=3600)] = 120.0
 
 
+BACKEND_RE = r"^[A-Za-z0-9_.:-]{1,100}$"  # a HAProxy backend's name as its runtime API takes it: no space, no ';'
+
+
+class Balancer(Strict):
+    """The unit is a load balancer (HAProxy) in front of other hosts: before one of `drainFor` restarts on a host,
+    that host's server (the server named as the host) is drained in `backends` through HAProxy's master socket,
+    and put back once the host passes `readyCheck`."""
+
+    socket: AbsPath = "/run/haproxy-master.sock"  # HAProxy's master CLI (haproxy -S), root's
+    backends: Annotated[list[Annotated[str, Field(pattern=BACKEND_RE)]], Field(min_length=1, max_length=16)]
+    drain_for: Annotated[list[Name], Field(min_length=1, max_length=16)]  # the Units whose restart drains their host
+    ready_check: Name | None = None  # a HealthCheck on the drained host, passing before its server is put back
+    drain_seconds: Annotated[float, Field(ge=0, le=600)] = 10.0  # at most, for its open connections to end
+
+
 class UnitSpec(Strict):
     hosts: HostSelector = "all"
     path: AbsPath | None = None
@@ -214,6 +229,7 @@ class UnitSpec(Strict):
     reload_on: list[Name] = []  # files whose change `systemctl reload`s the unit instead of restarting it
     rollout: Rollout | None = None
     rollback: bool = True  # a restart onto new config that fails puts the previous config back
+    balancer: Balancer | None = None  # a load balancer's: servers drained while their hosts' units restart
 
 
 class HttpProbe(Strict):

@@ -26,6 +26,7 @@ from reconciler.spec.checks import (
     within_size,
 )
 from reconciler.spec.desired import (
+    DesiredBalancer,
     DesiredCert,
     DesiredCheck,
     DesiredDirectory,
@@ -40,6 +41,7 @@ from reconciler.spec.desired import (
 from reconciler.spec.etcd_tuning import resolve_backup, resolve_tuning, with_timings
 from reconciler.spec.hosts import local_path, with_groups
 from reconciler.spec.model import (
+    Balancer,
     CertificateSpec,
     DirectorySpec,
     Document,
@@ -268,6 +270,7 @@ def _render_host(
                 us.rollout.timeout_seconds if us.rollout else 120.0,
                 us.rollback,
                 tuple(file_paths[f] for f in us.reload_on if f in file_paths),
+                _balancer(us.balancer),
             )
         )
     certificates: dict[str, DesiredCert] = {}
@@ -330,6 +333,13 @@ def _renewal(
         tuple(r.kubeconfigs),
         tuple(r.sign_command or ()),
     )
+
+
+def _balancer(b: Balancer | None) -> DesiredBalancer | None:
+    if b is None:
+        return None
+    drain_for = tuple(unit_name(u) for u in b.drain_for)
+    return DesiredBalancer(b.socket, tuple(b.backends), drain_for, b.ready_check, b.drain_seconds)
 
 
 def _addresses(

@@ -314,10 +314,10 @@ def test_certificates_renewed_on_every_master_with_no_failed_request_through_the
 ) -> None:
     """kubernetes.pem (the apiservers' serving certificate, etcd's) renewed on the three masters, etcd and the
     apiserver restarted on each in turn, while clients send through the VIP's HTTP and TLS frontends: no request
-    through the HTTP frontend fails (HAProxy asks another apiserver again). The TLS frontend passes bytes through and
-    cannot: while a master's etcd restarts its apiserver answers /healthz with 500 until HAProxy's check marks it
-    down (~1 s), as test_an_apiserver_whose_etcd_stops_... shows; those are counted and said, and none fails once
-    the renewal is over (draining the server in HAProxy before the restart is not built)."""
+    fails through either. The TLS frontend passes bytes through and cannot ask another apiserver again: without the
+    drain, while a master's etcd restarts its apiserver answers /healthz with 500 until HAProxy's check marks it
+    down (~1 s; 12-15 of ~300 requests here); with it (the haproxy Unit's `balancer`), each master's server is out
+    of every HAProxy before its units restart and back once its apiserver is ready."""
     specs = tmp_path / "specs"
     shutil.copytree(front, specs)
     managed_specs(specs, converged.pki_dir)
@@ -328,14 +328,16 @@ def test_certificates_renewed_on_every_master_with_no_failed_request_through_the
             renewed = reconciler("certs", "renew", str(specs))
             after = time.monotonic()
             wait_for("requests past the renewal", lambda: traffic.sent(after) > 10 and tls.sent(after) > 10)
-        assert renewed.code == 0 and renewed.out.count("presents the new certificate") == 6, renewed.out + renewed.err
+        said = renewed.out + renewed.err
+        assert renewed.code == 0 and renewed.out.count("presents the new certificate") == 6, said
+        for h in converged.hosts:  # out of the three HAProxies, and back
+            assert f"{h.name}: drained from HAProxy on master-1, master-2, master-3" in said, said
+            assert f"{h.name}: put back in HAProxy on master-1, master-2, master-3" in said, said
         assert traffic.sent(began) > 20 and traffic.failed(began) == [], traffic.failed(began)[:5]
-        failed = tls.failed(began)
-        assert tls.sent(began) > 20 and {error for _, _, error, _ in failed} <= {"500"}, failed[:5]
-        assert tls.failed(after) == [], tls.failed(after)[:5]
+        assert tls.sent(began) > 20 and tls.failed(began) == [], tls.failed(began)[:5]
         print(
             f"renewal through the VIP: {traffic.sent(began)} HTTP requests, 0 failed; {tls.sent(began)} through TLS, "
-            f"{len(failed)} answered 500 while an etcd restarted"
+            "0 failed"
         )
     finally:
         put_back(converged, specs)
