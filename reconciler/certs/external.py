@@ -21,14 +21,16 @@ import json
 import os
 import re
 import signal
+import stat
 from collections.abc import Sequence
+from typing import Any
 
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from reconciler.certs.authority import BACKDATE, MAX_PEM, CertError, PublicKey, Template, is_ca, spki
+from reconciler.certs.authority import BACKDATE, MAX_PEM, CertError, PublicKey, Template, attributes, spki
 from reconciler.terminal import printable
 
 SIGN_TIMEOUT = 60.0
@@ -44,6 +46,34 @@ CFSSL_NAMES = {
     NameOID.ORGANIZATION_NAME: "O",
     NameOID.ORGANIZATIONAL_UNIT_NAME: "OU",
 }
+
+
+SIGNERS = "/etc/reconciler/signers"  # where the signers a spec may name are installed (RECONCILER_SIGNERS: another)
+
+
+def signers_directory() -> str:
+    return os.path.normpath(os.environ.get("RECONCILER_SIGNERS") or SIGNERS)
+
+
+def program_problem(program: str, directory: str | None = None) -> str:
+    """Why the spec's signer may not run ("" when it may): a spec chooses among the signers the operator installed,
+    each a regular file (no link) directly in the signers' directory, that directory and the file owned by root or
+    reconciler's user and writable by no one else; a spec cannot make reconciler's machine run anything else."""
+    where = directory or signers_directory()
+    if os.path.dirname(program) != where:
+        return f"the signer {program} is not in {where}, where the operator installs the signers specs may name"
+    for path, kind in ((where, stat.S_ISDIR), (program, stat.S_ISREG)):
+        try:
+            st = os.lstat(path)
+        except OSError as exc:
+            return f"{path}: {exc.strerror or exc}"
+        if not kind(st.st_mode):
+            return f"{path} is not a {'directory' if kind is stat.S_ISDIR else 'regular file'} (a link is not followed)"
+        if st.st_uid not in (0, os.geteuid()) or st.st_mode & 0o022:
+            return f"{path} may be changed by another user than root or reconciler's (owner {st.st_uid}, mode {stat.S_IMODE(st.st_mode):04o})"  # fmt: skip
+    if not os.access(program, os.X_OK):
+        return f"{program} is not executable"
+    return ""
 
 
 def environment(template: Template, lifetime: datetime.timedelta, host: str, path: str) -> dict[str, str]:
@@ -68,18 +98,30 @@ def environment(template: Template, lifetime: datetime.timedelta, host: str, pat
     }
 
 
-async def _bounded(stream: asyncio.StreamReader, limit: int) -> bytes:
-    """All of a pipe read (so the program never blocks on it), the first `limit` + 1 bytes kept."""
-    kept = bytearray()
+async def _read(stream: asyncio.StreamReader, kept: bytearray, limit: int) -> None:
+    """A pipe read to its end (so the program never blocks on it), its first `limit` + 1 bytes kept."""
     while chunk := await stream.read(65536):
         if len(kept) <= limit:
             kept += chunk[: limit + 1 - len(kept)]
-    return bytes(kept)
+
+
+async def _exited(proc: asyncio.subprocess.Process) -> None:
+    """Until the process has exited (its pipes may stay open: a child holds them; `Process.wait` would wait on them)."""
+    while proc.returncode is None:
+        await asyncio.sleep(0.05)
+
+
+def _environment(env: dict[str, str]) -> dict[str, str]:
+    """What the signer runs with: `env`, and of reconciler's own environment only what a program needs to run (not
+    its SSH agent, not its credentials, not another RECONCILER_ variable)."""
+    kept = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR")}
+    return {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", **kept, **env}
 
 
 async def run(command: Sequence[str], csr_pem: bytes, env: dict[str, str], timeout: float = SIGN_TIMEOUT) -> bytes:
     """The signer's answer (its stdout); CertError when it cannot be started, refuses, says too much or takes too
-    long (then its whole process group is killed)."""
+    long. Its whole process group is killed when it is done (a child left behind too), or at the timeout, or when
+    the caller is cancelled; an answer held open by a child that left the group is read for a second more."""
     program = command[0]
     try:
         proc = await asyncio.create_subprocess_exec(
@@ -87,12 +129,13 @@ async def run(command: Sequence[str], csr_pem: bytes, env: dict[str, str], timeo
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
-            env={**os.environ, **env},
+            env=_environment(env),
             start_new_session=True,
         )
     except OSError as exc:
         raise CertError(f"the signer {program} could not be started: {exc.strerror or exc}") from None
     assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+    out, err = bytearray(), bytearray()
 
     async def feed() -> None:
         assert proc.stdin is not None
@@ -101,27 +144,35 @@ async def run(command: Sequence[str], csr_pem: bytes, env: dict[str, str], timeo
             await proc.stdin.drain()
         proc.stdin.close()
 
+    feeding = asyncio.ensure_future(feed())
+    reading = asyncio.gather(_read(proc.stdout, out, OUTPUT_LIMIT), _read(proc.stderr, err, REASON_LIMIT))
+    exiting = asyncio.ensure_future(_exited(proc))
     try:
-        _, out, err, status = await asyncio.wait_for(
-            asyncio.gather(
-                feed(), _bounded(proc.stdout, OUTPUT_LIMIT), _bounded(proc.stderr, REASON_LIMIT), proc.wait()
-            ),
-            timeout,
-        )
-    except TimeoutError:
-        raise CertError(f"the signer {program} did not answer within {timeout:g} s: stopped") from None
+        either: set[asyncio.Future[Any]] = {reading, exiting}
+        done, _ = await asyncio.wait(either, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        if exiting in done and not reading.done():  # it exited; a child of its may hold its output open
+            await asyncio.wait({reading}, timeout=1.0)
+        elif reading in done and not exiting.done():  # its output closed: it is about to exit
+            await asyncio.wait({exiting}, timeout=timeout)
     finally:
-        if proc.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            await proc.wait()
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        for task in (feeding, reading, exiting):
+            task.cancel()
+        await asyncio.gather(feeding, reading, exiting, return_exceptions=True)
+        transport = getattr(proc, "_transport", None)  # its pipes closed even if a child outside the group holds them
+        if transport is not None:
+            transport.close()
+    status = proc.returncode
+    if status is None or status == -signal.SIGKILL:
+        raise CertError(f"the signer {program} did not answer within {timeout:g} s: stopped")
     if status != 0:
         lines = [line for line in printable(err.decode(errors="replace")).splitlines() if line.strip()]
         reason = f": {lines[-1].strip()[:300]}" if lines else ""
         raise CertError(f"the signer {program} refused (exit status {status}){reason}")
     if len(out) > OUTPUT_LIMIT:
         raise CertError(f"the signer {program} answered more than {OUTPUT_LIMIT // 1024} KiB")
-    return out
+    return bytes(out)
 
 
 def certificate_of(answer: bytes) -> x509.Certificate:
@@ -134,10 +185,6 @@ def certificate_of(answer: bytes) -> x509.Certificate:
         return x509.load_pem_x509_certificate(answer[begin : end + len(b"-----END CERTIFICATE-----")])
     except ValueError:
         raise CertError("the signer's answer holds a PEM block that is not a certificate") from None
-
-
-def _attributes(name: x509.Name) -> list[tuple[str, str]]:
-    return sorted((a.oid.dotted_string, str(a.value)) for a in name)
 
 
 def accept(
@@ -164,18 +211,57 @@ def accept(
         ) from None
     if spki(cert.public_key()) != spki(key):
         raise CertError("the signer's certificate is for another key than the one the master made")
-    if is_ca(cert):
-        raise CertError("the signer issued a CA certificate")
-    with contextlib.suppress(x509.ExtensionNotFound):
-        if cert.extensions.get_extension_for_class(x509.KeyUsage).value.key_cert_sign:
-            raise CertError("the signer's certificate may sign certificates (keyCertSign)")
-    if _attributes(cert.subject) != _attributes(template.subject):
+    try:
+        _extensions(cert, template)
+    except ValueError:  # an extension cryptography cannot parse
+        raise CertError("the signer's certificate holds an extension that cannot be read") from None
+    if attributes(cert.subject) != attributes(template.subject):
         raise CertError(
             f"the signer's certificate says {cert.subject.rfc4514_string()[:200]}, "
             f"not {template.subject.rfc4514_string()[:200]}"
         )
+    if cert.not_valid_before_utc > now + BACKDATE:
+        raise CertError(f"the signer's certificate starts at {cert.not_valid_before_utc:%Y-%m-%d %H:%M} UTC, later than now")  # fmt: skip
+    if cert.not_valid_after_utc < now + datetime.timedelta(hours=1):
+        raise CertError(f"the signer's certificate ends at {cert.not_valid_after_utc:%Y-%m-%d %H:%M} UTC, within an hour")  # fmt: skip
+    if cert.not_valid_after_utc > ca.not_valid_after_utc:
+        raise CertError("the signer's certificate ends after its CA")
+    if cert.not_valid_after_utc > now + lifetime + SLACK:
+        raise CertError(
+            f"the signer's certificate ends at {cert.not_valid_after_utc:%Y-%m-%d} UTC, past the "
+            f"{lifetime.days}-day lifetime the spec asks"
+        )
+    return cert
+
+
+KNOWN = (  # the extensions a leaf may carry; anything else refused when critical
+    x509.BasicConstraints,
+    x509.KeyUsage,
+    x509.ExtendedKeyUsage,
+    x509.SubjectAlternativeName,
+    x509.SubjectKeyIdentifier,
+    x509.AuthorityKeyIdentifier,
+)
+
+
+def _extensions(cert: x509.Certificate, template: Template) -> None:
+    """CertError unless the extensions are a leaf's, saying the template's names and usages exactly."""
+    ext = cert.extensions
     try:
-        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        constraints = ext.get_extension_for_class(x509.BasicConstraints).value
+    except x509.ExtensionNotFound:
+        raise CertError("the signer's certificate does not say it is no CA (basicConstraints CA:FALSE)") from None
+    if constraints.ca:
+        raise CertError("the signer issued a CA certificate")
+    unknown = [e.oid.dotted_string for e in ext if e.critical and not isinstance(e.value, KNOWN)]
+    if unknown:
+        raise CertError(f"the signer's certificate holds a critical extension reconciler does not know ({unknown[0]})")
+    with contextlib.suppress(x509.ExtensionNotFound):
+        usage = ext.get_extension_for_class(x509.KeyUsage).value
+        if usage.key_cert_sign or usage.crl_sign:
+            raise CertError("the signer's certificate may sign certificates or CRLs (keyCertSign, cRLSign)")
+    try:
+        san = ext.get_extension_for_class(x509.SubjectAlternativeName).value
         dns = {d.lower() for d in san.get_values_for_type(x509.DNSName)}
         ips = {str(a) for a in san.get_values_for_type(x509.IPAddress)}
         other = len(list(san)) - len(san.get_values_for_type(x509.DNSName)) - len(san.get_values_for_type(x509.IPAddress))  # fmt: skip
@@ -190,21 +276,18 @@ def accept(
         ]
         said.append(f"adds {other} name(s) of another kind" if other else "")
         raise CertError(f"the signer's certificate names other hosts than asked: it {'; '.join(s for s in said if s)}")
-    with contextlib.suppress(x509.ExtensionNotFound):
-        usages = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
-        for needed, oid in (("server", ExtendedKeyUsageOID.SERVER_AUTH), ("client", ExtendedKeyUsageOID.CLIENT_AUTH)):
-            if getattr(template, needed) and oid not in usages:
-                raise CertError(f"the signer's certificate lacks the {needed} usage the current one has")
-    if cert.not_valid_before_utc > now + BACKDATE:
-        raise CertError(f"the signer's certificate starts at {cert.not_valid_before_utc:%Y-%m-%d %H:%M} UTC, later than now")  # fmt: skip
-    if cert.not_valid_after_utc < now + datetime.timedelta(hours=1):
-        raise CertError(f"the signer's certificate ends at {cert.not_valid_after_utc:%Y-%m-%d %H:%M} UTC, within an hour")  # fmt: skip
-    if cert.not_valid_after_utc > now + lifetime + SLACK:
+    wanted = {o for o, on in ((ExtendedKeyUsageOID.SERVER_AUTH, template.server), (ExtendedKeyUsageOID.CLIENT_AUTH, template.client)) if on}  # fmt: skip
+    try:
+        usages = set(ext.get_extension_for_class(x509.ExtendedKeyUsage).value)
+    except x509.ExtensionNotFound:
+        usages = set()
+    if usages != wanted:
+        names = {ExtendedKeyUsageOID.SERVER_AUTH: "server", ExtendedKeyUsageOID.CLIENT_AUTH: "client"}
+        said_usages = ", ".join(sorted(names.get(u, u.dotted_string) for u in usages)) or "none"
         raise CertError(
-            f"the signer's certificate ends at {cert.not_valid_after_utc:%Y-%m-%d} UTC, past the "
-            f"{lifetime.days}-day lifetime the spec asks"
+            f"the signer's certificate is for {said_usages}, not exactly {', '.join(sorted(names[u] for u in wanted))}"
+            " (the usages the current one has: set the signer's profile to them)"
         )
-    return cert
 
 
 async def issue(

@@ -109,6 +109,9 @@ async def renew_one(
     try:
         if signer is None and r.sign_command:
             ca_cert = authority.load_certificate(Path(r.ca_file))
+            refused = external.program_problem(r.sign_command[0])
+            if refused:
+                raise authority.CertError(refused)
         else:
             signer = signer or authority.load(Path(r.ca_file), Path(r.ca_key_file))
             ca_cert = signer.cert

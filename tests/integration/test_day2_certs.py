@@ -2,13 +2,22 @@
 serving and etcd client certificate) renewed on all three masters from the testbed's CA, one host at a time, while a
 client writes through every etcd endpoint and a read that needs the quorum is sampled: no write fails, no moment
 without quorum; each master ends with a certificate of its own (a new key made there, a new serial) that etcd and
-the apiserver present on the wire, with the names and subject it had; every component healthy. The testbed's
-original pair is put back at the end."""
+the apiserver present on the wire, with the names and subject it had; every component healthy. Also: an external
+signer (cfssl through the shipped wrapper) that refuses, then signs; a kubeconfig embedding the admin's pair
+rewritten with it; a renewal cut off mid-rollout (SIGKILL) that leaves a valid pair and is finished by the next;
+the daemon's renewal of a certificate about to expire; the CA rotation. The testbed's original pairs are put back
+after each."""
 
 from __future__ import annotations
 
+import base64
 import datetime
 import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -20,10 +29,12 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from reconciler.certs.authority import load
 from testbed import Testbed
+from testbed.host import TestHost
 from tests.support.certs import SSL, managed_specs, put_back
 from tests.support.cli import reconciler
 from tests.support.daemon import RunningDaemon, wait_for
 from tests.support.serving import Quorum, tls
+from tests.support.specs import REPO
 from tests.support.tuning import Writer, etcdctl
 
 pytestmark = pytest.mark.testbed
@@ -84,7 +95,7 @@ CFSSL_SIGN = Path(__file__).resolve().parents[2] / "deploy/signers/cfssl-sign"
 
 
 def test_an_external_signer_renews_a_master_and_its_refusal_changes_nothing(
-    converged: Testbed, spec_copy: Path, tmp_path: Path
+    converged: Testbed, spec_copy: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """kubernetes.pem renewed on master-1 by cfssl through the shipped wrapper (renew.signCommand, the testbed's CA
     kept by cfssl): first with a key file cfssl cannot read (it refuses; the pair, its serial and the host's files
@@ -92,12 +103,17 @@ def test_an_external_signer_renews_a_master_and_its_refusal_changes_nothing(
     the apiserver."""
     bed = converged
     specs = managed_specs(spec_copy, bed.pki_dir)
+    signers = tmp_path / "signers"  # where the operator installs the signers a spec may name
+    signers.mkdir(mode=0o755)
+    wrapper = signers / "cfssl-sign"
+    shutil.copy(CFSSL_SIGN, wrapper)
+    monkeypatch.setenv("RECONCILER_SIGNERS", str(signers))
     usages = ["signing", "key encipherment", "server auth", "client auth"]
     config = {"signing": {"profiles": {"kubernetes": {"usages": usages, "expiry": "720h"}}}}
     (tmp_path / "ca-config.json").write_text(json.dumps(config))
 
     def signing_with(key: Path) -> None:
-        command = [CFSSL_SIGN, "-config", tmp_path / "ca-config.json", "-profile", "kubernetes"]
+        command = [wrapper, "-config", tmp_path / "ca-config.json", "-profile", "kubernetes"]
         command += ["-ca", bed.pki_dir / "ca.pem", "-ca-key", key]
         text = managed_specs(spec_copy, bed.pki_dir).joinpath("certificates.yaml").read_text()
         signer = f"signCommand: [{', '.join(str(a) for a in command)}]"
@@ -117,7 +133,7 @@ def test_an_external_signer_renews_a_master_and_its_refusal_changes_nothing(
         signing_with(bed.pki_dir / "ca-key.pem")
         renewed = reconciler("certs", "renew", "--host", "master-1", str(specs))
         said = renewed.out + renewed.err
-        assert renewed.code == 0 and f"signed by {CFSSL_SIGN}" in said, said
+        assert renewed.code == 0 and f"signed by {wrapper}" in said, said
         assert said.count("presents the new certificate") == 2, said  # etcd's and the apiserver's endpoints
         after = kubernetes_pem(specs)["master-1"]
         assert after["serial"] != before["serial"] and after["subject"] == before["subject"]
@@ -125,6 +141,114 @@ def test_an_external_signer_renews_a_master_and_its_refusal_changes_nothing(
         assert master_1.ssh(staged).stdout.strip() == "0"
     finally:
         put_back(bed, specs)
+
+
+KUBECONFIG = "/etc/kubernetes/admin-embedded.kubeconfig"
+
+
+def admin_specs(spec_copy: Path, pki: Path, kubeconfigs: str = "") -> Path:
+    """kubernetes.pem managed (managed_specs), and the admin's certificate (its subject pinned), restarting the
+    controller-manager and the scheduler, with `kubeconfigs` that embed it."""
+    specs = managed_specs(spec_copy, pki)
+    with (specs / "certificates.yaml").open("a") as f:
+        f.write(f"""---
+apiVersion: reconciler/v1
+kind: Certificate
+metadata: {{name: admin}}
+spec:
+  hosts: {{matchLabels: {{role: master}}}}
+  paths: [{SSL}/admin.pem]
+  renew: {{keyFile: {SSL}/admin-key.pem, caFile: {pki}/ca.pem, caKeyFile: {pki}/ca-key.pem, lifetimeDays: 30,
+          subject: "CN=admin,O=system:masters", restart: [kube-controller-manager, kube-scheduler],
+          kubeconfigs: [{kubeconfigs}]}}
+""")
+    return specs
+
+
+def embedding(cert: bytes, key: bytes) -> bytes:
+    """A kubeconfig as kubeadm writes them: the client's pair embedded."""
+    b64 = base64.b64encode
+    return (
+        "apiVersion: v1\nkind: Config\nclusters:\n- cluster: {certificate-authority: /etc/kubernetes/ssl/ca.pem, "
+        "server: 'https://127.0.0.1:6443'}\n  name: kubernetes\ncontexts:\n- context: {cluster: kubernetes, user: admin}\n"
+        "  name: default\ncurrent-context: default\nusers:\n- name: admin\n  user:\n"
+        f"    client-certificate-data: {b64(cert).decode()}\n    client-key-data: {b64(key).decode()}\n"
+    ).encode()
+
+
+def admin_put_back(bed: Testbed) -> None:
+    """The testbed's admin pair on master-1 again, the embedding kubeconfig gone."""
+    h = bed.hosts[0]
+    for name in ("admin.pem", "admin-key.pem"):
+        (h.root / f"{SSL.lstrip('/')}/{name}").write_bytes((bed.pki_dir / name).read_bytes())
+    h.ssh(f"rm -f {KUBECONFIG} {KUBECONFIG}.before-renew {SSL}/admin.pem.before-renew {SSL}/admin-key.pem.before-renew")
+    h.ssh("systemctl restart kube-controller-manager kube-scheduler")
+
+
+def pair_matches(h: TestHost, cert: str, key: str) -> bool:
+    """Whether the master's certificate is for its key (openssl there)."""
+    said = h.ssh(f"openssl x509 -noout -pubkey -in {cert} | sha256sum; openssl pkey -pubout -in {key} | sha256sum")
+    lines = said.stdout.split("\n")
+    return lines[0] == lines[1] and len(lines[0]) > 60
+
+
+def test_a_kubeconfig_embedding_the_admins_pair_is_rewritten_with_it(converged: Testbed, spec_copy: Path) -> None:
+    """The admin's certificate renewed on master-1 with a kubeconfig that embeds it (renew.kubeconfigs): the
+    kubeconfig ends holding the new pair, made there, and nothing else of it changed; the copies kept are gone."""
+    bed = converged
+    h = bed.hosts[0]
+    ssl = h.root / SSL.lstrip("/")
+    kubeconfig = h.root / KUBECONFIG.lstrip("/")
+    try:
+        kubeconfig.write_bytes(embedding((ssl / "admin.pem").read_bytes(), (ssl / "admin-key.pem").read_bytes()))
+        kubeconfig.chmod(0o600)
+        specs = admin_specs(spec_copy, bed.pki_dir, KUBECONFIG)
+        renewed = reconciler("certs", "renew", "--host", "master-1", str(specs), "admin")
+        said = renewed.out + renewed.err
+        assert renewed.code == 0 and f"embedded in {KUBECONFIG}" in said, said
+        assert "kube-controller-manager.service restarted, healthy" in said, said
+        new_cert, new_key = (ssl / "admin.pem").read_bytes(), (ssl / "admin-key.pem").read_bytes()
+        assert new_cert != (bed.pki_dir / "admin.pem").read_bytes() and pair_matches(h, f"{SSL}/admin.pem", f"{SSL}/admin-key.pem")  # fmt: skip
+        assert kubeconfig.read_bytes() == embedding(new_cert, new_key)
+        assert oct(kubeconfig.stat().st_mode)[-3:] == "600"
+        assert not (h.root / f"{KUBECONFIG.lstrip('/')}.before-renew").exists()
+        assert not (ssl / "admin-key.pem.before-renew").exists()
+    finally:
+        admin_put_back(bed)
+
+
+def test_a_renewal_cut_off_mid_rollout_leaves_a_valid_pair_and_the_next_run_finishes(
+    converged: Testbed, spec_copy: Path
+) -> None:
+    """reconciler SIGKILLed on the operator's machine right after master-1's new pair is installed (before its
+    units restart): master-1 keeps a valid pair (the new certificate for the new key), the old one beside it; the
+    same command run again renews it and finishes (units restarted, the copies kept removed)."""
+    bed = converged
+    h = bed.hosts[0]
+    ssl = h.root / SSL.lstrip("/")
+    specs = admin_specs(spec_copy, bed.pki_dir)
+    argv = [sys.executable, "-m", "reconciler.cli", "certs", "renew", "--host", "master-1", str(specs), "admin"]
+    try:
+        run = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO, start_new_session=True)  # fmt: skip
+        seen = []
+        assert run.stdout is not None
+        for line in run.stdout:
+            seen.append(line)
+            if ": installed (serial" in line:
+                os.killpg(run.pid, signal.SIGKILL)  # the operator's machine gone, mid-rollout
+                break
+        run.wait(30)
+        assert run.returncode == -signal.SIGKILL, "".join(seen)
+        assert (ssl / "admin.pem").read_bytes() != (bed.pki_dir / "admin.pem").read_bytes()  # the new one in place
+        assert pair_matches(h, f"{SSL}/admin.pem", f"{SSL}/admin-key.pem")
+        assert (ssl / "admin-key.pem.before-renew").exists()  # the old pair kept: not done
+        again = reconciler("certs", "renew", "--host", "master-1", str(specs), "admin")
+        assert again.code == 0 and "kube-scheduler.service restarted, healthy" in again.out, again.out + again.err
+        assert pair_matches(h, f"{SSL}/admin.pem", f"{SSL}/admin-key.pem")
+        assert not (ssl / "admin-key.pem.before-renew").exists() and not (ssl / "admin.pem.before-renew").exists()
+        assert reconciler("check", str(specs)).code == 0
+    finally:
+        admin_put_back(bed)
 
 
 def expiring_in(bed: Testbed, minutes: int) -> None:

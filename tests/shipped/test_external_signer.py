@@ -5,6 +5,7 @@ hangs (its whole process group killed), cannot be started, signs with SHA-1 or f
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import ipaddress
 import json
@@ -49,7 +50,7 @@ def cfssl(tmp_path_factory: pytest.TempPathFactory) -> Path:
     if shutil.which("cfssl") is None:
         pytest.fail("cfssl is not installed: scripts/install-deps installs Debian's golang-cfssl")
     where = tmp_path_factory.mktemp("cfssl")
-    ca_files(where, days=3650)
+    ca_files(where, days=7300)  # twenty years: a ten-year leaf is refused for its lifetime, not for its CA's
     usages = ["signing", "key encipherment", "server auth", "client auth"]
     profiles = {"kubernetes": {"usages": usages, "expiry": "8760h"}, "decade": {"usages": usages, "expiry": "87600h"}}
     (where / "config.json").write_text(json.dumps({"signing": {"default": {"expiry": "8760h"}, "profiles": profiles}}))
@@ -115,10 +116,10 @@ async def test_a_signer_that_signs_the_request_as_it_is_gets_nothing_installed(c
     for another's name is refused by what reconciler checks of the answer, whatever the signer let through."""
     as_asked = f"cfssl sign -loglevel 2 -ca {cfssl}/ca.pem -ca-key {cfssl}/ca-key.pem -config {cfssl}/config.json -profile kubernetes - | cfssljson -bare -stdout"  # fmt: skip
     hostile = csr("kubernetes", sans=["kubernetes", "master-1", "master-2"])
-    with pytest.raises(CertError, match="says CN=kubernetes, not"):
+    with pytest.raises(CertError, match="names other hosts than asked: it adds master-2"):
         await signed(cfssl, ["/bin/bash", "-c", as_asked], hostile)
     ours = csr("x")  # reconciler's own request names nothing: signed as it is, it names none of the host's names
-    with pytest.raises(CertError, match="says CN=x"):
+    with pytest.raises(CertError, match="names other hosts than asked: it lacks 127.0.0.1"):
         await signed(cfssl, ["/bin/bash", "-c", as_asked], ours)
 
 
@@ -157,3 +158,47 @@ async def test_the_signers_run_is_bounded(tmp_path: Path) -> None:
     said = await external.run(["/bin/bash", "-c", "env | grep ^RECONCILER_ | sort"], b"", env)
     assert f"RECONCILER_SANS={','.join([*TEMPLATE.dns, *TEMPLATE.ips])}\n" in said.decode()
     assert str(ipaddress.ip_address("198.18.0.11")) in said.decode()
+
+
+def test_a_spec_names_only_a_signer_the_operator_installed(tmp_path: Path) -> None:
+    """A spec cannot make reconciler's machine run anything but a signer installed in the signers' directory: a
+    regular file there, it and the directory changeable by root or reconciler's user only."""
+    signers = tmp_path / "signers"
+    signers.mkdir(mode=0o755)
+    good = signers / "cfssl-sign"
+    shutil.copy(WRAPPER, good)
+    good.chmod(0o755)
+    assert external.program_problem(str(good), str(signers)) == ""
+    assert "is not in" in external.program_problem("/bin/sh", str(signers))
+    link = signers / "sh"
+    link.symlink_to("/bin/sh")
+    assert "is not a regular file (a link is not followed)" in external.program_problem(str(link), str(signers))
+    good.chmod(0o775)
+    assert "may be changed by another user" in external.program_problem(str(good), str(signers))
+    good.chmod(0o644)
+    assert "is not executable" in external.program_problem(str(good), str(signers))
+    good.chmod(0o755)
+    signers.chmod(0o777)
+    assert "may be changed by another user" in external.program_problem(str(good), str(signers))
+    signers.chmod(0o755)
+    assert "No such file" in external.program_problem(str(signers / "absent"), str(signers))
+
+
+async def test_a_flooding_or_lingering_signer_is_still_bounded(tmp_path: Path) -> None:
+    env = external.environment(TEMPLATE, YEAR, "master-1", "/k.pem")
+    for flood in (["/usr/bin/yes"], ["/bin/sh", "-c", "yes >&2"]):  # its pipes full when the time is up
+        began = time.monotonic()
+        with pytest.raises(CertError, match="did not answer within 1 s"):
+            await asyncio.wait_for(external.run(flood, b"", env, timeout=1), 30)
+        assert time.monotonic() - began < 5
+    pid_file = tmp_path / "child"
+    lingers = ["/bin/bash", "-c", f"sleep 300 & echo $! > {pid_file}; echo answer"]  # exits, its child holds stdout
+    assert await asyncio.wait_for(external.run(lingers, b"", env, timeout=10), 30) == b"answer\n"
+    child = int(pid_file.read_text())
+    deadline = time.monotonic() + 5
+    with pytest.raises(ProcessLookupError):  # killed with its group once the signer is done
+        while time.monotonic() < deadline:
+            os.kill(child, 0)
+            time.sleep(0.05)
+    said = (await external.run(["/usr/bin/env"], b"", env)).decode()
+    assert "SSH_AUTH_SOCK" not in said and "RECONCILER_HOST=master-1" in said and "PATH=" in said

@@ -144,6 +144,8 @@ def test_a_current_certificate_must_name_its_own_host(dns: tuple[str, ...], ips:
     ("subject", "dns", "pinned", "said"),
     [
         ("CN=admin,O=system:masters", (), "CN=admin,O=system:masters", ""),  # the pinned client certificate
+        ("O=system:masters,CN=admin", (), "CN=admin,O=system:masters", ""),  # in another order (cfssl's): the same
+        ("CN=admin,O=system:masters,O=x", (), "CN=admin,O=system:masters", "the spec renews only"),  # one more
         ("CN=admin,O=system:masters", (), None, "renewed only when the spec pins its subject"),  # copied from anywhere
         ("CN=admin,O=system:masters", (), "CN=kube-proxy", "the spec renews only CN=kube-proxy"),
         ("CN=kubernetes", ("master-1",), None, ""),  # a host's certificate: its names tie it to the host

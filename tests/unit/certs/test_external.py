@@ -45,12 +45,12 @@ def signed(ca: Authority, public: object, edit: Edit | None = None, **kw: object
         .serial_number(x509.random_serial_number())
         .not_valid_before(kw.get("start", NOW - datetime.timedelta(minutes=5)))  # type: ignore[arg-type]
         .not_valid_after(kw.get("end", NOW + YEAR))  # type: ignore[arg-type]
-        .add_extension(x509.BasicConstraints(ca=bool(kw.get("is_ca", False)), path_length=None), critical=True)
-        .add_extension(
-            x509.ExtendedKeyUsage(kw.get("usages", [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH])),  # type: ignore[arg-type]
-            critical=False,
-        )
     )
+    if kw.get("constraints", True):
+        builder = builder.add_extension(x509.BasicConstraints(ca=bool(kw.get("is_ca", False)), path_length=None), critical=True)  # fmt: skip
+    usages = kw.get("usages", [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH])
+    if usages is not None:
+        builder = builder.add_extension(x509.ExtendedKeyUsage(usages), critical=False)  # type: ignore[arg-type]
     names = kw.get("names", [x509.DNSName("kubernetes"), x509.DNSName("master-1"), x509.IPAddress(ipaddress.ip_address("198.18.0.11"))])  # fmt: skip
     if names:
         builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)  # type: ignore[arg-type]
@@ -98,7 +98,13 @@ def _another_ca(tmp_path: Path) -> Authority:
         ("a name more", "adds master-2"),
         ("a name less", "lacks 198.18.0.11"),
         ("an email name", "adds 1 name(s) of another kind"),
-        ("no client usage", "lacks the client usage"),
+        ("no client usage", "is for server, not exactly client, server"),
+        ("a usage more", "is for 1.3.6.1.5.5.7.3.3, client, server, not exactly"),
+        ("no usage said", "is for none, not exactly"),
+        ("no basicConstraints", "does not say it is no CA"),
+        ("cRLSign", "may sign certificates or CRLs"),
+        ("an unknown critical extension", "critical extension reconciler does not know (1.2.3.4)"),
+        ("past the CA", "ends after its CA"),
         ("ten years", "past the 365-day lifetime"),
         ("starts tomorrow", "later than now"),
         ("ends within the hour", "within an hour"),
@@ -110,6 +116,7 @@ def test_anything_else_a_signer_answers_is_refused_saying_why(
     public = requested_key(csr(key=key))
     extra_name = [x509.DNSName("kubernetes"), x509.DNSName("master-1"), x509.DNSName("master-2"), x509.IPAddress(ipaddress.ip_address("198.18.0.11"))]  # fmt: skip
     key_usage = x509.KeyUsage(True, False, False, False, False, True, False, False, False)  # keyCertSign
+    crl_usage = x509.KeyUsage(True, False, False, False, False, False, True, False, False)  # cRLSign
     cert = {
         "another CA": lambda: signed(_another_ca(tmp_path), public),
         "another key": lambda: signed(ca, ec.generate_private_key(ec.SECP256R1()).public_key()),
@@ -125,6 +132,22 @@ def test_anything_else_a_signer_answers_is_refused_saying_why(
         "a name less": lambda: signed(ca, public, names=[x509.DNSName("kubernetes"), x509.DNSName("master-1")]),
         "an email name": lambda: signed(ca, public, names=[*extra_name[:2], extra_name[3], x509.RFC822Name("a@b.c")]),
         "no client usage": lambda: signed(ca, public, usages=[ExtendedKeyUsageOID.SERVER_AUTH]),
+        "a usage more": lambda: signed(
+            ca,
+            public,
+            usages=[ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH, ExtendedKeyUsageOID.CODE_SIGNING],
+        ),  # fmt: skip
+        "no usage said": lambda: signed(ca, public, usages=None),
+        "no basicConstraints": lambda: signed(ca, public, constraints=False),
+        "cRLSign": lambda: signed(ca, public, edit=lambda b: b.add_extension(crl_usage, critical=True)),
+        "an unknown critical extension": lambda: signed(
+            ca,
+            public,
+            edit=lambda b: b.add_extension(
+                x509.UnrecognizedExtension(x509.ObjectIdentifier("1.2.3.4"), b"\x05\x00"), critical=True
+            ),  # fmt: skip
+        ),
+        "past the CA": lambda: signed(ca, public, end=ca.cert.not_valid_after_utc + datetime.timedelta(days=1)),
         "ten years": lambda: signed(ca, public, end=NOW + datetime.timedelta(days=3650)),
         "starts tomorrow": lambda: signed(ca, public, start=NOW + datetime.timedelta(days=1)),
         "ends within the hour": lambda: signed(ca, public, end=NOW + datetime.timedelta(minutes=30)),
