@@ -529,6 +529,12 @@ def _print_result(result: RunResult, command: str, desired: DesiredState) -> Non
     for outcome in result.outcomes.values():
         if command == "plan" and outcome.plan is not None:
             print(colour_plan(outcome.plan.render(), Style(wants_colour())))
+            if outcome.snapshot is not None:  # what the daemon renews (apply does not): said with the plan
+                from reconciler.engine.cert_schedule import planned
+
+                host = desired.hosts[outcome.host]
+                for line in planned(host, outcome.snapshot.certificates, time.time()):
+                    print(colour_plan(line, Style(wants_colour())))
         elif command == "apply":
             print(outcome.summary())
             for action in outcome.applied:

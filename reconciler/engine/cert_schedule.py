@@ -11,18 +11,20 @@ only the replica that leads), and what is said of it: `reconciler_certificate_re
 from __future__ import annotations
 
 import asyncio
+import datetime
 import hashlib
 import os
 import socket
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import structlog
 
-from reconciler.engine.cert_renewal import current, due_at, managed, renew_one
+from reconciler.engine.cert_renewal import current, managed, renew_one
 from reconciler.errors import HostError
-from reconciler.spec.desired import DesiredCert, DesiredState
+from reconciler.observe.snapshot import CertFact
+from reconciler.spec.desired import DesiredCert, DesiredHost, DesiredRenewal, DesiredState
 from reconciler.status.metrics import Metrics
 from reconciler.transport.session import Connector, Session
 from reconciler.waits import backoff, pause
@@ -41,6 +43,38 @@ def jitter(host: str, path: str, serial: int, lifetime_s: float) -> float:
     digest = hashlib.sha256(f"{host}\0{path}\0{serial}".encode()).digest()
     share = int.from_bytes(digest[:8], "big") / 2**64
     return share * min(0.05 * lifetime_s, JITTER_CAP_S)
+
+
+def moment(host: str, path: str, serial: int, start: float, end: float, renewal: DesiredRenewal) -> float:
+    """Pure: when the daemon renews this certificate (unix time): `renewAt` of its lifetime gone, then its jitter."""
+    return start + renewal.renew_at * (end - start) + jitter(host, path, serial, end - start)
+
+
+def planned(host: DesiredHost, facts: Mapping[str, CertFact], now: float) -> list[str]:
+    """Pure: what `plan` says of this host's managed certificates that are due (each with its reason)."""
+    out = []
+    for cert in host.certificates:
+        fact = facts.get(cert.path)
+        if cert.renew is None or fact is None or None in (fact.not_before, fact.not_after, fact.serial):
+            continue
+        assert fact.not_before is not None and fact.not_after is not None and fact.serial is not None
+        due = moment(host.name, cert.path, fact.serial, fact.not_before, fact.not_after, cert.renew)
+        if now < due:
+            continue
+        why = (
+            f"expired {_utc(fact.not_after)}"
+            if now >= fact.not_after
+            else f"{cert.renew.renew_at:.0%} of its lifetime gone at {_utc(due)}, expires {_utc(fact.not_after)}"
+        )
+        name = cert.source.split("/", 1)[1]
+        out.append(
+            f"  ~ renew {cert.path} ({why}): the daemon renews it, or `reconciler certs renew --host {host.name} {name}`"
+        )
+    return out
+
+
+def _utc(t: float) -> str:
+    return datetime.datetime.fromtimestamp(t, datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
 class Renewals:
@@ -79,8 +113,8 @@ class Renewals:
                 self.session.forget(host.name)
                 continue
             assert cert.renew is not None
-            lifetime = c.not_valid_after_utc.timestamp() - c.not_valid_before_utc.timestamp()
-            due = due_at(c, cert.renew) + jitter(host.name, cert.path, c.serial_number, lifetime)
+            start, end = c.not_valid_before_utc.timestamp(), c.not_valid_after_utc.timestamp()
+            due = moment(host.name, cert.path, c.serial_number, start, end, cert.renew)
             due = max(due, self._retry_at.get(key, 0.0), self._renewed_at.get(key, -MIN_GAP_S) + MIN_GAP_S)
             self.seen[key] = {
                 "host": host.name,

@@ -212,7 +212,8 @@ def parse_cert(path: str, lines: list[str], now: float | None = None, known: Cer
         subject = _subject(cert)
     except Exception:  # anything a host's bytes make the parser raise: the file is just not a certificate
         return CertFact(path, True, error="not a readable PEM certificate")
-    return CertFact(path, True, not_after, subject, stamp=_trusted(stamp, now))
+    not_before, serial = cert.not_valid_before_utc.timestamp(), cert.serial_number
+    return CertFact(path, True, not_after, subject, stamp=_trusted(stamp, now), not_before=not_before, serial=serial)
 
 
 def _subject(cert: Any) -> str:

@@ -78,6 +78,8 @@ class CertFact:
     subject: str = ""
     error: str = ""  # unreadable, not a certificate, no openssl on the host
     stamp: str = ""  # the file's stamp when it was parsed, if old enough to trust (observe.facts)
+    not_before: float | None = None  # unix time it starts
+    serial: int | None = None
 
     def days_left(self, now: float) -> float | None:
         return None if self.not_after is None else (self.not_after - now) / 86400

@@ -291,8 +291,13 @@ def test_a_certificate_about_to_expire_is_renewed_by_the_daemon_with_no_person_i
     """kubernetes.pem expiring in 10 minutes on every master (a third of its life gone); the daemon, told to renew
     at 34% of a certificate's lifetime, renews each before it expires, on its own, for the spec's 30 days."""
     bed = converged
-    specs = managed_specs(spec_copy, bed.pki_dir, renew_at=0.34)
     expiring_in(bed, 10)
+    specs = managed_specs(spec_copy, bed.pki_dir, renew_at=0.05)  # due since 4 minutes: `plan` says so
+    planned = reconciler("plan", str(specs))
+    assert planned.code == 0 and planned.out.count(f"~ renew {SSL}/kubernetes.pem (5% of its lifetime gone") == 3, planned.out  # fmt: skip
+    specs = managed_specs(spec_copy, bed.pki_dir, renew_at=0.34)
+    planned = reconciler("plan", str(specs))
+    assert planned.code == 0 and "~ renew" not in planned.out, planned.out  # due in a few seconds: not yet
     expiring = kubernetes_pem(specs)
     assert all(float(r["days_left"]) * 1440 < 10.1 for r in expiring.values())  # type: ignore[arg-type]
 

@@ -85,3 +85,26 @@ async def test_a_replica_that_does_not_lead_renews_nothing(tmp_path: Path, leadi
 
     renewals = Renewals(Metrics(), fake_connector(hosts), leading=follower)
     assert await renewals.step(load_desired(spec_dir)) == 600 and renewals.status()["certificates"] == []
+
+
+def test_plan_says_a_due_renewal_with_its_reason_and_nothing_of_the_others(tmp_path: Path) -> None:
+    from reconciler.engine.cert_schedule import moment, planned
+    from reconciler.observe.snapshot import CertFact
+
+    host = load_desired(specs(tmp_path, ca_files(tmp_path / "ca"))).hosts["master-1"]
+    day, now = 86400.0, datetime.datetime(2026, 12, 7, tzinfo=datetime.UTC).timestamp()
+
+    def fact(start: float, serial: int = 7) -> dict[str, CertFact]:
+        return {PATH: CertFact(PATH, True, start + 30 * day, "CN = kubernetes", not_before=start, serial=serial)}
+
+    assert planned(host, fact(now - day), now) == []  # fresh
+    said = planned(host, fact(now - 25 * day), now)  # past 2/3 of 30 days (and its jitter: at most 6 hours)
+    assert len(said) == 1 and said[0].startswith(f"  ~ renew {PATH} (67% of its lifetime gone at 2026-12-02 ")
+    assert "expires 2026-12-12 00:00 UTC): the daemon renews it, or `reconciler certs renew --host master-1 kubernetes`" in said[0]  # fmt: skip
+    assert planned(host, fact(now - 31 * day), now)[0].startswith(f"  ~ renew {PATH} (expired 2026-12-06 00:00 UTC)")
+    assert planned(host, {}, now) == [] and planned(host, {PATH: CertFact(PATH, False)}, now) == []
+    renew = host.certificates[0].renew
+    assert renew is not None  # the daemon's own moment: the same jitter for the same serial, another for another
+    start = now - 25 * day
+    assert moment("master-1", PATH, 7, start, start + 30 * day, renew) == moment("master-1", PATH, 7, start, start + 30 * day, renew)  # fmt: skip
+    assert moment("master-1", PATH, 7, start, start + 30 * day, renew) != moment("master-1", PATH, 8, start, start + 30 * day, renew)  # fmt: skip
