@@ -166,8 +166,8 @@ def test_a_master_moved_to_a_new_address_is_named_by_the_others_only_once_its_me
         assert _peer_of(bed, "master-3") == f"https://{new}:2380"
         assert _apiserver_names(m1, f"https://{new}:2379") and not _apiserver_names(m1, f"https://{m3.address}:2379")
         # the last pass restarts etcd on master-1 and master-2 (their ETCD_INITIAL_CLUSTER named the new address):
-        # a leader change each time it is the leader's, where etcdctl 3.4 has been seen to fail a put a follower
-        # received (docs/certificates.md, "Not yet"); the replacement itself lost none in any run
+        # etcdctl 3.4 can fail a put that reaches a member as it stops or is in flight at a leader change
+        # (bench/etcd_restart_writes.py; docs/certificates.md, "Not yet"); the replacement itself lost none in any run
         assert writer.failed <= 2 and len(writer.acked) >= 20, (writer.failed, len(writer.acked), writer.errors)
         assert quorum.samples >= 10 and quorum.without == 0, (quorum.samples, quorum.without)
         checked = reconciler("check", str(moved))
