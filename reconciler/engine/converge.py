@@ -27,13 +27,15 @@ from reconciler.waits import looks
 log = structlog.get_logger(__name__)
 
 
-async def _observe_and_plan(session: Session, host: DesiredHost, *, with_checks: bool = False) -> HostOutcome:
+async def _observe_and_plan(
+    session: Session, host: DesiredHost, *, with_checks: bool = False, renewed: bool = False
+) -> HostOutcome:
     began = time.monotonic()
     try:
         progress.report(host.name, "connecting")
         conn = await session.connection(host.target)
         progress.report(host.name, "observing")
-        snapshot = await observe_host(conn, host, with_checks=with_checks)
+        snapshot = await observe_host(conn, host, with_checks=with_checks, renewed=renewed)
     except HostError as exc:
         session.forget(host.name)
         return HostOutcome(host.name, "failed", error=str(exc), ssh_error=exc.ssh)
@@ -58,7 +60,7 @@ async def plan_all(desired: DesiredState, session: Session, only: list[str] | No
 
 
 async def _planned(session: Session, desired: DesiredState, host: DesiredHost) -> HostOutcome:
-    outcome = await startable(session, desired, host, await _observe_and_plan(session, host))
+    outcome = await startable(session, desired, host, await _observe_and_plan(session, host, renewed=True))
     progress.finished(host.name, outcome.status)
     return outcome
 

@@ -381,14 +381,15 @@ FULL_READ_EVERY = 20  # and every this many observations of a connection, everyt
 
 
 async def observe_host(
-    conn: Connection, desired: DesiredHost, *, with_checks: bool = True, settle: float = 0.0
+    conn: Connection, desired: DesiredHost, *, with_checks: bool = True, settle: float = 0.0, renewed: bool = False
 ) -> HostSnapshot:
-    """One round trip: every managed file, every managed unit and (optionally) every health check and certificate.
+    """One round trip: every managed file, every managed unit and (optionally) every health check and certificate
+    (`renewed`: the certificates reconciler renews, without the checks: what `plan` says of them).
     A file or certificate unchanged since this connection's last observation is not read or parsed again. With
     `settle`, failing checks are probed again on the host until they pass or that many seconds went by."""
     checks = desired.checks if with_checks else ()
     settle = min(settle, MAX_SETTLE) if settle > 0 else 0.0
-    certs = [c.path for c in desired.certificates] if with_checks else []
+    certs = [c.path for c in desired.certificates if with_checks or (renewed and c.renew is not None)]
     limits = {path: max(len(f.content), READ_LIMIT) for path, f in sorted(desired.files.items())}
     limits.update({path: 0 for path in desired.directories})  # a directory's stat; a file there is not read
     limits.update({u.reload_stamp: 0 for u in desired.units if u.reload_on})  # only its mtime counts

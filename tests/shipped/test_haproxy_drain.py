@@ -8,18 +8,20 @@ restart goes on; a failed block puts the server back without waiting for its che
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
 import socket
 import subprocess
 import threading
 import time
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
-from reconciler.engine.drain import drained, servers
+from reconciler.engine.drain import Server, drained, servers
 from reconciler.spec.desired import DesiredBalancer, DesiredCheck, DesiredHost, DesiredState, DesiredUnit, Target
 from reconciler.transport.base import CommandResult
 from tests.support.etcd import free_port
@@ -104,18 +106,22 @@ backend alone
             b.shutdown()
 
 
-def stat(sock: Path) -> str:
+def cli(sock: Path, line: str) -> str:
     done = subprocess.run(
         ["curl", "-sS", "--max-time", "5", "--unix-socket", str(sock), "telnet://localhost"],
-        input=b"@1 show stat; quit\n",
+        input=f"{line}; quit\n".encode(),
         capture_output=True,
         timeout=10,
     )
     return done.stdout.decode()
 
 
-def states(sock: Path) -> dict[str, str]:
-    return {f"{s.backend}/{s.name}": s.status for s in servers(stat(sock))}
+def stat(sock: Path) -> str:
+    return cli(sock, "@1 show servers state; @1 show stat")
+
+
+def states(sock: Path) -> dict[str, Server]:
+    return {f"{s.backend}/{s.name}": s for s in servers(stat(sock))}
 
 
 def desired(sock: Path, ready_port: int, drain_seconds: float = 5.0) -> DesiredState:
@@ -144,13 +150,13 @@ async def test_the_hosts_server_is_drained_while_its_units_restart_and_put_back_
                 c.sendall(b"GET / HTTP/1.0\r\n\r\n")
                 c.recv(100)
             after_one = servers(stat(sock))
-        assert during["apiservers/master-1"] == "DRAIN" and during["insecure/master-1"] == "DRAIN"
-        assert during["alone/master-1"] == "no check" and during["apiservers/master-2"] == "no check"
+        assert during["apiservers/master-1"].drained and during["insecure/master-1"].drained
+        assert not during["alone/master-1"].drained and during["apiservers/master-2"].serving
         # the new connection went to master-2: master-1 took none while drained
         assert [s.connections for s in after_one if s.backend == "apiservers"] == [0, 0]
         assert "master-1: not drained from HAProxy on lb: alone/master-1 is the last server up" in said
         assert any(line.startswith("master-1: drained from HAProxy on lb") for line in said), said
-        assert states(sock)["apiservers/master-1"] == "no check" and said[-1] == "master-1: put back in HAProxy on lb"
+        assert states(sock)["apiservers/master-1"].serving and said[-1] == "master-1: put back in HAProxy on lb"
     finally:
         ready.shutdown()
 
@@ -168,7 +174,7 @@ async def test_an_open_connection_is_waited_for_then_said(haproxy: tuple[Path, i
             block.failed = True  # a restart that failed: put back at once (its ready check is not even served)
         assert 1.0 <= waited < 4, waited
         assert "master-1: 1 connection(s) still open after 1 s: going on" in said, said
-        assert states(sock)["apiservers/master-1"] == "no check"
+        assert states(sock)["apiservers/master-1"].serving
     finally:
         held.close()
 
@@ -186,7 +192,9 @@ async def test_a_balancer_that_does_not_answer_is_said_and_the_restart_goes_on(t
     ran = False
     async with drained(HereSession(), state, state.hosts["master-1"], ["etcd.service"], said.append):  # type: ignore[arg-type]
         ran = True
-    assert ran and len(said) == 1 and said[0].startswith("master-1: not drained: lb: HAProxy's socket"), said
+    assert (
+        ran and len(said) == 1 and said[0].startswith("master-1: not drained from HAProxy on lb: HAProxy's socket")
+    ), said
 
 
 async def test_a_server_left_drained_by_a_run_cut_off_is_put_back_by_the_next(haproxy: tuple[Path, int]) -> None:
@@ -197,8 +205,62 @@ async def test_a_server_left_drained_by_a_run_cut_off_is_put_back_by_the_next(ha
         check=True,
         timeout=10,
     )
-    assert states(sock)["apiservers/master-1"] == "DRAIN"
+    assert states(sock)["apiservers/master-1"].drained
     state = desired(sock, free_port())
     async with drained(HereSession(), state, state.hosts["master-1"], ["etcd.service"]) as block:  # type: ignore[arg-type]
         block.failed = True
-    assert states(sock)["apiservers/master-1"] == "no check"
+    assert states(sock)["apiservers/master-1"].serving
+
+
+async def test_two_turns_at_once_never_take_out_a_backends_last_server(haproxy: tuple[Path, int]) -> None:
+    """An etcd turn on master-2 while master-1's apiserver turn runs (rollout locks are per unit): the second look
+    sees the first drain, so master-2 stays in the backend where the two are all there is."""
+    sock, _ = haproxy
+    state = desired(sock, free_port())
+    hosts = {**state.hosts, "master-2": replace(state.hosts["master-1"], target=Target("master-2", "127.0.0.1"))}
+    state = DesiredState(hosts=hosts)
+    said: list[str] = []
+    inside = asyncio.Event()
+
+    async def turn(name: str) -> None:
+        async with drained(HereSession(), state, state.hosts[name], ["etcd.service"], said.append) as block:  # type: ignore[arg-type]
+            inside.set()
+            await asyncio.sleep(0.5)
+            block.failed = True
+
+    await asyncio.gather(turn("master-1"), turn("master-2"))
+    assert "master-2: not drained from HAProxy on lb: apiservers/master-2 is the last server up" in said or (
+        "master-1: not drained from HAProxy on lb: apiservers/master-1 is the last server up" in said
+    ), said
+    assert all(s.serving for s in states(sock).values() if s.backend == "apiservers")
+
+
+async def test_cancelled_while_waiting_for_its_check_the_server_is_put_back_still(haproxy: tuple[Path, int]) -> None:
+    sock, _ = haproxy
+    state = desired(sock, free_port())  # its readyCheck never passes: nothing listens there
+    entered = asyncio.Event()
+
+    async def turn() -> None:
+        async with drained(HereSession(), state, state.hosts["master-1"], ["etcd.service"]):  # type: ignore[arg-type]
+            entered.set()
+
+    task = asyncio.ensure_future(turn())
+    await entered.wait()
+    await asyncio.sleep(1.0)  # the block is done; the drain waits for the check
+    assert states(sock)["apiservers/master-1"].drained
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    assert states(sock)["apiservers/master-1"].serving
+
+
+async def test_a_maintenance_the_operator_sets_meanwhile_is_left_as_it_is(haproxy: tuple[Path, int]) -> None:
+    sock, _ = haproxy
+    state = desired(sock, free_port())
+    said: list[str] = []
+    async with drained(HereSession(), state, state.hosts["master-1"], ["etcd.service"], said.append) as block:  # type: ignore[arg-type]
+        cli(sock, "@1 disable server apiservers/master-1")
+        block.failed = True
+    after = states(sock)
+    assert after["apiservers/master-1"].maint and "master-1: apiservers is in maintenance in HAProxy on lb: left so" in said  # fmt: skip
+    assert after["insecure/master-1"].serving  # put back where the operator did nothing

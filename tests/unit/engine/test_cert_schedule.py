@@ -108,3 +108,34 @@ def test_plan_says_a_due_renewal_with_its_reason_and_nothing_of_the_others(tmp_p
     start = now - 25 * day
     assert moment("master-1", PATH, 7, start, start + 30 * day, renew) == moment("master-1", PATH, 7, start, start + 30 * day, renew)  # fmt: skip
     assert moment("master-1", PATH, 7, start, start + 30 * day, renew) != moment("master-1", PATH, 8, start, start + 30 * day, renew)  # fmt: skip
+
+
+async def test_plan_observes_the_renewed_certificates_and_prints_the_due_one(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """plan (no health checks) observes the certificates reconciler renews, and prints the due one after the plan.
+    The in-memory hosts answer a fixed certificate (CN=emulated, 2026-2036): its dates are made due here."""
+    from dataclasses import replace
+
+    from reconciler import cli
+    from reconciler.engine.converge import plan_all
+    from reconciler.observe.snapshot import CertFact
+    from reconciler.outcome import RunResult
+    from reconciler.transport.session import Session
+
+    spec_dir = specs(tmp_path, ca_files(tmp_path / "ca"))
+    hosts = await converged_fleet(spec_dir, {n: SimHost(n) for n in ("master-1", "master-2", "master-3")})
+    desired = load_desired(spec_dir)
+    session = Session(fake_connector(hosts))
+    result = await plan_all(desired, session)
+    await session.close()
+    planned_2 = result.outcomes["master-2"]
+    assert planned_2.snapshot is not None and planned_2.snapshot.certificates[PATH].serial == 1  # observed
+    capsys.readouterr()
+    now = datetime.datetime.now(datetime.UTC).timestamp()
+    due = CertFact(PATH, True, now + 5 * 86400, "CN = kubernetes", not_before=now - 25 * 86400, serial=1)
+    shown = replace(planned_2, snapshot=replace(planned_2.snapshot, certificates={PATH: due}))
+    cli._print_result(RunResult({"master-2": shown}), "plan", desired)
+    said = [line for line in capsys.readouterr().out.splitlines() if line.startswith("  ~ renew")]
+    assert len(said) == 1 and said[0].startswith(f"  ~ renew {PATH} (67% of its lifetime gone at "), said
+    assert said[0].endswith("`reconciler certs renew --host master-2 kubernetes`")

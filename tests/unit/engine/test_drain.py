@@ -1,6 +1,7 @@
-"""engine.drain, pure: HAProxy's `show stat` read (servers, their state and open connections), which backends a
-host's server is drained from (only where it is up and another server is up: never the last one), and which
-balancers drain for a restart (the bundled HA front's HAProxy, for etcd and the apiserver; none for the others)."""
+"""engine.drain, pure: HAProxy's answer read (`show servers state`: each server's state, drained, maintenance,
+weight; `show stat`: its connections), total on odd answers; which backends a host's server is drained from (only
+where it runs and another serves: never the last; one left drained put back; one in maintenance never touched),
+and which balancers drain for a restart (the bundled HA front's HAProxy, for etcd and the apiserver only)."""
 
 from __future__ import annotations
 
@@ -8,63 +9,77 @@ from pathlib import Path
 
 import yaml
 
-from reconciler.engine.drain import Server, chosen, fronts, servers
+from reconciler.engine.drain import Choice, Server, chosen, fronts, servers
 from reconciler.spec.isolate import load_desired
 from tests.support.specs import copy_specs
 
-STAT = """\
+ANSWER = """\
+1
+# be_id be_name srv_id srv_name srv_addr srv_op_state srv_admin_state srv_uweight srv_iweight srv_time_since_last_change
+3 kube-apiserver 1 master-1 198.18.0.11 2 0 1 1 20
+3 kube-apiserver 2 master-2 198.18.0.12 2 0 1 1 20
+3 kube-apiserver 3 master-3 198.18.0.13 0 0 1 1 20
+4 solo 1 master-1 198.18.0.11 2 0 1 1 20
+5 insecure 1 master-1 198.18.0.11 0 0 1 1 20
+5 insecure 2 master-2 198.18.0.12 2 8 1 1 20
+5 insecure 3 master-3 198.18.0.13 2 1 1 1 20
+6 light 1 master-1 198.18.0.11 2 0 1 1 20
+6 light 2 master-2 198.18.0.12 2 0 0 1 20
+
 # pxname,svname,qcur,qmax,scur,smax,slim,stot,bin,bout,dreq,dresp,ereq,econ,eresp,wretr,wredis,status,weight
 kube-apiserver,FRONTEND,,,3,5,4000,10,0,0,0,0,0,,,,,OPEN,
 kube-apiserver,master-1,0,0,2,3,,7,0,0,,0,,0,0,0,0,UP,1
 kube-apiserver,master-2,0,0,1,2,,3,0,0,,0,,0,0,0,0,UP 1/2,1
-kube-apiserver,master-3,0,0,0,0,,0,0,0,,0,,0,0,0,0,DOWN,1
-kube-apiserver,BACKEND,0,0,3,5,,10,0,0,0,0,,0,0,0,0,UP,2
-solo,master-1,0,0,0,0,,0,0,0,,0,,0,0,0,0,no check,1
-solo,BACKEND,0,0,0,0,,0,0,0,0,0,,0,0,0,0,UP,1
-insecure,master-1,0,0,0,0,,0,0,0,,0,,0,0,0,0,DOWN,1
-insecure,master-2,0,0,0,0,,0,0,0,,0,,0,0,0,0,UP,1
 """
 
 
-def test_show_stat_is_read_by_its_header() -> None:
-    found = servers("\n" + STAT + "\n")
-    assert found[0] == Server("kube-apiserver", "master-1", "UP", 2)
-    assert [(s.backend, s.name, s.up) for s in found] == [
+def test_haproxys_answer_is_read_by_its_headers() -> None:
+    found = servers("\n" + ANSWER + "\n")
+    assert found[0] == Server("kube-apiserver", "master-1", True, False, False, 1, 2)
+    assert [(s.backend, s.name, s.serving) for s in found] == [
         ("kube-apiserver", "master-1", True),
-        ("kube-apiserver", "master-2", True),  # UP 1/2: up, going down
-        ("kube-apiserver", "master-3", False),
-        ("solo", "master-1", True),  # a server without checks
+        ("kube-apiserver", "master-2", True),
+        ("kube-apiserver", "master-3", False),  # its checks say it is down
+        ("solo", "master-1", True),
         ("insecure", "master-1", False),
-        ("insecure", "master-2", True),
+        ("insecure", "master-2", False),  # drained
+        ("insecure", "master-3", False),  # in maintenance
+        ("light", "master-1", True),
+        ("light", "master-2", False),  # weight 0: takes no new connection
     ]
-    assert servers("Unknown command.\n") == [] and servers("# pxname,svname\nx,y\n") == []
+    assert servers("Unknown command.\n") == [] and servers("# be_id x\n1 2\n") == []
 
 
-def test_a_server_is_drained_only_where_another_is_up() -> None:
-    found = servers(STAT)
-    assert chosen(found, ["kube-apiserver", "solo", "insecure", "absent"], "master-1") == (
-        ["kube-apiserver"],
-        ["solo/master-1 is the last server up", "insecure/master-1 is DOWN"],
-    )
-    assert chosen(found, ["kube-apiserver"], "master-3") == ([], ["kube-apiserver/master-3 is DOWN"])
-    assert chosen(found, ["kube-apiserver"], "master-9") == ([], [])  # not a server there: nothing to say
-    # the others drained already (a run cut off before it put them back): this one is the last up
-    drained = [
-        Server("b", "master-1", "UP", 0),
-        Server("b", "master-2", "DRAIN", 0),
-        Server("b", "master-3", "MAINT", 0),
+def test_an_odd_answer_gives_servers_or_none_never_an_error() -> None:
+    """A front that answers oddly (compromised, another version) is said, never the restart's end."""
+    odd = ANSWER.replace("3 kube-apiserver 1 master-1 198.18.0.11 2 0 1 1 20", "3 kube-apiserver 1 master-1 x ² ² ² 1")
+    odd = odd.replace("kube-apiserver,master-1,0,0,2,", "kube-apiserver,master-1,0,0,²,") + '"' + "x" * 200_000 + "\n"
+    found = servers(odd)
+    assert found[0] == Server("kube-apiserver", "master-1", False, False, False, 0, 0)
+    assert servers("# be_id be_name srv_id srv_name srv_addr srv_op_state srv_admin_state srv_uweight\nshort\n") == []
+
+
+def test_a_server_is_drained_only_where_another_serves() -> None:
+    found = servers(ANSWER)
+    choice = chosen(found, ["kube-apiserver", "solo", "insecure", "light", "absent"], "master-1")
+    assert choice.drain == ["kube-apiserver"] and choice.now == []
+    assert choice.said == [
+        "solo/master-1 is the last server up",
+        "insecure/master-1 is down",
+        "light/master-1 is the last server up",  # master-2 there has weight 0
     ]
-    assert chosen(drained, ["b"], "master-1") == ([], ["b/master-1 is the last server up"])
-    # this one found drained (a run cut off before it put it back): drained again, so put back after
-    assert chosen([Server("b", "master-1", "DRAIN", 0), Server("b", "master-2", "UP", 0)], ["b"], "master-1") == (
-        ["b"],
-        [],
-    )
-    # one in maintenance (the operator's) is left as it is
-    assert chosen([Server("b", "master-1", "MAINT", 0), Server("b", "master-2", "UP", 0)], ["b"], "master-1") == (
-        [],
-        ["b/master-1 is MAINT"],
-    )
+    assert chosen(found, ["kube-apiserver"], "master-3").said == ["kube-apiserver/master-3 is down"]
+    assert chosen(found, ["kube-apiserver"], "master-9") == Choice([], [], [])  # not a server there
+    assert chosen(found, ["insecure"], "master-3").said == ["insecure/master-3 is in maintenance"]  # never touched
+
+
+def test_a_server_left_drained_is_put_back_after_or_at_once_when_it_is_the_last() -> None:
+    up, drained = Server("b", "master-2", True, False, False, 1), Server("b", "master-1", False, True, False, 1)
+    assert chosen([drained, up], ["b"], "master-1") == Choice(["b"], [], [])  # drained on, put back after
+    assert chosen([drained], ["b"], "master-1") == Choice([], ["b"], [])  # the last one: put back now
+    # another drained already (a run cut off): this one is the last serving
+    others = [Server("b", "master-1", True, False, False, 1), Server("b", "master-2", True, True, False, 1)]
+    assert chosen(others, ["b"], "master-1").said == ["b/master-1 is the last server up"]
 
 
 def test_the_bundled_front_drains_for_etcd_and_the_apiserver_only(tmp_path: Path) -> None:
