@@ -337,23 +337,6 @@ def etcd_around(bed: Testbed, moments: list[float]) -> str:
     return "\n".join(out)
 
 
-def rotation_specs(spec_copy: Path, pki: Path) -> Path:
-    """kubernetes.pem managed (managed_specs), and the admin's certificate, its subject pinned."""
-    specs = managed_specs(spec_copy, pki)
-    with (specs / "certificates.yaml").open("a") as f:
-        f.write(f"""---
-apiVersion: reconciler/v1
-kind: Certificate
-metadata: {{name: admin}}
-spec:
-  hosts: {{matchLabels: {{role: master}}}}
-  paths: [{SSL}/admin.pem]
-  renew: {{keyFile: {SSL}/admin-key.pem, caFile: {pki}/ca.pem, caKeyFile: {pki}/ca-key.pem, lifetimeDays: 30,
-          subject: "CN=admin,O=system:masters", restart: [kube-controller-manager, kube-scheduler]}}
-""")
-    return specs
-
-
 def resigned(cert_file: Path, ca_cert: Path, ca_key: Path) -> bytes:
     """The same certificate (subject, names, usages, key) issued again by another CA: a client's new certificate."""
     ca = load(ca_cert, ca_key)
@@ -406,7 +389,7 @@ def test_the_ca_is_rotated_in_three_phases_with_no_write_failed(
 
     bed = converged
     pki = bed.pki_dir
-    specs = rotation_specs(spec_copy, pki)
+    specs = admin_specs(spec_copy, pki)
     new_ca, new_key = ca_files(tmp_path / "new-ca")
     old_ca = tmp_path / "old-ca.pem"
     old_ca.write_bytes((pki / "ca.pem").read_bytes())
