@@ -169,8 +169,12 @@ class Traffic:
                 with urllib.request.urlopen(self.url, timeout=self.timeout, context=context) as resp:  # noqa: S310
                     resp.read()
                 self.results.append((began, True, "", time.monotonic()))
+            except urllib.error.HTTPError as exc:  # what the server said, e.g. which of /healthz's checks failed
+                said = exc.read(300).decode("utf-8", "replace").replace("\n", " ").strip()
+                error = f"{exc.code} {said}" if said else str(exc.code)
+                self.results.append((began, False, error, time.monotonic()))
             except (OSError, urllib.error.URLError, ssl.SSLError) as exc:
-                error = str(getattr(exc, "code", "")) or type(exc).__name__
+                error = type(exc).__name__
                 self.results.append((began, False, error, time.monotonic()))
             self._stop.wait(self.pause)
 

@@ -29,7 +29,7 @@ import threading
 import time
 import urllib.parse
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 
 DEFAULT_PORTS = {"kube-controller-manager": 10252, "kube-scheduler": 10251}
 COMPONENTS = ("kube-apiserver", *DEFAULT_PORTS)
@@ -85,8 +85,9 @@ class EtcdProbe:
         self.cafile, self.certfile, self.keyfile = args.etcd_cafile, args.etcd_certfile, args.etcd_keyfile
         self._context: ssl.SSLContext | None = None
         self._kept: dict[str, http.client.HTTPConnection] = {}
-        self._locks = {server: threading.Lock() for server in self.servers}
-        self._pool = ThreadPoolExecutor(max_workers=4 * max(1, len(self.servers)))
+        self._guard = threading.Lock()
+        self._inflight: dict[str, Future[tuple[bool, str]]] = {}
+        self._pool = ThreadPoolExecutor(max_workers=max(1, len(self.servers)))  # one ask in flight per member
 
     def context(self) -> ssl.SSLContext:
         if self._context is None:
@@ -121,17 +122,21 @@ class EtcdProbe:
         raise AssertionError("unreachable")
 
     def _ask(self, server: str) -> tuple[bool, str]:
-        # Asks of one member take turns on its kept connection, but never queue behind an ask that waits on an
-        # unreachable member (up to ETCD_TIMEOUT): a real apiserver's /healthz does not hang on one dead member.
-        if not self._locks[server].acquire(timeout=0.2):
-            return False, f"{server}: no answer yet to the last ask"
         try:
             status = self._get(server)
         except (OSError, ValueError, http.client.HTTPException) as exc:
             return False, f"{server}: {getattr(exc, 'reason', exc) or type(exc).__name__}"
-        finally:
-            self._locks[server].release()
         return status == 200, f"{server}: HTTP {status}"
+
+    def _shared(self, server: str) -> Future[tuple[bool, str]]:
+        """The ask of `server` in flight, or a new one: concurrent /healthz calls share one ask per member (on its
+        kept connection). A real apiserver's concurrent checks each wait for etcd's answer (up to 2 s); failing a
+        call because another one's ask was still waiting made a member's slow answer at a leader change a 500."""
+        with self._guard:
+            future = self._inflight.get(server)
+            if future is None or future.done():
+                future = self._inflight[server] = self._pool.submit(self._ask, server)
+            return future
 
     def __call__(self) -> tuple[bool, str]:
         if not self.servers:
@@ -140,12 +145,16 @@ class EtcdProbe:
             self.context()
         except (OSError, ssl.SSLError) as exc:
             return False, f"etcd client TLS setup failed: {exc}"
+        asks = {self._shared(s): s for s in self.servers}
         reasons: list[str] = []
-        for future in as_completed([self._pool.submit(self._ask, s) for s in self.servers]):
-            healthy, reason = future.result()
-            if healthy:
-                return True, "ok"
-            reasons.append(reason)
+        try:
+            for future in as_completed(asks, timeout=2 * ETCD_TIMEOUT + 1):  # its connect, its answer
+                healthy, reason = future.result()
+                if healthy:
+                    return True, "ok"
+                reasons.append(reason)
+        except TimeoutError:
+            reasons += [f"{asks[f]}: no answer" for f in asks if not f.done()]
         return False, "etcd unreachable: " + "; ".join(sorted(reasons))
 
 

@@ -126,4 +126,5 @@ class Writer(threading.Thread):
 
     def stop(self) -> None:
         self.done.set()
-        self.join(30)
+        if self.ident is not None:  # started
+            self.join(30)
