@@ -43,16 +43,37 @@ def env_name(option: str) -> str:
     return "ETCD_" + option.upper().replace("-", "_")
 
 
-def member_config(svc: Service) -> dict[str, Setting]:
+def member_config(svc: Service, options: tuple[str, ...] = OPTIONS) -> dict[str, Setting]:
     """The options a member runs with: a flag wins over its ETCD_* variable (etcd warns and takes the flag)."""
     flags = svc.flags()
     out: dict[str, Setting] = {}
-    for option in OPTIONS:
+    for option in options:
         if option in flags:
             out[option] = flags[option]
         elif env_name(option) in svc.environment:
             setting = svc.environment[env_name(option)]
             out[option] = Setting(setting.value, setting.path, setting.line, setting.key, env_name(option))
+    return out
+
+
+def serving(svc: Service, cert_path: str) -> list[tuple[str, int]] | None:
+    """(host, port) of each https URL a member presents the certificate at `cert_path` on: its advertised client
+    URLs when its cert-file is that file, its advertised peer URLs when its peer-cert-file is. None when the member's
+    files name neither certificate file (what it serves is not known here)."""
+    pairs = (("cert-file", "advertise-client-urls"), ("peer-cert-file", "initial-advertise-peer-urls"))
+    config = member_config(svc, tuple(o for pair in pairs for o in pair))
+    if not any(cert in config for cert, _ in pairs):
+        return None
+    out: list[tuple[str, int]] = []
+    for cert, urls in pairs:
+        if cert in config and config[cert].value == cert_path and urls in config:
+            for url in config[urls].value.split(","):
+                try:
+                    parts = urlsplit(url.strip())
+                    if parts.scheme == "https" and parts.hostname and parts.port and (parts.hostname, parts.port) not in out:  # fmt: skip
+                        out.append((parts.hostname, parts.port))
+                except ValueError:
+                    continue
     return out
 
 

@@ -228,6 +228,7 @@ async def _swap(
                 await guard(session, desired, u, host.name)
         await fence()
         written: list[str] = []
+        unreloaded = ""
         try:
             for path, certs in writes.items():
                 said = await cert_renewal.script(session, host, ["bundle-write", path], bundle.pem(certs))
@@ -236,6 +237,8 @@ async def _swap(
                 written.append(path)
                 say(f"{host.name}: {path}: {what}")
             failed = await cert_renewal.restart_units(session, desired, host, s.units, say, fence)
+            if not failed:
+                unreloaded = await cert_renewal.reload_readers(session, host, written, say)
         except BaseException:
             if written:  # a write refused or a lock lost midway: the files written go back, the units untouched
                 await _put_back(session, host, written)
@@ -250,6 +253,8 @@ async def _swap(
             )
     for path in written:
         await cert_renewal.script(session, host, ["bundle-done", path])
+    if unreloaded:  # the trust files stay (the restarted units run on them); the daemon's plan reloads it again
+        raise HostError(f"{host.name}: the trust files written, but {unreloaded} (the daemon reloads it)")
 
 
 async def _put_back(session: Session, host: DesiredHost, paths: list[str]) -> None:

@@ -23,7 +23,10 @@ from urllib.parse import urlsplit
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from reconciler.apply.executor import RELOAD_SCRIPT
 from reconciler.certs import authority, external
+from reconciler.components import etcd
+from reconciler.components.systemd import service
 from reconciler.engine.drain import drained
 from reconciler.engine.guard import guard, wait_healthy
 from reconciler.errors import HostError
@@ -176,6 +179,9 @@ async def renew_one(
                     f"{host.name}: {cert.path}: {failed}; the old pair is back"
                     + (f" but {again}" if again else " and every unit healthy on it")
                 )
+            unreloaded = await reload_readers(session, host, [cert.path, r.key_file], say)
+            if unreloaded:  # the pair is good and in use by the units restarted: not put back for a reader's reload
+                raise HostError(f"{host.name}: {cert.path}: installed, but {unreloaded} (the daemon reloads it)")
     except authority.CertError as exc:
         await _abort(session, host, staged, cert.path)
         raise HostError(f"{host.name}: {cert.path}: {exc}") from None
@@ -185,20 +191,14 @@ async def renew_one(
         raise
     serial = f"{new.serial_number:X}"
     for u in units:
-        name = health_check(host, u)
-        check = host.check(name) if name else None
-        if check is None or not (check.url or "").startswith("https://"):
-            continue
-        url = urlsplit(check.url or "")
-        address = f"[{url.hostname}]" if ":" in (url.hostname or "") else url.hostname or ""
-        shown = (
-            (await script(session, host, ["serial", address, str(url.port or 443)])).removeprefix("@@SERIAL ").strip()
-        )
-        if shown.upper().lstrip("0") != serial.lstrip("0"):
-            raise HostError(
-                f"{host.name}: {u.name} at {address}:{url.port} presents serial {shown or 'none'}, not the new {serial}"
-            )
-        say(f"{host.name}: {u.name} at {address}:{url.port} presents the new certificate")
+        for hostname, port in presented_at(host, u, cert.path):
+            address = f"[{hostname}]" if ":" in hostname else hostname
+            shown = (await script(session, host, ["serial", address, str(port)])).removeprefix("@@SERIAL ").strip()
+            if shown.upper().lstrip("0") != serial.lstrip("0"):
+                raise HostError(
+                    f"{host.name}: {u.name} at {address}:{port} presents serial {shown or 'none'}, not the new {serial}"
+                )
+            say(f"{host.name}: {u.name} at {address}:{port} presents the new certificate")
     await script(session, host, ["done", cert.path, r.key_file, *r.kubeconfigs])  # the old private key does not linger
     return Renewed(
         host.name, cert.path, serial, new.not_valid_after_utc.timestamp(), round(time.monotonic() - began, 2)
@@ -212,6 +212,24 @@ def _template(old: x509.Certificate, cas: list[x509.Certificate]) -> authority.T
         with contextlib.suppress(authority.CertError):
             return authority.template_of(old, ca)
     return authority.template_of(old, cas[0])
+
+
+def presented_at(host: DesiredHost, unit: DesiredUnit, cert_path: str) -> list[tuple[str, int]]:
+    """Pure: where a restarted unit presents the certificate at `cert_path` over TLS, looked at for the new serial:
+    for etcd, its client URLs when its cert-file is that file and its peer URLs when its peer-cert-file is (a
+    certificate for the peers only is looked at on the peer port, one for the clients only never there); for any
+    other unit, or an etcd whose files name neither, the https URL of its health check."""
+    texts = {p: f.content.decode("utf-8", errors="replace") for p, f in host.files.items()}
+    svc = service(unit.path, texts)
+    served = etcd.serving(svc, cert_path) if svc.program == "etcd" else None
+    if served is not None:
+        return served
+    name = health_check(host, unit)
+    check = host.check(name) if name else None
+    if check is None or not (check.url or "").startswith("https://"):
+        return []
+    url = urlsplit(check.url or "")
+    return [(url.hostname or "", url.port or 443)]
 
 
 def health_check(host: DesiredHost, unit: DesiredUnit) -> str | None:
@@ -252,6 +270,30 @@ async def restart_units(
                     block.failed = True
                     return f"{u.name} not healthy within {u.rollout_timeout:g} s ({health.detail})"
             say(f"{host.name}: {u.name} restarted" + (", healthy" if name else ""))
+    return ""
+
+
+async def reload_readers(session: Session, host: DesiredHost, paths: list[str], say: Callable[[str], None]) -> str:
+    """The running units whose reloadOn names one of `paths` (a bundle or a pair just replaced: HAProxy's ca-file)
+    reloaded and stamped as the executor's reloads are (so the daemon's plan has none left to do), each waited for
+    when it has a health check; "" when every one was, else what was not. A unit that is not active is left: it
+    reads the files when it starts."""
+    conn = await session.connection(host.target)
+    for u in host.units:
+        changed = [p for p in paths if p in u.reload_on]
+        if not changed:
+            continue
+        if not (await conn.run(["systemctl", "is-active", "--", u.name], timeout=30)).ok:
+            continue
+        result = await conn.run(["sh", "-c", RELOAD_SCRIPT, "reconciler-reload", u.name, u.reload_stamp], timeout=60)
+        if not result.ok:
+            return f"{u.name} did not reload ({result.describe()})"
+        name = health_check(host, u)
+        if name:
+            health = await wait_healthy(session, host, name, u.rollout_timeout)
+            if not health.ok:
+                return f"{u.name} not healthy within {u.rollout_timeout:g} s of its reload ({health.detail})"
+        say(f"{host.name}: {u.name} reloaded ({', '.join(changed)} changed)")
     return ""
 
 

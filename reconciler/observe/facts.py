@@ -393,6 +393,8 @@ async def observe_host(
     limits = {path: max(len(f.content), READ_LIMIT) for path, f in sorted(desired.files.items())}
     limits.update({path: 0 for path in desired.directories})  # a directory's stat; a file there is not read
     limits.update({u.reload_stamp: 0 for u in desired.units if u.reload_on})  # only its mtime counts
+    # a reloadOn path no File writes (a Certificate's, e.g. a CA bundle): its mtime against the reload stamp
+    limits.update({p: 0 for u in desired.units for p in u.reload_on if p not in limits})
     previous, count = _LAST.get(conn, (None, 0))
     # belt and braces: whatever a pinned stamp could miss is seen within FULL_READ_EVERY observations
     known = None if count % FULL_READ_EVERY == FULL_READ_EVERY - 1 else previous

@@ -102,9 +102,14 @@ def check_references(by_kind: dict[str, dict[str, Document]], issues: list[SpecI
         _check_unit(doc, issues)
         for key, names in (("restartOn", spec.restart_on), ("reloadOn", spec.reload_on)):
             for i, name in enumerate(names):
-                if name not in by_kind["File"]:
+                # a reload may also follow a Certificate's files (a bundle the unit verifies peers with: HAProxy's
+                # ca-file), which reconciler renews or rotates and never writes as a File
+                if name not in by_kind["File"] and not (key == "reloadOn" and name in by_kind["Certificate"]):
+                    kinds = "File or Certificate" if key == "reloadOn" else "File"
                     issues.append(
-                        SpecIssue(doc.file, doc.line_of("spec", key, i), f"spec.{key}[{i}]", f"no File named {name!r}")
+                        SpecIssue(
+                            doc.file, doc.line_of("spec", key, i), f"spec.{key}[{i}]", f"no {kinds} named {name!r}"
+                        )
                     )
                 elif key == "reloadOn" and name in spec.restart_on:
                     issues.append(

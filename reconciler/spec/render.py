@@ -269,7 +269,7 @@ def _render_host(
                 check,
                 us.rollout.timeout_seconds if us.rollout else 120.0,
                 us.rollback,
-                tuple(file_paths[f] for f in us.reload_on if f in file_paths),
+                _reload_on(us, file_paths, by_kind, host),
                 _balancer(us.balancer),
             )
         )
@@ -301,6 +301,19 @@ def _render_host(
         addresses=_addresses(host, by_kind, renderer, issues),
         origins=origins or {},
     )
+
+
+def _reload_on(us: UnitSpec, file_paths: dict[str, str], by_kind: dict[str, dict[str, Document]], host: Document) -> tuple[str, ...]:  # fmt: skip
+    """The paths whose change reloads the unit: its reloadOn Files', and the paths of its reloadOn Certificates
+    that select this host (a File's name comes first: the spec checks name the one they find neither of)."""
+    paths: list[str] = []
+    for name in us.reload_on:
+        if name in file_paths:
+            paths.append(file_paths[name])
+        elif name in by_kind["Certificate"]:
+            cert: CertificateSpec = by_kind["Certificate"][name].spec
+            paths += cert.paths if selects(cert.hosts, host) else []
+    return tuple(dict.fromkeys(paths))
 
 
 def _renewal(

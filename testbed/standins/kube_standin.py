@@ -9,8 +9,9 @@ its sockets are bound, and exits 0 on SIGTERM.
 
 - kube-apiserver: HTTP on --insecure-bind-address (127.0.0.1) : --insecure-port (8080), plus HTTPS on
   --bind-address (0.0.0.0) : --secure-port (6443) when --tls-cert-file/--tls-private-key-file are given.
-  Healthy (200 "ok") while at least one of --etcd-servers answers GET /health with 200 (TLS with
-  --etcd-cafile / --etcd-certfile / --etcd-keyfile, 2 s timeout); 500 with the reason otherwise.
+  Healthy (200 "ok") while at least one of --etcd-servers answers a read of /registry/health with 200 (etcd's
+  JSON gateway, TLS with --etcd-cafile / --etcd-certfile / --etcd-keyfile, 2 s timeout), as a real apiserver's
+  etcd check reads that key; 500 with the reason otherwise.
 - kube-controller-manager: HTTP on --address (0.0.0.0) : --port (10252); always healthy.
 - kube-scheduler: HTTP on --address (0.0.0.0) : --port (10251); always healthy.
 """
@@ -35,6 +36,7 @@ DEFAULT_PORTS = {"kube-controller-manager": 10252, "kube-scheduler": 10251}
 COMPONENTS = ("kube-apiserver", *DEFAULT_PORTS)
 HEALTH_PATHS = ("/healthz", "/livez", "/readyz")
 ETCD_TIMEOUT = 2.0
+HEALTH_READ = b'{"key": "L3JlZ2lzdHJ5L2hlYWx0aA=="}'  # /registry/health, base64 as etcd's gateway takes keys
 
 
 def log(component: str, message: str) -> None:
@@ -73,7 +75,11 @@ def build_parser(component: str) -> argparse.ArgumentParser:
 
 
 class EtcdProbe:
-    """Asks every --etcd-servers member for /health in parallel; healthy when any answers 200.
+    """Reads /registry/health from every --etcd-servers member in parallel; healthy when any answers 200.
+
+    A real apiserver's /healthz reads that key (a linearizable read, 2 s timeout): while the members elect a leader
+    (another member restarted) the read waits for the new one and succeeds. etcd's own /health answers 503 at once
+    when it has no leader, which made a healthy apiserver answer 500 at each leader change.
 
     As a real kube-apiserver asks etcd over the client connections it keeps (not a TLS handshake per
     /healthz), the TLS context is built once and each member's connection is kept and reused; a broken one
@@ -109,7 +115,7 @@ class EtcdProbe:
             fresh = conn is None
             conn = conn or self._connect(server)
             try:
-                conn.request("GET", "/health")
+                conn.request("POST", "/v3/kv/range", body=HEALTH_READ, headers={"Content-Type": "application/json"})
                 response = conn.getresponse()
                 response.read()
                 self._kept[server] = conn

@@ -30,9 +30,10 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from reconciler.certs.authority import load
 from testbed import Testbed
 from testbed.host import TestHost
-from tests.support.certs import SSL, managed_specs, put_back
+from tests.support.certs import SSL, admin_specs, managed_specs, put_back
 from tests.support.cli import reconciler
 from tests.support.daemon import RunningDaemon, wait_for
+from tests.support.rotation import refused, replace_file, resigned, rotation
 from tests.support.serving import Quorum, tls
 from tests.support.specs import REPO
 from tests.support.tuning import Writer, etcdctl
@@ -65,8 +66,11 @@ def test_kubernetes_pem_is_renewed_on_every_master_with_no_write_failed(converge
         quorum.stop()
     said = renewed.out + renewed.err
     assert renewed.code == 0, said
-    assert said.count("etcd.service at") == 3 and said.count("kube-apiserver.service at") == 3, said
-    assert said.count("presents the new certificate") == 6, said
+    # etcd presents kubernetes.pem to clients (2379) and to its peers (2380): both looked at, and the apiserver's
+    for h in converged.hosts:
+        for port in ("2379", "2380"):
+            assert f"{h.name}: etcd.service at {h.address}:{port} presents the new certificate" in said, said
+    assert said.count("kube-apiserver.service at") == 3 and said.count("presents the new certificate") == 9, said
 
     after = kubernetes_pem(specs)
     serials = {r["serial"] for r in after.values()}
@@ -134,7 +138,7 @@ def test_an_external_signer_renews_a_master_and_its_refusal_changes_nothing(
         renewed = reconciler("certs", "renew", "--host", "master-1", str(specs))
         said = renewed.out + renewed.err
         assert renewed.code == 0 and f"signed by {wrapper}" in said, said
-        assert said.count("presents the new certificate") == 2, said  # etcd's and the apiserver's endpoints
+        assert said.count("presents the new certificate") == 3, said  # etcd's client and peer ports, the apiserver's
         after = kubernetes_pem(specs)["master-1"]
         assert after["serial"] != before["serial"] and after["subject"] == before["subject"]
         assert 29 < float(after["days_left"]) <= 30.1  # type: ignore[arg-type]  # cfssl's 720h profile
@@ -144,25 +148,6 @@ def test_an_external_signer_renews_a_master_and_its_refusal_changes_nothing(
 
 
 KUBECONFIG = "/etc/kubernetes/admin-embedded.kubeconfig"
-
-
-def admin_specs(spec_copy: Path, pki: Path, kubeconfigs: str = "") -> Path:
-    """kubernetes.pem managed (managed_specs), and the admin's certificate (its subject pinned), restarting the
-    controller-manager and the scheduler, with `kubeconfigs` that embed it."""
-    specs = managed_specs(spec_copy, pki)
-    with (specs / "certificates.yaml").open("a") as f:
-        f.write(f"""---
-apiVersion: reconciler/v1
-kind: Certificate
-metadata: {{name: admin}}
-spec:
-  hosts: {{matchLabels: {{role: master}}}}
-  paths: [{SSL}/admin.pem]
-  renew: {{keyFile: {SSL}/admin-key.pem, caFile: {pki}/ca.pem, caKeyFile: {pki}/ca-key.pem, lifetimeDays: 30,
-          subject: "CN=admin,O=system:masters", restart: [kube-controller-manager, kube-scheduler],
-          kubeconfigs: [{kubeconfigs}]}}
-""")
-    return specs
 
 
 def embedding(cert: bytes, key: bytes) -> bytes:
@@ -321,9 +306,6 @@ def test_a_certificate_about_to_expire_is_renewed_by_the_daemon_with_no_person_i
 
 # -- the CA rotated ---------------------------------------------------------------------------------------------------
 
-CA_FILES = ("ca.pem", "kubernetes.pem", "kubernetes-key.pem", "admin.pem", "admin-key.pem")
-KUBE = "etcd kube-apiserver kube-controller-manager kube-scheduler"
-
 
 def etcd_around(bed: Testbed, moments: list[float]) -> str:
     """What each member's journal says in the 8 seconds before each moment (a failed write's): why it failed."""
@@ -338,46 +320,6 @@ def etcd_around(bed: Testbed, moments: list[float]) -> str:
     return "\n".join(out)
 
 
-def resigned(cert_file: Path, ca_cert: Path, ca_key: Path) -> bytes:
-    """The same certificate (subject, names, usages, key) issued again by another CA: a client's new certificate."""
-    ca = load(ca_cert, ca_key)
-    current = x509.load_pem_x509_certificate(cert_file.read_bytes())
-    now = datetime.datetime.now(datetime.UTC)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(current.subject)
-        .issuer_name(ca.cert.subject)
-        .public_key(current.public_key())  # type: ignore[arg-type]
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-    )
-    for ext in current.extensions:
-        if isinstance(ext.value, x509.SubjectAlternativeName | x509.ExtendedKeyUsage | x509.BasicConstraints):
-            builder = builder.add_extension(ext.value, ext.critical)
-    return builder.sign(ca.key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)  # type: ignore[arg-type]
-
-
-def replace_file(path: Path, data: bytes) -> None:
-    """Atomically, as a client must never read half a file."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    tmp.chmod(path.stat().st_mode & 0o777)
-    tmp.rename(path)
-
-
-def rolled(bed: Testbed, files: dict[str, dict[str, bytes]]) -> None:
-    """Files written on each master, then its components restarted, one master at a time (etcd waited for)."""
-    for h in bed.hosts:
-        for name, data in files[h.name].items():
-            (h.root / f"{SSL.lstrip('/')}/{name}").write_bytes(data)
-        h.ssh(f"systemctl restart {KUBE}")
-        wait_for(
-            f"{h.name}'s etcd back",
-            lambda h=h: etcdctl(bed, "endpoint", "health", endpoints=[h]).returncode == 0,  # type: ignore[misc]
-        )
-
-
 def test_the_ca_is_rotated_in_three_phases_with_no_write_failed(
     converged: Testbed, spec_copy: Path, tmp_path: Path
 ) -> None:
@@ -386,21 +328,11 @@ def test_the_ca_is_rotated_in_three_phases_with_no_write_failed(
     given the bundle before and a new certificate before the drop, as an operator does. Each phase refused out of
     order; every component healthy at the end; no etcd member ever rejected a peer's certificate. The testbed's own
     CA and pairs are put back at the end, one master at a time."""
-    from tests.support.pki import ca_files
-
     bed = converged
-    pki = bed.pki_dir
-    specs = admin_specs(spec_copy, pki)
-    new_ca, new_key = ca_files(tmp_path / "new-ca")
-    old_ca = tmp_path / "old-ca.pem"
-    old_ca.write_bytes((pki / "ca.pem").read_bytes())
-    originals = {h.name: {n: (h.root / f"{SSL.lstrip('/')}/{n}").read_bytes() for n in CA_FILES} for h in bed.hosts}
-    local = {n: (pki / n).read_bytes() for n in ("ca.pem", "kubernetes.pem")}
-    both = local["ca.pem"] + new_ca.read_bytes()
-    args = ["--new-ca", str(new_ca), "--new-ca-key", str(new_key), "--old-ca", str(old_ca)]
+    specs = admin_specs(spec_copy, bed.pki_dir)
     since = time.time()
-    try:
-        replace_file(pki / "ca.pem", both)  # the clients outside trust both CAs first
+    with rotation(bed, tmp_path) as r:
+        args = r.args
         writer, quorum = Writer(bed), Quorum(bed, bed.hosts)
         writer.start()
         quorum.start()
@@ -416,10 +348,11 @@ def test_the_ca_is_rotated_in_three_phases_with_no_write_failed(
             assert early.code == 1 and "is still the old CA's (6 in all)" in early.err, early.out + early.err
             reissued = reconciler("certs", "rotate-ca", "reissue", str(specs), *args)
             assert reissued.code == 0, reissued.out + reissued.err
-            assert reissued.out.count("presents the new certificate") == 6, reissued.out
+            assert reissued.out.count("presents the new certificate") == 9, reissued.out  # 2379, 2380, 6443
             again = reconciler("certs", "rotate-ca", "reissue", str(specs), *args)  # run again: nothing left to do
             assert again.code == 0 and again.out.count("the new CA's already") == 6, again.out
-            replace_file(pki / "kubernetes.pem", resigned(pki / "kubernetes.pem", new_ca, new_key))  # the client's
+            pki = bed.pki_dir  # the client's certificate from the new CA, before the drop
+            replace_file(pki / "kubernetes.pem", resigned(pki / "kubernetes.pem", r.new_ca, r.new_key))
             quorum.context = tls(bed)
             dropped = reconciler("certs", "rotate-ca", "drop", str(specs), *args)
             assert dropped.code == 0, dropped.out + dropped.err
@@ -429,7 +362,7 @@ def test_the_ca_is_rotated_in_three_phases_with_no_write_failed(
             quorum.stop()
         for h in bed.hosts:
             held = h.ssh(f"grep -c 'BEGIN CERTIFICATE' {SSL}/ca.pem").stdout.strip()
-            assert held == "1" and (h.root / f"{SSL.lstrip('/')}/ca.pem").read_bytes() == new_ca.read_bytes()
+            assert held == "1" and (h.root / f"{SSL.lstrip('/')}/ca.pem").read_bytes() == r.new_ca.read_bytes()
         status = reconciler("certs", "rotate-ca", "status", str(specs), *args)
         assert status.out.count("trusts the new CA\n") == 3 and "the old CA" not in status.out, status.out
         assert reconciler("check", str(specs)).code == 0
@@ -441,20 +374,9 @@ def test_the_ca_is_rotated_in_three_phases_with_no_write_failed(
         # measures it (moving the leadership first does not help), docs/certificates.md "Not yet" says it.
         assert writer.failed <= 2 and len(writer.acked) >= 20, (writer.failed, len(writer.acked), writer.errors)
         assert quorum.samples >= 10 and quorum.without == 0, (quorum.samples, quorum.without)
-        for h in bed.hosts:  # no member ever refused a peer's (or a client's) certificate
-            log = f"journalctl -u etcd --since @{int(since)} --no-pager | grep 'rejected connection' | grep -Ei 'x509|cert'"
-            # a certificate refused; not the serial checks' handshakes, which offer none (refused, as they must be),
-            # nor a client that closed before its handshake ended ("EOF": etcdctl dials every endpoint, uses one)
-            rejected = h.ssh(f'{log} | grep -v "didn\'t provide a certificate" || true')
-            assert rejected.stdout.strip() == "", (h.name, rejected.stdout.count("\n"), rejected.stdout[:3000])
+        rejected = refused(bed, since)  # no member ever refused a peer's (or a client's) certificate
+        assert not any(rejected.values()), {h: said[:3000] for h, said in rejected.items() if said}
         print(
             f"CA rotated on 3 masters: {len(writer.acked)} writes acknowledged, 0 failed; {quorum.samples} quorum samples, 0 without"
         )
-    finally:  # the testbed's own CA and pairs back: both CAs trusted, the old pairs, the old CA alone
-        with_both = {h.name: {"ca.pem": both} for h in bed.hosts}
-        rolled(bed, with_both)
-        replace_file(pki / "kubernetes.pem", local["kubernetes.pem"])
-        rolled(bed, {h: {n: originals[h][n] for n in CA_FILES if n != "ca.pem"} for h in originals})
-        rolled(bed, {h: {"ca.pem": originals[h]["ca.pem"]} for h in originals})
-        replace_file(pki / "ca.pem", local["ca.pem"])
     assert reconciler("check", str(specs)).code == 0

@@ -24,9 +24,10 @@ import yaml
 
 from testbed import Testbed, TestHost
 from testbed.ha import VIP, VIP_TLS_URL, VIP_URL, Traffic, enable_ha, holders, partitioned, send_adverts
-from tests.support.certs import managed_specs, put_back
+from tests.support.certs import admin_specs, managed_specs, put_back
 from tests.support.cli import reconciler
 from tests.support.daemon import wait_for
+from tests.support.rotation import refused, rotation
 from tests.support.specs import BUNDLED as SPECS
 
 pytestmark = pytest.mark.testbed
@@ -329,7 +330,7 @@ def test_certificates_renewed_on_every_master_with_no_failed_request_through_the
             after = time.monotonic()
             wait_for("requests past the renewal", lambda: traffic.sent(after) > 10 and tls.sent(after) > 10)
         said = renewed.out + renewed.err
-        assert renewed.code == 0 and renewed.out.count("presents the new certificate") == 6, said
+        assert renewed.code == 0 and renewed.out.count("presents the new certificate") == 9, said
         for h in converged.hosts:  # out of the three HAProxies, and back
             assert f"{h.name}: drained from HAProxy on master-1, master-2, master-3" in said, said
             assert f"{h.name}: put back in HAProxy on master-1, master-2, master-3" in said, said
@@ -343,3 +344,44 @@ def test_certificates_renewed_on_every_master_with_no_failed_request_through_the
         )
     finally:
         put_back(converged, specs)
+
+
+def test_the_ca_is_rotated_with_no_failed_request_through_the_vip_and_no_certificate_refused(
+    front: Path, converged: Testbed, tmp_path: Path
+) -> None:
+    """`certs rotate-ca` trust, reissue, drop on the three masters (kubernetes.pem from the new CA), while clients send
+    through the VIP's HTTP and TLS frontends: no request fails through either, no etcd member refuses a peer's
+    certificate, and the `vip` check (an apiserver's /readyz through the VIP, its certificate verified by HAProxy
+    with ca.pem) passes at the end: HAProxy reads its ca-file only as it starts or reloads, and the haproxy Unit's
+    reloadOn names the bundle (Certificate/haproxy-ca), so the trust and drop phases reload it."""
+    specs = tmp_path / "specs"
+    shutil.copytree(front, specs)
+    admin_specs(specs, converged.pki_dir)  # kubernetes.pem and the admin's certificate: every leaf is reissued
+    since = time.time()
+    with rotation(converged, tmp_path) as r:
+        with Traffic() as traffic, Traffic(url=VIP_TLS_URL) as tls:
+            wait_for("traffic through the VIP", lambda: traffic.sent() > 5 and tls.sent() > 5)
+            began = time.monotonic()
+            said = ""
+            for phase in ("trust", "reissue", "drop"):
+                done = reconciler("certs", "rotate-ca", phase, str(specs), *r.args)
+                said += done.out + done.err
+                assert done.code == 0, said
+            after = time.monotonic()
+            wait_for("requests past the rotation", lambda: traffic.sent(after) > 10 and tls.sent(after) > 10)
+        assert said.count("haproxy.service reloaded (/etc/kubernetes/ssl/ca.pem changed)") == 6, said
+        assert said.count("presents the new certificate") == 9 and said.count(": installed (serial") == 6, said
+        wall = time.time() - time.monotonic()
+        failed = [
+            (name, time.strftime("%H:%M:%S", time.gmtime(wall + f[0])), f[2])
+            for name, t in (("HTTP", traffic), ("TLS", tls))
+            for f in t.failed(began)
+        ]
+        assert traffic.sent(began) > 20 and tls.sent(began) > 20 and failed == [], (failed[:5], said[-6000:])
+        rejected = refused(converged, since)
+        assert not any(rejected.values()), {h: out[:3000] for h, out in rejected.items() if out}
+        wait_for("every check healthy, the vip's included", lambda: all_healthy(specs), timeout=30)
+        print(
+            f"CA rotated through the VIP: {traffic.sent(began)} HTTP requests, {tls.sent(began)} through TLS, 0 failed"
+        )
+    wait_for("every check healthy on the testbed's own CA again", lambda: all_healthy(front), timeout=60)

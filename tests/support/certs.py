@@ -39,6 +39,25 @@ spec:
     return spec_copy
 
 
+def admin_specs(spec_copy: Path, pki: Path, kubeconfigs: str = "") -> Path:
+    """kubernetes.pem managed (managed_specs), and the admin's certificate (its subject pinned), restarting the
+    controller-manager and the scheduler, with `kubeconfigs` that embed it."""
+    specs = managed_specs(spec_copy, pki)
+    with (specs / "certificates.yaml").open("a") as f:
+        f.write(f"""---
+apiVersion: reconciler/v1
+kind: Certificate
+metadata: {{name: admin}}
+spec:
+  hosts: {{matchLabels: {{role: master}}}}
+  paths: [{SSL}/admin.pem]
+  renew: {{keyFile: {SSL}/admin-key.pem, caFile: {pki}/ca.pem, caKeyFile: {pki}/ca-key.pem, lifetimeDays: 30,
+          subject: "CN=admin,O=system:masters", restart: [kube-controller-manager, kube-scheduler],
+          kubeconfigs: [{kubeconfigs}]}}
+""")
+    return specs
+
+
 def put_back(bed: Testbed, specs: Path) -> None:
     """The testbed's own pair on every master again, one member at a time."""
     for h in bed.hosts:

@@ -101,3 +101,48 @@ async def test_converged_on_in_process_hosts_reloads_and_never_restarts(specs: P
     assert all([u for _, u in h.reloaded] == [UNIT] for h in hosts.values())
     again = await converge(changed, Session(fake_connector(hosts)), wait=1.0, interval=0.01)
     assert all(not o.applied for o in again.outcomes.values()) and all(len(h.reloaded) == 1 for h in hosts.values())
+
+
+# -- a Certificate in reloadOn: a bundle the unit reads, which reconciler renews or rotates but no File writes -------
+
+CA = "/etc/kubernetes/ssl/ca.pem"
+
+
+def with_reload_on(specs: Path, names: str) -> Path:
+    kube = specs / "kubernetes.yaml"
+    kube.write_text(kube.read_text().replace("reloadOn: [kube-scheduler-env]", f"reloadOn: [{names}]"))
+    return specs
+
+
+def test_a_certificate_named_in_reload_on_reloads_the_unit_when_its_files_change(specs: Path) -> None:
+    host = host_of(with_reload_on(specs, "kube-scheduler-env, kubernetes-ssl"))
+    unit = next(u for u in host.units if u.name == UNIT)
+    assert CA in unit.reload_on and CFG in unit.reload_on  # the Certificate's paths beside the File's
+    right = host.files[CFG].content
+    seen = snapshot(host, cfg=right)
+    ca = FileFact(CA, True, 0o644, "root", "root", STARTED - 10, b"")  # stat only: its mtime
+    assert plan_host(host, replace(seen, files={**seen.files, CA: ca})).empty
+    rotated = {**seen.files, CA: replace(ca, mtime=STARTED + 5)}  # a CA rotation's trust phase, or by hand
+    actions = plan_host(host, replace(seen, files=rotated)).actions
+    assert [(a.kind, a.target) for a in actions] == [(Kind.RELOAD, UNIT)] and CA in actions[0].because
+    stamped = {**rotated, unit.reload_stamp: FileFact(unit.reload_stamp, True, 0o644, "root", "root", STARTED + 6, b"")}
+    assert plan_host(host, replace(seen, files=stamped)).empty
+
+
+def test_a_reload_on_name_of_neither_kind_and_a_certificate_in_restart_on_are_located_errors(specs: Path) -> None:
+    with_reload_on(specs, "kube-scheduler-env, nothing-here")
+    with pytest.raises(SpecError) as err:
+        load_desired(specs)
+    assert any("no File or Certificate named 'nothing-here'" in str(i) and "reloadOn[1]" in str(i) for i in err.value.issues)  # fmt: skip
+    kube = specs / "kubernetes.yaml"
+    kube.write_text(kube.read_text().replace("reloadOn: [kube-scheduler-env, nothing-here]", "reloadOn: [kube-scheduler-env]").replace("restartOn: [kube-config, kubeconfig]", "restartOn: [kube-config, kubeconfig, kubernetes-ssl]"))  # fmt: skip
+    with pytest.raises(SpecError) as err:
+        load_desired(specs)
+    assert any("no File named 'kubernetes-ssl'" in str(i) and "restartOn[2]" in str(i) for i in err.value.issues)
+
+
+def test_a_certificate_that_does_not_select_the_host_adds_no_path(specs: Path) -> None:
+    certs = specs / "certificates.yaml"
+    certs.write_text(certs.read_text().replace("hosts: {matchLabels: {role: master}}", "hosts: [master-2]", 1))
+    host = host_of(with_reload_on(specs, "kube-scheduler-env, kubernetes-ssl"))
+    assert next(u for u in host.units if u.name == UNIT).reload_on == (CFG,)

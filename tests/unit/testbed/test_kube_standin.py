@@ -27,10 +27,11 @@ class SlowHandler(http.server.BaseHTTPRequestHandler):
     server: SlowHealth
     protocol_version = "HTTP/1.1"  # the probe keeps its connection
 
-    def do_GET(self) -> None:  # noqa: N802 (http.server naming)
+    def do_POST(self) -> None:  # noqa: N802 (http.server naming)
+        self.rfile.read(int(self.headers.get("Content-Length", "0")))
         self.server.asked += 1
         time.sleep(self.server.delay)  # a member answering late, as at a leader change
-        body = b'{"health":"true"}'
+        body = b'{"header": {}}'
         self.send_response(200)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()

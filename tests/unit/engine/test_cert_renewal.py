@@ -1,0 +1,69 @@
+"""engine.cert_renewal: reload_readers on in-process hosts (the units whose reloadOn names a Certificate listing a
+file just replaced, a CA bundle or a pair, are reloaded and stamped, the others and the inactive ones left), and
+presented_at (where a renewed certificate is looked for on the wire: etcd's client and peer ports apart)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from reconciler.engine.cert_renewal import presented_at, reload_readers
+from reconciler.engine.converge import converge
+from reconciler.spec.desired import DesiredHost, DesiredUnit
+from reconciler.spec.isolate import load_desired
+from reconciler.transport.fake import SimHost, fake_connector
+from reconciler.transport.session import Session
+from tests.support.specs import copy_specs
+
+CA = "/etc/kubernetes/ssl/ca.pem"
+UNIT = "kube-scheduler.service"
+
+
+async def test_readers_of_a_replaced_file_are_reloaded_and_stamped_and_no_other(tmp_path: Path) -> None:
+    specs = copy_specs(tmp_path / "specs")
+    kube = specs / "kubernetes.yaml"
+    text = kube.read_text().replace("restartOn: [kube-config, kube-scheduler-env, kubeconfig]", "restartOn: [kube-config, kube-scheduler-env, kubeconfig]\n  reloadOn: [kubernetes-ssl]")  # fmt: skip
+    assert text != kube.read_text()
+    kube.write_text(text)
+    desired = load_desired(specs)
+    hosts = {name: SimHost(name) for name in desired.hosts}
+    session = Session(fake_connector(hosts))
+    assert {o.status for o in (await converge(desired, session, wait=1.0, interval=0.01)).outcomes.values()} == {"converged"}  # fmt: skip
+    host, sim = desired.hosts["master-1"], hosts["master-1"]
+    unit = next(u for u in host.units if u.name == UNIT)
+    said: list[str] = []
+
+    assert await reload_readers(session, host, ["/etc/kubernetes/ssl/kubernetes.pem"], said.append) == ""
+    assert await reload_readers(session, host, ["/etc/other.pem"], said.append) == ""  # read by no unit
+    assert [u for _, u in sim.reloaded] == [UNIT] and unit.reload_stamp in sim.files  # the pair: kubernetes-ssl's
+    assert said == [f"master-1: {UNIT} reloaded (/etc/kubernetes/ssl/kubernetes.pem changed)"]
+
+    sim.units[UNIT].active = False  # stopped: it reads the files when it starts
+    assert await reload_readers(session, host, [CA], said.append) == ""
+    assert len(sim.reloaded) == 1 and len(said) == 1
+
+
+# -- where a renewed certificate is looked for on the wire -----------------------------------------------------------
+
+PEM = "/etc/kubernetes/ssl/kubernetes.pem"
+
+
+def units_of(specs: Path) -> tuple[DesiredHost, dict[str, DesiredUnit]]:
+    host = load_desired(specs).hosts["master-1"]
+    return host, {u.spec_name: u for u in host.units}
+
+
+def test_etcd_is_looked_at_on_each_port_that_presents_the_file_and_only_there(tmp_path: Path) -> None:
+    host, units = units_of(copy_specs(tmp_path / "specs"))
+    address = host.target.address
+    # the seed's: one pair for the clients and the peers
+    assert presented_at(host, units["etcd"], PEM) == [(address, 2379), (address, 2380)]
+    assert presented_at(host, units["kube-apiserver"], PEM) == [(address, 6443)]  # its health check's URL
+    assert presented_at(host, units["kube-scheduler"], PEM) == []  # no https check: nothing to look at
+    assert presented_at(host, units["etcd"], "/etc/kubernetes/ssl/admin.pem") == []  # not a file etcd serves
+
+    split = copy_specs(tmp_path / "split")
+    etcd_yaml = split / "etcd.yaml"
+    etcd_yaml.write_text(etcd_yaml.read_text().replace("ETCD_PEER_CERT_FILE: /etc/kubernetes/ssl/kubernetes.pem", "ETCD_PEER_CERT_FILE: /etc/etcd/peer.pem"))  # fmt: skip
+    host, units = units_of(split)
+    assert presented_at(host, units["etcd"], PEM) == [(address, 2379)]  # the clients' only
+    assert presented_at(host, units["etcd"], "/etc/etcd/peer.pem") == [(address, 2380)]  # the peers' only
