@@ -41,7 +41,12 @@ def add_parser(sub: argparse._SubParsersAction, parents: list[argparse.ArgumentP
     a.add_argument("phase", choices=("status", "trust", "reissue", "drop"), help="the phase to run (status: look only)")
     a.add_argument("spec_dir", type=Path, nargs="?", default=Path("specs"), help="spec directory")
     a.add_argument("--new-ca", type=Path, required=True, help="the new CA's certificate (on this machine)")
-    a.add_argument("--new-ca-key", type=Path, default=None, help="the new CA's key (mode 0600): the reissue phase's")
+    a.add_argument(
+        "--new-ca-key",
+        type=Path,
+        default=None,
+        help="the new CA's key (mode 0600), which the reissue phase signs with; without it, each managed certificate's renew.signCommand signs (the operator's signer, pointed at the new CA)",
+    )
     a.add_argument("--old-ca", type=Path, default=None, help="the CA rotated out (default: the specs' renew.caFile)")
     a.add_argument("--force", action="store_true", help="go on past an unreadable file, or drop with leaves left")
     a.add_argument("--connect-attempts", type=int, default=4, help="SSH connection attempts per host")

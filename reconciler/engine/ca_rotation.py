@@ -12,7 +12,9 @@ start).
    files back (and restarts the units on them) and the phase stops there. A host whose files hold both CAs and whose
    units started after they last changed is left as it is.
 2. `reissue`: every managed certificate issued again by the new CA (a new key on the master, the renewal's path:
-   engine.cert_renewal), once every host trusts both CAs and runs on them; one already the new CA's is left.
+   engine.cert_renewal), once every host trusts both CAs and runs on them; one already the new CA's is left. Signed
+   with the new CA's key file when one is given, else by each certificate's renew.signCommand (the operator's
+   signer, pointed at the new CA), whose answer must be the new CA's.
 3. `drop`: the old CA taken out of each trust file, the units restarted as in 1, once no certificate the specs name
    on any host is still the old CA's (from then on every peer would refuse it; `--force` drops it anyway).
 
@@ -176,16 +178,21 @@ async def rotate(
         behind += [f"{s.host.name}: units not restarted on its trust files ({s.stale})" for s in seen if s.stale]
         if behind:
             raise RotationRefused(f"not every host trusts the new CA yet ({behind[0]}): run the trust phase first")
-        if signer is None:
-            raise RotationRefused("the reissue phase signs with the new CA: give its key (--new-ca-key)")
+        unsigned = [f"{h.name}: {c.path}" for h, c in cert_renewal.managed(desired) if not (c.renew and c.renew.sign_command)]  # fmt: skip
+        if signer is None and unsigned:
+            raise RotationRefused(
+                f"the reissue phase signs with the new CA: give its key (--new-ca-key), or a renew.signCommand that "
+                f"signs with it to every managed certificate ({unsigned[0]} has none)"
+            )
         by_path = {(s.host.name, leaf.path): leaf for s in seen for leaf in s.leaves}
         for host, cert in cert_renewal.managed(desired):
             leaf = by_path.get((host.name, cert.path))
             if leaf is not None and leaf.by == "new":
                 say(f"{host.name}: {cert.path}: the new CA's already")
                 continue
+            # without the key, the spec's signer, its answer held to the new CA (certs.external: signed by it)
             await cert_renewal.renew_one(
-                session, desired, host, cert, actor=actor, say=say, signer=signer, signed_by=(old,)
+                session, desired, host, cert, actor=actor, say=say, signer=signer, issuer=new, signed_by=(old,)
             )
     elif phase == "drop":
         behind = [f"{s.host.name}: {t.path}" for s in seen for t in s.trust if not t.new]

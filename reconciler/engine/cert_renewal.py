@@ -102,16 +102,19 @@ async def renew_one(
     actor: str,
     say: Callable[[str], None],
     signer: authority.Authority | None = None,
+    issuer: x509.Certificate | None = None,
     signed_by: tuple[x509.Certificate, ...] = (),
 ) -> Renewed:
-    """One certificate renewed; `signer`: the CA that issues it (the spec's by default; a CA rotation's new one),
-    `signed_by`: CAs besides the spec's and the signer that may have signed the current one (the rotation's old)."""
+    """One certificate renewed; `signer`: the CA that issues it (the spec's by default; a CA rotation's new one);
+    without one, a spec's signCommand issues it, its answer checked against `issuer` (the spec's caFile by default;
+    a CA rotation's new CA); `signed_by`: CAs besides those that may have signed the current one (the rotation's
+    old)."""
     r = cert.renew
     assert r is not None
     began = time.monotonic()
     try:
         if signer is None and r.sign_command:
-            ca_cert = authority.load_certificate(Path(r.ca_file))
+            ca_cert = issuer or authority.load_certificate(Path(r.ca_file))
             refused = external.program_problem(r.sign_command[0])
             if refused:
                 raise authority.CertError(refused)

@@ -77,9 +77,10 @@ def build_parser(component: str) -> argparse.ArgumentParser:
 class EtcdProbe:
     """Reads /registry/health from every --etcd-servers member in parallel; healthy when any answers 200.
 
-    A real apiserver's /healthz reads that key (a linearizable read, 2 s timeout): while the members elect a leader
-    (another member restarted) the read waits for the new one and succeeds. etcd's own /health answers 503 at once
-    when it has no leader, which made a healthy apiserver answer 500 at each leader change.
+    A real apiserver's /healthz reads that key (a linearizable read, 2 s timeout, asked again while etcd answers
+    Unavailable): while the members elect a leader (another member restarted) it waits for the new one and
+    succeeds. etcd's own /health answers 503 at once when it has no leader, which made a healthy apiserver answer
+    500 at each leader change.
 
     As a real kube-apiserver asks etcd over the client connections it keeps (not a TLS handshake per
     /healthz), the TLS context is built once and each member's connection is kept and reused; a broken one
@@ -128,11 +129,17 @@ class EtcdProbe:
         raise AssertionError("unreachable")
 
     def _ask(self, server: str) -> tuple[bool, str]:
-        try:
-            status = self._get(server)
-        except (OSError, ValueError, http.client.HTTPException) as exc:
-            return False, f"{server}: {getattr(exc, 'reason', exc) or type(exc).__name__}"
-        return status == 200, f"{server}: HTTP {status}"
+        deadline = time.monotonic() + ETCD_TIMEOUT
+        while True:
+            try:
+                status = self._get(server)
+            except (OSError, ValueError, http.client.HTTPException) as exc:
+                return False, f"{server}: {getattr(exc, 'reason', exc) or type(exc).__name__}"
+            # 503 is gRPC's Unavailable ("leader changed", "no leader"): etcd's client asks a read again (its retry
+            # interceptor), so a real apiserver's check waits through a leader change within its 2 s
+            if status != 503 or time.monotonic() + 0.05 >= deadline:
+                return status == 200, f"{server}: HTTP {status}"
+            time.sleep(0.05)
 
     def _shared(self, server: str) -> Future[tuple[bool, str]]:
         """The ask of `server` in flight, or a new one: concurrent /healthz calls share one ask per member (on its

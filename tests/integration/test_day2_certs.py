@@ -33,7 +33,7 @@ from testbed.host import TestHost
 from tests.support.certs import SSL, admin_specs, managed_specs, put_back
 from tests.support.cli import reconciler
 from tests.support.daemon import RunningDaemon, wait_for
-from tests.support.rotation import refused, replace_file, resigned, rotation
+from tests.support.rotation import rejections, replace_file, resigned, rotation
 from tests.support.serving import Quorum, tls
 from tests.support.specs import REPO
 from tests.support.tuning import Writer, etcdctl
@@ -98,6 +98,35 @@ def test_kubernetes_pem_is_renewed_on_every_master_with_no_write_failed(converge
 CFSSL_SIGN = Path(__file__).resolve().parents[2] / "deploy/signers/cfssl-sign"
 
 
+def cfssl_signer(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The shipped wrapper installed where the signers a spec may name are (RECONCILER_SIGNERS), beside a cfssl
+    config with the two profiles the testbed's leaves need: kubernetes (server and client) and client."""
+    signers = tmp_path / "signers"
+    signers.mkdir(mode=0o755)
+    wrapper = signers / "cfssl-sign"
+    shutil.copy(CFSSL_SIGN, wrapper)
+    monkeypatch.setenv("RECONCILER_SIGNERS", str(signers))
+    usages = ["signing", "key encipherment", "client auth"]
+    profiles = {"kubernetes": {"usages": [*usages, "server auth"], "expiry": "720h"}, "client": {"usages": usages, "expiry": "720h"}}  # fmt: skip
+    (signers / "ca-config.json").write_text(json.dumps({"signing": {"profiles": profiles}}))
+    return wrapper
+
+
+def signed_by_cfssl(text: str, pki: Path, wrapper: Path, ca: Path, key: Path) -> str:
+    """certificates.yaml's text (managed_specs', admin_specs') with each caKeyFile replaced by the wrapper signing
+    with `ca` and `key` (the admin's with the client profile)."""
+    config = wrapper.parent / "ca-config.json"
+
+    def command(profile: str) -> str:
+        argv = [wrapper, "-config", config, "-profile", profile, "-ca", ca, "-ca-key", key]
+        return f"signCommand: [{', '.join(str(a) for a in argv)}]"
+
+    text = text.replace(
+        f"caKeyFile: {pki}/ca-key.pem, lifetimeDays", f"{command('client')}, lifetimeDays"
+    )  # the admin's
+    return text.replace(f"caKeyFile: {pki}/ca-key.pem", command("kubernetes"))
+
+
 def test_an_external_signer_renews_a_master_and_its_refusal_changes_nothing(
     converged: Testbed, spec_copy: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -107,21 +136,11 @@ def test_an_external_signer_renews_a_master_and_its_refusal_changes_nothing(
     the apiserver."""
     bed = converged
     specs = managed_specs(spec_copy, bed.pki_dir)
-    signers = tmp_path / "signers"  # where the operator installs the signers a spec may name
-    signers.mkdir(mode=0o755)
-    wrapper = signers / "cfssl-sign"
-    shutil.copy(CFSSL_SIGN, wrapper)
-    monkeypatch.setenv("RECONCILER_SIGNERS", str(signers))
-    usages = ["signing", "key encipherment", "server auth", "client auth"]
-    config = {"signing": {"profiles": {"kubernetes": {"usages": usages, "expiry": "720h"}}}}
-    (tmp_path / "ca-config.json").write_text(json.dumps(config))
+    wrapper = cfssl_signer(tmp_path, monkeypatch)
 
     def signing_with(key: Path) -> None:
-        command = [wrapper, "-config", tmp_path / "ca-config.json", "-profile", "kubernetes"]
-        command += ["-ca", bed.pki_dir / "ca.pem", "-ca-key", key]
         text = managed_specs(spec_copy, bed.pki_dir).joinpath("certificates.yaml").read_text()
-        signer = f"signCommand: [{', '.join(str(a) for a in command)}]"
-        specs.joinpath("certificates.yaml").write_text(text.replace(f"caKeyFile: {bed.pki_dir}/ca-key.pem", signer))
+        specs.joinpath("certificates.yaml").write_text(signed_by_cfssl(text, bed.pki_dir, wrapper, bed.pki_dir / "ca.pem", key))  # fmt: skip
 
     before = kubernetes_pem(specs)["master-1"]
     master_1 = bed.hosts[0]
@@ -321,9 +340,10 @@ def etcd_around(bed: Testbed, moments: list[float]) -> str:
 
 
 def test_the_ca_is_rotated_in_three_phases_with_no_write_failed(
-    converged: Testbed, spec_copy: Path, tmp_path: Path
+    converged: Testbed, spec_copy: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """trust (both CAs on every master), reissue (kubernetes.pem and the admin's certificate from the new CA), drop
+    """trust (both CAs on every master), reissue (kubernetes.pem and the admin's certificate from the new CA, by
+    cfssl: the operator's signer pointed at it, no key file given to reconciler), drop
     (the old CA out), with a client writing through every etcd endpoint and a quorum read sampled; the client is
     given the bundle before and a new certificate before the drop, as an operator does. Each phase refused out of
     order; every component healthy at the end; no etcd member ever rejected a peer's certificate. The testbed's own
@@ -346,8 +366,19 @@ def test_the_ca_is_rotated_in_three_phases_with_no_write_failed(
             assert trusted.out.count("the new CA added") == 3, trusted.out
             early = reconciler("certs", "rotate-ca", "drop", str(specs), *args)
             assert early.code == 1 and "is still the old CA's (6 in all)" in early.err, early.out + early.err
-            reissued = reconciler("certs", "rotate-ca", "reissue", str(specs), *args)
+            # reissued by the operator's signer (cfssl through the shipped wrapper), pointed at the new CA: no key
+            # file given; what it answers must be the new CA's (the rotation with --new-ca-key: test_ha)
+            text = (specs / "certificates.yaml").read_text()
+            (signed := spec_copy.parent / "signed").mkdir()
+            shutil.copytree(specs, signed, dirs_exist_ok=True)
+            wrapper = cfssl_signer(tmp_path, monkeypatch)
+            (signed / "certificates.yaml").write_text(signed_by_cfssl(text, bed.pki_dir, wrapper, r.new_ca, r.new_key))
+            keyless = [*args[:2], *args[4:]]  # --new-ca, --old-ca
+            unsigned = reconciler("certs", "rotate-ca", "reissue", str(specs), *keyless)  # no key, no signer
+            assert unsigned.code == 1 and "or a renew.signCommand that signs with it" in unsigned.err, unsigned.err
+            reissued = reconciler("certs", "rotate-ca", "reissue", str(signed), *keyless)
             assert reissued.code == 0, reissued.out + reissued.err
+            assert reissued.out.count(f"signed by {wrapper}") == 6, reissued.out
             assert reissued.out.count("presents the new certificate") == 9, reissued.out  # 2379, 2380, 6443
             again = reconciler("certs", "rotate-ca", "reissue", str(specs), *args)  # run again: nothing left to do
             assert again.code == 0 and again.out.count("the new CA's already") == 6, again.out
@@ -374,7 +405,7 @@ def test_the_ca_is_rotated_in_three_phases_with_no_write_failed(
         # measures it (moving the leadership first does not help), docs/certificates.md "Not yet" says it.
         assert writer.failed <= 2 and len(writer.acked) >= 20, (writer.failed, len(writer.acked), writer.errors)
         assert quorum.samples >= 10 and quorum.without == 0, (quorum.samples, quorum.without)
-        rejected = refused(bed, since)  # no member ever refused a peer's (or a client's) certificate
+        rejected = rejections(bed, since)  # no member ever refused a peer's (or a client's) certificate
         assert not any(rejected.values()), {h: said[:3000] for h, said in rejected.items() if said}
         print(
             f"CA rotated on 3 masters: {len(writer.acked)} writes acknowledged, 0 failed; {quorum.samples} quorum samples, 0 without"

@@ -60,19 +60,18 @@ def replace_file(path: Path, data: bytes) -> None:
 
 
 def rolled(bed: Testbed, files: dict[str, dict[str, bytes]]) -> None:
-    """Files written on each master, then its components restarted (and HAProxy, where it runs, reloaded: its
-    ca-file), one master at a time (etcd waited for)."""
+    """Files written on each master, then its components restarted, one master at a time (etcd waited for)."""
     for h in bed.hosts:
         for name, data in files[h.name].items():
             (h.root / f"{SSL.lstrip('/')}/{name}").write_bytes(data)
-        h.ssh(f"systemctl restart {KUBE} && {{ ! systemctl is-active --quiet haproxy || systemctl reload haproxy; }}")
+        h.ssh(f"systemctl restart {KUBE}")
         wait_for(
             f"{h.name}'s etcd back",
             lambda h=h: etcdctl(bed, "endpoint", "health", endpoints=[h]).returncode == 0,  # type: ignore[misc]
         )
 
 
-def refused(bed: Testbed, since: float) -> dict[str, str]:
+def rejections(bed: Testbed, since: float) -> dict[str, str]:
     """Per master, what its etcd logged since `since` of a certificate it refused ("" for none): not the serial
     checks' handshakes, which offer none (refused, as they must be), nor a client that closed before its handshake
     ended ("EOF": etcdctl dials every endpoint, uses one)."""

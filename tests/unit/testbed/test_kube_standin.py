@@ -20,7 +20,7 @@ class SlowHealth(http.server.ThreadingHTTPServer):
 
     def __init__(self, delay: float) -> None:
         super().__init__(("127.0.0.1", 0), SlowHandler)
-        self.delay, self.asked = delay, 0
+        self.delay, self.asked, self.unavailable = delay, 0, 0
 
 
 class SlowHandler(http.server.BaseHTTPRequestHandler):
@@ -32,7 +32,9 @@ class SlowHandler(http.server.BaseHTTPRequestHandler):
         self.server.asked += 1
         time.sleep(self.server.delay)  # a member answering late, as at a leader change
         body = b'{"header": {}}'
-        self.send_response(200)
+        status = 503 if self.server.unavailable > 0 else 200
+        self.server.unavailable -= 1
+        self.send_response(status)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
@@ -68,3 +70,19 @@ def test_a_member_that_does_not_listen_fails_at_once() -> None:
     began = time.monotonic()
     healthy, reason = probe_of(f"http://127.0.0.1:{port}")()
     assert not healthy and reason.startswith("etcd unreachable: http://127.0.0.1:") and time.monotonic() - began < 1.5
+
+
+def test_a_member_unavailable_for_a_moment_is_asked_again_within_the_timeout_and_not_past_it() -> None:
+    server = SlowHealth(0.0)
+    server.unavailable = 3  # a leader change: etcd's gateway answers 503 (gRPC Unavailable) three times
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    try:
+        probe = probe_of(f"http://127.0.0.1:{server.server_address[1]}")
+        assert probe() == (True, "ok") and server.asked == 4
+        server.unavailable = 10**6  # no leader at all (quorum lost): unhealthy once the 2 s are gone
+        began = time.monotonic()
+        healthy, reason = probe()
+        assert not healthy and reason.endswith("HTTP 503") and 1.8 < time.monotonic() - began < 3.0
+    finally:
+        server.shutdown()
+        server.server_close()
