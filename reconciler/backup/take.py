@@ -100,23 +100,13 @@ async def _members(session: Session, members: list[tuple[DesiredHost, DesiredChe
     chosen: list[Member] = []
     unfit: list[str] = []
     for n, (host, check) in enumerate(api.members):
-        try:
-            exit_status, status, body = await api.exchange(n, "/v3/maintenance/status", {})
-            said = json.loads(body) if exit_status == 0 and status == 200 else None
-        except (HostError, ValueError, RecursionError) as exc:
-            unfit.append(f"{host.name}: not asked ({exc})")
-            continue
-        if not isinstance(said, dict):
-            unfit.append(f"{host.name}: its member does not answer (curl exit {exit_status}, HTTP {status})")
-            continue
-        if said.get("isLearner"):
+        said = await api.member_status(n)
+        if isinstance(said, str):
+            unfit.append(said)
+        elif said.learner:
             unfit.append(f"{host.name}: a learner (not yet in sync): never snapshotted")
-            continue
-        header = said.get("header")
-        me = header.get("member_id") if isinstance(header, dict) else None
-        size = said.get("dbSize")
-        db_size = int(size) if isinstance(size, str) and size.isdigit() and len(size) < 19 else 0
-        chosen.append(Member(host, check, leader=me is not None and me == said.get("leader"), db_size=db_size))
+        else:
+            chosen.append(Member(host, check, leader=said.leads, db_size=said.db_size))
     return sorted(chosen, key=lambda m: m.leader), unfit
 
 

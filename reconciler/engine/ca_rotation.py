@@ -169,6 +169,12 @@ async def rotate(
     unreadable = [f"{s.host.name}: {u}" for s in seen for u in s.unreadable]
     if unreadable and not force:
         raise RotationRefused(f"a file the specs name cannot be read: {unreadable[0]} (--force goes on without it)")
+    # the host of etcd's leader last in each phase (cert_renewal.leader_last: one leader change per phase)
+    leader = await cert_renewal.etcd_leader(session, desired) if phase != "reissue" else None
+    if leader is not None and len(seen) > 1:
+        say(f"{leader}: etcd's leader there: its host goes last (one leader change)")
+        order = cert_renewal.leader_last([s.host.name for s in seen], leader)
+        seen = sorted(seen, key=lambda s: order.index(s.host.name))
     if phase == "trust":
         for s in seen:
             writes = {t.path: bundle.with_ca(t.certs, new) for t in s.trust if not t.new}
@@ -185,7 +191,7 @@ async def rotate(
                 f"signs with it to every managed certificate ({unsigned[0]} has none)"
             )
         by_path = {(s.host.name, leaf.path): leaf for s in seen for leaf in s.leaves}
-        for host, cert in cert_renewal.managed(desired):
+        for host, cert in await cert_renewal.in_turn(session, desired, cert_renewal.managed(desired), say):
             leaf = by_path.get((host.name, cert.path))
             if leaf is not None and leaf.by == "new":
                 say(f"{host.name}: {cert.path}: the new CA's already")

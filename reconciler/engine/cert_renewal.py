@@ -88,9 +88,37 @@ async def renew(
     """Every selected certificate renewed, host after host; HostError at the first that could not be (the hosts
     before it are renewed, the one it names keeps a valid pair: its old one, or the new one in use)."""
     done = []
-    for host, cert in managed(desired, only_host, names):
+    for host, cert in await in_turn(session, desired, managed(desired, only_host, names), say):
         done.append(await renew_one(session, desired, host, cert, actor=actor, say=say))
     return done
+
+
+def leader_last(names: list[str], leader: str | None) -> list[str]:
+    """Pure: `names` in their order, the etcd leader's host moved last. Restarting the followers' members first and
+    the leader's once makes one leader change in a pass over the masters, where name order makes up to three: each
+    a moment in which a write in flight can fail (bench/RESULTS.md) and the other apiservers wait for etcd."""
+    return sorted(names, key=lambda n: n == leader)
+
+
+async def in_turn(
+    session: Session, desired: DesiredState, items: list[tuple[DesiredHost, DesiredCert]], say: Callable[[str], None]
+) -> list[tuple[DesiredHost, DesiredCert]]:
+    """`items` (managed's order) with the host of etcd's leader last, when a renewal among them restarts etcd on more
+    than one host; as they are when etcd's members are not in the specs or none says it leads."""
+    unit = desired.etcd_unit
+    restarting = {h.name for h, c in items if unit and c.renew and unit in c.renew.restart}
+    leader = await etcd_leader(session, desired) if len(restarting) > 1 else None
+    if leader not in restarting:
+        return items
+    say(f"{leader}: etcd's leader there: its host goes last (one leader change)")
+    order = leader_last(sorted({h.name for h, _ in items}), leader)
+    return sorted(items, key=lambda item: order.index(item[0].name))
+
+
+async def etcd_leader(session: Session, desired: DesiredState) -> str | None:
+    """The host whose etcd member leads (None: no member in the specs says so)."""
+    members = etcd_members(desired)
+    return await EtcdOnHosts(session, members).leading_host() if members else None
 
 
 async def renew_one(

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -44,6 +45,27 @@ def client_url(check: DesiredCheck) -> str:
     host = url.hostname or ""
     port = f":{url.port}" if url.port else ""
     return f"{url.scheme}://[{host}]{port}" if ":" in host else f"{url.scheme}://{host}{port}"
+
+
+@dataclass(frozen=True)
+class MemberStatus:
+    """What a member says of itself (POST /v3/maintenance/status)."""
+
+    member_id: str  # "" when it did not say
+    leader: str  # the member it knows as the leader ("" or "0": none)
+    learner: bool
+    db_size: int  # bytes of its database (0: not said)
+
+    @property
+    def leads(self) -> bool:
+        return self.member_id not in ("", "0") and self.member_id == self.leader
+
+
+def _member_id(value: object) -> str:
+    """A member id as etcd's gateway gives it (a uint64 in a string; a number in some answers), "" otherwise."""
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        return ""
+    return str(value)[:20]
 
 
 def _split(stdout: bytes) -> tuple[int, bytes]:
@@ -88,6 +110,31 @@ class EtcdOnHosts(EtcdApi):
         result = await conn.run(argv, input=sent, timeout=self.timeout + 3, max_output=ANSWER_LIMIT + 8)
         status, answer = _split(result.stdout)
         return result.exit_status, status, answer
+
+    async def member_status(self, n: int) -> MemberStatus | str:
+        """What member `n` says of itself, or why it says nothing (its host not reached, its member silent)."""
+        host = self.members[n][0]
+        try:
+            call = self.exchange(n, "/v3/maintenance/status", {})
+            exit_status, status, body = await asyncio.wait_for(call, self.deadline)
+            said = json.loads(body) if exit_status == 0 and status == 200 else None
+        except (TimeoutError, HostError, ValueError, RecursionError) as exc:
+            return f"{host.name}: not asked ({exc or type(exc).__name__})"
+        if not isinstance(said, dict):
+            return f"{host.name}: its member does not answer (curl exit {exit_status}, HTTP {status})"
+        header = said.get("header")
+        me, leader, size = header.get("member_id") if isinstance(header, dict) else "", said.get("leader"), said.get("dbSize")  # fmt: skip
+        return MemberStatus(
+            _member_id(me),
+            _member_id(leader),
+            said.get("isLearner") is True,
+            int(size) if isinstance(size, str) and size.isdigit() and len(size) < 19 else 0,
+        )
+
+    async def leading_host(self) -> str | None:
+        """The host whose member leads, as that member says (None: no member says it leads, or none answers)."""
+        said = await asyncio.gather(*(self.member_status(n) for n in range(len(self.members))))
+        return next((self.members[n][0].name for n, s in enumerate(said) if isinstance(s, MemberStatus) and s.leads), None)  # fmt: skip
 
     async def cluster_version(self) -> str | None:
         """The cluster's version as a member says it (GET /version: "etcdcluster", e.g. "3.4.0"), from the first

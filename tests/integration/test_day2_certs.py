@@ -36,7 +36,7 @@ from tests.support.daemon import RunningDaemon, wait_for
 from tests.support.rotation import rejections, replace_file, resigned, rotation
 from tests.support.serving import Quorum, tls
 from tests.support.specs import REPO
-from tests.support.tuning import Writer, etcdctl
+from tests.support.tuning import Writer, etcdctl, leader
 
 pytestmark = pytest.mark.testbed
 
@@ -53,6 +53,7 @@ def test_kubernetes_pem_is_renewed_on_every_master_with_no_write_failed(converge
     before = kubernetes_pem(specs)
     assert set(before) == {"master-1", "master-2", "master-3"} and all(r["managed"] for r in before.values())
     keys_before = {h.name: (h.root / f"{SSL.lstrip('/')}/kubernetes-key.pem").read_bytes() for h in bed.hosts}
+    leading = leader(bed, bed.hosts).name
 
     writer, quorum = Writer(bed), Quorum(bed, bed.hosts)
     writer.start()
@@ -66,6 +67,10 @@ def test_kubernetes_pem_is_renewed_on_every_master_with_no_write_failed(converge
         quorum.stop()
     said = renewed.out + renewed.err
     assert renewed.code == 0, said
+    # the host of etcd's leader renewed last: one leader change in the pass, not up to three
+    assert f"{leading}: etcd's leader there: its host goes last" in said, said
+    installed = [line.split(":", 1)[0] for line in said.splitlines() if ": installed (serial" in line]
+    assert installed[-1] == leading and sorted(installed) == ["master-1", "master-2", "master-3"], installed
     # etcd presents kubernetes.pem to clients (2379) and to its peers (2380): both looked at, and the apiserver's
     for h in converged.hosts:
         for port in ("2379", "2380"):

@@ -6,12 +6,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from reconciler.engine.cert_renewal import presented_at, reload_readers
+from reconciler.engine.cert_renewal import etcd_leader, in_turn, leader_last, managed, presented_at, reload_readers
 from reconciler.engine.converge import converge
 from reconciler.spec.desired import DesiredHost, DesiredUnit
 from reconciler.spec.isolate import load_desired
 from reconciler.transport.fake import SimHost, fake_connector
 from reconciler.transport.session import Session
+from tests.support.certs import managed_specs
+from tests.support.etcd_members import fleet
 from tests.support.specs import copy_specs
 
 CA = "/etc/kubernetes/ssl/ca.pem"
@@ -67,3 +69,39 @@ def test_etcd_is_looked_at_on_each_port_that_presents_the_file_and_only_there(tm
     host, units = units_of(split)
     assert presented_at(host, units["etcd"], PEM) == [(address, 2379)]  # the clients' only
     assert presented_at(host, units["etcd"], "/etc/etcd/peer.pem") == [(address, 2380)]  # the peers' only
+
+
+# -- the host of etcd's leader last -------------------------------------------------------------------------------
+
+
+def test_leader_last_moves_only_the_leaders_host() -> None:
+    names = ["master-1", "master-2", "master-3"]
+    assert leader_last(names, "master-1") == ["master-2", "master-3", "master-1"]
+    assert leader_last(names, "master-3") == names
+    assert leader_last(names, None) == names and leader_last(names, "elsewhere") == names
+
+
+async def test_renewals_that_restart_etcd_take_the_leaders_host_last_and_say_so(tmp_path: Path) -> None:
+    specs = managed_specs(copy_specs(tmp_path / "specs"), tmp_path / "pki")  # kubernetes.pem restarts etcd
+    desired = load_desired(specs)
+    items = managed(desired)
+    said: list[str] = []
+    hosts = fleet(leader="master-2")
+    ordered = await in_turn(Session(fake_connector(hosts)), desired, items, said.append)
+    assert [h.name for h, _ in ordered] == ["master-1", "master-3", "master-2"]
+    assert said == ["master-2: etcd's leader there: its host goes last (one leader change)"]
+
+    for h in hosts.values():  # no member says it leads (an election under way, or no answer): as they were
+        h.etcd_status = None
+    assert await in_turn(Session(fake_connector(hosts)), desired, items, said.append) == items and len(said) == 1
+    one = managed(desired, only_host="master-2")  # one host: no leader change to spare, nothing asked
+    assert await in_turn(Session(fake_connector(fleet(leader="master-2"))), desired, one, said.append) == one
+
+
+async def test_a_member_that_says_another_leads_does_not_make_its_host_the_leaders(tmp_path: Path) -> None:
+    desired = load_desired(copy_specs(tmp_path / "specs"))
+    hosts = fleet(leader="master-3")
+    hosts["master-3"].etcd_status = None  # the leader's own member silent: the others' word is not taken for it
+    assert await etcd_leader(Session(fake_connector(hosts)), desired) is None
+    hosts["master-3"].etcd_status = {"header": {"member_id": "13"}, "leader": "13"}  # the gateway's strings
+    assert await etcd_leader(Session(fake_connector(hosts)), desired) == "master-3"
