@@ -33,6 +33,8 @@
 #   bundle-rollback FILE       FILE.before-rotate put back: "@@ROLLEDBACK"; bundle-done FILE: it removed: "@@DONE"
 #   fresh FILE UNIT...         "@@FRESH" when every unit is active and entered that state after FILE last changed
 #                              (it reads the file as it is now), else "@@STALE why"
+#   reloaded FILE UNIT STAMP...  "@@FRESH" when every active UNIT was reloaded by reconciler (STAMP: its reload stamp,
+#                              a regular file) or started after FILE last changed; a unit not running is not asked
 set -euo pipefail
 export LC_ALL=C
 mode=$1
@@ -209,6 +211,25 @@ fresh)  # FILE UNIT...: every unit active and (re)started after FILE last change
     entered=$(date -d "$at" +%s.%N 2>/dev/null) || { echo "@@STALE $unit: no start time"; exit 0; }
     if ! awk -v a="$entered" -v b="$changed" 'BEGIN { exit !(a > b) }'; then
       echo "@@STALE $unit started before $file changed"
+      exit 0
+    fi
+  done
+  echo "@@FRESH"
+  ;;
+reloaded) # FILE UNIT STAMP [UNIT STAMP...]
+  file=$1
+  shift
+  changed=$(stat -c %.9Y -- "$file")
+  while [ $# -ge 2 ]; do
+    unit=$1 stamp=$2
+    shift 2
+    [ "$(systemctl is-active -- "$unit" 2>/dev/null)" = active ] || continue # not running: it reads FILE as it starts
+    at=$(systemctl show --timestamp=us+utc -p ActiveEnterTimestamp --value -- "$unit")
+    entered=$(date -d "$at" +%s.%N 2>/dev/null) || entered=0
+    stamped=0
+    if [ -f "$stamp" ] && [ ! -L "$stamp" ]; then stamped=$(stat -c %.9Y -- "$stamp"); fi
+    if ! awk -v a="$entered" -v s="$stamped" -v b="$changed" 'BEGIN { exit !(a > b || s > b) }'; then
+      echo "@@STALE $unit not reloaded since $file changed"
       exit 0
     fi
   done

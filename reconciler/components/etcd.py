@@ -8,6 +8,7 @@ lists every member exactly once, well-formed URLs. Pure; called by `components.c
 
 from __future__ import annotations
 
+import posixpath
 from collections import Counter
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -66,14 +67,17 @@ def serving(svc: Service, cert_path: str) -> list[tuple[str, int]] | None:
         return None
     out: list[tuple[str, int]] = []
     for cert, urls in pairs:
-        if cert in config and config[cert].value == cert_path and urls in config:
-            for url in config[urls].value.split(","):
+        if cert in config and posixpath.normpath(config[cert].value) == posixpath.normpath(cert_path):
+            found = len(out)
+            for url in config[urls].value.split(",") if urls in config else []:
                 try:
                     parts = urlsplit(url.strip())
                     if parts.scheme == "https" and parts.hostname and parts.port and (parts.hostname, parts.port) not in out:  # fmt: skip
                         out.append((parts.hostname, parts.port))
                 except ValueError:
                     continue
+            if len(out) == found:  # served, but where is not said (no https URL advertised): not known here
+                return None
     return out
 
 

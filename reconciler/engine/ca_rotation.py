@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 from cryptography import x509
 
-from reconciler.certs import bundle
+from reconciler.certs import bundle, external
 from reconciler.certs.authority import Authority, CertError
 from reconciler.engine import cert_renewal
 from reconciler.engine.guard import guard
@@ -68,6 +68,7 @@ class Seen:
     units: list[DesiredUnit]
     stale: str  # why the units do not run on the trust files as they are ("" when they do)
     unreadable: list[str]  # "path: why"
+    unreloaded: str = ""  # why a unit that reloads on a trust file (its reloadOn) has not since it changed
 
     def lines(self) -> list[str]:
         name = self.host.name
@@ -76,6 +77,7 @@ class Seen:
             out.append(f"{name}: " + (f"units not restarted on them yet ({self.stale})" if self.stale else f"{', '.join(u.name for u in self.units)} started since"))  # fmt: skip
         out += [f"{name}: {leaf.path}: issued by the {leaf.by} CA" + ("" if leaf.managed else " (not managed)") for leaf in self.leaves]  # fmt: skip
         out += [f"{name}: {u}: unreadable" for u in self.unreadable]
+        out += [f"{name}: {self.unreloaded}"] if self.unreloaded else []
         return out
 
 
@@ -128,7 +130,14 @@ async def look(session: Session, host: DesiredHost, old: x509.Certificate, new: 
         if not said.startswith("@@FRESH"):
             stale = printable(said.removeprefix("@@STALE ").strip())[:200] or "not known"
             break
-    return Seen(host, trust, leaves, units, stale, unreadable)
+    unreloaded = ""
+    for t in trust:  # a reload the last run could not do (or did not live to do) is due still
+        readers = [x for u in host.units if t.path in u.reload_on for x in (u.name, u.reload_stamp)]
+        said = await cert_renewal.script(session, host, ["reloaded", t.path, *readers]) if readers else "@@FRESH"
+        if not said.startswith("@@FRESH"):
+            unreloaded = printable(said.removeprefix("@@STALE ").strip())[:200] or "not known"
+            break
+    return Seen(host, trust, leaves, units, stale, unreadable, unreloaded)
 
 
 async def look_all(session: Session, desired: DesiredState, old: x509.Certificate, new: x509.Certificate) -> list[Seen]:
@@ -182,15 +191,22 @@ async def rotate(
     elif phase == "reissue":
         behind = [f"{s.host.name}: {t.path}" for s in seen for t in s.trust if not t.new]
         behind += [f"{s.host.name}: units not restarted on its trust files ({s.stale})" for s in seen if s.stale]
+        behind += [f"{s.host.name}: {s.unreloaded}" for s in seen if s.unreloaded]
         if behind:
             raise RotationRefused(f"not every host trusts the new CA yet ({behind[0]}): run the trust phase first")
-        unsigned = [f"{h.name}: {c.path}" for h, c in cert_renewal.managed(desired) if not (c.renew and c.renew.sign_command)]  # fmt: skip
-        if signer is None and unsigned:
-            raise RotationRefused(
-                f"the reissue phase signs with the new CA: give its key (--new-ca-key), or a renew.signCommand that "
-                f"signs with it to every managed certificate ({unsigned[0]} has none)"
-            )
         by_path = {(s.host.name, leaf.path): leaf for s in seen for leaf in s.leaves}
+        todo = [(h, c) for h, c in cert_renewal.managed(desired) if (leaf := by_path.get((h.name, c.path))) is None or leaf.by != "new"]  # fmt: skip
+        if signer is None:  # each one's signer, checked before any is reissued
+            for h, c in todo:
+                command = c.renew.sign_command if c.renew else ()
+                if not command:
+                    raise RotationRefused(
+                        f"the reissue phase signs with the new CA: give its key (--new-ca-key), or a renew.signCommand "
+                        f"that signs with it to every managed certificate ({h.name}: {c.path} has none)"
+                    )
+                refused = external.program_problem(command[0])
+                if refused:
+                    raise RotationRefused(f"{h.name}: {c.path}: {refused}")
         for host, cert in await cert_renewal.in_turn(session, desired, cert_renewal.managed(desired), say):
             leaf = by_path.get((host.name, cert.path))
             if leaf is not None and leaf.by == "new":
@@ -230,7 +246,7 @@ async def _swap(
     """The host's trust files written and its units restarted on them, under the locks and guards, health-gated;
     put back when a unit does not come back. Nothing when the files are as wanted and the units run on them."""
     host = s.host
-    if not writes and not s.stale:
+    if not writes and not s.stale and not s.unreloaded:
         if s.trust:
             say(f"{host.name}: done already (its trust files as wanted, its units started since)")
         return
@@ -249,9 +265,10 @@ async def _swap(
                     raise HostError(f"{host.name}: {path}: {printable(said.removeprefix('@@ERR '))[:300]}")
                 written.append(path)
                 say(f"{host.name}: {path}: {what}")
-            failed = await cert_renewal.restart_units(session, desired, host, s.units, say, fence)
-            if not failed:
-                unreloaded = await cert_renewal.reload_readers(session, host, written, say)
+            failed = await cert_renewal.restart_units(session, desired, host, s.units, say, fence) if writes or s.stale else ""  # fmt: skip
+            if not failed:  # the readers of what was written, and of every trust file when one was left unreloaded
+                reread = sorted(set(written) | ({t.path for t in s.trust} if s.unreloaded else set()))
+                unreloaded = await cert_renewal.reload_readers(session, host, reread, say)
         except BaseException:
             if written:  # a write refused or a lock lost midway: the files written go back, the units untouched
                 await _put_back(session, host, written)

@@ -169,6 +169,7 @@ async def renew_one(
     staged, csr = await _csr(session, host, r.key_type, cert.path)
     units = sorted((u for u in host.units if u.name in r.restart), key=lambda u: r.restart.index(u.name))
     installed = False
+    unreloaded = ""
     try:
         lifetime = datetime.timedelta(days=r.lifetime_days)
         if signer is None:  # the spec's external signer, its answer checked (certs.external)
@@ -211,8 +212,6 @@ async def renew_one(
                     + (f" but {again}" if again else " and every unit healthy on it")
                 )
             unreloaded = await reload_readers(session, host, [cert.path, r.key_file], say)
-            if unreloaded:  # the pair is good and in use by the units restarted: not put back for a reader's reload
-                raise HostError(f"{host.name}: {cert.path}: installed, but {unreloaded} (the daemon reloads it)")
     except authority.CertError as exc:
         await _abort(session, host, staged, cert.path)
         raise HostError(f"{host.name}: {cert.path}: {exc}") from None
@@ -222,6 +221,8 @@ async def renew_one(
         raise
     serial = f"{new.serial_number:X}"
     for u in units:
+        if not presented_at(host, u, cert.path):
+            say(f"{host.name}: {u.name}: not looked at on the wire (no TLS endpoint of it known to present {cert.path})")  # fmt: skip
         for hostname, port in presented_at(host, u, cert.path):
             address = f"[{hostname}]" if ":" in hostname else hostname
             shown = (await script(session, host, ["serial", address, str(port)])).removeprefix("@@SERIAL ").strip()
@@ -231,6 +232,8 @@ async def renew_one(
                 )
             say(f"{host.name}: {u.name} at {address}:{port} presents the new certificate")
     await script(session, host, ["done", cert.path, r.key_file, *r.kubeconfigs])  # the old private key does not linger
+    if unreloaded:  # the pair is good and in use by the units restarted: kept, and said
+        raise HostError(f"{host.name}: {cert.path}: renewed, but {unreloaded} (the daemon reloads it)")
     return Renewed(
         host.name, cert.path, serial, new.not_valid_after_utc.timestamp(), round(time.monotonic() - began, 2)
     )

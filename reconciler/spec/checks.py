@@ -104,7 +104,16 @@ def check_references(by_kind: dict[str, dict[str, Document]], issues: list[SpecI
             for i, name in enumerate(names):
                 # a reload may also follow a Certificate's files (a bundle the unit verifies peers with: HAProxy's
                 # ca-file), which reconciler renews or rotates and never writes as a File
-                if name not in by_kind["File"] and not (key == "reloadOn" and name in by_kind["Certificate"]):
+                if key == "reloadOn" and name in by_kind["File"] and name in by_kind["Certificate"]:
+                    issues.append(
+                        SpecIssue(
+                            doc.file,
+                            doc.line_of("spec", key, i),
+                            f"spec.{key}[{i}]",
+                            f"a File and a Certificate are both named {name!r}: rename one",
+                        )  # fmt: skip
+                    )
+                elif name not in by_kind["File"] and not (key == "reloadOn" and name in by_kind["Certificate"]):
                     kinds = "File or Certificate" if key == "reloadOn" else "File"
                     issues.append(
                         SpecIssue(

@@ -318,7 +318,7 @@ class CertificateSpec(Strict):
     """Certificates a host must have: reported (missing, days to expiry); with `renew`, renewed from the CA."""
 
     hosts: HostSelector = "all"
-    paths: list[AbsPath] = Field(min_length=1)
+    paths: list[AbsPath] = Field(min_length=1, max_length=256)  # bounded: each is looked at on every pass
     warn_days: Annotated[float, Field(gt=0, le=3650)] = 30.0
     renew: RenewSpec | None = None
 

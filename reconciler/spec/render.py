@@ -269,7 +269,7 @@ def _render_host(
                 check,
                 us.rollout.timeout_seconds if us.rollout else 120.0,
                 us.rollback,
-                _reload_on(us, file_paths, by_kind, host),
+                _reload_on(doc, file_paths, by_kind, host, set(paths.files), issues),
                 _balancer(us.balancer),
             )
         )
@@ -303,16 +303,36 @@ def _render_host(
     )
 
 
-def _reload_on(us: UnitSpec, file_paths: dict[str, str], by_kind: dict[str, dict[str, Document]], host: Document) -> tuple[str, ...]:  # fmt: skip
-    """The paths whose change reloads the unit: its reloadOn Files', and the paths of its reloadOn Certificates
-    that select this host (a File's name comes first: the spec checks name the one they find neither of)."""
+def _reload_on(
+    doc: Document,
+    file_paths: dict[str, str],
+    by_kind: dict[str, dict[str, Document]],
+    host: Document,
+    written: set[str],
+    issues: list[SpecIssue],
+) -> tuple[str, ...]:
+    """The paths whose change reloads the unit: its reloadOn Files', and the paths of its reloadOn Certificates that
+    select this host. A Certificate's path that a File or a unit file writes is refused: that file's own
+    restartOn/reloadOn says what its change does (a path in both would be restarted and reloaded for)."""
+    us: UnitSpec = doc.spec
     paths: list[str] = []
-    for name in us.reload_on:
+    for i, name in enumerate(us.reload_on):
         if name in file_paths:
             paths.append(file_paths[name])
         elif name in by_kind["Certificate"]:
             cert: CertificateSpec = by_kind["Certificate"][name].spec
-            paths += cert.paths if selects(cert.hosts, host) else []
+            for path in cert.paths if selects(cert.hosts, host) else []:
+                if path in written:
+                    issues.append(
+                        SpecIssue(
+                            doc.file,
+                            doc.line_of("spec", "reloadOn", i),
+                            f"spec.reloadOn[{i}]",
+                            f"Certificate {name!r} lists {path}, which the specs write as a file: name that File instead",
+                        )  # fmt: skip
+                    )
+                else:
+                    paths.append(path)
     return tuple(dict.fromkeys(paths))
 
 

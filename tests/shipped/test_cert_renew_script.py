@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import datetime
+import os
 import subprocess
 import time
 from pathlib import Path
@@ -259,3 +260,45 @@ def test_a_kubeconfig_that_does_not_embed_the_pair_is_refused_nothing_replaced(
     said = run("install", str(cert), str(key), staged, *valid(pem), str(kc), data=pem)
     assert said.startswith("@@ERR") and "does not embed both" in said, said
     assert cert.read_bytes() == old_cert and kc.read_bytes() == kubeconfig(b"not this certificate", key.read_bytes())
+
+
+FAKE_SYSTEMCTL = """#!/bin/sh
+# is-active -- UNIT: active unless UNIT is "stopped.service"; show ... -- UNIT: its start time ($STARTED, UTC)
+case "$1" in
+is-active) [ "$3" = stopped.service ] && { echo inactive; exit 3; }; echo active ;;
+show) echo "$STARTED" ;;
+esac
+"""
+
+
+def test_reloaded_says_stale_until_a_reader_started_or_was_reloaded_after_the_file_changed(tmp_path: Path) -> None:
+    """The CA rotation's look at a unit that reloads on a trust file (its reloadOn): a reload stamp older than the
+    file, or none, with a start before it, is stale; a newer stamp or start is fresh; a stopped unit is not asked."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "systemctl").write_text(FAKE_SYSTEMCTL)
+    (bin_dir / "systemctl").chmod(0o755)
+    trust, stamp = tmp_path / "ca.pem", tmp_path / "reloaded" / "haproxy.service"
+    trust.write_text("bundle\n")
+    stamp.parent.mkdir()
+
+    def reloaded(*units: str, started: str = "Mon 2020-01-06 10:00:00.000000 UTC") -> str:
+        env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "STARTED": started}
+        argv = ["bash", "-c", SCRIPT, "reconciler-cert-renew", "reloaded", str(trust)]
+        for u in units:
+            argv += [u, str(stamp)]
+        done = subprocess.run(argv, capture_output=True, timeout=30, env=env)
+        assert done.returncode == 0, done.stderr
+        return done.stdout.decode()
+
+    assert reloaded("haproxy.service").startswith("@@STALE haproxy.service not reloaded since")  # no stamp, old start
+    stamp.write_text("")  # reloaded after the file changed
+    assert reloaded("haproxy.service") == "@@FRESH\n"
+    old = time.time() - 3600
+    os.utime(stamp, (old, old))  # the last reload before the file changed
+    assert reloaded("haproxy.service").startswith("@@STALE")
+    assert reloaded("haproxy.service", started=time.strftime("%a %Y-%m-%d %H:%M:%S.000000 UTC", time.gmtime(time.time() + 5))) == "@@FRESH\n"  # fmt: skip
+    assert reloaded("stopped.service") == "@@FRESH\n"  # not running: it reads the file when it starts
+    stamp.unlink()
+    stamp.symlink_to(trust)  # a link for a stamp counts for nothing
+    assert reloaded("haproxy.service").startswith("@@STALE")

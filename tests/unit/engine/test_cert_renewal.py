@@ -105,3 +105,18 @@ async def test_a_member_that_says_another_leads_does_not_make_its_host_the_leade
     assert await etcd_leader(Session(fake_connector(hosts)), desired) is None
     hosts["master-3"].etcd_status = {"header": {"member_id": "13"}, "leader": "13"}  # the gateway's strings
     assert await etcd_leader(Session(fake_connector(hosts)), desired) == "master-3"
+
+
+def test_a_path_spelled_otherwise_is_the_same_file_and_no_advertised_url_falls_back_to_the_check(
+    tmp_path: Path,
+) -> None:
+    specs = copy_specs(tmp_path / "specs")
+    etcd_yaml = specs / "etcd.yaml"
+    text = etcd_yaml.read_text()
+    etcd_yaml.write_text(text.replace("ETCD_CERT_FILE: /etc/kubernetes/ssl/kubernetes.pem", "ETCD_CERT_FILE: /etc/kubernetes//ssl/./kubernetes.pem"))  # fmt: skip
+    host, units = units_of(specs)
+    assert presented_at(host, units["etcd"], PEM) == [(host.target.address, 2379), (host.target.address, 2380)]
+    # served to its peers, but no peer URL advertised (etcd's default is not ours to guess): its health check's URL
+    etcd_yaml.write_text(text.replace('ETCD_INITIAL_ADVERTISE_PEER_URLS: "https://{{ host.address }}:2380"', "ETCD_X: y"))  # fmt: skip
+    host, units = units_of(specs)
+    assert presented_at(host, units["etcd"], PEM) == [(host.target.address, 2379)]

@@ -146,3 +146,26 @@ def test_a_certificate_that_does_not_select_the_host_adds_no_path(specs: Path) -
     certs.write_text(certs.read_text().replace("hosts: {matchLabels: {role: master}}", "hosts: [master-2]", 1))
     host = host_of(with_reload_on(specs, "kube-scheduler-env, kubernetes-ssl"))
     assert next(u for u in host.units if u.name == UNIT).reload_on == (CFG,)
+
+
+def test_a_certificate_path_the_specs_write_and_a_name_of_both_kinds_are_located_errors(specs: Path) -> None:
+    certs = specs / "certificates.yaml"
+    text = certs.read_text()
+    # the scheduler's env file listed as a Certificate: restartOn/reloadOn of its File says what its change does
+    certs.write_text(text.replace("    - /etc/kubernetes/ssl/admin.pem\n", f"    - /etc/kubernetes/ssl/admin.pem\n    - {CFG}\n"))  # fmt: skip
+    with pytest.raises(SpecError) as err:
+        load_desired(with_reload_on(specs, "kube-scheduler-env, kubernetes-ssl"))
+    assert any(f"lists {CFG}, which the specs write as a file" in str(i) and "reloadOn[1]" in str(i) for i in err.value.issues)  # fmt: skip
+    certs.write_text(text.replace("name: kubernetes-ssl", "name: kube-scheduler-env"))  # a File's name too
+    with pytest.raises(SpecError) as err:
+        load_desired(with_reload_on(specs, "kube-scheduler-env"))
+    assert any("a File and a Certificate are both named 'kube-scheduler-env'" in str(i) for i in err.value.issues)
+
+
+def test_a_certificate_lists_at_most_256_paths(specs: Path) -> None:
+    certs = specs / "certificates.yaml"
+    many = "".join(f"    - /etc/kubernetes/ssl/c{i}.pem\n" for i in range(257))
+    certs.write_text(certs.read_text().replace("    - /etc/kubernetes/ssl/admin.pem\n", many))
+    with pytest.raises(SpecError) as err:
+        load_desired(specs)
+    assert any("spec.paths" in str(i) and "256" in str(i) for i in err.value.issues), err.value.issues
