@@ -131,15 +131,21 @@ def _reload(unit: DesiredUnit, observed: HostSnapshot, written: set[str], fact: 
     stamp = observed.files.get(unit.reload_stamp)
     since = max(fact.active_enter or 0.0 if fact else 0.0, stamp.mtime if stamp and stamp.regular else 0.0)
     if not changed and since:
-        changed = [
-            p
-            for p in unit.reload_on
-            if p in observed.files and observed.files[p].regular and observed.files[p].mtime > since
-        ]
+        changed = [p for p in unit.reload_on if p in observed.files and _changed_since(observed.files[p], since)]
     if not changed:
         return None
     why = "changed since its last reload: " + ", ".join(changed)
     return Action(Kind.RELOAD, unit.name, why, rollout=unit.rollout_check is not None, because=tuple(changed))
+
+
+def _changed_since(fact: FileFact, since: float) -> bool:
+    """Pure: a regular file last modified after `since`, unless its inode's own change time (ctime, which no copy
+    can set; known once the file is settled: FileFact.stamp) is before it. A file given a future mtime (cp -p,
+    rsync -a from a clock ahead) is reloaded for once, not on every pass until the clock passes it."""
+    if not fact.regular or fact.mtime <= since:
+        return False
+    ctime = fact.stamp.rsplit(":", 1)[-1] if fact.stamp else ""
+    return not ctime or float(ctime) > since
 
 
 def _staged(desired: DesiredHost, observed: HostSnapshot, written: set[str]) -> dict[str, list[str]]:

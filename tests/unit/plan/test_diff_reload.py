@@ -169,3 +169,24 @@ def test_a_certificate_lists_at_most_256_paths(specs: Path) -> None:
     with pytest.raises(SpecError) as err:
         load_desired(specs)
     assert any("spec.paths" in str(i) and "256" in str(i) for i in err.value.issues), err.value.issues
+
+
+def test_a_file_given_a_future_mtime_is_reloaded_for_once_not_on_every_pass(specs: Path) -> None:
+    """cp -p or rsync -a from a machine whose clock is ahead: the mtime stays after every reload's stamp; the
+    inode's change time (which no copy sets) says the file has not changed since the last reload."""
+    host = host_of(with_reload_on(specs, "kube-scheduler-env, kubernetes-ssl"))
+    unit = next(u for u in host.units if u.name == UNIT)
+    seen = snapshot(host, cfg=host.files[CFG].content)
+    future = STARTED + 10**6
+
+    def with_ca(ctime: float, stamp: float | None) -> HostSnapshot:
+        ca = FileFact(CA, True, 0o644, "root", "root", future, b"", stamp=f"2049:7:1200:{future:.9f}:{ctime:.9f}")
+        files = {**seen.files, CA: ca}
+        if stamp is not None:
+            files[unit.reload_stamp] = FileFact(unit.reload_stamp, True, 0o644, "root", "root", stamp, b"")
+        return replace(seen, files=files)
+
+    copied = STARTED + 5  # when it was copied in
+    assert [a.kind for a in plan_host(host, with_ca(copied, None)).actions] == [Kind.RELOAD]
+    assert plan_host(host, with_ca(copied, STARTED + 6)).empty  # reloaded after the copy: not again
+    assert [a.kind for a in plan_host(host, with_ca(STARTED + 7, STARTED + 6)).actions] == [Kind.RELOAD]  # copied again
