@@ -136,9 +136,14 @@ class Renewals:
         return max(wait, 1.0)
 
     async def _renew(self, desired: DesiredState, host: str, cert: DesiredCert, key: tuple[str, str]) -> bool:
-        lines: list[str] = []
+        lines: list[str] = []  # each step with the seconds since the renewal began: where a slow one spent them
+        began = time.monotonic()
+
+        def say(line: str) -> None:
+            lines.append(f"+{time.monotonic() - began:.1f}s {line}")
+
         try:
-            done = await renew_one(self.session, desired, desired.hosts[host], cert, actor=self.actor, say=lines.append)
+            done = await renew_one(self.session, desired, desired.hosts[host], cert, actor=self.actor, say=say)
         except Exception as exc:  # a HostError, or whatever else: a renewal's failure, never the daemon's end
             n = self.failures[key] = self.failures.get(key, 0) + 1
             self._retry_at[key] = time.time() + backoff(n, RETRY_BASE_S, RETRY_CAP_S)

@@ -115,8 +115,16 @@ class SSHConnection:
         input: bytes | None,
     ) -> CommandResult:
         """`_run` within `timeout` (which also bounds opening the channel, which hangs on a silent network), its
-        failures said as host errors; a sink's own failure (a full disk here) raised as it is."""
-        async with self._sessions:
+        failures said as host errors; a sink's own failure (a full disk here) raised as it is. Waiting for one of the
+        connection's sessions is bounded by `timeout` too: a caller holding a lock (a restart lock) never waits
+        behind other commands for ever."""
+        try:
+            await asyncio.wait_for(self._sessions.acquire(), timeout)
+        except TimeoutError as exc:
+            raise TransientHostError(
+                f"{self.target.name}: {argv[0]} not started: all {MAX_SESSIONS} sessions busy for {timeout}s", ssh=True
+            ) from exc
+        try:
             try:
                 return await asyncio.wait_for(self._run(argv, input, max_output, sink), timeout)
             except _SinkFailed as failed:
@@ -129,6 +137,8 @@ class SSHConnection:
                 raise TransientHostError(f"{self.target.name}: connection lost: {exc}", ssh=True) from exc
             except TimeoutError as exc:
                 raise TransientHostError(f"{self.target.name}: {argv[0]} timed out after {timeout}s", ssh=True) from exc
+        finally:
+            self._sessions.release()
 
     async def _run(
         self, argv: Sequence[str], input: bytes | None, max_output: int, sink: Callable[[bytes], None] | None
