@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import posixpath
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -251,13 +252,16 @@ def _template(old: x509.Certificate, cas: list[x509.Certificate]) -> authority.T
 def presented_at(host: DesiredHost, unit: DesiredUnit, cert_path: str) -> list[tuple[str, int]]:
     """Pure: where a restarted unit presents the certificate at `cert_path` over TLS, looked at for the new serial:
     for etcd, its client URLs when its cert-file is that file and its peer URLs when its peer-cert-file is (a
-    certificate for the peers only is looked at on the peer port, one for the clients only never there); for any
-    other unit, or an etcd whose files name neither, the https URL of its health check."""
+    certificate for the peers only is looked at on the peer port, one for the clients only never there); nowhere
+    for a unit whose --tls-cert-file is another file; else the https URL of its health check."""
     texts = {p: f.content.decode("utf-8", errors="replace") for p, f in host.files.items()}
     svc = service(unit.path, texts)
     served = etcd.serving(svc, cert_path) if svc.program == "etcd" else None
     if served is not None:
         return served
+    serving = svc.flags().get("tls-cert-file")  # a kube component's serving certificate
+    if serving is not None and posixpath.normpath(serving.value) != posixpath.normpath(cert_path):
+        return []  # it serves another one: this is a client's pair of it (an apiserver's --etcd-certfile)
     name = health_check(host, unit)
     check = host.check(name) if name else None
     if check is None or not (check.url or "").startswith("https://"):

@@ -120,3 +120,12 @@ def test_a_path_spelled_otherwise_is_the_same_file_and_no_advertised_url_falls_b
     etcd_yaml.write_text(text.replace('ETCD_INITIAL_ADVERTISE_PEER_URLS: "https://{{ host.address }}:2380"', "ETCD_X: y"))  # fmt: skip
     host, units = units_of(specs)
     assert presented_at(host, units["etcd"], PEM) == [(host.target.address, 2379)]
+
+
+def test_an_apiserver_serving_another_file_is_not_looked_at_for_its_client_pair(tmp_path: Path) -> None:
+    specs = copy_specs(tmp_path / "specs")
+    kube = specs / "kubernetes.yaml"
+    kube.write_text(kube.read_text().replace("--tls-cert-file=/etc/kubernetes/ssl/kubernetes.pem", "--tls-cert-file=/etc/kubernetes/ssl/apiserver.pem"))  # fmt: skip
+    host, units = units_of(specs)
+    assert presented_at(host, units["kube-apiserver"], PEM) == []  # its --etcd-certfile: a client's, not served
+    assert presented_at(host, units["kube-apiserver"], "/etc/kubernetes/ssl/./apiserver.pem") == [(host.target.address, 6443)]  # fmt: skip
