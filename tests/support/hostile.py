@@ -681,8 +681,11 @@ CASES: list[Case] = [
         "hosts-x-certificates",
         {
             "hosts.yaml": many_hosts(1000),
-            "a.yaml": "apiVersion: reconciler/v1\nkind: Certificate\nmetadata: {name: c}\n"
-            "spec:\n  paths: [" + ",".join(f"/c{i}" for i in range(20000)) + "]\n",
+            "a.yaml": "---\n".join(  # 80 documents of 250 paths (a Certificate lists at most 256)
+                f"apiVersion: reconciler/v1\nkind: Certificate\nmetadata: {{name: c{d}}}\n"
+                "spec:\n  paths: [" + ",".join(f"/c{d}/{i}" for i in range(250)) + "]\n"
+                for d in range(80)
+            ),
         },
         "MAX_DESIRED_ITEMS",
         file=None,
