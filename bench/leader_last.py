@@ -34,7 +34,7 @@ SPECS = REPO / "specs"
 def term(bed: Testbed) -> int:
     """The cluster's raft term: the highest any member says (each election raises it by one)."""
     out = etcdctl(bed, "endpoint", "status", "-w", "json", endpoints=bed.hosts).stdout
-    return max(int(s["Status"]["raft_term"]) for s in json.loads(out))
+    return max(int(s["Status"]["header"]["raft_term"]) for s in json.loads(out))
 
 
 def main() -> int:

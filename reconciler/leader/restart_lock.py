@@ -14,7 +14,6 @@ around `engine.rollouts`' turns.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import time
 from collections.abc import AsyncIterator, Callable
@@ -62,6 +61,9 @@ class Turn(Protocol):
     async def deposed(self) -> bool: ...
 
 
+KEEPER_GRACE_S = 10.0  # past its renewal interval, the longest a turn's end waits for its keeper to stop
+
+
 class _Held:
     """Whether this turn still holds the lock. `fresh`: renewed within the deadline (the `clock` time of a request
     etcd answered with a live lease, read before it was sent) and not seen lost (lease gone, key gone or
@@ -81,6 +83,7 @@ class _Held:
         self.clock, self.renewed, self.deadline = clock, renewed, deadline
         self.revision = 0  # the key's create revision once taken: this holding and no later one
         self.lost = ""
+        self.stopping = False  # the turn is over: its keeper renews no more
 
     def fresh(self) -> bool:
         return not self.lost and self.clock() - self.renewed < self.deadline
@@ -163,14 +166,24 @@ class RestartLock:
             keeper = asyncio.create_task(self._keep(held))
             yield held
         finally:
+            cancelled = False
             if keeper is not None:
+                # The keeper is told to stop, then cancelled: a cancellation can be lost (Python 3.11's wait_for
+                # returns an answer that came at the same moment), and a keeper that went on renewing kept the lock
+                # for ever while this turn waited for it (seen on the testbed: a renewal held etcd's lock until a
+                # signal). Waiting for it is bounded, and a cancellation of this turn is never swallowed.
+                held.stopping = True
                 keeper.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await keeper
+                try:
+                    await asyncio.wait({keeper}, timeout=self.retry + KEEPER_GRACE_S)
+                except asyncio.CancelledError:
+                    cancelled = True
             try:  # revoking the lease deletes the key; if that fails, the lease runs out within its TTL
                 await asyncio.wait_for(self.api.revoke(lease.id), 5)
             except Exception as exc:  # never in place of what ended the turn
                 log.warning("restart lock not given up; it expires with its lease", unit=unit, error=str(exc)[:200])
+            if cancelled:
+                raise asyncio.CancelledError
 
     async def _renew(self, held: _Held) -> bool:
         """Keep the lease alive; whether it still was."""
@@ -209,8 +222,10 @@ class RestartLock:
 
     async def _keep(self, held: _Held) -> None:
         """Renew every `retry` seconds and look at the key: gone, or another's, and the turn stops."""
-        while not held.lost:
+        while not held.lost and not held.stopping:
             await asyncio.sleep(self.retry)
+            if held.stopping:
+                return
             try:
                 if not await self._renew(held):
                     held.lose("its lease expired")

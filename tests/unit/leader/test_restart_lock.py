@@ -295,3 +295,59 @@ def test_curls_answer_and_status_are_split_strictly(stdout: bytes, parsed: tuple
 )
 def test_the_client_url_is_the_checks_scheme_and_address(url: str, client: str) -> None:
     assert client_url(DesiredCheck("etcd", 5, url=url)) == client
+
+
+class LosesACancel(Scripted):
+    """A keepalive whose answer comes at the same moment as the keeper's cancellation, which it then loses (as
+    Python 3.11's wait_for does): the keeper would go on renewing."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lost = 0
+
+    async def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        if path == "/v3/lease/keepalive":
+            try:
+                await asyncio.sleep(0.2)
+            except asyncio.CancelledError:
+                self.lost += 1  # swallowed: the answer is returned as if no cancellation came
+        return await super()._post(path, body)
+
+
+async def test_a_turn_ends_even_when_its_keeper_loses_the_cancellation_and_the_lease_is_given_up() -> None:
+    """Seen on the testbed: a renewal held etcd's restart lock for minutes, waiting at its turn's end for a keeper
+    that had lost its cancellation and went on renewing the lease, until a signal came."""
+    api = LosesACancel()
+    lock = RestartLock(api, "certs renew", retry=0.05)
+
+    async def turn() -> float:
+        async with lock.turn("etcd.service", "master-1", wait=1):
+            deadline = time.monotonic() + 5
+            while "/v3/lease/keepalive" not in api.calls and time.monotonic() < deadline:
+                await asyncio.sleep(0.01)
+            await asyncio.sleep(0.06)  # the keeper in a keepalive now
+            return time.monotonic()
+
+    began = await asyncio.wait_for(turn(), 10)  # before: the turn's end never came
+    assert api.lost == 1 and time.monotonic() - began < 1.0
+    assert api.calls[-1] == "/v3/lease/revoke"
+    renewals = api.calls.count("/v3/lease/keepalive")
+    await asyncio.sleep(0.3)
+    assert api.calls.count("/v3/lease/keepalive") == renewals  # the keeper stopped
+
+
+async def test_a_cancellation_of_the_turn_while_it_ends_is_raised_not_swallowed() -> None:
+    api = LosesACancel()
+
+    async def turn() -> None:
+        async with RestartLock(api, "certs renew", retry=0.05).turn("etcd.service", "master-1", wait=1):
+            await asyncio.sleep(0.08)
+
+    task = asyncio.ensure_future(turn())
+    while "/v3/lease/keepalive" not in api.calls:
+        await asyncio.sleep(0.005)
+    await asyncio.sleep(0.04)  # ending: waiting for the keeper
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert api.calls[-1] == "/v3/lease/revoke"  # given up all the same
