@@ -112,7 +112,10 @@ def test_every_member_is_rebuilt_from_one_snapshot(converged: Testbed, tmp_path:
     finally:
         watch.kill()
     told = (tmp_path / "watch.out").read_text()
-    assert "compacted" in told, told
+    # told it was compacted; or, when the test's own disaster stopped the watch's member under it, cancelled there by
+    # etcd 3.4's hard stop under TLS ("missing content-type field", an answer etcdctl does not retry): seen once in
+    # CI, before the restore began; either way never fed stale data (below)
+    assert "compacted" in told or "missing content-type field" in told, told
     assert "PUT" not in told, told  # no key put since the watch began: nothing replayed from the restored data
     checked = reconciler("check", str(SPECS))
     assert checked.code == 0, checked.out + checked.err  # every component healthy
