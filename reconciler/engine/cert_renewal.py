@@ -222,9 +222,10 @@ async def renew_one(
         raise
     serial = f"{new.serial_number:X}"
     for u in units:
-        if not presented_at(host, u, cert.path):
+        endpoints = presented_at(host, u, cert.path)  # parses the unit's files once
+        if not endpoints:
             say(f"{host.name}: {u.name}: not looked at on the wire (no TLS endpoint of it known to present {cert.path})")  # fmt: skip
-        for hostname, port in presented_at(host, u, cert.path):
+        for hostname, port in endpoints:
             address = f"[{hostname}]" if ":" in hostname else hostname
             shown = (await script(session, host, ["serial", address, str(port)])).removeprefix("@@SERIAL ").strip()
             if shown.upper().lstrip("0") != serial.lstrip("0"):
